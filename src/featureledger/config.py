@@ -1,0 +1,181 @@
+"""``featureledger.yaml``: the project's configuration.
+
+Settings resolve in one fixed order: explicit arguments, then environment variables, then
+the file. An environment variable ``FEATURELEDGER__SECTION__KEY`` overrides ``section.key``
+(for example ``FEATURELEDGER__ONLINE_STORE__TYPE=redis``); ``FEATURELEDGER_REGISTRY`` is a
+shorthand for the registry URL. Unknown keys are rejected, so a typo is an error, not a
+silently ignored setting. Relative paths are relative to the file's folder.
+
+>>> cfg = ProjectConfig.model_validate({"project": "demo"})
+>>> cfg.online_store.type, cfg.offline_store.type
+('sqlite', 'parquet')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from featureledger.errors import ConfigError
+
+CONFIG_FILE = "featureledger.yaml"
+DATA_DIR = ".featureledger"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParquetOfflineStoreConfig(_Config):
+    type: Literal["parquet"] = "parquet"
+    path: str = f"{DATA_DIR}/offline"
+    """Folder holding commit files: views/<view>/v<version>/<commit>/..."""
+    duckdb_memory_limit: str | None = None
+    """DuckDB memory_limit for retrieval (e.g. '4GB'); default: DuckDB's own."""
+    duckdb_threads: int | None = None
+    """DuckDB worker threads; default: one per core."""
+
+
+class SparkOfflineStoreConfig(_Config):
+    type: Literal["spark"] = "spark"
+    path: str = f"{DATA_DIR}/offline"
+    """Folder holding commit files, shared with the parquet store."""
+    master: str = "local[2]"
+    """Spark master URL."""
+
+
+OfflineStoreConfig = Annotated[
+    Union[ParquetOfflineStoreConfig, SparkOfflineStoreConfig], Field(discriminator="type")
+]
+
+
+class SqliteOnlineStoreConfig(_Config):
+    type: Literal["sqlite"] = "sqlite"
+    path: str = f"{DATA_DIR}/online.db"
+    """SQLite database file for online values."""
+
+
+class RedisOnlineStoreConfig(_Config):
+    type: Literal["redis"] = "redis"
+    url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL."""
+    key_prefix: str = "fl"
+    """Prefix of every key this project writes (several projects can share a server)."""
+    timeout_s: float = 0.5
+    """Socket connect/read timeout in seconds."""
+    retries: int = 2
+    """Retries of a failed call before a BackendUnavailableError."""
+
+
+OnlineStoreConfig = Annotated[
+    Union[SqliteOnlineStoreConfig, RedisOnlineStoreConfig], Field(discriminator="type")
+]
+
+
+class OpenLineageConfig(_Config):
+    enabled: bool = False
+    """Emit OpenLineage events."""
+    namespace: str = "featureledger"
+    """Job namespace of emitted events."""
+    transport: dict[str, Any] = Field(default_factory=lambda: {"type": "console"})
+    """openlineage-python transport config: console, file (log_file_path) or http (url)."""
+
+
+class MlflowConfig(_Config):
+    tracking_uri: str | None = None
+    """MLflow tracking URI; default: MLflow's own resolution (MLFLOW_TRACKING_URI)."""
+    autolink: bool = True
+    """Link featureledger runs to the active MLflow run automatically."""
+
+
+class ServerConfig(_Config):
+    host: str = "127.0.0.1"
+    port: int = 6566
+    tokens: dict[str, str] = Field(default_factory=dict)
+    """Bearer token -> principal name. Required to bind a non-loopback address."""
+
+
+class ProjectConfig(_Config):
+    project: str = "default"
+    """Project name, used in lineage namespaces and key prefixes."""
+    registry: str = f"sqlite:///{DATA_DIR}/registry.db"
+    """SQLAlchemy URL of the registry (sqlite:///... or postgresql+psycopg://...)."""
+    offline_store: OfflineStoreConfig = Field(default_factory=ParquetOfflineStoreConfig)
+    online_store: OnlineStoreConfig = Field(default_factory=SqliteOnlineStoreConfig)
+    openlineage: OpenLineageConfig = Field(default_factory=OpenLineageConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    root: Path = Field(default=Path("."), exclude=True)
+    """Folder of the config file; relative paths resolve against it."""
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def registry_url(self) -> str:
+        url = self.registry
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            return prefix + str(self.resolve(url[len(prefix):]).absolute())
+        return url
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if environ.get("FEATURELEDGER_REGISTRY"):
+        out["registry"] = environ["FEATURELEDGER_REGISTRY"]
+    for key, value in environ.items():
+        if not key.startswith("FEATURELEDGER__"):
+            continue
+        parts = [p.lower() for p in key[len("FEATURELEDGER__"):].split("__") if p]
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value) if value else value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            # switching a store's type drops the other type's keys
+            if "type" in v and v["type"] != out[k].get("type"):
+                out[k] = dict(v)
+            else:
+                out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> ProjectConfig:
+    """Load ``featureledger.yaml`` from ``path`` (a file or the folder holding it)."""
+    p = Path(path) if path is not None else Path.cwd()
+    file = p / CONFIG_FILE if p.is_dir() else p
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file} must hold a mapping of settings, not {type(data).__name__}")
+    elif path is not None and not p.is_dir():
+        raise ConfigError(f"config file {file} does not exist; run 'featureledger init' to make one")
+    data = _deep_merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    data = _deep_merge(data, overrides or {})
+    try:
+        cfg = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration in {file}: {problems}") from None
+    return cfg.model_copy(update={"root": file.parent.absolute()})

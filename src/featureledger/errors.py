@@ -1,0 +1,218 @@
+"""The one exception hierarchy of featureledger.
+
+Every error says what was wrong and what to do about it. Built-in exception types are
+mixed in where a caller would naturally catch them (``KeyError`` for unknown names,
+``ValueError`` for malformed input), so ``except KeyError`` keeps working.
+
+Each class carries a stable ``code`` (used by the CLI exit status and the HTTP server's
+status mapping) and a ``transient`` flag that retry logic reads instead of the message.
+
+::
+
+    FeatureLedgerError
+    ├── ConfigError                       (ValueError)  bad featureledger.yaml / settings
+    ├── MissingDependencyError            (ImportError) optional extra not installed
+    ├── DefinitionError                   (ValueError)  an invalid Entity / Field / FeatureView
+    │   ├── InvalidReferenceError                       malformed feature reference
+    │   └── RepositoryLoadError                         a feature repository file failed to load
+    ├── NotFoundError                     (KeyError)
+    │   ├── UnknownFeatureError                         view or feature does not exist
+    │   ├── UnknownViewError
+    │   ├── UnknownEntityError
+    │   ├── UnknownFeatureSetError
+    │   ├── UnknownCommitError
+    │   ├── UnknownDatasetError
+    │   ├── UnknownRunError
+    │   ├── UnknownModelError
+    │   └── UnknownDeploymentError
+    ├── IncompatibleChangeError                         apply refused by a compatibility mode
+    ├── ValidationFailedError                           strict ingestion rejected
+    ├── IngestionError                                  data could not be read / mapped
+    ├── RetrievalError                                  a retrieval request cannot be answered
+    ├── ReproductionError                               a dataset cannot be rebuilt exactly
+    ├── ConcurrencyError                                lost a race; safe to retry (transient)
+    ├── StorageError                                    a backend failed
+    │   └── BackendUnavailableError                     a server did not answer (transient)
+    ├── AccessDeniedError             (PermissionError)
+    └── StateError                                      operation not valid in this state
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class FeatureLedgerError(Exception):
+    """Root of every error raised by featureledger."""
+
+    code: ClassVar[str] = "featureledger_error"
+    http_status: ClassVar[int] = 500
+    transient: ClassVar[bool] = False
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class ConfigError(ValueError, FeatureLedgerError):
+    code = "config_error"
+    http_status = 500
+
+
+class MissingDependencyError(ImportError, FeatureLedgerError):
+    code = "missing_dependency"
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs the package '{package}', which is not installed. "
+            f"Install it with: pip install 'featureledger[{extra}]'"
+        )
+
+
+class DefinitionError(ValueError, FeatureLedgerError):
+    code = "invalid_definition"
+    http_status = 422
+
+
+class InvalidReferenceError(DefinitionError):
+    code = "invalid_reference"
+
+
+class RepositoryLoadError(DefinitionError):
+    code = "repository_load_error"
+
+
+class NotFoundError(KeyError, FeatureLedgerError):
+    code = "not_found"
+    http_status = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return FeatureLedgerError.__str__(self)
+
+
+class UnknownFeatureError(NotFoundError):
+    code = "unknown_feature"
+
+
+class UnknownViewError(UnknownFeatureError):
+    code = "unknown_view"
+
+
+class UnknownEntityError(NotFoundError):
+    code = "unknown_entity"
+
+
+class UnknownFeatureSetError(NotFoundError):
+    code = "unknown_feature_set"
+
+
+class UnknownCommitError(NotFoundError):
+    code = "unknown_commit"
+
+
+class UnknownDatasetError(NotFoundError):
+    code = "unknown_dataset"
+
+
+class UnknownRunError(NotFoundError):
+    code = "unknown_run"
+
+
+class UnknownModelError(NotFoundError):
+    code = "unknown_model"
+
+
+class UnknownDeploymentError(NotFoundError):
+    code = "unknown_deployment"
+
+
+class IncompatibleChangeError(FeatureLedgerError):
+    """An apply was refused because a change breaks the view's compatibility mode."""
+
+    code = "incompatible_change"
+    http_status = 409
+
+    def __init__(self, message: str, violations: list | None = None) -> None:
+        super().__init__(message)
+        self.violations = violations or []
+
+
+class ValidationFailedError(FeatureLedgerError):
+    """A strict ingestion found invalid rows; nothing was written."""
+
+    code = "validation_failed"
+    http_status = 422
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class IngestionError(ValueError, FeatureLedgerError):
+    code = "ingestion_error"
+    http_status = 422
+
+
+class RetrievalError(ValueError, FeatureLedgerError):
+    code = "retrieval_error"
+    http_status = 422
+
+
+class ReproductionError(FeatureLedgerError):
+    code = "reproduction_error"
+    http_status = 409
+
+
+class ConcurrencyError(FeatureLedgerError):
+    code = "concurrency_conflict"
+    http_status = 409
+    transient = True
+
+
+class StorageError(FeatureLedgerError):
+    code = "storage_error"
+    http_status = 503
+
+
+class BackendUnavailableError(StorageError):
+    code = "backend_unavailable"
+    transient = True
+
+
+class AccessDeniedError(PermissionError, FeatureLedgerError):
+    code = "access_denied"
+    http_status = 403
+
+
+class StateError(FeatureLedgerError):
+    code = "invalid_state"
+    http_status = 409
+
+
+__all__ = [
+    "AccessDeniedError",
+    "BackendUnavailableError",
+    "ConcurrencyError",
+    "ConfigError",
+    "DefinitionError",
+    "FeatureLedgerError",
+    "IncompatibleChangeError",
+    "IngestionError",
+    "InvalidReferenceError",
+    "MissingDependencyError",
+    "NotFoundError",
+    "RepositoryLoadError",
+    "ReproductionError",
+    "RetrievalError",
+    "StateError",
+    "StorageError",
+    "UnknownCommitError",
+    "UnknownDatasetError",
+    "UnknownDeploymentError",
+    "UnknownEntityError",
+    "UnknownFeatureError",
+    "UnknownFeatureSetError",
+    "UnknownModelError",
+    "UnknownRunError",
+    "UnknownViewError",
+    "ValidationFailedError",
+]

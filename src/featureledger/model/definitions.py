@@ -1,0 +1,489 @@
+"""Definitions: Entity, Field, FeatureView, FeatureSet and their sources.
+
+Definitions are immutable pydantic models. Each has a *spec* (everything that affects
+stored data or its meaning: schema, keys, source, TTL, checks, transformation) and *docs*
+(descriptions, owner, tags). ``definition_hash`` is the sha256 of the canonical spec, so a
+documentation-only edit keeps the data version.
+
+>>> driver = Entity(name="driver", join_keys={"driver_id": "int64"})
+>>> view = FeatureView(
+...     name="driver_stats",
+...     entities=[driver],
+...     fields=[Field(name="trips", dtype="int64", min=0)],
+...     ttl="7d",
+... )
+>>> view.ttl
+datetime.timedelta(days=7)
+>>> len(view.definition_hash)
+64
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field as PydField,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from featureledger.errors import DefinitionError
+from featureledger.model.hashing import content_hash
+from featureledger.model.types import NUMERIC_DTYPES, ORDERED_DTYPES, parse_dtype
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TTL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
+_TTL_UNITS = {
+    "us": dt.timedelta(microseconds=1),
+    "ms": dt.timedelta(milliseconds=1),
+    "s": dt.timedelta(seconds=1),
+    "m": dt.timedelta(minutes=1),
+    "h": dt.timedelta(hours=1),
+    "d": dt.timedelta(days=1),
+    "w": dt.timedelta(weeks=1),
+}
+# Names that featureledger adds to every stored row.
+RESERVED_COLUMNS = frozenset({"_commit_id", "_commit_time", "_event_ts", "_row"})
+
+Compatibility = Literal["backward", "forward", "full", "none"]
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"{kind} name {name!r} is not valid: use letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    if name in RESERVED_COLUMNS:
+        raise ValueError(f"{kind} name {name!r} is reserved by featureledger; rename it")
+    return name
+
+
+def parse_ttl(value: Any) -> dt.timedelta | None:
+    """Accept a timedelta, seconds, or text such as '7d', '12h', '90m'."""
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _TTL_RE.match(value)
+        if m:
+            return float(m.group(1)) * _TTL_UNITS[m.group(2)]
+        if value.strip().upper().startswith("P"):  # ISO 8601 duration, as JSON dumps write it
+            from pydantic import TypeAdapter
+
+            return TypeAdapter(dt.timedelta).validate_python(value.strip())
+    raise ValueError(f"TTL {value!r} is not understood; write e.g. '7d', '12h', '30m' or seconds")
+
+
+class _Definition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=False)
+
+    kind: ClassVar[str] = "definition"
+    # Keys of model_dump() that are documentation, not data.
+    doc_keys: ClassVar[frozenset[str]] = frozenset({"description", "owner", "tags"})
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(definition)'}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise DefinitionError(
+                f"invalid {type(self).kind} {data.get('name', '')!r}: {problems}"
+            ) from None
+
+    def spec(self) -> dict[str, Any]:
+        """The data-affecting part of the definition, as JSON-ready values."""
+        return _strip_docs(self.model_dump(mode="python"), self.doc_keys)
+
+    def docs(self) -> dict[str, Any]:
+        """Descriptions, owner and tags, nested like the definition."""
+        return _only_docs(self.model_dump(mode="python"), self.doc_keys)
+
+    @property
+    def definition_hash(self) -> str:
+        return content_hash({"kind": self.kind, "spec": self.spec()})
+
+    @property
+    def docs_hash(self) -> str:
+        return content_hash(self.docs())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict from which ``from_dict`` rebuilds the definition."""
+        return {"kind": self.kind, **self.model_dump(mode="json", exclude_defaults=False)}
+
+
+def _strip_docs(value: Any, doc_keys: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_docs(v, doc_keys) for k, v in value.items() if k not in doc_keys}
+    if isinstance(value, list):
+        return [_strip_docs(v, doc_keys) for v in value]
+    return value
+
+
+def _only_docs(value: Any, doc_keys: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {k: value[k] for k in doc_keys if k in value}
+        for k, v in value.items():
+            if k in doc_keys:
+                continue
+            nested = _only_docs(v, doc_keys)
+            if nested:
+                out[k] = nested
+        return out
+    if isinstance(value, list):
+        items = [_only_docs(v, doc_keys) for v in value]
+        return items if any(items) else []
+    return None
+
+
+class Entity(_Definition):
+    """A thing features describe, identified by one or more typed join keys."""
+
+    kind: ClassVar[str] = "entity"
+
+    name: str
+    join_keys: dict[str, str]
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = PydField(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("entity", v)
+
+    @field_validator("join_keys", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> dict[str, str]:
+        if isinstance(v, str):
+            v = {v: "int64"}
+        if isinstance(v, (list, tuple)):
+            v = {k: "int64" for k in v} if all(isinstance(k, str) for k in v) else dict(v)
+        if not isinstance(v, dict) or not v:
+            raise ValueError("join_keys must name at least one key, e.g. {'driver_id': 'int64'}")
+        out = {}
+        for k, t in v.items():
+            check_name("join key", k)
+            dtype = parse_dtype(t)
+            if dtype.startswith("list<") or dtype in ("float32", "float64"):
+                raise ValueError(f"join key {k!r} cannot have dtype {dtype}; use an int or string")
+            out[k] = dtype
+        return out
+
+
+class Field(_Definition):
+    """One feature's schema and constraints."""
+
+    kind: ClassVar[str] = "field"
+
+    name: str
+    dtype: str
+    unit: str | None = None
+    description: str = ""
+    nullable: bool = True
+    default: Any = None
+    min: float | int | str | None = None
+    max: float | int | str | None = None
+    allowed_values: list[Any] | None = None
+    regex: str | None = None
+    tags: dict[str, str] = PydField(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("field", v)
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, v: Any) -> str:
+        return parse_dtype(v)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, v: Any) -> dict[str, str]:
+        # tags=["pii"] is shorthand for {"pii": "true"}
+        if isinstance(v, (list, tuple, set)):
+            return {str(t): "true" for t in v}
+        return v
+
+    @model_validator(mode="after")
+    def _constraints(self) -> Field:
+        base = self.dtype
+        if (self.min is not None or self.max is not None) and base not in ORDERED_DTYPES:
+            raise ValueError(f"min/max need an ordered dtype, not {base}")
+        if base in NUMERIC_DTYPES:
+            for bound in ("min", "max"):
+                b = getattr(self, bound)
+                if b is not None and not isinstance(b, (int, float)):
+                    raise ValueError(f"{bound}={b!r} must be a number for dtype {base}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min!r} is greater than max {self.max!r}")
+        if self.regex is not None:
+            if base != "string":
+                raise ValueError("regex applies only to string fields")
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        if self.allowed_values is not None and len(self.allowed_values) == 0:
+            raise ValueError("allowed_values is empty: no value could ever pass")
+        if self.allowed_values is not None:
+            # canonical order, so the same set always hashes the same
+            object.__setattr__(self, "allowed_values", sorted(self.allowed_values, key=repr))
+        if self.default is not None and self.allowed_values is not None:
+            if self.default not in self.allowed_values:
+                raise ValueError(f"default {self.default!r} is not among allowed_values")
+        return self
+
+    @property
+    def required(self) -> bool:
+        """True when old data without this field could not satisfy it."""
+        return not self.nullable and self.default is None
+
+
+class FileSource(_Definition):
+    """Parquet or CSV files: a path or glob."""
+
+    kind: ClassVar[str] = "file_source"
+
+    type: Literal["file"] = "file"
+    path: str
+    format: Literal["parquet", "csv"] | None = None
+    options: dict[str, Any] = PydField(default_factory=dict)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _format(self) -> FileSource:
+        if self.format is None:
+            fmt = "csv" if self.path.lower().rstrip("*").endswith((".csv", ".csv.gz")) else "parquet"
+            object.__setattr__(self, "format", fmt)
+        return self
+
+
+class DataFrameSource(_Definition):
+    """Data handed in by the caller (pandas, Arrow, Polars) at ingestion time."""
+
+    kind: ClassVar[str] = "dataframe_source"
+
+    type: Literal["dataframe"] = "dataframe"
+    name: str = "dataframe"
+    description: str = ""
+
+
+Source = Annotated[Union[FileSource, DataFrameSource], PydField(discriminator="type")]
+
+
+class RowCheck(_Definition):
+    """A row-level check: a SQL boolean expression over the view's fields (DuckDB dialect)."""
+
+    kind: ClassVar[str] = "row_check"
+
+    name: str
+    expr: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("row check", v)
+
+
+class Transformation(_Definition):
+    """How a derived view is computed from its parents, stored verbatim."""
+
+    kind: ClassVar[str] = "transformation"
+
+    language: Literal["sql", "python"]
+    code: str
+    parents: list[str]
+    params: dict[str, Any] = PydField(default_factory=dict)
+    window: str | None = None
+    description: str = ""
+
+
+class FeatureView(_Definition):
+    """A named group of fields over entities, read from a source."""
+
+    kind: ClassVar[str] = "feature_view"
+
+    name: str
+    entities: list[str]
+    fields: list[Field]
+    source: Source = PydField(default_factory=DataFrameSource)
+    timestamp_field: str = "event_timestamp"
+    created_timestamp_field: str | None = None
+    ttl: dt.timedelta | None = None
+    owner: str = ""
+    description: str = ""
+    tags: dict[str, str] = PydField(default_factory=dict)
+    checks: list[RowCheck] = PydField(default_factory=list)
+    compatibility: Compatibility = "backward"
+    transformation: Transformation | None = None
+    # join keys copied from the entities at definition time (filled by the model validator)
+    join_keys: dict[str, str] = PydField(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("feature view", v)
+
+    @field_validator("entities", mode="before")
+    @classmethod
+    def _entities(cls, v: Any) -> list[Any]:
+        if isinstance(v, (str, Entity)):
+            v = [v]
+        return list(v)
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, v: Any) -> dt.timedelta | None:
+        ttl = parse_ttl(v)
+        if ttl is not None and ttl <= dt.timedelta(0):
+            raise ValueError("ttl must be positive; leave it out for no expiry")
+        return ttl
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _checks(cls, v: Any) -> list[Any]:
+        if isinstance(v, dict):
+            return [{"name": k, "expr": e} for k, e in v.items()]
+        return v
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"type": "file", "path": v}
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entity_objects(cls, data: Any) -> Any:
+        # Entity objects given inline contribute their join keys; names are kept.
+        if isinstance(data, dict):
+            ents = data.get("entities")
+            if isinstance(ents, Entity):
+                ents = [ents]
+            if isinstance(ents, (list, tuple)):
+                keys = dict(data.get("join_keys") or {})
+                names = []
+                for e in ents:
+                    if isinstance(e, Entity):
+                        keys.update(e.join_keys)
+                        names.append(e.name)
+                    else:
+                        names.append(e)
+                data = {**data, "entities": names, "join_keys": keys}
+        return data
+
+    @model_validator(mode="after")
+    def _consistency(self) -> FeatureView:
+        if not self.entities:
+            raise ValueError("a feature view needs at least one entity")
+        if not self.fields:
+            raise ValueError("a feature view needs at least one field")
+        names = [f.name for f in self.fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate field names: {', '.join(dupes)}")
+        clash = set(names) & (set(self.join_keys) | {self.timestamp_field})
+        if clash:
+            raise ValueError(
+                f"field(s) {', '.join(sorted(clash))} clash with a join key or the timestamp field"
+            )
+        checks = [c.name for c in self.checks]
+        if len(set(checks)) != len(checks):
+            raise ValueError("row check names must be unique")
+        return self
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        from featureledger.errors import UnknownFeatureError
+
+        raise UnknownFeatureError(
+            f"feature view {self.name!r} has no field {name!r}; "
+            f"its fields are: {', '.join(f.name for f in self.fields)}"
+        )
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def with_join_keys(self, entities: dict[str, Entity]) -> FeatureView:
+        """Fill ``join_keys`` from registered entities (names given as strings)."""
+        keys: dict[str, str] = {}
+        for name in self.entities:
+            if name in entities:
+                keys.update(entities[name].join_keys)
+        keys.update(self.join_keys)
+        if keys == self.join_keys:
+            return self
+        return self.model_copy(update={"join_keys": keys})
+
+
+class FeatureSet(_Definition):
+    """A named list of feature references that a model consumes.
+
+    References are pinned to view versions when the set is applied.
+    """
+
+    kind: ClassVar[str] = "feature_set"
+
+    name: str
+    features: list[str]
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = PydField(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("feature set", v)
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: list[str]) -> list[str]:
+        from featureledger.model.references import parse_reference
+
+        if not v:
+            raise ValueError("a feature set needs at least one feature reference")
+        refs = [parse_reference(r) for r in v]
+        seen: set[str] = set()
+        for r in refs:
+            if r.output_name in seen:
+                raise ValueError(f"feature {r.output_name!r} appears twice")
+            seen.add(r.output_name)
+        return [str(r) for r in refs]
+
+
+Definition = Union[Entity, FeatureView, FeatureSet]
+DEFINITION_KINDS: dict[str, type[_Definition]] = {
+    "entity": Entity,
+    "feature_view": FeatureView,
+    "feature_set": FeatureSet,
+}
+
+
+def definition_from_dict(data: dict[str, Any]) -> Definition:
+    """Rebuild a definition from ``to_dict()`` output (or a YAML document)."""
+    data = dict(data)
+    kind = data.pop("kind", None)
+    cls = DEFINITION_KINDS.get(kind or "")
+    if cls is None:
+        raise DefinitionError(
+            f"unknown definition kind {kind!r}; use one of {', '.join(DEFINITION_KINDS)}"
+        )
+    return cls(**data)  # type: ignore[return-value]

@@ -1,0 +1,32 @@
+"""The registry: definitions, commits, datasets, runs, lineage and audit, in SQL."""
+
+from __future__ import annotations
+
+from featureledger.registry.definitions import (
+    DefinitionRecord,
+    DefinitionRepository,
+    Plan,
+    PlanItem,
+)
+from featureledger.registry.engine import RegistryDB
+
+
+class Registry:
+    """All registry repositories over one database."""
+
+    def __init__(self, url: str, *, actor: str | None = None) -> None:
+        self.db = RegistryDB(url, actor=actor)
+        self.definitions = DefinitionRepository(self.db)
+
+    @property
+    def actor(self) -> str:
+        return self.db.actor
+
+    def generation(self) -> int:
+        return self.db.generation()
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+__all__ = ["DefinitionRecord", "DefinitionRepository", "Plan", "PlanItem", "Registry", "RegistryDB"]
