@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from featureledger.registry.commits import CommitRecord, CommitRepository
 from featureledger.registry.definitions import (
     DefinitionRecord,
     DefinitionRepository,
@@ -17,6 +18,7 @@ class Registry:
     def __init__(self, url: str, *, actor: str | None = None) -> None:
         self.db = RegistryDB(url, actor=actor)
         self.definitions = DefinitionRepository(self.db)
+        self.commits = CommitRepository(self.db)
 
     @property
     def actor(self) -> str:
@@ -29,4 +31,7 @@ class Registry:
         self.db.dispose()
 
 
-__all__ = ["DefinitionRecord", "DefinitionRepository", "Plan", "PlanItem", "Registry", "RegistryDB"]
+__all__ = [
+    "CommitRecord",
+    "CommitRepository",
+    "DefinitionRecord", "DefinitionRepository", "Plan", "PlanItem", "Registry", "RegistryDB"]

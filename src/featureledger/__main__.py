@@ -1,0 +1,5 @@
+import sys
+
+from featureledger.cli.main import main
+
+sys.exit(main())

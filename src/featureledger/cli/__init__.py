@@ -1,0 +1,1 @@
+"""The ``featureledger`` command line."""

@@ -1,0 +1,74 @@
+"""``featureledger``: the command line (typer + rich).
+
+Commands live in one module per part (``cli/<part>_cmds.py``), each with a
+``register(app)`` function. Errors exit non-zero with one clear message; ``--debug``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from featureledger.cli.common import err_console
+
+# Modules that add commands, in help order.
+COMMAND_MODULES = [
+    "featureledger.cli.definitions_cmds",
+]
+
+app = typer.Typer(
+    name="featureledger",
+    help="A feature store with experiment tracking and model lineage built in.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from featureledger.errors import FeatureLedgerError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except FeatureLedgerError as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error[/] ({exc.code}): {exc}", markup=True,
+                          highlight=False, soft_wrap=True)
+        return 2 if exc.code != "validation_failed" else 3
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if debug:
+            raise
+        err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc}\n"
+                          "Run again with --debug for the traceback, and please report it.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

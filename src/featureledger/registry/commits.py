@@ -1,0 +1,193 @@
+"""Commit records: one immutable ingestion write into one view version.
+
+A commit row is inserted in the same registry transaction that makes the commit visible;
+its data files were written (under a temporary name, then renamed) before. Only the
+status may change afterwards (``committed`` -> ``quarantined`` / ``rolled_back`` and back),
+and every status change is audited.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from featureledger.errors import StateError, UnknownCommitError
+from featureledger.model.hashing import canonical_json
+from featureledger.model.timeutil import from_us, now_us
+from featureledger.registry import schema
+from featureledger.registry.engine import RegistryDB
+
+COMMIT_STATUSES = ("committed", "quarantined", "rolled_back")
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    commit_id: str
+    view_name: str
+    view_version: int
+    commit_time: int  # µs since epoch, UTC
+    user: str
+    run_id: str | None
+    source: dict[str, Any]
+    steps: list[dict[str, Any]]
+    row_count: int
+    rejected_count: int
+    validation: dict[str, Any]
+    profile: dict[str, Any]
+    files: list[str]  # relative to the offline store root
+    content_digest: str
+    min_event_ts: int | None
+    max_event_ts: int | None
+    status: str = "committed"
+    status_reason: str | None = None
+    status_changed_at: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def view_ref(self) -> str:
+        return f"{self.view_name}@{self.view_version}"
+
+    @property
+    def committed_at(self) -> Any:
+        return from_us(self.commit_time)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
+        d["commit_time_iso"] = from_us(self.commit_time).isoformat()
+        return d
+
+
+def _row(r: Any) -> CommitRecord:
+    return CommitRecord(
+        commit_id=r.commit_id,
+        view_name=r.view_name,
+        view_version=r.view_version,
+        commit_time=r.commit_time,
+        user=r.user,
+        run_id=r.run_id,
+        source=json.loads(r.source),
+        steps=json.loads(r.steps),
+        row_count=r.row_count,
+        rejected_count=r.rejected_count,
+        validation=json.loads(r.validation),
+        profile=json.loads(r.profile),
+        files=json.loads(r.files),
+        content_digest=r.content_digest,
+        min_event_ts=r.min_event_ts,
+        max_event_ts=r.max_event_ts,
+        status=r.status,
+        status_reason=r.status_reason,
+        status_changed_at=r.status_changed_at,
+    )
+
+
+class CommitRepository:
+    def __init__(self, db: RegistryDB) -> None:
+        self.db = db
+
+    def insert(self, conn: Connection, rec: CommitRecord) -> None:
+        """Record a commit inside the caller's write transaction (this makes it visible)."""
+        conn.execute(
+            schema.commits.insert().values(
+                commit_id=rec.commit_id,
+                view_name=rec.view_name,
+                view_version=rec.view_version,
+                commit_time=rec.commit_time,
+                user=rec.user,
+                run_id=rec.run_id,
+                source=canonical_json(rec.source),
+                steps=canonical_json(rec.steps),
+                row_count=rec.row_count,
+                rejected_count=rec.rejected_count,
+                validation=canonical_json(rec.validation),
+                profile=canonical_json(rec.profile),
+                files=canonical_json(rec.files),
+                content_digest=rec.content_digest,
+                min_event_ts=rec.min_event_ts,
+                max_event_ts=rec.max_event_ts,
+                status=rec.status,
+                status_reason=rec.status_reason,
+                status_changed_at=rec.status_changed_at,
+            )
+        )
+
+    def get(self, commit_id: str) -> CommitRecord:
+        t = schema.commits
+        with self.db.read() as conn:
+            r = conn.execute(sa.select(t).where(t.c.commit_id == commit_id)).first()
+        if r is None:
+            raise UnknownCommitError(
+                f"unknown commit {commit_id!r}; list commits with 'featureledger commits VIEW'"
+            )
+        return _row(r)
+
+    def get_many(self, commit_ids: list[str]) -> list[CommitRecord]:
+        """Commits by id, in the order given; raises for any id that does not exist."""
+        t = schema.commits
+        found: dict[str, CommitRecord] = {}
+        with self.db.read() as conn:
+            for i in range(0, len(commit_ids), 500):
+                chunk = commit_ids[i:i + 500]
+                for r in conn.execute(sa.select(t).where(t.c.commit_id.in_(chunk))):
+                    found[r.commit_id] = _row(r)
+        missing = [c for c in commit_ids if c not in found]
+        if missing:
+            raise UnknownCommitError(f"unknown commit(s): {', '.join(missing[:10])}")
+        return [found[c] for c in commit_ids]
+
+    def list(self, view: str | None = None, version: int | None = None, *,
+             as_of: int | None = None, statuses: tuple[str, ...] | None = ("committed",),
+             run_id: str | None = None, limit: int | None = None) -> list[CommitRecord]:
+        """Commits in commit order (oldest first).
+
+        ``as_of`` (µs) keeps commits with ``commit_time <= as_of``; ``statuses=None`` keeps
+        every status.
+        """
+        t = schema.commits
+        q = sa.select(t)
+        if view is not None:
+            q = q.where(t.c.view_name == view)
+        if version is not None:
+            q = q.where(t.c.view_version == version)
+        if as_of is not None:
+            q = q.where(t.c.commit_time <= as_of)
+        if statuses is not None:
+            q = q.where(t.c.status.in_(statuses))
+        if run_id is not None:
+            q = q.where(t.c.run_id == run_id)
+        q = q.order_by(t.c.commit_time, t.c.commit_id)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.db.read() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def all_files(self) -> set[str]:
+        """Every file any commit references, whatever its status (for gc)."""
+        t = schema.commits
+        with self.db.read() as conn:
+            out: set[str] = set()
+            for (files,) in conn.execute(sa.select(t.c.files)):
+                out.update(json.loads(files))
+        return out
+
+    def set_status(self, commit_id: str, status: str, reason: str | None = None,
+                   actor: str | None = None) -> CommitRecord:
+        """Quarantine, roll back or restore a commit (audited)."""
+        if status not in COMMIT_STATUSES:
+            raise StateError(f"commit status {status!r} is not valid; use one of {COMMIT_STATUSES}")
+        old = self.get(commit_id)
+        if old.status == status:
+            return old
+        t = schema.commits
+        with self.db.write() as conn:
+            conn.execute(
+                t.update().where(t.c.commit_id == commit_id)
+                .values(status=status, status_reason=reason, status_changed_at=now_us())
+            )
+            self.db.audit(conn, f"commit_status:{status}", "commit", commit_id,
+                          {"from": old.status, "to": status, "reason": reason}, actor=actor)
+        return self.get(commit_id)
