@@ -167,6 +167,17 @@ class FeatureStore:
     def get_commit(self, commit_id: str) -> Any:
         return self._ingestion.get_commit(commit_id)
 
+    def quarantine(self, commit_id: str, reason: str) -> Any:
+        """Hide a commit from retrieval and serving (reversible; audited)."""
+        return self._ingestion.quarantine(commit_id, reason)
+
+    def rollback(self, commit_id: str, reason: str) -> Any:
+        """Mark a commit rolled back: it is never read again unless restored (audited)."""
+        return self._ingestion.rollback(commit_id, reason)
+
+    def restore(self, commit_id: str, reason: str) -> Any:
+        return self._ingestion.restore(commit_id, reason)
+
     def gc(self, **options: Any) -> Any:
         """Remove files that no commit references (left by interrupted ingestions)."""
         return self._ingestion.gc(**options)
