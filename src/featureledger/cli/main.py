@@ -8,6 +8,7 @@ shows the traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -30,8 +31,15 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    repo: str = typer.Option(None, "--repo", "-r",
+                             help="Feature repository folder for every command."),
+) -> None:
     _state["debug"] = debug
+    if repo:
+        # commands read their --repo option from this variable when it is not given
+        os.environ["FEATURELEDGER_REPO"] = repo
 
 
 for _name in COMMAND_MODULES:
@@ -56,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err_console.print("aborted")
         return 130
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # usage errors (typer ships its own click: recognise them by their interface)
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         if debug:

@@ -1,0 +1,240 @@
+"""Definition commands: init, plan, apply, list, show, versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
+
+_ACTION_STYLE = {
+    "unchanged": "dim",
+    "new": "green",
+    "new_version": "yellow",
+    "docs_update": "cyan",
+}
+
+
+def _plan_table(plan: Any, title: str) -> Table:
+    t = Table(title=title, show_lines=False)
+    for col in ("kind", "name", "action", "version", "changes"):
+        t.add_column(col)
+    for item in plan.items:
+        version = (
+            f"{item.from_version} -> {item.to_version}"
+            if item.action == "new_version"
+            else str(item.to_version)
+        )
+        lines = []
+        refused = {id(c) for c in item.refused}
+        for c in item.changes:
+            mark = "[red]REFUSED[/] " if id(c) in refused else ""
+            where = f"{c.field}: " if c.field else ""
+            lines.append(f"{mark}{c.change} ({where}{c.detail})")
+        style = _ACTION_STYLE.get(item.action, "")
+        t.add_row(item.kind, item.name, f"[{style}]{item.action}[/]", version,
+                  "\n".join(lines) or "-")
+    return t
+
+
+def _print_plan(plan: Any, title: str, as_json: bool) -> None:
+    if as_json:
+        print_json(plan.to_dict())
+        return
+    console.print(_plan_table(plan, title))
+    changed = len(plan.changed)
+    verb = "changed" if plan.applied else "would change"
+    console.print(
+        f"{changed} of {len(plan.items)} object(s) {verb}" if changed
+        else "Everything is unchanged."
+    )
+    for item in plan.refused:
+        console.print(
+            f"[red]{item.kind} {item.name!r}: {len(item.refused)} change(s) break compatibility "
+            f"mode {item.compatibility!r}[/]"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def init(
+        path: Path = typer.Argument(Path("demo-repo"), help="Folder to create."),
+        with_data: bool = typer.Option(True, "--with-data/--no-data",
+                                       help="Also generate the sample data."),
+        force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+    ) -> None:
+        """Scaffold a working feature repository with a deterministic sample-data generator."""
+        from featureledger.cli.scaffold import scaffold
+
+        files = scaffold(path, force=force, with_data=with_data)
+        console.print(f"Created feature repository [bold]{path}[/] with {len(files)} files:")
+        for f in files:
+            console.print(f"  {f}")
+        console.print(f"Next: featureledger --repo {path} plan")
+
+    @app.command()
+    def plan(repo: Path = RepoOption, as_json: bool = JsonOption) -> None:
+        """Show what apply would do, with every change classified."""
+        result = open_store(repo).plan()
+        _print_plan(result, "plan", as_json)
+        if result.refused:
+            raise typer.Exit(4)
+
+    @app.command()
+    def apply(
+        repo: Path = RepoOption,
+        allow_breaking: str = typer.Option(
+            None, "--allow-breaking", metavar="REASON",
+            help="Apply changes that break a compatibility mode, recording REASON."),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Apply the repository's definitions (idempotent; all or nothing)."""
+        store = open_store(repo)
+        result = store.apply(allow_breaking=allow_breaking)
+        _print_plan(result, "applied", as_json)
+
+    @app.command("list")
+    def list_(
+        kind: str = typer.Argument(None, help="entity, feature_view or feature_set"),
+        repo: Path = RepoOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """List registered definitions (latest versions)."""
+        store = open_store(repo)
+        records = store.list(_kind(kind) if kind else None)
+        if as_json:
+            print_json([_record_summary(r) for r in records])
+            return
+        t = Table(title="definitions")
+        for col in ("kind", "name", "version", "status", "hash", "created by", "description"):
+            t.add_column(col)
+        for r in records:
+            t.add_row(r.kind, r.name, str(r.version), r.status, r.definition_hash[:12],
+                      r.created_by, getattr(r.definition, "description", "") or "")
+        console.print(t)
+
+    @app.command()
+    def show(
+        name: str = typer.Argument(..., help="Name, optionally name@VERSION."),
+        kind: str = typer.Option("feature_view", "--kind", "-k"),
+        repo: Path = RepoOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Show one definition version in full."""
+        store = open_store(repo)
+        base, _, v = name.partition("@")
+        rec = store.registry.definitions.get(_kind(kind), base, int(v) if v else None)
+        if as_json:
+            print_json({**_record_summary(rec), "definition": rec.definition.to_dict()})
+            return
+        console.print(f"[bold]{rec.kind} {rec.name}@{rec.version}[/]  status={rec.status}"
+                      f"{'  STALE' if rec.stale else ''}")
+        console.print(f"hash {rec.definition_hash}  created by {rec.created_by}")
+        d = rec.definition
+        if rec.kind == "feature_view":
+            console.print(f"entities: {', '.join(d.entities)}  keys: {d.join_keys}  "
+                          f"timestamp: {d.timestamp_field}  ttl: {d.ttl}  "
+                          f"compatibility: {d.compatibility}")
+            t = Table()
+            for col in ("field", "dtype", "unit", "nullable", "range", "allowed", "tags",
+                        "description"):
+                t.add_column(col)
+            for f in d.fields:
+                rng = "" if f.min is None and f.max is None else f"[{f.min}, {f.max}]"
+                t.add_row(f.name, f.dtype, f.unit or "", str(f.nullable), rng,
+                          ",".join(map(str, f.allowed_values or [])),
+                          ",".join(f.tags), f.description)
+            console.print(t)
+            for c in d.checks:
+                console.print(f"check {c.name}: {c.expr}")
+        elif rec.kind == "feature_set":
+            for f in d.features:
+                console.print(f"  {f}")
+        else:
+            console.print(f"join keys: {d.join_keys}")
+        if rec.breaking_reason:
+            console.print(f"[yellow]breaking change allowed: {rec.breaking_reason}[/]")
+
+    @app.command()
+    def versions(
+        name: str = typer.Argument(..., help="Feature view name."),
+        diff: str = typer.Option(None, "--diff", metavar="A..B",
+                                 help="Classified diff between two versions, e.g. 1..3."),
+        kind: str = typer.Option("feature_view", "--kind", "-k"),
+        repo: Path = RepoOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """History of a definition, or the diff between two of its versions."""
+        store = open_store(repo)
+        if diff:
+            a, sep, b = diff.partition("..")
+            if not sep or not a.isdigit() or not b.isdigit():
+                from featureledger.errors import DefinitionError
+
+                raise DefinitionError(f"--diff {diff!r} must look like 1..3")
+            changes = store.diff_versions(name, int(a), int(b))
+            if as_json:
+                print_json([{"change": c.change, "field": c.field, "detail": c.detail,
+                             "backward": c.cls.backward, "forward": c.cls.forward}
+                            for c in changes])
+                return
+            t = Table(title=f"{name}: v{a} -> v{b}")
+            for col in ("change", "field", "detail", "backward", "forward"):
+                t.add_column(col)
+            for c in changes:
+                t.add_row(c.change, c.field or "", c.detail, _yn(c.cls.backward),
+                          _yn(c.cls.forward))
+            console.print(t if changes else "identical")
+            return
+        records = store.versions(name, _kind(kind))
+        if as_json:
+            print_json([_record_summary(r) for r in records])
+            return
+        t = Table(title=f"versions of {name}")
+        for col in ("version", "created", "by", "status", "hash", "changes"):
+            t.add_column(col)
+        from featureledger.model.timeutil import from_us
+
+        for r in records:
+            changes = "\n".join(
+                f"{c['change']} ({c['field'] + ': ' if c['field'] else ''}{c['detail']})"
+                for c in r.changes
+            )
+            if r.breaking_reason:
+                changes += f"\n[yellow]allowed: {r.breaking_reason}[/]"
+            t.add_row(str(r.version), from_us(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                      r.created_by, r.status, r.definition_hash[:12], changes or "-")
+        console.print(t)
+
+
+def _yn(ok: bool) -> str:
+    return "[green]yes[/]" if ok else "[red]no[/]"
+
+
+def _kind(kind: str) -> str:
+    from featureledger.errors import DefinitionError
+
+    aliases = {"view": "feature_view", "views": "feature_view", "feature_view": "feature_view",
+               "feature_views": "feature_view", "entity": "entity", "entities": "entity",
+               "feature_set": "feature_set", "feature_sets": "feature_set", "set": "feature_set"}
+    if kind not in aliases:
+        raise DefinitionError(f"unknown kind {kind!r}; use entity, feature_view or feature_set")
+    return aliases[kind]
+
+
+def _record_summary(r: Any) -> dict[str, Any]:
+    return {
+        "kind": r.kind,
+        "name": r.name,
+        "version": r.version,
+        "status": r.status,
+        "definition_hash": r.definition_hash,
+        "created_at": r.created_at,
+        "created_by": r.created_by,
+        "changes": r.changes,
+        "breaking_reason": r.breaking_reason,
+        "stale": r.stale,
+    }
