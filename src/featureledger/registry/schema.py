@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -133,13 +134,190 @@ audit_log = Table(
 )
 Index("ix_audit_object", audit_log.c.object_kind, audit_log.c.object_id)
 
+# -- tracking (revision 0002): experiments, runs, models, deployments, usage -------------
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("experiment_id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("description", Text, nullable=False),  # the hypothesis the experiment tests
+    Column("tags", Text, nullable=False),  # JSON object
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("parent_run_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),  # running / finished / failed / killed
+    Column("start_time", BigInteger, nullable=False),
+    Column("end_time", BigInteger, nullable=True),
+    Column("user", String(255), nullable=False),
+    Column("git_commit", String(64), nullable=True),
+    Column("git_dirty", Integer, nullable=True),
+    Column("source", Text, nullable=True),  # entry point (script) when known
+    Column("error", Text, nullable=True),  # why a failed run failed
+)
+Index("ix_runs_experiment", runs.c.experiment_id, runs.c.start_time)
+
+# External ids of a run in other systems (an MLflow run id), both ways.
+run_external_ids = Table(
+    "run_external_ids",
+    metadata,
+    Column("run_id", String(64), ForeignKey("runs.run_id"), primary_key=True),
+    Column("system", String(32), primary_key=True),
+    Column("external_id", String(255), nullable=False),
+)
+Index("ix_run_external_ids_ext", run_external_ids.c.system, run_external_ids.c.external_id)
+
+run_params = Table(
+    "run_params",
+    metadata,
+    Column("run_id", String(64), ForeignKey("runs.run_id"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+run_metrics = Table(
+    "run_metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # logging order
+    Column("run_id", String(64), ForeignKey("runs.run_id"), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+)
+Index("ix_run_metrics_run", run_metrics.c.run_id, run_metrics.c.key, run_metrics.c.step)
+
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("run_id", String(64), ForeignKey("runs.run_id"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model_id", String(64), primary_key=True),
+    Column("name", String(255), ForeignKey("models.name"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("run_id", String(64), nullable=True),
+    Column("artifact_uri", Text, nullable=False),
+    Column("feature_set", String(255), nullable=True),  # name@version it consumes, if any
+    Column("features", Text, nullable=False),  # JSON list of pinned references, in input order
+    Column("description", Text, nullable=False),
+    Column("tags", Text, nullable=False),  # JSON object
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+)
+Index("ux_model_versions_name", model_versions.c.name, model_versions.c.version, unique=True)
+Index("ix_model_versions_run", model_versions.c.run_id)
+
+# One row per feature a model version reads (set-based checks join on it).
+model_features = Table(
+    "model_features",
+    metadata,
+    Column("model_id", String(64), ForeignKey("model_versions.model_id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("view_name", String(255), nullable=False),
+    Column("view_version", Integer, nullable=False),
+    Column("feature", String(255), nullable=False),
+)
+Index("ix_model_features_view", model_features.c.view_name, model_features.c.view_version)
+
+# Datasets a model version was trained / validated / tested on. No foreign key to datasets:
+# reconciliation reports a dataset that went missing instead of the database hiding it.
+model_datasets = Table(
+    "model_datasets",
+    metadata,
+    Column("model_id", String(64), ForeignKey("model_versions.model_id"), primary_key=True),
+    Column("dataset_id", String(64), primary_key=True),
+    Column("stage", String(16), primary_key=True),  # training / validation / test
+)
+Index("ix_model_datasets_dataset", model_datasets.c.dataset_id)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("deployment_id", String(64), primary_key=True),
+    Column("model_id", String(64), nullable=False),
+    Column("model_ref", String(255), nullable=False),  # name@version at deploy time
+    Column("environment", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # active / undeployed / superseded
+    Column("feature_set", String(255), nullable=True),
+    Column("features", Text, nullable=False),  # JSON: the active feature set, pinned
+    Column("lineage_snapshot", Text, nullable=False),  # JSON: frozen upstream graph
+    Column("deployed_at", BigInteger, nullable=False),
+    Column("deployed_by", String(255), nullable=False),
+    Column("ended_at", BigInteger, nullable=True),
+    Column("ended_by", String(255), nullable=True),
+    Column("end_reason", Text, nullable=True),
+    Column("description", Text, nullable=False),
+)
+Index("ix_deployments_env", deployments.c.environment, deployments.c.status)
+Index("ix_deployments_model", deployments.c.model_id)
+
+# A recorded permission for a deployment to keep reading a deprecated or retired version.
+deployment_exceptions = Table(
+    "deployment_exceptions",
+    metadata,
+    Column("deployment_id", String(64), ForeignKey("deployments.deployment_id"),
+           primary_key=True),
+    Column("feature_version", String(255), primary_key=True),  # view@version
+    Column("reason", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+)
+
+# Online reads per deployment, feature version and time bucket: counters, never a row per
+# request.
+deployment_usage = Table(
+    "deployment_usage",
+    metadata,
+    Column("deployment_id", String(64), primary_key=True),
+    Column("feature_version", String(255), primary_key=True),  # view@version
+    Column("bucket_start", BigInteger, primary_key=True),  # µs UTC, start of the bucket
+    Column("requests", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+)
+
 __all__ = [
     "audit_log",
     "commits",
     "dataset_commits",
     "datasets",
     "definitions",
+    "deployment_exceptions",
+    "deployment_usage",
+    "deployments",
+    "experiments",
     "lineage_edges",
     "metadata",
+    "model_datasets",
+    "model_features",
+    "model_versions",
+    "models",
     "registry_state",
+    "run_external_ids",
+    "run_metrics",
+    "run_params",
+    "run_tags",
+    "runs",
 ]
