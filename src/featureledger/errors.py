@@ -30,6 +30,7 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── IngestionError                                  data could not be read / mapped
     ├── RetrievalError                                  a retrieval request cannot be answered
     ├── ReproductionError                               a dataset cannot be rebuilt exactly
+    ├── TrackingError                     (ValueError)  invalid run / model / deployment input
     ├── ConcurrencyError                                lost a race; safe to retry (transient)
     ├── StorageError                                    a backend failed
     │   └── BackendUnavailableError                     a server did not answer (transient)
@@ -162,6 +163,13 @@ class ReproductionError(FeatureLedgerError):
     http_status = 409
 
 
+class TrackingError(ValueError, FeatureLedgerError):
+    """A run, model or deployment call got input it cannot record."""
+
+    code = "tracking_error"
+    http_status = 422
+
+
 class ConcurrencyError(FeatureLedgerError):
     code = "concurrency_conflict"
     http_status = 409
@@ -205,6 +213,7 @@ __all__ = [
     "RetrievalError",
     "StateError",
     "StorageError",
+    "TrackingError",
     "UnknownCommitError",
     "UnknownDatasetError",
     "UnknownDeploymentError",
