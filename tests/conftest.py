@@ -95,3 +95,73 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[tuple[str, str]]:
+    """A Redis URL and a key prefix unique to this test; keys under it are removed afterwards.
+
+    Unlike ``redis_url`` nothing else in the database is flushed, so tests running on
+    parallel workers against the same database cannot wipe each other's keys.
+    """
+    require_redis()
+    import redis
+
+    db = int(os.environ.get("FEATURELEDGER_TEST_REDIS_DB", "15"))
+    prefix = f"fltest{uuid.uuid4().hex[:10]}"
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+    try:
+        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}", prefix
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i:i + 1000])
+        client.close()
+
+
+# -- offline retrieval: writing commits straight through the storage contract -------------
+
+
+class CommitWriter:
+    """Writes a table as one commit of a view (offline files + registry row), the way
+    ingestion does, so retrieval tests control event times and commit order exactly."""
+
+    def __call__(self, store, view: str, rows, *, version: int | None = None):
+        import pyarrow as pa
+
+        from featureledger.model.ids import new_id
+        from featureledger.model.timeutil import now_us
+        from featureledger.model.types import to_arrow
+        from featureledger.registry.commits import CommitRecord
+
+        rec = store.get_view(view, version)
+        d = rec.definition
+        table = rows if isinstance(rows, pa.Table) else pa.table(rows)
+        ts_type = pa.timestamp("us", tz="UTC")
+        fields = ([pa.field(k, to_arrow(t)) for k, t in d.join_keys.items()]
+                  + [pa.field(d.timestamp_field, ts_type)]
+                  + [pa.field(f.name, to_arrow(f.dtype)) for f in d.fields])
+        table = table.select([f.name for f in fields]).cast(pa.schema(fields))
+        last = store.registry.commits.list(view, rec.version, statuses=None)
+        commit_time = max(now_us(), (last[-1].commit_time + 1) if last else 0)
+        commit_id = new_id("cmt")
+        n = table.num_rows
+        table = table.append_column("_commit_id", pa.array([commit_id] * n, pa.string()))
+        table = table.append_column("_commit_time", pa.array([commit_time] * n, ts_type))
+        written = store.ctx.offline_store.write_commit(view, rec.version, commit_id, table)
+        ts = table.column(d.timestamp_field).cast(pa.int64()).to_pylist()
+        record = CommitRecord(
+            commit_id=commit_id, view_name=view, view_version=rec.version,
+            commit_time=commit_time, user="test", run_id=None, source={"kind": "test"},
+            steps=[], row_count=n, rejected_count=0, validation={}, profile={},
+            files=written.files, content_digest=written.content_digest,
+            min_event_ts=min(ts) if ts else None, max_event_ts=max(ts) if ts else None)
+        with store.registry.db.write() as conn:
+            store.registry.commits.insert(conn, record)
+        return record
+
+
+@pytest.fixture
+def write_commit() -> CommitWriter:
+    """``write_commit(store, view, rows)``: one committed commit, returns its CommitRecord."""
+    return CommitWriter()

@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        rc = app(args=args, standalone_mode=False)  # returns the code of typer.Exit
+        if isinstance(rc, int) and rc:
+            return rc
     except FeatureLedgerError as exc:
         if debug:
             raise
