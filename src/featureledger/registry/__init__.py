@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from featureledger.registry.commits import CommitRecord, CommitRepository
+from featureledger.registry.datasets import DatasetRecord, DatasetRepository
 from featureledger.registry.definitions import (
     DefinitionRecord,
     DefinitionRepository,
@@ -19,6 +20,7 @@ class Registry:
         self.db = RegistryDB(url, actor=actor)
         self.definitions = DefinitionRepository(self.db)
         self.commits = CommitRepository(self.db)
+        self.datasets = DatasetRepository(self.db)
 
     @property
     def actor(self) -> str:
@@ -34,4 +36,6 @@ class Registry:
 __all__ = [
     "CommitRecord",
     "CommitRepository",
+    "DatasetRecord",
+    "DatasetRepository",
     "DefinitionRecord", "DefinitionRepository", "Plan", "PlanItem", "Registry", "RegistryDB"]

@@ -1,0 +1,550 @@
+"""Historical retrieval: point-in-time-correct training sets, windows, and reproduction.
+
+Semantics (bitemporal, see DESIGN.md §2):
+
+* For each entity row and each requested view, the feature row with the same join keys and
+  the greatest event time ``<= `` the entity time; ties on event time go to the later
+  commit. The row counts only within the view's TTL: ``entity_ts - event_ts <= ttl``
+  (inclusive; a view without a TTL never expires). Otherwise the features are null. A
+  matched row whose value is null gives null (no fallback to an older row).
+* ``as_of`` (a datetime or a ``cmt_`` id, whose commit time is then used) reads only commits
+  with ``commit_time <= as_of``. Quarantined and rolled-back commits are never read.
+* Entity rows keep their order, their duplicates and every extra column (labels); the
+  timestamp column comes back as ``timestamp[us, UTC]``. Naive timestamps (entity frame,
+  ``as_of``, window bounds) are taken to be UTC; finer than microsecond entity times are
+  truncated to the microsecond, which keeps ``<=`` exact since stored times are whole
+  microseconds. An entity row with a null key or time matches nothing.
+* The result records the exact commits read. The entity rows are stored beside the
+  dataset, so ``reproduce(ds_id)`` rebuilds the same rows from those commits, whatever was
+  ingested, quarantined or rolled back since, and checks the content hash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from featureledger.errors import (
+    ReproductionError,
+    RetrievalError,
+    StorageError,
+    UnknownCommitError,
+)
+from featureledger.model.ids import new_id
+from featureledger.model.references import FeatureRef
+from featureledger.model.timeutil import current_user, now_us, to_us
+from featureledger.model.types import to_arrow, to_duckdb
+from featureledger.offline.dataset import HASH_VERSION, TrainingDataset, content_hash
+from featureledger.offline.engine import ROW_COLUMN, DuckDBEngine, ViewScan
+from featureledger.registry.datasets import DatasetRecord
+from featureledger.tracking.context import current_run_id
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from featureledger.registry.commits import CommitRecord
+    from featureledger.store import StoreContext
+
+DEFAULT_TIMESTAMP_COLUMNS = ("event_timestamp", "timestamp", "event_ts", "ts")
+_TS_TYPE_STR = "timestamp[us, tz=UTC]"
+
+
+@dataclass(frozen=True)
+class _ViewRequest:
+    """One view version's part of a request, as recorded in the manifest."""
+
+    view: str
+    version: int
+    definition_hash: str
+    join_keys: dict[str, str]
+    timestamp_field: str
+    ttl_us: int | None
+    features: list[str]
+    dtypes: list[str]
+    output_names: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> _ViewRequest:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+    def scan(self, root: Path, commits: Sequence[CommitRecord]) -> ViewScan:
+        return ViewScan(
+            join_keys=list(self.join_keys),
+            timestamp_field=self.timestamp_field,
+            features=self.features,
+            output_names=self.output_names,
+            duckdb_types=[to_duckdb(t) for t in self.dtypes],
+            files=[str(root / f) for c in commits for f in c.files],
+            ttl_us=self.ttl_us,
+            tie_break=commits_overlap(commits),
+        )
+
+
+def commits_overlap(commits: Sequence[CommitRecord]) -> bool:
+    """True when two commits' event-time ranges overlap (only then can their rows tie)."""
+    live = [c for c in commits if c.row_count]
+    if len(live) < 2:
+        return False
+    if any(c.min_event_ts is None or c.max_event_ts is None for c in live):
+        return True
+    spans = sorted((c.min_event_ts, c.max_event_ts) for c in live)  # type: ignore[type-var]
+    end = spans[0][1]
+    for lo, hi in spans[1:]:
+        if lo <= end:
+            return True
+        end = max(end, hi)
+    return False
+
+
+def _to_table(data: Any) -> pa.Table:
+    """An Arrow table from pandas, Arrow, Polars, or a Parquet/CSV path."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, (str, Path)):
+        p = Path(data)
+        if not p.exists():
+            raise RetrievalError(f"entity file {p} does not exist; pass a Parquet or CSV file")
+        if p.suffix.lower() in (".csv", ".gz"):
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(p)
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p)
+    mod = type(data).__module__
+    if mod.startswith("pandas"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if mod.startswith("polars"):
+        return data.to_arrow()
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    raise RetrievalError(
+        f"cannot read entity rows from a {type(data).__name__}; pass a pandas or Polars "
+        "DataFrame, an Arrow table, or a Parquet/CSV path"
+    )
+
+
+def _utc_timestamps(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    """``col`` as timestamp[us, UTC]; naive values are UTC."""
+    import pyarrow as pa
+
+    target = pa.timestamp("us", tz="UTC")
+    t = col.type
+    try:
+        if pa.types.is_timestamp(t) or pa.types.is_date(t):
+            return col.cast(target, safe=False)
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            try:
+                return col.cast(target)
+            except pa.ArrowInvalid:  # no zone offset: naive text, read as UTC
+                return col.cast(pa.timestamp("us")).cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise RetrievalError(f"entity timestamp column {name!r} could not be read as times: "
+                             f"{exc}. Use datetimes or ISO 8601 text") from None
+    raise RetrievalError(f"entity timestamp column {name!r} has type {t}; it must hold "
+                         "timestamps (or dates / ISO 8601 text)")
+
+
+def _as_of(registry: Any, as_of: Any) -> tuple[int | None, str | None]:
+    """(µs, commit id) for an ``as_of`` given as a time or a commit id."""
+    if as_of is None:
+        return None, None
+    if isinstance(as_of, str) and as_of.startswith("cmt_"):
+        return registry.commits.get(as_of).commit_time, as_of
+    try:
+        return to_us(as_of), None
+    except (TypeError, ValueError):
+        raise RetrievalError(f"as_of={as_of!r} is neither a time nor a commit id; pass a "
+                             "datetime, ISO 8601 text or a 'cmt_...' id") from None
+
+
+class RetrievalService:
+    """Historical retrieval over the offline store (constructed as ``RetrievalService(ctx)``)."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self.ctx = ctx
+        cfg = ctx.config.offline_store
+        self._engine: DuckDBEngine | None = None
+        self._engine_opts = {
+            "memory_limit": getattr(cfg, "duckdb_memory_limit", None),
+            "threads": getattr(cfg, "duckdb_threads", None),
+        }
+
+    @property
+    def engine(self) -> DuckDBEngine:
+        if self._engine is None:
+            self._engine = DuckDBEngine(**self._engine_opts)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    @property
+    def _root(self) -> Path:
+        return Path(self.ctx.offline_store.root)
+
+    # -- requests --------------------------------------------------------------------
+    def _feature_refs(self, features: Any, feature_set: str | None
+                      ) -> tuple[list[str], str | None]:
+        """The requested reference strings, and ``name@version`` of the feature set used."""
+        if isinstance(features, str) and ":" not in features:
+            if feature_set is not None:
+                raise RetrievalError("pass either features or feature_set, not both")
+            feature_set, features = features, None
+        if feature_set is not None:
+            if features is not None:
+                raise RetrievalError("pass either features or feature_set, not both")
+            name, _, ver = feature_set.partition("@")
+            rec = self.ctx.registry.definitions.get(
+                "feature_set", name, int(ver) if ver.isdigit() else None)
+            return list(rec.definition.features), f"{rec.name}@{rec.version}"
+        if features is None:
+            raise RetrievalError(
+                "no features requested; pass features=['view:feature', ...] or "
+                "feature_set='name'")
+        if isinstance(features, (str, FeatureRef)):
+            features = [features]
+        return [str(f) for f in features], None
+
+    def _plan(self, refs: Sequence[str], full_feature_names: bool) -> list[_ViewRequest]:
+        from featureledger.model.references import parse_references
+
+        parsed = parse_references(list(refs))
+        groups: dict[tuple[str, int | None], list[FeatureRef]] = {}
+        for r in parsed:
+            groups.setdefault((r.view, r.version), []).append(r)
+        by_version: dict[tuple[str, int], _ViewRequest] = {}
+        order: list[tuple[str, int]] = []
+        for (view, _version), group in groups.items():
+            pinned, rec = self.ctx.registry.definitions.resolve(group[0])
+            d = rec.definition
+            for r in group[1:]:
+                d.field(r.feature)  # raises UnknownFeatureError naming the fields
+            key = (view, pinned.version)
+            if key not in by_version:
+                order.append(key)
+                by_version[key] = _ViewRequest(
+                    view=view, version=rec.version, definition_hash=rec.definition_hash,
+                    join_keys=dict(d.join_keys), timestamp_field=d.timestamp_field,
+                    ttl_us=None if d.ttl is None else d.ttl // dt.timedelta(microseconds=1),
+                    features=[], dtypes=[], output_names=[])
+            req = by_version[key]
+            for r in group:
+                if r.feature in req.features:
+                    raise RetrievalError(f"feature {view}@{rec.version}:{r.feature} is "
+                                         "requested twice; list it once")
+                req.features.append(r.feature)
+                req.dtypes.append(d.field(r.feature).dtype)
+                req.output_names.append(f"{view}__{r.feature}" if full_feature_names
+                                        else r.feature)
+        plan = [by_version[k] for k in order]
+        if not full_feature_names:
+            seen: dict[str, str] = {}
+            for req in plan:
+                for name in req.output_names:
+                    other = seen.setdefault(name, f"{req.view}@{req.version}")
+                    if other != f"{req.view}@{req.version}":
+                        raise RetrievalError(
+                            f"feature name {name!r} is provided by both {other} and "
+                            f"{req.view}@{req.version}; pass full_feature_names=True to name "
+                            "columns 'view__feature'")
+        return plan
+
+    def _entities(self, entity_df: Any, timestamp_column: str | None,
+                  plan: Sequence[_ViewRequest]) -> tuple[pa.Table, str]:
+        """The entity rows with a UTC microsecond timestamp column and the keys' types."""
+        import pyarrow as pa
+
+        table = _to_table(entity_df).replace_schema_metadata(None)
+        names = table.column_names
+        if ROW_COLUMN in names:
+            raise RetrievalError(f"the entity frame has a column {ROW_COLUMN!r}, a name "
+                                 "featureledger reserves; rename it")
+        ts = timestamp_column
+        if ts is None:
+            ts = next((c for c in DEFAULT_TIMESTAMP_COLUMNS if c in names), None)
+        if ts is None:
+            stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+            if len(stamps) != 1:
+                raise RetrievalError(
+                    "cannot tell which entity column holds the entity time "
+                    f"(columns: {', '.join(names)}); pass timestamp_column='...'")
+            ts = stamps[0]
+        if ts not in names:
+            raise RetrievalError(f"timestamp column {ts!r} is not in the entity frame "
+                                 f"(columns: {', '.join(names)})")
+        table = table.set_column(names.index(ts), ts, _utc_timestamps(table.column(ts), ts))
+        for req in plan:
+            missing = [k for k in req.join_keys if k not in names]
+            if missing:
+                raise RetrievalError(
+                    f"feature view {req.view}@{req.version} joins on {', '.join(req.join_keys)}"
+                    f", but the entity frame lacks {', '.join(missing)}; add the column(s)")
+            for k, dtype in req.join_keys.items():
+                want = to_arrow(dtype)
+                col = table.column(k)
+                if col.type != want:
+                    try:
+                        col = col.cast(want)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        raise RetrievalError(
+                            f"entity column {k!r} has type {col.type}, but "
+                            f"{req.view}@{req.version} declares {dtype}: {exc}. Convert it"
+                        ) from None
+                    table = table.set_column(table.column_names.index(k), k, col)
+        for req in plan:
+            clash = [o for o in req.output_names if o in names]
+            if clash:
+                raise RetrievalError(
+                    f"the entity frame already has column(s) {', '.join(clash)}, which "
+                    "would also name feature columns; rename them or pass "
+                    "full_feature_names=True")
+        return table, ts
+
+    # -- the public operations ---------------------------------------------------------
+    def get_historical_features(self, entity_df: Any, features: Any = None, *,
+                                feature_set: str | None = None, as_of: Any = None,
+                                full_feature_names: bool = False, run_id: str | None = None,
+                                timestamp_column: str | None = None) -> TrainingDataset:
+        """A point-in-time-correct training set for ``entity_df`` (see the module doc).
+
+        ``features`` lists references (``view:feature`` for the latest version,
+        ``view@3:feature`` pinned) or names a feature set; ``feature_set`` names one
+        explicitly (``name`` or ``name@version``). Columns are named by feature, or
+        ``view__feature`` with ``full_feature_names``. The dataset is recorded in the
+        registry with the commits read, linked to the active (or given) run.
+        """
+        refs, fs_name = self._feature_refs(features, feature_set)
+        plan = self._plan(refs, full_feature_names)
+        entities, ts_col = self._entities(entity_df, timestamp_column, plan)
+        as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
+        bounds = _ts_bounds(entities, ts_col)
+        commits = [self._visible_commits(req, as_of_us, bounds) for req in plan]
+        table, unmatched = self._compute(entities, ts_col, plan, commits, bounds)
+        ds_id = new_id("ds")
+        run = current_run_id(run_id)
+        manifest = {
+            "dataset_id": ds_id,
+            "hash_version": HASH_VERSION,
+            "features": [f"{r.view}@{r.version}:{f}" for r in plan for f in r.features],
+            "feature_set": fs_name,
+            "full_feature_names": full_feature_names,
+            "as_of": as_of_us,
+            "as_of_commit": as_of_commit,
+            "read_at": now_us(),
+            "views": [{**r.to_dict(), "commit_ids": [c.commit_id for c in cs],
+                       "unmatched_rows": u} for r, cs, u in zip(plan, commits, unmatched, strict=True)],
+            "commit_ids": [c.commit_id for cs in commits for c in cs],
+            "entity": {"timestamp_column": ts_col, "columns": entities.column_names,
+                       "row_count": entities.num_rows, "digest": content_hash(entities),
+                       "path": f"datasets/{ds_id}/entities.parquet"},
+            "row_count": table.num_rows,
+            "content_hash": content_hash(table),
+            "arrow_schema": table.schema.to_string(show_schema_metadata=False),
+            "null_counts": {name: table.column(name).null_count
+                            for r in plan for name in r.output_names},
+            "engine": {"name": "duckdb", "version": self.engine.version},
+        }
+        record = DatasetRecord(
+            dataset_id=ds_id, created_at=manifest["read_at"],
+            created_by=self.ctx.registry.actor or current_user(), run_id=run,
+            feature_set=fs_name, features=manifest["features"], as_of=as_of_us,
+            entity_digest=manifest["entity"]["digest"], entity_path=manifest["entity"]["path"],
+            content_hash=manifest["content_hash"], row_count=table.num_rows,
+            arrow_schema=manifest["arrow_schema"], manifest=manifest,
+            commit_ids=manifest["commit_ids"])
+        self._save_entities(ds_id, entities)
+        try:
+            self.ctx.registry.datasets.insert(record)
+        except BaseException:
+            shutil.rmtree(self.ctx.offline_store.dataset_dir(ds_id), ignore_errors=True)
+            raise
+        self.ctx.events.emit("dataset.created", record=record, dataset_id=ds_id, run_id=run)
+        return TrainingDataset(ds_id, manifest, _table=table)
+
+    def get_features_in_window(self, features_or_view: Any, start: Any, end: Any,
+                               as_of: Any = None) -> pa.Table:
+        """Every row of one view with ``start <= event_ts < end``, without an entity frame.
+
+        ``features_or_view`` is a view (``name`` or ``name@3``: all its features) or a list
+        of references into one view version. Where several commits hold the same keys and
+        event time, only the later commit's row is returned. Columns: the join keys, the
+        timestamp, the features, ``_commit_id`` and ``_commit_time``; ordered by event time,
+        then keys. ``start`` / ``end`` may be None (unbounded); naive times are UTC.
+        """
+        import pyarrow as pa
+
+        if isinstance(features_or_view, str) and ":" not in features_or_view:
+            name, _, ver = features_or_view.partition("@")
+            rec = self.ctx.registry.definitions.get(
+                "feature_view", name, int(ver) if ver.isdigit() else None)
+            refs = [f"{rec.name}@{rec.version}:{f}" for f in rec.definition.feature_names]
+        else:
+            refs = [str(r) for r in ([features_or_view]
+                                     if isinstance(features_or_view, (str, FeatureRef))
+                                     else features_or_view)]
+        plan = self._plan(refs, full_feature_names=False)
+        if len(plan) != 1:
+            raise RetrievalError(
+                "a window reads one view version at a time; got "
+                f"{', '.join(f'{r.view}@{r.version}' for r in plan)}. Call once per view")
+        req = plan[0]
+        start_us = None if start is None else to_us(start)
+        end_us = None if end is None else to_us(end)
+        as_of_us, _ = _as_of(self.ctx.registry, as_of)
+        commits = [c for c in self.ctx.registry.commits.list(
+            req.view, req.version, as_of=as_of_us, statuses=("committed",))
+            if c.row_count and (end_us is None or c.min_event_ts is None
+                                or c.min_event_ts < end_us)
+            and (start_us is None or c.max_event_ts is None or c.max_event_ts >= start_us)]
+        ts_type = pa.timestamp("us", tz="UTC")
+        schema = pa.schema(
+            [pa.field(k, to_arrow(t)) for k, t in req.join_keys.items()]
+            + [pa.field(req.timestamp_field, ts_type)]
+            + [pa.field(o, to_arrow(t)) for o, t in zip(req.output_names, req.dtypes, strict=True)]
+            + [pa.field("_commit_id", pa.string()), pa.field("_commit_time", ts_type)])
+        if not commits:
+            return schema.empty_table()
+        reader = self.engine.window(req.scan(self._root, commits), start_us, end_us)
+        return reader.read_all().cast(schema)
+
+    def get_dataset(self, dataset_id: str) -> TrainingDataset:
+        """A recorded dataset: its manifest now, its rows rebuilt on first use."""
+        rec = self.ctx.registry.datasets.get(dataset_id)
+        return TrainingDataset(rec.dataset_id, rec.manifest,
+                               _loader=lambda: self.reproduce(dataset_id).to_arrow())
+
+    def reproduce(self, dataset_id: str) -> TrainingDataset:
+        """Rebuild a dataset from exactly the commits it recorded; same content hash.
+
+        Raises ReproductionError when the stored entity rows or a commit's files are gone
+        or changed, or when the rebuilt rows do not hash to the recorded content hash.
+        """
+        import pyarrow.parquet as pq
+
+        rec = self.ctx.registry.datasets.get(dataset_id)
+        m = rec.manifest
+        path = self._root / (rec.entity_path or m["entity"]["path"])
+        if not path.is_file():
+            raise ReproductionError(
+                f"dataset {dataset_id}: its stored entity rows {path} are missing, so it "
+                "cannot be rebuilt; restore the offline store's datasets/ folder from backup")
+        entities = pq.read_table(path)
+        if content_hash(entities) != rec.entity_digest:
+            raise ReproductionError(
+                f"dataset {dataset_id}: the stored entity rows {path} do not match the "
+                "recorded digest (the file was changed); restore it from backup")
+        plan = [_ViewRequest.from_dict(v) for v in m["views"]]
+        commits = []
+        for v in m["views"]:
+            try:
+                cs = self.ctx.registry.commits.get_many(list(v["commit_ids"]))
+            except UnknownCommitError as exc:
+                raise ReproductionError(
+                    f"dataset {dataset_id} read commits that are no longer in the registry "
+                    f"({exc}); it cannot be rebuilt exactly") from None
+            missing = self.ctx.offline_store.missing_files([f for c in cs for f in c.files])
+            if missing:
+                raise ReproductionError(
+                    f"dataset {dataset_id} read files that are gone: {', '.join(missing[:5])}"
+                    "; restore them from backup to rebuild it")
+            commits.append(cs)
+        ts_col = m["entity"]["timestamp_column"]
+        table, _ = self._compute(entities, ts_col, plan, commits, _ts_bounds(entities, ts_col))
+        got = content_hash(table)
+        if got != rec.content_hash:
+            raise ReproductionError(
+                f"dataset {dataset_id} rebuilt to content hash {got}, not the recorded "
+                f"{rec.content_hash}; a commit's files may have been altered (check them with "
+                "their content digests)")
+        return TrainingDataset(dataset_id, m, _table=table)
+
+    # -- internals -----------------------------------------------------------------------
+    def _visible_commits(self, req: _ViewRequest, as_of_us: int | None,
+                         bounds: tuple[int, int] | None) -> list[CommitRecord]:
+        """Committed commits visible at ``as_of`` that can hold a row some entity can reach."""
+        if bounds is None:  # no entity row has a time: nothing can match
+            return []
+        lo, hi = bounds
+        floor = None if req.ttl_us is None else lo - req.ttl_us
+        out = []
+        for c in self.ctx.registry.commits.list(req.view, req.version, as_of=as_of_us,
+                                                statuses=("committed",)):
+            if not c.row_count:
+                continue
+            if c.min_event_ts is not None and c.min_event_ts > hi:
+                continue
+            if floor is not None and c.max_event_ts is not None and c.max_event_ts < floor:
+                continue  # every row is older than any entity time minus the TTL
+            out.append(c)
+        return out
+
+    def _compute(self, entities: pa.Table, ts_col: str, plan: Sequence[_ViewRequest],
+                 commits: Sequence[Sequence[CommitRecord]], bounds: tuple[int, int] | None
+                 ) -> tuple[pa.Table, list[int]]:
+        """The output table (entity columns, then features) and unmatched rows per view."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = entities.num_rows
+        keys = list(dict.fromkeys(k for r in plan for k in r.join_keys))
+        probe = entities.select([ts_col, *keys]).append_column(
+            ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
+        scans = [r.scan(self._root, cs) for r, cs in zip(plan, commits, strict=True)]
+        reader = self.engine.point_in_time(probe, ts_col, scans, bounds)
+        result = reader.read_all()
+        if result.num_rows != n:
+            raise StorageError(f"internal: the join returned {result.num_rows} rows for {n} "
+                               "entity rows; please report this")
+        table = entities
+        unmatched = []
+        for i, r in enumerate(plan):
+            for name, dtype in zip(r.output_names, r.dtypes, strict=True):
+                col = result.column(name)
+                want = to_arrow(dtype)
+                table = table.append_column(pa.field(name, want),
+                                            col if col.type == want else col.cast(want))
+            matched = pc.sum(result.column(f"_fl_matched_{i}")).as_py() or 0
+            unmatched.append(n - int(matched))
+        return table, unmatched
+
+    def _save_entities(self, ds_id: str, entities: pa.Table) -> None:
+        """Write the entity rows under datasets/<id>/ (temp folder, then one rename)."""
+        import pyarrow.parquet as pq
+
+        final = self.ctx.offline_store.dataset_dir(ds_id)
+        tmp = final.parent / f".{ds_id}.{os.getpid()}.tmp"
+        tmp.mkdir(parents=True, exist_ok=False)
+        try:
+            path = tmp / "entities.parquet"
+            pq.write_table(entities, path, compression="zstd")
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _ts_bounds(entities: pa.Table, ts_col: str) -> tuple[int, int] | None:
+    """(min, max) entity time in µs, None when every entity time is null."""
+    import pyarrow.compute as pc
+
+    mm = pc.min_max(entities.column(ts_col).cast("int64"))
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    return None if lo is None else (int(lo), int(hi))

@@ -1,0 +1,150 @@
+"""Training dataset records: what a historical retrieval produced and exactly what it read.
+
+A dataset row, its ``dataset_commits`` rows and its lineage edges (``commit -read-> dataset``
+for every commit read, ``dataset -used_by-> run`` when a run was active) are written in one
+registry transaction, so a dataset is either fully recorded or not at all. Rows are never
+updated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from featureledger.errors import UnknownDatasetError
+from featureledger.model.hashing import canonical_json
+from featureledger.model.timeutil import from_us
+from featureledger.registry import schema
+from featureledger.registry.engine import RegistryDB
+from featureledger.registry.lineage_edges import READ, USED_BY, record_edges
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """One recorded training dataset."""
+
+    dataset_id: str
+    created_at: int  # µs since epoch, UTC
+    created_by: str
+    run_id: str | None
+    feature_set: str | None  # name@version when built from a feature set
+    features: list[str]  # pinned references, in output order
+    as_of: int | None  # µs; None when every visible commit was read
+    entity_digest: str
+    entity_path: str | None  # stored entity rows, relative to the offline store root
+    content_hash: str
+    row_count: int
+    arrow_schema: str
+    manifest: dict[str, Any]
+    commit_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["created_at_iso"] = from_us(self.created_at).isoformat()
+        return d
+
+
+class DatasetRepository:
+    """Reads and writes dataset records."""
+
+    def __init__(self, db: RegistryDB) -> None:
+        self.db = db
+
+    def insert(self, rec: DatasetRecord) -> DatasetRecord:
+        """Record a dataset, the commits it read and its lineage edges in one transaction."""
+        t = schema.datasets
+        with self.db.write() as conn:
+            conn.execute(t.insert().values(
+                dataset_id=rec.dataset_id,
+                created_at=rec.created_at,
+                created_by=rec.created_by,
+                run_id=rec.run_id,
+                feature_set=rec.feature_set,
+                features=canonical_json(rec.features),
+                as_of=rec.as_of,
+                entity_digest=rec.entity_digest,
+                entity_path=rec.entity_path,
+                content_hash=rec.content_hash,
+                row_count=rec.row_count,
+                arrow_schema=rec.arrow_schema,
+                manifest=canonical_json(rec.manifest),
+            ))
+            commit_ids = list(dict.fromkeys(rec.commit_ids))
+            if commit_ids:
+                conn.execute(schema.dataset_commits.insert(),
+                             [{"dataset_id": rec.dataset_id, "commit_id": c} for c in commit_ids])
+            edges: list[tuple[str, str, str]] = [(c, rec.dataset_id, READ) for c in commit_ids]
+            if rec.run_id:
+                edges.append((rec.dataset_id, rec.run_id, USED_BY))
+            record_edges(conn, edges)
+            self.db.audit(conn, "create_dataset", "dataset", rec.dataset_id,
+                          {"features": rec.features, "commits": len(commit_ids),
+                           "run_id": rec.run_id, "content_hash": rec.content_hash})
+        return rec
+
+    def get(self, dataset_id: str) -> DatasetRecord:
+        t = schema.datasets
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.dataset_id == dataset_id)).first()
+            if row is None:
+                raise UnknownDatasetError(
+                    f"unknown dataset {dataset_id!r}; list datasets with "
+                    "'featureledger datasets list'"
+                )
+            commits = self._commit_ids(conn, [dataset_id])
+        return _record(row, commits.get(dataset_id, []))
+
+    def list(self, *, run_id: str | None = None, commit_id: str | None = None,
+             limit: int | None = 100) -> list[DatasetRecord]:
+        """Datasets, newest first; optionally only a run's, or only those that read a commit."""
+        t = schema.datasets
+        q = sa.select(t)
+        if run_id is not None:
+            q = q.where(t.c.run_id == run_id)
+        if commit_id is not None:
+            dc = schema.dataset_commits
+            q = q.where(t.c.dataset_id.in_(
+                sa.select(dc.c.dataset_id).where(dc.c.commit_id == commit_id)))
+        q = q.order_by(t.c.created_at.desc(), t.c.dataset_id.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        with self.db.read() as conn:
+            rows = conn.execute(q).all()
+            commits = self._commit_ids(conn, [r.dataset_id for r in rows])
+        return [_record(r, commits.get(r.dataset_id, [])) for r in rows]
+
+    def _commit_ids(self, conn: Any, dataset_ids: list[str]) -> dict[str, list[str]]:
+        dc = schema.dataset_commits
+        out: dict[str, list[str]] = {}
+        for i in range(0, len(dataset_ids), 500):
+            chunk = dataset_ids[i:i + 500]
+            q = (sa.select(dc.c.dataset_id, dc.c.commit_id)
+                 .where(dc.c.dataset_id.in_(chunk)).order_by(dc.c.commit_id))
+            for ds, cmt in conn.execute(q):
+                out.setdefault(ds, []).append(cmt)
+        return out
+
+
+def _record(row: Any, commit_ids: list[str]) -> DatasetRecord:
+    manifest = json.loads(row.manifest)
+    # the manifest keeps the commits in read order; the table only knows the set
+    ordered = manifest.get("commit_ids") or commit_ids
+    return DatasetRecord(
+        dataset_id=row.dataset_id,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        run_id=row.run_id,
+        feature_set=row.feature_set,
+        features=json.loads(row.features),
+        as_of=row.as_of,
+        entity_digest=row.entity_digest,
+        entity_path=row.entity_path,
+        content_hash=row.content_hash,
+        row_count=row.row_count,
+        arrow_schema=row.arrow_schema,
+        manifest=manifest,
+        commit_ids=list(ordered),
+    )
