@@ -22,7 +22,7 @@ def test_file_env_and_explicit_overrides_in_order(tmp_path) -> None:
 
 def test_unknown_keys_and_bad_values_are_errors(tmp_path) -> None:
     (tmp_path / "featureledger.yaml").write_text("project: p\nonline_store: {type: redis, tmeout: 1}\n")
-    with pytest.raises(ConfigError, match="online_store.redis.tmeout: Extra inputs"):
+    with pytest.raises(ConfigError, match=r"online_store\.redis\.tmeout: Extra inputs"):
         load_config(tmp_path, environ={})
     (tmp_path / "featureledger.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):

@@ -18,7 +18,13 @@ import yaml
 
 from featureledger.config import CONFIG_FILE
 from featureledger.errors import FeatureLedgerError, RepositoryLoadError
-from featureledger.model.definitions import Definition, Entity, FeatureSet, FeatureView, definition_from_dict
+from featureledger.model.definitions import (
+    Definition,
+    Entity,
+    FeatureSet,
+    FeatureView,
+    definition_from_dict,
+)
 
 _DEFINITION_TYPES = (Entity, FeatureView, FeatureSet)
 

@@ -27,10 +27,12 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Field as PydField,
     ValidationError,
     field_validator,
     model_validator,
+)
+from pydantic import (
+    Field as PydField,
 )
 
 from featureledger.errors import DefinitionError
@@ -241,9 +243,9 @@ class Field(_Definition):
         if self.allowed_values is not None:
             # canonical order, so the same set always hashes the same
             object.__setattr__(self, "allowed_values", sorted(self.allowed_values, key=repr))
-        if self.default is not None and self.allowed_values is not None:
-            if self.default not in self.allowed_values:
-                raise ValueError(f"default {self.default!r} is not among allowed_values")
+        if (self.default is not None and self.allowed_values is not None
+                and self.default not in self.allowed_values):
+            raise ValueError(f"default {self.default!r} is not among allowed_values")
         return self
 
     @property

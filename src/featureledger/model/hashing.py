@@ -38,8 +38,8 @@ def _normalise(value: Any) -> Any:
         return {"__timedelta_us__": value // dt.timedelta(microseconds=1)}
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc).isoformat()
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, bytes):

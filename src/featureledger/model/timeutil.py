@@ -15,7 +15,7 @@ import getpass
 import os
 import time
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def now_us() -> int:

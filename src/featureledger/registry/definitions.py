@@ -156,7 +156,7 @@ def _merge_docs(spec: Any, docs: Any) -> Any:
             out[k] = _merge_docs(spec.get(k), v) if isinstance(v, (dict, list)) else v
         return out
     if isinstance(spec, list) and isinstance(docs, list) and len(spec) == len(docs):
-        return [_merge_docs(s, d) for s, d in zip(spec, docs)]
+        return [_merge_docs(s, d) for s, d in zip(spec, docs, strict=False)]
     return spec if docs in (None, [], {}) else docs
 
 
