@@ -3,6 +3,7 @@
 Layout under the store root::
 
     views/<view>/v<version>/<commit_id>/part-00000.parquet   committed data
+    views/<view>/v<version>/<commit_id>/rejected.parquet     rows a drop_invalid commit refused
     datasets/<dataset_id>/entities.parquet                     entity rows of a dataset
     _tmp/<commit_id>.<pid>/                                   a write in progress
 
@@ -14,6 +15,13 @@ A commit's files are written under ``_tmp`` and renamed into place in one ``rena
 folder; the commit becomes visible only when the registry row that lists its files is
 committed. A folder that no registry row lists is an orphan: invisible to readers and
 removed by ``gc``.
+
+Only the data files are listed in a commit's ``files`` (and covered by its content digest);
+side files such as ``rejected.parquet`` live in the same folder, so they appear and vanish
+with the commit.
+
+Crash tests stop a writer at a named instant with ``FEATURELEDGER_CRASH_AT`` (see
+:func:`crash_point`); nothing else reads that variable.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +47,66 @@ COMMIT_ID_COLUMN = "_commit_id"
 ROW_GROUP_SIZE = 1_000_000
 
 
+CRASH_ENV = "FEATURELEDGER_CRASH_AT"
+CRASH_POINTS = ("after_files", "after_rename", "before_registry", "after_registry")
+
+
+def crash_point(name: str) -> None:
+    """Kill this process with SIGKILL when ``FEATURELEDGER_CRASH_AT`` equals ``name``.
+
+    The named points of a commit, in order: ``after_files`` (files durable under
+    ``_tmp``), ``after_rename`` (folder in place, no registry row yet),
+    ``before_registry`` (registry row written, transaction not committed) and
+    ``after_registry`` (committed, not yet returned to the caller).
+    """
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @dataclass(frozen=True)
 class WrittenFiles:
     files: list[str]  # relative to the store root, in order
     content_digest: str  # sha256 over the files' bytes, in order
     bytes: int
+    extra_files: dict[str, str] = field(default_factory=dict)  # side file name -> relative path
+
+
+class _HashingWriter:
+    """A binary file that hashes what is written, so the digest needs no second read."""
+
+    def __init__(self, path: Path, digest: Any) -> None:
+        self._f = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._digest = digest
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self.size += view.nbytes
+        return self._f.write(view)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self.closed = True
 
 
 @dataclass(frozen=True)
@@ -96,11 +160,15 @@ class ParquetOfflineStore:
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
                      tables: list[pa.Table] | pa.Table, *, compression: str = "zstd",
+                     compression_level: int | None = 1,
+                     extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None) -> WrittenFiles:
         """Write a commit's tables as Parquet, atomically appearing under its folder.
 
-        ``before_rename`` is called after the files are durable and before the rename
-        (crash tests use it to stop at that instant).
+        ``tables`` become ``part-NNNNN.parquet`` (the commit's data files, digested in
+        order); ``extra_tables`` maps a side file name (e.g. ``rejected.parquet``) to a
+        table stored in the same folder but not listed as data. ``before_rename`` is called
+        after the files are durable and before the rename (crash tests stop there).
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -113,27 +181,38 @@ class ParquetOfflineStore:
             raise StorageError(f"commit folder {final} already exists; commit ids must be unique")
         tmp = self.root / "_tmp" / f"{commit_id}.{os.getpid()}"
         tmp.mkdir(parents=True, exist_ok=False)
-        names = []
+        names: list[str] = []
+        digest = hashlib.sha256()
+        size = 0
         try:
             for i, table in enumerate(tables):
                 name = f"part-{i:05d}.parquet"
-                path = tmp / name
-                pq.write_table(table, path, compression=compression,
-                               row_group_size=ROW_GROUP_SIZE, write_statistics=True)
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
+                sink = _HashingWriter(tmp / name, digest)
+                try:
+                    pq.write_table(table, sink, compression=compression,
+                                   compression_level=compression_level,
+                                   row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+                finally:
+                    sink.close()
+                size += sink.size
                 names.append(name)
+            for name, table in (extra_tables or {}).items():
+                pq.write_table(table, tmp / name, compression=compression)
+                with open(tmp / name, "rb") as f:
+                    os.fsync(f.fileno())
             _fsync_dir(tmp)
-            digest, size = file_digest([tmp / n for n in names])
             if before_rename is not None:
                 before_rename()
+            crash_point("after_files")
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, final)
             _fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return WrittenFiles([f"{final_rel}/{n}" for n in names], digest, size)
+        crash_point("after_rename")
+        return WrittenFiles([f"{final_rel}/{n}" for n in names], digest.hexdigest(), size,
+                            {n: f"{final_rel}/{n}" for n in (extra_tables or {})})
 
     def remove_commit_files(self, files: list[str]) -> None:
         """Delete an unregistered commit's folder (after a failed registry write)."""

@@ -1,0 +1,316 @@
+"""Shaping input columns into a view's stored schema: mapping, defaults and exact casts.
+
+Stored columns, in order: the join keys, the event-timestamp column, the created-timestamp
+column (if the view declares one), then the fields, each with its declared Arrow type
+(:func:`featureledger.model.types.to_arrow`).
+
+Casts are explicit and exact. A value is cast only when the stored value means the same
+thing; a value that would change is a ``dtype`` validation failure of its row, naming the
+column. The cast rules:
+
+============================  ===================================================
+input                         stored as
+============================  ===================================================
+int8/16/32/64, uint8/16/32/64 int32 / int64 / float32 / float64, when the value is
+float16/32/64                 exactly representable (so int32→int64, float32→float64
+                              always; int64→float64 up to 2**53; 2.0→int64 yes,
+                              2.5→int64 no; float64→float32 only for values with an
+                              exact float32 form; NaN stays NaN between floats)
+timestamp (s, ms, us, ns)     timestamp[us, UTC]; naive timestamps are taken as UTC,
+                              zoned ones converted to UTC; ns values must be whole µs
+date                          timestamp: midnight UTC
+string (ISO 8601 text)        timestamp / date, parsed by DuckDB; text without an
+                              offset is UTC; unparsable text fails its row
+large_string, string_view,    string / bytes (same values)
+dictionary<string>, binary
+list<x>                       list<y> when x is y or x widens exactly to y
+all-null column               any type
+============================  ===================================================
+
+Anything else (text to numbers, numbers to text, bool to or from numbers, timestamp to
+date) is not cast: every non-null value of the column fails the ``dtype`` rule.
+
+Columns the view declares but the input lacks: a join key, the timestamp columns and a
+non-nullable field without a default are required (an :class:`IngestionError`); a missing
+field with a ``default`` is filled with that default, a missing nullable field with nulls.
+Nulls *present* in the input are never replaced by defaults: they are judged by the
+nullability rule. Input columns the view does not declare are an error; drop or rename
+them with a column map (``{"old": "new"}``, ``{"unwanted": None}`` drops a column).
+
+>>> import pyarrow as pa
+>>> out, bad, rule = cast_exact(pa.chunked_array([pa.array([1, 2], pa.int32())]), "int64")
+>>> out.type, bad, rule
+(DataType(int64), None, 'int32->int64')
+>>> _, bad, _ = cast_exact(pa.chunked_array([pa.array([1.0, 2.5])]), "int64")
+>>> bad.tolist()
+[False, True]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from featureledger.errors import IngestionError
+from featureledger.model.types import to_arrow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from featureledger.model.definitions import FeatureView
+
+COMMIT_ID_COLUMN = "_commit_id"
+COMMIT_TIME_COLUMN = "_commit_time"
+
+
+@dataclass(frozen=True)
+class StoredColumn:
+    name: str
+    dtype: str
+    role: str  # key, timestamp, created_timestamp, feature
+    nullable: bool
+    default: Any = None
+
+
+def stored_columns(view: FeatureView) -> list[StoredColumn]:
+    """The columns every stored row of ``view`` has, before the commit columns."""
+    cols = [StoredColumn(k, t, "key", False) for k, t in view.join_keys.items()]
+    cols.append(StoredColumn(view.timestamp_field, "timestamp", "timestamp", False))
+    if view.created_timestamp_field:
+        cols.append(StoredColumn(view.created_timestamp_field, "timestamp",
+                                 "created_timestamp", False))
+    cols += [StoredColumn(f.name, f.dtype, "feature", f.nullable, f.default)
+             for f in view.fields]
+    return cols
+
+
+def stored_schema(view: FeatureView) -> pa.Schema:
+    """The Arrow schema of the view's stored Parquet files (with the commit columns)."""
+    import pyarrow as pa
+
+    fields = [pa.field(c.name, to_arrow(c.dtype)) for c in stored_columns(view)]
+    fields += [pa.field(COMMIT_ID_COLUMN, pa.string()),
+               pa.field(COMMIT_TIME_COLUMN, pa.timestamp("us", tz="UTC"))]
+    return pa.schema(fields)
+
+
+@dataclass
+class Conformed:
+    """The input shaped to the stored schema."""
+
+    table: pa.Table
+    cast_failures: dict[str, np.ndarray] = field(default_factory=dict)  # column -> bad rows
+    cast_notes: dict[str, str] = field(default_factory=dict)  # column -> what failed
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def apply_column_map(table: pa.Table, column_map: dict[str, str | None] | None
+                     ) -> tuple[pa.Table, dict[str, Any] | None]:
+    """Rename (``{"old": "new"}``) and drop (``{"old": None}``) input columns."""
+    if not column_map:
+        return table, None
+    missing = [c for c in column_map if c not in table.column_names]
+    if missing:
+        raise IngestionError(
+            f"column map names input column(s) {', '.join(map(repr, missing))} that the "
+            f"data does not have; its columns are: {', '.join(table.column_names)}"
+        )
+    keep = [c for c in table.column_names if column_map.get(c, c)]
+    names = [column_map.get(c) or c for c in keep]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise IngestionError(
+            f"after the column map, column(s) {', '.join(dupes)} appear twice; map only one "
+            "input column to each name"
+        )
+    out = table.select(keep).rename_columns(names)
+    return out, {"step": "map_columns",
+                 "params": {k: v for k, v in sorted(column_map.items())}}
+
+
+def _is_string(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_binary(t) or pa.types.is_large_binary(t)
+            or pa.types.is_binary_view(t) or pa.types.is_fixed_size_binary(t))
+
+
+def _mask(arr: Any) -> np.ndarray | None:
+    """A boolean numpy mask from an Arrow boolean (nulls = False); None when all False."""
+    import pyarrow.compute as pc
+
+    filled = pc.fill_null(arr, False)
+    if not pc.any(filled).as_py():
+        return None
+    return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _parse_text(arr: pa.ChunkedArray, dtype: str) -> pa.ChunkedArray:
+    import duckdb
+    import pyarrow as pa
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_in", pa.table({"v": arr}))
+        sql_type = "TIMESTAMPTZ" if dtype == "timestamp" else "DATE"
+        out = con.sql(f"SELECT TRY_CAST(v AS {sql_type}) AS v FROM _in").to_arrow_table()
+    finally:
+        con.close()
+    return out.column(0).cast(to_arrow(dtype))
+
+
+def cast_exact(arr: pa.ChunkedArray, dtype: str
+               ) -> tuple[pa.ChunkedArray, np.ndarray | None, str | None]:
+    """Cast ``arr`` to ``dtype`` exactly.
+
+    Returns the cast column (failed values become null), a mask of the rows whose value
+    has no exact cast (None when there are none) and the rule applied (None: no cast).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    target = to_arrow(dtype)
+    src = arr.type
+    if src == target:
+        return arr, None, None
+    if pa.types.is_dictionary(src):
+        arr = arr.cast(src.value_type)
+        out, bad, rule = cast_exact(arr, dtype)
+        return out, bad, f"decode dictionary; {rule}" if rule else "decode dictionary"
+    rule = f"{src}->{dtype}"
+    if pa.types.is_null(src):
+        return pa.chunked_array([pa.nulls(len(arr), target)]), None, rule
+    numeric = (pa.types.is_integer(src) or pa.types.is_floating(src))
+    if numeric and dtype in ("int32", "int64", "float32", "float64"):
+        out = pc.cast(arr, target, safe=False)
+        back = pc.cast(out, src, safe=False)
+        differs = pc.not_equal(back, arr)
+        if pa.types.is_floating(src) and pa.types.is_floating(target):
+            differs = pc.and_(differs, pc.invert(pc.is_nan(arr)))  # NaN is NaN in any float
+        bad = _mask(differs)
+        if bad is not None:
+            out = pc.if_else(pa.chunked_array([pa.array(bad)]), pa.scalar(None, target), out)
+        return out, bad, rule
+    if dtype == "string" and _is_string(src):
+        return arr.cast(target), None, rule
+    if dtype == "bytes" and _is_binary(src):
+        return arr.cast(target), None, rule
+    if dtype == "timestamp" and pa.types.is_timestamp(src):
+        bad = None
+        if src.unit == "ns":
+            ints = arr.cast(pa.int64())
+            bad = _mask(pc.not_equal(pc.multiply(pc.divide(ints, 1000), 1000), ints))
+        out = pc.cast(arr, pa.timestamp("us", tz=src.tz), safe=False)
+        if src.tz is None:
+            rule += " (naive = UTC)"
+        out = out.cast(target)  # same instants; naive values are read as UTC
+        if bad is not None:
+            out = pc.if_else(pa.chunked_array([pa.array(bad)]), pa.scalar(None, target), out)
+        return out, bad, rule
+    if dtype == "timestamp" and pa.types.is_date(src):
+        return pc.cast(pc.cast(arr, pa.timestamp("us")), target), None, rule + " (midnight UTC)"
+    if dtype in ("timestamp", "date") and _is_string(src):
+        out = _parse_text(arr, dtype)
+        bad = _mask(pc.and_(pc.is_valid(arr), pc.is_null(out)))
+        return out, bad, rule + " (ISO 8601; no offset = UTC)"
+    if dtype == "date" and pa.types.is_date(src):
+        return arr.cast(target), None, rule
+    if dtype.startswith("list<") and (pa.types.is_list(src) or pa.types.is_large_list(src)
+                                      or pa.types.is_list_view(src)):
+        from featureledger.model.types import is_widening
+
+        elem = dtype[5:-1]
+        if src.value_type == target.value_type or any(
+            src.value_type == to_arrow(e) and is_widening(e, elem)
+            for e in ("int32", "float32")
+        ):
+            return arr.cast(target), None, rule
+    # no exact cast: every present value fails its row
+    bad = _mask(pc.is_valid(arr))
+    return pa.chunked_array([pa.nulls(len(arr), target)]), bad, None
+
+
+def _default_column(col: StoredColumn, n: int) -> pa.Array:
+    import pyarrow as pa
+
+    target = to_arrow(col.dtype)
+    try:
+        scalar = pa.scalar(col.default)
+        if scalar.type != target:
+            arr, bad, _ = cast_exact(pa.chunked_array([pa.array([col.default])]), col.dtype)
+            if bad is not None:
+                raise IngestionError(
+                    f"default {col.default!r} of field {col.name!r} cannot be stored as "
+                    f"{col.dtype}; fix the definition"
+                )
+            scalar = arr[0]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        raise IngestionError(
+            f"default {col.default!r} of field {col.name!r} cannot be stored as {col.dtype}; "
+            "fix the definition"
+        ) from None
+    return pa.repeat(scalar, n)
+
+
+def conform(table: pa.Table, view: FeatureView) -> Conformed:
+    """Shape ``table`` (already mapped) to ``view``'s stored columns (see module doc)."""
+    import pyarrow as pa
+
+    cols = stored_columns(view)
+    declared = {c.name for c in cols}
+    extra = [c for c in table.column_names if c not in declared]
+    if extra:
+        raise IngestionError(
+            f"input column(s) {', '.join(map(repr, extra))} are not in feature view "
+            f"{view.name!r} (its columns: {', '.join(c.name for c in cols)}); map them to "
+            "field names or drop them with a column map (e.g. --map old=new, --map unwanted=)"
+        )
+    missing_required = [c.name for c in cols
+                        if c.name not in table.column_names and not c.nullable
+                        and c.default is None]
+    if missing_required:
+        raise IngestionError(
+            f"input lacks required column(s) {', '.join(map(repr, missing_required))} of "
+            f"feature view {view.name!r}; add them or map input columns onto them "
+            "(join keys and timestamps are always required; so is a non-nullable field "
+            "without a default)"
+        )
+    n = table.num_rows
+    result = Conformed(table)
+    arrays: list[Any] = []
+    for col in cols:
+        if col.name not in table.column_names:
+            if col.default is not None:
+                arrays.append(pa.chunked_array([_default_column(col, n)]))
+                result.steps.append({"step": "fill_default", "column": col.name,
+                                     "params": {"value": col.default}})
+            else:
+                arrays.append(pa.chunked_array([pa.nulls(n, to_arrow(col.dtype))]))
+                result.steps.append({"step": "fill_null", "column": col.name, "params": {}})
+            continue
+        src = table.column(col.name)
+        out, bad, rule = cast_exact(src, col.dtype)
+        if rule is not None:
+            result.steps.append({"step": "cast", "column": col.name,
+                                 "params": {"from": str(src.type), "to": col.dtype,
+                                            "rule": rule}})
+        if bad is not None:
+            result.cast_failures[col.name] = bad
+            result.cast_notes[col.name] = (
+                f"{src.type} value has no exact {col.dtype} form" if rule
+                else f"{src.type} cannot be stored as {col.dtype}"
+            )
+        arrays.append(out)
+    result.table = pa.Table.from_arrays(
+        arrays, schema=pa.schema([pa.field(c.name, to_arrow(c.dtype)) for c in cols])
+    )
+    return result

@@ -1,0 +1,371 @@
+"""The ingestion pipeline: read, map, filter, cast, validate, profile, commit.
+
+One call of :meth:`IngestionService.ingest` is one commit (``cmt_<uuid7>``) of one view
+version. Nothing becomes visible before the registry transaction that records the commit
+succeeds:
+
+1. the input is read and shaped in memory (no writes), validated and profiled;
+2. a registry write transaction starts (serialised per view), the commit time is taken
+   as ``max(now, last commit time of the view + 1µs)`` so commit times increase
+   strictly per view in commit order;
+3. the Parquet files are written under ``_tmp/`` (fsynced) and renamed into
+   ``views/<view>/v<version>/<commit_id>/``;
+4. the commit row, its lineage edges and an audit entry are inserted and the
+   transaction commits.
+
+A process killed at any instant leaves either the whole commit or a folder no registry
+row lists, which readers never see and ``gc`` removes. A strict rejection writes nothing
+at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from featureledger.errors import IngestionError, StateError, ValidationFailedError
+from featureledger.ingest.casting import (
+    COMMIT_ID_COLUMN,
+    COMMIT_TIME_COLUMN,
+    apply_column_map,
+    conform,
+)
+from featureledger.ingest.profile import profile_table
+from featureledger.ingest.sources import read_input
+from featureledger.ingest.validation import ROW_COLUMN, ValidationReport, validate
+from featureledger.model.ids import new_id
+from featureledger.model.timeutil import now_us, to_us
+from featureledger.offline.storage import GcReport, crash_point
+from featureledger.registry import schema
+from featureledger.registry.commits import CommitRecord
+from featureledger.registry.lineage_edges import (
+    HAS_COMMIT,
+    INGESTED,
+    WROTE,
+    record_edges,
+    source_node,
+    view_node,
+)
+from featureledger.tracking.context import current_run_id
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from featureledger.store import StoreContext
+
+MODES = ("strict", "drop_invalid")
+REJECTED_FILE = "rejected.parquet"
+
+
+@dataclass(frozen=True)
+class IngestionResult:
+    """What one ingestion committed: the commit record, its report and profile."""
+
+    commit: CommitRecord
+    report: ValidationReport
+    profile: dict[str, Any]
+    root: Path  # the offline store root, to read the rejected rows
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+    @property
+    def commit_id(self) -> str:
+        return self.commit.commit_id
+
+    @property
+    def view_ref(self) -> str:
+        return self.commit.view_ref
+
+    @property
+    def row_count(self) -> int:
+        return self.commit.row_count
+
+    @property
+    def rejected_count(self) -> int:
+        return self.commit.rejected_count
+
+    @property
+    def rejected_path(self) -> str | None:
+        return self.report.rejected_path
+
+    def rejected(self) -> pa.Table | None:
+        """The rows a ``drop_invalid`` ingestion refused, with ``_row`` and ``_reasons``."""
+        return read_rejected(self.root, self.commit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.commit.to_dict(), "timings": self.timings}
+
+
+CommitResult = IngestionResult
+
+
+def read_rejected(root: Path, commit: CommitRecord) -> pa.Table | None:
+    """A commit's rejected rows (None when it rejected none)."""
+    import pyarrow.parquet as pq
+
+    path = commit.validation.get("rejected_path")
+    return pq.read_table(Path(root) / path) if path else None
+
+
+def _rejection_message(ref: str, report: ValidationReport) -> str:
+    return (
+        f"ingestion into {ref} rejected (mode {report.mode}): {report.rows_rejected} of "
+        f"{report.rows_checked} rows fail validation; nothing was written.\n"
+        f"{report.summary()}\n"
+        "Fix the data, or ingest with mode='drop_invalid' (CLI: --mode drop_invalid) to "
+        "commit the valid rows and keep the others as the commit's rejected set."
+    )
+
+
+def _apply_filter(table: pa.Table, rows: np.ndarray, sql: str
+                  ) -> tuple[pa.Table, np.ndarray]:
+    import duckdb
+    import pyarrow as pa
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_in", table.append_column(ROW_COLUMN, pa.array(rows, pa.int64())))
+        try:
+            kept = con.sql(f"SELECT {ROW_COLUMN} FROM _in WHERE ({sql})").to_arrow_table()
+        except duckdb.Error as exc:
+            raise IngestionError(
+                f"filter {sql!r} cannot be evaluated: {str(exc).splitlines()[0]}. Write a "
+                "DuckDB SQL boolean over the input columns (after the column map)."
+            ) from None
+    finally:
+        con.close()
+    keep = np.zeros(table.num_rows, dtype=bool)
+    keep[np.searchsorted(rows, kept.column(0).to_numpy())] = True
+    return table.filter(pa.array(keep)), rows[keep]
+
+
+class IngestionService:
+    """Ingestion, the commit log and its maintenance (status changes, gc)."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def _registry(self) -> Any:
+        return self.ctx.registry
+
+    # -- ingest -----------------------------------------------------------------------
+    def ingest(self, view: str, data: Any = None, *, version: int | None = None,
+               mode: str = "strict", run_id: str | None = None,
+               column_map: dict[str, str | None] | None = None, filter: str | None = None,
+               user: str | None = None, source_name: str | None = None) -> IngestionResult:
+        """Validate ``data`` and write it as one commit of ``view`` (latest version by default).
+
+        ``data``: pandas / Polars DataFrame, Arrow Table or RecordBatchReader, a Parquet/CSV
+        path or glob, or None for the view's own file source. ``column_map`` renames
+        (``{"src": "field"}``) or drops (``{"src": None}``) input columns; ``filter`` is a
+        DuckDB SQL boolean selecting the input rows to ingest (rows it drops are not
+        validated). ``mode="strict"`` rejects the whole commit on any invalid row (raises
+        :class:`ValidationFailedError` with ``.report``); ``"drop_invalid"`` commits the
+        valid rows and stores the others, with their reasons, as the rejected set. The
+        run is ``run_id`` or the active run.
+        """
+        if mode not in MODES:
+            raise IngestionError(f"mode {mode!r} is not known; use 'strict' or 'drop_invalid'")
+        rec = self._registry.definitions.view(view, version)
+        if rec.status == "retired":
+            raise StateError(
+                f"feature view {rec.ref} is retired and takes no new data; ingest into a "
+                "newer version"
+            )
+        commit_id = new_id("cmt")
+        run = current_run_id(run_id)
+        self.ctx.events.emit("commit.started", commit_id=commit_id, view=rec.name,
+                             version=rec.version, run_id=run, mode=mode)
+        try:
+            return self._ingest(rec, commit_id, data, mode=mode, run=run,
+                                column_map=column_map, filter_sql=filter,
+                                user=user or self._registry.actor, source_name=source_name)
+        except Exception as exc:
+            self.ctx.events.emit("commit.failed", commit_id=commit_id, view=rec.ref,
+                                 error=exc)
+            raise
+
+    def _ingest(self, rec: Any, commit_id: str, data: Any, *, mode: str, run: str | None,
+                column_map: dict[str, str | None] | None, filter_sql: str | None,
+                user: str, source_name: str | None) -> IngestionResult:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        fv = rec.definition
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        inp = read_input(data, fv, source_name=source_name)
+        timings["read"] = time.perf_counter() - t
+        t = time.perf_counter()
+        table, map_step = apply_column_map(inp.table, column_map)
+        steps: list[dict[str, Any]] = [map_step] if map_step else []
+        rows = np.arange(table.num_rows, dtype=np.int64)
+        if filter_sql:
+            before = table.num_rows
+            table, rows = _apply_filter(table, rows, filter_sql)
+            steps.append({"step": "filter", "params": {"sql": filter_sql},
+                          "rows_in": before, "rows_out": table.num_rows})
+        if table.num_rows == 0:
+            raise IngestionError(
+                f"nothing to ingest into {rec.ref}: the input has no rows"
+                + (" after the filter" if filter_sql else "")
+            )
+        conformed = conform(table, fv)
+        steps += conformed.steps
+        timings["shape"] = time.perf_counter() - t
+        t = time.perf_counter()
+        outcome = validate(conformed, fv, raw=table, row_numbers=rows, mode=mode)
+        report = outcome.report
+        timings["validate"] = time.perf_counter() - t
+        good = conformed.table
+        rejected = None
+        if outcome.bad is not None:
+            if mode == "strict":
+                raise ValidationFailedError(_rejection_message(rec.ref, report), report)
+            if report.rows_valid == 0:
+                raise ValidationFailedError(
+                    f"every one of the {report.rows_checked} rows fails validation, so "
+                    f"nothing was committed to {rec.ref}:\n{report.summary()}\nFix the data.",
+                    report,
+                )
+            bad = pa.array(outcome.bad)
+            good = good.filter(pc.invert(bad))
+            rejected = (table.filter(bad)
+                        .append_column(ROW_COLUMN, pa.array(rows[outcome.bad]))
+                        .append_column("_reasons", outcome.reasons))
+        t = time.perf_counter()
+        profile = profile_table(good)
+        timings["profile"] = time.perf_counter() - t
+        ts = pc.min_max(good.column(fv.timestamp_field).cast(pa.int64()))
+        t = time.perf_counter()
+        record = self._commit(rec, commit_id, good, rejected, report=report, profile=profile,
+                              source=inp.description, uri=inp.uri, steps=steps, run=run,
+                              user=user, min_ts=ts["min"].as_py(), max_ts=ts["max"].as_py())
+        timings["commit"] = time.perf_counter() - t
+        crash_point("after_registry")
+        self.ctx.events.emit("commit.completed", commit=record, view=fv,
+                             schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
+                             .append(pa.field(COMMIT_TIME_COLUMN,
+                                              pa.timestamp("us", tz="UTC"))),
+                             report=report, profile=profile)
+        return IngestionResult(record, report, profile, self.ctx.offline_store.root, timings)
+
+    def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
+                report: ValidationReport, profile: dict[str, Any], source: dict[str, Any],
+                uri: str, steps: list[dict[str, Any]], run: str | None, user: str,
+                min_ts: int | None, max_ts: int | None) -> CommitRecord:
+        import pyarrow as pa
+
+        db = self._registry.db
+        offline = self.ctx.offline_store
+        t = schema.commits
+        written = None
+        body_done = False
+        try:
+            with db.write(lock_key=f"commit:{rec.name}") as conn:
+                last = conn.execute(
+                    sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == rec.name)
+                ).scalar()
+                commit_time = max(now_us(), (last or 0) + 1)
+                n = good.num_rows
+                stored = good.append_column(
+                    COMMIT_ID_COLUMN, pa.repeat(pa.scalar(commit_id, pa.string()), n)
+                ).append_column(
+                    COMMIT_TIME_COLUMN,
+                    pa.repeat(pa.scalar(commit_time, pa.timestamp("us", tz="UTC")), n),
+                )
+                extra = {REJECTED_FILE: rejected} if rejected is not None else None
+                written = offline.write_commit(rec.name, rec.version, commit_id, stored,
+                                               extra_tables=extra)
+                report.rejected_path = written.extra_files.get(REJECTED_FILE)
+                record = CommitRecord(
+                    commit_id=commit_id, view_name=rec.name, view_version=rec.version,
+                    commit_time=commit_time, user=user, run_id=run, source=source,
+                    steps=steps, row_count=n, rejected_count=report.rows_rejected,
+                    validation=report.to_dict(), profile=profile, files=written.files,
+                    content_digest=written.content_digest, min_event_ts=min_ts,
+                    max_event_ts=max_ts,
+                )
+                self._registry.commits.insert(conn, record)
+                edges: list[tuple[str, str, str]] = [
+                    (source_node(uri), commit_id, INGESTED),
+                    (view_node(rec.name, rec.version), commit_id, HAS_COMMIT),
+                ]
+                if run:
+                    edges.append((run, commit_id, WROTE))
+                record_edges(conn, edges)
+                db.audit(conn, "commit", "commit", commit_id,
+                         {"view": rec.ref, "rows": n, "rejected": report.rows_rejected,
+                          "run_id": run, "source": uri}, actor=user)
+                crash_point("before_registry")
+                body_done = True
+        except BaseException:
+            # Before the commit statement the transaction surely rolls back: remove the
+            # files now. If the commit statement itself failed, its outcome is unknown;
+            # the files stay and gc removes them if no row references them.
+            if written is not None and not body_done:
+                offline.remove_commit_files(written.files)
+            raise
+        return record
+
+    # -- the commit log ------------------------------------------------------------------
+    def commits(self, view: str | None = None, *, version: int | None = None,
+                status: str | tuple[str, ...] | None = None, run_id: str | None = None,
+                as_of: Any = None, limit: int | None = None) -> list[CommitRecord]:
+        """Commits, oldest first; every status unless ``status`` names some."""
+        statuses = (status,) if isinstance(status, str) else status
+        return self._registry.commits.list(
+            view, version, as_of=to_us(as_of) if as_of is not None else None,
+            statuses=statuses, run_id=run_id, limit=limit,
+        )
+
+    def get_commit(self, commit_id: str) -> CommitRecord:
+        return self._registry.commits.get(commit_id)
+
+    def _set_status(self, commit_id: str, status: str, reason: str,
+                    allowed_from: tuple[str, ...]) -> CommitRecord:
+        if not reason or not str(reason).strip():
+            raise StateError(f"say why: changing a commit to {status!r} needs a reason")
+        old = self.get_commit(commit_id)
+        if old.status == status:
+            return old
+        if old.status not in allowed_from:
+            raise StateError(
+                f"commit {commit_id} is {old.status}; it cannot become {status} directly "
+                f"(allowed from: {', '.join(allowed_from)}). Restore it first."
+            )
+        new = self._registry.commits.set_status(commit_id, status, reason)
+        self.ctx.events.emit("commit.status_changed", commit=new, previous=old.status,
+                             reason=reason)
+        return new
+
+    def quarantine(self, commit_id: str, reason: str) -> CommitRecord:
+        """Hide a commit from retrieval and serving until restored."""
+        return self._set_status(commit_id, "quarantined", reason, ("committed",))
+
+    def rollback(self, commit_id: str, reason: str) -> CommitRecord:
+        """Mark a commit rolled back; it is read again only if restored."""
+        return self._set_status(commit_id, "rolled_back", reason,
+                                ("committed", "quarantined"))
+
+    def restore(self, commit_id: str, reason: str) -> CommitRecord:
+        """Make a quarantined or rolled-back commit visible again."""
+        return self._set_status(commit_id, "committed", reason, ("quarantined", "rolled_back"))
+
+    def gc(self, grace_seconds: float = 3600, dry_run: bool = False) -> GcReport:
+        """Remove commit folders that no registry row references and abandoned temp files.
+
+        Folders younger than ``grace_seconds`` are kept, since an ingestion may be between
+        its rename and its registry commit; use 0 only when no ingestion is running.
+        """
+        referenced = self._registry.commits.all_files()
+        report = self.ctx.offline_store.gc(referenced, grace_seconds=grace_seconds,
+                                           dry_run=dry_run)
+        self.ctx.events.emit("gc.completed", report=report, dry_run=dry_run)
+        return report

@@ -1,0 +1,159 @@
+"""Statistics profile of a commit's rows, per column, computed set-based.
+
+Every column gets ``count`` (rows), ``nulls`` and ``distinct_estimate`` (DuckDB's
+HyperLogLog ``approx_count_distinct``, one query for all columns). Then by type:
+
+* numbers: ``min``, ``max``, ``mean``, ``std`` (sample, ddof=1), ``nans`` and
+  ``quantiles`` p01, p05, p25, p50, p75, p95, p99 (linear interpolation, as
+  ``numpy.quantile`` and DuckDB's ``quantile_cont``). NaN and null values are left out of
+  every statistic but their own count. Quantiles are exact up to
+  :data:`QUANTILE_EXACT_LIMIT` values; above that they come from a uniform random sample
+  of that many values drawn with a fixed seed (the same data gives the same profile;
+  the rank error is about 0.3 percentage points at p50), and ``quantiles_exact`` says
+  which;
+* text: ``min``, ``max`` (byte order) and ``top_k``: the :data:`TOP_K` most frequent
+  values with their counts (ties by value);
+* timestamps and dates: ``min``, ``max`` (ISO 8601);
+* booleans: ``true`` and ``false`` counts.
+
+The result is a JSON-ready dict (non-finite numbers become text such as ``"inf"``).
+
+>>> import pyarrow as pa
+>>> p = profile_table(pa.table({"x": [1.0, 2.0, 3.0, None]}))
+>>> c = p["columns"]["x"]
+>>> c["count"], c["nulls"], c["min"], c["max"], c["mean"], c["quantiles"]["p50"]
+(4, 1, 1.0, 3.0, 2.0, 2.0)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75,
+             "p95": 0.95, "p99": 0.99}
+QUANTILE_EXACT_LIMIT = 100_000
+TOP_K = 10
+SAMPLE_SEED = 0
+
+
+def _num(v: Any) -> Any:
+    if v is None:
+        return None
+    f = float(v)
+    if not math.isfinite(f):
+        return str(f)
+    return int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else f
+
+
+def _numeric(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = arr
+    if pa.types.is_floating(arr.type):
+        nan = pc.is_nan(arr)
+        nans = int(pc.sum(nan).as_py() or 0)
+        out["nans"] = nans
+        if nans:
+            values = arr.filter(pc.invert(pc.fill_null(nan, False)))
+    if values.null_count:
+        values = values.drop_null()
+    if len(values) == 0:
+        out.update(min=None, max=None, mean=None, std=None,
+                   quantiles=dict.fromkeys(QUANTILES), quantiles_exact=True)
+        return
+    mm = pc.min_max(values)
+    std = pc.stddev(values, ddof=1).as_py() if len(values) > 1 else None
+    out.update(min=_num(mm["min"].as_py()), max=_num(mm["max"].as_py()),
+               mean=_num(pc.mean(values).as_py()), std=_num(std))
+    flat = values.to_numpy() if values.num_chunks == 1 else values.combine_chunks().to_numpy()
+    exact = flat.size <= QUANTILE_EXACT_LIMIT
+    if not exact:
+        rng = np.random.default_rng(SAMPLE_SEED)
+        flat = flat[rng.integers(0, flat.size, QUANTILE_EXACT_LIMIT)]
+    qs = np.quantile(flat.astype(np.float64, copy=False), list(QUANTILES.values()))
+    out["quantiles"] = {k: _num(q) for k, q in zip(QUANTILES, qs, strict=True)}
+    out["quantiles_exact"] = exact
+
+
+def _text(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = arr.drop_null() if arr.null_count else arr
+    if len(values) == 0:
+        out.update(min=None, max=None, top_k=[])
+        return
+    mm = pc.min_max(values)
+    out.update(min=mm["min"].as_py(), max=mm["max"].as_py())
+    counts = pc.value_counts(values)
+    vals, cnts = counts.field("values"), counts.field("counts")
+    order = pc.sort_indices(
+        pa.table({"v": vals, "c": cnts}),
+        sort_keys=[("c", "descending"), ("v", "ascending")],
+    )[:TOP_K]
+    out["top_k"] = [{"value": vals[i.as_py()].as_py(), "count": cnts[i.as_py()].as_py()}
+                    for i in order]
+
+
+def _temporal(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
+    import pyarrow.compute as pc
+
+    mm = pc.min_max(arr)
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    out.update(min=lo.isoformat() if lo is not None else None,
+               max=hi.isoformat() if hi is not None else None)
+
+
+def _distinct(table: pa.Table, names: list[str]) -> dict[str, int]:
+    import duckdb
+
+    if not names or table.num_rows == 0:
+        return dict.fromkeys(names, 0)
+    con = duckdb.connect()
+    try:
+        con.register("_p", table.select(names))
+        sql = "SELECT " + ", ".join(
+            f'approx_count_distinct("{n}")' for n in names) + " FROM _p"
+        row = con.sql(sql).fetchall()[0]
+    finally:
+        con.close()
+    return {n: int(v) for n, v in zip(names, row, strict=True)}
+
+
+def profile_table(table: pa.Table, columns: list[str] | None = None) -> dict[str, Any]:
+    """The statistics profile of ``table`` (of ``columns``, default all), JSON-ready."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = columns if columns is not None else table.column_names
+    out: dict[str, Any] = {}
+    distinct_cols = []
+    for name in names:
+        arr = table.column(name)
+        t = arr.type
+        col: dict[str, Any] = {"type": str(t), "count": len(arr), "nulls": arr.null_count}
+        if pa.types.is_integer(t) or pa.types.is_floating(t):
+            _numeric(arr, col)
+            distinct_cols.append(name)
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            _text(arr, col)
+            distinct_cols.append(name)
+        elif pa.types.is_timestamp(t) or pa.types.is_date(t):
+            _temporal(arr, col)
+            distinct_cols.append(name)
+        elif pa.types.is_boolean(t):
+            trues = int(pc.sum(arr).as_py() or 0)
+            col.update(true=trues, false=len(arr) - arr.null_count - trues)
+            distinct_cols.append(name)
+        out[name] = col
+    for name, d in _distinct(table, distinct_cols).items():
+        out[name]["distinct_estimate"] = d
+    return {"rows": table.num_rows, "columns": out,
+            "quantile_exact_limit": QUANTILE_EXACT_LIMIT, "sample_seed": SAMPLE_SEED}

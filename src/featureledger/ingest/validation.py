@@ -1,0 +1,374 @@
+"""Validation at ingestion: every declared constraint, checked set-based.
+
+Rules, each reported with its failure count and the first failing rows:
+
+``dtype:<col>``
+    the input value has no exact cast to the declared type (see :mod:`.casting`).
+``not_null:<col>``
+    a join key, the event or created timestamp, or a field declared ``nullable=False``,
+    is null. NaN is a value, not a null.
+``range:<col>``
+    a value outside ``[min, max]`` (inclusive); a NaN in a field with a range fails it.
+    Numbers compare exactly (a float32 value is compared as the double it is).
+``allowed_values:<col>``
+    a value not among ``allowed_values``.
+``regex:<col>``
+    a string that the regex does not match *as a whole* (RE2 syntax, run by DuckDB).
+``unique_key``
+    more than one row with the same join keys and event time (and created time, when the
+    view declares one) in this commit; every row of such a group fails, since nothing
+    says which one is right. Rows with a null key are left to ``not_null``.
+``check:<name>``
+    a row check of the view (a DuckDB SQL boolean over the row) is false. A NULL result
+    fails too, unless one of the nullable fields the expression names is null in that row
+    (a missing optional value cannot break a cross-field rule); so ``min_fare <=
+    max_fare`` passes when the nullable ``max_fare`` is null, and fails when a
+    division by zero makes it NULL.
+
+Nulls pass ``range``, ``allowed_values`` and ``regex``: nullability is its own rule. A
+value whose cast failed is reported under ``dtype`` only.
+
+All rules run as one DuckDB aggregate over the Arrow table (no Python loop over rows);
+only rules that failed are evaluated again to find their rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from featureledger.errors import IngestionError
+from featureledger.ingest.casting import Conformed, StoredColumn, stored_columns
+from featureledger.model.types import NUMERIC_DTYPES
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from featureledger.model.definitions import FeatureView
+
+SAMPLE_ROWS = 5
+ROW_COLUMN = "_row"
+
+
+@dataclass
+class RuleResult:
+    """One rule's outcome: how many rows failed it and the first of them."""
+
+    rule: str
+    kind: str
+    columns: list[str]
+    detail: str
+    failed: int = 0
+    sample: list[dict[str, Any]] = field(default_factory=list)  # {"row": n, "values": {...}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "kind": self.kind, "columns": self.columns,
+                "detail": self.detail, "failed": self.failed, "sample": self.sample}
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of validating one ingestion: per rule, counts and sample rows.
+
+    Row numbers count the input rows as read (0-based), before any filter.
+
+    >>> r = ValidationReport("strict", 3, 3, 0, [RuleResult("range:x", "range", ["x"], "0 <= x")])
+    >>> r.ok, r.failures
+    (True, [])
+    """
+
+    mode: str
+    rows_checked: int
+    rows_valid: int
+    rows_rejected: int
+    rules: list[RuleResult]
+    rejected_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rows_rejected == 0
+
+    @property
+    def failures(self) -> list[RuleResult]:
+        return [r for r in self.rules if r.failed]
+
+    def rule(self, name: str) -> RuleResult:
+        for r in self.rules:
+            if r.rule == name:
+                return r
+        raise IngestionError(
+            f"the report has no rule {name!r}; its rules are: "
+            f"{', '.join(r.rule for r in self.rules)}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "rows_checked": self.rows_checked,
+                "rows_valid": self.rows_valid, "rows_rejected": self.rows_rejected,
+                "rejected_path": self.rejected_path,
+                "rules": [r.to_dict() for r in self.rules]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
+        return cls(d["mode"], d["rows_checked"], d["rows_valid"], d["rows_rejected"],
+                   [RuleResult(**r) for r in d["rules"]], d.get("rejected_path"))
+
+    def summary(self, max_samples: int = 3) -> str:
+        """One line per failed rule: count and sample rows."""
+        lines = []
+        for r in self.failures:
+            samples = "; ".join(
+                f"row {s['row']} " + ", ".join(f"{k}={v!r}" for k, v in s["values"].items())
+                for s in r.sample[:max_samples]
+            )
+            lines.append(f"  {r.rule} ({r.detail}): {r.failed} row(s), e.g. {samples}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        head = (f"validation ({self.mode}): {self.rows_valid} of {self.rows_checked} rows "
+                f"valid, {self.rows_rejected} rejected")
+        return head if self.ok else head + "\n" + self.summary()
+
+
+@dataclass
+class ValidationOutcome:
+    report: ValidationReport
+    bad: np.ndarray | None  # mask over the checked rows; None when every row passed
+    reasons: pa.Array | None  # list<string> of failed rules, one per bad row, in order
+
+
+# -- SQL building -------------------------------------------------------------------------
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _s(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _lit(value: Any, dtype: str) -> str:
+    if dtype == "timestamp":
+        return f"TIMESTAMPTZ {_s(str(value))}"
+    if dtype == "date":
+        return f"DATE {_s(str(value))}"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return _s(value)
+    raise IngestionError(f"constraint value {value!r} cannot be checked; use a number or text")
+
+
+def _range_pred(col: StoredColumn, lo: Any, hi: Any) -> str:
+    c = _q(col.name)
+    if col.dtype in NUMERIC_DTYPES and (isinstance(lo, float) or isinstance(hi, float)
+                                        or col.dtype.startswith("float")):
+        c = f"CAST({c} AS DOUBLE)"
+    parts = []
+    if lo is not None:
+        parts.append(f"{c} < {_lit(lo, col.dtype)}")
+    if hi is not None:
+        parts.append(f"{c} > {_lit(hi, col.dtype)}")
+    if col.dtype.startswith("float"):
+        parts.append(f"isnan({_q(col.name)})")
+    return f"({_q(col.name)} IS NOT NULL AND ({' OR '.join(parts)}))"
+
+
+def _referenced(expr: str, names: list[str]) -> list[str]:
+    """Column names an SQL expression mentions (string literals ignored)."""
+    text = re.sub(r"'(?:[^']|'')*'", " ", expr)
+    idents = set(re.findall(r'"((?:[^"]|"")+)"', text))
+    idents |= set(re.findall(r"\b[A-Za-z_][A-Za-z0-9_]*\b", re.sub(r'"(?:[^"]|"")+"', " ", text)))
+    return [n for n in names if n in idents]
+
+
+@dataclass
+class _Rule:
+    result: RuleResult
+    pred: str | None = None  # SQL, TRUE where the row fails
+    mask: np.ndarray | None = None  # or a precomputed mask
+
+
+def _build_rules(view: FeatureView, conformed: Conformed) -> list[_Rule]:
+    cols = stored_columns(view)
+    rules: list[_Rule] = []
+    for c in cols:
+        if c.name in conformed.cast_failures:
+            rules.append(_Rule(RuleResult(f"dtype:{c.name}", "dtype", [c.name],
+                                          conformed.cast_notes[c.name]),
+                               mask=conformed.cast_failures[c.name]))
+    for c in cols:
+        if c.nullable:
+            continue
+        pred = f"{_q(c.name)} IS NULL"
+        if c.name in conformed.cast_failures:
+            pred += f" AND NOT {_q('_castfail_' + c.name)}"
+        rules.append(_Rule(RuleResult(f"not_null:{c.name}", "not_null", [c.name],
+                                      f"{c.name} is not null"), pred=pred))
+    by_name = {c.name: c for c in cols}
+    for f in view.fields:
+        c = by_name[f.name]
+        if f.min is not None or f.max is not None:
+            detail = " <= ".join(x for x in (None if f.min is None else repr(f.min), f.name,
+                                             None if f.max is None else repr(f.max)) if x)
+            rules.append(_Rule(RuleResult(f"range:{f.name}", "range", [f.name], detail),
+                               pred=_range_pred(c, f.min, f.max)))
+        if f.allowed_values is not None:
+            lits = ", ".join(_lit(v, c.dtype) for v in f.allowed_values)
+            rules.append(_Rule(
+                RuleResult(f"allowed_values:{f.name}", "allowed_values", [f.name],
+                           f"{f.name} in {json.dumps(f.allowed_values, default=str)}"),
+                pred=f"({_q(f.name)} IS NOT NULL AND {_q(f.name)} NOT IN ({lits}))"))
+        if f.regex is not None:
+            rules.append(_Rule(
+                RuleResult(f"regex:{f.name}", "regex", [f.name], f"{f.name} matches {f.regex}"),
+                pred=f"({_q(f.name)} IS NOT NULL AND NOT regexp_full_match({_q(f.name)}, "
+                     f"{_s(f.regex)}))"))
+    names = [c.name for c in cols]
+    nullable = {c.name for c in cols if c.nullable}
+    for chk in view.checks:
+        refs = _referenced(chk.expr, names)
+        opt = [r for r in refs if r in nullable]
+        null_ok = " OR ".join(f"{_q(r)} IS NULL" for r in opt) if opt else "FALSE"
+        pred = (f"(CASE WHEN ({chk.expr}) THEN FALSE WHEN ({chk.expr}) IS NULL "
+                f"THEN NOT ({null_ok}) ELSE TRUE END)")
+        rules.append(_Rule(RuleResult(f"check:{chk.name}", "check", refs or names, chk.expr),
+                           pred=pred))
+    return rules
+
+
+def _duplicate_mask(con: duckdb.DuckDBPyConnection, key_cols: list[str],
+                    row_numbers: np.ndarray) -> np.ndarray | None:
+    """Rows sharing (keys, event time) with another row; hashes first, exact on a hit."""
+    keys = ", ".join(_q(k) for k in key_cols)
+    not_null = " AND ".join(f"{_q(k)} IS NOT NULL" for k in key_cols)
+    hashes = con.sql(f"SELECT hash({keys}) FROM _v WHERE {not_null}").to_arrow_table()
+    h = np.sort(hashes.column(0).to_numpy())
+    if h.size < 2 or not np.any(h[1:] == h[:-1]):
+        return None  # distinct hashes: distinct keys, no exact pass needed
+    rows = con.sql(
+        f"SELECT {ROW_COLUMN} FROM (SELECT {ROW_COLUMN}, count(*) OVER (PARTITION BY {keys}) "
+        f"AS n FROM _v WHERE {not_null}) WHERE n > 1"
+    ).to_arrow_table()
+    return _positions_mask(row_numbers, rows.column(0).to_numpy())
+
+
+def _positions_mask(row_numbers: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+    """A mask over the checked rows from the input row numbers of some of them."""
+    if rows.size == 0:
+        return None
+    mask = np.zeros(row_numbers.size, dtype=bool)
+    mask[np.searchsorted(row_numbers, rows)] = True  # row_numbers is increasing
+    return mask
+
+
+def _json_value(v: Any) -> Any:
+    import datetime as dt
+    import math
+
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, (dt.datetime, dt.date)):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def _sample(table: pa.Table, conformed: pa.Table, rows: np.ndarray, positions: np.ndarray,
+            columns: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for pos in positions:
+        values = {}
+        for c in columns:
+            src = table if c in table.column_names else conformed
+            values[c] = _json_value(src.column(c)[int(pos)].as_py())
+        out.append({"row": int(rows[pos]), "values": values})
+    return out
+
+
+def validate(conformed: Conformed, view: FeatureView, *, raw: pa.Table,
+             row_numbers: np.ndarray, mode: str = "strict",
+             sample_rows: int = SAMPLE_ROWS) -> ValidationOutcome:
+    """Check ``conformed.table`` against ``view``'s constraints.
+
+    ``raw`` is the input as mapped and filtered (its values appear in samples, so a
+    value whose cast failed is shown as given); ``row_numbers`` the input row number of
+    each row.
+    """
+    import duckdb
+    import pyarrow as pa
+
+    table = conformed.table
+    n = table.num_rows
+    rules = _build_rules(view, conformed)
+    checked = table.append_column(ROW_COLUMN, pa.array(row_numbers, pa.int64()))
+    for name, mask in conformed.cast_failures.items():
+        checked = checked.append_column(f"_castfail_{name}", pa.array(mask))
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_v", checked)
+        sql_rules = [r for r in rules if r.pred is not None]
+        if sql_rules and n:
+            counts = _count(con, sql_rules)
+            for r, cnt in zip(sql_rules, counts, strict=True):
+                r.result.failed = int(cnt)
+                if cnt:
+                    ids = con.sql(f"SELECT {ROW_COLUMN} FROM _v WHERE {r.pred}").to_arrow_table()
+                    r.mask = _positions_mask(row_numbers, ids.column(0).to_numpy())
+        key_cols = [*view.join_keys, view.timestamp_field]
+        if view.created_timestamp_field:
+            key_cols.append(view.created_timestamp_field)
+        dup = RuleResult("unique_key", "unique", key_cols,
+                         f"one row per ({', '.join(key_cols)})")
+        rules.append(_Rule(dup, mask=_duplicate_mask(con, key_cols, row_numbers) if n else None))
+    finally:
+        con.close()
+    failing = [r for r in rules if r.mask is not None and r.mask.any()]
+    for r in rules:
+        if r.mask is not None:
+            r.result.failed = int(r.mask.sum())
+            pos = np.flatnonzero(r.mask)[:sample_rows]
+            r.result.sample = _sample(raw, table, row_numbers, pos, r.result.columns)
+    bad = reasons = None
+    if failing:
+        matrix = np.column_stack([r.mask for r in failing])
+        bad = matrix.any(axis=1)
+        sub = matrix[bad]
+        names = np.array([r.result.rule for r in failing], dtype=object)
+        offsets = np.concatenate([[0], np.cumsum(sub.sum(axis=1))]).astype(np.int32)
+        values = pa.array(names[np.nonzero(sub)[1]], pa.string())
+        reasons = pa.ListArray.from_arrays(pa.array(offsets), values)
+    n_bad = int(bad.sum()) if bad is not None else 0
+    report = ValidationReport(mode, n, n - n_bad, n_bad, [r.result for r in rules])
+    return ValidationOutcome(report, bad, reasons)
+
+
+def _count(con: duckdb.DuckDBPyConnection, rules: list[_Rule]) -> list[int]:
+    import duckdb
+
+    sql = "SELECT " + ", ".join(f"count_if({r.pred})" for r in rules) + " FROM _v"
+    try:
+        return list(con.sql(sql).fetchall()[0])
+    except duckdb.Error:
+        pass
+    for r in rules:  # find the rule that does not run, and say which
+        try:
+            con.sql(f"SELECT count_if({r.pred}) FROM _v LIMIT 0").fetchall()
+        except duckdb.Error as exc:
+            raise IngestionError(
+                f"rule {r.result.rule} ({r.result.detail}) cannot be evaluated: "
+                f"{str(exc).splitlines()[0]}. Fix the view definition (row checks are "
+                "DuckDB SQL over the view's columns; regexes use RE2 syntax)."
+            ) from None
+    raise IngestionError("validation query failed; run with --debug and report it")
