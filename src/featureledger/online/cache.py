@@ -1,0 +1,157 @@
+"""The in-process read cache and the change watcher that keeps it (and read plans) fresh.
+
+The cache holds decoded records per table and key, including "not found". It is never
+trusted past a change that could affect it:
+
+* a materialization or push in this process drops the affected table at once;
+* a registry write in this process (apply, quarantine, rollback, restore, ingestion) is
+  seen by a hook on the registry engine, and the next read drops everything;
+* writes by other processes are seen by polling the registry generation and the online
+  store's change epoch at most every ``poll_interval_s`` (so the staleness bound across
+  processes is that interval; set it to 0 to check on every read).
+
+A reader only inserts what it read if the table's epoch did not move while it was
+reading, so a write racing with a read can never leave an old value cached.
+
+>>> c = OnlineCache(max_entries=10)
+>>> from featureledger.online.stores import TableRef
+>>> t = TableRef("stats", 1)
+>>> epoch = c.epoch(t)
+>>> c.put_many(t, epoch, [("1", ("rec",))])
+>>> c.get(t, "1")
+('rec',)
+>>> c.invalidate_table(t)
+>>> c.get(t, "1") is None
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from featureledger.online.stores import TableRef
+
+MISSING = object()  # cached "no record for this key"
+
+
+class OnlineCache:
+    """Decoded online records by table and key, with per-table epochs."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._tables: dict[TableRef, dict[str, Any]] = {}
+        self._epochs: dict[TableRef, int] = {}
+        self._global = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.invalidations = 0
+
+    def epoch(self, table: TableRef) -> tuple[int, int]:
+        return (self._global, self._epochs.get(table, 0))
+
+    def get(self, table: TableRef, key: str) -> Any:
+        t = self._tables.get(table)
+        return None if t is None else t.get(key)
+
+    def put_many(self, table: TableRef, epoch: tuple[int, int],
+                 items: Iterable[tuple[str, Any]]) -> None:
+        with self._lock:
+            if epoch != (self._global, self._epochs.get(table, 0)):
+                return  # the table changed while the caller was reading
+            t = self._tables.get(table)
+            if t is None:
+                t = self._tables[table] = {}
+            elif len(t) >= self.max_entries:
+                t.clear()  # bounded memory; a full table starts over
+            t.update(items)
+
+    def invalidate_table(self, table: TableRef) -> None:
+        with self._lock:
+            self._epochs[table] = self._epochs.get(table, 0) + 1
+            self._tables.pop(table, None)
+            self.invalidations += 1
+
+    def invalidate_all(self) -> None:
+        with self._lock:
+            self._global += 1
+            self._tables.clear()
+            self.invalidations += 1
+
+    def stats(self) -> dict[str, Any]:
+        total = self.hits + self.misses
+        return {
+            "entries": sum(len(t) for t in self._tables.values()),
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_ratio": (self.hits / total) if total else 0.0,
+            "invalidations": self.invalidations,
+        }
+
+
+class ChangeWatcher:
+    """Tells the service when the registry or the online store may have changed.
+
+    ``check()`` is called on every read: it costs a clock read unless an in-process
+    registry write was seen or the poll interval has passed.
+    """
+
+    def __init__(self, registry: Any, store: Any, poll_interval_s: float,
+                 on_registry_change: Callable[[], None],
+                 on_store_change: Callable[[], None]) -> None:
+        self.registry = registry
+        self.store = store
+        self.poll_interval_s = poll_interval_s
+        self._on_registry_change = on_registry_change
+        self._on_store_change = on_store_change
+        self._dirty = False
+        self._lock = threading.Lock()
+        self._generation: int | None = None
+        self._store_token: Any = None
+        self._next_poll = 0.0
+        self._engine = getattr(getattr(registry, "db", None), "engine", None)
+        if self._engine is not None:
+            import sqlalchemy as sa
+
+            sa.event.listen(self._engine, "commit", self._on_commit)
+
+    def _on_commit(self, conn: Any) -> None:
+        # the registry opens write transactions with begin_mode IMMEDIATE; reads are ignored
+        if conn.info.get("begin_mode") == "IMMEDIATE":
+            self._dirty = True
+
+    @property
+    def generation(self) -> int | None:
+        return self._generation
+
+    def check(self) -> None:
+        if self._dirty or time.monotonic() >= self._next_poll:
+            self.refresh()
+
+    def refresh(self, *, store: bool = True) -> None:
+        with self._lock:
+            self._dirty = False
+            self._next_poll = time.monotonic() + self.poll_interval_s
+            generation = self.registry.generation()
+            if generation != self._generation:
+                first = self._generation is None
+                self._generation = generation
+                if not first:
+                    self._on_registry_change()
+            if store:
+                token = self.store.change_token()
+                if token != self._store_token:
+                    self._store_token = token
+                    self._on_store_change()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            import sqlalchemy as sa
+
+            # already removed, or the engine was disposed first
+            with contextlib.suppress(Exception):
+                sa.event.remove(self._engine, "commit", self._on_commit)

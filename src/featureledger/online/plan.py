@@ -1,0 +1,113 @@
+"""Read plans: feature references resolved once to tables, codecs and positions.
+
+A plan maps a request (a list of references or a feature set) to the view versions to
+read, how to encode each view's entity keys, how to decode its payloads, and where each
+requested feature sits in the decoded record. Plans are cached per registry generation by
+``OnlineService``: a request never parses references or reads definitions again until
+the registry changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from featureledger.errors import InvalidReferenceError, RetrievalError
+from featureledger.model.definitions import FeatureView
+from featureledger.model.references import FeatureRef, parse_reference
+from featureledger.online.codec import KeyCodec, ValueCodec
+from featureledger.online.stores import TableRef
+
+_US = dt.timedelta(microseconds=1)
+
+
+@dataclass
+class ViewGroup:
+    """One view version read by a plan."""
+
+    table: TableRef
+    view: FeatureView
+    keys: KeyCodec
+    codec: ValueCodec
+    ttl_us: int | None
+    columns: list[tuple[int, int]]  # (output position, field position in the record)
+
+
+@dataclass
+class ReadPlan:
+    names: list[str]  # output names, request order
+    references: list[str]  # pinned references, same order
+    versions: list[int]
+    dtypes: list[str]
+    defaults: list[Any]
+    group_of: list[int]  # output position -> group index
+    groups: list[ViewGroup]
+    join_keys: list[str]  # every join key the request needs, first-seen order
+
+
+def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,
+               full_feature_names: bool = False) -> ReadPlan:
+    """Resolve references against the registry (one definition read per view version)."""
+    if isinstance(features, str):
+        raise InvalidReferenceError(
+            f"features must be a list of references, got the single string {features!r}; "
+            "wrap it in a list"
+        )
+    if not features:
+        raise RetrievalError("no features requested; pass references such as "
+                             "['driver_stats:trips'] or feature_set='NAME'")
+    refs: list[FeatureRef] = [parse_reference(f) for f in features]
+    views: dict[tuple[str, int | None], Any] = {}
+    groups: dict[TableRef, ViewGroup] = {}
+    names: list[str] = []
+    out_refs: list[str] = []
+    versions: list[int] = []
+    dtypes: list[str] = []
+    defaults: list[Any] = []
+    group_of: list[int] = []
+    join_keys: list[str] = []
+    for ref in refs:
+        key = (ref.view, ref.version)
+        rec = views.get(key)
+        if rec is None:
+            rec = registry.definitions.get("feature_view", ref.view, ref.version)
+            views[key] = rec
+        view: FeatureView = rec.definition
+        fld = view.field(ref.feature)  # UnknownFeatureError names the fields
+        table = TableRef(view.name, rec.version)
+        group = groups.get(table)
+        if group is None:
+            ttl = None if view.ttl is None else view.ttl // _US
+            group = ViewGroup(table, view, KeyCodec(view.join_keys),
+                              ValueCodec([f.dtype for f in view.fields]), ttl, [])
+            groups[table] = group
+            for k in view.join_keys:
+                if k not in join_keys:
+                    join_keys.append(k)
+        name = ref.output_name if full_feature_names else ref.feature
+        if name in names:
+            raise RetrievalError(
+                f"feature name {name!r} would appear twice in the result; pass "
+                "full_feature_names=True to name columns 'view__feature'"
+            )
+        group.columns.append((len(names), view.feature_names.index(fld.name)))
+        names.append(name)
+        out_refs.append(str(ref.pinned(rec.version)))
+        versions.append(rec.version)
+        dtypes.append(fld.dtype)
+        defaults.append(fld.default)
+        group_of.append(list(groups).index(table))
+    return ReadPlan(names, out_refs, versions, dtypes, defaults, group_of,
+                    list(groups.values()), join_keys)
+
+
+def feature_set_references(registry: Any, feature_set: str) -> list[str]:
+    """The pinned references of ``name`` or ``name@version``."""
+    name, _, version = feature_set.partition("@")
+    if version and not version.isdigit():
+        raise InvalidReferenceError(
+            f"feature set {feature_set!r} is malformed; write 'NAME' or 'NAME@VERSION'"
+        )
+    rec = registry.definitions.get("feature_set", name, int(version) if version else None)
+    return list(rec.definition.features)

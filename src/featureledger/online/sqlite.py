@@ -1,0 +1,239 @@
+"""The embedded online store: one SQLite file, one ``WITHOUT ROWID`` table per view version.
+
+Reads use one connection per thread (WAL mode lets them run beside a writer); statements
+are cached by the driver, and ``IN`` lists are padded to a power of two so a handful of
+statements serve every request size. Writes run in ``BEGIN IMMEDIATE`` transactions, and
+the "never older over newer" rule is the upsert's ``WHERE`` clause, so it holds across
+processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from featureledger.errors import BackendUnavailableError, StorageError
+from featureledger.online.stores import (
+    EPOCH_META,
+    OnlineRecord,
+    OnlineStore,
+    ReadRequest,
+    StoredValue,
+    TableRef,
+)
+
+_MAX_IN = 512  # keys per SELECT; padded sizes are powers of two up to this
+_WRITE_BATCH = 5000
+
+
+def table_name(table: TableRef) -> str:
+    # view names are identifiers (checked by the model), so this is safe to quote
+    return f'"fv_{table.view}_v{int(table.version)}"'
+
+
+def _padded(n: int) -> int:
+    size = 1
+    while size < n:
+        size <<= 1
+    return size
+
+
+class SqliteOnlineStore(OnlineStore):
+    """Online values in a SQLite file."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._known: set[TableRef] = set()
+        self._select: dict[tuple[TableRef, int], str] = {}
+        conn = self._conn()
+        with self._lock:
+            conn.execute("CREATE TABLE IF NOT EXISTS fl_meta (name TEXT PRIMARY KEY, "
+                         "value TEXT NOT NULL) WITHOUT ROWID")
+
+    # -- connections ----------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s,
+                                       isolation_level=None, check_same_thread=False,
+                                       cached_statements=256)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise BackendUnavailableError(
+                    f"cannot open the SQLite online store {self.path}: {exc}; check that "
+                    "the folder exists and is writable"
+                ) from None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _ensure(self, conn: sqlite3.Connection, table: TableRef) -> None:
+        if table in self._known:
+            return
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {table_name(table)} (k TEXT PRIMARY KEY, "
+            "ts INTEGER NOT NULL, ct INTEGER NOT NULL, cid TEXT NOT NULL, v BLOB NOT NULL) "
+            "WITHOUT ROWID"
+        )
+        self._known.add(table)
+
+    # -- writes ---------------------------------------------------------------------
+    def write(self, table: TableRef, records: Sequence[OnlineRecord], *,
+              force: bool = False) -> int:
+        if not records:
+            return 0
+        name = table_name(table)
+        if force:
+            sql = f"INSERT OR REPLACE INTO {name} (k, ts, ct, cid, v) VALUES (?, ?, ?, ?, ?)"
+        else:
+            sql = (
+                f"INSERT INTO {name} AS t (k, ts, ct, cid, v) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(k) DO UPDATE SET ts = excluded.ts, ct = excluded.ct, "
+                "cid = excluded.cid, v = excluded.v "
+                "WHERE (excluded.ts, excluded.ct, excluded.cid) >= (t.ts, t.ct, t.cid)"
+            )
+        conn = self._conn()
+        written = 0
+        try:
+            for i in range(0, len(records), _WRITE_BATCH):
+                chunk = records[i:i + _WRITE_BATCH]
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._ensure(conn, table)
+                    before = conn.total_changes
+                    conn.executemany(sql, chunk)
+                    written += conn.total_changes - before
+                    self._bump(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            self._known.discard(table)
+            raise StorageError(
+                f"writing {len(records)} record(s) of {table} to the SQLite online store "
+                f"{self.path} failed: {exc}; check disk space and permissions, then retry"
+            ) from None
+        return written
+
+    def _bump(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO fl_meta (name, value) VALUES (?, '1') ON CONFLICT(name) DO UPDATE "
+            "SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)", (EPOCH_META,)
+        )
+
+    def delete(self, table: TableRef, keys: Sequence[str] | None = None) -> int:
+        conn = self._conn()
+        name = table_name(table)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                exists = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (name.strip('"'),),
+                ).fetchone()
+                removed = 0
+                if exists:
+                    before = conn.total_changes
+                    if keys is None:
+                        removed = conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+                        conn.execute(f"DROP TABLE {name}")
+                        self._known.discard(table)
+                    else:
+                        conn.executemany(f"DELETE FROM {name} WHERE k = ?",
+                                         [(k,) for k in keys])
+                        removed = conn.total_changes - before
+                self._bump(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"deleting from {table} in the SQLite online store {self.path} failed: "
+                f"{exc}; retry"
+            ) from None
+        return removed
+
+    # -- reads ----------------------------------------------------------------------
+    def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredValue | None]]:
+        conn = self._conn()
+        out: list[list[StoredValue | None]] = []
+        for table, keys in requests:
+            try:
+                out.append(self._read_table(conn, table, keys))
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # nothing materialized for this version yet
+                    out.append([None] * len(keys))
+                    continue
+                raise StorageError(
+                    f"reading {table} from the SQLite online store {self.path} failed: {exc}"
+                ) from None
+        return out
+
+    def _read_table(self, conn: sqlite3.Connection, table: TableRef,
+                    keys: Sequence[str]) -> list[StoredValue | None]:
+        if len(keys) == 1:
+            sql = self._select.get((table, 1))
+            if sql is None:
+                sql = f"SELECT ts, ct, cid, v FROM {table_name(table)} WHERE k = ?"
+                self._select[(table, 1)] = sql
+            row = conn.execute(sql, (keys[0],)).fetchone()
+            return [None if row is None else StoredValue(*row)]
+        found: dict[str, StoredValue] = {}
+        for i in range(0, len(keys), _MAX_IN):
+            chunk = list(keys[i:i + _MAX_IN])
+            size = _padded(len(chunk))
+            sql = self._select.get((table, size))
+            if sql is None:
+                sql = (f"SELECT k, ts, ct, cid, v FROM {table_name(table)} "
+                       f"WHERE k IN ({','.join('?' * size)})")
+                self._select[(table, size)] = sql
+            chunk += [chunk[-1]] * (size - len(chunk))
+            for k, ts, ct, cid, v in conn.execute(sql, chunk):
+                found[k] = StoredValue(ts, ct, cid, v)
+        get = found.get
+        return [get(k) for k in keys]
+
+    # -- metadata and health ----------------------------------------------------------
+    def get_meta(self, name: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM fl_meta WHERE name = ?",
+                                   (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, name: str, value: str) -> None:
+        conn = self._conn()
+        try:
+            conn.execute("INSERT INTO fl_meta (name, value) VALUES (?, ?) ON CONFLICT(name) "
+                         "DO UPDATE SET value = excluded.value", (name, value))
+        except sqlite3.Error as exc:
+            raise StorageError(f"writing metadata to {self.path} failed: {exc}; retry") from None
+
+    def ping(self) -> None:
+        try:
+            self._conn().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(
+                f"the SQLite online store {self.path} does not answer: {exc}"
+            ) from None
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            with contextlib.suppress(sqlite3.Error):
+                c.close()
+        self._local = threading.local()

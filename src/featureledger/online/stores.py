@@ -1,0 +1,134 @@
+"""The online store seam: a narrow interface, and the factory that picks a backend.
+
+An online store keeps, per view version (a *table*), one record per entity key: the
+record with the newest event time seen so far (ties go to the later commit). It knows
+nothing about feature types: keys are text and values are opaque payload bytes laid out
+by ``featureledger.online.codec``. Every backend implements the same few methods and
+passes the same conformance suite (``tests/online/test_store_conformance.py``):
+
+* ``write(table, records, force=False)`` — upsert records; unless ``force``, a record never
+  replaces one with a newer ``(event_ts, commit_time, commit_id)``;
+* ``read(requests)`` — records for keys of several tables at once (one round trip where
+  the backend allows it);
+* ``delete(table, keys=None)`` — remove keys, or the whole table;
+* ``get_meta(name)`` / ``set_meta(name, value)`` — small text values (materialization
+  progress, the change epoch);
+* ``ping()`` and ``close()``.
+
+>>> import tempfile, os
+>>> from featureledger.online.sqlite import SqliteOnlineStore
+>>> store = SqliteOnlineStore(os.path.join(tempfile.mkdtemp(), "online.db"))
+>>> t = TableRef("driver_stats", 1)
+>>> store.write(t, [OnlineRecord("1001", 10, 5, "cmt_a", b"[1]")])
+1
+>>> store.write(t, [OnlineRecord("1001", 9, 6, "cmt_b", b"[2]")])  # older event: kept out
+0
+>>> store.read([(t, ["1001", "1002"])])
+[[StoredValue(event_ts=10, commit_time=5, commit_id='cmt_a', payload=b'[1]'), None]]
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from featureledger.errors import ConfigError
+
+if TYPE_CHECKING:
+    from featureledger.store import StoreContext
+
+EPOCH_META = "_epoch"
+
+
+class TableRef(NamedTuple):
+    """One view version's records in the online store."""
+
+    view: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.view}@{self.version}"
+
+
+class OnlineRecord(NamedTuple):
+    """A record to write: the entity key and the row it came from."""
+
+    key: str
+    event_ts: int  # µs since the epoch, UTC
+    commit_time: int  # µs since the epoch, UTC
+    commit_id: str
+    payload: bytes
+
+
+class StoredValue(NamedTuple):
+    """A record as read back (the key is implied by the request)."""
+
+    event_ts: int
+    commit_time: int
+    commit_id: str
+    payload: bytes
+
+
+ReadRequest = tuple[TableRef, Sequence[str]]
+
+
+class OnlineStore(ABC):
+    """What every online store backend provides."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    def write(self, table: TableRef, records: Sequence[OnlineRecord], *,
+              force: bool = False) -> int:
+        """Upsert ``records``; return how many were written.
+
+        Unless ``force``, a record is skipped when the stored one has a newer
+        ``(event_ts, commit_time, commit_id)``, so an older event never overwrites a
+        newer one, whatever order writers run in.
+        """
+
+    @abstractmethod
+    def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredValue | None]]:
+        """For each ``(table, keys)``, the stored value of each key (None when absent)."""
+
+    @abstractmethod
+    def delete(self, table: TableRef, keys: Sequence[str] | None = None) -> int:
+        """Remove ``keys`` from ``table`` (every key when None); return how many were removed."""
+
+    @abstractmethod
+    def get_meta(self, name: str) -> str | None:
+        """A small text value stored under ``name``, or None."""
+
+    @abstractmethod
+    def set_meta(self, name: str, value: str) -> None:
+        """Store a small text value under ``name``."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Return when the store answers; raise BackendUnavailableError otherwise."""
+
+    def change_token(self) -> str | None:
+        """Changes whenever any process writes or deletes (writers bump it)."""
+        return self.get_meta(EPOCH_META)
+
+    def close(self) -> None:  # noqa: B027  (optional hook: most stores have connections)
+        """Release connections."""
+
+
+def open_online_store(ctx: StoreContext) -> OnlineStore:
+    """The online store configured under ``online_store`` in featureledger.yaml."""
+    cfg = ctx.config.online_store
+    if cfg.type == "sqlite":
+        from featureledger.online.sqlite import SqliteOnlineStore
+
+        return SqliteOnlineStore(ctx.config.resolve(cfg.path))
+    if cfg.type == "redis":
+        from featureledger.online.redis import RedisOnlineStore
+
+        return RedisOnlineStore(cfg.url, key_prefix=cfg.key_prefix, timeout_s=cfg.timeout_s,
+                                retries=cfg.retries)
+    raise ConfigError(
+        f"online store type {cfg.type!r} is not supported; use 'sqlite' or 'redis'"
+    )
