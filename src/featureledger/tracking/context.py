@@ -32,3 +32,15 @@ def active_run(run_id: str) -> Iterator[str]:
         yield run_id
     finally:
         _active_run.reset(token)
+
+
+def set_active_run(run_id: str) -> contextvars.Token[str | None]:
+    """Make ``run_id`` the active run of this context; undo with ``reset_active_run``.
+
+    Used by run objects whose ``__enter__``/``__exit__`` cannot hold a ``with`` block.
+    """
+    return _active_run.set(run_id)
+
+
+def reset_active_run(token: contextvars.Token[str | None]) -> None:
+    _active_run.reset(token)

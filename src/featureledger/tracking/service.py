@@ -1,0 +1,347 @@
+"""TrackingService: experiments, runs, models and deployments (what the facade forwards to).
+
+>>> import tempfile
+>>> from featureledger.store import FeatureStore
+>>> store = FeatureStore(tempfile.mkdtemp())
+>>> with store.start_run("baseline", params={"lr": 0.1}) as run:
+...     _ = run.log_metric("auc", 0.91)
+>>> rec = store.get_run(run.run_id)
+>>> rec.status, rec.params, rec.metrics
+('finished', {'lr': '0.1'}, {'auc': 0.91})
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from featureledger.errors import StateError, TrackingError, UnknownDatasetError
+from featureledger.registry import schema
+from featureledger.tracking.context import current_run_id
+from featureledger.tracking.models import ModelRepository
+from featureledger.tracking.records import (
+    Deployment,
+    Experiment,
+    ModelVersion,
+    RunComparison,
+    RunRecord,
+)
+from featureledger.tracking.run import Run
+from featureledger.tracking.runs import RunRepository
+from featureledger.tracking.usage import UsageRecorder, read_usage
+
+if TYPE_CHECKING:
+    from featureledger.store import StoreContext
+
+DEFAULT_EXPERIMENT = "default"
+
+
+def git_info(root: Path) -> tuple[str | None, bool | None]:
+    """The git commit checked out at ``root`` and whether tracked files changed; Nones when
+    ``root`` is not in a git work tree (or git is not installed)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                 timeout=5, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if not head:
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return head.strip(), (None if status is None else bool(status.strip()))
+
+
+def _dataset_id(ds: Any) -> str:
+    if isinstance(ds, str):
+        return ds
+    for attr in ("dataset_id", "id"):
+        value = getattr(ds, attr, None)
+        if isinstance(value, str):
+            return value
+    raise TrackingError(f"{ds!r} is not a dataset; pass the object get_historical_features "
+                        "returned or its 'ds_' id")
+
+
+class TrackingService:
+    """Experiments, runs, models and deployments over the registry."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        from featureledger.integrations import attach
+
+        self.ctx = ctx
+        self.db = ctx.registry.db
+        self.runs = RunRepository(self.db)
+        self.models = ModelRepository(self.db)
+        self.usage = UsageRecorder(self.db)
+        attach(ctx)
+
+    def close(self) -> None:
+        self.usage.flush()
+
+    # -- experiments -------------------------------------------------------------------
+    def create_experiment(self, name: str, description: str = "",
+                          tags: Mapping[str, str] | None = None, *,
+                          exist_ok: bool = True) -> Experiment:
+        """An experiment: a name and the hypothesis it tests (``description``)."""
+        return self.runs.create_experiment(name, description, tags, exist_ok=exist_ok)
+
+    def get_experiment(self, name_or_id: str) -> Experiment:
+        return self.runs.get_experiment(name_or_id)
+
+    def list_experiments(self) -> list[Experiment]:
+        return self.runs.list_experiments()
+
+    # -- runs --------------------------------------------------------------------------
+    def start_run(self, experiment: str | None = None, *, params: Mapping[str, Any] | None = None,
+                  tags: Mapping[str, Any] | None = None, name: str | None = None,
+                  parent_run_id: str | None = None, mlflow_run_id: str | None = None,
+                  source: str | None = None) -> Run:
+        """Start a run in ``experiment`` (created if new); use it as a context manager.
+
+        The run inherits the active run as its parent. Its code version is read from git
+        when the repository is a work tree.
+        """
+        exp = self.runs.create_experiment(experiment or DEFAULT_EXPERIMENT)
+        parent = parent_run_id if parent_run_id is not None else current_run_id()
+        external = {"mlflow": mlflow_run_id} if mlflow_run_id else {}
+        entry = source or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else None)
+        run_id = self.runs.create_run(
+            exp, name=name, parent_run_id=parent, git=git_info(self.ctx.config.root),
+            source=entry, params=params or {}, tags=tags or {}, external_ids=external)
+        self.ctx.events.emit("run.started", run_id=run_id, experiment=exp.name,
+                             experiment_id=exp.experiment_id, parent_run_id=parent,
+                             params=dict(params or {}), mlflow_run_id=mlflow_run_id)
+        return Run(self, run_id, exp.name)
+
+    def end_run(self, run_id: str, status: str = "finished", error: str | None = None) -> None:
+        self.runs.end_run(run_id, status, error)
+        event = "run.completed" if status == "finished" else "run.failed"
+        self.ctx.events.emit(event, run_id=run_id, status=status, error=error)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self.runs.get_run(run_id)
+
+    def list_runs(self, *, experiment: str | None = None, feature_version: str | None = None,
+                  metric: str | tuple[str, str, float] | None = None,
+                  status: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first. ``metric`` is ``"auc>0.8"`` or ``("auc", ">", 0.8)``."""
+        if isinstance(metric, str):
+            metric = parse_metric_filter(metric)
+        return self.runs.list_runs(experiment=experiment, feature_version=feature_version,
+                                   metric=metric, status=status, limit=limit)
+
+    def compare_runs(self, run_a: str, run_b: str) -> RunComparison:
+        return self.runs.compare(run_a, run_b)
+
+    def link_external(self, run_id: str, system: str, external_id: str) -> None:
+        """Record the run's id in another system (``mlflow``)."""
+        self.runs.set_external_id(run_id, system, external_id)
+
+    # -- models ------------------------------------------------------------------------
+    def log_model(self, run_id: str | None, name: str, artifact: Any, *,
+                  training_dataset: Any = None, validation_dataset: Any = None,
+                  test_dataset: Any = None, datasets: list[tuple[Any, str]] | None = None,
+                  features: list[str] | None = None, feature_set: str | None = None,
+                  description: str = "", tags: Mapping[str, str] | None = None) -> ModelVersion:
+        """Record model version ``name@N`` and what it consumes.
+
+        The features come, in order of preference, from ``features`` (references, pinned
+        now), ``feature_set`` (``name`` or ``name@N``), or the training dataset's manifest.
+        """
+        staged = [(training_dataset, "training"), (validation_dataset, "validation"),
+                  (test_dataset, "test"), *(datasets or [])]
+        ds = [(_dataset_id(d), stage) for d, stage in staged if d is not None]
+        rows = self._datasets([d for d, _ in ds])
+        fs_ref: str | None = None
+        if features is not None:
+            pinned = [str(self.ctx.registry.definitions.resolve(f)[0]) for f in features]
+        elif feature_set is not None:
+            fs_name, _, v = feature_set.partition("@")
+            rec = self.ctx.registry.definitions.get("feature_set", fs_name,
+                                                    int(v) if v else None)
+            pinned, fs_ref = list(rec.definition.features), rec.ref
+        else:
+            training = [d for d, s in ds if s == "training"]
+            if not training:
+                raise TrackingError(
+                    f"model {name!r} needs to know what it consumes: pass training_dataset= "
+                    "(the dataset it was trained on), feature_set= or features=")
+            row = rows[training[0]]
+            pinned, fs_ref = json.loads(row.features), row.feature_set
+        if not pinned:
+            raise TrackingError(f"model {name!r} would consume no features; check the dataset "
+                                "or the features= list")
+        model = self.models.create_version(
+            name, run_id=run_id, artifact_uri=_artifact_uri(artifact), feature_set=fs_ref,
+            features=pinned, datasets=ds, description=description, tags=tags or {})
+        self.ctx.events.emit("model.logged", model_id=model.model_id, ref=model.ref,
+                             model_name=name, version=model.version, run_id=run_id,
+                             features=model.features, feature_set=fs_ref,
+                             datasets=model.datasets, artifact_uri=model.artifact_uri)
+        return model
+
+    def _datasets(self, ids: list[str]) -> dict[str, Any]:
+        t = schema.datasets
+        with self.db.read() as conn:
+            rows = {r.dataset_id: r for r in conn.execute(
+                sa.select(t).where(t.c.dataset_id.in_(ids)))} if ids else {}
+        missing = [d for d in ids if d not in rows]
+        if missing:
+            raise UnknownDatasetError(f"unknown dataset(s) {', '.join(missing)}; datasets come "
+                                      "from store.get_historical_features")
+        return rows
+
+    def get_model(self, model: str) -> ModelVersion:
+        """A model version by ``mdl_`` id, ``name@N``, ``name`` (latest) or ``dep_`` id."""
+        if model.startswith("dep_"):
+            model = self.models.get_deployment(model).model_id
+        return self.models.get(model)
+
+    def list_models(self, name: str | None = None) -> list[ModelVersion]:
+        return self.models.list(name)
+
+    def get_model_features(self, model: str, entity_rows: Any, *,
+                           deployment: str | None = None, **options: Any) -> Any:
+        """The model's input for ``entity_rows``, read from the online store.
+
+        Pass a ``dep_`` id (as ``model`` or ``deployment=``) to count the read in that
+        deployment's usage counters.
+        """
+        if model.startswith("dep_"):
+            deployment = deployment or model
+        mv = self.get_model(model)
+        from featureledger.online.service import OnlineService
+
+        online = self.ctx.part("featureledger.online.service.OnlineService", OnlineService)
+        result = online.get_online_features(list(mv.features), entity_rows, **options)
+        if deployment is not None:
+            self.usage.add(deployment, mv.feature_versions, rows=_row_count(entity_rows))
+        return result
+
+    def score_batch(self, model: str, entity_df: Any, **options: Any) -> Any:
+        """The model's input for ``entity_df``, point in time, from the offline store."""
+        mv = self.get_model(model)
+        from featureledger.offline.retrieval import RetrievalService
+
+        retrieval = self.ctx.part("featureledger.offline.retrieval.RetrievalService",
+                                  RetrievalService)
+        return retrieval.get_historical_features(entity_df, list(mv.features), **options)
+
+    # -- deployments ---------------------------------------------------------------------
+    def deploy(self, model: str, environment: str = "production", *,
+               exceptions: Mapping[str, str] | None = None, description: str = "") -> Deployment:
+        """Deploy a model version: record its feature set and a frozen upstream lineage.
+
+        A model reading a deprecated or retired feature version is refused unless
+        ``exceptions`` maps that version (``view@N``) to the reason it may.
+        """
+        from featureledger.lineage.graph import walk
+
+        if not environment or not environment.strip():
+            raise TrackingError("deploy needs an environment name, e.g. 'production'")
+        exceptions = dict(exceptions or {})
+        with self.db.write(lock_key=f"deploy:{environment}") as conn:
+            mv = self.models.get(model, conn) if not model.startswith("dep_") else \
+                self.models.get(self.models.get_deployment(model, conn).model_id, conn)
+            blocked = [(fv, st, why) for fv, st, why in _unusable(conn, mv.model_id)
+                       if fv not in exceptions]
+            if blocked:
+                detail = "; ".join(f"{fv} is {st}" + (f" ({why})" if why else "")
+                                   for fv, st, why in blocked)
+                raise StateError(
+                    f"model {mv.ref} reads feature versions that are no longer active: {detail}."
+                    " Retrain on active versions, or record an exception: deploy(..., "
+                    f"exceptions={{'{blocked[0][0]}': 'REASON'}})")
+            upstream = walk(conn, [mv.model_id], "upstream")
+            snapshot = {"model": mv.ref, "model_id": mv.model_id, "features": mv.features,
+                        "feature_versions": mv.feature_versions,
+                        "edges": [e.to_dict() for e in upstream]}
+            dep = self.models.insert_deployment(conn, mv, environment, snapshot=snapshot,
+                                                exceptions=exceptions, description=description)
+        self.ctx.events.emit("deployment.created", deployment_id=dep.deployment_id,
+                             model_id=mv.model_id, model_ref=mv.ref, environment=environment,
+                             features=mv.features)
+        return dep
+
+    def undeploy(self, deployment_id: str, *, reason: str | None = None) -> Deployment:
+        dep = self.models.end_deployment(deployment_id, reason)
+        self.ctx.events.emit("deployment.ended", deployment_id=deployment_id,
+                             model_ref=dep.model_ref, environment=dep.environment,
+                             reason=reason)
+        return dep
+
+    def get_deployment(self, deployment_id: str) -> Deployment:
+        return self.models.get_deployment(deployment_id)
+
+    def deployments(self, *, environment: str | None = None, model: str | None = None,
+                    active_only: bool = False) -> list[Deployment]:
+        """Deployment history, newest first."""
+        return self.models.list_deployments(environment=environment, model=model,
+                                            active_only=active_only)
+
+    def add_deployment_exception(self, deployment_id: str, feature_version: str,
+                                 reason: str) -> None:
+        """Allow a deployment to keep reading a deprecated or retired ``view@N``."""
+        self.models.add_exception(deployment_id, feature_version, reason)
+
+    def deployment_usage(self, deployment_id: str | None = None) -> list[dict[str, Any]]:
+        """Usage counters (pending counts are flushed first)."""
+        self.usage.flush()
+        return read_usage(self.db, deployment_id)
+
+
+def _unusable(conn: Any, model_id: str) -> list[tuple[str, str, str | None]]:
+    """(view@N, status, reason) of every deprecated or retired version the model reads."""
+    mf, d = schema.model_features, schema.definitions
+    rows = conn.execute(
+        sa.select(mf.c.view_name, mf.c.view_version, d.c.status, d.c.status_reason)
+        .join(d, sa.and_(d.c.kind == "feature_view", d.c.name == mf.c.view_name,
+                         d.c.version == mf.c.view_version))
+        .where(mf.c.model_id == model_id, d.c.status.in_(("deprecated", "retired")))
+        .distinct().order_by(mf.c.view_name, mf.c.view_version)).all()
+    return [(f"{v}@{n}", st, why) for v, n, st, why in rows]
+
+
+def _artifact_uri(artifact: Any) -> str:
+    if isinstance(artifact, Path) or (isinstance(artifact, str) and "://" not in artifact
+                                      and Path(artifact).exists()):
+        return Path(artifact).absolute().as_uri()
+    if isinstance(artifact, str) and artifact.strip():
+        return artifact
+    raise TrackingError(f"model artifact {artifact!r} must be a URI (s3://..., runs:/...) or a "
+                        "path to the saved model")
+
+
+def _row_count(entity_rows: Any) -> int:
+    try:
+        return len(entity_rows)
+    except TypeError:
+        return 1
+
+
+def parse_metric_filter(text: str) -> tuple[str, str, float]:
+    """``"auc>=0.8"`` -> ``("auc", ">=", 0.8)``.
+
+    >>> parse_metric_filter("auc >= 0.8")
+    ('auc', '>=', 0.8)
+    """
+    import re
+
+    m = re.match(r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|!=|==|=|>|<)\s*(-?[0-9.eE+-]+)\s*$", text)
+    if not m:
+        raise TrackingError(f"metric filter {text!r} is malformed; write it like 'auc>0.8'")
+    try:
+        return m.group(1), m.group(2), float(m.group(3))
+    except ValueError:
+        raise TrackingError(f"metric filter {text!r} has no valid number") from None
