@@ -92,6 +92,19 @@ class MlflowConfig(_Config):
     """Link featureledger runs to the active MLflow run automatically."""
 
 
+class ServingConfig(_Config):
+    cache: bool = False
+    """Keep decoded online records in an in-process cache (invalidated on every change)."""
+    cache_max_entries: int = Field(default=100_000, ge=1)
+    """Cached records per view version before that version's cache starts over."""
+    poll_interval_s: float = Field(default=0.5, ge=0)
+    """How often to look for changes made by other processes (0: on every read)."""
+    push_flush_rows: int = Field(default=10_000, ge=1)
+    """Pushed rows buffered per view version before they land offline as one commit."""
+    push_flush_interval_s: float = Field(default=5.0, ge=0)
+    """Oldest buffered push age (seconds) that triggers a flush on the next push."""
+
+
 class ServerConfig(_Config):
     host: str = "127.0.0.1"
     port: int = 6566
@@ -109,6 +122,7 @@ class ProjectConfig(_Config):
     openlineage: OpenLineageConfig = Field(default_factory=OpenLineageConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     root: Path = Field(default=Path("."), exclude=True)
     """Folder of the config file; relative paths resolve against it."""
 
