@@ -56,8 +56,8 @@ def test_event_time_tie_goes_to_later_commit(raw_store):
 
 
 def test_rewriting_the_same_record_is_idempotent(raw_store):
-    raw_store.write(T, [rec("1", 10)])
-    raw_store.write(T, [rec("1", 10)])
+    assert raw_store.write(T, [rec("1", 10)]) == 1
+    assert raw_store.write(T, [rec("1", 10)]) == 0
     assert raw_store.read([(T, ["1"])]) == [[StoredValue(10, 1, "cmt_a", b"[1]")]]
 
 

@@ -175,7 +175,7 @@ class Materializer:
                     for (k, t), c in zip(view.join_keys.items(), cols, strict=False)
                 })
                 con.register("_repair_keys", keys_tbl)
-            return con.execute(latest_per_key_sql(view, files, **options)).to_arrow_table()
+            return con.sql(latest_per_key_sql(view, files, **options)).to_arrow_table()
         finally:
             con.close()
 

@@ -29,81 +29,28 @@ if TYPE_CHECKING:
 
 
 def to_view_table(view: FeatureView, rows: Any) -> pa.Table:
-    """Rows (records, a dict of columns, pandas, Polars or Arrow) as an Arrow table with the
-    view's key, timestamp and feature columns in their declared types.
-
-    A missing feature column is filled with the field's declared default, else nulls; a
-    value that does not fit its type, a null in a non-nullable field, or a value outside
-    the field's range or allowed values rejects the whole push.
+    """Rows (records, a dict of columns, pandas, Polars or Arrow) shaped and validated as
+    ingestion does (exact casts, defaults of missing columns, ranges, allowed values, row
+    checks, one row per key and time); any invalid row rejects the whole push.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    import numpy as np
 
-    from featureledger.model.types import to_arrow
+    from featureledger.ingest.casting import conform
+    from featureledger.ingest.validation import validate
 
     table = _as_arrow(rows)
-    problems: list[str] = []
-    cols: dict[str, Any] = {}
-    n = table.num_rows
-    wanted = [(k, t, False, None) for k, t in view.join_keys.items()]
-    wanted.append((view.timestamp_field, "timestamp", False, None))
-    wanted += [(f.name, f.dtype, f.nullable, f) for f in view.fields]
-    for name, dtype, nullable, fld in wanted:
-        arrow_type = to_arrow(dtype)
-        if name not in table.column_names:
-            if fld is not None and fld.default is not None:
-                cols[name] = pa.array([fld.default] * n, type=arrow_type)
-                continue
-            if fld is not None and nullable:
-                cols[name] = pa.nulls(n, type=arrow_type)
-                continue
-            problems.append(f"column {name!r} is missing")
-            continue
-        col = table.column(name)
-        try:
-            if dtype == "timestamp" and pa.types.is_timestamp(col.type) and col.type.tz is None:
-                col = pc.assume_timezone(col, "UTC")  # naive times are UTC
-            col = col.cast(arrow_type, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            problems.append(f"column {name!r} does not fit dtype {dtype}: {exc}")
-            continue
-        if not nullable and col.null_count:
-            problems.append(f"column {name!r} has {col.null_count} null(s) but is not nullable")
-        if fld is not None:
-            problems += _range_problems(fld, col)
-        cols[name] = col
-    extra = sorted(set(table.column_names) - {w[0] for w in wanted})
-    if extra:
-        problems.append(f"unknown column(s) {', '.join(map(repr, extra))}")
-    if problems:
+    if table.num_rows == 0:
+        raise ValidationFailedError(f"push to {view.name!r} got no rows; pass at least one")
+    conformed = conform(table, view)
+    outcome = validate(conformed, view, raw=table,
+                       row_numbers=np.arange(table.num_rows, dtype=np.int64), mode="strict")
+    if outcome.bad is not None:
         raise ValidationFailedError(
-            f"push to {view.name!r} rejected; nothing was written: " + "; ".join(problems)
-            + ". Fix the rows to match the view's schema (see 'featureledger show "
-            + view.name + "')."
+            f"push to {view.name!r} rejected; nothing was written:\n"
+            f"{outcome.report.summary()}\nFix the rows to match the view's schema and checks.",
+            outcome.report,
         )
-    return pa.table(cols)
-
-
-def _range_problems(fld: Any, col: Any) -> list[str]:
-    import pyarrow.compute as pc
-
-    out = []
-    if fld.min is not None and not fld.dtype.startswith("list<"):
-        bad = pc.sum(pc.less(col, fld.min).cast("int64")).as_py() or 0
-        if bad:
-            out.append(f"{bad} value(s) of {fld.name!r} below min {fld.min!r}")
-    if fld.max is not None and not fld.dtype.startswith("list<"):
-        bad = pc.sum(pc.greater(col, fld.max).cast("int64")).as_py() or 0
-        if bad:
-            out.append(f"{bad} value(s) of {fld.name!r} above max {fld.max!r}")
-    if fld.allowed_values is not None and not fld.dtype.startswith("list<"):
-        import pyarrow as pa
-
-        ok = pc.is_in(col, value_set=pa.array(fld.allowed_values).cast(col.type))
-        bad = pc.sum(pc.invert(pc.fill_null(ok, True)).cast("int64")).as_py() or 0
-        if bad:
-            out.append(f"{bad} value(s) of {fld.name!r} not among allowed_values")
-    return out
+    return conformed.table
 
 
 def _as_arrow(rows: Any) -> pa.Table:

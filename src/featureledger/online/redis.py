@@ -50,7 +50,7 @@ for i = 1, #KEYS - 1 do
     if nts < ots then write = false
     elseif nts == ots then
       if nct < oct then write = false
-      elseif nct == oct and ncid < ocid then write = false end
+      elseif nct == oct and ncid <= ocid then write = false end
     end
   end
   if write then

@@ -502,13 +502,13 @@ class OnlineService:
         con = duckdb.connect(":memory:")
         try:
             con.execute("SET TimeZone = 'UTC'")
-            con.register("_pushed", stored)
+            con.register("_pushed", _numbered(stored))
             keys = ", ".join('"' + k + '"' for k in view.join_keys)
             ts = '"' + view.timestamp_field + '"'
             feats = ", ".join('"' + f.name + '"' for f in view.fields)
-            return con.execute(
+            return con.sql(
                 f"SELECT {keys}, epoch_us({ts}) AS _ts, epoch_us(_commit_time) AS _ct, "
-                f"_commit_id, {feats} FROM (SELECT *, row_number() OVER () AS _n FROM _pushed) "
+                f"_commit_id, {feats} FROM _pushed "
                 f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC, _n DESC) = 1"
             ).to_arrow_table()
         finally:
@@ -519,42 +519,96 @@ class OnlineService:
         return self.push_buffer.flush()
 
     def _land(self, pending: Any) -> CommitRecord:
+        """Write a pending push as one commit, the way ingestion commits.
+
+        The commit time is taken inside the registry transaction (strictly after the
+        view's last commit), so commit times keep increasing in commit order; the online
+        records are then re-tagged with it, so ties on event time resolve online as they
+        do offline.
+        """
         import pyarrow as pa
         import pyarrow.compute as pc
+        import sqlalchemy as sa
 
-        from featureledger.model.timeutil import current_user
+        from featureledger.registry import schema
         from featureledger.registry.commits import CommitRecord
-        from featureledger.registry.lineage_edges import HAS_COMMIT, record_edges, view_node
+        from featureledger.registry.lineage_edges import (
+            HAS_COMMIT,
+            WROTE,
+            record_edges,
+            view_node,
+        )
         from featureledger.tracking.context import current_run_id
 
-        data = pa.concat_tables(pending.tables)
         view = pending.view
+        table = pending.table
+        # one row per (keys, event time): the last pushed wins
+        data = self._dedupe(view, pa.concat_tables(pending.tables))
         ts = pc.cast(data.column(view.timestamp_field), pa.int64())
         offline = self.ctx.offline_store
-        written = offline.write_commit(pending.table.view, pending.table.version,
-                                       pending.commit_id, data)
-        rec = CommitRecord(
-            commit_id=pending.commit_id, view_name=pending.table.view,
-            view_version=pending.table.version, commit_time=pending.commit_time,
-            user=self.registry.actor or current_user(), run_id=current_run_id(),
-            source={"type": "push", "description": "rows pushed through the online API"},
-            steps=[], row_count=data.num_rows, rejected_count=0,
-            validation={"mode": "push", "passed": True}, profile={},
-            files=written.files, content_digest=written.content_digest,
-            min_event_ts=pc.min(ts).as_py(), max_event_ts=pc.max(ts).as_py(),
-        )
+        db = self.registry.db
+        t = schema.commits
+        run = current_run_id()
+        written = None
+        done = False
         try:
-            with self.registry.db.write() as conn:
+            with db.write(lock_key=f"commit:{table.view}") as conn:
+                last = conn.execute(
+                    sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == table.view)
+                ).scalar()
+                commit_time = max(now_us(), (last or 0) + 1)
+                n = data.num_rows
+                idx = data.schema.get_field_index("_commit_time")
+                data = data.set_column(idx, "_commit_time", pa.repeat(
+                    pa.scalar(commit_time, pa.timestamp("us", tz="UTC")), n))
+                written = offline.write_commit(table.view, table.version,
+                                               pending.commit_id, data)
+                rec = CommitRecord(
+                    commit_id=pending.commit_id, view_name=table.view,
+                    view_version=table.version, commit_time=commit_time,
+                    user=self.registry.actor, run_id=run,
+                    source={"type": "push", "description": "rows pushed to the online API"},
+                    steps=[{"step": "push", "params": {"batches": len(pending.tables)}}],
+                    row_count=n, rejected_count=0,
+                    validation={"mode": "strict", "rows_checked": n, "rows_valid": n},
+                    profile={}, files=written.files, content_digest=written.content_digest,
+                    min_event_ts=pc.min(ts).as_py(), max_event_ts=pc.max(ts).as_py(),
+                )
                 self.registry.commits.insert(conn, rec)
-                record_edges(conn, [(view_node(rec.view_name, rec.view_version),
-                                     rec.commit_id, HAS_COMMIT)])
+                edges = [(view_node(table.view, table.version), rec.commit_id, HAS_COMMIT)]
+                if run:
+                    edges.append((run, rec.commit_id, WROTE))
+                record_edges(conn, edges)
+                db.audit(conn, "commit", "commit", rec.commit_id,
+                         {"view": str(table), "rows": n, "source": "push", "run_id": run})
+                done = True
         except BaseException:
-            offline.remove_commit_files(written.files)
+            if written is not None and not done:
+                offline.remove_commit_files(written.files)
             raise
-        self.ctx.events.emit("commit.completed", commit_id=rec.commit_id,
-                             view=rec.view_name, version=rec.view_version,
-                             rows=rec.row_count, source="push")
+        self.store.write(table, encode_records(view, self._latest_of_push(view, data)))
+        self._invalidate(table)
+        self.ctx.events.emit("commit.completed", commit=rec, view=view, source="push")
         return rec
+
+    def _dedupe(self, view: Any, data: Any) -> Any:
+        import duckdb
+
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("_pushed", _numbered(data))
+            keys = ", ".join('"' + k + '"' for k in view.join_keys)
+            ts = '"' + view.timestamp_field + '"'
+            cols = ", ".join('"' + c + '"' for c in data.column_names)
+            out = con.sql(
+                f"SELECT {cols} FROM _pushed "
+                f"QUALIFY row_number() OVER (PARTITION BY {keys}, {ts} ORDER BY _n DESC) = 1 "
+                "ORDER BY _n"
+            ).to_arrow_table()
+            return out.cast(data.schema)
+        finally:
+            con.close()
 
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -580,6 +634,13 @@ class OnlineService:
             self.flush()
         finally:
             self.watcher.close()
+
+
+def _numbered(table: Any) -> Any:
+    """``table`` with its row positions in ``_n`` (DuckDB does not promise scan order)."""
+    import pyarrow as pa
+
+    return table.append_column("_n", pa.array(range(table.num_rows), pa.int64()))
 
 
 def _progress_bar(enabled: bool, total: int) -> Any:

@@ -103,7 +103,7 @@ class SqliteOnlineStore(OnlineStore):
                 f"INSERT INTO {name} AS t (k, ts, ct, cid, v) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(k) DO UPDATE SET ts = excluded.ts, ct = excluded.ct, "
                 "cid = excluded.cid, v = excluded.v "
-                "WHERE (excluded.ts, excluded.ct, excluded.cid) >= (t.ts, t.ct, t.cid)"
+                "WHERE (excluded.ts, excluded.ct, excluded.cid) > (t.ts, t.ct, t.cid)"
             )
         conn = self._conn()
         written = 0

@@ -6,8 +6,8 @@ nothing about feature types: keys are text and values are opaque payload bytes l
 by ``featureledger.online.codec``. Every backend implements the same few methods and
 passes the same conformance suite (``tests/online/test_store_conformance.py``):
 
-* ``write(table, records, force=False)`` — upsert records; unless ``force``, a record never
-  replaces one with a newer ``(event_ts, commit_time, commit_id)``;
+* ``write(table, records, force=False)`` — upsert records; unless ``force``, a record only
+  replaces one with an older ``(event_ts, commit_time, commit_id)``;
 * ``read(requests)`` — records for keys of several tables at once (one round trip where
   the backend allows it);
 * ``delete(table, keys=None)`` — remove keys, or the whole table;
@@ -84,9 +84,9 @@ class OnlineStore(ABC):
               force: bool = False) -> int:
         """Upsert ``records``; return how many were written.
 
-        Unless ``force``, a record is skipped when the stored one has a newer
-        ``(event_ts, commit_time, commit_id)``, so an older event never overwrites a
-        newer one, whatever order writers run in.
+        Unless ``force``, a record is written only when its ``(event_ts, commit_time,
+        commit_id)`` is greater than the stored one's, so an older event never overwrites
+        a newer one whatever order writers run in, and rewriting a record is a no-op.
         """
 
     @abstractmethod
