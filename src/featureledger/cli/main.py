@@ -18,6 +18,7 @@ from featureledger.cli.common import err_console
 # Modules that add commands, in help order.
 COMMAND_MODULES = [
     "featureledger.cli.definitions_cmds",
+    "featureledger.cli.data_cmds",
     "featureledger.cli.tracking_cmds",
 ]
 

@@ -21,6 +21,7 @@ at all.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from featureledger.ingest.casting import (
     conform,
 )
 from featureledger.ingest.profile import profile_table
-from featureledger.ingest.sources import read_input
+from featureledger.ingest.sources import InputData, arrow_digest, read_input
 from featureledger.ingest.validation import ROW_COLUMN, ValidationReport, validate
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us, to_us
@@ -194,14 +195,27 @@ class IngestionService:
     def _ingest(self, rec: Any, commit_id: str, data: Any, *, mode: str, run: str | None,
                 column_map: dict[str, str | None] | None, filter_sql: str | None,
                 user: str, source_name: str | None) -> IngestionResult:
+        fv = rec.definition
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        inp = read_input(data, fv, source_name=source_name, digest=False,
+                         base=self.ctx.config.root)
+        timings["read"] = time.perf_counter() - t
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # hashing in-memory input (GIL released) overlaps validation and profiling
+            digest = None if inp.has_digest else pool.submit(arrow_digest, inp.table)
+            return self._shape_and_commit(rec, commit_id, inp, digest, timings, mode=mode,
+                                          run=run, column_map=column_map,
+                                          filter_sql=filter_sql, user=user)
+
+    def _shape_and_commit(self, rec: Any, commit_id: str, inp: InputData, digest: Any,
+                          timings: dict[str, float], *, mode: str, run: str | None,
+                          column_map: dict[str, str | None] | None, filter_sql: str | None,
+                          user: str) -> IngestionResult:
         import pyarrow as pa
         import pyarrow.compute as pc
 
         fv = rec.definition
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        inp = read_input(data, fv, source_name=source_name)
-        timings["read"] = time.perf_counter() - t
         t = time.perf_counter()
         table, map_step = apply_column_map(inp.table, column_map)
         steps: list[dict[str, Any]] = [map_step] if map_step else []
@@ -243,6 +257,8 @@ class IngestionService:
         profile = profile_table(good)
         timings["profile"] = time.perf_counter() - t
         ts = pc.min_max(good.column(fv.timestamp_field).cast(pa.int64()))
+        if digest is not None:
+            inp.set_digest(digest.result())
         t = time.perf_counter()
         record = self._commit(rec, commit_id, good, rejected, report=report, profile=profile,
                               source=inp.description, uri=inp.uri, steps=steps, run=run,

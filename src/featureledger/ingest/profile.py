@@ -56,12 +56,16 @@ def _numeric(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
     import pyarrow.compute as pc
 
     values = arr
+    mean = None
     if pa.types.is_floating(arr.type):
-        nan = pc.is_nan(arr)
-        nans = int(pc.sum(nan).as_py() or 0)
+        nans = 0
+        mean = pc.mean(arr).as_py()  # NaN exactly when a NaN (or inf - inf) is present
+        if mean is not None and math.isnan(mean):
+            nan = pc.fill_null(pc.is_nan(arr), False)
+            nans = int(pc.sum(nan).as_py() or 0)
+            values = arr.filter(pc.invert(nan))
+            mean = None
         out["nans"] = nans
-        if nans:
-            values = arr.filter(pc.invert(pc.fill_null(nan, False)))
     if values.null_count:
         values = values.drop_null()
     if len(values) == 0:
@@ -70,8 +74,10 @@ def _numeric(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
         return
     mm = pc.min_max(values)
     std = pc.stddev(values, ddof=1).as_py() if len(values) > 1 else None
+    if mean is None:
+        mean = pc.mean(values).as_py()
     out.update(min=_num(mm["min"].as_py()), max=_num(mm["max"].as_py()),
-               mean=_num(pc.mean(values).as_py()), std=_num(std))
+               mean=_num(mean), std=_num(std))
     flat = values.to_numpy() if values.num_chunks == 1 else values.combine_chunks().to_numpy()
     exact = flat.size <= QUANTILE_EXACT_LIMIT
     if not exact:
@@ -129,31 +135,36 @@ def _distinct(table: pa.Table, names: list[str]) -> dict[str, int]:
 
 def profile_table(table: pa.Table, columns: list[str] | None = None) -> dict[str, Any]:
     """The statistics profile of ``table`` (of ``columns``, default all), JSON-ready."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    names = columns if columns is not None else table.column_names
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow and numpy kernels drop the GIL
+        distinct = pool.submit(_distinct, table, [
+            n for n in names if not (pa.types.is_binary(table.schema.field(n).type)
+                                     or pa.types.is_nested(table.schema.field(n).type))])
+        cols = dict(zip(names, pool.map(lambda n: _column(table.column(n)), names),
+                        strict=True))
+    for name, d in distinct.result().items():
+        cols[name]["distinct_estimate"] = d
+    return {"rows": table.num_rows, "columns": cols,
+            "quantile_exact_limit": QUANTILE_EXACT_LIMIT, "sample_seed": SAMPLE_SEED}
+
+
+def _column(arr: pa.ChunkedArray) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    names = columns if columns is not None else table.column_names
-    out: dict[str, Any] = {}
-    distinct_cols = []
-    for name in names:
-        arr = table.column(name)
-        t = arr.type
-        col: dict[str, Any] = {"type": str(t), "count": len(arr), "nulls": arr.null_count}
-        if pa.types.is_integer(t) or pa.types.is_floating(t):
-            _numeric(arr, col)
-            distinct_cols.append(name)
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            _text(arr, col)
-            distinct_cols.append(name)
-        elif pa.types.is_timestamp(t) or pa.types.is_date(t):
-            _temporal(arr, col)
-            distinct_cols.append(name)
-        elif pa.types.is_boolean(t):
-            trues = int(pc.sum(arr).as_py() or 0)
-            col.update(true=trues, false=len(arr) - arr.null_count - trues)
-            distinct_cols.append(name)
-        out[name] = col
-    for name, d in _distinct(table, distinct_cols).items():
-        out[name]["distinct_estimate"] = d
-    return {"rows": table.num_rows, "columns": out,
-            "quantile_exact_limit": QUANTILE_EXACT_LIMIT, "sample_seed": SAMPLE_SEED}
+    t = arr.type
+    col: dict[str, Any] = {"type": str(t), "count": len(arr), "nulls": arr.null_count}
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        _numeric(arr, col)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        _text(arr, col)
+    elif pa.types.is_timestamp(t) or pa.types.is_date(t):
+        _temporal(arr, col)
+    elif pa.types.is_boolean(t):
+        trues = int(pc.sum(arr).as_py() or 0)
+        col.update(true=trues, false=len(arr) - arr.null_count - trues)
+    return col

@@ -44,6 +44,16 @@ class InputData:
     def uri(self) -> str:
         return str(self.description["uri"])
 
+    @property
+    def has_digest(self) -> bool:
+        return "digest" in self.description
+
+    def set_digest(self, digest: str) -> None:
+        """Record the digest of in-memory data (computed later, e.g. on another thread)."""
+        self.description["digest"] = digest
+        label = self.description.get("name") or self.description["kind"]
+        self.description["uri"] = f"memory:{label}@sha256:{digest[:16]}"
+
 
 def arrow_digest(table: pa.Table) -> str:
     """sha256 over an Arrow table's column names, types and buffers (no copies)."""
@@ -158,8 +168,16 @@ def _file_digest(files: list[Path]) -> str:
 
 
 def read_input(data: Any, view: FeatureView | None, *, source_name: str | None = None,
-               file_format: str | None = None) -> InputData:
-    """Read ``data`` (or the view's own file source when ``data`` is None)."""
+               file_format: str | None = None, digest: bool = True,
+               base: str | os.PathLike[str] | None = None) -> InputData:
+    """Read ``data`` (or the view's own file source when ``data`` is None).
+
+    A relative path of the view's own source is relative to ``base`` (the project
+    folder); a path passed as ``data`` is taken as given (relative to the current folder).
+
+    ``digest=False`` leaves the digest of in-memory data to the caller
+    (:func:`arrow_digest`, then :meth:`InputData.set_digest`).
+    """
     options: dict[str, Any] = {}
     if data is None:
         src = getattr(view, "source", None)
@@ -170,6 +188,8 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
                 "(a DataFrame, an Arrow table or a file path) to ingest"
             )
         data, file_format, options = src.path, src.format, dict(src.options)
+        if base is not None and not os.path.isabs(os.path.expanduser(data)):
+            data = os.path.join(base, data)
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         files = _expand(path)
@@ -191,11 +211,13 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
                 "a pyarrow Table / RecordBatchReader, or a Parquet/CSV path or glob"
             )
         table, kind = got
-        digest = arrow_digest(table)
-        desc = {"kind": kind, "digest": digest,
-                "uri": f"memory:{source_name or kind}@sha256:{digest[:16]}"}
+        desc = {"kind": kind, "uri": f"memory:{source_name or kind}"}
     if source_name:
         desc["name"] = source_name
     desc["rows"] = table.num_rows
-    desc["columns"] = {n: str(t) for n, t in zip(table.column_names, table.schema.types, strict=True)}
-    return InputData(table, desc)
+    desc["columns"] = {n: str(t) for n, t in
+                       zip(table.column_names, table.schema.types, strict=True)}
+    out = InputData(table, desc)
+    if digest and not out.has_digest:
+        out.set_digest(arrow_digest(table))
+    return out

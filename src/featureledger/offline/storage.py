@@ -72,22 +72,42 @@ class WrittenFiles:
 
 
 class _HashingWriter:
-    """A binary file that hashes what is written, so the digest needs no second read."""
+    """A binary file that hashes what is written, so the digest needs no second read.
+
+    Hashing and writing run on a helper thread (both release the GIL), overlapping with
+    the Parquet encoder that calls ``write``.
+    """
 
     def __init__(self, path: Path, digest: Any) -> None:
+        import queue
+        import threading
+
         self._f = open(path, "wb")  # noqa: SIM115 - closed by close()
         self._digest = digest
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
         self.size = 0
         self.closed = False
 
+    def _drain(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._digest.update(chunk)
+                    self._f.write(chunk)
+                except BaseException as exc:  # reported by close()
+                    self._error = exc
+
     def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self._digest.update(view)
-        self.size += view.nbytes
-        return self._f.write(view)
+        chunk = bytes(data)  # the encoder may reuse its buffer once write returns
+        self.size += len(chunk)
+        self._queue.put(chunk)
+        return len(chunk)
 
     def flush(self) -> None:
-        self._f.flush()
+        pass
 
     def tell(self) -> int:
         return self.size
@@ -102,11 +122,18 @@ class _HashingWriter:
         return False
 
     def close(self) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            if self._error is not None:
+                raise StorageError(f"writing {self._f.name} failed: {self._error}")
             self._f.flush()
             os.fsync(self._f.fileno())
+        finally:
             self._f.close()
-            self.closed = True
 
 
 @dataclass(frozen=True)
@@ -159,8 +186,8 @@ class ParquetOfflineStore:
 
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
-                     tables: list[pa.Table] | pa.Table, *, compression: str = "zstd",
-                     compression_level: int | None = 1,
+                     tables: list[pa.Table] | pa.Table, *, compression: str = "snappy",
+                     compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None) -> WrittenFiles:
         """Write a commit's tables as Parquet, atomically appearing under its folder.

@@ -1,0 +1,203 @@
+"""Data commands: ingest, commits, commit show, quarantine, rollback, restore, gc."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    err_console,
+    open_store,
+    print_json,
+)
+from featureledger.model.timeutil import from_us
+
+_STATUS_STYLE = {"committed": "green", "quarantined": "yellow", "rolled_back": "red"}
+
+
+def _parse_map(items: list[str]) -> dict[str, str | None] | None:
+    from featureledger.errors import IngestionError
+
+    out: dict[str, str | None] = {}
+    for item in items:
+        src, sep, dst = item.partition("=")
+        if not sep or not src:
+            raise IngestionError(
+                f"--map {item!r} is not understood; write --map input_column=field_name, or "
+                "--map input_column= to drop a column"
+            )
+        out[src.strip()] = dst.strip() or None
+    return out or None
+
+
+def report_table(report: Any, title: str = "validation") -> Table:
+    """A validation report as a table: one row per rule that failed, with sample rows."""
+    t = Table(title=f"{title}: {report.rows_rejected} of {report.rows_checked} rows rejected")
+    for col in ("rule", "constraint", "failed", "first rows"):
+        t.add_column(col, overflow="fold")
+    for r in report.failures:
+        samples = "\n".join(
+            f"row {s['row']}: " + ", ".join(f"{k}={v!r}" for k, v in s["values"].items())
+            for s in r.sample
+        )
+        t.add_row(f"[red]{r.rule}[/]", r.detail, str(r.failed), samples)
+    return t
+
+
+def _commit_table(commits: list[Any]) -> Table:
+    t = Table(title="commits")
+    for col in ("commit", "view", "time (UTC)", "rows", "rejected", "status", "user", "run"):
+        t.add_column(col, overflow="fold")
+    for c in commits:
+        style = _STATUS_STYLE.get(c.status, "")
+        t.add_row(c.commit_id, c.view_ref, from_us(c.commit_time).strftime("%Y-%m-%d %H:%M:%S.%f"),
+                  str(c.row_count), str(c.rejected_count), f"[{style}]{c.status}[/]", c.user,
+                  c.run_id or "-")
+    return t
+
+
+def _print_commit(c: Any) -> None:
+    console.print(f"[bold]{c.commit_id}[/]  {c.view_ref}  "
+                  f"[{_STATUS_STYLE.get(c.status, '')}]{c.status}[/]"
+                  + (f" ({c.status_reason})" if c.status_reason else ""))
+    console.print(f"  committed {from_us(c.commit_time).isoformat()} by {c.user}"
+                  + (f" in run {c.run_id}" if c.run_id else ""))
+    console.print(f"  rows {c.row_count}, rejected {c.rejected_count}; source "
+                  f"{c.source.get('uri')} (sha256 {str(c.source.get('digest'))[:16]}...)")
+    for step in c.steps:
+        where = f" {step['column']}" if "column" in step else ""
+        console.print(f"  step {step['step']}{where}: {json.dumps(step.get('params', {}))}")
+    console.print(f"  files: {', '.join(c.files)} (sha256 {c.content_digest[:16]}...)")
+    if c.validation.get("rejected_path"):
+        console.print(f"  rejected rows: {c.validation['rejected_path']}")
+    t = Table(title="profile")
+    for col in ("column", "count", "nulls", "min", "max", "mean", "p50", "distinct~"):
+        t.add_column(col)
+    for name, p in c.profile.get("columns", {}).items():
+        q = p.get("quantiles") or {}
+        mean = p.get("mean")
+        t.add_row(name, str(p.get("count")), str(p.get("nulls")), str(p.get("min", "")),
+                  str(p.get("max", "")), "" if mean is None else f"{mean:.6g}"
+                  if isinstance(mean, float) else str(mean),
+                  str(q.get("p50", "")), str(p.get("distinct_estimate", "")))
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def ingest(
+        view: str = typer.Argument(..., help="Feature view name (NAME or NAME@VERSION)."),
+        path: str | None = typer.Argument(
+            None, help="Parquet/CSV file, folder or glob; default: the view's own source."),
+        mode: str = typer.Option("strict", "--mode",
+                                 help="strict: any invalid row rejects the commit; "
+                                      "drop_invalid: commit the valid rows."),
+        mapping: list[str] = typer.Option([], "--map",
+                                          help="Rename an input column: --map src=field "
+                                               "(--map src= drops it). Repeatable."),
+        filter_sql: str | None = typer.Option(None, "--filter",
+                                              help="DuckDB SQL boolean selecting input rows."),
+        run_id: str | None = typer.Option(None, "--run-id", help="Attribute to this run."),
+        repo: Path = RepoOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Validate a file and write it as one commit of VIEW (exit 3 when rejected)."""
+        from featureledger.errors import ValidationFailedError
+
+        name, _, ver = view.partition("@")
+        with open_store(repo) as store:
+            try:
+                result = store.ingest(name, path, version=int(ver) if ver else None,
+                                      mode=mode, column_map=_parse_map(mapping),
+                                      filter=filter_sql, run_id=run_id)
+            except ValidationFailedError as exc:
+                if as_json:
+                    print_json({"error": "validation_failed", "message": str(exc),
+                                "report": exc.report.to_dict() if exc.report else None})
+                else:
+                    err_console.print(report_table(exc.report, f"{name}: rejected"))
+                    err_console.print("[red]nothing was written[/]; fix the data or use "
+                                      "--mode drop_invalid")
+                raise typer.Exit(3) from None
+        if as_json:
+            print_json(result.to_dict())
+            return
+        console.print(f"committed [bold]{result.commit_id}[/] to {result.view_ref}: "
+                      f"{result.row_count} rows, {result.rejected_count} rejected")
+        if result.rejected_count:
+            console.print(report_table(result.report, "dropped rows"))
+            console.print(f"rejected rows kept in {result.rejected_path}")
+
+    @app.command()
+    def commits(
+        view: str | None = typer.Argument(None, help="Only this feature view."),
+        status: str | None = typer.Option(None, "--status",
+                                          help="committed, quarantined or rolled_back."),
+        limit: int | None = typer.Option(None, "--limit", help="At most this many."),
+        repo: Path = RepoOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """List commits, oldest first."""
+        with open_store(repo) as store:
+            found = store.commits(view, status=status, limit=limit)
+        if as_json:
+            print_json([c.to_dict() for c in found])
+        else:
+            console.print(_commit_table(found))
+
+    commit_app = typer.Typer(help="Inspect one commit.", no_args_is_help=True)
+    app.add_typer(commit_app, name="commit")
+
+    @commit_app.command("show")
+    def commit_show(commit_id: str, repo: Path = RepoOption, as_json: bool = JsonOption) -> None:
+        """A commit's source, steps, files, validation report and profile."""
+        with open_store(repo) as store:
+            c = store.get_commit(commit_id)
+        if as_json:
+            print_json(c.to_dict())
+        else:
+            _print_commit(c)
+
+    def _status_command(verb: str, help_text: str) -> None:
+        @app.command(verb, help=help_text)
+        def _cmd(commit_id: str,
+                 reason: str = typer.Option(..., "--reason", help="Why (kept in the audit)."),
+                 repo: Path = RepoOption, as_json: bool = JsonOption) -> None:
+            with open_store(repo) as store:
+                c = getattr(store, verb)(commit_id, reason)
+            if as_json:
+                print_json(c.to_dict())
+            else:
+                console.print(f"{c.commit_id} is now [{_STATUS_STYLE[c.status]}]{c.status}[/]")
+
+    _status_command("quarantine", "Hide a commit from retrieval and serving (reversible).")
+    _status_command("rollback", "Mark a commit rolled back: never read unless restored.")
+    _status_command("restore", "Make a quarantined or rolled-back commit visible again.")
+
+    @app.command()
+    def gc(
+        grace: float = typer.Option(3600, "--grace",
+                                    help="Keep unreferenced folders younger than this (s)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would go."),
+        repo: Path = RepoOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Remove commit files no registry row references (left by interrupted ingestions)."""
+        with open_store(repo) as store:
+            report = store.gc(grace_seconds=grace, dry_run=dry_run)
+        if as_json:
+            print_json({"removed": report.removed, "kept_recent": report.kept_recent,
+                        "bytes_freed": report.bytes_freed, "dry_run": dry_run})
+            return
+        verb = "would remove" if dry_run else "removed"
+        console.print(f"{verb} {len(report.removed)} folder(s), {report.bytes_freed} bytes; "
+                      f"kept {len(report.kept_recent)} younger than {grace:g}s")
+        for rel in report.removed:
+            console.print(f"  {rel}")
