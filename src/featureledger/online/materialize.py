@@ -74,8 +74,8 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def latest_per_key_sql(view: FeatureView, files: Sequence[str], *, start: int | None,
-                       end: int | None, only_commits: Sequence[str] | None = None,
+def latest_per_key_sql(view: FeatureView, files: Sequence[str], *, start: int | None = None,
+                       end: int | None = None, only_commits: Sequence[str] | None = None,
                        new_commits: Sequence[str] | None = None, since: int | None = None,
                        keys: Sequence[Sequence[Any]] | None = None) -> str:
     """DuckDB SQL for the newest row per key among ``files`` (µs bounds, inclusive).

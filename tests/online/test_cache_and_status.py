@@ -1,0 +1,98 @@
+"""The cache never serves a stale value, and quarantines reach the online store."""
+
+from __future__ import annotations
+
+import pytest
+
+from featureledger import Field
+
+IDS = [{"driver_id": 1}, {"driver_id": 2}]
+
+
+def trips(store):
+    return store.get_online_features(["driver_stats:trips"], IDS).values["trips"]
+
+
+@pytest.fixture
+def cached(make_store, h):
+    store = make_store(cache=True)
+    store.apply([h.DRIVER, h.stats_view()])
+    h.write_commit(store, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
+    store.materialize(end=h.ts(2))
+    assert trips(store) == [1, None]
+    assert trips(store) == [1, None]  # now cached, including the "not found"
+    assert store._online.cache.stats()["hits"] >= 2
+    return store
+
+
+def test_materialization_invalidates(cached, h):
+    h.write_commit(cached, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(3), "trips": 3},
+        {"driver_id": 2, "event_timestamp": h.ts(3), "trips": 30}])
+    assert trips(cached) == [1, None]  # not materialized yet: the online value is still 1
+    cached.materialize(end=h.ts(4))
+    assert trips(cached) == [3, 30]
+
+
+def test_push_invalidates(cached, h):
+    cached.push("driver_stats", [{"driver_id": 2, "event_timestamp": h.ts(5), "trips": 50}])
+    assert trips(cached) == [1, 50]
+
+
+def test_quarantine_and_restore_invalidate_and_repair(cached, h):
+    bad = h.write_commit(cached, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(3), "trips": 999},
+        {"driver_id": 2, "event_timestamp": h.ts(3), "trips": 998}])
+    cached.materialize(end=h.ts(4))
+    assert trips(cached) == [999, 998]
+    cached.quarantine(bad, "bad upstream batch")
+    # key 1 falls back to the previous committed value, key 2 had none
+    r = cached.get_online_features(["driver_stats:trips"], IDS)
+    assert r.values["trips"] == [1, None]
+    assert r.statuses["trips"] == ["PRESENT", "NOT_FOUND"]
+    cached.restore(bad, "false alarm")
+    assert trips(cached) == [999, 998]
+    cached.rollback(bad, "really bad")
+    assert trips(cached) == [1, None]
+
+
+def test_version_bump_invalidates(cached, h):
+    v2 = h.stats_view(fields=[Field(name="trips", dtype="int64"),
+                              Field(name="rating", dtype="float64"),
+                              Field(name="city", dtype="string", default="unknown"),
+                              Field(name="extra", dtype="int64")])
+    cached.apply([h.DRIVER, v2])
+    # "driver_stats:trips" now means version 2, which holds nothing yet
+    r = cached.get_online_features(["driver_stats:trips"], IDS)
+    assert r.versions["trips"] == 2 and r.values["trips"] == [None, None]
+    h.write_commit(cached, "driver_stats", [
+        {"driver_id": 2, "event_timestamp": h.ts(6), "trips": 60}])
+    cached.materialize(end=h.ts(7))
+    assert trips(cached) == [None, 60]
+
+
+def test_changes_by_another_process_are_seen(cached, make_store, h):
+    other = make_store()  # a second FeatureStore on the same repository and online store
+    h.write_commit(other, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(8), "trips": 8}])
+    other.materialize(end=h.ts(9))
+    assert trips(cached) == [8, None]  # poll_interval_s=0 in tests: checked on every read
+    other.push("driver_stats", [{"driver_id": 2, "event_timestamp": h.ts(9), "trips": 9}])
+    assert trips(cached) == [8, 9]
+
+
+def test_quarantine_without_cache_repairs_online_store(make_store, h):
+    store = make_store()
+    store.apply([h.DRIVER, h.stats_view()])
+    good = h.write_commit(store, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1, "city": "a"}])
+    bad = h.write_commit(store, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(2), "trips": 2, "city": "b"}])
+    store.materialize(end=h.ts(3))
+    store.quarantine(bad, "wrong city")
+    r = store.get_online_features(["driver_stats:trips", "driver_stats:city"], [IDS[0]])
+    assert r.values == {"trips": [1], "city": ["a"]} and r.commits("city") == [good]
+    # materializing again does not bring the quarantined value back
+    store.materialize(end=h.ts(3))
+    assert store.get_online_features(["driver_stats:trips"], [IDS[0]]).values["trips"] == [1]
