@@ -161,7 +161,7 @@ class CommitWriter:
         return record
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_commit() -> CommitWriter:
     """``write_commit(store, view, rows)``: one committed commit, returns its CommitRecord."""
     return CommitWriter()

@@ -105,7 +105,8 @@ def commits_overlap(commits: Sequence[CommitRecord]) -> bool:
 
 
 def _to_table(data: Any) -> pa.Table:
-    """An Arrow table from pandas, Arrow, Polars, or a Parquet/CSV path."""
+    """An Arrow table from pandas, Arrow, Polars, a dict of columns, a list of row dicts,
+    or a Parquet/CSV path."""
     import pyarrow as pa
 
     if isinstance(data, pa.Table):
@@ -123,6 +124,10 @@ def _to_table(data: Any) -> pa.Table:
         import pyarrow.parquet as pq
 
         return pq.read_table(p)
+    if isinstance(data, dict):  # columns
+        return pa.table(data)
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):  # rows
+        return pa.Table.from_pylist(data)
     mod = type(data).__module__
     if mod.startswith("pandas"):
         return pa.Table.from_pandas(data, preserve_index=False)
@@ -132,7 +137,7 @@ def _to_table(data: Any) -> pa.Table:
         return pa.table(data)
     raise RetrievalError(
         f"cannot read entity rows from a {type(data).__name__}; pass a pandas or Polars "
-        "DataFrame, an Arrow table, or a Parquet/CSV path"
+        "DataFrame, an Arrow table, a dict of columns, or a Parquet/CSV path"
     )
 
 
