@@ -1,0 +1,331 @@
+"""OpenLineage: run events for ingestion, materialization, training sets, models and runs.
+
+An ``OpenLineageEmitter`` listens to the store's events and sends OpenLineage ``RunEvent``s
+through the official client, with the transport configured under ``openlineage`` in
+``featureledger.yaml`` (``console``, ``file`` with ``log_file_path``, ``http`` with
+``url``):
+
+==========================  ===========================  ===================================
+featureledger event         job                           inputs -> outputs
+==========================  ===========================  ===================================
+commit.started/completed/   ``<project>.ingest.<view>``  source -> ``view@N`` (schema facet)
+failed
+materialize.completed       ``<project>.materialize``    ``view@N`` -> online store table
+dataset.created             ``<project>.training_set.    ``view@N`` (commit ids) -> ``ds_``
+                            <feature set|adhoc>``
+model.logged                ``<project>.train.<model>``  ``ds_`` datasets -> ``model:name@N``
+run.started/completed/      ``<project>.experiment.      (the parent of the jobs above)
+failed                      <experiment>``
+==========================  ===========================  ===================================
+
+Every event carries a ``featureledger`` run facet (feature versions, commit ids, dataset
+and run ids); jobs inside a featureledger run name it in a ``parent`` facet. Run ids are
+the UUIDv7 inside the featureledger id, so both sides use the same identity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import attr
+import sqlalchemy as sa
+
+from featureledger.errors import MissingDependencyError
+from featureledger.model.references import parse_reference
+from featureledger.registry import schema
+
+log = logging.getLogger("featureledger.integrations.openlineage")
+PRODUCER = "https://github.com/featureledger/featureledger"
+FACET_SCHEMA = "https://featureledger.dev/spec/facets/1-0-0/FeatureLedgerRunFacet.json"
+DATASET_FACET_SCHEMA = ("https://featureledger.dev/spec/facets/1-0-0/"
+                        "FeatureLedgerDatasetFacet.json")
+
+try:
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.event_v2 import (
+        InputDataset,
+        Job,
+        OutputDataset,
+        Run,
+        RunEvent,
+        RunState,
+    )
+    from openlineage.client.facet_v2 import (
+        DatasetFacet,
+        RunFacet,
+        error_message_run,
+        job_type_job,
+        parent_run,
+        schema_dataset,
+    )
+    from openlineage.client.transport import get_default_factory
+except ImportError:  # pragma: no cover - exercised only without the extra
+    OpenLineageClient = None  # type: ignore[assignment,misc]
+    RunFacet = DatasetFacet = object  # type: ignore[assignment,misc]
+
+
+@attr.define
+class FeatureLedgerRunFacet(RunFacet):  # type: ignore[misc,valid-type]
+    """What featureledger knows about the job's run: ids and exact feature versions."""
+
+    featureVersions: list[str] = attr.field(factory=list)
+    commitIds: list[str] = attr.field(factory=list)
+    datasetIds: list[str] = attr.field(factory=list)
+    runId: str | None = attr.field(default=None)
+    modelId: str | None = attr.field(default=None)
+    project: str = attr.field(default="")
+
+    @staticmethod
+    def _get_schema() -> str:
+        return FACET_SCHEMA
+
+
+@attr.define
+class FeatureLedgerDatasetFacet(DatasetFacet):  # type: ignore[misc,valid-type]
+    """The featureledger identity of a dataset: its node id and the commits behind it."""
+
+    nodeId: str = attr.field(default="")
+    commitIds: list[str] = attr.field(factory=list)
+    status: str | None = attr.field(default=None)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return DATASET_FACET_SCHEMA
+
+
+def _uuid(global_id: str) -> str:
+    """The UUID inside a featureledger id (``run_<uuid>`` -> ``<uuid>``)."""
+    return global_id.partition("_")[2]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+_ARROW_TO_OL = {"int64": "BIGINT", "int32": "INTEGER", "float64": "DOUBLE",
+                "float32": "FLOAT", "string": "STRING", "bool": "BOOLEAN",
+                "timestamp": "TIMESTAMP", "date": "DATE"}
+
+
+def _field(name: str, dtype: str, description: str | None = None) -> Any:
+    key = dtype.split("[")[0].split("(")[0]
+    return schema_dataset.SchemaDatasetFacetFields(
+        name=name, type=_ARROW_TO_OL.get(key, dtype.upper()), description=description or None)
+
+
+class OpenLineageEmitter:
+    """Turns featureledger events into OpenLineage run events."""
+
+    def __init__(self, ctx: Any, client: Any = None) -> None:
+        if OpenLineageClient is None:
+            raise MissingDependencyError("OpenLineage events", "openlineage-python",
+                                         "openlineage")
+        cfg = ctx.config.openlineage
+        self.ctx = ctx
+        self.namespace = cfg.namespace
+        self.project = ctx.config.project
+        self.ds_namespace = f"featureledger://{self.project}"
+        if client is None:
+            transport = get_default_factory().create(dict(cfg.transport))
+            client = OpenLineageClient(transport=transport)
+        self.client = client
+        self.emitted = 0
+
+    @classmethod
+    def attach(cls, ctx: Any) -> OpenLineageEmitter:
+        em = cls(ctx)
+        for name, fn in (("commit.started", em.on_commit_started),
+                         ("commit.completed", em.on_commit_completed),
+                         ("commit.failed", em.on_commit_failed),
+                         ("materialize.completed", em.on_materialize),
+                         ("dataset.created", em.on_dataset),
+                         ("model.logged", em.on_model),
+                         ("run.started", em.on_run),
+                         ("run.completed", em.on_run),
+                         ("run.failed", em.on_run)):
+            ctx.events.subscribe(name, fn)
+        return em
+
+    # -- building blocks -------------------------------------------------------------------
+    def _job(self, name: str, job_type: str) -> Any:
+        return Job(namespace=self.namespace, name=f"{self.project}.{name}", facets={
+            "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH",
+                                                    integration="FEATURELEDGER",
+                                                    jobType=job_type, producer=PRODUCER)})
+
+    def _parent(self, run_id: str | None) -> dict[str, Any]:
+        if not run_id:
+            return {}
+        exp = None
+        with self.ctx.registry.db.read() as conn:
+            exp = conn.execute(sa.select(schema.experiments.c.name).join(
+                schema.runs, schema.runs.c.experiment_id == schema.experiments.c.experiment_id)
+                .where(schema.runs.c.run_id == run_id)).scalar()
+        if exp is None:
+            return {}
+        return {"parent": parent_run.ParentRunFacet(
+            run=parent_run.Run(runId=_uuid(run_id)),
+            job=parent_run.Job(namespace=self.namespace,
+                               name=f"{self.project}.experiment.{exp}"),
+            producer=PRODUCER)}
+
+    def _emit(self, state: Any, run_uuid: str, job: Any, *, inputs: list[Any] | None = None,
+              outputs: list[Any] | None = None, facets: dict[str, Any] | None = None) -> None:
+        event = RunEvent(eventType=state, eventTime=_now(), producer=PRODUCER,
+                         run=Run(runId=run_uuid, facets=facets or {}), job=job,
+                         inputs=inputs or [], outputs=outputs or [])
+        self.client.emit(event)
+        self.emitted += 1
+
+    def _view_dataset(self, view: str, version: int, cls: Any = InputDataset,
+                      commit_ids: list[str] | None = None,
+                      features: list[str] | None = None) -> Any:
+        facets: dict[str, Any] = {"featureledger": FeatureLedgerDatasetFacet(
+            nodeId=f"view:{view}@{version}", commitIds=list(commit_ids or []),
+            producer=PRODUCER)}
+        try:
+            rec = self.ctx.registry.definitions.get("feature_view", view, version)
+            fv = rec.definition
+            fields = [_field(k, v) for k, v in fv.join_keys.items()]
+            fields.append(_field(fv.timestamp_field, "timestamp"))
+            fields += [_field(f.name, f.dtype, f.description) for f in fv.fields
+                       if features is None or f.name in features]
+            facets["schema"] = schema_dataset.SchemaDatasetFacet(fields=fields,
+                                                                 producer=PRODUCER)
+        except Exception:  # a view that vanished still gets an event, just without schema
+            log.debug("no schema for %s@%s", view, version, exc_info=True)
+        return cls(namespace=self.ds_namespace, name=f"{view}@{version}", facets=facets)
+
+    def _fl(self, **kw: Any) -> dict[str, Any]:
+        return {"featureledger": FeatureLedgerRunFacet(project=self.project, producer=PRODUCER,
+                                                       **kw)}
+
+    # -- ingestion -------------------------------------------------------------------------
+    def on_commit_started(self, _name: str, p: dict[str, Any]) -> None:
+        cid = p["commit_id"]
+        view, version = p.get("view"), p.get("version")
+        self._emit(RunState.START, _uuid(cid), self._job(f"ingest.{view}", "INGESTION"),
+                   facets={**self._fl(commitIds=[cid], runId=p.get("run_id"),
+                                      featureVersions=[f"{view}@{version}"]),
+                           **self._parent(p.get("run_id"))})
+
+    def on_commit_completed(self, _name: str, p: dict[str, Any]) -> None:
+        rec = p.get("commit")
+        if rec is not None:
+            cid, view, version = rec.commit_id, rec.view_name, rec.view_version
+            run_id, source = rec.run_id, rec.source
+        else:  # pushed rows report plain fields
+            cid, view, version = p["commit_id"], p["view"], p["version"]
+            run_id, source = None, {"uri": p.get("source")}
+        inputs = []
+        uri = (source or {}).get("uri")
+        if uri:
+            inputs.append(InputDataset(namespace="featureledger-source", name=str(uri)))
+        out = self._view_dataset(view, version, OutputDataset, [cid])
+        self._emit(RunState.COMPLETE, _uuid(cid), self._job(f"ingest.{view}", "INGESTION"),
+                   inputs=inputs, outputs=[out],
+                   facets={**self._fl(commitIds=[cid], runId=run_id,
+                                      featureVersions=[f"{view}@{version}"]),
+                           **self._parent(run_id)})
+
+    def on_commit_failed(self, _name: str, p: dict[str, Any]) -> None:
+        cid = p["commit_id"]
+        view_ref = str(p.get("view"))
+        err = p.get("error")
+        self._emit(RunState.FAIL, _uuid(cid),
+                   self._job(f"ingest.{view_ref.split('@')[0]}", "INGESTION"),
+                   facets={**self._fl(commitIds=[cid], featureVersions=[view_ref]),
+                           "errorMessage": error_message_run.ErrorMessageRunFacet(
+                               message=str(err) or type(err).__name__,
+                               programmingLanguage="python", producer=PRODUCER)})
+
+    # -- materialization -----------------------------------------------------------------
+    def on_materialize(self, _name: str, p: dict[str, Any]) -> None:
+        from featureledger.model.ids import uuid7
+
+        views = [str(v) for v in p.get("views") or []]
+        ins, outs = [], []
+        for v in views:
+            name, _, ver = v.partition("@")
+            if ver.isdigit():
+                ins.append(self._view_dataset(name, int(ver)))
+                outs.append(OutputDataset(namespace=f"{self.ds_namespace}/online/"
+                                          f"{p.get('online_store', 'online')}", name=v))
+        run_uuid = str(uuid7())
+        job = self._job("materialize", "MATERIALIZATION")
+        facets = self._fl(featureVersions=views, commitIds=[
+            c if isinstance(c, str) else getattr(c, "commit_id", str(c))
+            for c in (p.get("commits") or [])] if isinstance(p.get("commits"), list) else [])
+        self._emit(RunState.START, run_uuid, job, inputs=ins, facets=facets)
+        self._emit(RunState.COMPLETE, run_uuid, job, inputs=ins, outputs=outs, facets=facets)
+
+    # -- training sets ---------------------------------------------------------------------
+    def on_dataset(self, _name: str, p: dict[str, Any]) -> None:
+        rec = p.get("record")
+        if rec is None:
+            return
+        by_view: dict[tuple[str, int], list[str]] = {}
+        for f in rec.features:
+            r = parse_reference(f)
+            by_view.setdefault((r.view, r.version or 0), []).append(r.feature)
+        views = rec.manifest.get("views") or []
+        commits_of = {(v.get("view"), v.get("version")): v.get("commit_ids", [])
+                      for v in views if isinstance(v, dict)}
+        ins = [self._view_dataset(v, n, InputDataset, commits_of.get((v, n), []), feats)
+               for (v, n), feats in by_view.items()]
+        types = {(d.name, f.name): f for d in ins
+                 for f in getattr(d.facets.get("schema"), "fields", None) or []}
+        full = bool(rec.manifest.get("full_feature_names"))
+        fields = []
+        for (v, n), feats in by_view.items():
+            for f in feats:
+                known = types.get((f"{v}@{n}", f))
+                fields.append(schema_dataset.SchemaDatasetFacetFields(
+                    name=f"{v}__{f}" if full else f,
+                    type=known.type if known is not None else None))
+        out = OutputDataset(namespace=self.ds_namespace, name=rec.dataset_id, facets={
+            "schema": schema_dataset.SchemaDatasetFacet(fields=fields, producer=PRODUCER),
+            "featureledger": FeatureLedgerDatasetFacet(nodeId=rec.dataset_id,
+                                                       commitIds=list(rec.commit_ids),
+                                                       producer=PRODUCER)})
+        job = self._job(f"training_set.{(rec.feature_set or 'adhoc').split('@')[0]}",
+                        "TRAINING_SET")
+        facets = {**self._fl(featureVersions=[f"{v}@{n}" for v, n in by_view],
+                             commitIds=list(rec.commit_ids), datasetIds=[rec.dataset_id],
+                             runId=rec.run_id), **self._parent(rec.run_id)}
+        self._emit(RunState.START, _uuid(rec.dataset_id), job, inputs=ins, facets=facets)
+        self._emit(RunState.COMPLETE, _uuid(rec.dataset_id), job, inputs=ins, outputs=[out],
+                   facets=facets)
+
+    # -- models and runs ---------------------------------------------------------------------
+    def on_model(self, _name: str, p: dict[str, Any]) -> None:
+        ds_ids = [d for ids in (p.get("datasets") or {}).values() for d in ids]
+        ins = [InputDataset(namespace=self.ds_namespace, name=d) for d in ds_ids]
+        versions = list(dict.fromkeys(str(f).split(":")[0] for f in p.get("features") or []))
+        out = OutputDataset(namespace=self.ds_namespace, name=f"model:{p['ref']}", facets={
+            "featureledger": FeatureLedgerDatasetFacet(nodeId=p["model_id"],
+                                                       producer=PRODUCER)})
+        job = self._job(f"train.{p['model_name']}", "MODEL_TRAINING")
+        facets = {**self._fl(featureVersions=versions, datasetIds=ds_ids,
+                             runId=p.get("run_id"), modelId=p["model_id"]),
+                  **self._parent(p.get("run_id"))}
+        self._emit(RunState.START, _uuid(p["model_id"]), job, inputs=ins, facets=facets)
+        self._emit(RunState.COMPLETE, _uuid(p["model_id"]), job, inputs=ins, outputs=[out],
+                   facets=facets)
+
+    def on_run(self, name: str, p: dict[str, Any]) -> None:
+        run_id = p["run_id"]
+        with self.ctx.registry.db.read() as conn:
+            exp = conn.execute(sa.select(schema.experiments.c.name).join(
+                schema.runs, schema.runs.c.experiment_id == schema.experiments.c.experiment_id)
+                .where(schema.runs.c.run_id == run_id)).scalar()
+        state = {"run.started": RunState.START, "run.completed": RunState.COMPLETE,
+                 "run.failed": RunState.FAIL}[name]
+        facets = self._fl(runId=run_id)
+        if state == RunState.FAIL and p.get("error"):
+            facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                message=str(p["error"]), programmingLanguage="python", producer=PRODUCER)
+        self._emit(state, _uuid(run_id), self._job(f"experiment.{exp}", "EXPERIMENT"),
+                   facets=facets)
