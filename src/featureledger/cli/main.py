@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "featureledger.cli.definitions_cmds",
     "featureledger.cli.data_cmds",
     "featureledger.cli.tracking_cmds",
+    "featureledger.cli.retrieval_cmds",
 ]
 
 app = typer.Typer(
