@@ -306,8 +306,9 @@ def conform(table: pa.Table, view: FeatureView) -> Conformed:
         if bad is not None:
             result.cast_failures[col.name] = bad
             result.cast_notes[col.name] = (
-                f"{src.type} value has no exact {col.dtype} form" if rule
-                else f"{src.type} cannot be stored as {col.dtype}"
+                f"{src.type} value has no exact {col.dtype} form; convert the column to "
+                f"{col.dtype} before ingesting if the change is intended" if rule
+                else f"{src.type} cannot be stored as {col.dtype}; convert the column first"
             )
         arrays.append(out)
     result.table = pa.Table.from_arrays(

@@ -145,6 +145,19 @@ def _apply_filter(table: pa.Table, rows: np.ndarray, sql: str
     return table.filter(pa.array(keep)), rows[keep]
 
 
+def _csv_types(view: Any, column_map: dict[str, str | None] | None) -> dict[str, Any]:
+    """float32 fields, by input column name: CSV text is parsed straight to float32."""
+    import pyarrow as pa
+
+    wanted = {f.name for f in view.fields if f.dtype == "float32"}
+    out = {name: pa.float32() for name in wanted}
+    for src, dst in (column_map or {}).items():
+        out.pop(src, None)
+        if dst in wanted:
+            out[src] = pa.float32()
+    return out
+
+
 class IngestionService:
     """Ingestion, the commit log and its maintenance (status changes, gc)."""
 
@@ -199,7 +212,7 @@ class IngestionService:
         timings: dict[str, float] = {}
         t = time.perf_counter()
         inp = read_input(data, fv, source_name=source_name, digest=False,
-                         base=self.ctx.config.root)
+                         base=self.ctx.config.root, text_types=_csv_types(fv, column_map))
         timings["read"] = time.perf_counter() - t
         with ThreadPoolExecutor(max_workers=1) as pool:
             # hashing in-memory input (GIL released) overlaps validation and profiling

@@ -130,7 +130,8 @@ def _format_of(files: list[Path], declared: str | None) -> str:
     )
 
 
-def _read_files(files: list[Path], fmt: str, options: dict[str, Any]) -> pa.Table:
+def _read_files(files: list[Path], fmt: str, options: dict[str, Any],
+                text_types: dict[str, Any] | None = None) -> pa.Table:
     import pyarrow as pa
 
     tables = []
@@ -139,7 +140,12 @@ def _read_files(files: list[Path], fmt: str, options: dict[str, Any]) -> pa.Tabl
             if fmt == "csv":
                 from pyarrow import csv
 
-                tables.append(csv.read_csv(f, **options))
+                opts = dict(options)
+                if text_types and "convert_options" not in opts:
+                    # text is parsed straight to the declared type (e.g. "0.1" to the
+                    # nearest float32), which is reading, not casting a double
+                    opts["convert_options"] = csv.ConvertOptions(column_types=text_types)
+                tables.append(csv.read_csv(f, **opts))
             else:
                 import pyarrow.parquet as pq
 
@@ -160,7 +166,6 @@ def _read_files(files: list[Path], fmt: str, options: dict[str, Any]) -> pa.Tabl
 def _file_digest(files: list[Path]) -> str:
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{f.name}\x00{f.stat().st_size}\x00".encode())
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 20):
                 h.update(chunk)
@@ -169,11 +174,13 @@ def _file_digest(files: list[Path]) -> str:
 
 def read_input(data: Any, view: FeatureView | None, *, source_name: str | None = None,
                file_format: str | None = None, digest: bool = True,
-               base: str | os.PathLike[str] | None = None) -> InputData:
+               base: str | os.PathLike[str] | None = None,
+               text_types: dict[str, Any] | None = None) -> InputData:
     """Read ``data`` (or the view's own file source when ``data`` is None).
 
     A relative path of the view's own source is relative to ``base`` (the project
     folder); a path passed as ``data`` is taken as given (relative to the current folder).
+    ``text_types`` maps CSV column names to the Arrow type their text is parsed as.
 
     ``digest=False`` leaves the digest of in-memory data to the caller
     (:func:`arrow_digest`, then :meth:`InputData.set_digest`).
@@ -194,7 +201,7 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
         path = os.fspath(data)
         files = _expand(path)
         fmt = _format_of(files, file_format)
-        table = _read_files(files, fmt, options)
+        table = _read_files(files, fmt, options, text_types)
         desc = {
             "kind": "file",
             "format": fmt,

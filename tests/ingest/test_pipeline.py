@@ -1,0 +1,307 @@
+"""Ingestion end to end on every registry backend: what a commit records and stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from featureledger.errors import (
+    IngestionError,
+    StateError,
+    UnknownViewError,
+    ValidationFailedError,
+)
+from featureledger.ingest import stored_schema
+from featureledger.registry import schema
+from featureledger.tracking.context import active_run
+
+UTC = dt.UTC
+T0 = dt.datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def good_frame(n: int = 8, start: int = 0) -> pd.DataFrame:
+    i = np.arange(start, start + n)
+    return pd.DataFrame({
+        "driver_id": i % 4,
+        "event_timestamp": pd.to_datetime(T0) + pd.to_timedelta(i, unit="h"),
+        "n": (i * 3) % 100,
+        "min_fare": i * 1.0,
+        "max_fare": i * 1.0 + 5,
+        "score": (i % 10 / 10).astype(np.float32),
+        "city": np.where(i % 2 == 0, "ams", "ber"),
+        "code": [f"AB{k % 10}" for k in i],
+    })
+
+
+def snapshot(store) -> tuple[dict[str, str], dict[str, list]]:
+    """sha256 of every file under the store root, and every registry table's rows."""
+    files = {}
+    for p in sorted(store.config.root.rglob("*")):
+        if p.is_file():
+            files[str(p.relative_to(store.config.root))] = hashlib.sha256(
+                p.read_bytes()).hexdigest()
+    tables = {}
+    engine = store.registry.db.engine
+    with engine.connect() as conn:
+        for name in sorted(sa.inspect(conn).get_table_names()):
+            rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).all()
+            tables[name] = sorted(tuple(map(repr, r)) for r in rows)
+    return files, tables
+
+
+def read_commit(store, commit) -> pa.Table:
+    return pa.concat_tables(pq.read_table(store.ctx.offline_store.path(f))
+                            for f in commit.files)
+
+
+def test_commit_records_everything_and_stores_the_contract(store) -> None:
+    events = []
+    store.ctx.events.subscribe("*", lambda name, payload: events.append((name, payload)))
+    df = good_frame()
+    result = store.ingest("trips", df, user="alice", source_name="trips_batch")
+    c = store.get_commit(result.commit_id)
+    assert c == result.commit
+    assert c.commit_id.startswith("cmt_") and c.view_ref == "trips@1"
+    assert (c.user, c.run_id, c.row_count, c.rejected_count, c.status) == (
+        "alice", None, 8, 0, "committed")
+    assert c.min_event_ts == int(T0.timestamp() * 1e6)
+    assert c.max_event_ts == int((T0 + dt.timedelta(hours=7)).timestamp() * 1e6)
+    assert c.source["kind"] == "pandas" and c.source["rows"] == 8
+    assert c.source["name"] == "trips_batch" and len(c.source["digest"]) == 64
+    assert c.source["uri"] == f"memory:trips_batch@sha256:{c.source['digest'][:16]}"
+    # pandas text columns arrive as large_string and are stored as string
+    assert {(s["step"], s.get("column")) for s in c.steps} == {("cast", "city"),
+                                                               ("cast", "code")}
+    assert c.validation["rows_valid"] == 8 and c.validation["rejected_path"] is None
+    assert c.profile["columns"]["n"]["max"] == int(df["n"].max())
+    # the files: exactly the contract's layout, schema and values
+    assert c.files == [f"views/trips/v1/{c.commit_id}/part-00000.parquet"]
+    stored = read_commit(store, c)
+    view = store.get_view("trips").definition
+    assert stored.schema.equals(stored_schema(view))
+    assert set(stored.column("_commit_id").to_pylist()) == {c.commit_id}
+    assert set(stored.column("_commit_time").cast(pa.int64()).to_pylist()) == {c.commit_time}
+    assert stored.column("n").to_pylist() == df["n"].tolist()
+    assert stored.column("score").to_pylist() == df["score"].tolist()
+    assert stored.column("event_timestamp").to_pylist() == [
+        T0 + dt.timedelta(hours=h) for h in range(8)]
+    digest = hashlib.sha256(b"".join(store.ctx.offline_store.path(f).read_bytes()
+                                     for f in c.files)).hexdigest()
+    assert c.content_digest == digest
+    # lineage and audit, written with the commit
+    with store.registry.db.read() as conn:
+        t = schema.lineage_edges
+        edges = {(r.src, r.relation) for r in conn.execute(
+            sa.select(t).where(t.c.dst == c.commit_id))}
+    assert edges == {(f"source:{c.source['uri']}", "ingested"), ("view:trips@1", "has_commit")}
+    audit = store.registry.db.audit_trail("commit", c.commit_id)
+    assert [(a["action"], a["actor"], a["details"]["rows"]) for a in audit] == [
+        ("commit", "alice", 8)]
+    names = [n for n, _ in events]
+    assert names == ["commit.started", "commit.completed"]
+    done = events[1][1]
+    assert done["commit"] == c and done["view"].name == "trips"
+    assert done["schema"].equals(stored_schema(view))
+
+
+def test_active_run_is_recorded_with_a_wrote_edge(store) -> None:
+    with active_run("run_0193aaaa-0000-7000-8000-000000000001"):
+        c = store.ingest("trips", good_frame()).commit
+    explicit = store.ingest("trips", good_frame(start=100), run_id="run_explicit").commit
+    assert c.run_id == "run_0193aaaa-0000-7000-8000-000000000001"
+    assert explicit.run_id == "run_explicit"
+    with store.registry.db.read() as conn:
+        t = schema.lineage_edges
+        wrote = conn.execute(sa.select(t.c.src, t.c.dst).where(t.c.relation == "wrote")).all()
+    assert sorted(wrote) == sorted([(c.run_id, c.commit_id),
+                                    ("run_explicit", explicit.commit_id)])
+    assert [x.commit_id for x in store.commits("trips", run_id="run_explicit")] == [
+        explicit.commit_id]
+
+
+def test_commit_times_increase_strictly_in_commit_order(store) -> None:
+    ids = [store.ingest("trips", good_frame(3, start=10 * k)).commit_id for k in range(5)]
+    listed = store.commits("trips")
+    assert [c.commit_id for c in listed] == ids
+    times = [c.commit_time for c in listed]
+    assert all(b > a for a, b in itertools.pairwise(times))
+
+
+def test_strict_rejection_leaves_the_store_byte_for_byte(store) -> None:
+    store.ingest("trips", good_frame())
+    before = snapshot(store)
+    events = []
+    store.ctx.events.subscribe("commit.failed", lambda n, p: events.append(p))
+    bad = good_frame()
+    bad.loc[2, "n"] = 500
+    bad.loc[5, "n"] = -4
+    bad.loc[3, "city"] = "par"
+    with pytest.raises(ValidationFailedError) as err:
+        store.ingest("trips", bad)
+    msg = str(err.value)
+    assert "3 of 8 rows fail validation; nothing was written" in msg
+    assert "range:n (0 <= n <= 100): 2 row(s), e.g. row 2 n=500; row 5 n=-4" in msg
+    assert "allowed_values:city" in msg and "row 3 city='par'" in msg
+    report = err.value.report
+    assert report.rule("range:n").failed == 2 and report.rows_rejected == 3
+    assert snapshot(store) == before
+    assert len(events) == 1 and events[0]["view"] == "trips@1"
+
+
+def test_drop_invalid_keeps_the_exact_good_rows_and_the_rejected_set(store) -> None:
+    df = good_frame(10)
+    df.loc[1, "n"] = 101
+    df.loc[4, "code"] = "zz"
+    df.loc[4, "min_fare"] = 1e9  # also breaks the fares check
+    df.loc[7, "driver_id"] = df.loc[3, "driver_id"]
+    df.loc[7, "event_timestamp"] = df.loc[3, "event_timestamp"]
+    result = store.ingest("trips", df, mode="drop_invalid")
+    bad_rows = [1, 3, 4, 7]
+    expected = df.drop(index=bad_rows).reset_index(drop=True)
+    stored = read_commit(store, result.commit).to_pandas()
+    for col in expected.columns:
+        assert stored[col].tolist() == expected[col].tolist(), col
+    assert result.row_count == 6 and result.rejected_count == 4
+    rej = result.rejected()
+    assert rej.column("_row").to_pylist() == bad_rows
+    assert rej.column("_reasons").to_pylist() == [
+        ["range:n"], ["unique_key"], ["regex:code", "check:fares"], ["unique_key"]]
+    assert rej.column("n").to_pylist() == df.loc[bad_rows, "n"].tolist()
+    # the rejected file is beside the data, never among the commit's files
+    assert result.rejected_path == f"views/trips/v1/{result.commit_id}/rejected.parquet"
+    assert result.rejected_path not in result.commit.files
+    assert store.get_commit(result.commit_id).validation["rows_rejected"] == 4
+
+
+def test_drop_invalid_with_no_valid_row_commits_nothing(store) -> None:
+    df = good_frame(3)
+    df["n"] = -1
+    before = snapshot(store)
+    with pytest.raises(ValidationFailedError, match="every one of the 3 rows"):
+        store.ingest("trips", df, mode="drop_invalid")
+    assert snapshot(store) == before
+
+
+def test_column_map_filter_and_casts_are_recorded(store) -> None:
+    df = good_frame(6).rename(columns={"n": "trip_count"})
+    df["junk"] = 1
+    df["driver_id"] = df["driver_id"].astype(np.int32)
+    df["event_timestamp"] = df["event_timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = store.ingest("trips", df, column_map={"trip_count": "n", "junk": None},
+                          filter="min_fare >= 2")
+    steps = result.commit.steps
+    assert steps[0] == {"step": "map_columns", "params": {"junk": None, "trip_count": "n"}}
+    assert steps[1] == {"step": "filter", "params": {"sql": "min_fare >= 2"},
+                        "rows_in": 6, "rows_out": 4}
+    casts = {s["column"]: s["params"] for s in steps if s["step"] == "cast"}
+    assert casts["driver_id"]["from"] == "int32" and casts["driver_id"]["to"] == "int64"
+    assert casts["event_timestamp"]["to"] == "timestamp"
+    stored = read_commit(store, result.commit)
+    assert stored.column("min_fare").to_pylist() == [2.0, 3.0, 4.0, 5.0]
+    assert stored.column("event_timestamp").to_pylist() == [
+        T0 + dt.timedelta(hours=h) for h in (2, 3, 4, 5)]
+
+
+def test_input_errors_are_clear(store) -> None:
+    with pytest.raises(UnknownViewError, match="unknown feature view 'nope'"):
+        store.ingest("nope", good_frame())
+    with pytest.raises(IngestionError, match="mode 'lenient' is not known"):
+        store.ingest("trips", good_frame(), mode="lenient")
+    with pytest.raises(IngestionError, match="no rows after the filter"):
+        store.ingest("trips", good_frame(), filter="n > 1000")
+    with pytest.raises(IngestionError, match="filter 'bogus_col > 1' cannot be evaluated"):
+        store.ingest("trips", good_frame(), filter="bogus_col > 1")
+    with pytest.raises(IngestionError, match="cannot ingest a list"):
+        store.ingest("trips", [1, 2])
+    with pytest.raises(IngestionError, match="column map names input column"):
+        store.ingest("trips", good_frame(), column_map={"missing": "n"})
+    assert store.commits() == []
+
+
+def test_status_changes_are_audited_and_checked(store) -> None:
+    cid = store.ingest("trips", good_frame()).commit_id
+    with pytest.raises(StateError, match="needs a reason"):
+        store.quarantine(cid, "")
+    q = store.quarantine(cid, "suspicious spike")
+    assert (q.status, q.status_reason) == ("quarantined", "suspicious spike")
+    assert store.commits("trips", status="committed") == []
+    r = store.rollback(cid, "confirmed bad")
+    assert r.status == "rolled_back"
+    with pytest.raises(StateError, match="cannot become quarantined directly"):
+        store.quarantine(cid, "again")
+    back = store.restore(cid, "fixed upstream")
+    assert back.status == "committed" and store.commits("trips", status="committed") == [back]
+    actions = [a["action"] for a in reversed(store.registry.db.audit_trail("commit", cid))]
+    assert actions == ["commit", "commit_status:quarantined", "commit_status:rolled_back",
+                       "commit_status:committed"]
+
+
+def test_gc_removes_orphans_and_nothing_else(store) -> None:
+    kept = store.ingest("trips", good_frame(), mode="drop_invalid").commit
+    root = store.ctx.offline_store.root
+    orphan = root / "views" / "trips" / "v1" / "cmt_orphan"
+    orphan.mkdir(parents=True)
+    (orphan / "part-00000.parquet").write_bytes(b"x" * 10)
+    tmp = root / "_tmp" / "cmt_half.123"
+    tmp.mkdir(parents=True)
+    (tmp / "part-00000.parquet").write_bytes(b"y" * 5)
+    assert store.gc().removed == []  # younger than the default grace
+    dry = store.gc(grace_seconds=0, dry_run=True)
+    assert sorted(dry.removed) == ["_tmp/cmt_half.123", "views/trips/v1/cmt_orphan"]
+    assert orphan.exists()
+    done = store.gc(grace_seconds=0)
+    assert sorted(done.removed) == sorted(dry.removed) and done.bytes_freed == 15
+    assert not orphan.exists() and not tmp.exists()
+    assert all(store.ctx.offline_store.path(f).is_file() for f in kept.files)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv", "glob", "view_source", "polars", "reader"])
+def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
+    df = good_frame(6)
+    data_dir = tmp_path / "repo" / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    if kind in ("parquet", "view_source"):
+        files = [data_dir / "trips.parquet"]
+        df.to_parquet(files[0], index=False)
+        data = str(files[0])
+    elif kind == "csv":
+        files = [data_dir / "trips.csv"]
+        df.to_csv(files[0], index=False)
+        data = str(files[0])
+    elif kind == "glob":
+        files = [data_dir / "part-a.parquet", data_dir / "part-b.parquet"]
+        df.iloc[:3].to_parquet(files[0], index=False)
+        df.iloc[3:].to_parquet(files[1], index=False)
+        data = str(data_dir / "part-*.parquet")
+    elif kind == "polars":
+        import polars as pl
+
+        data = pl.from_pandas(df)
+    else:
+        data = pa.Table.from_pandas(df, preserve_index=False).to_reader(max_chunksize=2)
+    if kind == "view_source":
+        sqlite_store.apply([make_view(source="data/trips.parquet")])
+        data = None
+    c = sqlite_store.ingest("trips", data).commit
+    stored = read_commit(sqlite_store, c)
+    assert stored.column("n").to_pylist() == df["n"].tolist()
+    assert stored.column("event_timestamp").to_pylist() == [
+        T0 + dt.timedelta(hours=h) for h in range(6)]
+    if files:
+        assert c.source["kind"] == "file"
+        assert [f["path"] for f in c.source["files"]] == [str(f) for f in files]
+        assert c.source["digest"] == hashlib.sha256(
+            b"".join(f.read_bytes() for f in files)).hexdigest()
+    else:
+        assert c.source["kind"] == ("polars" if kind == "polars" else "arrow")
+    json.dumps(c.to_dict())
