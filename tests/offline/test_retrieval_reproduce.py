@@ -28,6 +28,11 @@ def t(minutes: float) -> dt.datetime:
     return BASE + dt.timedelta(minutes=minutes)
 
 
+def ingest(store, view, columns):
+    """One commit through the real ingestion pipeline (validation, profile, files, registry)."""
+    return store.ingest(view, pa.table(columns)).commit
+
+
 @pytest.fixture
 def store(tmp_path, registry_url):
     cfg = load_config(tmp_path, overrides={"registry": registry_url})
@@ -54,16 +59,16 @@ def entity_frame() -> pd.DataFrame:
     })
 
 
-def seed(store, write_commit):
-    c1 = write_commit(store, "trips", {"driver_id": [1, 2], "event_timestamp": [t(0), t(10)],
+def seed(store):
+    c1 = ingest(store, "trips", {"driver_id": [1, 2], "event_timestamp": [t(0), t(10)],
                                        "count": [3, 4], "fare": [10.0, 20.0]})
-    c2 = write_commit(store, "rating", {"driver_id": [1, 3], "event_timestamp": [t(0), t(0)],
+    c2 = ingest(store, "rating", {"driver_id": [1, 3], "event_timestamp": [t(0), t(0)],
                                         "stars": [4.5, 3.0], "count": [10, 20]})
     return c1, c2
 
 
-def test_dataset_is_recorded_with_its_commits_and_lineage(store, write_commit):
-    c1, c2 = seed(store, write_commit)
+def test_dataset_is_recorded_with_its_commits_and_lineage(store):
+    c1, c2 = seed(store)
     seen = []
     store.ctx.events.subscribe("dataset.created", lambda name, p: seen.append(p))
     with active_run("run_0000test"):
@@ -90,16 +95,16 @@ def test_dataset_is_recorded_with_its_commits_and_lineage(store, write_commit):
     assert ds.manifest["null_counts"] == {"fare": 1, "stars": 1}
 
 
-def test_reproduce_is_bit_for_bit_after_later_ingestions_and_quarantines(store, write_commit,
+def test_reproduce_is_bit_for_bit_after_later_ingestions_and_quarantines(store,
                                                                          tmp_path):
-    _c1, c2 = seed(store, write_commit)
+    _c1, c2 = seed(store)
     ds = store.get_historical_features(entity_frame(), ["trips:count", "rating:stars"],
                                        full_feature_names=True)
     before = ds.to_arrow()
     # a late correction that would change the answer, and a quarantine of a read commit
-    write_commit(store, "trips", {"driver_id": [1, 3], "event_timestamp": [t(0), t(20)],
+    ingest(store, "trips", {"driver_id": [1, 3], "event_timestamp": [t(0), t(20)],
                                   "count": [99, 7], "fare": [1.0, 2.0]})
-    store.registry.commits.set_status(c2.commit_id, "quarantined", "bad ratings")
+    store.quarantine(c2.commit_id, "bad ratings")
     now = store.get_historical_features(entity_frame(), ["trips:count", "rating:stars"],
                                         full_feature_names=True)
     assert now.content_hash != ds.content_hash
@@ -127,8 +132,8 @@ def test_reproduce_is_bit_for_bit_after_later_ingestions_and_quarantines(store, 
         other.close()
 
 
-def test_reproduce_fails_loudly_when_files_are_gone(store, write_commit):
-    c1, _ = seed(store, write_commit)
+def test_reproduce_fails_loudly_when_files_are_gone(store):
+    c1, _ = seed(store)
     ds = store.get_historical_features(entity_frame(), ["trips:fare"])
     shutil.rmtree(store.ctx.offline_store.path(c1.files[0]).parent)
     with pytest.raises(ReproductionError, match="gone"):
@@ -137,8 +142,8 @@ def test_reproduce_fails_loudly_when_files_are_gone(store, write_commit):
         store.reproduce("ds_00000000-0000-7000-8000-000000000000")
 
 
-def test_request_errors_say_what_to_do(store, write_commit):
-    seed(store, write_commit)
+def test_request_errors_say_what_to_do(store):
+    seed(store)
     with pytest.raises(RetrievalError, match="full_feature_names=True"):
         store.get_historical_features(entity_frame(), ["trips:count", "rating:count"])
     with pytest.raises(UnknownFeatureError, match="its fields are"):
