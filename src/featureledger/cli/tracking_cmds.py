@@ -269,6 +269,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[red]{len(rep.problems)} problem(s)[/] (checked {checked}):")
                 for p in rep.problems:
                     ids = ", ".join(f"{k}={v}" for k, v in p.ids.items())
-                    console.print(f"  [{p.code}] {p.message}  ({ids})", markup=False)
+                    console.print(f"  [{p.code}] {p.message}  ({ids})", markup=False,
+                                  soft_wrap=True)
         if not rep.ok:
             raise typer.Exit(1)
