@@ -1,0 +1,355 @@
+"""The HTTP feature server (FastAPI): online features, push, catalog reads, health, metrics.
+
+Responses are JSON rendered by orjson. The online-features endpoint reads its body with
+orjson and checks it by hand (its schema is still published in the OpenAPI document), so
+the hot path builds no pydantic objects per request; every store call runs in the thread
+pool, never on the event loop. Errors are JSON ``{"error": {"code", "message"}}`` with the
+status of the featureledger error class (404 unknown names, 422 bad input, 503 a backend
+down, ...).
+
+Authentication: with ``server.tokens`` configured (token -> principal), every endpoint but
+``/health`` and the OpenAPI document needs ``Authorization: Bearer <token>``; without
+tokens the server only binds a loopback address (``serve`` refuses anything else).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Literal
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from featureledger.errors import FeatureLedgerError, RetrievalError
+from featureledger.server.metrics import MetricsMiddleware, ServerMetrics
+
+_OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+                         "/redoc"})
+
+
+class OrjsonResponse(JSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY
+                            | orjson.OPT_NON_STR_KEYS)
+
+
+# -- documented shapes (OpenAPI only: the hot path does not build these) -------------------
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+JsonScalar = int | float | str | bool | None
+
+
+class OnlineFeaturesRequest(BaseModel):
+    """Feature references (or a feature set) and entity key columns."""
+
+    features: list[str] | None = Field(
+        default=None, description="References such as 'driver_stats:trips' or "
+        "'driver_stats@2:trips'.")
+    feature_set: str | None = Field(default=None, description="NAME or NAME@VERSION.")
+    entities: dict[str, list[JsonScalar]] = Field(
+        description="Join key -> values, one per entity row.")
+    full_feature_names: bool = False
+    fill_defaults: bool = False
+
+
+class FeatureColumn(BaseModel):
+    name: str
+    reference: str
+    version: int
+    values: list[Any]
+    statuses: list[Literal["PRESENT", "NULL", "NOT_FOUND", "OUTSIDE_TTL"]]
+    commits: list[str | None]
+    event_timestamps: list[int | None]
+
+
+class OnlineFeaturesResponse(BaseModel):
+    entities: dict[str, list[Any]]
+    features: list[FeatureColumn]
+
+
+class PushRequest(BaseModel):
+    rows: list[dict[str, Any]] = Field(min_length=1)
+    flush: bool = False
+
+
+class PushResponse(BaseModel):
+    commit_id: str
+
+
+class Definition(BaseModel):
+    kind: str
+    name: str
+    version: int
+    status: str
+    definition_hash: str
+    created_at: int
+    created_by: str
+    stale: bool
+    definition: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, Any]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not valid JSON."},
+    401: {"model": ErrorResponse, "description": "Missing or unknown bearer token."},
+    404: {"model": ErrorResponse, "description": "Unknown view, feature or feature set."},
+    422: {"model": ErrorResponse, "description": "The request cannot be answered as given."},
+    503: {"model": ErrorResponse, "description": "A backend store is unavailable."},
+}
+
+
+def _error(status: int, code: str, message: str) -> OrjsonResponse:
+    return OrjsonResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _record(rec: Any) -> dict[str, Any]:
+    return {"kind": rec.kind, "name": rec.name, "version": rec.version, "status": rec.status,
+            "definition_hash": rec.definition_hash, "created_at": rec.created_at,
+            "created_by": rec.created_by, "stale": rec.stale,
+            "definition": rec.definition.to_dict()}
+
+
+def _parse_online(body: bytes) -> dict[str, Any]:
+    """Check the online-features body by hand (cheaper than a model per request)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise StarletteHTTPException(
+            400, f"the request body is not valid JSON ({exc}); send an object like "
+            "{\"features\": [...], \"entities\": {...}}") from None
+    if not isinstance(data, dict):
+        raise RetrievalError("the request body must be a JSON object")
+    unknown = set(data) - set(OnlineFeaturesRequest.model_fields)
+    if unknown:
+        raise RetrievalError(f"unknown request field(s) {sorted(unknown)}; allowed: "
+                             f"{sorted(OnlineFeaturesRequest.model_fields)}")
+    features = data.get("features")
+    if features is not None and (not isinstance(features, list)
+                                 or not all(isinstance(f, str) for f in features)):
+        raise RetrievalError("'features' must be a list of reference strings")
+    fs = data.get("feature_set")
+    if fs is not None and not isinstance(fs, str):
+        raise RetrievalError("'feature_set' must be a string such as 'NAME' or 'NAME@2'")
+    entities = data.get("entities")
+    if not isinstance(entities, dict) or not all(
+            isinstance(v, list) and all(x is None or isinstance(x, (int, float, str, bool))
+                                        for x in v) for v in entities.values()):
+        raise RetrievalError("'entities' must map each join key to a list of values, e.g. "
+                             "{\"driver_id\": [1001, 1002]}")
+    for flag in ("full_feature_names", "fill_defaults"):
+        if not isinstance(data.get(flag, False), bool):
+            raise RetrievalError(f"'{flag}' must be true or false")
+    return data
+
+
+class _AuthMiddleware:
+    """Bearer tokens -> principal (``scope["state"]["principal"]``); 401 otherwise."""
+
+    def __init__(self, app: Any, tokens: dict[str, str], metrics: ServerMetrics) -> None:
+        self.app = app
+        self.tokens = [(k.encode(), v) for k, v in tokens.items()]
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.tokens or scope["path"] in _OPEN_PATHS:
+            if scope["type"] == "http":
+                scope.setdefault("state", {})["principal"] = "anonymous"
+            await self.app(scope, receive, send)
+            return
+        header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.partition(b" ")
+        principal = None
+        if scheme.lower() == b"bearer" and token.strip():
+            for known, who in self.tokens:
+                if hmac.compare_digest(known, token.strip()):
+                    principal = who
+                    break
+        if principal is None:
+            self.metrics.errors.labels("auth", "unauthenticated").inc()
+            resp = _error(401, "unauthenticated",
+                          "missing or unknown bearer token; send 'Authorization: Bearer "
+                          "<token>' with a token listed under server.tokens")
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            await resp(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def create_app(store: Any, *, title: str = "featureledger feature server") -> FastAPI:
+    """The ASGI app serving ``store`` (a FeatureStore)."""
+    from featureledger import __version__
+
+    online = store._online
+    tokens: dict[str, str] = dict(store.config.server.tokens)
+    metrics = ServerMetrics(lambda: online.cache.stats() if online.cache is not None else None)
+    app = FastAPI(title=title, version=__version__, default_response_class=OrjsonResponse,
+                  description="Online feature vectors with per-value status, version and "
+                  "commit; catalog reads; health and Prometheus metrics.")
+    app.state.store = store
+    app.state.metrics = metrics
+
+    app.add_middleware(_AuthMiddleware, tokens=tokens, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(FeatureLedgerError)
+    async def _fl_error(request: Request, exc: FeatureLedgerError) -> OrjsonResponse:
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        metrics.errors.labels(route, exc.code).inc()
+        return _error(exc.http_status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> OrjsonResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors())
+        return _error(422, "invalid_request", f"the request is not valid: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        code = "invalid_json" if exc.status_code == 400 else "http_error"
+        return _error(exc.status_code, code, str(exc.detail))
+
+    online_schema = OnlineFeaturesRequest.model_json_schema()
+
+    @app.post("/features/online", response_model=None, tags=["online"],
+              summary="Feature vectors with per-value status, version and commit",
+              responses={200: {"model": OnlineFeaturesResponse}, **_ERRORS},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": online_schema}}}})
+    async def online_features(request: Request) -> Response:
+        data = _parse_online(await request.body())
+        entities = data["entities"]
+        lengths = {len(v) for v in entities.values()}
+        if len(lengths) > 1:
+            raise RetrievalError(f"entity columns have different lengths {sorted(lengths)}")
+        resp = await run_in_threadpool(
+            online.get_online_features, data.get("features"), entities,
+            feature_set=data.get("feature_set"),
+            full_feature_names=data.get("full_feature_names", False),
+            fill_defaults=data.get("fill_defaults", False))
+        return Response(orjson.dumps(resp.to_json_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
+
+    @app.post("/push/{view}", response_model=PushResponse, tags=["online"],
+              summary="Write rows online now; they land offline as a commit",
+              responses=_ERRORS)
+    async def push(view: str, body: PushRequest) -> dict[str, Any]:
+        commit_id = await run_in_threadpool(online.push, view, body.rows, flush=body.flush)
+        return {"commit_id": commit_id}
+
+    @app.get("/catalog/{kind}", response_model=list[Definition], tags=["catalog"],
+             summary="Latest version of every definition of a kind", responses=_ERRORS)
+    async def catalog(kind: Literal["entities", "views", "feature-sets"]) -> Any:
+        kinds = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
+        recs = await run_in_threadpool(store.list, kinds[kind])
+        return OrjsonResponse([_record(r) for r in recs])
+
+    @app.get("/catalog/{kind}/{name}", response_model=Definition, tags=["catalog"],
+             summary="One definition (latest version unless 'version' is given)",
+             responses=_ERRORS)
+    async def definition(kind: Literal["entities", "views", "feature-sets"], name: str,
+                         version: int | None = None) -> Any:
+        kinds = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
+        if version is not None and version < 1:
+            raise RetrievalError("version must be 1 or more")
+        rec = await run_in_threadpool(store.registry.definitions.get, kinds[kind], name,
+                                      version)
+        return OrjsonResponse(_record(rec))
+
+    @app.get("/catalog/{kind}/{name}/versions", response_model=list[Definition],
+             tags=["catalog"], summary="Every version of a definition", responses=_ERRORS)
+    async def versions(kind: Literal["entities", "views", "feature-sets"], name: str) -> Any:
+        kinds = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
+        recs = await run_in_threadpool(store.versions, name, kinds[kind])
+        return OrjsonResponse([_record(r) for r in recs])
+
+    @app.get("/health", response_model=Health, tags=["ops"],
+             summary="Registry, offline and online store reachability; cache statistics",
+             responses={503: {"model": Health, "description": "A check failed."}})
+    async def health() -> Any:
+        checks = await run_in_threadpool(online.health)
+        ok = all(checks[k]["ok"] for k in ("registry", "online_store", "offline_store"))
+        return OrjsonResponse({"status": "ok" if ok else "degraded", "checks": checks},
+                              status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                        401: _ERRORS[401]})
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version,
+                              description=app.description, routes=app.routes)
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}}
+            if tokens:
+                for path, ops in doc["paths"].items():
+                    if path not in _OPEN_PATHS:
+                        for op in ops.values():
+                            op["security"] = [{"bearer": []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def check_bind(host: str, tokens: dict[str, str]) -> None:
+    """Refuse to listen on a non-loopback address without authentication."""
+    import ipaddress
+
+    from featureledger.errors import ConfigError
+
+    if tokens:
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            f"refusing to serve on {host!r} without authentication: anyone who can reach it "
+            "could read features. Add tokens under server.tokens in featureledger.yaml "
+            "(token: principal), or bind 127.0.0.1"
+        )
+
+
+def serve(store: Any, host: str | None = None, port: int | None = None, *,
+          log_level: str = "warning") -> None:
+    """Run the server with uvicorn until interrupted."""
+    import uvicorn
+
+    cfg = store.config.server
+    host = host or cfg.host
+    port = port if port is not None else cfg.port
+    check_bind(host, cfg.tokens)
+    uvicorn.run(create_app(store), host=host, port=port, log_level=log_level,
+                access_log=False)

@@ -1,0 +1,82 @@
+"""Prometheus metrics of the feature server: latency, requests, errors, cache.
+
+Each app has its own ``CollectorRegistry`` (two apps in one process never clash). The
+middleware is plain ASGI: it times the request, reads the route template that FastAPI
+matched (so ``/catalog/views/{name}`` is one label, not one per view) and the status sent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServerMetrics:
+    def __init__(self, cache_stats: Any) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram(
+            "featureledger_request_seconds", "Request latency by route and method.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "featureledger_requests", "Requests by route, method and status code.",
+            ["route", "method", "status"], registry=self.registry)
+        self.errors = Counter(
+            "featureledger_errors", "Error responses by route and error code.",
+            ["route", "code"], registry=self.registry)
+        self.registry.register(_CacheCollector(cache_stats))
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.latency.labels(route, method).observe(seconds)
+        self.requests.labels(route, method, str(status)).inc()
+
+
+class _CacheCollector:
+    """Cache statistics read at scrape time."""
+
+    def __init__(self, cache_stats: Any) -> None:
+        self._stats = cache_stats
+
+    def collect(self) -> Any:
+        stats = self._stats() or {"hits": 0, "misses": 0, "hit_ratio": 0.0, "entries": 0}
+        yield GaugeMetricFamily("featureledger_cache_hit_ratio",
+                                "Share of online lookups answered by the cache.",
+                                value=stats["hit_ratio"])
+        yield GaugeMetricFamily("featureledger_cache_entries", "Records in the online cache.",
+                                value=stats["entries"])
+        yield GaugeMetricFamily("featureledger_cache_hits", "Cache hits since start.",
+                                value=stats["hits"])
+        yield GaugeMetricFamily("featureledger_cache_misses", "Cache misses since start.",
+                                value=stats["misses"])
+
+
+class MetricsMiddleware:
+    """ASGI middleware recording every HTTP request in ``metrics``."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(label, scope.get("method", ""), status[0],
+                                 time.perf_counter() - t0)
