@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "featureledger.cli.data_cmds",
     "featureledger.cli.tracking_cmds",
     "featureledger.cli.retrieval_cmds",
+    "featureledger.cli.online_cmds",
 ]
 
 app = typer.Typer(
