@@ -60,17 +60,20 @@ class _ColumnHasher:
             vals = pc.fill_null(arr, False).to_numpy(zero_copy_only=False)
             self.values.update(vals.astype(np.uint8).tobytes())
         elif pa.types.is_floating(t):
-            vals = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+            vals = (pc.fill_null(arr, 0) if arr.null_count else arr).to_numpy(
+                zero_copy_only=False)
             if np.isnan(vals).any():  # one NaN bit pattern, whatever produced it
                 vals = np.where(np.isnan(vals), np.array(np.nan, dtype=vals.dtype), vals)
             self.values.update(np.ascontiguousarray(vals).tobytes())
         elif pa.types.is_integer(t):
-            self.values.update(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).tobytes())
+            filled = pc.fill_null(arr, 0) if arr.null_count else arr
+            self.values.update(filled.to_numpy(zero_copy_only=False).tobytes())
         elif (pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t)
               or pa.types.is_duration(t)):
             width = pa.int64() if t.bit_width == 64 else pa.int32()
             ints = arr.view(width)
-            self.values.update(pc.fill_null(ints, 0).to_numpy(zero_copy_only=False).tobytes())
+            filled = pc.fill_null(ints, 0) if ints.null_count else ints
+            self.values.update(filled.to_numpy(zero_copy_only=False).tobytes())
         elif (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
               or pa.types.is_large_binary(t) or pa.types.is_string_view(t)
               or pa.types.is_binary_view(t)):
@@ -128,11 +131,26 @@ class ContentHasher:
             for chunk in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
                 hasher.update(chunk)
 
+    def column_digests(self) -> list[bytes]:
+        return [c.digest() for c in self.columns]
+
     def hexdigest(self) -> str:
-        h = hashlib.sha256(f"featureledger-content-v{HASH_VERSION}\x00{self.rows}\x00".encode())
-        for c in self.columns:
-            h.update(c.digest())
-        return h.hexdigest()
+        return combine_digests(self.rows, self.column_digests())
+
+
+def combine_digests(rows: int, digests: list[bytes]) -> str:
+    """The content hash of a table from its row count and its columns' digests, in order."""
+    h = hashlib.sha256(f"featureledger-content-v{HASH_VERSION}\x00{rows}\x00".encode())
+    for d in digests:
+        h.update(d)
+    return h.hexdigest()
+
+
+def column_digests(table: pa.Table) -> list[bytes]:
+    """Each column's digest; tables sharing columns can hash them once (combine_digests)."""
+    hasher = ContentHasher(table.schema)
+    hasher.update(table)
+    return hasher.column_digests()
 
 
 def content_hash(table: pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema | None = None

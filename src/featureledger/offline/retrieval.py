@@ -39,7 +39,13 @@ from featureledger.model.ids import new_id
 from featureledger.model.references import FeatureRef
 from featureledger.model.timeutil import current_user, now_us, to_us
 from featureledger.model.types import to_arrow, to_duckdb
-from featureledger.offline.dataset import HASH_VERSION, TrainingDataset, content_hash
+from featureledger.offline.dataset import (
+    HASH_VERSION,
+    TrainingDataset,
+    column_digests,
+    combine_digests,
+    content_hash,
+)
 from featureledger.offline.engine import ROW_COLUMN, DuckDBEngine, ViewScan
 from featureledger.registry.datasets import DatasetRecord
 from featureledger.tracking.context import current_run_id
@@ -333,16 +339,62 @@ class RetrievalService:
         ``view__feature`` with ``full_feature_names``. The dataset is recorded in the
         registry with the commits read, linked to the active (or given) run.
         """
+        from concurrent.futures import ThreadPoolExecutor
+
         refs, fs_name = self._feature_refs(features, feature_set)
         plan = self._plan(refs, full_feature_names)
         entities, ts_col = self._entities(entity_df, timestamp_column, plan)
         as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
         bounds = _ts_bounds(entities, ts_col)
         commits = [self._visible_commits(req, as_of_us, bounds) for req in plan]
-        table, unmatched = self._compute(entities, ts_col, plan, commits, bounds)
         ds_id = new_id("ds")
-        run = current_run_id(run_id)
-        manifest = {
+        # Storing and hashing the entity rows overlaps the join (both release the GIL).
+        with ThreadPoolExecutor(1, thread_name_prefix="featureledger-stage") as pool:
+            staged = pool.submit(self._stage_entities, ds_id, entities)
+            try:
+                table, unmatched = self._compute(entities, ts_col, plan, commits, bounds)
+                feature_digests = column_digests(table.select(
+                    [o for r in plan for o in r.output_names]))
+            except BaseException:
+                if staged.exception() is None:
+                    shutil.rmtree(staged.result()[0], ignore_errors=True)
+                raise
+            tmp, entity_digests = staged.result()
+        try:
+            manifest = self._manifest(ds_id, plan, commits, unmatched, entities, ts_col, table,
+                                      combine_digests(entities.num_rows, entity_digests),
+                                      combine_digests(table.num_rows,
+                                                      entity_digests + feature_digests),
+                                      fs_name, full_feature_names, as_of_us, as_of_commit)
+            run = current_run_id(run_id)
+            record = DatasetRecord(
+                dataset_id=ds_id, created_at=manifest["read_at"],
+                created_by=self.ctx.registry.actor or current_user(), run_id=run,
+                feature_set=fs_name, features=manifest["features"], as_of=as_of_us,
+                entity_digest=manifest["entity"]["digest"],
+                entity_path=manifest["entity"]["path"],
+                content_hash=manifest["content_hash"], row_count=table.num_rows,
+                arrow_schema=manifest["arrow_schema"], manifest=manifest,
+                commit_ids=manifest["commit_ids"])
+            final = self.ctx.offline_store.dataset_dir(ds_id)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            self.ctx.registry.datasets.insert(record)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        self.ctx.events.emit("dataset.created", record=record, dataset_id=ds_id, run_id=run)
+        return TrainingDataset(ds_id, manifest, _table=table)
+
+    def _manifest(self, ds_id: str, plan: Sequence[_ViewRequest],
+                  commits: Sequence[Sequence[CommitRecord]], unmatched: list[int],
+                  entities: pa.Table, ts_col: str, table: pa.Table, entity_digest: str,
+                  content: str, fs_name: str | None, full_feature_names: bool,
+                  as_of_us: int | None, as_of_commit: str | None) -> dict[str, Any]:
+        return {
             "dataset_id": ds_id,
             "hash_version": HASH_VERSION,
             "features": [f"{r.view}@{r.version}:{f}" for r in plan for f in r.features],
@@ -352,34 +404,19 @@ class RetrievalService:
             "as_of_commit": as_of_commit,
             "read_at": now_us(),
             "views": [{**r.to_dict(), "commit_ids": [c.commit_id for c in cs],
-                       "unmatched_rows": u} for r, cs, u in zip(plan, commits, unmatched, strict=True)],
+                       "unmatched_rows": u}
+                      for r, cs, u in zip(plan, commits, unmatched, strict=True)],
             "commit_ids": [c.commit_id for cs in commits for c in cs],
             "entity": {"timestamp_column": ts_col, "columns": entities.column_names,
-                       "row_count": entities.num_rows, "digest": content_hash(entities),
+                       "row_count": entities.num_rows, "digest": entity_digest,
                        "path": f"datasets/{ds_id}/entities.parquet"},
             "row_count": table.num_rows,
-            "content_hash": content_hash(table),
+            "content_hash": content,
             "arrow_schema": table.schema.to_string(show_schema_metadata=False),
             "null_counts": {name: table.column(name).null_count
                             for r in plan for name in r.output_names},
             "engine": {"name": "duckdb", "version": self.engine.version},
         }
-        record = DatasetRecord(
-            dataset_id=ds_id, created_at=manifest["read_at"],
-            created_by=self.ctx.registry.actor or current_user(), run_id=run,
-            feature_set=fs_name, features=manifest["features"], as_of=as_of_us,
-            entity_digest=manifest["entity"]["digest"], entity_path=manifest["entity"]["path"],
-            content_hash=manifest["content_hash"], row_count=table.num_rows,
-            arrow_schema=manifest["arrow_schema"], manifest=manifest,
-            commit_ids=manifest["commit_ids"])
-        self._save_entities(ds_id, entities)
-        try:
-            self.ctx.registry.datasets.insert(record)
-        except BaseException:
-            shutil.rmtree(self.ctx.offline_store.dataset_dir(ds_id), ignore_errors=True)
-            raise
-        self.ctx.events.emit("dataset.created", record=record, dataset_id=ds_id, run_id=run)
-        return TrainingDataset(ds_id, manifest, _table=table)
 
     def get_features_in_window(self, features_or_view: Any, start: Any, end: Any,
                                as_of: Any = None) -> pa.Table:
@@ -516,6 +553,10 @@ class RetrievalService:
         if result.num_rows != n:
             raise StorageError(f"internal: the join returned {result.num_rows} rows for {n} "
                                "entity rows; please report this")
+        rows = result.column(ROW_COLUMN).to_numpy()
+        order = np.empty(n, dtype=np.int64)
+        order[rows] = np.arange(n, dtype=np.int64)  # inverse permutation: entity order
+        result = result.take(pa.array(order))
         table = entities
         unmatched = []
         for i, r in enumerate(plan):
@@ -528,19 +569,21 @@ class RetrievalService:
             unmatched.append(n - int(matched))
         return table, unmatched
 
-    def _save_entities(self, ds_id: str, entities: pa.Table) -> None:
-        """Write the entity rows under datasets/<id>/ (temp folder, then one rename)."""
+    def _stage_entities(self, ds_id: str, entities: pa.Table) -> tuple[Path, list[bytes]]:
+        """Write the entity rows durably into a temp folder beside datasets/<id>/, and hash
+        their columns. The caller renames the folder into place."""
         import pyarrow.parquet as pq
 
         final = self.ctx.offline_store.dataset_dir(ds_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{ds_id}.{os.getpid()}.tmp"
-        tmp.mkdir(parents=True, exist_ok=False)
+        tmp.mkdir()
         try:
             path = tmp / "entities.parquet"
-            pq.write_table(entities, path, compression="zstd")
+            pq.write_table(entities, path, compression="snappy")  # fast to write
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-            os.rename(tmp, final)
+            return tmp, column_digests(entities)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
