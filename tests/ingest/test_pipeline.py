@@ -305,3 +305,12 @@ def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
     else:
         assert c.source["kind"] == ("polars" if kind == "polars" else "arrow")
     json.dumps(c.to_dict())
+
+
+def test_pandas_index_is_data_only_when_named(sqlite_store) -> None:
+    df = good_frame(8)
+    sliced = df.iloc[2:]  # an unnamed, non-range index: positions, not data
+    assert sqlite_store.ingest("trips", sliced).row_count == 6
+    keyed = df.set_index("driver_id")  # a named index: the join key
+    stored = read_commit(sqlite_store, sqlite_store.ingest("trips", keyed.iloc[:4]).commit)
+    assert stored.column("driver_id").to_pylist() == df["driver_id"].tolist()[:4]

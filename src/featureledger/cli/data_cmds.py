@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
             except ValidationFailedError as exc:
                 if as_json:
                     print_json({"error": "validation_failed", "message": str(exc),
-                                "report": exc.report.to_dict() if exc.report else None})
+                                "report": getattr(exc.report, "to_dict", dict)()})
                 else:
                     err_console.print(report_table(exc.report, f"{name}: rejected"))
                     err_console.print("[red]nothing was written[/]; fix the data or use "

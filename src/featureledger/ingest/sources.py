@@ -82,8 +82,8 @@ def _from_memory(data: Any) -> tuple[pa.Table, str] | None:
         import pandas as pd
 
         if isinstance(data, pd.DataFrame):
-            # a named or multi-level index holds data (e.g. the keys); a RangeIndex does not
-            keep = not isinstance(data.index, pd.RangeIndex)
+            # a named index holds data (e.g. the keys); an unnamed one is only positions
+            keep = any(name is not None for name in data.index.names)
             try:
                 return pa.Table.from_pandas(data, preserve_index=keep), "pandas"
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -202,7 +202,7 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
         files = _expand(path)
         fmt = _format_of(files, file_format)
         table = _read_files(files, fmt, options, text_types)
-        desc = {
+        desc: dict[str, Any] = {
             "kind": "file",
             "format": fmt,
             "uri": Path(path).absolute().as_uri() if not any(c in path for c in "*?[")

@@ -340,10 +340,11 @@ def validate(conformed: Conformed, view: FeatureView, *, raw: pa.Table,
             r.result.failed = int(r.mask.sum())
             pos = np.flatnonzero(r.mask)[:sample_rows]
             r.result.sample = _sample(raw, table, row_numbers, pos, r.result.columns)
-    bad = reasons = None
+    bad: np.ndarray | None = None
+    reasons = None
     if failing:
-        matrix = np.column_stack([r.mask for r in failing])
-        bad = matrix.any(axis=1)
+        matrix = np.column_stack([r.mask for r in failing if r.mask is not None])
+        bad = np.asarray(matrix.any(axis=1), dtype=bool)
         sub = matrix[bad]
         names = np.array([r.result.rule for r in failing], dtype=object)
         offsets = np.concatenate([[0], np.cumsum(sub.sum(axis=1))]).astype(np.int32)
