@@ -314,3 +314,33 @@ def test_pandas_index_is_data_only_when_named(sqlite_store) -> None:
     keyed = df.set_index("driver_id")  # a named index: the join key
     stored = read_commit(sqlite_store, sqlite_store.ingest("trips", keyed.iloc[:4]).commit)
     assert stored.column("driver_id").to_pylist() == df["driver_id"].tolist()[:4]
+
+
+def test_concurrent_ingestions_get_strictly_increasing_commit_times(store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [good_frame(50, start=100 * k) for k in range(6)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        ids = list(pool.map(lambda f: store.ingest("trips", f).commit_id, frames))
+    listed = store.commits("trips")
+    assert sorted(c.commit_id for c in listed) == sorted(ids)
+    times = [c.commit_time for c in listed]
+    assert len(set(times)) == 6 and times == sorted(times)
+    for c in listed:  # the rows carry the registry's commit time
+        stored = read_commit(store, c)
+        assert set(stored.column("_commit_time").cast(pa.int64()).to_pylist()) == {
+            c.commit_time}
+
+
+def test_ingest_into_an_older_version(store, make_view) -> None:
+    from featureledger import Field
+
+    v2 = make_view(fields=[*make_view().fields, Field(name="tip", dtype="float64")])
+    store.apply([v2])
+    old = store.ingest("trips", good_frame(4), version=1).commit
+    new = store.ingest("trips", good_frame(4).assign(tip=1.5)).commit
+    assert (old.view_ref, new.view_ref) == ("trips@1", "trips@2")
+    assert "tip" not in read_commit(store, old).column_names
+    assert read_commit(store, new).column("tip").to_pylist() == [1.5] * 4
+    assert new.files[0].startswith(f"views/trips/v2/{new.commit_id}/")
+    assert [c.commit_id for c in store.commits("trips", version=1)] == [old.commit_id]
