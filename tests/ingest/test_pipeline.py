@@ -297,6 +297,12 @@ def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
     assert stored.column("n").to_pylist() == df["n"].tolist()
     assert stored.column("event_timestamp").to_pylist() == [
         T0 + dt.timedelta(hours=h) for h in range(6)]
+    if kind == "view_source":  # one lineage node for the source, fed and ingested from
+        with sqlite_store.registry.db.read() as conn:
+            t = schema.lineage_edges
+            rels = set(conn.execute(sa.select(t.c.relation, t.c.dst).where(
+                t.c.src == "source:data/trips.parquet")).all())
+        assert rels == {("feeds", "view:trips@2"), ("ingested", c.commit_id)}
     if files:
         assert c.source["kind"] == "file"
         assert [f["path"] for f in c.source["files"]] == [str(f) for f in files]

@@ -4,6 +4,10 @@ Accepted input: a pandas DataFrame, a ``pyarrow.Table`` or ``RecordBatchReader``
 DataFrame (or LazyFrame), a path or glob of Parquet / CSV files, or ``None`` for the view's
 own :class:`~featureledger.model.definitions.FileSource`.
 
+The description's ``uri`` names the source in the lineage graph: the file URI of a path
+or glob, the declared path of the view's own source (as its definition's ``feeds`` edge
+names it), or ``memory:<name>@sha256:<digest prefix>`` for in-memory data.
+
 The digest identifies what was read:
 
 * files: sha256 over the bytes of every matched file, in sorted path order;
@@ -186,6 +190,7 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
     (:func:`arrow_digest`, then :meth:`InputData.set_digest`).
     """
     options: dict[str, Any] = {}
+    declared = None
     if data is None:
         src = getattr(view, "source", None)
         if src is None or getattr(src, "type", None) != "file":
@@ -195,6 +200,7 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
                 "(a DataFrame, an Arrow table or a file path) to ingest"
             )
         data, file_format, options = src.path, src.format, dict(src.options)
+        declared = src.path
         if base is not None and not os.path.isabs(os.path.expanduser(data)):
             data = os.path.join(base, data)
     if isinstance(data, (str, os.PathLike)):
@@ -210,6 +216,9 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
             "files": [{"path": str(f), "bytes": f.stat().st_size} for f in files],
             "digest": _file_digest(files),
         }
+        if declared is not None:
+            # the view's own source: the same lineage node its definition feeds from
+            desc["uri"], desc["location"] = declared, desc["uri"]
     else:
         got = _from_memory(data)
         if got is None:
