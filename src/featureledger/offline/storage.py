@@ -8,8 +8,9 @@ Layout under the store root::
     _tmp/<commit_id>.<pid>/                                   a write in progress
 
 Every stored row carries the view's join keys, its event-timestamp column (timestamp[us,
-UTC]), the feature columns with their declared Arrow types, ``_commit_id`` and
-``_commit_time`` (timestamp[us, UTC]).
+UTC]), the created-timestamp column when the view declares one, the feature columns with
+their declared Arrow types, ``_commit_id`` (string) and ``_commit_time`` (timestamp[us,
+UTC]). Data files are Snappy-compressed (pyarrow's default codec: the fastest to write).
 
 A commit's files are written under ``_tmp`` and renamed into place in one ``rename`` of the
 folder; the commit becomes visible only when the registry row that lists its files is
