@@ -27,6 +27,7 @@ The result is a JSON-ready dict (non-finite numbers become text such as ``"inf"`
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,14 @@ QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75,
 QUANTILE_EXACT_LIMIT = 100_000
 TOP_K = 10
 SAMPLE_SEED = 0
+
+
+@functools.lru_cache(maxsize=8)
+def _sample_positions(n: int) -> np.ndarray:
+    """QUANTILE_EXACT_LIMIT positions drawn uniformly from range(n), seeded, sorted (the
+    gather then walks memory forwards)."""
+    rng = np.random.default_rng(SAMPLE_SEED)
+    return np.sort(rng.integers(0, n, QUANTILE_EXACT_LIMIT))
 
 
 def _num(v: Any) -> Any:
@@ -72,17 +81,16 @@ def _numeric(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
         out.update(min=None, max=None, mean=None, std=None,
                    quantiles=dict.fromkeys(QUANTILES), quantiles_exact=True)
         return
-    mm = pc.min_max(values)
     std = pc.stddev(values, ddof=1).as_py() if len(values) > 1 else None
     if mean is None:
         mean = pc.mean(values).as_py()
-    out.update(min=_num(mm["min"].as_py()), max=_num(mm["max"].as_py()),
-               mean=_num(mean), std=_num(std))
+    # no nulls and no NaN are left, so numpy's SIMD min/max apply (faster than Arrow's)
     flat = values.to_numpy() if values.num_chunks == 1 else values.combine_chunks().to_numpy()
+    out.update(min=_num(flat.min().item()), max=_num(flat.max().item()),
+               mean=_num(mean), std=_num(std))
     exact = flat.size <= QUANTILE_EXACT_LIMIT
     if not exact:
-        rng = np.random.default_rng(SAMPLE_SEED)
-        flat = flat[rng.integers(0, flat.size, QUANTILE_EXACT_LIMIT)]
+        flat = flat[_sample_positions(flat.size)]
     with np.errstate(invalid="ignore"):  # inf - inf while interpolating gives NaN, no warning
         qs = np.quantile(flat.astype(np.float64, copy=False), list(QUANTILES.values()))
     out["quantiles"] = {k: _num(q) for k, q in zip(QUANTILES, qs, strict=True)}
