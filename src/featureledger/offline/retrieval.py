@@ -101,7 +101,7 @@ def commits_overlap(commits: Sequence[CommitRecord]) -> bool:
         return False
     if any(c.min_event_ts is None or c.max_event_ts is None for c in live):
         return True
-    spans = sorted((c.min_event_ts, c.max_event_ts) for c in live)  # type: ignore[type-var]
+    spans = sorted((int(c.min_event_ts or 0), int(c.max_event_ts or 0)) for c in live)
     end = spans[0][1]
     for lo, hi in spans[1:]:
         if lo <= end:
@@ -241,11 +241,11 @@ class RetrievalService:
         by_version: dict[tuple[str, int], _ViewRequest] = {}
         order: list[tuple[str, int]] = []
         for (view, _version), group in groups.items():
-            pinned, rec = self.ctx.registry.definitions.resolve(group[0])
+            _, rec = self.ctx.registry.definitions.resolve(group[0])
             d = rec.definition
             for r in group[1:]:
                 d.field(r.feature)  # raises UnknownFeatureError naming the fields
-            key = (view, pinned.version)
+            key = (view, rec.version)
             if key not in by_version:
                 order.append(key)
                 by_version[key] = _ViewRequest(

@@ -9,12 +9,13 @@ updated.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from featureledger.errors import UnknownDatasetError
+from featureledger.errors import StateError, UnknownDatasetError
 from featureledger.model.hashing import canonical_json
 from featureledger.model.timeutil import from_us
 from featureledger.registry import schema
@@ -55,6 +56,17 @@ class DatasetRepository:
 
     def insert(self, rec: DatasetRecord) -> DatasetRecord:
         """Record a dataset, the commits it read and its lineage edges in one transaction."""
+        try:
+            self._insert(rec)
+        except sa.exc.IntegrityError as exc:
+            raise StateError(
+                f"dataset {rec.dataset_id} could not be recorded: it already exists or names a "
+                f"commit the registry does not hold ({exc.orig}); nothing was written. Retry "
+                "the retrieval, which makes a new dataset id"
+            ) from None
+        return rec
+
+    def _insert(self, rec: DatasetRecord) -> None:
         t = schema.datasets
         with self.db.write() as conn:
             conn.execute(t.insert().values(
@@ -83,7 +95,6 @@ class DatasetRepository:
             self.db.audit(conn, "create_dataset", "dataset", rec.dataset_id,
                           {"features": rec.features, "commits": len(commit_ids),
                            "run_id": rec.run_id, "content_hash": rec.content_hash})
-        return rec
 
     def get(self, dataset_id: str) -> DatasetRecord:
         t = schema.datasets
@@ -116,9 +127,9 @@ class DatasetRepository:
             commits = self._commit_ids(conn, [r.dataset_id for r in rows])
         return [_record(r, commits.get(r.dataset_id, [])) for r in rows]
 
-    def _commit_ids(self, conn: Any, dataset_ids: list[str]) -> dict[str, list[str]]:
+    def _commit_ids(self, conn: Any, dataset_ids: Sequence[str]) -> dict[str, Sequence[str]]:
         dc = schema.dataset_commits
-        out: dict[str, list[str]] = {}
+        out: dict[str, Any] = {}
         for i in range(0, len(dataset_ids), 500):
             chunk = dataset_ids[i:i + 500]
             q = (sa.select(dc.c.dataset_id, dc.c.commit_id)
@@ -128,7 +139,7 @@ class DatasetRepository:
         return out
 
 
-def _record(row: Any, commit_ids: list[str]) -> DatasetRecord:
+def _record(row: Any, commit_ids: Sequence[str]) -> DatasetRecord:
     manifest = json.loads(row.manifest)
     # the manifest keeps the commits in read order; the table only knows the set
     ordered = manifest.get("commit_ids") or commit_ids
