@@ -7,6 +7,8 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from featureledger import FeatureView, Field, RowCheck
 from featureledger.errors import IngestionError
@@ -172,3 +174,70 @@ def test_report_round_trips_and_summarises(make_view) -> None:
     again = ValidationReport.from_dict(report.to_dict())
     assert again.to_dict() == report.to_dict()
     assert report.summary() == "  range:n (0 <= n <= 100): 1 row(s), e.g. row 1 n=200"
+
+
+# -- against a row-by-row oracle ------------------------------------------------------------
+
+ROW = st.fixed_dictionaries({
+    "driver_id": st.integers(0, 3),
+    "hour": st.integers(0, 3),
+    "n": st.one_of(st.none(), st.integers(-3, 103)),
+    "min_fare": st.one_of(st.none(), st.floats(0, 10, width=32)),
+    "max_fare": st.one_of(st.none(), st.floats(0, 10, width=32)),
+    "score": st.one_of(st.none(), st.floats(-0.5, 1.5, width=32), st.just(float("nan"))),
+    "city": st.sampled_from(["ams", "ber", "par", None]),
+    "code": st.sampled_from(["AB1", "ab1", "XY22", None]),
+})
+
+
+def oracle_reasons(rows: list[dict]) -> list[list[str]]:
+    """The failed rules of each row, in the report's rule order, by plain Python."""
+    import math
+    import re
+    from collections import Counter
+
+    groups = Counter((r["driver_id"], r["hour"]) for r in rows)
+    out = []
+    for r in rows:
+        reasons = []
+        if r["n"] is None:
+            reasons.append("not_null:n")
+        if r["n"] is not None and not 0 <= r["n"] <= 100:
+            reasons.append("range:n")
+        s = r["score"]
+        if s is not None and (math.isnan(s) or not 0.0 <= s <= 1.0):
+            reasons.append("range:score")
+        if r["city"] is not None and r["city"] not in ("ams", "ber"):
+            reasons.append("allowed_values:city")
+        if r["code"] is not None and not re.fullmatch(r"[A-Z]{2}\d", r["code"]):
+            reasons.append("regex:code")
+        if r["min_fare"] is not None and r["max_fare"] is not None \
+                and not r["min_fare"] <= r["max_fare"]:
+            reasons.append("check:fares")
+        if groups[(r["driver_id"], r["hour"])] > 1:
+            reasons.append("unique_key")
+        out.append(reasons)
+    return out
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, min_size=1, max_size=25))
+def test_validation_matches_a_row_by_row_oracle(make_view, rows) -> None:
+    table = {
+        "driver_id": [r["driver_id"] for r in rows],
+        "event_timestamp": [T0 + dt.timedelta(hours=r["hour"]) for r in rows],
+        **{k: [r[k] for r in rows] for k in ("n", "min_fare", "max_fare", "city", "code")},
+        "score": pa.array([r["score"] for r in rows], pa.float32()),
+    }
+    out = run(make_view(), table)
+    expected = oracle_reasons(rows)
+    got = [[] for _ in rows]
+    if out.bad is not None:
+        for pos, reasons in zip(np.flatnonzero(out.bad), out.reasons.to_pylist(), strict=True):
+            got[pos] = reasons
+    assert got == expected
+    counts = {r.rule: r.failed for r in out.report.rules}
+    for rule in counts:
+        assert counts[rule] == sum(rule in e for e in expected)
+    assert out.report.rows_rejected == sum(bool(e) for e in expected)
