@@ -183,6 +183,12 @@ class IngestionService:
         :class:`ValidationFailedError` with ``.report``); ``"drop_invalid"`` commits the
         valid rows and stores the others, with their reasons, as the rejected set. The
         run is ``run_id`` or the active run.
+
+        Input columns are cast to the declared types only where the cast is exact, and a
+        field the input lacks is filled with its ``default`` (or null when it is nullable);
+        nulls present in the input are never replaced. The rules are in
+        :mod:`featureledger.ingest.casting`, the checks in
+        :mod:`featureledger.ingest.validation`.
         """
         if mode not in MODES:
             raise IngestionError(f"mode {mode!r} is not known; use 'strict' or 'drop_invalid'")
