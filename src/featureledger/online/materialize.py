@@ -103,8 +103,11 @@ def latest_per_key_sql(view: FeatureView, files: Sequence[str], *, start: int | 
         f"SELECT {keys_sql}, epoch_us({ts}) AS _ts, epoch_us(_commit_time) AS _ct, "
         f"_commit_id, {feats} FROM {source}"
         + (f" WHERE {' AND '.join(where)}" if where else "")
-        + f" QUALIFY row_number() OVER (PARTITION BY {keys_sql} "
-        f"ORDER BY {ts} DESC, _commit_time DESC, _commit_id DESC) = 1"
+        # one packed sort key (event time, then commit time): several sort columns make
+        # DuckDB's window sort several times slower. Commit times are unique per view
+        # (each commit takes a later one than the last), so no further tie-break is needed.
+        + f" QUALIFY row_number() OVER (PARTITION BY {keys_sql} ORDER BY "
+        f"(epoch_us({ts})::HUGEINT << 64) + epoch_us(_commit_time) DESC) = 1"
     )
 
 
