@@ -10,8 +10,10 @@ Shape (deterministic, seed 7): 10,000 entities, one row per entity per time slot
 days (10 / 100 / 500 / 2000 slots give 100k / 1M / 5M / 20M rows), each row at a random
 instant inside its slot; features f0-f4 float32, f5-f9 float64; TTL 7 days. 100,000 entity
 rows with random entities and random times over the 90 days, plus ``row_id`` and ``label``
-columns. The same Parquet data feeds every contender: one file for Feast, raw DuckDB and
-pandas; the same rows ingested into a featureledger store (one commit per million rows).
+columns. The same rows feed every contender: one Parquet file (snappy, 1M-row groups, as
+featureledger writes its commits) for Feast, raw DuckDB and pandas; the same rows ingested
+into a featureledger store with ``store.ingest`` (one commit per million rows). Data is
+generated once under ``bench/.data/offline`` and reused.
 
 Contenders, each measured in a fresh process per run (round-robin, so all see the same
 machine state); only the retrieval is timed (imports, opening the store and reading the
@@ -65,7 +67,7 @@ REFERENCES = ("duckdb_asof", "pandas_merge_asof")
 TARGET_TIME_RATIO = 1.3
 TARGET_MEMORY_RATIO = 1.2
 TARGET_20M_GIB = 3.0
-GENERATION = 2  # bump when the data shape changes, so cached data is regenerated
+GENERATION = 3  # bump when the data shape changes, so cached data is regenerated
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -135,7 +137,9 @@ def prepare(size: str) -> Path:
     t0 = time.perf_counter()
     for chunk in feature_chunks(SIZES[size]):
         if writer is None:
-            writer = pq.ParquetWriter(d / "features.parquet", chunk.schema, compression="zstd")
+            # the settings featureledger's commit files use (snappy, 1M-row groups), so
+            # every contender decodes the same kind of file
+            writer = pq.ParquetWriter(d / "features.parquet", chunk.schema, compression="snappy")
         writer.write_table(chunk, row_group_size=COMMIT_ROWS)
         store.ingest("bench", chunk)
         rows += chunk.num_rows

@@ -118,3 +118,30 @@ def test_content_hash_depends_on_content_only():
     assert content_hash(table.set_column(4, "l", pa.array([[1.0], None, None, [2.0, 3.0]],
                                                           pa.list_(pa.float64())))) != h
     assert content_hash(table.slice(0, 3)) != h
+
+
+def test_duckdb_limits_come_from_the_config(tmp_path, write_commit):
+    from featureledger.config import load_config
+    from featureledger.errors import ConfigError
+
+    cfg = load_config(tmp_path, overrides={"offline_store": {"type": "parquet",
+        "duckdb_memory_limit": "96MB", "duckdb_threads": 1}})
+    with FeatureStore(tmp_path, config=cfg) as s:
+        s.apply([Entity(name="shop", join_keys={"shop_id": "string"}),
+                 FeatureView(name="sales", entities=["shop"],
+                             fields=[Field(name="amount", dtype="int32")])])
+        write_commit(s, "sales", {"shop_id": ["a"], "event_timestamp": [t(0)], "amount": [3]})
+        ds = s.get_historical_features({"shop_id": ["a"], "event_timestamp": [t(1)]},
+                                       ["sales:amount"])
+        assert ds.to_arrow().column("amount").to_pylist() == [3]
+        engine = s._retrieval.engine
+        settings = dict(engine._db.sql(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('threads', "
+            "'memory_limit')").fetchall())
+        assert settings["threads"] == "1"
+        assert settings["memory_limit"].startswith(("91", "96"))  # DuckDB prints MiB
+    bad = load_config(tmp_path, overrides={"offline_store": {"type": "parquet", "duckdb_memory_limit": "lots"}})
+    with FeatureStore(tmp_path, config=bad) as s, pytest.raises(ConfigError,
+                                                                match="duckdb_memory_limit"):
+        s.get_historical_features({"shop_id": ["a"], "event_timestamp": [t(1)]},
+                                  ["sales:amount"])
