@@ -53,25 +53,58 @@ class OnlineResponse:
     feature was read from and ``references[name]`` its pinned reference.
     """
 
-    __slots__ = ("_commits", "_event_ts", "_group", "dtypes", "entity_columns", "join_keys",
-                 "names", "references", "statuses", "values", "versions")
+    __slots__ = ("_commits", "_dicts", "_dtypes", "_event_ts", "_group", "_references",
+                 "_statuses", "_values", "_versions", "entity_columns", "join_keys", "names")
 
     def __init__(self, join_keys: list[str], entity_columns: list[list[Any]],
                  names: list[str], references: list[str], versions: list[int],
                  values: list[list[Any]], statuses: list[list[FeatureStatus]],
                  group: list[int], commits: list[list[str | None]],
                  event_ts: list[list[int | None]], dtypes: list[str] | None = None) -> None:
+        # kept as lists; the name-keyed dicts are built on first access (the hot path
+        # builds responses that are often only serialised)
         self.join_keys = join_keys
         self.entity_columns = entity_columns
         self.names = names
-        self.references = dict(zip(names, references, strict=False))
-        self.versions = dict(zip(names, versions, strict=False))
-        self.values = dict(zip(names, values, strict=False))
-        self.statuses = dict(zip(names, statuses, strict=False))
-        self._group = dict(zip(names, group, strict=False))
+        self._references = references
+        self._versions = versions
+        self._values = values
+        self._statuses = statuses
+        self._group = group
         self._commits = commits
         self._event_ts = event_ts
-        self.dtypes = dict(zip(names, dtypes, strict=False)) if dtypes is not None else {}
+        self._dtypes = dtypes
+        self._dicts: dict[str, dict[str, Any]] = {}
+
+    def _by_name(self, key: str, items: list[Any] | None) -> dict[str, Any]:
+        d = self._dicts.get(key)
+        if d is None:
+            d = self._dicts[key] = dict(zip(self.names, items or [], strict=False))
+        return d
+
+    @property
+    def values(self) -> dict[str, list[Any]]:
+        """Feature name -> values, aligned with the entity rows."""
+        return self._by_name("values", self._values)
+
+    @property
+    def statuses(self) -> dict[str, list[FeatureStatus]]:
+        """Feature name -> status of each value."""
+        return self._by_name("statuses", self._statuses)
+
+    @property
+    def versions(self) -> dict[str, int]:
+        """Feature name -> the view version it was read from."""
+        return self._by_name("versions", self._versions)
+
+    @property
+    def references(self) -> dict[str, str]:
+        """Feature name -> pinned reference (``view@version:feature``)."""
+        return self._by_name("references", self._references)
+
+    @property
+    def dtypes(self) -> dict[str, str]:
+        return self._by_name("dtypes", self._dtypes)
 
     def __len__(self) -> int:
         return len(self.entity_columns[0]) if self.entity_columns else 0
@@ -81,11 +114,11 @@ class OnlineResponse:
 
     def commits(self, name: str) -> list[str | None]:
         """The commit each value of ``name`` came from (None when not found)."""
-        return self._commits[self._group[name]]
+        return self._commits[self._group[self.names.index(name)]]
 
     def event_timestamps(self, name: str) -> list[int | None]:
         """Event time (µs since the epoch, UTC) of the record behind each value."""
-        return self._event_ts[self._group[name]]
+        return self._event_ts[self._group[self.names.index(name)]]
 
     def to_dict(self, *, metadata: bool = False) -> dict[str, list[Any]]:
         """Columns: join keys, then features; with ``metadata`` also
@@ -105,19 +138,20 @@ class OnlineResponse:
         from featureledger.online.codec import dtype_codec
 
         results = []
-        for name in self.names:
-            values = self.values[name]
-            codec = dtype_codec(self.dtypes.get(name, ""))
-            if codec is not None:
-                values = _jsonable(values, self.dtypes[name])
+        dtypes = self._dtypes or [""] * len(self.names)
+        for j, name in enumerate(self.names):
+            values = self._values[j]
+            if dtype_codec(dtypes[j]) is not None:
+                values = _jsonable(values, dtypes[j])
+            g = self._group[j]
             results.append({
                 "name": name,
-                "reference": self.references[name],
-                "version": self.versions[name],
+                "reference": self._references[j],
+                "version": self._versions[j],
                 "values": values,
-                "statuses": [s.value for s in self.statuses[name]],
-                "commits": self.commits(name),
-                "event_timestamps": self.event_timestamps(name),
+                "statuses": self._statuses[j],  # a str enum: serialised as its value
+                "commits": self._commits[g],
+                "event_timestamps": self._event_ts[g],
             })
         return {
             "entities": dict(zip(self.join_keys, self.entity_columns, strict=False)),

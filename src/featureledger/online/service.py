@@ -368,46 +368,52 @@ class OnlineService:
 
     def _read(self, plan: ReadPlan, rows: list[dict[str, Any]],
               fill_defaults: bool) -> OnlineResponse:
-        n = len(rows)
         ncols = len(plan.names)
-        values: list[list[Any]] = [[None] * n for _ in range(ncols)]
-        statuses: list[list[Any]] = [[NOT_FOUND] * n for _ in range(ncols)]
+        values: list[Any] = [None] * ncols
+        statuses: list[Any] = [None] * ncols
         commits: list[list[Any]] = []
         event_ts: list[list[Any]] = []
         keysets = [[g.keys.encode_row(r) for r in rows] for g in plan.groups]
         decoded = self._fetch(plan, keysets)
         now = None
-        for g, recs in zip(plan.groups, decoded, strict=False):
-            cm: list[Any] = [None] * n
-            tl: list[Any] = [None] * n
-            commits.append(cm)
-            event_ts.append(tl)
-            cols = g.columns
+        for g, recs in zip(plan.groups, decoded, strict=True):
             ttl = g.ttl_us
+            # per record: its values when served, else None, and the status it imposes
+            live: list[Any] = []
+            base: list[Any] = []
+            cm: list[Any] = []
+            tl: list[Any] = []
             if ttl is not None and now is None:
                 now = now_us()
-            for i, d in enumerate(recs):
+            for d in recs:
                 if d is MISSING:
+                    live.append(None)
+                    base.append(NOT_FOUND)
+                    cm.append(None)
+                    tl.append(None)
                     continue
                 ts, cid, vals = d
-                cm[i] = cid
-                tl[i] = ts
+                cm.append(cid)
+                tl.append(ts)
                 if ttl is not None and now - ts > ttl:  # type: ignore[operator]
-                    for out, _fi in cols:
-                        statuses[out][i] = OUTSIDE_TTL
-                    continue
-                for out, fi in cols:
-                    v = vals[fi]
-                    values[out][i] = v
-                    statuses[out][i] = PRESENT if v is not None else NULL
+                    live.append(None)
+                    base.append(OUTSIDE_TTL)
+                else:
+                    live.append(vals)
+                    base.append(None)
+            commits.append(cm)
+            event_ts.append(tl)
+            for out, fi in g.columns:
+                col = [None if v is None else v[fi] for v in live]
+                values[out] = col
+                statuses[out] = [b if b is not None else (NULL if x is None else PRESENT)
+                                 for b, x in zip(base, col, strict=True)]
         if fill_defaults:
             for out, default in enumerate(plan.defaults):
                 if default is None:
                     continue
-                col, st = values[out], statuses[out]
-                for i in range(n):
-                    if st[i] is NOT_FOUND or st[i] is OUTSIDE_TTL:
-                        col[i] = default
+                values[out] = [default if st is NOT_FOUND or st is OUTSIDE_TTL else v
+                               for v, st in zip(values[out], statuses[out], strict=True)]
         entity_cols = [[r.get(k) for r in rows] for k in plan.join_keys]
         return OnlineResponse(plan.join_keys, entity_cols, plan.names, plan.references,
                               plan.versions, values, statuses, plan.group_of, commits,
