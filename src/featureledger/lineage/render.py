@@ -8,9 +8,9 @@ laid out in columns by their depth in the flow, an SVG you can pan (drag) and zo
 >>> g = LineageGraph(["dep_1"], "upstream", [Edge("mdl_1", "dep_1", "deployed_as")])
 >>> print(to_mermaid(g))
 graph LR
-  n0["mdl_1"]
-  n1["dep_1"]
-  n0 -->|deployed_as| n1
+  n0["dep_1"]
+  n1["mdl_1"]
+  n1 -->|deployed_as| n0
 """
 
 from __future__ import annotations

@@ -295,6 +295,12 @@ class TrackingService:
         """Allow a deployment to keep reading a deprecated or retired ``view@N``."""
         self.models.add_exception(deployment_id, feature_version, reason)
 
+    def record_usage(self, deployment_id: str, feature_versions: list[str],
+                     rows: int = 1) -> None:
+        """Count one online read of ``rows`` entity rows by a deployment (buffered; flushed
+        as counters per deployment, feature version and hour)."""
+        self.usage.add(deployment_id, feature_versions, rows=rows)
+
     def deployment_usage(self, deployment_id: str | None = None) -> list[dict[str, Any]]:
         """Usage counters (pending counts are flushed first)."""
         self.usage.flush()
