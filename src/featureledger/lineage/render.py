@@ -112,24 +112,21 @@ def to_dot(graph: LineageGraph) -> str:
 def layout(graph: LineageGraph) -> dict[str, tuple[float, float]]:
     """Positions: column = longest path from a node without parents; rows spread evenly."""
     nodes = graph.node_ids()
-    parents: dict[str, list[str]] = {n: [] for n in nodes}
+    children: dict[str, list[str]] = {n: [] for n in nodes}
+    indegree = dict.fromkeys(nodes, 0)
     for e in graph.edges:
-        parents[e.dst].append(e.src)
-    rank: dict[str, int] = {}
-
-    def depth(n: str, stack: set[str]) -> int:
-        if n in rank:
-            return rank[n]
-        if n in stack:  # a cycle: cut it here
-            return 0
-        stack.add(n)
-        r = max((depth(p, stack) + 1 for p in parents[n]), default=0)
-        stack.discard(n)
-        rank[n] = r
-        return r
-
-    for n in nodes:
-        depth(n, set())
+        children[e.src].append(e.dst)
+        indegree[e.dst] += 1
+    rank = dict.fromkeys(nodes, 0)
+    queue = [n for n in nodes if indegree[n] == 0]
+    while queue:  # Kahn's order: a node's rank is final once all its parents are placed
+        n = queue.pop()
+        for c in children[n]:
+            rank[c] = max(rank[c], rank[n] + 1)
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                queue.append(c)
+    # nodes on a cycle keep the rank their placed parents gave them
     columns: dict[int, list[str]] = {}
     for n in nodes:
         columns.setdefault(rank[n], []).append(n)
