@@ -11,7 +11,7 @@ rm -rf "$DEMO_DIR"
 export COLUMNS=${COLUMNS:-160}
 
 step "1. Scaffold a feature repository with deterministic sample data"
-fl init "$DEMO_DIR"
+fl init "$DEMO_DIR" --data-end today
 export FEATURELEDGER_REPO="$DEMO_DIR"
 
 step "2. Plan and apply the definitions (Python and YAML)"
@@ -54,5 +54,74 @@ fl show driver_stats
 fl versions driver_stats
 fl versions driver_stats --diff 1..2
 
+step "7. Ingest: each file is one validated, attributed commit"
+fl ingest driver_stats "$DEMO_DIR/data/driver_stats.parquet"
+fl ingest customer_profile "$DEMO_DIR/data/customer_profile.parquet"
+
+step "8. A bad batch is rejected whole, with a report per rule; nothing is written"
+fl ingest driver_stats "$DEMO_DIR/data/driver_stats_bad.parquet" || echo "(rejected as expected, exit $?)"
+fl commits
+
+step "9. Build a point-in-time-correct training set and show its manifest"
+echo "\$ featureledger historical $DEMO_DIR/data/entity_rows.parquet --feature-set ride_model_features --out $DEMO_DIR/training_v1.parquet"
+featureledger historical "$DEMO_DIR/data/entity_rows.parquet" --feature-set ride_model_features \
+  --out "$DEMO_DIR/training_v1.parquet" --json > "$DEMO_DIR/training_v1.json"
+DS1=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['dataset_id'])" "$DEMO_DIR/training_v1.json")
+fl datasets show "$DS1"
+
+step "10. A late correction arrives; the first training set still reproduces bit for bit"
+fl ingest driver_stats "$DEMO_DIR/data/driver_stats_late.parquet"
+fl reproduce "$DS1" --out "$DEMO_DIR/training_v1_again.parquet"
+featureledger historical "$DEMO_DIR/data/entity_rows.parquet" --feature-set ride_model_features \
+  --out "$DEMO_DIR/training_v2.parquet" --json > "$DEMO_DIR/training_v2.json"
+python - "$DEMO_DIR" <<'PY'
+import json, sys
+d = sys.argv[1]
+a, b = (json.load(open(f"{d}/training_v{i}.json")) for i in (1, 2))
+print(f"training set before the correction: {a['dataset_id']}  hash {a['content_hash'][:16]}")
+print(f"training set after the correction:  {b['dataset_id']}  hash {b['content_hash'][:16]}"
+      f"  (reads {len(b['commit_ids'])} commits)")
+PY
+
+step "11. Materialize to the online store and read a feature vector with statuses"
+fl materialize-incremental
+fl online get --feature-set ride_model_features -e driver_id=1001,customer_id=5001 -e driver_id=9999,customer_id=5002
+fl online get -f driver_stats:conv_rate,driver_stats:rating -e driver_id=9999
+
+step "12. The same vector over HTTP"
+PORT=${DEMO_PORT:-6577}
+featureledger serve --port "$PORT" > "$DEMO_DIR/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+python - "$PORT" <<'PY'
+import json, sys, time, urllib.request
+port = sys.argv[1]
+for _ in range(100):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.1)
+body = json.dumps({"feature_set": "ride_model_features",
+                   "entities": {"driver_id": [1001], "customer_id": [5001]}}).encode()
+req = urllib.request.Request(f"http://127.0.0.1:{port}/features/online", data=body,
+                             headers={"Content-Type": "application/json"})
+print(f"$ POST http://127.0.0.1:{port}/features/online  {body.decode()}")
+resp = json.load(urllib.request.urlopen(req, timeout=5))
+for f in resp["features"]:
+    print(f"  {f['reference']:<36} value={f['values'][0]!r:<22} status={f['statuses'][0]:<12} "
+          f"commit={f['commits'][0]}")
+PY
+kill $SERVER 2>/dev/null || true
+trap - EXIT
+
+step "13. Train, log, deploy and score a model in a run; lineage builds itself"
+python scripts/demo_story.py "$DEMO_DIR"
+DEP=$(cat "$DEMO_DIR/last_deployment")
+fl lineage "$DEP" --direction upstream
+fl lineage "$DEP" --format html --output "$DEMO_DIR/lineage.html"
+fl reconcile
+
 echo
 echo "Demo finished. The repository is in $DEMO_DIR/."
+echo "Lineage of deployment $DEP: $(cd "$DEMO_DIR" && pwd)/lineage.html"

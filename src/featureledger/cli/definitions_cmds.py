@@ -65,11 +65,15 @@ def register(app: typer.Typer) -> None:
         with_data: bool = typer.Option(True, "--with-data/--no-data",
                                        help="Also generate the sample data."),
         force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+        data_end: str = typer.Option(
+            None, "--data-end", metavar="DATE",
+            help="End of the 7 days of sample data: an ISO date or 'today' "
+                 "(default 2026-01-08, the same files everywhere)."),
     ) -> None:
         """Scaffold a working feature repository with a deterministic sample-data generator."""
         from featureledger.cli.scaffold import scaffold
 
-        files = scaffold(path, force=force, with_data=with_data)
+        files = scaffold(path, force=force, with_data=with_data, data_end=data_end)
         console.print(f"Created feature repository [bold]{path}[/] with {len(files)} files:")
         for f in files:
             console.print(f"  {f}")

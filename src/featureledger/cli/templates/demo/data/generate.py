@@ -1,19 +1,20 @@
 """Deterministic sample data for the demo repository.
 
-Writes, next to this file:
-  driver_stats.parquet        hourly driver statistics, 2026-01-01 .. 2026-01-08
+Writes, next to this file (or to the folder given), covering the 7 days before END
+(default 2026-01-08; ``--end today`` makes the data recent enough to serve online):
+  driver_stats.parquet        hourly driver statistics
   driver_stats_bad.parquet    a batch with invalid rows (out of range, bad category, duplicates)
   driver_stats_late.parquet   a late correction of some rows already ingested
   customer_profile.parquet    daily customer profiles
   entity_rows.parquet         training examples: driver, customer, time, label
 
-The same seed always produces byte-identical files.
+The same seed and END always produce byte-identical files.
 """
 
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SEED = 7
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DEFAULT_END = datetime(2026, 1, 8, tzinfo=timezone.utc)
+START = DEFAULT_END - timedelta(days=7)  # set by main()
 DRIVERS = np.arange(1001, 1051, dtype=np.int64)
 CUSTOMERS = np.arange(5001, 5101, dtype=np.int64)
 VEHICLES = np.array(["bike", "sedan", "suv", "van"])
@@ -89,7 +91,7 @@ def customer_profile(rng: np.random.Generator, days: int = 8) -> pa.Table:
 
 
 def entity_rows(rng: np.random.Generator, n: int = 2000) -> pa.Table:
-    hours = rng.uniform(12, 7 * 24 + 12, n)
+    hours = rng.uniform(12, 7 * 24, n)
     start_us = int(START.timestamp() * 1_000_000)
     ts = (start_us + (hours * 3_600_000_000).astype(np.int64))
     return pa.table({
@@ -100,7 +102,19 @@ def entity_rows(rng: np.random.Generator, n: int = 2000) -> pa.Table:
     })
 
 
-def main(out: Path) -> list[Path]:
+def parse_end(text: str | None) -> datetime:
+    if not text:
+        return DEFAULT_END
+    if text == "today":
+        now = datetime.now(timezone.utc)
+        return datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
+    end = datetime.fromisoformat(text)
+    return end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+
+
+def main(out: Path, end: datetime | None = None) -> list[Path]:
+    global START
+    START = (end or DEFAULT_END) - timedelta(days=7)
     rng = np.random.default_rng(SEED)
     tables = {
         "driver_stats.parquet": driver_stats(np.random.default_rng(SEED)),
@@ -118,6 +132,12 @@ def main(out: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
-    for p in main(target):
+    args = sys.argv[1:]
+    end_arg = None
+    if "--end" in args:
+        i = args.index("--end")
+        end_arg = args[i + 1]
+        del args[i:i + 2]
+    target = Path(args[0]) if args else Path(__file__).parent
+    for p in main(target, parse_end(end_arg)):
         print(p)
