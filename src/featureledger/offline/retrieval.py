@@ -580,7 +580,8 @@ class RetrievalService:
         tmp.mkdir()
         try:
             path = tmp / "entities.parquet"
-            pq.write_table(entities, path, compression="snappy")  # fast to write
+            # lz4 without dictionaries: several times faster to write than the defaults
+            pq.write_table(entities, path, compression="lz4", use_dictionary=False)
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
             return tmp, column_digests(entities)
