@@ -148,7 +148,8 @@ class MlflowLink:
 
         source = _source_class()(
             f"featureledger://{self.ctx.config.project}/datasets/{row.dataset_id}")
-        ds = MetaDataset(source, name=row.dataset_id, digest=row.content_hash[:32])
+        ds = MetaDataset(source, name=row.dataset_id,  # type: ignore[abstract]
+                         digest=row.content_hash[:32])
         tags = {"featureledger.dataset_id": row.dataset_id,
                 "featureledger.content_hash": row.content_hash,
                 "featureledger.row_count": str(row.row_count),

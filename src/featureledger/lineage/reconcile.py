@@ -104,15 +104,15 @@ def _model_checks(conn: Connection) -> list[Problem]:
                            "is not recorded; its lineage cannot be traced",
                            {"model": mid, "dataset": did}))
     r = schema.runs
-    q = (sa.select(mv.c.model_id, mv.c.name, mv.c.version, mv.c.run_id)
-         .where(mv.c.run_id.is_not(None), ~sa.exists().where(r.c.run_id == mv.c.run_id)))
-    for mid, name, ver, rid in conn.execute(q):
+    q2 = (sa.select(mv.c.model_id, mv.c.name, mv.c.version, mv.c.run_id)
+          .where(mv.c.run_id.is_not(None), ~sa.exists().where(r.c.run_id == mv.c.run_id)))
+    for mid, name, ver, rid in conn.execute(q2):
         out.append(Problem("missing_run", f"model {name}@{ver} ({mid}) names run {rid}, which "
                            "is not recorded", {"model": mid, "run": rid}))
     dep = schema.deployments
-    q = (sa.select(dep.c.deployment_id, dep.c.model_id, dep.c.model_ref)
-         .where(~sa.exists().where(mv.c.model_id == dep.c.model_id)))
-    for did, mid, ref in conn.execute(q):
+    q3 = (sa.select(dep.c.deployment_id, dep.c.model_id, dep.c.model_ref)
+          .where(~sa.exists().where(mv.c.model_id == dep.c.model_id)))
+    for did, mid, ref in conn.execute(q3):
         out.append(Problem("missing_model", f"deployment {did} serves model {ref} ({mid}), "
                            "which is not recorded", {"deployment": did, "model": mid}))
     return out
@@ -143,7 +143,7 @@ def _commit_checks(conn: Connection, offline: Any) -> tuple[list[Problem], int]:
          .where(sa.or_(c.c.commit_id.in_(sa.select(dc.c.commit_id).where(
              dc.c.dataset_id.in_(sa.select(refs.c.dataset_id)))), c.c.run_id.is_not(None)))
          .order_by(c.c.commit_id))
-    rows = conn.execute(q).all()
+    rows: list[Any] = list(conn.execute(q).all())
     for cid, view, version, files, digest in rows:
         paths = json.loads(files)
         missing = offline.missing_files(paths)

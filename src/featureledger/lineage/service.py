@@ -206,7 +206,7 @@ def describe_nodes(conn: Connection, node_ids: list[str]) -> dict[str, dict[str,
         by_kind.setdefault(kind_of(n), []).append(n)
 
     def rows(table: Any, key: Any, ids: list[str]) -> list[Any]:
-        found = []
+        found: list[Any] = []
         for i in range(0, len(ids), 500):
             found += conn.execute(sa.select(table).where(key.in_(ids[i:i + 500]))).all()
         return found

@@ -150,7 +150,7 @@ class ModelRepository:
                                     "'featureledger models'")
         return found[0]
 
-    def list(self, name: str | None = None) -> list[ModelVersion]:
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
         mv = schema.model_versions
         q = sa.select(mv).order_by(mv.c.name, mv.c.version)
         if name is not None:

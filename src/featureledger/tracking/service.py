@@ -209,7 +209,7 @@ class TrackingService:
         return self.models.get(model)
 
     def list_models(self, name: str | None = None) -> list[ModelVersion]:
-        return self.models.list(name)
+        return self.models.list_versions(name)
 
     def get_model_features(self, model: str, entity_rows: Any, *,
                            deployment: str | None = None, **options: Any) -> Any:

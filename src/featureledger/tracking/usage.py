@@ -45,11 +45,10 @@ def record_usage(db: RegistryDB, counts: Mapping[UsageKey, tuple[int, int]]) -> 
     rows = [{"deployment_id": d, "feature_version": fv, "bucket_start": b,
              "requests": int(req), "rows": int(n)} for (d, fv, b), (req, n) in counts.items()]
     with db.write() as conn:
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(t)
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(t)
         stmt = stmt.on_conflict_do_update(
             index_elements=[t.c.deployment_id, t.c.feature_version, t.c.bucket_start],
             set_={"requests": t.c.requests + stmt.excluded.requests,
