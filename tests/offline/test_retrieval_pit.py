@@ -212,3 +212,28 @@ def test_pinned_versions_read_only_their_commits(store, write_commit):
     assert latest.manifest["features"] == [f"{a}@2:speed", f"{a}@2:rating"]
     assert both.to_arrow().select(["speed", "rating"]).to_pylist() == [
         {"speed": 1.0, "rating": None}, {"speed": 1.0, "rating": 4.5}]
+
+
+def test_null_keys_and_times_match_nothing_and_rows_keep_order(store, write_commit):
+    a, b = define_views(store, None, None)
+    write_commit(store, a, {"driver_id": [1], "event_timestamp": [t(0)], "speed": [1.5],
+                            "trips": [7]})
+    write_commit(store, b, {"rider_id": ["x"], "event_timestamp": [t(0)], "tier": ["gold"]})
+    entity_df = pa.table({
+        "driver_id": pa.array([1, None, 1, 1], pa.int64()),
+        "rider_id": ["x", "x", None, "x"],
+        "event_timestamp": pa.array([t(5), t(5), t(5), None], pa.timestamp("us", tz="UTC")),
+        "label": ["a", "b", "c", "d"],
+    })
+    ds = store.get_historical_features(entity_df, [f"{a}:trips", f"{b}:tier"])
+    assert ds.to_arrow().select(["label", "trips", "tier"]).to_pylist() == [
+        {"label": "a", "trips": 7, "tier": "gold"},
+        {"label": "b", "trips": None, "tier": "gold"},
+        {"label": "c", "trips": 7, "tier": None},
+        {"label": "d", "trips": None, "tier": None},
+    ]
+    assert [v["unmatched_rows"] for v in ds.manifest["views"]] == [2, 2]
+    # every entity time null: nothing can match, nothing is read
+    none = store.get_historical_features(entity_df.slice(3), [f"{a}:trips"])
+    assert none.to_arrow().column("trips").to_pylist() == [None]
+    assert none.commit_ids == []
