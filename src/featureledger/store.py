@@ -95,6 +95,10 @@ class FeatureStore:
         self.repo_path = Path(repo_path)
         self.config = config or load_config(self.repo_path)
         self.ctx = StoreContext(self.config, Registry(self.config.registry_url, actor=actor))
+        # integrations (OpenLineage, MLflow) listen to every part's events from the start
+        from featureledger.integrations import attach
+
+        attach(self.ctx)
 
     @property
     def registry(self) -> Registry:
