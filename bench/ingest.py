@@ -12,6 +12,9 @@ in that process and only the operation is timed. featureledger's time covers eve
 digest and the registry transaction (SQLite). Module imports and opening the store are
 not timed (they are once per process, not per ingestion).
 
+A third line shows the floor of any crash-safe commit: the same plain write followed by
+``fsync`` and a sha256 of the file (what featureledger's commit must also do).
+
 Prints a table (median and minimum of the runs, their ratio) and writes
 ``bench/results/ingest.json``.
 """
@@ -27,13 +30,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ENTITIES = 10_000
 DAYS = 90
 TARGET_RATIO = 3.0
 
 
-def make_table(rows: int):  # noqa: ANN201 - pyarrow imported lazily
+def make_table(rows: int) -> Any:  # a pyarrow Table; pyarrow is imported lazily
     import numpy as np
     import pyarrow as pa
 
@@ -65,6 +69,24 @@ def run_plain(rows: int) -> dict:
         return {"seconds": time.perf_counter() - t, "rows": table.num_rows}
 
 
+def run_durable(rows: int) -> dict:
+    """The floor any crash-safe commit pays: write, fsync, sha256 of the file."""
+    import hashlib
+    import os
+
+    import pyarrow.parquet as pq
+
+    table = make_table(rows)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "durable.parquet"
+        t = time.perf_counter()
+        pq.write_table(table, path)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+            hashlib.sha256(f.read()).hexdigest()
+        return {"seconds": time.perf_counter() - t, "rows": table.num_rows}
+
+
 def run_featureledger(rows: int) -> dict:
     import duckdb  # noqa: F401 - imported before timing, like pyarrow for the plain write
 
@@ -92,7 +114,8 @@ def run_featureledger(rows: int) -> dict:
 
 
 def child(which: str, rows: int) -> None:
-    out = run_plain(rows) if which == "plain" else run_featureledger(rows)
+    runner = {"plain": run_plain, "durable": run_durable, "featureledger": run_featureledger}
+    out = runner[which](rows)
     print(json.dumps(out))
 
 
@@ -106,14 +129,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--child", choices=["plain", "featureledger"])
+    ap.add_argument("--child", choices=["plain", "durable", "featureledger"])
     args = ap.parse_args()
     if args.child:
         child(args.child, args.rows)
         return
-    results: dict[str, list[dict]] = {"plain": [], "featureledger": []}
+    results: dict[str, list[dict]] = {"plain": [], "durable": [], "featureledger": []}
     for _ in range(args.runs):
-        for which in ("plain", "featureledger"):
+        for which in results:
             results[which].append(fresh(which, args.rows))
     summary = {}
     for which, runs in results.items():
@@ -129,6 +152,8 @@ def main() -> None:
     print(f"{'contender':<38}{'median s':>10}{'min s':>10}")
     print(f"{'pyarrow.parquet.write_table':<38}{summary['plain']['median_s']:>10.3f}"
           f"{summary['plain']['min_s']:>10.3f}")
+    print(f"{'  same + fsync + sha256 of the file':<38}{summary['durable']['median_s']:>10.3f}"
+          f"{summary['durable']['min_s']:>10.3f}")
     print(f"{'featureledger ingest (validate+profile)':<38}"
           f"{summary['featureledger']['median_s']:>10.3f}{summary['featureledger']['min_s']:>10.3f}")
     print(f"{'ratio (target <= 3.0x)':<38}{ratio_med:>9.2f}x{ratio_min:>9.2f}x")

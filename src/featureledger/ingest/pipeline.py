@@ -281,7 +281,8 @@ class IngestionService:
         t = time.perf_counter()
         record = self._commit(rec, commit_id, good, rejected, report=report, profile=profile,
                               source=inp.description, uri=inp.uri, steps=steps, run=run,
-                              user=user, min_ts=ts["min"].as_py(), max_ts=ts["max"].as_py())
+                              user=user, min_ts=ts["min"].as_py(), max_ts=ts["max"].as_py(),
+                              timings=timings)
         timings["commit"] = time.perf_counter() - t
         crash_point("after_registry")
         self.ctx.events.emit("commit.completed", commit=record, view=fv,
@@ -294,7 +295,8 @@ class IngestionService:
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
                 report: ValidationReport, profile: dict[str, Any], source: dict[str, Any],
                 uri: str, steps: list[dict[str, Any]], run: str | None, user: str,
-                min_ts: int | None, max_ts: int | None) -> CommitRecord:
+                min_ts: int | None, max_ts: int | None,
+                timings: dict[str, float]) -> CommitRecord:
         import pyarrow as pa
 
         db = self._registry.db
@@ -318,6 +320,7 @@ class IngestionService:
                 extra = {REJECTED_FILE: rejected} if rejected is not None else None
                 written = offline.write_commit(rec.name, rec.version, commit_id, stored,
                                                extra_tables=extra)
+                timings.update({f"commit.{k}": v for k, v in written.seconds.items()})
                 report.rejected_path = written.extra_files.get(REJECTED_FILE)
                 record = CommitRecord(
                     commit_id=commit_id, view_name=rec.name, view_version=rec.version,
