@@ -34,8 +34,11 @@ class _ColumnHasher:
     """Hashes one column chunk by chunk; independent of where the chunks are cut."""
 
     def __init__(self, name: str, dtype: pa.DataType) -> None:
+        import pyarrow as pa
+
         self.name = name
-        self.dtype = dtype
+        # dictionary encoding is a storage detail (Parquet may change its index width)
+        self.dtype = dtype.value_type if pa.types.is_dictionary(dtype) else dtype
         self.validity = hashlib.sha256()
         self.values = hashlib.sha256()
         self.lengths = hashlib.sha256()

@@ -21,6 +21,7 @@ Semantics (bitemporal, see DESIGN.md §2):
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import shutil
@@ -409,7 +410,10 @@ class RetrievalService:
             "commit_ids": [c.commit_id for cs in commits for c in cs],
             "entity": {"timestamp_column": ts_col, "columns": entities.column_names,
                        "row_count": entities.num_rows, "digest": entity_digest,
-                       "path": f"datasets/{ds_id}/entities.parquet"},
+                       "path": f"datasets/{ds_id}/entities.parquet",
+                       # the exact Arrow schema, which Parquet does not always round-trip
+                       "arrow_schema_ipc": base64.b64encode(
+                           entities.schema.serialize().to_pybytes()).decode()},
             "row_count": table.num_rows,
             "content_hash": content,
             "arrow_schema": table.schema.to_string(show_schema_metadata=False),
@@ -486,6 +490,12 @@ class RetrievalService:
                 f"dataset {dataset_id}: its stored entity rows {path} are missing, so it "
                 "cannot be rebuilt; restore the offline store's datasets/ folder from backup")
         entities = pq.read_table(path)
+        schema_ipc = m["entity"].get("arrow_schema_ipc")
+        if schema_ipc:
+            import pyarrow as pa
+
+            schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_ipc)))
+            entities = entities.cast(schema)
         if content_hash(entities) != rec.entity_digest:
             raise ReproductionError(
                 f"dataset {dataset_id}: the stored entity rows {path} do not match the "

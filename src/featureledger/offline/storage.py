@@ -70,7 +70,7 @@ class WrittenFiles:
     content_digest: str  # sha256 over the files' bytes, in order
     bytes: int
     extra_files: dict[str, str] = field(default_factory=dict)  # side file name -> relative path
-    seconds: dict[str, float] = field(default_factory=dict)  # encode_write, fsync, digest
+    seconds: dict[str, float] = field(default_factory=dict)  # encode_write, fsync, digest, rename
 
 
 @dataclass(frozen=True)
@@ -174,9 +174,11 @@ class ParquetOfflineStore:
             if before_rename is not None:
                 before_rename()
             crash_point("after_files")
+            t = time.perf_counter()
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, final)
             _fsync_dir(final.parent)
+            rename_s = time.perf_counter() - t
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -184,8 +186,8 @@ class ParquetOfflineStore:
         total = time.perf_counter() - start
         return WrittenFiles([f"{final_rel}/{n}" for n in names], digest_hex, size,
                             {n: f"{final_rel}/{n}" for n in (extra_tables or {})},
-                            {"encode_write": total - fsync_s - digest_s, "fsync": fsync_s,
-                             "digest": digest_s})
+                            {"encode_write": total - fsync_s - digest_s - rename_s,
+                             "fsync": fsync_s, "digest": digest_s, "rename": rename_s})
 
     def remove_commit_files(self, files: list[str]) -> None:
         """Delete an unregistered commit's folder (after a failed registry write)."""
