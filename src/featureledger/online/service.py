@@ -360,7 +360,10 @@ class OnlineService:
         ``fill_defaults=True``, the field's declared default (the status stays).
         """
         if deployment is not None or model is not None:
-            feature_set = self._feature_set_of(deployment, model)
+            if features is not None or feature_set is not None:
+                raise RetrievalError("pass features, feature_set, or a deployment/model, "
+                                     "not several")
+            features = self._features_of(deployment or model)  # type: ignore[arg-type]
         plan = self.plan(features, feature_set=feature_set,
                          full_feature_names=full_feature_names)
         rows = _entity_rows(entity_rows)
@@ -453,30 +456,20 @@ class OnlineService:
         return [MISSING if r is None else (r.event_ts, r.commit_id, decode(r.payload))
                 for r in recs]
 
-    def _feature_set_of(self, deployment: str | None, model: str | None) -> str:
+    def _features_of(self, model: str) -> list[str]:
+        """The pinned references a model version (or a deployment, ``dep_...``) consumes."""
         import importlib
 
         try:
-            tracking = self.ctx.part(
-                "featureledger.tracking.service.TrackingService",
-                importlib.import_module("featureledger.tracking.service").TrackingService,
-            )
+            module = importlib.import_module("featureledger.tracking.service")
         except ImportError:
             raise StateError(
                 "reading features by deployment or model needs the tracking part, which is "
-                "not available in this installation; pass feature_set= instead"
+                "not available in this installation; pass features= or feature_set="
             ) from None
-        obj = (tracking.get_deployment(deployment) if deployment is not None
-               else tracking.get_model(model))
-        fs = getattr(obj, "feature_set", None)
-        if fs is None and isinstance(obj, dict):
-            fs = obj.get("feature_set")
-        if not fs:
-            raise StateError(
-                f"{'deployment ' + str(deployment) if deployment else 'model ' + str(model)} "
-                "records no feature set; pass features= or feature_set= instead"
-            )
-        return str(fs)
+        tracking = self.ctx.part("featureledger.tracking.service.TrackingService",
+                                 module.TrackingService)
+        return list(tracking.get_model(model).features)
 
     # -- push --------------------------------------------------------------------------
     def push(self, view: str, rows: Any, *, version: int | None = None,
