@@ -101,6 +101,9 @@ def test_dataset_is_recorded_with_its_commits_and_lineage(store):
     assert pd.isna(got["fare"][3])
     assert got["stars"].tolist()[0] == 4.5
     assert ds.manifest["null_counts"] == {"fare": 1, "stars": 1}
+    # a bare feature set name works as the features argument too
+    by_name = store.get_historical_features(entity_frame(), "model_in@1")
+    assert by_name.content_hash == ds.content_hash and by_name.id != ds.id
 
 
 def test_reproduce_is_bit_for_bit_after_later_ingestions_and_quarantines(store,
