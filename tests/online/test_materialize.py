@@ -219,3 +219,18 @@ def test_composite_and_string_keys(make_store, h):
     assert r.values["when"] == [when, None, None]
     assert r.values["v"] == [[1.0, None], None, None]
     assert r.statuses["when"] == ["PRESENT", "NULL", "NOT_FOUND"]
+
+
+def test_reads_by_model_and_deployment(store, h):
+    h.write_commit(store, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 7, "rating": 2.5}])
+    store.materialize(end=h.ts(2))
+    with store.start_run() as run:
+        mv = run.log_model("ranker", "s3://models/ranker/1",
+                           features=["driver_stats:trips", "driver_stats:rating"])
+    dep = store.deploy(f"{mv.name}@{mv.version}")
+    for kwargs in ({"model": f"{mv.name}@{mv.version}"}, {"deployment": dep.deployment_id}):
+        r = store.get_online_features(entity_rows=[{"driver_id": 1}], **kwargs)
+        assert r.values == {"trips": [7], "rating": [2.5]}
+        assert r.references == {"trips": "driver_stats@1:trips",
+                                "rating": "driver_stats@1:rating"}
