@@ -4,7 +4,8 @@ One call of :meth:`IngestionService.ingest` is one commit (``cmt_<uuid7>``) of o
 version. Nothing becomes visible before the registry transaction that records the commit
 succeeds:
 
-1. the input is read and shaped in memory (no writes), validated and profiled;
+1. the input is read and shaped in memory (no writes) and validated; the profile of the
+   valid rows is computed on a helper thread while step 3 writes the files;
 2. a registry write transaction starts (serialised per view), the commit time is taken
    as ``max(now, last commit time of the view + 1µs)`` so commit times increase
    strictly per view in commit order;
@@ -21,7 +22,7 @@ at all.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,6 +146,11 @@ def _apply_filter(table: pa.Table, rows: np.ndarray, sql: str
     return table.filter(pa.array(keep)), rows[keep]
 
 
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
+
+
 def _csv_types(view: Any, column_map: dict[str, str | None] | None) -> dict[str, Any]:
     """float32 fields, by input column name: CSV text is parsed straight to float32."""
     import pyarrow as pa
@@ -220,15 +226,17 @@ class IngestionService:
         inp = read_input(data, fv, source_name=source_name, digest=False,
                          base=self.ctx.config.root, text_types=_csv_types(fv, column_map))
         timings["read"] = time.perf_counter() - t
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # hashing in-memory input (GIL released) overlaps validation and profiling
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            # hashing in-memory input overlaps validation, and profiling overlaps the
+            # Parquet write (their kernels release the GIL)
             digest = None if inp.has_digest else pool.submit(arrow_digest, inp.table)
-            return self._shape_and_commit(rec, commit_id, inp, digest, timings, mode=mode,
-                                          run=run, column_map=column_map,
+            return self._shape_and_commit(rec, commit_id, inp, digest, pool, timings,
+                                          mode=mode, run=run, column_map=column_map,
                                           filter_sql=filter_sql, user=user)
 
     def _shape_and_commit(self, rec: Any, commit_id: str, inp: InputData, digest: Any,
-                          timings: dict[str, float], *, mode: str, run: str | None,
+                          pool: ThreadPoolExecutor, timings: dict[str, float], *,
+                          mode: str, run: str | None,
                           column_map: dict[str, str | None] | None, filter_sql: str | None,
                           user: str) -> IngestionResult:
         import pyarrow as pa
@@ -272,18 +280,15 @@ class IngestionService:
             rejected = (table.filter(bad)
                         .append_column(ROW_COLUMN, pa.array(rows[outcome.bad]))
                         .append_column("_reasons", outcome.reasons))
-        t = time.perf_counter()
-        profile = profile_table(good)
-        timings["profile"] = time.perf_counter() - t
+        profiling = pool.submit(_timed, profile_table, good)
         ts = pc.min_max(good.column(fv.timestamp_field).cast(pa.int64()))
-        if digest is not None:
-            inp.set_digest(digest.result())
         t = time.perf_counter()
-        record = self._commit(rec, commit_id, good, rejected, report=report, profile=profile,
-                              source=inp.description, uri=inp.uri, steps=steps, run=run,
-                              user=user, min_ts=ts["min"].as_py(), max_ts=ts["max"].as_py(),
-                              timings=timings)
+        record = self._commit(rec, commit_id, good, rejected, report=report,
+                              profiling=profiling, inp=inp, digest=digest, steps=steps,
+                              run=run, user=user, min_ts=ts["min"].as_py(),
+                              max_ts=ts["max"].as_py(), timings=timings)
         timings["commit"] = time.perf_counter() - t
+        profile = record.profile
         crash_point("after_registry")
         self.ctx.events.emit("commit.completed", commit=record, view=fv,
                              schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
@@ -293,8 +298,9 @@ class IngestionService:
         return IngestionResult(record, report, profile, self.ctx.offline_store.root, timings)
 
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
-                report: ValidationReport, profile: dict[str, Any], source: dict[str, Any],
-                uri: str, steps: list[dict[str, Any]], run: str | None, user: str,
+                report: ValidationReport, profiling: Future[Any], inp: InputData,
+                digest: Future[str] | None, steps: list[dict[str, Any]], run: str | None,
+                user: str,
                 min_ts: int | None, max_ts: int | None,
                 timings: dict[str, float]) -> CommitRecord:
         import pyarrow as pa
@@ -322,6 +328,10 @@ class IngestionService:
                                                extra_tables=extra)
                 timings.update({f"commit.{k}": v for k, v in written.seconds.items()})
                 report.rejected_path = written.extra_files.get(REJECTED_FILE)
+                profile, timings["profile"] = profiling.result()
+                if digest is not None:
+                    inp.set_digest(digest.result())
+                source, uri = inp.description, inp.uri
                 record = CommitRecord(
                     commit_id=commit_id, view_name=rec.name, view_version=rec.version,
                     commit_time=commit_time, user=user, run_id=run, source=source,
