@@ -12,7 +12,10 @@ is still valid). Ties on event time are broken by the later commit. A tie needs 
 keys and event time in two commits, which is impossible when only one commit is read or
 when the commits' event-time ranges do not overlap; only otherwise does the join order on
 ``(event time, commit time)``, packed into one 128-bit integer so that it is still a single
-ASOF inequality, with no separate dedupe pass over the data.
+ASOF inequality, with no separate dedupe pass over the data. Each commit's files are read
+as their own branch of a UNION ALL that tags rows with the commit's rank, so the key is
+``event_us * 2^b + rank``: a BIGINT when it fits (it does for any date before the year
+2200 or so with up to thousands of commits), else a 128-bit HUGEINT.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import RetrievalError, StorageError
@@ -30,7 +33,6 @@ if TYPE_CHECKING:
 
 ROW_COLUMN = "_row"  # entity row number, 0..n-1: output order
 BATCH_ROWS = 122_880  # DuckDB's row-group size: whole vectors per Arrow batch
-_I64_MAX = 9223372036854775807
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,18 @@ class ViewScan:
     duckdb_types: list[str]  # declared types (for the all-null result of a view with no data)
     files: list[str]  # absolute paths of the chosen commits' Parquet files
     ttl_us: int | None = None
-    tie_break: bool = False  # commits overlap in event time: order ties by commit time
+    tie_break: bool = False  # commits overlap in event time: order ties by commit
+    file_ranks: list[int] = field(default_factory=list)  # commit index (in commit order) per file
+    event_range: tuple[int, int] | None = None  # µs: min and max event time over the files
+
+    def order_bits(self, ts_bounds: tuple[int, int] | None) -> int | None:
+        """Bits for the commit rank when ``(event_us << bits) + rank`` fits in a BIGINT;
+        None when it does not (the order key is then a HUGEINT)."""
+        if ts_bounds is None or self.event_range is None:
+            return None
+        bits = max(1, (max(self.file_ranks, default=0) + 1).bit_length())
+        biggest = max(abs(v) for v in (*ts_bounds, *self.event_range))
+        return bits if (biggest + 1) << bits < 1 << 63 else None
 
 
 def quote_ident(name: str) -> str:
@@ -59,6 +72,13 @@ def _ts_literal(us: int) -> str:
     from featureledger.model.timeutil import from_us
 
     return f"TIMESTAMPTZ '{from_us(us).isoformat()}'"
+
+
+def _order_key(ts_expr: str, rank: int, bits: int | None) -> str:
+    """SQL for the (event time, commit rank) order key: BIGINT with ``bits``, else HUGEINT."""
+    if bits is None:
+        return f"((epoch_us({ts_expr})::HUGEINT << 64) + {rank})"
+    return f"(epoch_us({ts_expr}) * {1 << bits} + {rank})"
 
 
 def _parquet(files: Sequence[str]) -> str:
@@ -108,12 +128,9 @@ class DuckDBEngine:
                           ts_bounds: tuple[int, int] | None) -> str:
         """The SQL of one point-in-time join: one row per entity row, in no particular order."""
         e_ts = quote_ident(ts_col)
-        need_ord = any(s.tie_break and s.files for s in scans)
         e_cols = [f"{quote_ident(ROW_COLUMN)}", f"{e_ts} AS _ets"]
         keys = sorted({k for s in scans for k in s.join_keys})
         e_cols += [quote_ident(k) for k in keys]
-        if need_ord:
-            e_cols.append(f"(epoch_us({e_ts})::HUGEINT << 64) + {_I64_MAX} AS _eord")
         select = [f"e.{quote_ident(ROW_COLUMN)}"]
         joins = []
         for i, s in enumerate(scans):
@@ -134,14 +151,22 @@ class DuckDBEngine:
                     conds.append(f"{ts} >= {_ts_literal(lo - s.ttl_us)}")
                 where = " WHERE " + " AND ".join(conds)
             if s.tie_break:
-                f_cols.append(f"(epoch_us({ts})::HUGEINT << 64) + epoch_us(_commit_time) AS _ord")
-                ineq = f"e._eord >= {a}._ord"
+                bits = s.order_bits(ts_bounds)
+                top = (1 << (64 if bits is None else bits)) - 1  # above every commit rank
+                e_cols.append(f"{_order_key(e_ts, top, bits)} AS _eord{i}")
+                by_rank: dict[int, list[str]] = {}
+                for rank, f in zip(s.file_ranks, s.files, strict=True):
+                    by_rank.setdefault(rank, []).append(f)
+                source = " UNION ALL ".join(
+                    f"SELECT {', '.join(f_cols)}, {_order_key(ts, rank, bits)} AS _ord FROM "
+                    f"{_parquet(files)}{where}" for rank, files in sorted(by_rank.items()))
+                ineq = f"e._eord{i} >= {a}._ord"
             else:
+                source = f"SELECT {', '.join(f_cols)} FROM {_parquet(s.files)}{where}"
                 ineq = f"e._ets >= {a}._fts"
             on = " AND ".join([f"e.{quote_ident(k)} = {a}.{quote_ident(k)}" for k in s.join_keys]
                               + [ineq])
-            joins.append(f"ASOF LEFT JOIN (SELECT {', '.join(f_cols)} FROM "
-                         f"{_parquet(s.files)}{where}) {a} ON {on}")
+            joins.append(f"ASOF LEFT JOIN ({source}) {a} ON {on}")
             if s.ttl_us is not None:
                 valid = f"(epoch_us(e._ets) - epoch_us({a}._fts) <= {int(s.ttl_us)})"
                 select += [f"CASE WHEN {valid} THEN {a}._v{j} END AS {quote_ident(o)}"

@@ -92,7 +92,18 @@ class _ViewRequest:
             files=[str(root / f) for c in commits for f in c.files],
             ttl_us=self.ttl_us,
             tie_break=commits_overlap(commits),
+            file_ranks=[i for i, c in enumerate(commits) for _ in c.files],
+            event_range=_event_range(commits),
         )
+
+
+def _event_range(commits: Sequence[CommitRecord]) -> tuple[int, int] | None:
+    """(min, max) event time over the commits, None when a commit does not record it."""
+    live = [c for c in commits if c.row_count]
+    if not live or any(c.min_event_ts is None or c.max_event_ts is None for c in live):
+        return None
+    return (min(int(c.min_event_ts or 0) for c in live),
+            max(int(c.max_event_ts or 0) for c in live))
 
 
 def commits_overlap(commits: Sequence[CommitRecord]) -> bool:
