@@ -10,12 +10,12 @@ with the same join keys and the greatest event time ``<= `` the entity time; the
 applied to that row (``entity_ts - event_ts <= ttl``, inclusive: a row exactly ``ttl`` old
 is still valid). Ties on event time are broken by the later commit. A tie needs the same
 keys and event time in two commits, which is impossible when only one commit is read or
-when the commits' event-time ranges do not overlap; only otherwise does the join order on
-``(event time, commit time)``, packed into one 128-bit integer so that it is still a single
-ASOF inequality, with no separate dedupe pass over the data. Each commit's files are read
-as their own branch of a UNION ALL that tags rows with the commit's rank, so the key is
-``event_us * 2^b + rank``: a BIGINT when it fits (it does for any date before the year
-2200 or so with up to thousands of commits), else a 128-bit HUGEINT.
+when the commits' event-time ranges do not overlap; then the join orders on event time
+alone. Otherwise each commit's files are read as their own branch of a UNION ALL that tags
+rows with the commit's rank, and the join orders on ``event_us * 2^b + rank``, still a
+single ASOF inequality and with no separate dedupe pass over the data. The key is a BIGINT
+when it fits (present-day times leave room for about 4,000 overlapping commits), else a
+128-bit HUGEINT.
 """
 
 from __future__ import annotations
