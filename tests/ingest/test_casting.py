@@ -44,8 +44,15 @@ def test_float_to_int_only_for_whole_numbers() -> None:
     assert out.to_pylist() == [2, None, None, None, -3]
 
 
-def test_float64_to_float32_keeps_exact_values_and_nan() -> None:
-    assert bad_rows([0.5, 0.1, float("nan"), float("inf")], pa.float64(), "float32") == [1]
+def test_float64_to_float32_rounds_and_rejects_only_overflow() -> None:
+    values = [0.5, 0.1, float("nan"), float("inf"), 1e39, -1e39, 3.0e38, None]
+    assert bad_rows(values, pa.float64(), "float32") == [4, 5]
+    out, _, rule = cast_exact(chunked(values, pa.float64()), "float32")
+    got = out.to_pylist()
+    assert got[0] == 0.5 and got[1] == float(np.float32(0.1))
+    assert np.isnan(got[2]) and got[3] == float("inf") and got[4] is None and got[5] is None
+    assert got[6] == float(np.float32(3.0e38)) and got[7] is None
+    assert rule == "double->float32 (rounded to nearest)"
 
 
 def test_float32_to_float64_is_exact() -> None:

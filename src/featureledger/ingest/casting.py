@@ -4,9 +4,12 @@ Stored columns, in order: the join keys, the event-timestamp column, the created
 column (if the view declares one), then the fields, each with its declared Arrow type
 (:func:`featureledger.model.types.to_arrow`).
 
-Casts are explicit and exact. A value is cast only when the stored value means the same
-thing; a value that would change is a ``dtype`` validation failure of its row, naming the
-column. The cast rules:
+Casts are explicit and exact, with one deliberate exception: a float64 value stored in a
+float32 field is rounded to the nearest float32, because declaring float32 declares that
+precision (and pandas produces float64 by default); a finite value beyond float32's range
+fails its row. Otherwise a value is cast only when the stored value means the same thing; a
+value that would change is a ``dtype`` validation failure of its row, naming the column.
+The cast rules:
 
 ============================  ===================================================
 input                         stored as
@@ -14,8 +17,8 @@ input                         stored as
 int8/16/32/64, uint8/16/32/64 int32 / int64 / float32 / float64, when the value is
 float16/32/64                 exactly representable (so int32→int64, float32→float64
                               always; int64→float64 up to 2**53; 2.0→int64 yes,
-                              2.5→int64 no; float64→float32 only for values with an
-                              exact float32 form; NaN stays NaN between floats)
+                              2.5→int64 no; float64→float32 rounds to nearest and
+                              fails only beyond ±3.4e38; NaN and ±inf stay as they are)
 timestamp (s, ms, us, ns)     timestamp[us, UTC]; naive timestamps are taken as UTC,
                               zoned ones converted to UTC; ns values must be whole µs
 date                          timestamp: midnight UTC
@@ -190,6 +193,13 @@ def cast_exact(arr: pa.ChunkedArray, dtype: str
     if pa.types.is_null(src):
         return pa.chunked_array([pa.nulls(len(arr), target)]), None, rule
     numeric = (pa.types.is_integer(src) or pa.types.is_floating(src))
+    if pa.types.is_floating(src) and dtype == "float32":
+        out = pc.cast(arr, target, safe=False)
+        # rounding is accepted (see the module doc); overflow to infinity is not
+        bad = _mask(pc.and_(pc.is_inf(out), pc.is_finite(arr)))
+        if bad is not None:
+            out = pc.if_else(pa.chunked_array([pa.array(bad)]), pa.scalar(None, target), out)
+        return out, bad, rule + " (rounded to nearest)" if src != pa.float16() else rule
     if numeric and dtype in ("int32", "int64", "float32", "float64"):
         out = pc.cast(arr, target, safe=False)
         back = pc.cast(out, src, safe=False)
