@@ -234,3 +234,65 @@ def test_reads_by_model_and_deployment(store, h):
         assert r.values == {"trips": [7], "rating": [2.5]}
         assert r.references == {"trips": "driver_stats@1:trips",
                                 "rating": "driver_stats@1:rating"}
+
+
+def test_reads_through_a_deployment_are_counted_as_usage(store, h):
+    store.apply([h.stats_view(fields=[Field(name="trips", dtype="int64"),
+                                      Field(name="rating", dtype="float64"),
+                                      Field(name="city", dtype="string", default="unknown"),
+                                      Field(name="bonus", dtype="int64")])])  # version 2
+    h.write_commit(store, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 7, "rating": 2.5}], version=1)
+    h.write_commit(store, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 8, "bonus": 3}])
+    store.materialize(end=h.ts(2))
+    from featureledger import FeatureSet
+
+    store.apply([FeatureSet(name="ranking", features=["driver_stats@1:rating",
+                                                      "driver_stats:bonus"])])
+    with store.start_run() as run:
+        by_list = run.log_model("ranker", "s3://m/1", features=["driver_stats@1:trips",
+                                                                 "driver_stats:bonus"])
+        by_set = run.log_model("ranker", "s3://m/2", feature_set="ranking")
+    dep = store.deploy(by_list.model_id)
+    dep_set = store.deploy(by_set.model_id, "staging")
+    sizes = [1, 3, 2] * 20  # 60 reads, 120 entity rows
+    for n in sizes:
+        r = store.get_online_features(deployment=dep.deployment_id,
+                                      entity_rows=[{"driver_id": 1}] * n)
+        assert r.values == {"trips": [7] * n, "bonus": [3] * n}
+    r = store.get_online_features(deployment=dep_set.deployment_id,
+                                  entity_rows={"driver_id": [1, 2]})
+    assert r.values == {"rating": [2.5, None], "bonus": [3, None]}
+    assert r.statuses["bonus"] == ["PRESENT", "NOT_FOUND"]
+    # a read by model id is not a deployment's read: not counted
+    store.get_online_features(model=by_list.model_id, entity_rows=[{"driver_id": 1}])
+    usage = store._tracking.deployment_usage(dep.deployment_id)
+    # one counter per (deployment, view version, hour), never a row per request (two
+    # hours at most, should the test straddle an hour)
+    got = sorted((u["feature_version"], u["requests"], u["rows"]) for u in usage)
+    assert len(usage) <= 4
+    by_version: dict[str, list[int]] = {}
+    for fv, req, rows in got:
+        acc = by_version.setdefault(fv, [0, 0])
+        acc[0] += req
+        acc[1] += rows
+    assert by_version == {"driver_stats@1": [len(sizes), sum(sizes)],
+                          "driver_stats@2": [len(sizes), sum(sizes)]}
+    other = store._tracking.deployment_usage(dep_set.deployment_id)
+    assert sorted((u["feature_version"], u["requests"], u["rows"]) for u in other) == [
+        ("driver_stats@1", 1, 2), ("driver_stats@2", 1, 2)]
+
+
+def test_a_model_or_deployment_read_names_one_source(store, h):
+    with pytest.raises(RetrievalError, match="not several"):
+        store.get_online_features(["driver_stats:trips"], [{"driver_id": 1}],
+                                  model="ranker")
+
+
+def test_push_refuses_a_malformed_version(store, h):
+    from featureledger.errors import InvalidReferenceError
+
+    for bad in ("driver_stats@two", "driver_stats@", "@1"):
+        with pytest.raises(InvalidReferenceError, match="NAME@VERSION"):
+            store.push(bad, [{"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])

@@ -1,7 +1,8 @@
 """The in-process read cache and the change watcher that keeps it (and read plans) fresh.
 
-The cache holds decoded records per table and key, including "not found". It is never
-trusted past a change that could affect it:
+The cache holds decoded records ``(event_ts, commit_id, values)`` per table and key, and
+None for "no record for this key". It is never trusted past a change that could affect
+it:
 
 * a materialization or push in this process drops the affected table at once;
 * a registry write in this process (apply, quarantine, rollback, restore, ingestion) is
@@ -17,11 +18,14 @@ reading, so a write racing with a read can never leave an old value cached.
 >>> from featureledger.online.stores import TableRef
 >>> t = TableRef("stats", 1)
 >>> epoch = c.epoch(t)
->>> c.put_many(t, epoch, [("1", ("rec",))])
->>> c.get(t, "1")
-('rec',)
+>>> c.put_many(t, epoch, [("1", (10, "cmt_a", [1.5])), ("2", None)])
+>>> c.get(t, "1"), c.get(t, "2", "absent"), c.get(t, "3", "absent")
+((10, 'cmt_a', [1.5]), None, 'absent')
 >>> c.invalidate_table(t)
->>> c.get(t, "1") is None
+>>> c.get(t, "1", "absent")
+'absent'
+>>> c.put_many(t, epoch, [("1", None)])  # read before the invalidation: not cached
+>>> c.table(t) is None
 True
 """
 
@@ -34,8 +38,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from featureledger.online.stores import TableRef
-
-MISSING = object()  # cached "no record for this key"
 
 
 class OnlineCache:
@@ -54,9 +56,14 @@ class OnlineCache:
     def epoch(self, table: TableRef) -> tuple[int, int]:
         return (self._global, self._epochs.get(table, 0))
 
-    def get(self, table: TableRef, key: str) -> Any:
+    def table(self, table: TableRef) -> dict[str, Any] | None:
+        """The cached records of ``table`` by key (read-only for callers), or None."""
+        return self._tables.get(table)
+
+    def get(self, table: TableRef, key: str, default: Any = None) -> Any:
+        """The cached record of ``key`` (None: cached as absent), else ``default``."""
         t = self._tables.get(table)
-        return None if t is None else t.get(key)
+        return default if t is None else t.get(key, default)
 
     def put_many(self, table: TableRef, epoch: tuple[int, int],
                  items: Iterable[tuple[str, Any]]) -> None:

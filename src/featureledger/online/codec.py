@@ -134,15 +134,31 @@ class KeyCodec:
             raise self._missing(row) from None
         return encode_key_values(vals, self.single, self.dtypes[0])
 
+    def encode_rows(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """Keys for a list of entity rows (dicts), as ``encode_row`` gives them."""
+        if self.single:
+            name = self.names[0]
+            try:
+                col = [r[name] for r in rows]
+            except KeyError:
+                raise self._missing(next(r for r in rows if name not in r)) from None
+            return self.encode_columns([col])
+        encode = self.encode_row
+        return [encode(r) for r in rows]
+
     def encode_columns(self, columns: Sequence[Sequence[Any]]) -> list[str]:
-        """Keys for whole columns of join-key values (one sequence per key, in order)."""
-        if self.single and self.dtypes[0] in _INT_KEY_TYPES:
-            return [str(v) for v in columns[0]]
-        if self.single and self.dtypes[0] == "string":
-            return list(columns[0])
-        return [
-            self._encode_generic(dict(zip(self.names, vals, strict=False))) for vals in zip(*columns, strict=False)
-        ]
+        """Keys for whole columns of join-key values (one sequence per key, in order);
+        values are checked as ``encode_row`` checks them."""
+        if self.single:
+            name, dtype = self.names[0], self.dtypes[0]
+            col = columns[0]
+            if dtype in _INT_KEY_TYPES:
+                return [str(v) if v.__class__ is int else str(_key_scalar(name, dtype, v))
+                        for v in col]
+            if dtype == "string":
+                return [v if v.__class__ is str else _key_scalar(name, dtype, v) for v in col]
+        return [self._encode_generic(dict(zip(self.names, vals, strict=True)))
+                for vals in zip(*columns, strict=True)]
 
 
 def encode_key_values(values: list[Any], single: bool, first_dtype: str) -> str:
@@ -248,6 +264,21 @@ class ValueCodec:
                 f"match the view's dtypes {self.dtypes}"
             ) from None
         return b"!" + data if special else data
+
+    def decode_many(self, payloads: Sequence[bytes]) -> list[list[Any]]:
+        """The values of many records; one JSON parse for the whole batch when no payload
+        holds a non-finite float (a ``!`` anywhere, even inside a string, only sends the
+        batch to the per-record path, which gives the same values)."""
+        if len(payloads) > 1:
+            joined = b",".join(payloads)
+            if b"!" not in joined:
+                rows: list[list[Any]] = orjson.loads(b"[" + joined + b"]")
+                if self.decoders:
+                    for values in rows:
+                        for i, dec in self.decoders:
+                            values[i] = dec(values[i])
+                return rows
+        return [self.decode(p) for p in payloads]
 
     def decode(self, payload: bytes) -> list[Any]:
         """The values of one record, in field order, as Python objects."""

@@ -17,6 +17,7 @@ from featureledger.errors import InvalidReferenceError, RetrievalError
 from featureledger.model.definitions import FeatureView
 from featureledger.model.references import FeatureRef, parse_reference
 from featureledger.online.codec import KeyCodec, ValueCodec
+from featureledger.online.response import Layout
 from featureledger.online.stores import TableRef
 
 _US = dt.timedelta(microseconds=1)
@@ -32,6 +33,10 @@ class ViewGroup:
     codec: ValueCodec
     ttl_us: int | None
     columns: list[tuple[int, int]]  # (output position, field position in the record)
+    key_slot: int = 0  # groups with the same join keys share one list of encoded keys
+    none_row: tuple[None, ...] = ()  # the values of a record that is not served
+    defaults: list[tuple[int, Any]] | None = None  # (output position, default) to fill
+    positions: list[int] | None = None  # field positions, in output order of the group
 
 
 @dataclass
@@ -44,6 +49,26 @@ class ReadPlan:
     group_of: list[int]  # output position -> group index
     groups: list[ViewGroup]
     join_keys: list[str]  # every join key the request needs, first-seen order
+    key_codecs: list[KeyCodec] | None = None  # one per distinct set of join keys
+    layout: Layout | None = None  # shared by every response of this plan
+
+    def __post_init__(self) -> None:
+        # everything a read needs beyond the references is derived here, once per plan
+        slots: dict[tuple[Any, ...], int] = {}
+        codecs: list[KeyCodec] = []
+        for g in self.groups:
+            sig = (g.keys.names, g.keys.dtypes)
+            if sig not in slots:
+                slots[sig] = len(codecs)
+                codecs.append(g.keys)
+            g.key_slot = slots[sig]
+            g.none_row = (None,) * len(g.view.fields)
+            g.positions = [fi for _out, fi in g.columns]
+            g.defaults = [(out, self.defaults[out]) for out, _fi in g.columns
+                          if self.defaults[out] is not None]
+        self.key_codecs = codecs
+        self.layout = Layout(self.join_keys, self.names, self.references, self.versions,
+                             self.group_of, self.dtypes)
 
 
 def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,

@@ -22,6 +22,7 @@ from featureledger.online.stores import (
     OnlineRecord,
     OnlineStore,
     ReadRequest,
+    ServedRow,
     StoredValue,
     TableRef,
 )
@@ -186,6 +187,28 @@ class RedisOnlineStore(OnlineStore):
         decode = self._decode
         for _table, keys in requests:
             out.append([decode(r) for r in raw[pos:pos + len(keys)]])
+            pos += len(keys)
+        return out
+
+    def read_rows(self, requests: Sequence[ReadRequest]) -> list[list[ServedRow | None]]:
+        names: list[str] = []
+        for table, keys in requests:
+            prefix = self._prefix(table)
+            names.extend([prefix + k for k in keys])
+        if not names:
+            return [[] for _ in requests]
+        raw = self._call("a read", lambda: self.client.mget(names))
+        out: list[list[ServedRow | None]] = []
+        pos = 0
+        for _table, keys in requests:
+            rows: list[ServedRow | None] = []
+            for r in raw[pos:pos + len(keys)]:
+                if r is None:
+                    rows.append(None)
+                else:
+                    ts, _ct, cid, payload = r.split(b"|", 3)
+                    rows.append((int(ts), cid.decode(), payload))
+            out.append(rows)
             pos += len(keys)
         return out
 

@@ -1,8 +1,10 @@
 """Feature vectors as returned by ``get_online_features``.
 
-Values are kept in columns (one list per feature) with, for every value, a status, and per
-view the commit and event time of the record each value came from; the view version is
-the same for every value of a feature (references are pinned when they are planned).
+Values are kept in columns (one list per feature); per view the response keeps the
+records the values came from (their commit and event time) and one small integer code per
+entity row, so a value's status, commit and event time cost nothing until they are asked
+for. The view version is the same for every value of a feature (references are pinned
+when they are planned).
 
 Statuses:
 
@@ -12,19 +14,22 @@ Statuses:
 * ``OUTSIDE_TTL`` — the record is older than the view's TTL; its value is not served
   (None, or the field's default when the caller asked for ``fill_defaults``).
 
->>> r = OnlineResponse(["driver_id"], [[1, 2]], ["trips"], ["stats@1:trips"], [1],
-...                    [[5, None]], [[PRESENT, NOT_FOUND]], [0], [["cmt_a", None]],
-...                    [[1_700_000_000_000_000, None]])
+>>> layout = Layout(join_keys=["driver_id"], names=["trips"], references=["stats@1:trips"],
+...                 versions=[1], group=[0], dtypes=["int64"])
+>>> r = OnlineResponse(layout, [[5, None]], [[FOUND, NOT_FOUND_CODE]],
+...                    [[(1_700_000_000_000_000, "cmt_a"), None]], entity_columns=[[1, 2]])
 >>> r.to_dict()
 {'driver_id': [1, 2], 'trips': [5, None]}
 >>> r.statuses["trips"]
 [<FeatureStatus.PRESENT: 'PRESENT'>, <FeatureStatus.NOT_FOUND: 'NOT_FOUND'>]
+>>> r.commits("trips")
+['cmt_a', None]
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class FeatureStatus(enum.StrEnum):
@@ -44,6 +49,24 @@ NULL = FeatureStatus.NULL
 NOT_FOUND = FeatureStatus.NOT_FOUND
 OUTSIDE_TTL = FeatureStatus.OUTSIDE_TTL
 
+# Per-row codes kept by a response (one per view and entity row); a found record's values
+# are PRESENT or NULL each, decided by the value itself when the status is asked for.
+FOUND = 0
+NOT_FOUND_CODE = 2
+OUTSIDE_TTL_CODE = 3
+_BY_CODE = (PRESENT, NULL, NOT_FOUND, OUTSIDE_TTL)
+
+
+class Layout(NamedTuple):
+    """What every response of one read plan shares (built once per plan)."""
+
+    join_keys: list[str]  # join keys of the entity rows, first-seen order
+    names: list[str]  # feature names, request order
+    references: list[str]  # pinned references, same order
+    versions: list[int]  # view version of each feature
+    group: list[int]  # feature position -> view (index into codes and records)
+    dtypes: list[str] | None = None
+
 
 class OnlineResponse:
     """Feature values for a list of entity rows, with per-value status and provenance.
@@ -53,34 +76,50 @@ class OnlineResponse:
     feature was read from and ``references[name]`` its pinned reference.
     """
 
-    __slots__ = ("_commits", "_dicts", "_dtypes", "_event_ts", "_group", "_references",
-                 "_statuses", "_values", "_versions", "entity_columns", "join_keys", "names")
+    __slots__ = ("_codes", "_dicts", "_entity_cols", "_entity_rows", "_layout", "_records",
+                 "_values")
 
-    def __init__(self, join_keys: list[str], entity_columns: list[list[Any]],
-                 names: list[str], references: list[str], versions: list[int],
-                 values: list[list[Any]], statuses: list[list[FeatureStatus]],
-                 group: list[int], commits: list[list[str | None]],
-                 event_ts: list[list[int | None]], dtypes: list[str] | None = None) -> None:
-        # kept as lists; the name-keyed dicts are built on first access (the hot path
-        # builds responses that are often only serialised)
-        self.join_keys = join_keys
-        self.entity_columns = entity_columns
-        self.names = names
-        self._references = references
-        self._versions = versions
+    def __init__(self, layout: Layout, values: list[list[Any]],
+                 codes: list[list[int] | None], records: list[list[Any]], *,
+                 entity_rows: list[dict[str, Any]] | None = None,
+                 entity_columns: list[list[Any]] | None = None) -> None:
+        # ``values[j]`` is feature j's column. Per view g, ``codes[g]`` is None when every
+        # record was found within its TTL (the common case: nothing stored per row), else
+        # one code per row; ``records[g][i]`` is the record behind row i, indexable as
+        # (event_ts, commit_id, ...), or None. Name-keyed dicts, statuses and entity
+        # columns given as rows are built on first access.
+        self._layout = layout
         self._values = values
-        self._statuses = statuses
-        self._group = group
-        self._commits = commits
-        self._event_ts = event_ts
-        self._dtypes = dtypes
+        self._codes = codes
+        self._records = records
+        self._entity_rows = entity_rows
+        self._entity_cols = entity_columns
         self._dicts: dict[str, dict[str, Any]] = {}
+
+    @property
+    def join_keys(self) -> list[str]:
+        return self._layout.join_keys
+
+    @property
+    def names(self) -> list[str]:
+        """Feature names, in request order."""
+        return self._layout.names
 
     def _by_name(self, key: str, items: list[Any] | None) -> dict[str, Any]:
         d = self._dicts.get(key)
         if d is None:
             d = self._dicts[key] = dict(zip(self.names, items or [], strict=False))
         return d
+
+    @property
+    def entity_columns(self) -> list[list[Any]]:
+        """The join-key values of the entity rows, one list per join key."""
+        cols = self._entity_cols
+        if cols is None:
+            rows = self._entity_rows or []
+            cols = self._entity_cols = [[r.get(k) for r in rows]
+                                        for k in self._layout.join_keys]
+        return cols
 
     @property
     def values(self) -> dict[str, list[Any]]:
@@ -90,47 +129,68 @@ class OnlineResponse:
     @property
     def statuses(self) -> dict[str, list[FeatureStatus]]:
         """Feature name -> status of each value."""
-        return self._by_name("statuses", self._statuses)
+        d = self._dicts.get("statuses")
+        if d is None:
+            d = self._dicts["statuses"] = {
+                name: self._status_column(j) for j, name in enumerate(self.names)}
+        return d
+
+    def _status_column(self, j: int) -> list[FeatureStatus]:
+        codes = self._codes[self._layout.group[j]]
+        col = self._values[j]
+        if codes is None:
+            return [NULL if v is None else PRESENT for v in col]
+        return [(NULL if v is None else PRESENT) if c == FOUND else _BY_CODE[c]
+                for c, v in zip(codes, col, strict=True)]
 
     @property
     def versions(self) -> dict[str, int]:
         """Feature name -> the view version it was read from."""
-        return self._by_name("versions", self._versions)
+        return self._by_name("versions", self._layout.versions)
 
     @property
     def references(self) -> dict[str, str]:
         """Feature name -> pinned reference (``view@version:feature``)."""
-        return self._by_name("references", self._references)
+        return self._by_name("references", self._layout.references)
 
     @property
     def dtypes(self) -> dict[str, str]:
-        return self._by_name("dtypes", self._dtypes)
+        return self._by_name("dtypes", self._layout.dtypes)
 
     def __len__(self) -> int:
-        return len(self.entity_columns[0]) if self.entity_columns else 0
+        if self._entity_cols is None:
+            return len(self._entity_rows or [])
+        return len(self._entity_cols[0]) if self._entity_cols else 0
 
     def __repr__(self) -> str:
         return f"<OnlineResponse {len(self)} row(s) x {len(self.names)} feature(s)>"
 
+    def _group_records(self, name: str) -> list[Any]:
+        layout = self._layout
+        return self._records[layout.group[layout.names.index(name)]]
+
     def commits(self, name: str) -> list[str | None]:
         """The commit each value of ``name`` came from (None when not found)."""
-        return self._commits[self._group[self.names.index(name)]]
+        return [None if r is None else r[1] for r in self._group_records(name)]
 
     def event_timestamps(self, name: str) -> list[int | None]:
         """Event time (µs since the epoch, UTC) of the record behind each value."""
-        return self._event_ts[self._group[self.names.index(name)]]
+        return [None if r is None else r[0] for r in self._group_records(name)]
 
     def to_dict(self, *, metadata: bool = False) -> dict[str, list[Any]]:
         """Columns: join keys, then features; with ``metadata`` also
         ``<name>__status``, ``<name>__version`` and ``<name>__commit`` per value."""
-        out: dict[str, list[Any]] = dict(zip(self.join_keys, self.entity_columns, strict=False))
+        out: dict[str, list[Any]] = dict(zip(self._layout.join_keys, self.entity_columns,
+                                             strict=False))
+        if not metadata:
+            out.update(zip(self._layout.names, self._values, strict=True))
+            return out
         n = len(self)
-        for name in self.names:
-            out[name] = self.values[name]
-            if metadata:
-                out[f"{name}__status"] = [s.value for s in self.statuses[name]]
-                out[f"{name}__version"] = [self.versions[name]] * n
-                out[f"{name}__commit"] = self.commits(name)
+        for j, name in enumerate(self.names):
+            out[name] = self._values[j]
+            out[f"{name}__status"] = [s.value for s in self._status_column(j)]
+            out[f"{name}__version"] = [self._layout.versions[j]] * n
+            out[f"{name}__commit"] = self.commits(name)
         return out
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -138,20 +198,27 @@ class OnlineResponse:
         from featureledger.online.codec import dtype_codec
 
         results = []
-        dtypes = self._dtypes or [""] * len(self.names)
+        layout = self._layout
+        dtypes = layout.dtypes or [""] * len(self.names)
+        per_group: dict[int, tuple[list[Any], list[Any]]] = {}
         for j, name in enumerate(self.names):
             values = self._values[j]
             if dtype_codec(dtypes[j]) is not None:
                 values = _jsonable(values, dtypes[j])
-            g = self._group[j]
+            g = layout.group[j]
+            prov = per_group.get(g)
+            if prov is None:
+                recs = self._records[g]
+                prov = per_group[g] = ([None if r is None else r[1] for r in recs],
+                                       [None if r is None else r[0] for r in recs])
             results.append({
                 "name": name,
-                "reference": self._references[j],
-                "version": self._versions[j],
+                "reference": layout.references[j],
+                "version": layout.versions[j],
                 "values": values,
-                "statuses": self._statuses[j],  # a str enum: serialised as its value
-                "commits": self._commits[g],
-                "event_timestamps": self._event_ts[g],
+                "statuses": self._status_column(j),  # a str enum: serialised as its value
+                "commits": prov[0],
+                "event_timestamps": prov[1],
             })
         return {
             "entities": dict(zip(self.join_keys, self.entity_columns, strict=False)),
@@ -167,13 +234,13 @@ class OnlineResponse:
         cols: dict[str, Any] = {}
         for k, col in zip(self.join_keys, self.entity_columns, strict=False):
             cols[k] = pa.array(col)
-        for name in self.names:
+        for j, name in enumerate(self.names):
             dtype = self.dtypes.get(name)
-            cols[name] = pa.array(self.values[name],
+            cols[name] = pa.array(self._values[j],
                                   type=to_arrow(dtype) if dtype else None)
             if metadata:
-                cols[f"{name}__status"] = pa.array([s.value for s in self.statuses[name]])
-                cols[f"{name}__version"] = pa.array([self.versions[name]] * len(self),
+                cols[f"{name}__status"] = pa.array([s.value for s in self._status_column(j)])
+                cols[f"{name}__version"] = pa.array([self._layout.versions[j]] * len(self),
                                                     type=pa.int32())
                 cols[f"{name}__commit"] = pa.array(self.commits(name), type=pa.string())
         return pa.table(cols)
@@ -191,11 +258,10 @@ class OnlineResponse:
                                                      "bool") for n in self.names)
             dtype = np.float64 if numeric else object
         if np.dtype(dtype) == np.dtype(object):
-            return np.array([self.values[n] for n in self.names], dtype=object).T.reshape(
-                len(self), len(self.names))
+            return np.array(self._values, dtype=object).T.reshape(len(self), len(self.names))
         mat = np.empty((len(self), len(self.names)), dtype=dtype)
-        for j, n in enumerate(self.names):
-            mat[:, j] = [np.nan if v is None else v for v in self.values[n]]
+        for j, col in enumerate(self._values):
+            mat[:, j] = [np.nan if v is None else v for v in col]
         return mat
 
 

@@ -16,11 +16,12 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import RetrievalError, StateError
+from featureledger.errors import InvalidReferenceError, RetrievalError, StateError
 from featureledger.model.timeutil import from_us, now_us, to_us
-from featureledger.online.cache import MISSING, ChangeWatcher, OnlineCache
+from featureledger.online.cache import ChangeWatcher, OnlineCache
 from featureledger.online.materialize import (
     Materializer,
     TableResult,
@@ -29,13 +30,8 @@ from featureledger.online.materialize import (
 )
 from featureledger.online.plan import ReadPlan, build_plan, feature_set_references
 from featureledger.online.push import PushBuffer, to_view_table
-from featureledger.online.response import (
-    NOT_FOUND,
-    NULL,
-    OUTSIDE_TTL,
-    PRESENT,
-    OnlineResponse,
-)
+from featureledger.online.read import read_online
+from featureledger.online.response import OnlineResponse
 from featureledger.online.stores import TableRef
 
 if TYPE_CHECKING:
@@ -99,6 +95,7 @@ class OnlineService:
         self.cache = OnlineCache(cfg.cache_max_entries) if cfg.cache else None
         self._plans: dict[Any, ReadPlan] = {}
         self._views: dict[Any, Any] = {}
+        self._models: dict[str, tuple[list[str], list[str]]] = {}
         self.watcher = ChangeWatcher(self.registry, self.store, cfg.poll_interval_s,
                                      self._registry_changed, self._store_changed)
         self._syncing = False
@@ -110,6 +107,7 @@ class OnlineService:
     def _registry_changed(self) -> None:
         self._plans = {}
         self._views = {}
+        self._models = {}
         if self.cache is not None:
             self.cache.invalidate_all()
         if not self._syncing:
@@ -220,12 +218,12 @@ class OnlineService:
         if views is not None:
             wanted = {}
             for v in views:
-                name, _, ver = v.partition("@")
-                self._view(name, int(ver) if ver else None)  # raises UnknownViewError
-                if ver:
+                name, ver = _view_version(v, None)
+                self._view(name, ver)  # raises UnknownViewError
+                if ver is not None:
                     cur = wanted.get(name, set())
                     if cur is not None:
-                        cur.add(int(ver))
+                        cur.add(ver)
                         wanted[name] = cur
                 else:
                     wanted[name] = None
@@ -354,110 +352,38 @@ class OnlineService:
         """Feature values for ``entity_rows`` with a status, version and commit per value.
 
         ``features`` is a list of references (``view:feature``, ``view@2:feature``);
-        alternatively ``feature_set`` (``NAME`` or ``NAME@VERSION``), or the active
-        feature set of a ``deployment`` / ``model``. ``entity_rows`` is a list of dicts or
-        a dict of columns. Values of ``NOT_FOUND`` and ``OUTSIDE_TTL`` are None, or, with
-        ``fill_defaults=True``, the field's declared default (the status stays).
+        alternatively ``feature_set`` (``NAME`` or ``NAME@VERSION``), or the features a
+        ``deployment`` (``dep_...``) or ``model`` (``mdl_...``, ``name@N``, ``name``)
+        consumes; a read through a deployment is counted in its usage counters.
+        ``entity_rows`` is a list of dicts or a dict of columns. Values of ``NOT_FOUND``
+        and ``OUTSIDE_TTL`` are None, or, with ``fill_defaults=True``, the field's
+        declared default (the status stays).
         """
         if deployment is not None or model is not None:
-            if features is not None or feature_set is not None:
-                raise RetrievalError("pass features, feature_set, or a deployment/model, "
-                                     "not several")
-            features = self._features_of(deployment or model)  # type: ignore[arg-type]
-        plan = self.plan(features, feature_set=feature_set,
-                         full_feature_names=full_feature_names)
-        rows = _entity_rows(entity_rows)
-        return self._read(plan, rows, fill_defaults)
+            if features is not None or feature_set is not None or (
+                    deployment is not None and model is not None):
+                raise RetrievalError("pass one of features, feature_set, deployment or "
+                                     "model, not several")
+            target = deployment if deployment is not None else model
+            features, feature_versions = self._features_of(target)  # type: ignore[arg-type]
+            response = read_online(self.store, self.cache,
+                                   self.plan(features, full_feature_names=full_feature_names),
+                                   entity_rows, fill_defaults)
+            if target.startswith("dep_"):  # type: ignore[union-attr]
+                self._tracking().record_usage(target, feature_versions, rows=len(response))
+            return response
+        # the plan lookup of ``plan()``, inlined: this is every request's path
+        w = self.watcher
+        if w._dirty or _monotonic() >= w._next_poll:
+            w.refresh()
+        plan = self._plans.get((tuple(features) if features.__class__ is list else features,
+                                feature_set, full_feature_names))
+        if plan is None:
+            plan = self.plan(features, feature_set=feature_set,
+                             full_feature_names=full_feature_names)
+        return read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
 
-    def _read(self, plan: ReadPlan, rows: list[dict[str, Any]],
-              fill_defaults: bool) -> OnlineResponse:
-        ncols = len(plan.names)
-        values: list[Any] = [None] * ncols
-        statuses: list[Any] = [None] * ncols
-        commits: list[list[Any]] = []
-        event_ts: list[list[Any]] = []
-        keysets = [[g.keys.encode_row(r) for r in rows] for g in plan.groups]
-        decoded = self._fetch(plan, keysets)
-        now = None
-        for g, recs in zip(plan.groups, decoded, strict=True):
-            ttl = g.ttl_us
-            # per record: its values when served, else None, and the status it imposes
-            live: list[Any] = []
-            base: list[Any] = []
-            cm: list[Any] = []
-            tl: list[Any] = []
-            if ttl is not None and now is None:
-                now = now_us()
-            for d in recs:
-                if d is MISSING:
-                    live.append(None)
-                    base.append(NOT_FOUND)
-                    cm.append(None)
-                    tl.append(None)
-                    continue
-                ts, cid, vals = d
-                cm.append(cid)
-                tl.append(ts)
-                if ttl is not None and now - ts > ttl:  # type: ignore[operator]
-                    live.append(None)
-                    base.append(OUTSIDE_TTL)
-                else:
-                    live.append(vals)
-                    base.append(None)
-            commits.append(cm)
-            event_ts.append(tl)
-            for out, fi in g.columns:
-                col = [None if v is None else v[fi] for v in live]
-                values[out] = col
-                statuses[out] = [b if b is not None else (NULL if x is None else PRESENT)
-                                 for b, x in zip(base, col, strict=True)]
-        if fill_defaults:
-            for out, default in enumerate(plan.defaults):
-                if default is None:
-                    continue
-                values[out] = [default if st is NOT_FOUND or st is OUTSIDE_TTL else v
-                               for v, st in zip(values[out], statuses[out], strict=True)]
-        entity_cols = [[r.get(k) for r in rows] for k in plan.join_keys]
-        return OnlineResponse(plan.join_keys, entity_cols, plan.names, plan.references,
-                              plan.versions, values, statuses, plan.group_of, commits,
-                              event_ts, plan.dtypes)
-
-    def _fetch(self, plan: ReadPlan, keysets: list[list[str]]) -> list[list[Any]]:
-        """Decoded records ``(event_ts, commit_id, values)`` or MISSING, per group and key."""
-        cache = self.cache
-        if cache is None:
-            raw = self.store.read([(g.table, ks) for g, ks in zip(plan.groups, keysets, strict=False)])
-            return [self._decode(g, recs) for g, recs in zip(plan.groups, raw, strict=False)]
-        out: list[list[Any]] = []
-        todo: list[tuple[int, list[int], Any]] = []
-        for gi, (g, ks) in enumerate(zip(plan.groups, keysets, strict=False)):
-            found = [cache.get(g.table, k) for k in ks]
-            miss = [i for i, f in enumerate(found) if f is None]
-            cache.hits += len(ks) - len(miss)
-            cache.misses += len(miss)
-            out.append(found)
-            if miss:
-                todo.append((gi, miss, cache.epoch(g.table)))
-        if todo:
-            reqs = [(plan.groups[gi].table, [keysets[gi][i] for i in miss])
-                    for gi, miss, _e in todo]
-            raw = self.store.read(reqs)
-            for (gi, miss, epoch), recs in zip(todo, raw, strict=False):
-                g = plan.groups[gi]
-                dec = self._decode(g, recs)
-                for i, d in zip(miss, dec, strict=False):
-                    out[gi][i] = d
-                cache.put_many(g.table, epoch, ((keysets[gi][i], d) for i, d in zip(miss, dec, strict=False)))
-        return out
-
-    @staticmethod
-    def _decode(g: Any, recs: list[Any]) -> list[Any]:
-        decode = g.codec.decode
-        return [MISSING if r is None else (r.event_ts, r.commit_id, decode(r.payload))
-                for r in recs]
-
-    def _features_of(self, model: str) -> list[str]:
-        """The pinned references a model version (or a deployment, ``dep_...``) consumes."""
+    def _tracking(self) -> Any:
         import importlib
 
         try:
@@ -467,9 +393,20 @@ class OnlineService:
                 "reading features by deployment or model needs the tracking part, which is "
                 "not available in this installation; pass features= or feature_set="
             ) from None
-        tracking = self.ctx.part("featureledger.tracking.service.TrackingService",
-                                 module.TrackingService)
-        return list(tracking.get_model(model).features)
+        return self.ctx.part("featureledger.tracking.service.TrackingService",
+                             module.TrackingService)
+
+    def _features_of(self, model: str) -> tuple[list[str], list[str]]:
+        """The pinned references a model version (or a deployment, ``dep_...``) consumes,
+        and the view versions they read; cached until the registry changes."""
+        self.watcher.check()
+        got = self._models.get(model)
+        if got is None:
+            mv = self._tracking().get_model(model)
+            # a model's own pinned references, whether it was logged with features=, a
+            # feature set or a training dataset: that is the input it was trained on
+            got = self._models[model] = (list(mv.features), list(mv.feature_versions))
+        return got
 
     # -- push --------------------------------------------------------------------------
     def push(self, view: str, rows: Any, *, version: int | None = None,
@@ -477,9 +414,7 @@ class OnlineService:
         """Validate ``rows`` and write them online now; they land offline as a commit
         (micro-batched). Returns the id of the commit the rows belong to."""
         self.watcher.check()
-        name, _, ver = view.partition("@")
-        if ver:
-            version = int(ver)
+        name, version = _view_version(view, version)
         rec = self.registry.definitions.get("feature_view", name, version)
         definition = rec.definition
         table = TableRef(name, rec.version)
@@ -635,6 +570,19 @@ class OnlineService:
             self.watcher.close()
 
 
+def _view_version(text: str, version: int | None) -> tuple[str, int | None]:
+    """``NAME`` or ``NAME@VERSION`` split (``version`` is the default for a bare name)."""
+    name, at, ver = text.partition("@")
+    if at:
+        if not ver.isdigit() or not name:
+            raise InvalidReferenceError(
+                f"view {text!r} is malformed; write 'NAME' or 'NAME@VERSION', e.g. "
+                "'driver_stats' or 'driver_stats@2'"
+            )
+        return name, int(ver)
+    return name, version
+
+
 def _numbered(table: Any) -> Any:
     """``table`` with its row positions in ``_n`` (DuckDB does not promise scan order)."""
     import pyarrow as pa
@@ -652,31 +600,3 @@ def _progress_bar(enabled: bool, total: int) -> Any:
     task = bar.add_task("materializing view versions", total=total)
     bar.start()
     return bar, task
-
-
-def _entity_rows(entity_rows: Any) -> list[dict[str, Any]]:
-    if isinstance(entity_rows, list):
-        if entity_rows and not isinstance(entity_rows[0], dict):
-            raise RetrievalError(
-                "entity_rows must be a list of dicts such as [{'driver_id': 1001}] or a "
-                f"dict of columns; got a list of {type(entity_rows[0]).__name__}"
-            )
-        return entity_rows
-    if isinstance(entity_rows, dict):
-        cols = {k: (v if isinstance(v, (list, tuple)) else [v]) for k, v in entity_rows.items()}
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) > 1:
-            raise RetrievalError(
-                f"entity columns have different lengths {sorted(lengths)}; give every join "
-                "key the same number of values"
-            )
-        names = list(cols)
-        return [dict(zip(names, vals, strict=False)) for vals in zip(*cols.values(), strict=False)]
-    if hasattr(entity_rows, "to_dict") and hasattr(entity_rows, "columns"):
-        return list(entity_rows.to_dict("records"))
-    if hasattr(entity_rows, "to_pylist"):
-        return list(entity_rows.to_pylist())
-    raise RetrievalError(
-        "entity_rows must be a list of dicts such as [{'driver_id': 1001}], a dict of "
-        f"columns, or a DataFrame; got {type(entity_rows).__name__}"
-    )

@@ -21,6 +21,7 @@ from featureledger.online.stores import (
     OnlineRecord,
     OnlineStore,
     ReadRequest,
+    ServedRow,
     StoredValue,
     TableRef,
 )
@@ -207,6 +208,44 @@ class SqliteOnlineStore(OnlineStore):
                 found[k] = StoredValue(ts, ct, cid, v)
         get = found.get
         return [get(k) for k in keys]
+
+    def read_rows(self, requests: Sequence[ReadRequest]) -> list[list[ServedRow | None]]:
+        # the serving path: one prepared SELECT per table (a primary-key lookup, or one
+        # padded IN list per 512 keys) returning the three columns serving needs
+        conn = self._conn()
+        out: list[list[ServedRow | None]] = []
+        for table, keys in requests:
+            try:
+                if len(keys) == 1:
+                    sql = self._select.get((table, 0))
+                    if sql is None:
+                        sql = self._select[(table, 0)] = (
+                            f"SELECT ts, cid, v FROM {table_name(table)} WHERE k = ?")
+                    out.append([conn.execute(sql, (keys[0],)).fetchone()])
+                    continue
+                found: dict[str, ServedRow] = {}
+                for i in range(0, len(keys), _MAX_IN):
+                    chunk = list(keys[i:i + _MAX_IN])
+                    size = _padded(len(chunk))
+                    sql = self._select.get((table, -size))
+                    if sql is None:
+                        sql = self._select[(table, -size)] = (
+                            f"SELECT k, ts, cid, v FROM {table_name(table)} "
+                            f"WHERE k IN ({','.join('?' * size)})")
+                    if size > len(chunk):
+                        chunk += [chunk[-1]] * (size - len(chunk))
+                    found.update({k: (ts, cid, v)
+                                  for k, ts, cid, v in conn.execute(sql, chunk)})
+                get = found.get
+                out.append([get(k) for k in keys])
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # nothing materialized for this version yet
+                    out.append([None] * len(keys))
+                    continue
+                raise StorageError(
+                    f"reading {table} from the SQLite online store {self.path} failed: {exc}"
+                ) from None
+        return out
 
     # -- metadata and health ----------------------------------------------------------
     def get_meta(self, name: str) -> str | None:

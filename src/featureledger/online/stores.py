@@ -9,7 +9,9 @@ passes the same conformance suite (``tests/online/test_store_conformance.py``):
 * ``write(table, records, force=False)`` — upsert records; unless ``force``, a record only
   replaces one with an older ``(event_ts, commit_time, commit_id)``;
 * ``read(requests)`` — records for keys of several tables at once (one round trip where
-  the backend allows it);
+  the backend allows it); ``read_rows(requests)`` is the same read trimmed to what
+  serving needs, ``(event_ts, commit_id, payload)`` tuples (backends override it with
+  their cheapest query; the default derives it from ``read``);
 * ``delete(table, keys=None)`` — remove keys, or the whole table;
 * ``get_meta(name)`` / ``set_meta(name, value)`` — small text values (materialization
   progress, the change epoch);
@@ -72,6 +74,7 @@ class StoredValue(NamedTuple):
 
 
 ReadRequest = tuple[TableRef, Sequence[str]]
+ServedRow = tuple[int, str, bytes]  # (event_ts, commit_id, payload)
 
 
 class OnlineStore(ABC):
@@ -92,6 +95,11 @@ class OnlineStore(ABC):
     @abstractmethod
     def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredValue | None]]:
         """For each ``(table, keys)``, the stored value of each key (None when absent)."""
+
+    def read_rows(self, requests: Sequence[ReadRequest]) -> list[list[ServedRow | None]]:
+        """Like ``read``, as ``(event_ts, commit_id, payload)`` tuples (the serving path)."""
+        return [[None if v is None else (v.event_ts, v.commit_id, v.payload) for v in vals]
+                for vals in self.read(requests)]
 
     @abstractmethod
     def delete(self, table: TableRef, keys: Sequence[str] | None = None) -> int:
