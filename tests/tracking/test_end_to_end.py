@@ -34,7 +34,6 @@ def oracle(entity_df, history, keys, feats):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
 def test_full_story(tmp_path, registry_url, capsys):
     s = FeatureStore(tmp_path, config=load_config(tmp_path,
                                                   overrides={"registry": registry_url}))
