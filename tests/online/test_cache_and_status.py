@@ -96,3 +96,45 @@ def test_quarantine_without_cache_repairs_online_store(make_store, h):
     # materializing again does not bring the quarantined value back
     store.materialize(end=h.ts(3))
     assert store.get_online_features(["driver_stats:trips"], [IDS[0]]).values["trips"] == [1]
+
+
+def test_memory_only_reads_answer_from_the_cache_or_not_at_all(make_store, h):
+    store = make_store(cache=True, poll_interval_s=3600)
+    store.apply([h.DRIVER, h.stats_view()])
+    h.write_commit(store, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
+    store.materialize(end=h.ts(2))
+    svc = store._online
+    feats = ["driver_stats:trips", "driver_stats:city"]
+    assert svc.get_online_features_nowait(feats, IDS) is None  # no plan built yet
+    full = store.get_online_features(feats, IDS)  # caches key 1 and key 2 ("not found")
+    before = svc.cache.stats()
+    quick = svc.get_online_features_nowait(feats, {"driver_id": [1, 2]})
+    assert quick is not None
+    assert quick.to_dict(metadata=True) == full.to_dict(metadata=True)
+    assert quick.statuses["trips"] == ["PRESENT", "NOT_FOUND"]
+    assert svc.cache.stats()["hits"] == before["hits"] + 2
+    # a key that is not cached: declined, and nothing counted
+    assert svc.get_online_features_nowait(feats, [{"driver_id": 3}]) is None
+    assert svc.cache.stats()["misses"] == before["misses"]
+    # a push in this process drops the table at once: declined until a full read
+    store.push("driver_stats", [{"driver_id": 2, "event_timestamp": h.ts(3), "trips": 30}])
+    assert svc.get_online_features_nowait(feats, IDS) is None
+    assert store.get_online_features(feats, IDS).values["trips"] == [1, 30]
+    assert svc.get_online_features_nowait(feats, IDS).values["trips"] == [1, 30]
+    # a registry write in this process (a new version) is seen before the poll interval
+    store.apply([h.DRIVER, h.stats_view(fields=[Field(name="trips", dtype="int64"),
+                                               Field(name="city", dtype="string")])])
+    assert svc.get_online_features_nowait(feats, IDS) is None
+    r = store.get_online_features(feats, IDS)
+    assert r.versions == {"trips": 2, "city": 2} and r.values["trips"] == [None, None]
+
+
+def test_memory_only_reads_need_the_cache_and_a_fresh_check(make_store, h):
+    plain = make_store(poll_interval_s=3600)
+    plain.apply([h.DRIVER, h.stats_view()])
+    plain.get_online_features(["driver_stats:trips"], IDS)
+    assert plain._online.get_online_features_nowait(["driver_stats:trips"], IDS) is None
+    polling = make_store(cache=True)  # poll_interval_s=0: the check is due on every read
+    polling.get_online_features(["driver_stats:trips"], IDS)
+    assert polling._online.get_online_features_nowait(["driver_stats:trips"], IDS) is None

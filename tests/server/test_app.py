@@ -116,3 +116,18 @@ def test_refuses_public_bind_without_tokens():
     check_bind("127.0.0.1", {})
     check_bind("::1", {})
     check_bind("localhost", {})
+
+
+def test_cached_reads_answered_in_memory_stay_fresh(client, served_store):
+    online = served_store._online
+    online.watcher.poll_interval_s = 3600  # only in-process changes are seen, at once
+    online.watcher.refresh()
+    first = client.post("/features/online", json=BODY).json()
+    assert online.get_online_features_nowait(BODY["features"], BODY["entities"]) is not None
+    hits = online.cache.hits
+    assert client.post("/features/online", json=BODY).json() == first
+    assert online.cache.hits == hits + 3
+    pushed = client.post("/push/driver_stats", json={"rows": [
+        {"driver_id": 1, "event_timestamp": "2024-01-03T00:00:00Z", "trips": 11}]}).json()
+    got = client.post("/features/online", json=BODY).json()["features"][0]
+    assert got["values"] == [11, 20, None] and got["commits"][0] == pushed["commit_id"]

@@ -75,9 +75,13 @@ def entity_input(plan: ReadPlan, entity_rows: Any) -> tuple[list[list[str]], Any
     )
 
 
-def read_online(store: OnlineStore, cache: OnlineCache | None, plan: ReadPlan,
-                entity_rows: Any, fill_defaults: bool = False) -> OnlineResponse:
-    """Read ``plan``'s features for ``entity_rows`` (see the module docstring)."""
+def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: ReadPlan,
+                entity_rows: Any, fill_defaults: bool = False) -> OnlineResponse | None:
+    """Read ``plan``'s features for ``entity_rows`` (see the module docstring).
+
+    Without a ``store`` the read is answered from ``cache`` alone, or not at all: None
+    when any key is not cached (a read that never blocks, for an event loop).
+    """
     groups = plan.groups
     if len(groups) == 1 and entity_rows.__class__ is list and entity_rows \
             and entity_rows[0].__class__ is dict:
@@ -93,12 +97,16 @@ def read_online(store: OnlineStore, cache: OnlineCache | None, plan: ReadPlan,
                 get = table.get
                 recs = [get(k, _ABSENT) for k in keys]
                 if _ABSENT in recs:
+                    if store is None:
+                        return None
                     recs = None
                 else:
                     cache.hits += len(keys)
                     vals = [_NONE if r is None else r[2] for r in recs]
+            elif store is None:
+                return None
         else:
-            recs = store.read_rows([(g.table, keys)])[0]
+            recs = store.read_rows([(g.table, keys)])[0]  # type: ignore[union-attr]
             vals = _decode(g, recs)
         if recs is not None:
             ttl = g.ttl_us
@@ -118,10 +126,15 @@ def read_online(store: OnlineStore, cache: OnlineCache | None, plan: ReadPlan,
                              fill_defaults, entity_rows, None)
     keysets, rows, columns = entity_input(plan, entity_rows)
     if cache is None:
+        if store is None:
+            return None
         fetched = store.read_rows([(g.table, keysets[g.key_slot]) for g in groups])
         decoded = [_decode(g, recs) for g, recs in zip(groups, fetched, strict=True)]
     else:
-        fetched, decoded = _cached(store, cache, groups, keysets)
+        got = _cached(store, cache, groups, keysets)
+        if got is None:
+            return None
+        fetched, decoded = got
     return _assemble(plan, fetched, decoded, fill_defaults, rows, columns)
 
 
@@ -181,12 +194,14 @@ def _decode(g: ViewGroup, recs: list[Any]) -> list[Any]:
     return out
 
 
-def _cached(store: OnlineStore, cache: OnlineCache, groups: list[ViewGroup],
-            keysets: list[list[str]]) -> tuple[list[list[Any]], list[list[Any]]]:
+def _cached(store: OnlineStore | None, cache: OnlineCache, groups: list[ViewGroup],
+            keysets: list[list[str]]) -> tuple[list[list[Any]], list[list[Any]]] | None:
     """Records ``(event_ts, commit_id, values)`` per group and key, from the cache where
-    present; the rest with one store read, then cached (unless the table changed)."""
+    present; the rest with one store read, then cached (unless the table changed).
+    Without a store: None unless every key is cached."""
     fetched: list[list[Any]] = []
     todo: list[tuple[int, list[int], Any]] = []
+    looked = missed = 0
     for gi, g in enumerate(groups):
         keys = keysets[g.key_slot]
         table = cache.table(g.table)
@@ -196,17 +211,20 @@ def _cached(store: OnlineStore, cache: OnlineCache, groups: list[ViewGroup],
             get = table.get
             found = [get(k, _ABSENT) for k in keys]
         fetched.append(found)
+        looked += len(keys)
         if _ABSENT in found:
             miss = [i for i, f in enumerate(found) if f is _ABSENT]
             todo.append((gi, miss, cache.epoch(g.table)))
-            cache.misses += len(miss)
-            cache.hits += len(keys) - len(miss)
-        else:
-            cache.hits += len(keys)
+            missed += len(miss)
+    if todo and store is None:
+        return None
+    cache.hits += looked - missed
+    cache.misses += missed
     if todo:
         reqs = [(groups[gi].table, [keysets[groups[gi].key_slot][i] for i in miss])
                 for gi, miss, _e in todo]
-        for (gi, miss, epoch), (table, keys), recs in zip(todo, reqs, store.read_rows(reqs),
+        for (gi, miss, epoch), (table, keys), recs in zip(todo, reqs,
+                                                          store.read_rows(reqs),  # type: ignore[union-attr]
                                                           strict=True):
             g = groups[gi]
             vals = _decode(g, recs)

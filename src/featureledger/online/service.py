@@ -369,6 +369,7 @@ class OnlineService:
             response = read_online(self.store, self.cache,
                                    self.plan(features, full_feature_names=full_feature_names),
                                    entity_rows, fill_defaults)
+            assert response is not None  # with a store, a read always answers
             if target.startswith("dep_"):  # type: ignore[union-attr]
                 self._tracking().record_usage(target, feature_versions, rows=len(response))
             return response
@@ -381,7 +382,31 @@ class OnlineService:
         if plan is None:
             plan = self.plan(features, feature_set=feature_set,
                              full_feature_names=full_feature_names)
-        return read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
+        response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
+        assert response is not None  # with a store, a read always answers
+        return response
+
+    def get_online_features_nowait(self, features: Any = None, entity_rows: Any = None, *,
+                                   feature_set: str | None = None,
+                                   full_feature_names: bool = False,
+                                   fill_defaults: bool = False) -> OnlineResponse | None:
+        """``get_online_features`` answered from memory alone, or None.
+
+        None whenever answering would touch a store or the registry: the cache is off,
+        a key is not cached, the plan is not built yet, or the change check is due. It
+        never blocks, so a server can call it on its event loop and fall back to a
+        worker thread for the full read.
+        """
+        if self.cache is None:
+            return None
+        w = self.watcher
+        if w._dirty or _monotonic() >= w._next_poll:
+            return None
+        plan = self._plans.get((tuple(features) if features.__class__ is list else features,
+                                feature_set, full_feature_names))
+        if plan is None:
+            return None
+        return read_online(None, self.cache, plan, entity_rows, fill_defaults)
 
     def _tracking(self) -> Any:
         import importlib
