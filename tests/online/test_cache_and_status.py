@@ -138,3 +138,43 @@ def test_memory_only_reads_need_the_cache_and_a_fresh_check(make_store, h):
     polling = make_store(cache=True)  # poll_interval_s=0: the check is due on every read
     polling.get_online_features(["driver_stats:trips"], IDS)
     assert polling._online.get_online_features_nowait(["driver_stats:trips"], IDS) is None
+
+
+def test_reads_leave_change_polling_to_a_background_thread(make_store, h):
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    reader = make_store(cache=True, poll_interval_s=0.05)
+    reader.apply([h.DRIVER, h.stats_view()])
+    writer = make_store()
+    h.write_commit(writer, "driver_stats", [
+        {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
+    writer.materialize(end=h.ts(2))
+    time.sleep(0.2)  # the poller sees the materialization: the next read refreshes
+    assert trips(reader) == [1, None]
+    engine = reader.registry.db.engine
+    on_reader_thread = []
+
+    def seen(conn, cursor, statement, *args):
+        if threading.get_ident() == threading.main_thread().ident:
+            on_reader_thread.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        deadline = time.monotonic() + 0.3
+        reads = 0
+        while time.monotonic() < deadline:  # several poll intervals of reads
+            assert trips(reader) == [1, None]
+            reads += 1
+        assert reads > 10 and on_reader_thread == []
+        # another process's change is still seen, within about one poll interval
+        writer.push("driver_stats", [{"driver_id": 2, "event_timestamp": h.ts(3),
+                                      "trips": 20}])
+        deadline = time.monotonic() + 5
+        while trips(reader) != [1, 20] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert trips(reader) == [1, 20]
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)

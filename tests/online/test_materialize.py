@@ -293,6 +293,14 @@ def test_a_model_or_deployment_read_names_one_source(store, h):
 def test_push_refuses_a_malformed_version(store, h):
     from featureledger.errors import InvalidReferenceError
 
-    for bad in ("driver_stats@two", "driver_stats@", "@1"):
+    for bad in ("driver_stats@two", "driver_stats@", "@1", "driver_stats@0",
+                f"driver_stats@{2**63}"):
         with pytest.raises(InvalidReferenceError, match="NAME@VERSION"):
             store.push(bad, [{"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
+
+
+def test_a_version_beyond_any_stored_one_is_a_reference_error(store):
+    from featureledger.errors import InvalidReferenceError
+
+    with pytest.raises(InvalidReferenceError, match="cannot exist"):
+        store.get_online_features([f"driver_stats@{2**63}:trips"], [{"driver_id": 1}])

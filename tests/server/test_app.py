@@ -131,3 +131,9 @@ def test_cached_reads_answered_in_memory_stay_fresh(client, served_store):
         {"driver_id": 1, "event_timestamp": "2024-01-03T00:00:00Z", "trips": 11}]}).json()
     got = client.post("/features/online", json=BODY).json()["features"][0]
     assert got["values"] == [11, 20, None] and got["commits"][0] == pushed["commit_id"]
+
+
+def test_catalog_version_out_of_range_is_422(client):
+    for bad in (0, 2**63):
+        r = client.get("/catalog/views/driver_stats", params={"version": bad})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"

@@ -8,8 +8,10 @@ it:
 * a registry write in this process (apply, quarantine, rollback, restore, ingestion) is
   seen by a hook on the registry engine, and the next read drops everything;
 * writes by other processes are seen by polling the registry generation and the online
-  store's change epoch at most every ``poll_interval_s`` (so the staleness bound across
-  processes is that interval; set it to 0 to check on every read).
+  store's change epoch every ``poll_interval_s`` (so the staleness bound across processes
+  is that interval; set it to 0 to check on every read). The polling runs on a background
+  thread, so a read never waits for it: a read only looks at a flag, and refreshes plans
+  and cache itself when the flag says something changed.
 
 A reader only inserts what it read if the table's epoch did not move while it was
 reading, so a write racing with a read can never leave an old value cached.
@@ -32,6 +34,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -103,8 +106,11 @@ class OnlineCache:
 class ChangeWatcher:
     """Tells the service when the registry or the online store may have changed.
 
-    ``check()`` is called on every read: it costs a clock read unless an in-process
-    registry write was seen or the poll interval has passed.
+    ``check()`` is called on every read. It costs an attribute read unless a change was
+    seen: an in-process registry write (a hook on the registry engine), or a change by
+    another process found by the poller thread (every ``poll_interval_s``; started on
+    the first refresh). With ``poll_interval_s`` 0 there is no thread and every check
+    queries the registry and the store.
     """
 
     def __init__(self, registry: Any, store: Any, poll_interval_s: float,
@@ -119,7 +125,9 @@ class ChangeWatcher:
         self._lock = threading.Lock()
         self._generation: int | None = None
         self._store_token: Any = None
-        self._next_poll = 0.0
+        self._next_poll = 0.0  # +inf while the poller thread runs
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
         self._engine = getattr(getattr(registry, "db", None), "engine", None)
         if self._engine is not None:
             import sqlalchemy as sa
@@ -137,12 +145,13 @@ class ChangeWatcher:
 
     def check(self) -> None:
         if self._dirty or time.monotonic() >= self._next_poll:
-            self.refresh()
+            self.refresh(only_if_due=True)
 
-    def refresh(self, *, store: bool = True) -> None:
+    def refresh(self, *, store: bool = True, only_if_due: bool = False) -> None:
         with self._lock:
+            if only_if_due and not self._dirty and time.monotonic() < self._next_poll:
+                return  # another thread refreshed while this one waited for the lock
             self._dirty = False
-            self._next_poll = time.monotonic() + self.poll_interval_s
             generation = self.registry.generation()
             if generation != self._generation:
                 first = self._generation is None
@@ -154,8 +163,30 @@ class ChangeWatcher:
                 if token != self._store_token:
                     self._store_token = token
                     self._on_store_change()
+            if self.poll_interval_s <= 0:
+                self._next_poll = 0.0
+            elif self._poller is None and not self._stop.is_set():
+                self._next_poll = math.inf
+                self._poller = threading.Thread(target=self._poll, daemon=True,
+                                                name="featureledger-change-poller")
+                self._poller.start()
+
+    def _poll(self) -> None:
+        """Look for changes by other processes; a change only raises the flag."""
+        while not self._stop.wait(self.poll_interval_s):
+            try:
+                changed = (self.registry.generation() != self._generation
+                           or self.store.change_token() != self._store_token)
+            except Exception:  # the reader's own refresh reports the error to its caller
+                changed = True
+            if changed and not self._stop.is_set():
+                self._dirty = True
 
     def close(self) -> None:
+        self._stop.set()
+        poller = self._poller
+        if poller is not None and poller is not threading.current_thread():
+            poller.join(timeout=5)
         if self._engine is not None:
             import sqlalchemy as sa
 

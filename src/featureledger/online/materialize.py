@@ -172,7 +172,8 @@ class Materializer:
 
                 from featureledger.model.types import to_arrow
 
-                cols = list(zip(*repair_keys, strict=False)) if repair_keys else [[] for _ in view.join_keys]
+                cols: list[Any] = (list(zip(*repair_keys, strict=False)) if repair_keys
+                                   else [[] for _ in view.join_keys])
                 keys_tbl = pa.table({
                     k: pa.array(list(c), type=to_arrow(t))
                     for (k, t), c in zip(view.join_keys.items(), cols, strict=False)

@@ -10,7 +10,7 @@ the registry changes.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from featureledger.errors import InvalidReferenceError, RetrievalError
@@ -35,8 +35,8 @@ class ViewGroup:
     columns: list[tuple[int, int]]  # (output position, field position in the record)
     key_slot: int = 0  # groups with the same join keys share one list of encoded keys
     none_row: tuple[None, ...] = ()  # the values of a record that is not served
-    defaults: list[tuple[int, Any]] | None = None  # (output position, default) to fill
-    positions: list[int] | None = None  # field positions, in output order of the group
+    defaults: list[tuple[int, Any]] = field(default_factory=list)  # (output position, default)
+    positions: list[int] = field(default_factory=list)  # field positions, in output order
 
 
 @dataclass
@@ -83,6 +83,12 @@ def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,
         raise RetrievalError("no features requested; pass references such as "
                              "['driver_stats:trips'] or feature_set='NAME'")
     refs: list[FeatureRef] = [parse_reference(f) for f in features]
+    for ref in refs:
+        if ref.version is not None and ref.version >= 2**31:  # beyond any stored version
+            raise InvalidReferenceError(
+                f"feature reference {str(ref)!r} names version {ref.version}, which cannot "
+                "exist; pin a version the view has (see 'featureledger versions VIEW')"
+            )
     views: dict[tuple[str, int | None], Any] = {}
     groups: dict[TableRef, ViewGroup] = {}
     names: list[str] = []

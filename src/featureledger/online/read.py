@@ -91,6 +91,7 @@ def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: Read
         g = groups[0]
         keys = g.keys.encode_rows(entity_rows)
         recs: Any = None
+        vals: list[Any] = []
         if cache is not None:
             table = cache.table(g.table)
             if table is not None:
@@ -204,11 +205,11 @@ def _cached(store: OnlineStore | None, cache: OnlineCache, groups: list[ViewGrou
     looked = missed = 0
     for gi, g in enumerate(groups):
         keys = keysets[g.key_slot]
-        table = cache.table(g.table)
-        if table is None:
+        cached = cache.table(g.table)
+        if cached is None:
             found: list[Any] = [_ABSENT] * len(keys)
         else:
-            get = table.get
+            get = cached.get
             found = [get(k, _ABSENT) for k in keys]
         fetched.append(found)
         looked += len(keys)

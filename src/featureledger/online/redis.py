@@ -181,7 +181,7 @@ class RedisOnlineStore(OnlineStore):
             names.extend(prefix + k for k in keys)
         if not names:
             return [[] for _ in requests]
-        raw = self._call("a read", lambda: self.client.mget(names))
+        raw: Any = self._call("a read", lambda: self.client.mget(names))
         out: list[list[StoredValue | None]] = []
         pos = 0
         decode = self._decode
@@ -197,9 +197,10 @@ class RedisOnlineStore(OnlineStore):
             names.extend([prefix + k for k in keys])
         if not names:
             return [[] for _ in requests]
-        raw = self._call("a read", lambda: self.client.mget(names))
+        raw: Any = self._call("a read", lambda: self.client.mget(names))
         out: list[list[ServedRow | None]] = []
         pos = 0
+        r: Any
         for _table, keys in requests:
             rows: list[ServedRow | None] = []
             for r in raw[pos:pos + len(keys)]:
@@ -214,7 +215,8 @@ class RedisOnlineStore(OnlineStore):
 
     # -- metadata and health ----------------------------------------------------------
     def get_meta(self, name: str) -> str | None:
-        value = self._call("a metadata read", lambda: self.client.hget(self._meta, name))
+        value: Any = self._call("a metadata read",
+                                lambda: self.client.hget(self._meta, name))
         return None if value is None else value.decode()
 
     def set_meta(self, name: str, value: str) -> None:

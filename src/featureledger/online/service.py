@@ -599,7 +599,7 @@ def _view_version(text: str, version: int | None) -> tuple[str, int | None]:
     """``NAME`` or ``NAME@VERSION`` split (``version`` is the default for a bare name)."""
     name, at, ver = text.partition("@")
     if at:
-        if not ver.isdigit() or not name:
+        if not ver.isdigit() or not name or not 1 <= int(ver) < 2**31:
             raise InvalidReferenceError(
                 f"view {text!r} is malformed; write 'NAME' or 'NAME@VERSION', e.g. "
                 "'driver_stats' or 'driver_stats@2'"

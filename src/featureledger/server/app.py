@@ -22,7 +22,7 @@ import time
 from typing import Any, Literal
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -403,10 +403,11 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
              summary="One definition (latest version unless 'version' is given)",
              responses=_ERRORS)
     async def definition(kind: Literal["entities", "views", "feature-sets"], name: str,
-                         version: int | None = None) -> Any:
+                         version: int | None = Query(
+                             default=None, ge=1, le=2**31 - 1,
+                             description="A version number; the latest when omitted.")
+                         ) -> Any:
         kinds = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
-        if version is not None and version < 1:
-            raise RetrievalError("version must be 1 or more")
         rec = await run_in_threadpool(store.registry.definitions.get, kinds[kind], name,
                                       version)
         return OrjsonResponse(_record(rec))
