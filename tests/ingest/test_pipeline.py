@@ -264,13 +264,14 @@ def test_gc_removes_orphans_and_nothing_else(store) -> None:
     assert all(store.ctx.offline_store.path(f).is_file() for f in kept.files)
 
 
-@pytest.mark.parametrize("kind", ["parquet", "csv", "glob", "view_source", "polars", "reader"])
+@pytest.mark.parametrize("kind", ["parquet", "csv", "glob", "view_source", "view_source_by_path",
+                                  "polars", "reader"])
 def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
     df = good_frame(6)
     data_dir = tmp_path / "repo" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     files = []
-    if kind in ("parquet", "view_source"):
+    if kind in ("parquet", "view_source", "view_source_by_path"):
         files = [data_dir / "trips.parquet"]
         df.to_parquet(files[0], index=False)
         data = str(files[0])
@@ -289,15 +290,16 @@ def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
         data = pl.from_pandas(df)
     else:
         data = pa.Table.from_pandas(df, preserve_index=False).to_reader(max_chunksize=2)
-    if kind == "view_source":
+    if kind.startswith("view_source"):
         sqlite_store.apply([make_view(source="data/trips.parquet")])
-        data = None
+        # the view's own file, read by default or named by its full path
+        data = None if kind == "view_source" else str(files[0])
     c = sqlite_store.ingest("trips", data).commit
     stored = read_commit(sqlite_store, c)
     assert stored.column("n").to_pylist() == df["n"].tolist()
     assert stored.column("event_timestamp").to_pylist() == [
         T0 + dt.timedelta(hours=h) for h in range(6)]
-    if kind == "view_source":  # one lineage node for the source, fed and ingested from
+    if kind.startswith("view_source"):  # one lineage node for the source, fed and ingested from
         with sqlite_store.registry.db.read() as conn:
             t = schema.lineage_edges
             rels = set(conn.execute(sa.select(t.c.relation, t.c.dst).where(

@@ -203,6 +203,14 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
         declared = src.path
         if base is not None and not os.path.isabs(os.path.expanduser(data)):
             data = os.path.join(base, data)
+    elif isinstance(data, (str, os.PathLike)) and view is not None:
+        # the view's own source named by another path is still the same lineage node
+        src = getattr(view, "source", None)
+        own = getattr(src, "path", None)
+        if own is not None and base is not None:
+            own_abs = os.path.abspath(os.path.join(base, os.path.expanduser(own)))
+            if own_abs == os.path.abspath(os.path.expanduser(os.fspath(data))):
+                declared = own
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         files = _expand(path)
