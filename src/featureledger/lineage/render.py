@@ -166,7 +166,7 @@ _PAGE = """<!DOCTYPE html>
 <div id="panel"><h2>__TITLE__</h2><p>Click a node for its metadata. Drag to pan, scroll
  to zoom.</p><div id="meta"></div></div></div>
 <div id="bar"><button id="zin" title="zoom in">+</button><button id="zout"
- title="zoom out">-</button><button id="fit" title="reset view">&#8634;</button></div>
+ title="zoom out">-</button><button id="fit" title="fit the graph to the window">&#8634;</button></div>
 <script id="graph-data" type="application/json">__DATA__</script>
 <script>
 (function(){
@@ -214,8 +214,15 @@ _PAGE = """<!DOCTYPE html>
   zoom(e.deltaY<0?1.15:1/1.15, e.clientX-r.left, e.clientY-r.top);},{passive:false});
  document.getElementById('zin').onclick=function(){zoom(1.25,200,200);};
  document.getElementById('zout').onclick=function(){zoom(0.8,200,200);};
- document.getElementById('fit').onclick=function(){tx=0;ty=0;k=1;apply();};
- apply();
+ function fit(){var ids=Object.keys(data.pos); if(!ids.length){apply(); return;}
+  var xs=ids.map(function(i){return data.pos[i][0];}), ys=ids.map(function(i){return data.pos[i][1];});
+  var x0=Math.min.apply(null,xs)-20, x1=Math.max.apply(null,xs)+W+20;
+  var y0=Math.min.apply(null,ys)-20, y1=Math.max.apply(null,ys)+H+20;
+  var r=svg.getBoundingClientRect();
+  k=Math.max(0.1,Math.min(1.5,r.width/(x1-x0),r.height/(y1-y0)));
+  tx=(r.width-(x1-x0)*k)/2-x0*k; ty=Math.max(0,(r.height-(y1-y0)*k)/2)-y0*k; apply();}
+ document.getElementById('fit').onclick=fit;
+ fit();
  var first=data.roots[0], g=view.querySelector('[data-id="'+first+'"]'); if(g){show(first,g);}
 })();
 </script></body></html>
