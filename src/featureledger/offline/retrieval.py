@@ -577,7 +577,7 @@ class RetrievalService:
         rows = result.column(ROW_COLUMN).to_numpy()
         order = np.empty(n, dtype=np.int64)
         order[rows] = np.arange(n, dtype=np.int64)  # inverse permutation: entity order
-        result = result.take(pa.array(order))
+        result = result.drop_columns([ROW_COLUMN]).take(pa.array(order))
         table = entities
         unmatched = []
         for i, r in enumerate(plan):
