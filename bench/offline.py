@@ -397,6 +397,13 @@ def main() -> int:
         print_table({size: entry})
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "offline.json"
+    if out.exists():  # a quick run of some sizes keeps the others' last results
+        try:
+            previous = json.loads(out.read_text()).get("sizes", {})
+        except (OSError, ValueError):
+            previous = {}
+        report["sizes"] = {**{k: v for k, v in previous.items() if k not in report["sizes"]},
+                           **report["sizes"]}
     out.write_text(json.dumps(report, indent=2))
     print()
     print_table(report["sizes"])
