@@ -156,3 +156,22 @@ def test_redis_unroutable_address_times_out_within_the_deadline():
             store.read([(T, ["1"])])
         assert time.monotonic() - t0 < (1 + 1) * 0.2 * 2 + 1.0
         store.close()
+
+
+def test_serving_reads_are_the_same_records(raw_store):
+    raw_store.write(T, [rec("1", 10, ct=3, cid="cmt_b", payload=b"[1.5]"),
+                        rec("2", 20, payload=b'["x|y"]')])
+    keys = ["2", "9", "1", "2"]
+    full = raw_store.read([(T, keys), (T2, ["1"])])
+    rows = raw_store.read_rows([(T, keys), (T2, ["1"])])
+    assert rows == [[(20, "cmt_a", b'["x|y"]'), None, (10, "cmt_b", b"[1.5]"),
+                     (20, "cmt_a", b'["x|y"]')], [None]]
+    assert rows == [[None if v is None else (v.event_ts, v.commit_id, v.payload) for v in vs]
+                    for vs in full]
+    assert [raw_store.read_row(T, k) for k in keys] == rows[0]
+    assert raw_store.read_row(TableRef("never_written", 1), "1") is None
+    many = [str(i) for i in range(1500)]  # beyond one IN list
+    raw_store.write(T2, [rec(k, 5, payload=b"[%s]" % k.encode()) for k in many[::3]])
+    got = raw_store.read_rows([(T2, many)])[0]
+    assert [g is not None for g in got] == [i % 3 == 0 for i in range(1500)]
+    assert all(g[2] == b"[%d]" % i for i, g in enumerate(got) if g is not None)

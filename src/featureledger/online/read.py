@@ -17,6 +17,8 @@ from __future__ import annotations
 from time import time_ns as _time_ns
 from typing import TYPE_CHECKING, Any
 
+from orjson import loads as _loads
+
 from featureledger.errors import RetrievalError
 from featureledger.model.timeutil import now_us
 from featureledger.online.response import (
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 _ABSENT = object()  # "not in the cache" (a cached None means "no record for this key")
 _NONE = object()  # placeholder for the values of a cached "no record"
+_ONE_VIEW_FOUND: list[list[int] | None] = [None]  # codes of a one-view read, all found
 
 
 def entity_input(plan: ReadPlan, entity_rows: Any) -> tuple[list[list[str]], Any, Any]:
@@ -89,6 +92,18 @@ def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: Read
         # the generality taken out; anything unusual (a key not found, a record outside
         # its TTL) continues on the general path with what was already read
         g = groups[0]
+        if cache is None and store is not None and len(entity_rows) == 1:
+            # one key: one primary-key lookup, one payload to parse
+            rec = store.read_row(g.table, g.keys.encode_row(entity_rows[0]))
+            ttl = g.ttl_us
+            if rec is not None and (ttl is None or rec[0] >= _time_ns() // 1000 - ttl):
+                payload = rec[2]
+                row = (_loads(payload) if payload[:1] != b"!" and not g.codec.decoders
+                       else g.codec.decode(payload))
+                return OnlineResponse(plan.layout, [[row[fi]] for fi in g.positions],  # type: ignore[arg-type]
+                                      _ONE_VIEW_FOUND, [[rec]], entity_rows=entity_rows)
+            return _assemble(plan, [[rec]], [_decode(g, [rec])], fill_defaults, entity_rows,
+                             None)
         keys = g.keys.encode_rows(entity_rows)
         recs: Any = None
         vals: list[Any] = []
@@ -121,7 +136,7 @@ def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: Read
                 else:
                     cols = list(zip(*vals, strict=True))
                     values = [list(cols[fi]) for fi in positions]
-                return OnlineResponse(plan.layout, values, [None], [recs],  # type: ignore[arg-type]
+                return OnlineResponse(plan.layout, values, _ONE_VIEW_FOUND, [recs],  # type: ignore[arg-type]
                                       entity_rows=entity_rows)
             return _assemble(plan, [recs], [[g.none_row if v is _NONE else v for v in vals]],
                              fill_defaults, entity_rows, None)

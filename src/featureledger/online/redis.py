@@ -190,6 +190,14 @@ class RedisOnlineStore(OnlineStore):
             pos += len(keys)
         return out
 
+    def read_row(self, table: TableRef, key: str) -> ServedRow | None:
+        name = self._prefix(table) + key
+        raw: Any = self._call("a read", lambda: self.client.get(name))
+        if raw is None:
+            return None
+        ts, _ct, cid, payload = raw.split(b"|", 3)
+        return int(ts), cid.decode(), payload
+
     def read_rows(self, requests: Sequence[ReadRequest]) -> list[list[ServedRow | None]]:
         names: list[str] = []
         for table, keys in requests:

@@ -77,7 +77,7 @@ class OnlineResponse:
     """
 
     __slots__ = ("_codes", "_dicts", "_entity_cols", "_entity_rows", "_layout", "_records",
-                 "_values")
+                 "_values", "_values_by_name")
 
     def __init__(self, layout: Layout, values: list[list[Any]],
                  codes: list[list[int] | None], records: list[list[Any]], *,
@@ -94,7 +94,8 @@ class OnlineResponse:
         self._records = records
         self._entity_rows = entity_rows
         self._entity_cols = entity_columns
-        self._dicts: dict[str, dict[str, Any]] = {}
+        self._values_by_name: dict[str, list[Any]] | None = None
+        self._dicts: dict[str, dict[str, Any]] | None = None
 
     @property
     def join_keys(self) -> list[str]:
@@ -106,6 +107,8 @@ class OnlineResponse:
         return self._layout.names
 
     def _by_name(self, key: str, items: list[Any] | None) -> dict[str, Any]:
+        if self._dicts is None:
+            self._dicts = {}
         d = self._dicts.get(key)
         if d is None:
             d = self._dicts[key] = dict(zip(self.names, items or [], strict=False))
@@ -124,11 +127,17 @@ class OnlineResponse:
     @property
     def values(self) -> dict[str, list[Any]]:
         """Feature name -> values, aligned with the entity rows."""
-        return self._by_name("values", self._values)
+        d = self._values_by_name  # the accessor most callers use: kept to the minimum
+        if d is None:
+            d = self._values_by_name = dict(zip(self._layout.names, self._values,
+                                                strict=True))
+        return d
 
     @property
     def statuses(self) -> dict[str, list[FeatureStatus]]:
         """Feature name -> status of each value."""
+        if self._dicts is None:
+            self._dicts = {}
         d = self._dicts.get("statuses")
         if d is None:
             d = self._dicts["statuses"] = {

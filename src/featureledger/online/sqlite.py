@@ -56,6 +56,7 @@ class SqliteOnlineStore(OnlineStore):
         self._lock = threading.Lock()
         self._known: set[TableRef] = set()
         self._select: dict[tuple[TableRef, int], str] = {}
+        self._select_one: dict[TableRef, str] = {}
         conn = self._conn()
         with self._lock:
             conn.execute("CREATE TABLE IF NOT EXISTS fl_meta (name TEXT PRIMARY KEY, "
@@ -208,6 +209,17 @@ class SqliteOnlineStore(OnlineStore):
                 found[k] = StoredValue(ts, ct, cid, v)
         get = found.get
         return [get(k) for k in keys]
+
+    def read_row(self, table: TableRef, key: str) -> ServedRow | None:
+        sql = self._select_one.get(table)
+        if sql is None:
+            sql = self._select_one[table] = (
+                f"SELECT ts, cid, v FROM {table_name(table)} WHERE k = ?")
+        conn = getattr(self._local, "conn", None) or self._conn()
+        try:
+            return conn.execute(sql, (key,)).fetchone()  # type: ignore[no-any-return]
+        except sqlite3.OperationalError:
+            return self.read_rows([(table, [key])])[0][0]  # its errors say what failed
 
     def read_rows(self, requests: Sequence[ReadRequest]) -> list[list[ServedRow | None]]:
         # the serving path: one prepared SELECT per table (a primary-key lookup, or one

@@ -101,6 +101,10 @@ class OnlineStore(ABC):
         return [[None if v is None else (v.event_ts, v.commit_id, v.payload) for v in vals]
                 for vals in self.read(requests)]
 
+    def read_row(self, table: TableRef, key: str) -> ServedRow | None:
+        """``read_rows`` for one key of one table (backends make this their cheapest call)."""
+        return self.read_rows([(table, [key])])[0][0]
+
     @abstractmethod
     def delete(self, table: TableRef, keys: Sequence[str] | None = None) -> int:
         """Remove ``keys`` from ``table`` (every key when None); return how many were removed."""
