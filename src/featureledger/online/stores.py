@@ -9,9 +9,9 @@ passes the same conformance suite (``tests/online/test_store_conformance.py``):
 * ``write(table, records, force=False)`` — upsert records; unless ``force``, a record only
   replaces one with an older ``(event_ts, commit_time, commit_id)``;
 * ``read(requests)`` — records for keys of several tables at once (one round trip where
-  the backend allows it); ``read_rows(requests)`` is the same read trimmed to what
-  serving needs, ``(event_ts, commit_id, payload)`` tuples (backends override it with
-  their cheapest query; the default derives it from ``read``);
+  the backend allows it); ``read_rows(requests)`` and ``read_row(table, key)`` are the
+  same read trimmed to what serving needs, ``(event_ts, commit_id, payload)`` tuples
+  (backends override them with their cheapest query; the defaults derive from ``read``);
 * ``delete(table, keys=None)`` — remove keys, or the whole table;
 * ``get_meta(name)`` / ``set_meta(name, value)`` — small text values (materialization
   progress, the change epoch);
