@@ -17,6 +17,7 @@ are built lazily, so a process that only reads definitions never opens the onlin
 
 from __future__ import annotations
 
+import builtins
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,16 +115,16 @@ class FeatureStore:
         self.close()
 
     # -- definitions --------------------------------------------------------------------
-    def load_definitions(self) -> list[Any]:
+    def load_definitions(self) -> builtins.list[Any]:
         from featureledger.project import load_definitions
 
         return load_definitions(self.repo_path)
 
-    def plan(self, definitions: list[Any] | None = None) -> Plan:
+    def plan(self, definitions: builtins.list[Any] | None = None) -> Plan:
         """What ``apply`` would do, per object, with every change classified."""
         return self.registry.definitions.plan(definitions or self.load_definitions())
 
-    def apply(self, definitions: list[Any] | None = None, *,
+    def apply(self, definitions: builtins.list[Any] | None = None, *,
               allow_breaking: str | None = None) -> Plan:
         """Apply definitions (default: the repository's) atomically and idempotently."""
         return self.registry.definitions.apply(
@@ -139,14 +140,14 @@ class FeatureStore:
     def get_feature_set(self, name: str, version: int | None = None) -> DefinitionRecord:
         return self.registry.definitions.get("feature_set", name, version)
 
-    def list(self, kind: str | None = None) -> list[DefinitionRecord]:
+    def list(self, kind: str | None = None) -> builtins.list[DefinitionRecord]:
         """The latest version of every definition (of one kind, if given)."""
         return self.registry.definitions.list(kind)
 
-    def versions(self, name: str, kind: str = "feature_view") -> list[DefinitionRecord]:
+    def versions(self, name: str, kind: str = "feature_view") -> builtins.list[DefinitionRecord]:
         return self.registry.definitions.versions(kind, name)
 
-    def diff_versions(self, name: str, a: int, b: int) -> list[Change]:
+    def diff_versions(self, name: str, a: int, b: int) -> builtins.list[Change]:
         """Classified changes from version ``a`` to version ``b`` of a feature view."""
         from featureledger.model.compat import classify_view_change
 
@@ -165,7 +166,7 @@ class FeatureStore:
         """Validate and write ``data`` as one commit of ``view``; see IngestionService.ingest."""
         return self._ingestion.ingest(view, data, **options)
 
-    def commits(self, view: str | None = None, **filters: Any) -> list[Any]:
+    def commits(self, view: str | None = None, **filters: Any) -> builtins.list[Any]:
         return self._ingestion.commits(view, **filters)
 
     def get_commit(self, commit_id: str) -> Any:
@@ -234,7 +235,7 @@ class FeatureStore:
     def get_run(self, run_id: str) -> Any:
         return self._tracking.get_run(run_id)
 
-    def list_runs(self, **filters: Any) -> list[Any]:
+    def list_runs(self, **filters: Any) -> builtins.list[Any]:
         return self._tracking.list_runs(**filters)
 
     def compare_runs(self, run_a: str, run_b: str) -> Any:

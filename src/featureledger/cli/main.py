@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         # usage errors (typer ships its own click: recognise them by their interface)
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            return exc.exit_code
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
         if debug:
             raise
         err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc}\n"

@@ -235,7 +235,7 @@ def _keys(v: FeatureView) -> str:
 
 def _src(v: FeatureView) -> str:
     s = v.source
-    return getattr(s, "path", None) or getattr(s, "name", "dataframe")
+    return str(getattr(s, "path", None) or getattr(s, "name", "dataframe"))
 
 
 def _checks_detail(old: FeatureView, new: FeatureView) -> str:

@@ -229,7 +229,7 @@ class Field(_Definition):
                 b = getattr(self, bound)
                 if b is not None and not isinstance(b, (int, float)):
                     raise ValueError(f"{bound}={b!r} must be a number for dtype {base}")
-        if self.min is not None and self.max is not None and self.min > self.max:
+        if self.min is not None and self.max is not None and self.min > self.max:  # type: ignore[operator]
             raise ValueError(f"min {self.min!r} is greater than max {self.max!r}")
         if self.regex is not None:
             if base != "string":

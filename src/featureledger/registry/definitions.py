@@ -7,6 +7,7 @@ version in place (and is audited). ``apply`` is idempotent: the same definition 
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -194,7 +195,7 @@ class DefinitionRepository:
     def view(self, name: str, version: int | None = None) -> DefinitionRecord:
         return self.get("feature_view", name, version)
 
-    def versions(self, kind: str, name: str) -> list[DefinitionRecord]:
+    def versions(self, kind: str, name: str) -> builtins.list[DefinitionRecord]:
         t = schema.definitions
         with self.db.read() as c:
             rows = c.execute(
@@ -204,7 +205,7 @@ class DefinitionRepository:
             self.get(kind, name)  # raises the helpful error
         return [_row_to_record(r) for r in rows]
 
-    def list(self, kind: str | None = None, latest_only: bool = True) -> list[DefinitionRecord]:
+    def list(self, kind: str | None = None, latest_only: bool = True) -> builtins.list[DefinitionRecord]:
         t = schema.definitions
         q = sa.select(t)
         if kind:
@@ -229,11 +230,11 @@ class DefinitionRepository:
         return r.pinned(rec.version), rec
 
     # -- plan / apply ----------------------------------------------------------------
-    def plan(self, defs: list[Definition]) -> Plan:
+    def plan(self, defs: builtins.list[Definition]) -> Plan:
         with self.db.read() as conn:
             return self._plan(conn, defs)
 
-    def apply(self, defs: list[Definition], *, allow_breaking: str | None = None,
+    def apply(self, defs: builtins.list[Definition], *, allow_breaking: str | None = None,
               retries: int = 20) -> Plan:
         """Apply definitions atomically: all planned changes, or nothing.
 
@@ -260,7 +261,7 @@ class DefinitionRepository:
             f"apply lost {retries} races in a row with other writers ({last}); retry"
         )
 
-    def _plan(self, conn: Connection, defs: list[Definition]) -> Plan:
+    def _plan(self, conn: Connection, defs: builtins.list[Definition]) -> Plan:
         seen: dict[tuple[str, str], Definition] = {}
         for d in defs:
             key = (d.kind, d.name)
@@ -321,7 +322,7 @@ class DefinitionRepository:
                         view = v
                     else:
                         view = self.get("feature_view", r.view, version, conn=conn).definition
-                view.field(r.feature)
+                view.field(r.feature)  # type: ignore[union-attr]
                 pinned.append(str(r.pinned(version)))
             return d.model_copy(update={"features": pinned})
         return d
@@ -398,7 +399,7 @@ class DefinitionRepository:
                     stale=0,
                 )
             )
-            record_edges(conn, _definition_edges(d, item.to_version))
+            record_edges(conn, _definition_edges(d, item.to_version or 1))
             if isinstance(d, FeatureView):
                 self._mark_children_stale(conn, d.name)
             self.db.audit(
@@ -446,7 +447,7 @@ class DefinitionRepository:
         return self.get(kind, name, version)
 
 
-def _definition_edges(d: Definition, version: int) -> list[tuple[str, str, str]]:
+def _definition_edges(d: Definition, version: int) -> builtins.list[tuple[str, str, str]]:
     if isinstance(d, FeatureView):
         me = view_node(d.name, version)
         edges = []
@@ -487,7 +488,8 @@ class _maybe:
     """Use the caller's connection, or open a read transaction."""
 
     def __init__(self, db: RegistryDB, conn: Connection | None) -> None:
-        self.db, self.conn, self._cm = db, conn, None
+        self.db, self.conn = db, conn
+        self._cm: Any = None
 
     def __enter__(self) -> Connection:
         if self.conn is not None:

@@ -60,6 +60,7 @@ def record_edges(conn: Connection, edges: Iterable[tuple[str, str, str]] |
     if not rows:
         return 0
     t = schema.lineage_edges
+    stmt: Any
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

@@ -14,7 +14,7 @@ The same seed and END always produce byte-identical files.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SEED = 7
-DEFAULT_END = datetime(2026, 1, 8, tzinfo=timezone.utc)
+DEFAULT_END = datetime(2026, 1, 8, tzinfo=UTC)
 START = DEFAULT_END - timedelta(days=7)  # set by main()
 DRIVERS = np.arange(1001, 1051, dtype=np.int64)
 CUSTOMERS = np.arange(5001, 5101, dtype=np.int64)
@@ -106,10 +106,10 @@ def parse_end(text: str | None) -> datetime:
     if not text:
         return DEFAULT_END
     if text == "today":
-        now = datetime.now(timezone.utc)
-        return datetime(now.year, now.month, now.day, tzinfo=timezone.utc)
+        now = datetime.now(UTC)
+        return datetime(now.year, now.month, now.day, tzinfo=UTC)
     end = datetime.fromisoformat(text)
-    return end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    return end if end.tzinfo else end.replace(tzinfo=UTC)
 
 
 def main(out: Path, end: datetime | None = None) -> list[Path]:
