@@ -92,7 +92,18 @@ def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: Read
         # the generality taken out; anything unusual (a key not found, a record outside
         # its TTL) continues on the general path with what was already read
         g = groups[0]
-        if cache is None and store is not None and len(entity_rows) == 1:
+        if cache is not None and len(entity_rows) == 1:
+            # one key, cached: a dict lookup and a TTL comparison
+            table = cache.table(g.table)
+            rec = _ABSENT if table is None else table.get(g.keys.encode_row(entity_rows[0]),
+                                                          _ABSENT)
+            if rec is not _ABSENT and rec is not None and (
+                    g.ttl_us is None or rec[0] >= _time_ns() // 1000 - g.ttl_us):
+                cache.hits += 1
+                row = rec[2]
+                return OnlineResponse(plan.layout, [[row[fi]] for fi in g.positions],  # type: ignore[arg-type]
+                                      _ONE_VIEW_FOUND, [[rec]], entity_rows=entity_rows)
+        elif store is not None and len(entity_rows) == 1:
             # one key: one primary-key lookup, one payload to parse
             rec = store.read_row(g.table, g.keys.encode_row(entity_rows[0]))
             ttl = g.ttl_us
