@@ -149,8 +149,9 @@ def test_version_qualified_reads(store, h):
     assert r.statuses["rating"] == ["NULL"]
 
 
-def test_ttl_and_documented_defaults(make_store, h):
-    store = make_store()
+@pytest.mark.parametrize("cache", [False, True])
+def test_ttl_and_documented_defaults(make_store, h, cache):
+    store = make_store(cache=cache)
     store.apply([h.DRIVER, h.stats_view(ttl="1d")])
     now = dt.datetime.now(dt.UTC)
     h.write_commit(store, "driver_stats", [
@@ -159,10 +160,19 @@ def test_ttl_and_documented_defaults(make_store, h):
         {"driver_id": 2, "event_timestamp": now - dt.timedelta(hours=1), "trips": 2}])
     store.materialize(end=now)
     rows = [{"driver_id": 1}, {"driver_id": 2}, {"driver_id": 3}]
-    r = store.get_online_features(["driver_stats:trips", "driver_stats:city"], rows)
-    assert r.statuses["trips"] == ["OUTSIDE_TTL", "PRESENT", "NOT_FOUND"]
-    assert r.values["city"] == [None, None, None]  # no default unless asked for
-    assert r.statuses["city"] == ["OUTSIDE_TTL", "NULL", "NOT_FOUND"]
+    feats = ["driver_stats:trips", "driver_stats:city"]
+    for _ in range(2):  # with the cache on, the second pass is answered from it
+        for shape in (rows, {"driver_id": [1, 2, 3]}):
+            r = store.get_online_features(feats, shape)
+            assert r.statuses["trips"] == ["OUTSIDE_TTL", "PRESENT", "NOT_FOUND"]
+            assert r.values["trips"] == [None, 2, None]
+            assert r.values["city"] == [None, None, None]  # no default unless asked for
+            assert r.statuses["city"] == ["OUTSIDE_TTL", "NULL", "NOT_FOUND"]
+            assert r.commits("trips")[0] == r.commits("trips")[1] is not None
+        singles = [store.get_online_features(feats, [row]) for row in rows]
+        assert [x.statuses["trips"][0] for x in singles] == ["OUTSIDE_TTL", "PRESENT",
+                                                             "NOT_FOUND"]
+        assert [x.values["trips"][0] for x in singles] == [None, 2, None]
     filled = store.get_online_features(["driver_stats:trips", "driver_stats:city"], rows,
                                        fill_defaults=True)
     # the default fills missing values only; a stored null stays null
