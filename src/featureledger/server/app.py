@@ -479,6 +479,7 @@ def check_bind(host: str, tokens: dict[str, str]) -> None:
 def serve(store: Any, host: str | None = None, port: int | None = None, *,
           log_level: str = "warning") -> None:
     """Run the server with uvicorn until interrupted."""
+    import gc
     import importlib.util
 
     import uvicorn
@@ -492,5 +493,11 @@ def serve(store: Any, host: str | None = None, port: int | None = None, *,
     # request costs more than the read it logs (the metrics count every request).
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    uvicorn.run(create_app(store), host=host, port=port, log_level=log_level,
-                access_log=False, loop=loop, http=http)
+    app = create_app(store)
+    # Everything alive now (modules, the app, definitions, drivers: about 100k objects)
+    # lives as long as the server; moved out of the collector's reach, a full collection
+    # no longer walks it, which takes tens of milliseconds off the worst requests.
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                loop=loop, http=http)
