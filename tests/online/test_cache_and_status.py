@@ -178,3 +178,32 @@ def test_reads_leave_change_polling_to_a_background_thread(make_store, h):
         assert trips(reader) == [1, 20]
     finally:
         sa.event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_the_poller_stops_with_its_store(tmp_path, h):
+    import gc
+
+    from featureledger.config import load_config
+    from featureledger.store import FeatureStore
+
+    def opened():
+        cfg = load_config(tmp_path, environ={}, overrides={
+            "online_store": {"type": "sqlite", "path": str(tmp_path / "online.db")},
+            "serving": {"poll_interval_s": 0.05}})
+        s = FeatureStore(tmp_path, config=cfg)
+        s.apply([h.DRIVER, h.stats_view()])
+        assert trips(s) == [None, None]
+        return s
+
+    closed = opened()
+    poller = closed._online.watcher._poller
+    assert poller is not None and poller.is_alive()
+    closed.close()
+    poller.join(2)
+    assert not poller.is_alive()
+    dropped = opened()  # never closed: the thread must not keep polling for it
+    poller = dropped._online.watcher._poller
+    del dropped
+    gc.collect()
+    poller.join(2)
+    assert not poller.is_alive()

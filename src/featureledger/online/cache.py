@@ -37,6 +37,7 @@ import contextlib
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -148,6 +149,8 @@ class ChangeWatcher:
             self.refresh(only_if_due=True)
 
     def refresh(self, *, store: bool = True, only_if_due: bool = False) -> None:
+        """Look for changes now. From the read path (``only_if_due``) this also starts
+        the poller thread, so a process that never reads never has one."""
         with self._lock:
             if only_if_due and not self._dirty and time.monotonic() < self._next_poll:
                 return  # another thread refreshed while this one waited for the lock
@@ -165,22 +168,27 @@ class ChangeWatcher:
                     self._on_store_change()
             if self.poll_interval_s <= 0:
                 self._next_poll = 0.0
-            elif self._poller is None and not self._stop.is_set():
+            elif self._poller is not None:
                 self._next_poll = math.inf
-                self._poller = threading.Thread(target=self._poll, daemon=True,
-                                                name="featureledger-change-poller")
+            elif self._stop.is_set():
+                self._next_poll = time.monotonic() + self.poll_interval_s
+            elif not only_if_due:
+                self._next_poll = 0.0  # the first read checks again and starts the poller
+            else:
+                self._next_poll = math.inf
+                # the thread holds the watcher weakly: a store dropped without close()
+                # does not keep a thread polling for it
+                self._poller = threading.Thread(
+                    target=_poll, args=(weakref.ref(self), self._stop, self.poll_interval_s),
+                    daemon=True, name="featureledger-change-poller")
                 self._poller.start()
 
-    def _poll(self) -> None:
-        """Look for changes by other processes; a change only raises the flag."""
-        while not self._stop.wait(self.poll_interval_s):
-            try:
-                changed = (self.registry.generation() != self._generation
-                           or self.store.change_token() != self._store_token)
-            except Exception:  # the reader's own refresh reports the error to its caller
-                changed = True
-            if changed and not self._stop.is_set():
-                self._dirty = True
+    def _changed(self) -> bool:
+        try:
+            return (self.registry.generation() != self._generation
+                    or self.store.change_token() != self._store_token)
+        except Exception:  # the reader's own refresh reports the error to its caller
+            return True
 
     def close(self) -> None:
         self._stop.set()
@@ -193,3 +201,14 @@ class ChangeWatcher:
             # already removed, or the engine was disposed first
             with contextlib.suppress(Exception):
                 sa.event.remove(self._engine, "commit", self._on_commit)
+
+
+def _poll(ref: weakref.ref[ChangeWatcher], stop: threading.Event, interval: float) -> None:
+    """Look for changes by other processes; a change only raises the watcher's flag."""
+    while not stop.wait(interval):
+        watcher = ref()
+        if watcher is None:
+            return
+        if watcher._changed() and not stop.is_set():
+            watcher._dirty = True
+        del watcher

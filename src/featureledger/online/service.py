@@ -376,7 +376,7 @@ class OnlineService:
         # the plan lookup of ``plan()``, inlined: this is every request's path
         w = self.watcher
         if w._dirty or _monotonic() >= w._next_poll:
-            w.refresh()
+            w.refresh(only_if_due=True)
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
         if plan is None:
