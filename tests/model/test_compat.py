@@ -78,6 +78,15 @@ def test_classification_is_exact(change: str) -> None:
     assert classes == [change]
 
 
+def test_description_only_names_what_changed() -> None:
+    old = _with_keys(view("v", "backward"))
+    new = _with_keys(view("v", "backward", description="all items", tags={"t": "1"},
+                          fields=replace_field("a", description="distance")))
+    [change] = classify_view_change(old, new)
+    assert change.change == "description_only"
+    assert change.detail == "description, tags.t, a.description"
+
+
 def test_constraint_directions() -> None:
     old = _with_keys(view("v", "none"))
     cases = {

@@ -212,7 +212,7 @@ def classify_view_change(old: FeatureView, new: FeatureView) -> list[Change]:
         out.append(Change("compatibility_changed", None,
                           f"{old.compatibility} -> {new.compatibility}"))
     if not out and old.docs() != new.docs():
-        out.append(Change("description_only", None, _docs_detail(old.docs(), new.docs())))
+        out.append(Change("description_only", None, _view_docs_detail(old, new)))
     return out
 
 
@@ -244,6 +244,17 @@ def _checks_detail(old: FeatureView, new: FeatureView) -> str:
     parts = [f"+{k}" for k in n if k not in o] + [f"-{k}" for k in o if k not in n]
     parts += [f"~{k}" for k in n if k in o and o[k] != n[k]]
     return " ".join(parts)
+
+
+def _view_docs_detail(old: FeatureView, new: FeatureView) -> str:
+    """Which docs changed, naming fields by name: ``description, trips.description``."""
+    top = {k: v for k, v in old.docs().items() if k != "fields"}
+    parts = [_docs_detail(top, {k: v for k, v in new.docs().items() if k != "fields"})]
+    old_fields = {f.name: f for f in old.fields}
+    for f in new.fields:
+        if f.name in old_fields and old_fields[f.name].docs() != f.docs():
+            parts.append(_docs_detail(old_fields[f.name].docs(), f.docs(), f"{f.name}."))
+    return ", ".join(p for p in parts if p)
 
 
 def _docs_detail(old: dict, new: dict, prefix: str = "") -> str:
