@@ -95,8 +95,8 @@ def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: Read
         if cache is not None and len(entity_rows) == 1:
             # one key, cached: a dict lookup and a TTL comparison
             table = cache.table(g.table)
-            rec = _ABSENT if table is None else table.get(g.keys.encode_row(entity_rows[0]),
-                                                          _ABSENT)
+            rec: Any = _ABSENT if table is None else table.get(
+                g.keys.encode_row(entity_rows[0]), _ABSENT)
             if rec is not _ABSENT and rec is not None and (
                     g.ttl_us is None or rec[0] >= _time_ns() // 1000 - g.ttl_us):
                 cache.hits += 1
