@@ -62,7 +62,8 @@ class StoreContext:
         return self.part("online_store", open_online_store)
 
     def close(self) -> None:
-        for part in self._cache.values():
+        # newest first: services (which may flush into a store) close before the stores
+        for part in reversed(list(self._cache.values())):
             close = getattr(part, "close", None)
             if callable(close):
                 close()

@@ -97,7 +97,6 @@ def scenario(s: FeatureStore) -> dict:
     return out
 
 
-@pytest.mark.filterwarnings("ignore:Arrow output on a DB-API result:UserWarning")
 def test_file_transport_events_validate_and_carry_featureledger_facets(tmp_path):
     log_file = tmp_path / "events.jsonl"
     s = make_store(tmp_path, {"type": "file", "log_file_path": str(log_file), "append": True})

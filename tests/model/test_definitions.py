@@ -97,6 +97,8 @@ def test_references() -> None:
     for bad in ["driver_stats", "driver_stats@0:x", "a:b:c", "@1:x", "v@x:f", ""]:
         with pytest.raises(InvalidReferenceError, match="expected 'view:feature'"):
             parse_reference(bad)
+    with pytest.raises(InvalidReferenceError, match="beyond any possible version"):
+        parse_reference("v@99999999999999999999:x")
     with pytest.raises(InvalidReferenceError, match="requested twice"):
         parse_references(["v:a", "v@2:a"])
     with pytest.raises(InvalidReferenceError, match="wrap it in a list"):

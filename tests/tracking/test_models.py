@@ -135,11 +135,14 @@ def test_usage_counters_aggregate_per_bucket(store):
     dep = store.deploy("fraud@1", "production")
     svc = store._tracking
     h = 3600 * 1_000_000
+    generation = store.registry.generation()
     for i in range(250):  # many requests, few rows in the table
         svc.usage.add(dep.deployment_id, ["driver_stats@1", "driver_geo@1"], rows=2,
                       at_us=10 * h + (i % 2) * h)
     record_usage(store.registry.db, {(dep.deployment_id, "driver_stats@1", 10 * h): (5, 7)})
     usage = svc.deployment_usage(dep.deployment_id)
+    # counters are bookkeeping: serving plans and caches keyed on the generation stay valid
+    assert store.registry.generation() == generation
     got = {(u["feature_version"], u["bucket_start"]): (u["requests"], u["rows"]) for u in usage}
     assert got == {("driver_geo@1", 10 * h): (125, 250), ("driver_geo@1", 11 * h): (125, 250),
                    ("driver_stats@1", 10 * h): (130, 257),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from featureledger.errors import InvalidReferenceError
 
+MAX_VERSION = 2**31 - 1  # versions are stored as 32-bit integers
 _REF_RE = re.compile(
     r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>[1-9][0-9]*))?:(?P<feature>[A-Za-z_][A-Za-z0-9_]*)$"
 )
@@ -53,6 +54,11 @@ def parse_reference(text: str | FeatureRef) -> FeatureRef:
             "'view@VERSION:feature' (e.g. 'driver_stats@3:trips')"
         )
     version = m.group("version")
+    if version and int(version) > MAX_VERSION:
+        raise InvalidReferenceError(
+            f"feature reference {text!r} names version {version}, beyond any possible "
+            f"version (at most {MAX_VERSION}); check the number"
+        )
     return FeatureRef(m.group("view"), m.group("feature"), int(version) if version else None)
 
 

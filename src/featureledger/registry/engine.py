@@ -152,11 +152,12 @@ class RegistryDB:
             yield conn
 
     @contextlib.contextmanager
-    def write(self, lock_key: str | None = None) -> Iterator[Connection]:
+    def write(self, lock_key: str | None = None, *, bump: bool = True) -> Iterator[Connection]:
         """A write transaction that bumps the registry generation when it commits.
 
         ``lock_key`` serialises writers that touch the same object on PostgreSQL (SQLite
-        write transactions are already serial).
+        write transactions are already serial). ``bump=False`` is for bookkeeping that no
+        cache depends on (usage counters), so it does not invalidate serving plans.
         """
         with self._connect() as conn:
             conn.info["begin_mode"] = "IMMEDIATE"
@@ -167,11 +168,12 @@ class RegistryDB:
                                              "big", signed=True)
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
                     yield conn
-                    conn.execute(
-                        schema.registry_state.update()
-                        .where(schema.registry_state.c.id == 1)
-                        .values(generation=schema.registry_state.c.generation + 1)
-                    )
+                    if bump:
+                        conn.execute(
+                            schema.registry_state.update()
+                            .where(schema.registry_state.c.id == 1)
+                            .values(generation=schema.registry_state.c.generation + 1)
+                        )
             except sa.exc.OperationalError as exc:
                 raise StorageError(
                     f"registry write failed: {exc.orig}. Retry; if it persists, check the "

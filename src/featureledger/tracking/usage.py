@@ -44,7 +44,7 @@ def record_usage(db: RegistryDB, counts: Mapping[UsageKey, tuple[int, int]]) -> 
     t = schema.deployment_usage
     rows = [{"deployment_id": d, "feature_version": fv, "bucket_start": b,
              "requests": int(req), "rows": int(n)} for (d, fv, b), (req, n) in counts.items()]
-    with db.write() as conn:
+    with db.write(bump=False) as conn:  # counters change no definition or data
         from sqlalchemy.dialects import postgresql, sqlite
 
         dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
