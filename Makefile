@@ -23,6 +23,8 @@ demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 test: install-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/featureledger
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: install-dev
