@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def fl(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "FEATURELEDGER_USER": "tester"}
-    env.pop("FEATURELEDGER_REPO", None)
-    proc = subprocess.run([sys.executable, "-m", "featureledger", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from helpers import run_cli as fl
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +47,7 @@ def test_change_is_classified_refused_and_overridden(repo: Path) -> None:
             '        Field(name="seats", dtype="int32"),\n'
             '        Field(name="vehicle_type", dtype="string",',
         ))
-        proc = fl("plan", "--json", cwd=repo, check=False)
+        proc = fl("plan", "--json", cwd=repo, code=None)
         plan = json.loads(proc.stdout)
         item = next(i for i in plan["items"] if i["name"] == "driver_stats")
         assert item["action"] == "new_version" and item["to_version"] == 2
@@ -66,8 +55,8 @@ def test_change_is_classified_refused_and_overridden(repo: Path) -> None:
             "field_added_nullable", "range_tightened"]
         # range_tightened (max set) is refused under backward: exit 4 from plan, 2 from apply
         assert proc.returncode == 4
-        assert "break compatibility mode 'backward'" in fl("plan", cwd=repo, check=False).stdout
-        refused = fl("apply", cwd=repo, check=False)
+        assert "break compatibility mode 'backward'" in fl("plan", cwd=repo, code=None).stdout
+        refused = fl("apply", cwd=repo, code=None)
         assert refused.returncode == 2
         assert "avg_daily_trips" in refused.stderr and "range_tightened" in refused.stderr
         assert "Traceback" not in refused.stderr
@@ -91,13 +80,13 @@ def test_change_is_classified_refused_and_overridden(repo: Path) -> None:
 @pytest.mark.e2e
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     (tmp_path / "featureledger.yaml").write_text("projekt: x\n")
-    proc = fl("plan", cwd=tmp_path, check=False)
+    proc = fl("plan", cwd=tmp_path, code=None)
     assert proc.returncode == 2
     assert "projekt" in proc.stderr and "Extra inputs are not permitted" in proc.stderr
     assert "Traceback" not in proc.stderr
     (tmp_path / "featureledger.yaml").write_text("project: x\n")
     (tmp_path / "broken.py").write_text("from featureledger import Field\nx = Field(name='a', dtype='nope')\n")
-    proc = fl("plan", cwd=tmp_path, check=False)
+    proc = fl("plan", cwd=tmp_path, code=None)
     assert proc.returncode == 2 and "broken.py" in proc.stderr and "unknown dtype" in proc.stderr
-    debug = fl("--debug", "plan", cwd=tmp_path, check=False)
+    debug = fl("--debug", "plan", cwd=tmp_path, code=None)
     assert "Traceback" in debug.stderr

@@ -13,15 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def fl(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "FEATURELEDGER_USER": "tester"}
-    env.pop("FEATURELEDGER_REPO", None)
-    proc = subprocess.run([sys.executable, "-m", "featureledger", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from helpers import run_cli as fl
 
 
 def _free_port() -> int:
@@ -54,7 +46,7 @@ def test_materialize_get_and_serve(tmp_path: Path) -> None:
                cwd=repo).stdout
     assert "NOT_FOUND" in table
 
-    refused = fl("serve", "--host", "0.0.0.0", cwd=repo, check=False)
+    refused = fl("serve", "--host", "0.0.0.0", cwd=repo, code=None)
     assert refused.returncode == 2 and "without authentication" in refused.stderr
 
     port = _free_port()

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-
-def fl(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "FEATURELEDGER_USER": "tester"}
-    env.pop("FEATURELEDGER_REPO", None)
-    proc = subprocess.run([sys.executable, "-m", "featureledger", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from helpers import run_cli as fl
 
 
 @pytest.mark.e2e
@@ -63,5 +52,5 @@ def test_historical_show_reproduce_window(tmp_path: Path) -> None:
     assert len(lines) > 1
 
     bad = fl("reproduce", "ds_00000000-0000-7000-8000-000000000000", "--out", "x.parquet",
-             cwd=repo, check=False)
+             cwd=repo, code=None)
     assert bad.returncode == 2 and "unknown dataset" in bad.stderr

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-
-def fl(*args: str, cwd: Path, code: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "FEATURELEDGER_USER": "tester"}
-    env.pop("FEATURELEDGER_REPO", None)
-    proc = subprocess.run([sys.executable, "-m", "featureledger", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    if proc.returncode != code:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from helpers import run_cli as fl
 
 
 @pytest.fixture(scope="module")
