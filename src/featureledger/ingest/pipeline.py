@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from featureledger.errors import IngestionError, StateError, ValidationFailedError
 from featureledger.ingest.casting import (
@@ -37,22 +36,14 @@ from featureledger.ingest.casting import (
     apply_column_map,
     conform,
 )
+from featureledger.ingest.commit import write_commit
 from featureledger.ingest.profile import profile_table
 from featureledger.ingest.sources import InputData, arrow_digest, read_input
 from featureledger.ingest.validation import ROW_COLUMN, ValidationReport, validate
 from featureledger.model.ids import new_id
-from featureledger.model.timeutil import now_us, to_us
-from featureledger.offline.storage import GcReport, crash_point
-from featureledger.registry import schema
+from featureledger.model.timeutil import to_us
+from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
 from featureledger.registry.commits import CommitRecord
-from featureledger.registry.lineage_edges import (
-    HAS_COMMIT,
-    INGESTED,
-    WROTE,
-    record_edges,
-    source_node,
-    view_node,
-)
 from featureledger.tracking.context import current_run_id
 
 if TYPE_CHECKING:
@@ -303,63 +294,27 @@ class IngestionService:
                 user: str,
                 min_ts: int | None, max_ts: int | None,
                 timings: dict[str, float]) -> CommitRecord:
-        import pyarrow as pa
+        def build(commit_time: int, stored: pa.Table, written: WrittenFiles) -> CommitRecord:
+            timings.update({f"commit.{k}": v for k, v in written.seconds.items()})
+            report.rejected_path = written.extra_files.get(REJECTED_FILE)
+            profile, timings["profile"] = profiling.result()
+            if digest is not None:
+                inp.set_digest(digest.result())
+            return CommitRecord(
+                commit_id=commit_id, view_name=rec.name, view_version=rec.version,
+                commit_time=commit_time, user=user, run_id=run, source=inp.description,
+                steps=steps, row_count=stored.num_rows, rejected_count=report.rows_rejected,
+                validation=report.to_dict(), profile=profile, files=written.files,
+                content_digest=written.content_digest, min_event_ts=min_ts,
+                max_event_ts=max_ts,
+            )
 
-        db = self._registry.db
-        offline = self.ctx.offline_store
-        t = schema.commits
-        written = None
-        body_done = False
-        try:
-            with db.write(lock_key=f"commit:{rec.name}") as conn:
-                last = conn.execute(
-                    sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == rec.name)
-                ).scalar()
-                commit_time = max(now_us(), (last or 0) + 1)
-                n = good.num_rows
-                stored = good.append_column(
-                    COMMIT_ID_COLUMN, pa.repeat(pa.scalar(commit_id, pa.string()), n)
-                ).append_column(
-                    COMMIT_TIME_COLUMN,
-                    pa.repeat(pa.scalar(commit_time, pa.timestamp("us", tz="UTC")), n),
-                )
-                extra = {REJECTED_FILE: rejected} if rejected is not None else None
-                written = offline.write_commit(rec.name, rec.version, commit_id, stored,
-                                               extra_tables=extra)
-                timings.update({f"commit.{k}": v for k, v in written.seconds.items()})
-                report.rejected_path = written.extra_files.get(REJECTED_FILE)
-                profile, timings["profile"] = profiling.result()
-                if digest is not None:
-                    inp.set_digest(digest.result())
-                source, uri = inp.description, inp.uri
-                record = CommitRecord(
-                    commit_id=commit_id, view_name=rec.name, view_version=rec.version,
-                    commit_time=commit_time, user=user, run_id=run, source=source,
-                    steps=steps, row_count=n, rejected_count=report.rows_rejected,
-                    validation=report.to_dict(), profile=profile, files=written.files,
-                    content_digest=written.content_digest, min_event_ts=min_ts,
-                    max_event_ts=max_ts,
-                )
-                self._registry.commits.insert(conn, record)
-                edges: list[tuple[str, str, str]] = [
-                    (source_node(uri), commit_id, INGESTED),
-                    (view_node(rec.name, rec.version), commit_id, HAS_COMMIT),
-                ]
-                if run:
-                    edges.append((run, commit_id, WROTE))
-                record_edges(conn, edges)
-                db.audit(conn, "commit", "commit", commit_id,
-                         {"view": rec.ref, "rows": n, "rejected": report.rows_rejected,
-                          "run_id": run, "source": uri}, actor=user)
-                crash_point("before_registry")
-                body_done = True
-        except BaseException:
-            # Before the commit statement the transaction surely rolls back: remove the
-            # files now. If the commit statement itself failed, its outcome is unknown;
-            # the files stay and gc removes them if no row references them.
-            if written is not None and not body_done:
-                offline.remove_commit_files(written.files)
-            raise
+        record, _, _ = write_commit(
+            self.ctx, view=rec.name, version=rec.version, commit_id=commit_id, rows=good,
+            build=build, source_uri=lambda: inp.uri, run=run, actor=user,
+            audit={"rejected": report.rows_rejected},
+            extra_tables={REJECTED_FILE: rejected} if rejected is not None else None,
+        )
         return record
 
     # -- the commit log ------------------------------------------------------------------

@@ -487,64 +487,35 @@ class OnlineService:
         """
         import pyarrow as pa
         import pyarrow.compute as pc
-        import sqlalchemy as sa
 
-        from featureledger.registry import schema
+        from featureledger.ingest.commit import write_commit
         from featureledger.registry.commits import CommitRecord
-        from featureledger.registry.lineage_edges import (
-            HAS_COMMIT,
-            WROTE,
-            record_edges,
-            view_node,
-        )
         from featureledger.tracking.context import current_run_id
 
         view = pending.view
         table = pending.table
         # one row per (keys, event time): the last pushed wins
-        data = self._dedupe(view, pa.concat_tables(pending.tables))
-        ts = pc.cast(data.column(view.timestamp_field), pa.int64())
-        offline = self.ctx.offline_store
-        db = self.registry.db
-        t = schema.commits
+        rows = self._dedupe(view, pa.concat_tables(pending.tables))
+        ts = pc.cast(rows.column(view.timestamp_field), pa.int64())
         run = current_run_id()
-        written = None
-        done = False
-        try:
-            with db.write(lock_key=f"commit:{table.view}") as conn:
-                last = conn.execute(
-                    sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == table.view)
-                ).scalar()
-                commit_time = max(now_us(), (last or 0) + 1)
-                n = data.num_rows
-                idx = data.schema.get_field_index("_commit_time")
-                data = data.set_column(idx, "_commit_time", pa.repeat(
-                    pa.scalar(commit_time, pa.timestamp("us", tz="UTC")), n))
-                written = offline.write_commit(table.view, table.version,
-                                               pending.commit_id, data)
-                rec = CommitRecord(
-                    commit_id=pending.commit_id, view_name=table.view,
-                    view_version=table.version, commit_time=commit_time,
-                    user=self.registry.actor, run_id=run,
-                    source={"type": "push", "description": "rows pushed to the online API"},
-                    steps=[{"step": "push", "params": {"batches": len(pending.tables)}}],
-                    row_count=n, rejected_count=0,
-                    validation={"mode": "strict", "rows_checked": n, "rows_valid": n},
-                    profile={}, files=written.files, content_digest=written.content_digest,
-                    min_event_ts=pc.min(ts).as_py(), max_event_ts=pc.max(ts).as_py(),
-                )
-                self.registry.commits.insert(conn, rec)
-                edges = [(view_node(table.view, table.version), rec.commit_id, HAS_COMMIT)]
-                if run:
-                    edges.append((run, rec.commit_id, WROTE))
-                record_edges(conn, edges)
-                db.audit(conn, "commit", "commit", rec.commit_id,
-                         {"view": str(table), "rows": n, "source": "push", "run_id": run})
-                done = True
-        except BaseException:
-            if written is not None and not done:
-                offline.remove_commit_files(written.files)
-            raise
+
+        def build(commit_time: int, stored: Any, written: Any) -> CommitRecord:
+            n = stored.num_rows
+            return CommitRecord(
+                commit_id=pending.commit_id, view_name=table.view,
+                view_version=table.version, commit_time=commit_time,
+                user=self.registry.actor, run_id=run,
+                source={"type": "push", "description": "rows pushed to the online API"},
+                steps=[{"step": "push", "params": {"batches": len(pending.tables)}}],
+                row_count=n, rejected_count=0,
+                validation={"mode": "strict", "rows_checked": n, "rows_valid": n},
+                profile={}, files=written.files, content_digest=written.content_digest,
+                min_event_ts=pc.min(ts).as_py(), max_event_ts=pc.max(ts).as_py(),
+            )
+
+        rec, data, _ = write_commit(
+            self.ctx, view=table.view, version=table.version, commit_id=pending.commit_id,
+            rows=rows, build=build, source_uri=None, run=run, audit={"source": "push"})
         self.store.write(table, encode_records(view, self._latest_of_push(view, data)))
         self._invalidate(table)
         self.ctx.events.emit("commit.completed", commit=rec, view=view, source="push")

@@ -1,0 +1,107 @@
+"""Making rows one visible commit: the single place where a commit is written.
+
+Ingestion and online push both land data offline through :func:`write_commit`, so every
+commit gets the same guarantees: a commit time strictly after the view's last commit (taken
+inside the registry write transaction), ``_commit_id`` / ``_commit_time`` on every row,
+files written under a temporary name and renamed, then the commit row, its lineage edges
+and its audit entry in the same transaction. Files of a transaction that surely rolled
+back are removed at once; otherwise ``gc`` removes what no commit row references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from featureledger.model.timeutil import now_us
+from featureledger.offline.storage import (
+    COMMIT_ID_COLUMN,
+    COMMIT_TIME_COLUMN,
+    WrittenFiles,
+    crash_point,
+)
+from featureledger.registry import schema
+from featureledger.registry.lineage_edges import (
+    HAS_COMMIT,
+    INGESTED,
+    WROTE,
+    record_edges,
+    source_node,
+    view_node,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from featureledger.registry.commits import CommitRecord
+    from featureledger.store import StoreContext
+
+# build(commit_time, stamped rows, written files) -> the commit's record
+RecordBuilder = Callable[[int, "pa.Table", WrittenFiles], "CommitRecord"]
+
+
+def stamp(rows: pa.Table, commit_id: str, commit_time: int) -> pa.Table:
+    """``rows`` with ``_commit_id`` and ``_commit_time`` set (replaced if present)."""
+    import pyarrow as pa
+
+    rows = rows.drop_columns([c for c in (COMMIT_ID_COLUMN, COMMIT_TIME_COLUMN)
+                              if c in rows.column_names])
+    n = rows.num_rows
+    return rows.append_column(
+        COMMIT_ID_COLUMN, pa.repeat(pa.scalar(commit_id, pa.string()), n)
+    ).append_column(
+        COMMIT_TIME_COLUMN, pa.repeat(pa.scalar(commit_time, pa.timestamp("us", tz="UTC")), n)
+    )
+
+
+def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
+                 rows: pa.Table, build: RecordBuilder,
+                 source_uri: str | Callable[[], str] | None,
+                 run: str | None, audit: dict[str, Any], actor: str | None = None,
+                 extra_tables: dict[str, pa.Table] | None = None,
+                 ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
+    """Write ``rows`` as commit ``commit_id`` of ``view@version`` and make it visible.
+
+    ``source_uri`` names the source node (a callable is read after ``build``, when the
+    source's digest is known); None records no source edge. Returns the record, the
+    stored (stamped) rows and the files written.
+    """
+    db = ctx.registry.db
+    offline = ctx.offline_store
+    t = schema.commits
+    written = None
+    body_done = False
+    try:
+        with db.write(lock_key=f"commit:{view}") as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == view)
+            ).scalar()
+            commit_time = max(now_us(), (last or 0) + 1)
+            stored = stamp(rows, commit_id, commit_time)
+            written = offline.write_commit(view, version, commit_id, stored,
+                                           extra_tables=extra_tables)
+            record = build(commit_time, stored, written)
+            uri = source_uri() if callable(source_uri) else source_uri
+            ctx.registry.commits.insert(conn, record)
+            edges: list[tuple[str, str, str]] = [
+                (view_node(view, version), commit_id, HAS_COMMIT)]
+            if uri is not None:
+                edges.append((source_node(uri), commit_id, INGESTED))
+            if run:
+                edges.append((run, commit_id, WROTE))
+            record_edges(conn, edges)
+            db.audit(conn, "commit", "commit", commit_id,
+                     {"view": f"{view}@{version}", "rows": stored.num_rows, "run_id": run,
+                      "source": uri, **audit}, actor=actor)
+            crash_point("before_registry")
+            body_done = True
+    except BaseException:
+        # Before the commit statement the transaction surely rolls back: remove the files
+        # now. If the commit statement itself failed, its outcome is unknown; the files
+        # stay and gc removes them if no row references them.
+        if written is not None and not body_done:
+            offline.remove_commit_files(written.files)
+        raise
+    return record, stored, written
