@@ -14,8 +14,13 @@ def test_all_is_sorted_and_importable() -> None:
 
 
 def test_every_error_derives_from_the_root_and_has_a_code() -> None:
-    classes = [getattr(errors, n) for n in errors.__all__]
     assert errors.__all__ == sorted(errors.__all__)
+    everything = [getattr(errors, n) for n in errors.__all__]
+    # warnings are warnings, not errors: each says what is suspicious, none is raised
+    warns = [c for c in everything if issubclass(c, Warning)]
+    assert [c.__name__ for c in warns] == ["FeatureDataWarning"]
+    assert not any(issubclass(c, errors.FeatureLedgerError) for c in warns)
+    classes = [c for c in everything if c not in warns]
     codes = set()
     for cls in classes:
         assert issubclass(cls, errors.FeatureLedgerError)

@@ -36,6 +36,12 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     │   └── BackendUnavailableError                     a server did not answer (transient)
     ├── AccessDeniedError             (PermissionError)
     └── StateError                                      operation not valid in this state
+
+Warnings (``warnings.warn``, never raised by featureledger itself)::
+
+    UserWarning
+    └── FeatureDataWarning                              a training set has a feature that is
+                                                        null in every row (and why)
 """
 
 from __future__ import annotations
@@ -196,12 +202,18 @@ class StateError(FeatureLedgerError):
     http_status = 409
 
 
+class FeatureDataWarning(UserWarning):
+    """A training set is suspicious: a feature is null in every row (the message says the
+    likely cause: no data in that version, a TTL too short, keys that match nothing)."""
+
+
 __all__ = [
     "AccessDeniedError",
     "BackendUnavailableError",
     "ConcurrencyError",
     "ConfigError",
     "DefinitionError",
+    "FeatureDataWarning",
     "FeatureLedgerError",
     "IncompatibleChangeError",
     "IngestionError",

@@ -100,7 +100,9 @@ def test_references() -> None:
     with pytest.raises(InvalidReferenceError, match="beyond any possible version"):
         parse_reference("v@99999999999999999999:x")
     with pytest.raises(InvalidReferenceError, match="requested twice"):
-        parse_references(["v:a", "v@2:a"])
+        parse_references(["v@2:a", "v@2:a"])
+    # two versions of one feature are two references
+    assert [str(r) for r in parse_references(["v:a", "v@2:a"])] == ["v:a", "v@2:a"]
     with pytest.raises(InvalidReferenceError, match="wrap it in a list"):
         parse_references("v:a")  # type: ignore[arg-type]
     with pytest.raises(DefinitionError, match="appears twice"):

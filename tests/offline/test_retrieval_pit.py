@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featureledger import Entity, FeatureStore, FeatureView, Field
+from featureledger.errors import FeatureDataWarning
 
 UTC = dt.UTC
 BASE = dt.datetime(2024, 3, 1, tzinfo=UTC)
@@ -82,6 +83,7 @@ entity_row = st.tuples(st.integers(1, 4), st.sampled_from(["x", "y", "z", "w"]),
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.filterwarnings("ignore::featureledger.errors.FeatureDataWarning")
 @given(
     commits_a=st.lists(commit_a, min_size=0, max_size=4),
     commits_b=st.lists(commit_b, min_size=0, max_size=3),
@@ -191,27 +193,38 @@ def test_ttl_edge_is_inclusive_and_ties_go_to_the_later_commit(store, write_comm
     assert old.commit_ids == [first.commit_id]
 
 
-def test_pinned_versions_read_only_their_commits(store, write_commit):
+def test_pinned_versions_read_their_own_data_and_a_compatible_version_carries_it(
+        store, write_commit):
     a, _ = define_views(store, None, None)
-    write_commit(store, a, {"driver_id": [1], "event_timestamp": [t(0)], "speed": [1.0],
-                            "trips": [1]})
+    first = write_commit(store, a, {"driver_id": [1], "event_timestamp": [t(0)],
+                                    "speed": [1.0], "trips": [1]})
     store.apply([FeatureView(name=a, entities=["driver"],
                              fields=[Field(name="speed", dtype="float64"),
                                      Field(name="trips", dtype="int64"),
                                      Field(name="rating", dtype="float32")])])
     assert store.get_view(a).version == 2
-    write_commit(store, a, {"driver_id": [1], "event_timestamp": [t(5)], "speed": [2.0],
-                            "trips": [2], "rating": [4.5]})
+    second = write_commit(store, a, {"driver_id": [1], "event_timestamp": [t(5)],
+                                     "speed": [2.0], "trips": [2], "rating": [4.5]})
     entity_df = {"driver_id": [1, 1], "event_timestamp": [t(3), t(9)]}
     v1 = store.get_historical_features(entity_df, [f"{a}@1:speed"])
     latest = store.get_historical_features(entity_df, [f"{a}:speed", f"{a}:rating"])
     both = store.get_historical_features(entity_df, [f"{a}@1:speed", f"{a}@2:rating"])
+    # version 1 never reads what was written under version 2
     assert v1.to_arrow().column("speed").to_pylist() == [1.0, 1.0]
+    assert v1.commit_ids == [first.commit_id]
+    # version 2 added a nullable field: it reads version 1's row too, rating null there
     assert latest.to_arrow().select(["speed", "rating"]).to_pylist() == [
-        {"speed": None, "rating": None}, {"speed": 2.0, "rating": 4.5}]
+        {"speed": 1.0, "rating": None}, {"speed": 2.0, "rating": 4.5}]
     assert latest.manifest["features"] == [f"{a}@2:speed", f"{a}@2:rating"]
+    assert latest.commit_ids == [first.commit_id, second.commit_id]
+    sources = latest.manifest["views"][0]["data_sources"]
+    assert [(s["version"], s["commit_ids"], s["matched_rows"]) for s in sources] == [
+        (2, [second.commit_id], 1), (1, [first.commit_id], 1)]
+    assert sources[1]["projection"] == "rating null"
     assert both.to_arrow().select(["speed", "rating"]).to_pylist() == [
         {"speed": 1.0, "rating": None}, {"speed": 1.0, "rating": 4.5}]
+    # the same reproduction, bit for bit, from the commits recorded
+    assert store.reproduce(latest.id).content_hash == latest.content_hash
 
 
 def test_null_keys_and_times_match_nothing_and_rows_keep_order(store, write_commit):
@@ -234,6 +247,7 @@ def test_null_keys_and_times_match_nothing_and_rows_keep_order(store, write_comm
     ]
     assert [v["unmatched_rows"] for v in ds.manifest["views"]] == [2, 2]
     # every entity time null: nothing can match, nothing is read
-    none = store.get_historical_features(entity_df.slice(3), [f"{a}:trips"])
+    with pytest.warns(FeatureDataWarning, match=f"{a}@1:trips is null in every one"):
+        none = store.get_historical_features(entity_df.slice(3), [f"{a}:trips"])
     assert none.to_arrow().column("trips").to_pylist() == [None]
     assert none.commit_ids == []

@@ -12,6 +12,7 @@ import pytest
 from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
 from featureledger.errors import (
+    FeatureDataWarning,
     ReproductionError,
     RetrievalError,
     UnknownDatasetError,
@@ -116,8 +117,13 @@ def test_reproduce_is_bit_for_bit_after_later_ingestions_and_quarantines(store,
     ingest(store, "trips", {"driver_id": [1, 3], "event_timestamp": [t(0), t(20)],
                                   "count": [99, 7], "fare": [1.0, 2.0]})
     store.quarantine(c2.commit_id, "bad ratings")
-    now = store.get_historical_features(entity_frame(), ["trips:count", "rating:stars"],
-                                        full_feature_names=True)
+    # the only rating commit is quarantined: the warning names the feature and the cause
+    with pytest.warns(FeatureDataWarning,
+                      match=r"rating@1:stars is null in every one of its 5 rows: rating@1 "
+                            r"has no data: no committed commit of it"):
+        now = store.get_historical_features(entity_frame(), ["trips:count", "rating:stars"],
+                                            full_feature_names=True)
+    assert [p["feature"] for p in now.manifest["null_features"]] == ["rating@1:stars"]
     assert now.content_hash != ds.content_hash
     assert now.to_arrow().column("trips__count").to_pylist() == [99, 4, 99, 7, 99]
     assert now.to_arrow().column("rating__stars").null_count == 5

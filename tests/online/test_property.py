@@ -56,6 +56,7 @@ def oracle(batches, t_hours):
 
 @settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@pytest.mark.filterwarnings("ignore::featureledger.errors.FeatureDataWarning")
 @given(batches=commits)
 def test_online_equals_point_in_time(backend, h, batches):
     folder = tempfile.mkdtemp()

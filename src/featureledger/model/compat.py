@@ -41,6 +41,14 @@ class ChangeClass:
     new_version: bool
     summary: str
 
+    @property
+    def carries_data(self) -> bool:
+        """Rows written before the change stay readable by the new version (projected onto
+        its schema), so the new version reads the old version's commits too. That is what
+        backward compatibility means for data, except a changed transformation: rows a
+        derived view computed with other code are not this version's rows."""
+        return self.backward and self.name != "transformation_changed"
+
 
 CHANGE_CLASSES: dict[str, ChangeClass] = {
     c.name: c

@@ -69,7 +69,8 @@ def parse_references(refs: list[str] | tuple[str, ...]) -> list[FeatureRef]:
             "wrap it in a list"
         )
     out = [parse_reference(r) for r in refs]
-    names = [r.output_name for r in out]
+    # the same text twice is a mistake; 'v:f' beside 'v@2:f' may be two versions
+    names = [str(r) for r in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InvalidReferenceError(f"feature(s) requested twice: {', '.join(dupes)}")

@@ -27,9 +27,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import RetrievalError, StorageError
+from featureledger.model.projection import ColumnSource, VersionProjection
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pyarrow as pa
+
+    from featureledger.registry.commits import CommitRecord
 
 ROW_COLUMN = "_row"  # entity row number, 0..n-1: output order
 BATCH_ROWS = 122_880  # DuckDB's row-group size: whole vectors per Arrow batch
@@ -37,7 +42,14 @@ BATCH_ROWS = 122_880  # DuckDB's row-group size: whole vectors per Arrow batch
 
 @dataclass(frozen=True)
 class ViewScan:
-    """What one view version contributes to a query."""
+    """What one view version contributes to a query.
+
+    The files may belong to several source versions (a version reads the commits of the
+    versions it carries data from); ``sources`` then says, per source version, how each
+    feature is read from that version's files (see :mod:`featureledger.model.projection`)
+    and ``file_sources`` which source each file belongs to. Without ``sources`` every file
+    holds the features as stored.
+    """
 
     join_keys: list[str]
     timestamp_field: str
@@ -49,6 +61,9 @@ class ViewScan:
     tie_break: bool = False  # commits overlap in event time: order ties by commit
     file_ranks: list[int] = field(default_factory=list)  # commit index (in commit order) per file
     event_range: tuple[int, int] | None = None  # µs: min and max event time over the files
+    created_field: str | None = None  # created-timestamp column: the later one wins a tie
+    sources: list[tuple[ColumnSource, ...]] = field(default_factory=list)
+    file_sources: list[int] = field(default_factory=list)  # index into ``sources`` per file
 
     def order_bits(self, ts_bounds: tuple[int, int] | None) -> int | None:
         """Bits for the commit rank when ``(event_us << bits) + rank`` fits in a BIGINT;
@@ -59,6 +74,66 @@ class ViewScan:
         biggest = max(abs(v) for v in (*ts_bounds, *self.event_range))
         return bits if (biggest + 1) << bits < 1 << 63 else None
 
+    @classmethod
+    def of(cls, *, join_keys: Sequence[str], timestamp_field: str, created_field: str | None,
+           features: Sequence[str], output_names: Sequence[str], dtypes: Sequence[str],
+           ttl_us: int | None, root: Path, commits: Sequence[CommitRecord],
+           chain: Sequence[VersionProjection], tie_break: bool,
+           event_range: tuple[int, int] | None) -> ViewScan:
+        """The scan of ``commits`` (in commit order, of any version in ``chain``) read as
+        the chain's first version: each commit's files projected from its own version."""
+        from featureledger.model.types import to_duckdb
+
+        by_version = {p.version: p for p in chain}
+        used = [p.version for p in chain if any(c.view_version == p.version for c in commits)]
+        missing = {c.view_version for c in commits} - set(by_version)
+        if missing:
+            raise RetrievalError(
+                f"internal: commits of version(s) {sorted(missing)} are not in the data chain "
+                f"{[p.version for p in chain]}; please report this")
+        index = {v: i for i, v in enumerate(used)}
+        own_identity = len(used) == 1 and by_version[used[0]].select(features).identity
+        return cls(
+            join_keys=list(join_keys), timestamp_field=timestamp_field,
+            features=list(features), output_names=list(output_names),
+            duckdb_types=[to_duckdb(t) for t in dtypes],
+            files=[str(root / f) for c in commits for f in c.files],
+            ttl_us=ttl_us, tie_break=tie_break,
+            file_ranks=[i for i, c in enumerate(commits) for _ in c.files],
+            event_range=event_range, created_field=created_field,
+            sources=[] if own_identity else [by_version[v].select(features).columns
+                                             for v in used],
+            file_sources=[] if own_identity else [index[c.view_version] for c in commits
+                                                  for _ in c.files])
+
+    @property
+    def multi_source(self) -> bool:
+        return len(self.sources) > 1
+
+    def feature_sql(self, source: int) -> list[str]:
+        """SQL reading each feature from the files of ``source``, in feature order."""
+        if not self.sources:
+            return [quote_ident(c) for c in self.features]
+        out = []
+        for c, t in zip(self.sources[source], self.duckdb_types, strict=True):
+            if c.source is None:
+                out.append(f"NULL::{t}" if c.default is None else sql_literal(c.default, c.dtype))
+            elif c.source_dtype != c.dtype:
+                out.append(f"CAST({quote_ident(c.source)} AS {t})")
+            else:
+                out.append(quote_ident(c.source))
+        return out
+
+    def segments(self, by_rank: bool) -> list[tuple[int, int | None, list[str]]]:
+        """``(source, rank, files)`` groups to read as the branches of one UNION ALL:
+        one per source version, and one per commit too when ``by_rank``."""
+        groups: dict[tuple[int, int | None], list[str]] = {}
+        srcs = self.file_sources or [0] * len(self.files)
+        ranks = self.file_ranks or [0] * len(self.files)
+        for f, src, rank in zip(self.files, srcs, ranks, strict=True):
+            groups.setdefault((src, rank if by_rank else None), []).append(f)
+        return [(src, rank, files) for (src, rank), files in groups.items()]
+
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -66,6 +141,34 @@ def quote_ident(name: str) -> str:
 
 def _quote_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def sql_literal(value: Any, dtype: str) -> str:
+    """A typed DuckDB literal for a field's declared default (already validated against
+    the field's dtype when the definition was made)."""
+    import datetime as dt
+    import math
+
+    from featureledger.model.types import element_dtype, to_duckdb
+
+    t = to_duckdb(dtype)
+    elem = element_dtype(dtype)
+    if value is None:
+        return f"NULL::{t}"
+    if elem is not None:
+        return f"[{', '.join(sql_literal(v, elem) for v in value)}]::{t}"
+    if isinstance(value, bool):
+        return f"{'TRUE' if value else 'FALSE'}::{t}"
+    if isinstance(value, int):
+        return f"{int(value)}::{t}"
+    if isinstance(value, float):
+        text = repr(value) if math.isfinite(value) else f"'{value}'"
+        return f"{text}::{t}"
+    if isinstance(value, bytes):
+        return f"from_hex('{value.hex()}')"
+    if isinstance(value, (dt.datetime, dt.date)):
+        return f"{_quote_str(value.isoformat())}::{t}"
+    return f"{_quote_str(str(value))}::{t}"
 
 
 def _ts_literal(us: int) -> str:
@@ -83,6 +186,60 @@ def _order_key(ts_expr: str, rank: int, bits: int | None) -> str:
 
 def _parquet(files: Sequence[str]) -> str:
     return "read_parquet([" + ", ".join(_quote_str(f) for f in files) + "])"
+
+
+def latest_per_key_sql(scan: ViewScan, *, start: int | None = None, end: int | None = None,
+                       only_commits: Sequence[str] | None = None,
+                       new_commits: Sequence[str] | None = None, since: int | None = None,
+                       keys_relation: str | None = None) -> str:
+    """DuckDB SQL for the newest row per key among ``scan``'s files (µs bounds, inclusive).
+
+    Columns: the join keys, ``_ts`` (event µs), ``_ct`` (the online order time: the commit
+    time, or the created time for a view with a created-timestamp column), ``_commit_id``
+    and the features under their output names. The newest row has the greatest event time,
+    then created time, then commit time. ``new_commits``/``since`` restrict to rows of new
+    commits or newer than ``since`` (incremental runs); ``only_commits`` to rows of given
+    commits; ``keys_relation`` names a relation of key tuples to restrict to (repairs).
+    """
+    ts = quote_ident(scan.timestamp_field)
+    keys = [quote_ident(k) for k in scan.join_keys]
+    keys_sql = ", ".join(keys)
+    where = []
+    if start is not None:
+        where.append(f"{ts} >= make_timestamp({int(start)}::BIGINT)::TIMESTAMPTZ")
+    if end is not None:
+        where.append(f"{ts} <= make_timestamp({int(end)}::BIGINT)::TIMESTAMPTZ")
+    if only_commits is not None:
+        where.append(f"_commit_id IN ({', '.join(map(_quote_str, only_commits)) or 'NULL'})")
+    if new_commits is not None and since is not None:
+        ids = ", ".join(map(_quote_str, new_commits)) or "NULL"
+        where.append(f"(_commit_id IN ({ids}) OR "
+                     f"{ts} > make_timestamp({int(since)}::BIGINT)::TIMESTAMPTZ)")
+    created = scan.created_field
+    branches = []
+    for src, _rank, files in scan.segments(by_rank=False):
+        cols = [*keys, f"epoch_us({ts}) AS _ts", "epoch_us(_commit_time) AS _ctime",
+                "_commit_id"]
+        cols += [f"{expr} AS {quote_ident(o)}"
+                 for expr, o in zip(scan.feature_sql(src), scan.output_names, strict=True)]
+        if created:
+            cols.append(f"epoch_us({quote_ident(created)}) AS _cts")
+        source = _parquet(files)
+        if keys_relation is not None:
+            source = f"(SELECT * FROM {source} SEMI JOIN {keys_relation} USING ({keys_sql}))"
+        branches.append(f"SELECT {', '.join(cols)} FROM {source}"
+                        + (f" WHERE {' AND '.join(where)}" if where else ""))
+    if created:
+        order, ct = "_ts DESC, _cts DESC NULLS LAST, _ctime DESC", "coalesce(_cts, 0)"
+    else:
+        # one packed sort key (event time, then commit time): several sort columns make
+        # DuckDB's window sort several times slower. Commit times are unique per view
+        # (each commit takes a later one than the last), so no further tie-break is needed.
+        order, ct = "(_ts::HUGEINT << 64) + _ctime DESC", "_ctime"
+    feats = ", ".join(quote_ident(o) for o in scan.output_names)
+    return (f"SELECT {keys_sql}, _ts, {ct} AS _ct, _commit_id, {feats} FROM "
+            f"({' UNION ALL '.join(branches)}) QUALIFY row_number() OVER "
+            f"(PARTITION BY {keys_sql} ORDER BY {order}) = 1")
 
 
 class DuckDBEngine:
@@ -141,8 +298,6 @@ class DuckDBEngine:
                 select.append(f"false AS _fl_matched_{i}")
                 continue
             ts = quote_ident(s.timestamp_field)
-            f_cols = [quote_ident(k) for k in s.join_keys] + [f"{ts} AS _fts"]
-            f_cols += [f"{quote_ident(c)} AS _v{j}" for j, c in enumerate(s.features)]
             where = ""
             if ts_bounds is not None:
                 lo, hi = ts_bounds
@@ -150,19 +305,34 @@ class DuckDBEngine:
                 if s.ttl_us is not None:
                     conds.append(f"{ts} >= {_ts_literal(lo - s.ttl_us)}")
                 where = " WHERE " + " AND ".join(conds)
-            if s.tie_break:
-                bits = s.order_bits(ts_bounds)
+            dedupe = s.created_field is not None
+            bits = s.order_bits(ts_bounds) if s.tie_break else None
+            branches = []
+            for src, rank, files in s.segments(by_rank=s.tie_break):
+                f_cols = [quote_ident(k) for k in s.join_keys] + [f"{ts} AS _fts"]
+                f_cols += [f"{expr} AS _v{j}" for j, expr in enumerate(s.feature_sql(src))]
+                if dedupe:
+                    f_cols.append(f"{quote_ident(s.created_field or '')} AS _cts")
+                if s.multi_source:
+                    f_cols.append(f"{src} AS _src")
+                if rank is not None:
+                    f_cols.append(f"{rank} AS _rank" if dedupe
+                                  else f"{_order_key(ts, rank, bits)} AS _ord")
+                branches.append(f"SELECT {', '.join(f_cols)} FROM {_parquet(files)}{where}")
+            source = " UNION ALL ".join(branches)
+            if dedupe:
+                # among rows with the same keys and event time the later created time wins,
+                # then the later commit: reduce to that row, then join on event time alone
+                order = "_cts DESC NULLS LAST" + (", _rank DESC" if s.tie_break else "")
+                part = ", ".join([*(quote_ident(k) for k in s.join_keys), "_fts"])
+                source = (f"SELECT * FROM ({source}) QUALIFY row_number() OVER "
+                          f"(PARTITION BY {part} ORDER BY {order}) = 1")
+                ineq = f"e._ets >= {a}._fts"
+            elif s.tie_break:
                 top = (1 << (64 if bits is None else bits)) - 1  # above every commit rank
                 e_cols.append(f"{_order_key(e_ts, top, bits)} AS _eord{i}")
-                by_rank: dict[int, list[str]] = {}
-                for rank, f in zip(s.file_ranks, s.files, strict=True):
-                    by_rank.setdefault(rank, []).append(f)
-                source = " UNION ALL ".join(
-                    f"SELECT {', '.join(f_cols)}, {_order_key(ts, rank, bits)} AS _ord FROM "
-                    f"{_parquet(files)}{where}" for rank, files in sorted(by_rank.items()))
                 ineq = f"e._eord{i} >= {a}._ord"
             else:
-                source = f"SELECT {', '.join(f_cols)} FROM {_parquet(s.files)}{where}"
                 ineq = f"e._ets >= {a}._fts"
             on = " AND ".join([f"e.{quote_ident(k)} = {a}.{quote_ident(k)}" for k in s.join_keys]
                               + [ineq])
@@ -172,9 +342,15 @@ class DuckDBEngine:
                 select += [f"CASE WHEN {valid} THEN {a}._v{j} END AS {quote_ident(o)}"
                            for j, o in enumerate(s.output_names)]
                 select.append(f"coalesce({valid}, false) AS _fl_matched_{i}")
+                # matched on keys but too old: tells "TTL too short" from "no such key"
+                select.append(f"({a}._fts IS NOT NULL) AS _fl_keyed_{i}")
+                if s.multi_source:
+                    select.append(f"CASE WHEN {valid} THEN {a}._src END AS _fl_src_{i}")
             else:
                 select += [f"{a}._v{j} AS {quote_ident(o)}" for j, o in enumerate(s.output_names)]
                 select.append(f"({a}._fts IS NOT NULL) AS _fl_matched_{i}")
+                if s.multi_source:
+                    select.append(f"{a}._src AS _fl_src_{i}")
         # No ORDER BY: the caller puts rows back in entity order with the _row permutation,
         # which is O(n) instead of a sort of the whole result.
         return (f"SELECT {', '.join(select)} FROM (SELECT {', '.join(e_cols)} FROM "
@@ -206,9 +382,6 @@ class DuckDBEngine:
         """
         ts = quote_ident(scan.timestamp_field)
         keys = [quote_ident(k) for k in scan.join_keys]
-        cols = keys + [ts] + [f"{quote_ident(c)} AS {quote_ident(o)}"
-                              for c, o in zip(scan.features, scan.output_names, strict=True)]
-        cols += ["_commit_id", "_commit_time"]
         if not scan.files:
             raise RetrievalError("internal: window() needs at least one file")
         conds = []
@@ -216,12 +389,22 @@ class DuckDBEngine:
             conds.append(f"{ts} >= {_ts_literal(start_us)}")
         if end_us is not None:
             conds.append(f"{ts} < {_ts_literal(end_us)}")
-        sql = f"SELECT {', '.join(cols)} FROM {_parquet(scan.files)}"
-        if conds:
-            sql += " WHERE " + " AND ".join(conds)
-        if scan.tie_break:
-            sql += (f" QUALIFY row_number() OVER (PARTITION BY {', '.join([*keys, ts])} "
-                    "ORDER BY _commit_time DESC) = 1")
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        created = scan.created_field
+        branches = []
+        for src, _rank, files in scan.segments(by_rank=False):
+            cols = keys + [ts] + [f"{expr} AS {quote_ident(o)}" for expr, o in
+                                  zip(scan.feature_sql(src), scan.output_names, strict=True)]
+            cols += ["_commit_id", "_commit_time"]
+            if created:
+                cols.append(f"{quote_ident(created)} AS _cts")
+            branches.append(f"SELECT {', '.join(cols)} FROM {_parquet(files)}{where}")
+        sql = " UNION ALL ".join(branches)
+        if scan.tie_break or created:
+            order = ("_cts DESC NULLS LAST, " if created else "") + "_commit_time DESC"
+            sql = (f"SELECT *{' EXCLUDE (_cts)' if created else ''} FROM ({sql}) QUALIFY "
+                   f"row_number() OVER (PARTITION BY {', '.join([*keys, ts])} ORDER BY "
+                   f"{order}) = 1")
         sql += f" ORDER BY {ts}, {', '.join(keys)}"
         return self._stream(self._cursor(), sql)
 

@@ -25,21 +25,24 @@ import base64
 import datetime as dt
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import (
+    FeatureDataWarning,
     ReproductionError,
     RetrievalError,
     StorageError,
     UnknownCommitError,
 )
 from featureledger.model.ids import new_id
+from featureledger.model.projection import ColumnSource, VersionProjection
 from featureledger.model.references import FeatureRef
 from featureledger.model.timeutil import current_user, now_us, to_us
-from featureledger.model.types import to_arrow, to_duckdb
+from featureledger.model.types import to_arrow
 from featureledger.offline.dataset import (
     HASH_VERSION,
     TrainingDataset,
@@ -74,27 +77,41 @@ class _ViewRequest:
     features: list[str]
     dtypes: list[str]
     output_names: list[str]
+    created_field: str | None = None
+    # the versions whose commits are read, newest first, each with how its rows are
+    # projected onto this version's features (VersionProjection.to_dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> _ViewRequest:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        # manifests written before a key existed keep its default
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def chain(self) -> list[VersionProjection]:
+        if self.sources:
+            return [VersionProjection.from_dict(p) for p in self.sources]
+        return [VersionProjection(self.version, tuple(
+            ColumnSource(f, f, t, t) for f, t in zip(self.features, self.dtypes, strict=True)))]
 
     def scan(self, root: Path, commits: Sequence[CommitRecord]) -> ViewScan:
-        return ViewScan(
-            join_keys=list(self.join_keys),
-            timestamp_field=self.timestamp_field,
-            features=self.features,
-            output_names=self.output_names,
-            duckdb_types=[to_duckdb(t) for t in self.dtypes],
-            files=[str(root / f) for c in commits for f in c.files],
-            ttl_us=self.ttl_us,
-            tie_break=commits_overlap(commits),
-            file_ranks=[i for i, c in enumerate(commits) for _ in c.files],
-            event_range=_event_range(commits),
-        )
+        return ViewScan.of(
+            join_keys=list(self.join_keys), timestamp_field=self.timestamp_field,
+            created_field=self.created_field, features=self.features,
+            output_names=self.output_names, dtypes=self.dtypes, ttl_us=self.ttl_us,
+            root=root, commits=commits, chain=self.chain(),
+            tie_break=commits_overlap(commits), event_range=_event_range(commits))
+
+
+@dataclass(frozen=True)
+class _ViewStats:
+    """What one view's join matched."""
+
+    unmatched: int  # entity rows with no feature row within the TTL
+    outside_ttl: int  # of those, rows whose keys matched a feature row older than the TTL
+    rows_by_version: dict[int, int]  # matched rows per version whose commit they came from
 
 
 def _event_range(commits: Sequence[CommitRecord]) -> tuple[int, int] | None:
@@ -251,30 +268,43 @@ class RetrievalService:
         for r in parsed:
             groups.setdefault((r.view, r.version), []).append(r)
         by_version: dict[tuple[str, int], _ViewRequest] = {}
-        order: list[tuple[str, int]] = []
+        asked: dict[tuple[str, int, str], str] = {}  # pinned feature -> how it was asked for
         for (view, _version), group in groups.items():
             _, rec = self.ctx.registry.definitions.resolve(group[0])
             d = rec.definition
-            for r in group[1:]:
-                d.field(r.feature)  # raises UnknownFeatureError naming the fields
             key = (view, rec.version)
             if key not in by_version:
-                order.append(key)
                 by_version[key] = _ViewRequest(
                     view=view, version=rec.version, definition_hash=rec.definition_hash,
                     join_keys=dict(d.join_keys), timestamp_field=d.timestamp_field,
                     ttl_us=None if d.ttl is None else d.ttl // dt.timedelta(microseconds=1),
-                    features=[], dtypes=[], output_names=[])
+                    features=[], dtypes=[], output_names=[],
+                    created_field=d.created_timestamp_field)
             req = by_version[key]
             for r in group:
-                if r.feature in req.features:
-                    raise RetrievalError(f"feature {view}@{rec.version}:{r.feature} is "
-                                         "requested twice; list it once")
+                fld = d.field(r.feature)  # raises UnknownFeatureError naming the fields
+                pinned = (view, rec.version, r.feature)
+                if pinned in asked:
+                    raise RetrievalError(
+                        f"{asked[pinned]} and {r} are the same feature ({view}@{rec.version}:"
+                        f"{r.feature}, version {rec.version} being the latest); list it once")
+                asked[pinned] = str(r)
                 req.features.append(r.feature)
-                req.dtypes.append(d.field(r.feature).dtype)
-                req.output_names.append(f"{view}__{r.feature}" if full_feature_names
-                                        else r.feature)
-        plan = [by_version[k] for k in order]
+                req.dtypes.append(fld.dtype)
+        plan = list(by_version.values())
+        # several versions of one view in one request: full names carry the version
+        versions_of: dict[str, int] = {}
+        for req in plan:
+            versions_of[req.view] = versions_of.get(req.view, 0) + 1
+        for req in plan:
+            if not full_feature_names:
+                req.output_names.extend(req.features)
+            elif versions_of[req.view] > 1:
+                req.output_names.extend(f"{req.view}@{req.version}__{f}" for f in req.features)
+            else:
+                req.output_names.extend(f"{req.view}__{f}" for f in req.features)
+            chain = self.ctx.registry.definitions.data_chain(req.view, req.version)
+            req.sources.extend(p.select(req.features).to_dict() for p in chain)
         if not full_feature_names:
             seen: dict[str, str] = {}
             for req in plan:
@@ -284,7 +314,8 @@ class RetrievalService:
                         raise RetrievalError(
                             f"feature name {name!r} is provided by both {other} and "
                             f"{req.view}@{req.version}; pass full_feature_names=True to name "
-                            "columns 'view__feature'")
+                            "columns 'view__feature' ('view@VERSION__feature' where one "
+                            "request reads several versions of a view)")
         return plan
 
     def _entities(self, entity_df: Any, timestamp_column: str | None,
@@ -364,7 +395,7 @@ class RetrievalService:
         with ThreadPoolExecutor(1, thread_name_prefix="featureledger-stage") as pool:
             staged = pool.submit(self._stage_entities, ds_id, entities)
             try:
-                table, unmatched = self._compute(entities, ts_col, plan, commits, bounds)
+                table, stats = self._compute(entities, ts_col, plan, commits, bounds)
                 feature_digests = column_digests(table.select(
                     [o for r in plan for o in r.output_names]))
             except BaseException:
@@ -373,7 +404,7 @@ class RetrievalService:
                 raise
             tmp, entity_digests = staged.result()
         try:
-            manifest = self._manifest(ds_id, plan, commits, unmatched, entities, ts_col, table,
+            manifest = self._manifest(ds_id, plan, commits, stats, entities, ts_col, table,
                                       combine_digests(entities.num_rows, entity_digests),
                                       combine_digests(table.num_rows,
                                                       entity_digests + feature_digests),
@@ -399,13 +430,37 @@ class RetrievalService:
             shutil.rmtree(final, ignore_errors=True)
             raise
         self.ctx.events.emit("dataset.created", record=record, dataset_id=ds_id, run_id=run)
+        for problem in manifest["null_features"]:
+            warnings.warn(FeatureDataWarning(
+                f"training set {ds_id}: feature {problem['feature']} is null in every one of "
+                f"its {table.num_rows} rows: {problem['cause']}"), stacklevel=3)
         return TrainingDataset(ds_id, manifest, _table=table)
 
     def _manifest(self, ds_id: str, plan: Sequence[_ViewRequest],
-                  commits: Sequence[Sequence[CommitRecord]], unmatched: list[int],
+                  commits: Sequence[Sequence[CommitRecord]], stats: Sequence[_ViewStats],
                   entities: pa.Table, ts_col: str, table: pa.Table, entity_digest: str,
                   content: str, fs_name: str | None, full_feature_names: bool,
                   as_of_us: int | None, as_of_commit: str | None) -> dict[str, Any]:
+        views = []
+        for r, cs, st in zip(plan, commits, stats, strict=True):
+            chain = r.chain()
+            views.append({
+                **r.to_dict(), "commit_ids": [c.commit_id for c in cs],
+                "unmatched_rows": st.unmatched, "outside_ttl_rows": st.outside_ttl,
+                # where the rows came from: which versions' commits, projected how
+                "data_sources": [
+                    {"version": p.version, "projection": p.describe(),
+                     "commit_ids": [c.commit_id for c in cs if c.view_version == p.version],
+                     "matched_rows": st.rows_by_version.get(p.version, 0)}
+                    for p in chain],
+                # values that are a field's declared default because the commit they came
+                # from was written under a version without that field
+                "defaulted_rows": {
+                    o: sum(st.rows_by_version.get(p.version, 0) for p in chain
+                           if p.column(f).defaulted)
+                    for f, o in zip(r.features, r.output_names, strict=True)
+                    if any(p.column(f).defaulted for p in chain)},
+            })
         return {
             "dataset_id": ds_id,
             "hash_version": HASH_VERSION,
@@ -415,9 +470,7 @@ class RetrievalService:
             "as_of": as_of_us,
             "as_of_commit": as_of_commit,
             "read_at": now_us(),
-            "views": [{**r.to_dict(), "commit_ids": [c.commit_id for c in cs],
-                       "unmatched_rows": u}
-                      for r, cs, u in zip(plan, commits, unmatched, strict=True)],
+            "views": views,
             "commit_ids": [c.commit_id for cs in commits for c in cs],
             "entity": {"timestamp_column": ts_col, "columns": entities.column_names,
                        "row_count": entities.num_rows, "digest": entity_digest,
@@ -430,6 +483,7 @@ class RetrievalService:
             "arrow_schema": table.schema.to_string(show_schema_metadata=False),
             "null_counts": {name: table.column(name).null_count
                             for r in plan for name in r.output_names},
+            "null_features": _null_features(plan, commits, stats, table, as_of_us),
             "engine": {"name": "duckdb", "version": self.engine.version},
         }
 
@@ -464,7 +518,8 @@ class RetrievalService:
         end_us = None if end is None else to_us(end)
         as_of_us, _ = _as_of(self.ctx.registry, as_of)
         commits = [c for c in self.ctx.registry.commits.list(
-            req.view, req.version, as_of=as_of_us, statuses=("committed",))
+            req.view, versions=[p.version for p in req.chain()], as_of=as_of_us,
+            statuses=("committed",))
             if c.row_count and (end_us is None or c.min_event_ts is None
                                 or c.min_event_ts < end_us)
             and (start_us is None or c.max_event_ts is None or c.max_event_ts >= start_us)]
@@ -545,7 +600,8 @@ class RetrievalService:
         lo, hi = bounds
         floor = None if req.ttl_us is None else lo - req.ttl_us
         out = []
-        for c in self.ctx.registry.commits.list(req.view, req.version, as_of=as_of_us,
+        versions = [p.version for p in req.chain()]
+        for c in self.ctx.registry.commits.list(req.view, versions=versions, as_of=as_of_us,
                                                 statuses=("committed",)):
             if not c.row_count:
                 continue
@@ -558,8 +614,8 @@ class RetrievalService:
 
     def _compute(self, entities: pa.Table, ts_col: str, plan: Sequence[_ViewRequest],
                  commits: Sequence[Sequence[CommitRecord]], bounds: tuple[int, int] | None
-                 ) -> tuple[pa.Table, list[int]]:
-        """The output table (entity columns, then features) and unmatched rows per view."""
+                 ) -> tuple[pa.Table, list[_ViewStats]]:
+        """The output table (entity columns, then features) and what matched, per view."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -579,16 +635,29 @@ class RetrievalService:
         order[rows] = np.arange(n, dtype=np.int64)  # inverse permutation: entity order
         result = result.drop_columns([ROW_COLUMN]).take(pa.array(order))
         table = entities
-        unmatched = []
+        stats = []
         for i, r in enumerate(plan):
             for name, dtype in zip(r.output_names, r.dtypes, strict=True):
                 col = result.column(name)
                 want = to_arrow(dtype)
                 table = table.append_column(pa.field(name, want),
                                             col if col.type == want else col.cast(want))
-            matched = pc.sum(result.column(f"_fl_matched_{i}")).as_py() or 0
-            unmatched.append(n - int(matched))
-        return table, unmatched
+            matched = int(pc.sum(result.column(f"_fl_matched_{i}")).as_py() or 0)
+            names = result.column_names
+            keyed = (int(pc.sum(result.column(f"_fl_keyed_{i}")).as_py() or 0)
+                     if f"_fl_keyed_{i}" in names else matched)
+            by_source: dict[int, int] = {}
+            if f"_fl_src_{i}" in names:
+                used = [v for v in r.chain()
+                        if any(c.view_version == v.version for c in commits[i])]
+                counts = pc.value_counts(result.column(f"_fl_src_{i}").drop_null())
+                for item in counts.to_pylist():
+                    by_source[used[int(item["values"])].version] = int(item["counts"])
+            elif matched:
+                by_source[commits[i][0].view_version if commits[i] else r.version] = matched
+            stats.append(_ViewStats(unmatched=n - matched, outside_ttl=keyed - matched,
+                                    rows_by_version=by_source))
+        return table, stats
 
     def _stage_entities(self, ds_id: str, entities: pa.Table) -> tuple[Path, list[bytes]]:
         """Write the entity rows durably into a temp folder beside datasets/<id>/, and hash
@@ -609,6 +678,50 @@ class RetrievalService:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _null_features(plan: Sequence[_ViewRequest], commits: Sequence[Sequence[CommitRecord]],
+                   stats: Sequence[_ViewStats], table: pa.Table, as_of_us: int | None
+                   ) -> list[dict[str, str]]:
+    """Features null in every row of a non-empty training set, each with the likely cause."""
+    n = table.num_rows
+    out: list[dict[str, str]] = []
+    if n == 0:
+        return out
+    for r, cs, st in zip(plan, commits, stats, strict=True):
+        ref = f"{r.view}@{r.version}"
+        for f, o in zip(r.features, r.output_names, strict=True):
+            if table.column(o).null_count < n:
+                continue
+            chain = r.chain()
+            if not cs:
+                older = [p.version for p in chain[1:]]
+                when = "" if as_of_us is None else " as of the requested time"
+                cause = (f"{ref} has no data{when}: no committed commit of it"
+                         + (f" or of {', '.join(f'{r.view}@{v}' for v in older)}" if older
+                            else "") + " can reach these entity rows")
+                if len(chain) == 1 and r.version > 1:
+                    cause += (f" ({ref} does not carry the data of {r.view}@{r.version - 1}: "
+                              "it was a breaking change; ingest into it, migrate the old "
+                              "rows, or read the older version)")
+            elif st.unmatched == n and st.outside_ttl:
+                cause = (f"TTL too short: {st.outside_ttl} entity rows matched a row of {ref} "
+                         "by key, but every match is older than the view's TTL "
+                         f"({r.ttl_us // 1_000_000 if r.ttl_us else 0} s)")
+            elif st.unmatched == n:
+                keys = ", ".join(f"{k} ({t})" for k, t in r.join_keys.items())
+                cause = (f"no entity row matched a row of {ref} by its keys {keys} at or "
+                         "before its time: check the key values and their types, and that "
+                         "entity times are not before the first event")
+            elif all(p.column(f).source is None for p in chain
+                     if st.rows_by_version.get(p.version)):
+                cause = (f"every matched row comes from a version without {f!r} (it was "
+                         "added later and has no default): ingest new rows, or give it a "
+                         "default")
+            else:
+                cause = "the matched rows hold null for it"
+            out.append({"feature": f"{ref}:{f}", "column": o, "cause": cause})
+    return out
 
 
 def _ts_bounds(entities: pa.Table, ts_col: str) -> tuple[int, int] | None:

@@ -9,6 +9,7 @@ and every status change is audited.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,11 +142,13 @@ class CommitRepository:
 
     def list(self, view: str | None = None, version: int | None = None, *,
              as_of: int | None = None, statuses: tuple[str, ...] | None = ("committed",),
-             run_id: str | None = None, limit: int | None = None) -> list[CommitRecord]:
+             run_id: str | None = None, limit: int | None = None,
+             versions: Sequence[int] | None = None) -> list[CommitRecord]:
         """Commits in commit order (oldest first).
 
         ``as_of`` (µs) keeps commits with ``commit_time <= as_of``; ``statuses=None`` keeps
-        every status.
+        every status; ``versions`` keeps commits of any of those view versions (the
+        versions a version reads: see ``DefinitionRepository.data_chain``).
         """
         t = schema.commits
         q = sa.select(t)
@@ -153,6 +156,8 @@ class CommitRepository:
             q = q.where(t.c.view_name == view)
         if version is not None:
             q = q.where(t.c.view_version == version)
+        if versions is not None:
+            q = q.where(t.c.view_version.in_(list(versions)))
         if as_of is not None:
             q = q.where(t.c.commit_time <= as_of)
         if statuses is not None:

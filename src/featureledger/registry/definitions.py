@@ -38,6 +38,7 @@ from featureledger.model.definitions import (
     definition_from_dict,
 )
 from featureledger.model.hashing import canonical_json
+from featureledger.model.projection import VersionInfo, VersionProjection, data_chain
 from featureledger.model.references import FeatureRef, parse_reference
 from featureledger.model.timeutil import now_us
 from featureledger.registry import schema
@@ -221,6 +222,22 @@ class DefinitionRepository:
         with self.db.read() as c:
             rows = c.execute(q.order_by(t.c.kind, t.c.name, t.c.version)).all()
         return [_row_to_record(r) for r in rows]
+
+    def data_chain(self, name: str, version: int | None = None,
+                   conn: Connection | None = None) -> builtins.list[VersionProjection]:
+        """The versions whose commits ``name@version`` reads (newest first: the version
+        itself, then each older version it carries data from, with its projection).
+        See :mod:`featureledger.model.projection`."""
+        t = schema.definitions
+        q = sa.select(t).where(t.c.kind == "feature_view", t.c.name == name)
+        if version is not None:
+            q = q.where(t.c.version <= version)
+        with _maybe(self.db, conn) as c:
+            rows = c.execute(q.order_by(t.c.version)).all()
+        if not rows or (version is not None and rows[-1].version != version):
+            self.get("feature_view", name, version, conn=conn)  # raises the helpful error
+        infos = [_version_info(_row_to_record(r)) for r in rows]
+        return data_chain(infos, infos[-1].version)
 
     def resolve(self, ref: str | FeatureRef) -> tuple[FeatureRef, DefinitionRecord]:
         """Pin a feature reference to a view version and check the feature exists."""
@@ -445,6 +462,11 @@ class DefinitionRepository:
             self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",
                           {"reason": reason})
         return self.get(kind, name, version)
+
+
+def _version_info(rec: DefinitionRecord) -> VersionInfo:
+    return VersionInfo(rec.version, rec.definition, [c["change"] for c in rec.changes],
+                       breaking=rec.breaking_reason is not None)
 
 
 def _definition_edges(d: Definition, version: int) -> builtins.list[tuple[str, str, str]]:
