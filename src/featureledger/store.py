@@ -121,16 +121,25 @@ class FeatureStore:
 
         return load_definitions(self.repo_path)
 
-    def plan(self, definitions: builtins.list[Any] | None = None) -> Plan:
-        """What ``apply`` would do, per object, with every change classified."""
-        return self.registry.definitions.plan(definitions or self.load_definitions())
+    _applying = _service("featureledger.ingest.migrate", "ApplyService")
+
+    def plan(self, definitions: builtins.list[Any] | None = None, *,
+             migrations: dict[str, str] | None = None) -> Plan:
+        """What ``apply`` would do, per object, with every change classified and, for each
+        new feature-view version, where its data comes from (``item.notes``)."""
+        return self._applying.plan(definitions or self.load_definitions(),
+                                   migrations=migrations)
 
     def apply(self, definitions: builtins.list[Any] | None = None, *,
-              allow_breaking: str | None = None) -> Plan:
-        """Apply definitions (default: the repository's) atomically and idempotently."""
-        return self.registry.definitions.apply(
-            definitions or self.load_definitions(), allow_breaking=allow_breaking
-        )
+              allow_breaking: str | None = None,
+              migrations: dict[str, str] | None = None) -> Plan:
+        """Apply definitions (default: the repository's) atomically and idempotently.
+
+        ``migrations`` maps a view name to one SELECT over the relation ``old`` that fills
+        a new version which would otherwise start empty (see featureledger.ingest.migrate).
+        """
+        return self._applying.apply(definitions or self.load_definitions(),
+                                    allow_breaking=allow_breaking, migrations=migrations)
 
     def get_view(self, name: str, version: int | None = None) -> DefinitionRecord:
         return self.registry.definitions.get("feature_view", name, version)

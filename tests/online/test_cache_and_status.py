@@ -62,14 +62,17 @@ def test_version_bump_invalidates(cached, h):
                               Field(name="rating", dtype="float64"),
                               Field(name="city", dtype="string", default="unknown"),
                               Field(name="extra", dtype="int64")])
-    cached.apply([h.DRIVER, v2])
-    # "driver_stats:trips" now means version 2, which holds nothing yet
-    r = cached.get_online_features(["driver_stats:trips"], IDS)
-    assert r.versions["trips"] == 2 and r.values["trips"] == [None, None]
+    plan = cached.apply([h.DRIVER, v2])
+    assert any("driver_stats@2 materialized online" in n for n in plan.items[1].notes)
+    # "driver_stats:trips" now means version 2, which carries version 1's data and was
+    # materialized by the apply: the cached reads of version 1 are not served for it
+    r = cached.get_online_features(["driver_stats:trips", "driver_stats:extra"], IDS)
+    assert r.versions["trips"] == 2 and r.values["trips"] == [1, None]
+    assert r.statuses["extra"] == ["NULL", "NOT_FOUND"]  # added after the row was written
     h.write_commit(cached, "driver_stats", [
         {"driver_id": 2, "event_timestamp": h.ts(6), "trips": 60}])
     cached.materialize(end=h.ts(7))
-    assert trips(cached) == [None, 60]
+    assert trips(cached) == [1, 60]
 
 
 def test_changes_by_another_process_are_seen(cached, make_store, h):
@@ -127,7 +130,8 @@ def test_memory_only_reads_answer_from_the_cache_or_not_at_all(make_store, h):
                                                Field(name="city", dtype="string")])])
     assert svc.get_online_features_nowait(feats, IDS) is None
     r = store.get_online_features(feats, IDS)
-    assert r.versions == {"trips": 2, "city": 2} and r.values["trips"] == [None, None]
+    # version 2 carries version 1's data (the pushed row included) and serves it at once
+    assert r.versions == {"trips": 2, "city": 2} and r.values["trips"] == [1, 30]
 
 
 def test_memory_only_reads_need_the_cache_and_a_fresh_check(make_store, h):

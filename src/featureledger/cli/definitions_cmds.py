@@ -51,11 +51,37 @@ def _print_plan(plan: Any, title: str, as_json: bool) -> None:
         f"{changed} of {len(plan.items)} object(s) {verb}" if changed
         else "Everything is unchanged."
     )
+    for item in plan.items:
+        for note in item.notes:
+            style = "yellow" if item.starts_empty else "cyan"
+            console.print(f"[{style}]- {note}[/]")
     for item in plan.refused:
         console.print(
             f"[red]{item.kind} {item.name!r}: {len(item.refused)} change(s) break compatibility "
             f"mode {item.compatibility!r}[/]"
         )
+
+
+MigrationOption = typer.Option(
+    None, "--migration", metavar="VIEW=FILE",
+    help="Fill VIEW's new version from its previous version's rows with the SELECT in FILE "
+         "(over the relation 'old'); repeatable.")
+
+
+def _migrations(repo: Path, specs: list[str] | None) -> dict[str, str] | None:
+    if not specs:
+        return None
+    out = {}
+    for spec in specs:
+        view, eq, file = spec.partition("=")
+        if not eq or not view or not file:
+            raise typer.BadParameter(f"--migration {spec!r}: write VIEW=FILE, e.g. "
+                                     "driver_stats=migrations/driver_stats_v3.sql")
+        path = Path(file) if Path(file).is_absolute() else repo / file
+        if not path.is_file():
+            raise typer.BadParameter(f"--migration {spec!r}: {path} is not a file")
+        out[view] = path.read_text()
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -80,9 +106,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"Next: featureledger --repo {path} plan")
 
     @app.command()
-    def plan(repo: Path = RepoOption, as_json: bool = JsonOption) -> None:
-        """Show what apply would do, with every change classified."""
-        result = open_store(repo).plan()
+    def plan(repo: Path = RepoOption, as_json: bool = JsonOption,
+             migration: list[str] = MigrationOption) -> None:
+        """Show what apply would do: every change classified, and for each new version
+        where its data comes from and which feature sets it re-pins."""
+        result = open_store(repo).plan(migrations=_migrations(repo, migration))
         _print_plan(result, "plan", as_json)
         if result.refused:
             raise typer.Exit(4)
@@ -94,10 +122,12 @@ def register(app: typer.Typer) -> None:
             None, "--allow-breaking", metavar="REASON",
             help="Apply changes that break a compatibility mode, recording REASON."),
         as_json: bool = JsonOption,
+        migration: list[str] = MigrationOption,
     ) -> None:
         """Apply the repository's definitions (idempotent; all or nothing)."""
         store = open_store(repo)
-        result = store.apply(allow_breaking=allow_breaking)
+        result = store.apply(allow_breaking=allow_breaking,
+                             migrations=_migrations(repo, migration))
         _print_plan(result, "applied", as_json)
 
     @app.command("list")

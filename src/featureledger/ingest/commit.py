@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from featureledger.model.timeutil import now_us
 from featureledger.offline.storage import (
@@ -69,39 +70,56 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
     stored (stamped) rows and the files written.
     """
     db = ctx.registry.db
+    with db.write(lock_key=f"commit:{view}") as conn:
+        out = commit_in(ctx, conn, view=view, version=version, commit_id=commit_id,
+                        rows=rows, build=build, source_uri=source_uri, run=run, audit=audit,
+                        actor=actor, extra_tables=extra_tables)
+        crash_point("before_registry")
+        return out
+
+
+def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
+              commit_id: str, rows: pa.Table, build: RecordBuilder,
+              source_uri: str | Callable[[], str] | None, run: str | None,
+              audit: dict[str, Any], actor: str | None = None,
+              extra_tables: dict[str, pa.Table] | None = None,
+              edges: list[tuple[str, str, str]] | None = None,
+              ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
+    """:func:`write_commit` inside the caller's write transaction ``conn`` (which must hold
+    the ``commit:<view>`` lock); ``edges`` are extra lineage edges to record with it.
+
+    If anything here fails the files are removed and the error propagates, so the
+    caller's transaction rolls back with nothing left behind.
+    """
     offline = ctx.offline_store
     t = schema.commits
     written = None
-    body_done = False
     try:
-        with db.write(lock_key=f"commit:{view}") as conn:
-            last = conn.execute(
-                sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == view)
-            ).scalar()
-            commit_time = max(now_us(), (last or 0) + 1)
-            stored = stamp(rows, commit_id, commit_time)
-            written = offline.write_commit(view, version, commit_id, stored,
-                                           extra_tables=extra_tables)
-            record = build(commit_time, stored, written)
-            uri = source_uri() if callable(source_uri) else source_uri
-            ctx.registry.commits.insert(conn, record)
-            edges: list[tuple[str, str, str]] = [
-                (view_node(view, version), commit_id, HAS_COMMIT)]
-            if uri is not None:
-                edges.append((source_node(uri), commit_id, INGESTED))
-            if run:
-                edges.append((run, commit_id, WROTE))
-            record_edges(conn, edges)
-            db.audit(conn, "commit", "commit", commit_id,
-                     {"view": f"{view}@{version}", "rows": stored.num_rows, "run_id": run,
-                      "source": uri, **audit}, actor=actor)
-            crash_point("before_registry")
-            body_done = True
+        last = conn.execute(
+            sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == view)
+        ).scalar()
+        commit_time = max(now_us(), (last or 0) + 1)
+        stored = stamp(rows, commit_id, commit_time)
+        written = offline.write_commit(view, version, commit_id, stored,
+                                       extra_tables=extra_tables)
+        record = build(commit_time, stored, written)
+        uri = source_uri() if callable(source_uri) else source_uri
+        ctx.registry.commits.insert(conn, record)
+        all_edges: list[tuple[str, str, str]] = [
+            (view_node(view, version), commit_id, HAS_COMMIT), *(edges or [])]
+        if uri is not None:
+            all_edges.append((source_node(uri), commit_id, INGESTED))
+        if run:
+            all_edges.append((run, commit_id, WROTE))
+        record_edges(conn, all_edges)
+        ctx.registry.db.audit(conn, "commit", "commit", commit_id,
+                              {"view": f"{view}@{version}", "rows": stored.num_rows,
+                               "run_id": run, "source": uri, **audit}, actor=actor)
     except BaseException:
         # Before the commit statement the transaction surely rolls back: remove the files
         # now. If the commit statement itself failed, its outcome is unknown; the files
         # stay and gc removes them if no row references them.
-        if written is not None and not body_done:
+        if written is not None:
             offline.remove_commit_files(written.files)
         raise
     return record, stored, written

@@ -242,6 +242,40 @@ def latest_per_key_sql(scan: ViewScan, *, start: int | None = None, end: int | N
             f"(PARTITION BY {keys_sql} ORDER BY {order}) = 1")
 
 
+def sandboxed_connection() -> Any:
+    """A DuckDB connection for user SQL: no file system or network access, no extensions
+    installed or loaded, configuration locked. It reads only the relations registered on
+    it (Arrow tables)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    })
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def single_select(sql: str, what: str) -> str:
+    """``sql`` if it is exactly one SELECT statement; RetrievalError naming what is wrong."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise RetrievalError(f"{what} does not parse: {str(exc).splitlines()[0]}. Write one "
+                             "SELECT statement in DuckDB's SQL dialect") from None
+    if len(statements) != 1:
+        raise RetrievalError(f"{what} holds {len(statements)} statements; write exactly one "
+                             "SELECT statement")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise RetrievalError(f"{what} is a {statements[0].type.name} statement; only a "
+                             "SELECT is allowed")
+    return sql
+
+
 class DuckDBEngine:
     """Runs retrieval SQL on one in-process DuckDB database (a cursor per query)."""
 
@@ -407,6 +441,22 @@ class DuckDBEngine:
                    f"{order}) = 1")
         sql += f" ORDER BY {ts}, {', '.join(keys)}"
         return self._stream(self._cursor(), sql)
+
+    def rows(self, scan: ViewScan, extra: Sequence[str] = ()) -> pa.Table:
+        """Every stored row of ``scan``'s files, projected onto its features: the join
+        keys, the timestamp, the created timestamp (if any), the features and ``extra``
+        stored columns (e.g. ``_commit_id``), in no particular order."""
+        ts = quote_ident(scan.timestamp_field)
+        keys = [quote_ident(k) for k in scan.join_keys]
+        created = [quote_ident(scan.created_field)] if scan.created_field else []
+        branches = []
+        for src, _rank, files in scan.segments(by_rank=False):
+            cols = [*keys, ts, *created]
+            cols += [f"{expr} AS {quote_ident(o)}" for expr, o in
+                     zip(scan.feature_sql(src), scan.output_names, strict=True)]
+            cols += [quote_ident(c) for c in extra]
+            branches.append(f"SELECT {', '.join(cols)} FROM {_parquet(files)}")
+        return self._stream(self._cursor(), " UNION ALL ".join(branches)).read_all()
 
     def _stream(self, cur: Any, sql: str) -> pa.RecordBatchReader:
         import duckdb

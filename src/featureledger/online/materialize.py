@@ -2,8 +2,10 @@
 into the online store, tagged with the view version and commit it came from.
 
 One set-based DuckDB query per view version picks, among the rows of the chosen commits
-with ``start <= event time <= end``, the newest row per key (ties on event time go to the
-later commit, as in point-in-time retrieval); the result is written in batches with the
+(the version's own and those of the older versions it carries data from, projected onto
+its schema) with ``start <= event time <= end``, the newest row per key (ties on event
+time go to the later created time, then the later commit, as in point-in-time retrieval;
+the SQL is :func:`featureledger.offline.engine.latest_per_key_sql`); the result is written in batches with the
 store's conditional upsert, so an older event time never overwrites a newer one and a
 rerun changes nothing (idempotent).
 
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from featureledger.model.definitions import FeatureView
+from featureledger.model.projection import VersionProjection
+from featureledger.offline.engine import ViewScan, latest_per_key_sql
 from featureledger.online.codec import KeyCodec, ValueCodec
 from featureledger.online.stores import OnlineRecord, OnlineStore, TableRef
 from featureledger.registry.commits import CommitRecord
@@ -64,51 +68,6 @@ class TableResult:
     rows_read: int
     keys_written: int
     seconds: float
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def latest_per_key_sql(view: FeatureView, files: Sequence[str], *, start: int | None = None,
-                       end: int | None = None, only_commits: Sequence[str] | None = None,
-                       new_commits: Sequence[str] | None = None, since: int | None = None,
-                       keys: Sequence[Sequence[Any]] | None = None) -> str:
-    """DuckDB SQL for the newest row per key among ``files`` (µs bounds, inclusive).
-
-    ``new_commits``/``since`` restrict to rows of new commits or newer than ``since``
-    (incremental runs); ``keys`` restricts to given key tuples (repairs).
-    """
-    ts = _ident(view.timestamp_field)
-    keys_sql = ", ".join(_ident(k) for k in view.join_keys)
-    feats = ", ".join(_ident(f.name) for f in view.fields)
-    where = []
-    if start is not None:
-        where.append(f"{ts} >= make_timestamp({int(start)}::BIGINT)::TIMESTAMPTZ")
-    if end is not None:
-        where.append(f"{ts} <= make_timestamp({int(end)}::BIGINT)::TIMESTAMPTZ")
-    if only_commits is not None:
-        where.append(f"_commit_id IN ({', '.join(map(_sql_str, only_commits)) or 'NULL'})")
-    if new_commits is not None and since is not None:
-        ids = ", ".join(map(_sql_str, new_commits)) or "NULL"
-        where.append(f"(_commit_id IN ({ids}) OR {ts} > make_timestamp({int(since)}::BIGINT)::TIMESTAMPTZ)")
-    source = "read_parquet([" + ", ".join(map(_sql_str, files)) + "])"
-    if keys is not None:
-        source = f"(SELECT * FROM {source} SEMI JOIN _repair_keys USING ({keys_sql}))"
-    return (
-        f"SELECT {keys_sql}, epoch_us({ts}) AS _ts, epoch_us(_commit_time) AS _ct, "
-        f"_commit_id, {feats} FROM {source}"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        # one packed sort key (event time, then commit time): several sort columns make
-        # DuckDB's window sort several times slower. Commit times are unique per view
-        # (each commit takes a later one than the last), so no further tie-break is needed.
-        + f" QUALIFY row_number() OVER (PARTITION BY {keys_sql} ORDER BY "
-        f"(epoch_us({ts})::HUGEINT << 64) + epoch_us(_commit_time) DESC) = 1"
-    )
 
 
 def encode_records(view: FeatureView, table: pa.Table) -> list[OnlineRecord]:
@@ -161,9 +120,19 @@ class Materializer:
         con.execute("SET TimeZone = 'UTC'")
         return con
 
-    def query(self, view: FeatureView, commits: Sequence[CommitRecord], **options: Any
-              ) -> pa.Table:
-        files = [str(self.offline_root / f) for c in commits for f in c.files]
+    def scan(self, view: FeatureView, chain: Sequence[VersionProjection],
+             commits: Sequence[CommitRecord]) -> ViewScan:
+        """The files of ``commits`` (of any version in ``chain``) read as ``chain[0]``."""
+        return ViewScan.of(
+            join_keys=list(view.join_keys), timestamp_field=view.timestamp_field,
+            created_field=view.created_timestamp_field, features=view.feature_names,
+            output_names=view.feature_names, dtypes=[f.dtype for f in view.fields],
+            ttl_us=None, root=self.offline_root, commits=commits, chain=chain,
+            tie_break=False, event_range=None)
+
+    def query(self, view: FeatureView, chain: Sequence[VersionProjection],
+              commits: Sequence[CommitRecord], **options: Any) -> pa.Table:
+        scan = self.scan(view, chain, commits)
         con = self._connect()
         try:
             repair_keys = options.get("keys")
@@ -179,17 +148,19 @@ class Materializer:
                     for (k, t), c in zip(view.join_keys.items(), cols, strict=False)
                 })
                 con.register("_repair_keys", keys_tbl)
-            return con.sql(latest_per_key_sql(view, files, **options)).to_arrow_table()
+                options["keys_relation"] = "_repair_keys"
+                del options["keys"]
+            return con.sql(latest_per_key_sql(scan, **options)).to_arrow_table()
         finally:
             con.close()
 
-    def load(self, table: TableRef, view: FeatureView, commits: Sequence[CommitRecord], *,
-             force: bool = False, on_rows: Callable[[int], None] | None = None,
-             **options: Any) -> tuple[int, int]:
+    def load(self, table: TableRef, view: FeatureView, chain: Sequence[VersionProjection],
+             commits: Sequence[CommitRecord], *, force: bool = False,
+             on_rows: Callable[[int], None] | None = None, **options: Any) -> tuple[int, int]:
         """Query and write; return (rows considered, records written)."""
         if not commits:
             return 0, 0
-        result = self.query(view, commits, **options)
+        result = self.query(view, chain, commits, **options)
         records = encode_records(view, result)
         written = 0
         for i in range(0, len(records), _BATCH):

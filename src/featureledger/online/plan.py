@@ -51,6 +51,8 @@ class ReadPlan:
     join_keys: list[str]  # every join key the request needs, first-seen order
     key_codecs: list[KeyCodec] | None = None  # one per distinct set of join keys
     layout: Layout | None = None  # shared by every response of this plan
+    # per output position: commits whose rows hold the field's default (status DEFAULT)
+    defaulted: list[frozenset[str] | None] | None = None
 
     def __post_init__(self) -> None:
         # everything a read needs beyond the references is derived here, once per plan
@@ -68,7 +70,7 @@ class ReadPlan:
                           if self.defaults[out] is not None]
         self.key_codecs = codecs
         self.layout = Layout(self.join_keys, self.names, self.references, self.versions,
-                             self.group_of, self.dtypes)
+                             self.group_of, self.dtypes, self.defaulted)
 
 
 def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,
@@ -100,10 +102,14 @@ def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,
     join_keys: list[str] = []
     for ref in refs:
         key = (ref.view, ref.version)
-        rec = views.get(key)
-        if rec is None:
-            rec = registry.definitions.get("feature_view", ref.view, ref.version)
-            views[key] = rec
+        if key not in views:
+            views[key] = registry.definitions.get("feature_view", ref.view, ref.version)
+    # several versions of one view in one request: full names carry the version
+    versions_of: dict[str, set[int]] = {}
+    for (view_name, _v), rec in views.items():
+        versions_of.setdefault(view_name, set()).add(rec.version)
+    for ref in refs:
+        rec = views[(ref.view, ref.version)]
         view: FeatureView = rec.definition
         fld = view.field(ref.feature)  # UnknownFeatureError names the fields
         table = TableRef(view.name, rec.version)
@@ -116,11 +122,22 @@ def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,
             for k in view.join_keys:
                 if k not in join_keys:
                     join_keys.append(k)
-        name = ref.output_name if full_feature_names else ref.feature
+        if not full_feature_names:
+            name = ref.feature
+        elif len(versions_of[ref.view]) > 1:
+            name = f"{ref.view}@{rec.version}__{ref.feature}"
+        else:
+            name = ref.output_name
         if name in names:
+            pinned = str(ref.pinned(rec.version))
+            if pinned in out_refs:
+                raise RetrievalError(
+                    f"{ref} names {pinned}, which the request already has (version "
+                    f"{rec.version} is the latest); list it once")
             raise RetrievalError(
                 f"feature name {name!r} would appear twice in the result; pass "
-                "full_feature_names=True to name columns 'view__feature'"
+                "full_feature_names=True to name columns 'view__feature' "
+                "('view@VERSION__feature' where a request reads several versions of a view)"
             )
         group.columns.append((len(names), view.feature_names.index(fld.name)))
         names.append(name)
@@ -129,8 +146,34 @@ def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,
         dtypes.append(fld.dtype)
         defaults.append(fld.default)
         group_of.append(list(groups).index(table))
+    defaulted = _defaulted_commits(registry, list(groups.values()), len(names))
     return ReadPlan(names, out_refs, versions, dtypes, defaults, group_of,
-                    list(groups.values()), join_keys)
+                    list(groups.values()), join_keys, defaulted=defaulted)
+
+
+def _defaulted_commits(registry: Any, groups: list[ViewGroup], n: int
+                       ) -> list[frozenset[str] | None] | None:
+    """Per output position, the commits (of older versions the view version carries data
+    from) whose rows lack the field and so serve its declared default; None if none do."""
+    out: list[frozenset[str] | None] = [None] * n
+    for g in groups:
+        chain = registry.definitions.data_chain(g.table.view, g.table.version)
+        if len(chain) == 1:
+            continue
+        commit_ids: dict[int, frozenset[str]] = {}
+        for out_pos, fi in g.columns:
+            field_name = g.view.fields[fi].name
+            versions = [p.version for p in chain[1:] if p.column(field_name).defaulted]
+            if not versions:
+                continue
+            ids: set[str] = set()
+            for v in versions:
+                if v not in commit_ids:
+                    commit_ids[v] = frozenset(c.commit_id for c in registry.commits.list(
+                        g.table.view, v, statuses=None))
+                ids |= commit_ids[v]
+            out[out_pos] = frozenset(ids)
+    return out if any(out) else None
 
 
 def feature_set_references(registry: Any, feature_set: str) -> list[str]:

@@ -12,7 +12,10 @@ Statuses:
 * ``NULL`` — a record was found and the stored value is null;
 * ``NOT_FOUND`` — no record for the key in that view version;
 * ``OUTSIDE_TTL`` — the record is older than the view's TTL; its value is not served
-  (None, or the field's default when the caller asked for ``fill_defaults``).
+  (None, or the field's default when the caller asked for ``fill_defaults``);
+* ``DEFAULT`` — a record was found and the value is the field's declared default: the
+  row was written under an older version that did not have the field (the version read
+  carries that version's data, see :mod:`featureledger.model.projection`).
 
 >>> layout = Layout(join_keys=["driver_id"], names=["trips"], references=["stats@1:trips"],
 ...                 versions=[1], group=[0], dtypes=["int64"])
@@ -39,6 +42,7 @@ class FeatureStatus(enum.StrEnum):
     NULL = "NULL"
     NOT_FOUND = "NOT_FOUND"
     OUTSIDE_TTL = "OUTSIDE_TTL"
+    DEFAULT = "DEFAULT"
 
     def __str__(self) -> str:
         return self.value
@@ -48,6 +52,7 @@ PRESENT = FeatureStatus.PRESENT
 NULL = FeatureStatus.NULL
 NOT_FOUND = FeatureStatus.NOT_FOUND
 OUTSIDE_TTL = FeatureStatus.OUTSIDE_TTL
+DEFAULT = FeatureStatus.DEFAULT
 
 # Per-row codes kept by a response (one per view and entity row); a found record's values
 # are PRESENT or NULL each, decided by the value itself when the status is asked for.
@@ -66,6 +71,9 @@ class Layout(NamedTuple):
     versions: list[int]  # view version of each feature
     group: list[int]  # feature position -> view (index into codes and records)
     dtypes: list[str] | None = None
+    # per feature: the commits whose rows hold the field's default instead of a value
+    # (written under an older version without the field); None when there are none
+    defaulted: list[frozenset[str] | None] | None = None
 
 
 class OnlineResponse:
@@ -145,12 +153,20 @@ class OnlineResponse:
         return d
 
     def _status_column(self, j: int) -> list[FeatureStatus]:
-        codes = self._codes[self._layout.group[j]]
+        layout = self._layout
+        codes = self._codes[layout.group[j]]
         col = self._values[j]
         if codes is None:
-            return [NULL if v is None else PRESENT for v in col]
-        return [(NULL if v is None else PRESENT) if c == FOUND else _BY_CODE[c]
-                for c, v in zip(codes, col, strict=True)]
+            out = [NULL if v is None else PRESENT for v in col]
+        else:
+            out = [(NULL if v is None else PRESENT) if c == FOUND else _BY_CODE[c]
+                   for c, v in zip(codes, col, strict=True)]
+        filled = layout.defaulted[j] if layout.defaulted else None
+        if filled:
+            recs = self._records[layout.group[j]]
+            out = [DEFAULT if s is PRESENT and r is not None and r[1] in filled else s
+                   for s, r in zip(out, recs, strict=True)]
+        return out
 
     @property
     def versions(self) -> dict[str, int]:

@@ -20,6 +20,7 @@ from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import InvalidReferenceError, RetrievalError, StateError
+from featureledger.model.projection import VersionProjection
 from featureledger.model.timeutil import from_us, now_us, to_us
 from featureledger.online.cache import ChangeWatcher, OnlineCache
 from featureledger.online.materialize import (
@@ -95,6 +96,7 @@ class OnlineService:
         self.cache = OnlineCache(cfg.cache_max_entries) if cfg.cache else None
         self._plans: dict[Any, ReadPlan] = {}
         self._views: dict[Any, Any] = {}
+        self._chains: dict[TableRef, list[VersionProjection]] = {}
         self._models: dict[str, tuple[list[str], list[str]]] = {}
         self.watcher = ChangeWatcher(self.registry, self.store, cfg.poll_interval_s,
                                      self._registry_changed, self._store_changed)
@@ -107,6 +109,7 @@ class OnlineService:
     def _registry_changed(self) -> None:
         self._plans = {}
         self._views = {}
+        self._chains = {}
         self._models = {}
         if self.cache is not None:
             self.cache.invalidate_all()
@@ -139,18 +142,20 @@ class OnlineService:
                 return []
             by_table: dict[TableRef, list[CommitRecord]] = {}
             for c in newly_hidden:
-                by_table.setdefault(TableRef(c.view_name, c.view_version), []).append(c)
+                for table in self._readers(c):
+                    by_table.setdefault(table, []).append(c)
             for table, commits in by_table.items():
                 self._repair(table, commits)
             if newly_visible:
                 restored: dict[TableRef, list[CommitRecord]] = {}
                 for c in self.registry.commits.get_many(newly_visible):
                     if c.status == "committed":
-                        restored.setdefault(TableRef(c.view_name, c.view_version), []).append(c)
+                        for table in self._readers(c):
+                            restored.setdefault(table, []).append(c)
                 for table, commits in restored.items():
                     progress = ViewProgress.load(self.store, table)
                     view = self._view(table.view, table.version)
-                    self._materializer().load(table, view, commits,
+                    self._materializer().load(table, view, self._chain(table), commits,
                                               end=progress.end if progress else None)
                     self._invalidate(table)
             self.store.set_meta(HIDDEN_META, json.dumps(sorted(hidden)))
@@ -168,8 +173,9 @@ class OnlineService:
         if not keys:
             return
         progress = ViewProgress.load(self.store, table)
-        visible = self.registry.commits.list(table.view, table.version)
-        result = mat.query(view, visible, start=None,
+        chain = self._chain(table)
+        visible = self.registry.commits.list(table.view, versions=[p.version for p in chain])
+        result = mat.query(view, chain, visible, start=None,
                            end=progress.end if progress else None, keys=keys) if visible else None
         records = encode_records(view, result) if result is not None else []
         self.store.write(table, records, force=True)
@@ -206,6 +212,25 @@ class OnlineService:
             view = self._views[key] = rec.definition
             self._views[(name, rec.version)] = view
         return view
+
+    def _chain(self, table: TableRef) -> list[VersionProjection]:
+        """The versions whose commits ``table`` serves (itself first), with projections."""
+        chain = self._chains.get(table)
+        if chain is None:
+            chain = self._chains[table] = self.registry.definitions.data_chain(
+                table.view, table.version)
+        return chain
+
+    def _readers(self, commit: CommitRecord) -> list[TableRef]:
+        """Every view version whose served data includes ``commit``'s rows."""
+        out = []
+        for rec in self.registry.definitions.versions("feature_view", commit.view_name):
+            if rec.version < commit.view_version:
+                continue
+            table = TableRef(rec.name, rec.version)
+            if any(p.version == commit.view_version for p in self._chain(table)):
+                out.append(table)
+        return out
 
     def _materializer(self) -> Materializer:
         return Materializer(self.store, self.ctx.offline_store.root,
@@ -289,7 +314,8 @@ class OnlineService:
     def _run_table(self, table: TableRef, start: int | None, end: int,
                    incremental: bool) -> TableResult:
         t0 = time.perf_counter()
-        listed = self.registry.commits.list(table.view, table.version)
+        chain = self._chain(table)
+        listed = self.registry.commits.list(table.view, versions=[p.version for p in chain])
         state = ViewProgress.load(self.store, table)
         options: dict[str, Any] = {"start": start, "end": end}
         to_load = listed
@@ -305,7 +331,7 @@ class OnlineService:
                    if (c.min_event_ts is None or c.min_event_ts <= end)
                    and (start is None or c.max_event_ts is None or c.max_event_ts >= start)]
         view = self._view(table.view, table.version)
-        rows, written = self._materializer().load(table, view, to_load, **options)
+        rows, written = self._materializer().load(table, view, chain, to_load, **options)
         if to_load:
             self._invalidate(table)
         # Record what is now covered: every row with event time <= end of the listed
@@ -320,6 +346,20 @@ class OnlineService:
             ViewProgress(end, state.commits).save(self.store, table)
         return TableResult(table, [c.commit_id for c in to_load], rows, written,
                            time.perf_counter() - t0)
+
+    def follow_version(self, view: str, old: int, new: int) -> int | None:
+        """Materialize ``view@new`` (a new version that carries old data, or was migrated)
+        up to now, if ``view@old`` was ever materialized, so that it serves from the moment
+        it exists. Pushed rows still buffered are landed first, so the new version sees
+        every acknowledged push. Returns the keys written, or None when ``view@old`` was
+        never materialized."""
+        self.watcher.check()
+        state = ViewProgress.load(self.store, TableRef(view, old))
+        if state is None or state.end is None:
+            return None
+        self.flush()
+        return self._run_table(TableRef(view, new), None, max(state.end, now_us()),
+                               False).keys_written
 
     # -- reads ---------------------------------------------------------------------------
     def plan(self, features: Any = None, *, feature_set: str | None = None,

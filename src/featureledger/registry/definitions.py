@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -96,6 +97,12 @@ class PlanItem:
     refused: list[Change] = field(default_factory=list)
     compatibility: str | None = None
     definition: Any = None
+    # a new feature-view version: the versions whose commits it reads (newest first, with
+    # how each is projected) and the committed commits of each
+    data_sources: list[dict[str, Any]] = field(default_factory=list)
+    starts_empty: bool = False  # a new version (after the first) that carries no data
+    migration: bool = False  # a migration fills the new version from the previous one
+    notes: list[str] = field(default_factory=list)  # where data comes from, re-pins, ...
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +113,10 @@ class PlanItem:
             "to_version": self.to_version,
             "changes": [_change_dict(c) for c in self.changes],
             "refused": [_change_dict(c) for c in self.refused],
+            "data_sources": self.data_sources,
+            "starts_empty": self.starts_empty,
+            "migration": self.migration,
+            "notes": self.notes,
         }
 
 
@@ -247,16 +258,22 @@ class DefinitionRepository:
         return r.pinned(rec.version), rec
 
     # -- plan / apply ----------------------------------------------------------------
-    def plan(self, defs: builtins.list[Definition]) -> Plan:
+    def plan(self, defs: builtins.list[Definition], *,
+             migrating: Collection[str] = ()) -> Plan:
+        """What ``apply`` would do. ``migrating`` names the views whose new version a
+        migration fills (so it does not start empty)."""
         with self.db.read() as conn:
-            return self._plan(conn, defs)
+            return self._plan(conn, defs, frozenset(migrating))
 
     def apply(self, defs: builtins.list[Definition], *, allow_breaking: str | None = None,
-              retries: int = 20) -> Plan:
+              retries: int = 20, migrating: Collection[str] = (),
+              within: Callable[[Connection, Plan], None] | None = None) -> Plan:
         """Apply definitions atomically: all planned changes, or nothing.
 
         A change refused by a view's compatibility mode raises IncompatibleChangeError,
-        unless ``allow_breaking`` gives the reason to record.
+        unless ``allow_breaking`` gives the reason to record. ``within(conn, plan)`` runs
+        inside the same transaction after the versions are written (migrations commit
+        their rows there, so a new version and its migrated data appear together).
         """
         if allow_breaking is not None and not allow_breaking.strip():
             raise DefinitionError("--allow-breaking needs a reason, e.g. 'backfill planned'")
@@ -264,10 +281,12 @@ class DefinitionRepository:
         for _ in range(retries):
             try:
                 with self.db.write(lock_key="apply") as conn:
-                    plan = self._plan(conn, defs)
+                    plan = self._plan(conn, defs, frozenset(migrating))
                     if plan.refused and allow_breaking is None:
                         raise IncompatibleChangeError(_refusal_message(plan), plan.refused)
                     self._write(conn, plan, allow_breaking)
+                    if within is not None:
+                        within(conn, plan)
                     plan.applied = True
                     plan.breaking_reason = allow_breaking
                     return plan
@@ -278,7 +297,8 @@ class DefinitionRepository:
             f"apply lost {retries} races in a row with other writers ({last}); retry"
         )
 
-    def _plan(self, conn: Connection, defs: builtins.list[Definition]) -> Plan:
+    def _plan(self, conn: Connection, defs: builtins.list[Definition],
+              migrating: frozenset[str] = frozenset()) -> Plan:
         seen: dict[tuple[str, str], Definition] = {}
         for d in defs:
             key = (d.kind, d.name)
@@ -290,16 +310,79 @@ class DefinitionRepository:
             seen[key] = d
         ordered = sorted(seen.values(), key=lambda d: (_KIND_ORDER[d.kind], d.name))
         pending: dict[tuple[str, str], Definition] = {}
+        view_items: dict[str, PlanItem] = {}
         items = []
         for d in ordered:
-            d = self._complete(conn, d, pending)
+            notes: builtins.list[str] = []
+            d = self._complete(conn, d, pending, view_items, notes)
             pending[(d.kind, d.name)] = d
-            items.append(self._plan_one(conn, d))
+            item = self._plan_one(conn, d)
+            if isinstance(d, FeatureView) and item.action == "new_version":
+                self._plan_data(conn, item, d.name in migrating)
+                view_items[d.name] = item
+            elif isinstance(d, FeatureView) and d.name in migrating:
+                raise DefinitionError(
+                    f"a migration is given for feature view {d.name!r}, but this apply "
+                    "makes no new version of it; drop the migration")
+            item.notes.extend(notes)
+            items.append(item)
         return Plan(items)
 
+    def _plan_data(self, conn: Connection, item: PlanItem, migrating: bool) -> None:
+        """Where a new feature-view version's data comes from, in the plan's words."""
+        t = schema.commits
+        rows = conn.execute(
+            sa.select(schema.definitions).where(schema.definitions.c.kind == "feature_view",
+                                                schema.definitions.c.name == item.name)
+            .order_by(schema.definitions.c.version)).all()
+        infos = [_version_info(_row_to_record(r)) for r in rows]
+        new = item.to_version or 1
+        infos.append(VersionInfo(new, item.definition, [c.change for c in item.changes],
+                                 breaking=bool(item.refused)))
+        chain = data_chain(infos, new)
+        counts: dict[int, int] = dict(conn.execute(
+            sa.select(t.c.view_version, sa.func.count())
+            .where(t.c.view_name == item.name, t.c.status == "committed")
+            .group_by(t.c.view_version)).all())
+        item.data_sources = [{"version": p.version, "projection": p.describe(),
+                              "commits": int(counts.get(p.version, 0))} for p in chain[1:]]
+        item.starts_empty = len(chain) == 1 and not migrating
+        item.migration = migrating
+        ref = f"{item.name}@{new}"
+        prev = f"{item.name}@{new - 1}"
+        if len(chain) > 1:
+            parts = [f"{item.name}@{p['version']} ({p['commits']} commits: {p['projection']})"
+                     for p in item.data_sources]
+            item.notes.append(f"{ref} reads its own commits and those of {', '.join(parts)}")
+        else:
+            prev_chain = data_chain(infos[:-1], new - 1) if new > 1 else []
+            readable = int(sum(counts.get(p.version, 0) for p in prev_chain))
+            why = ("a breaking change" if item.refused else
+                   "its changes do not keep old rows readable: "
+                   + ", ".join(c.change for c in item.changes if not c.cls.carries_data))
+            if migrating:
+                item.notes.append(f"{ref} does not carry {prev}'s data ({why}); the migration "
+                                  f"fills it from the {readable} commits readable as {prev}")
+            else:
+                item.notes.append(f"{ref} starts empty ({why}): {readable} commits stay "
+                                  f"readable as {prev}; ingest into {ref} or apply with a "
+                                  "migration to fill it")
+        deps = self._deployments_reading(conn, item.name, new - 1)
+        for dep_id, model in deps:
+            item.notes.append(f"deployment {dep_id} (model {model}) stays on {prev}: "
+                              "deployments keep their pinned versions; redeploy to move")
+
     def _complete(self, conn: Connection, d: Definition,
-                  pending: dict[tuple[str, str], Definition]) -> Definition:
-        """Fill join keys of views from entities and pin feature-set references."""
+                  pending: dict[tuple[str, str], Definition],
+                  view_items: dict[str, PlanItem] | None = None,
+                  notes: builtins.list[str] | None = None) -> Definition:
+        """Fill join keys of views from entities and pin feature-set references.
+
+        An unpinned reference follows the view's newest version, except to a new version
+        that starts empty: a feature set keeps the version it pins (a note says so).
+        """
+        view_items = view_items or {}
+        notes = notes if notes is not None else []
         if isinstance(d, FeatureView):
             ents: dict[str, Entity] = {}
             for name in d.entities:
@@ -318,14 +401,29 @@ class DefinitionRepository:
             return d.with_join_keys(ents)
         if isinstance(d, FeatureSet):
             pinned = []
+            current = self._current_pins(conn, d.name)
             for text in d.features:
                 r = parse_reference(text)
                 v = pending.get(("feature_view", r.view))
                 latest = self._latest_row(conn, "feature_view", r.view)
                 if r.version is None:
-                    if v is not None:
+                    item = view_items.get(r.view)
+                    held = current.get((r.view, r.feature))
+                    if item is not None and item.starts_empty and held is not None:
+                        version = held
+                        view = self.get("feature_view", r.view, version, conn=conn).definition
+                        notes.append(
+                            f"feature set {d.name!r} keeps {r.view}@{held}:{r.feature}: "
+                            f"{r.view}@{item.to_version} starts empty; pin "
+                            f"{r.view}@{item.to_version}:{r.feature} explicitly (or migrate "
+                            "the old rows) to move it")
+                    elif v is not None:
                         version = self._planned_version(conn, v, latest)
                         view = v
+                        if held is not None and held != version:
+                            notes.append(
+                                f"feature set {d.name!r} re-pins {r.view}:{r.feature} from "
+                                f"@{held} to @{version}")
                     elif latest is not None:
                         version, view = latest.version, _row_to_record(latest).definition
                     else:
@@ -343,6 +441,31 @@ class DefinitionRepository:
                 pinned.append(str(r.pinned(version)))
             return d.model_copy(update={"features": pinned})
         return d
+
+    def _current_pins(self, conn: Connection, name: str) -> dict[tuple[str, str], int]:
+        """(view, feature) -> version the latest version of feature set ``name`` pins."""
+        row = self._latest_row(conn, "feature_set", name)
+        if row is None:
+            return {}
+        out = {}
+        for text in _row_to_record(row).definition.features:
+            r = parse_reference(text)
+            if r.version is not None:
+                out[(r.view, r.feature)] = r.version
+        return out
+
+    def _deployments_reading(self, conn: Connection, view: str, version: int
+                             ) -> builtins.list[tuple[str, str]]:
+        """Active deployments whose model reads ``view@version``: (deployment id, model)."""
+        dep = schema.deployments
+        rows = conn.execute(sa.select(dep.c.deployment_id, dep.c.model_ref, dep.c.features)
+                            .where(dep.c.status == "active")).all()
+        out = []
+        for r in rows:
+            refs = [parse_reference(f) for f in json.loads(r.features or "[]")]
+            if any(x.view == view and x.version == version for x in refs):
+                out.append((r.deployment_id, r.model_ref))
+        return out
 
     def _planned_version(self, conn: Connection, d: Definition, latest: Any) -> int:
         if latest is None:

@@ -163,10 +163,8 @@ class RegistryDB:
             conn.info["begin_mode"] = "IMMEDIATE"
             try:
                 with conn.begin():
-                    if lock_key and self.dialect == "postgresql":
-                        key = int.from_bytes(hashlib.sha256(lock_key.encode()).digest()[:8],
-                                             "big", signed=True)
-                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+                    if lock_key:
+                        self.lock(conn, lock_key)
                     yield conn
                     if bump:
                         conn.execute(
@@ -181,6 +179,14 @@ class RegistryDB:
                 ) from None
             finally:
                 conn.info.pop("begin_mode", None)
+
+    def lock(self, conn: Connection, lock_key: str) -> None:
+        """Serialise with other writers of ``lock_key`` until ``conn``'s transaction ends
+        (PostgreSQL; SQLite write transactions are serial already)."""
+        if self.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(lock_key.encode()).digest()[:8], "big",
+                                 signed=True)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
     def generation(self) -> int:
         """A number that changes whenever anything in the registry changes."""

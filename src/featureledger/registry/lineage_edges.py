@@ -33,6 +33,7 @@ DEPLOYED_AS = "deployed_as"  # model -> deployment
 DERIVES = "derives"  # parent view version -> derived view version
 IN_SET = "in_set"  # view version -> feature set version
 CONSUMES = "consumes"  # feature set version -> model
+MIGRATED = "migrated"  # commit of an old version -> commit a migration made from it
 
 
 def view_node(name: str, version: int) -> str:

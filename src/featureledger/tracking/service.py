@@ -62,6 +62,22 @@ def git_info(root: Path) -> tuple[str | None, bool | None]:
     return head.strip(), (None if status is None else bool(status.strip()))
 
 
+NULL_FEATURES_TAG = "featureledger.allow_null_features"
+
+
+def _null_features(rows: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """(dataset id, problem) for every feature null in every row of these datasets."""
+    out = []
+    for ds_id, row in rows.items():
+        for problem in json.loads(row.manifest).get("null_features", []):
+            out.append((ds_id, problem))
+    return out
+
+
+def _null_detail(null: list[tuple[str, dict[str, str]]]) -> str:
+    return "; ".join(f"{p['feature']} in {ds} ({p['cause']})" for ds, p in null[:5])
+
+
 def _dataset_id(ds: Any) -> str:
     if isinstance(ds, str):
         return ds
@@ -153,16 +169,28 @@ class TrackingService:
                   training_dataset: Any = None, validation_dataset: Any = None,
                   test_dataset: Any = None, datasets: list[tuple[Any, str]] | None = None,
                   features: list[str] | None = None, feature_set: str | None = None,
-                  description: str = "", tags: Mapping[str, str] | None = None) -> ModelVersion:
+                  description: str = "", tags: Mapping[str, str] | None = None,
+                  allow_null_features: str | None = None) -> ModelVersion:
         """Record model version ``name@N`` and what it consumes.
 
         The features come, in order of preference, from ``features`` (references, pinned
         now), ``feature_set`` (``name`` or ``name@N``), or the training dataset's manifest.
+        A training set with a feature that is null in every row is refused unless
+        ``allow_null_features`` gives the reason (recorded in the model's tags).
         """
         staged = [(training_dataset, "training"), (validation_dataset, "validation"),
                   (test_dataset, "test"), *(datasets or [])]
         ds = [(_dataset_id(d), stage) for d, stage in staged if d is not None]
         rows = self._datasets([d for d, _ in ds])
+        tags = dict(tags or {})
+        null = _null_features({d: rows[d] for d, stage in ds if stage == "training"})
+        if null:
+            if not (allow_null_features and allow_null_features.strip()):
+                raise TrackingError(
+                    f"model {name!r} was trained on a dataset with features null in every "
+                    f"row: {_null_detail(null)}. Fix the training set, or log the model with "
+                    "allow_null_features='REASON' to record why that is intended")
+            tags[NULL_FEATURES_TAG] = allow_null_features
         fs_ref: str | None = None
         if features is not None:
             pinned = [str(self.ctx.registry.definitions.resolve(f)[0]) for f in features]
@@ -184,7 +212,7 @@ class TrackingService:
                                 "or the features= list")
         model = self.models.create_version(
             name, run_id=run_id, artifact_uri=_artifact_uri(artifact), feature_set=fs_ref,
-            features=pinned, datasets=ds, description=description, tags=tags or {})
+            features=pinned, datasets=ds, description=description, tags=tags)
         self.ctx.events.emit("model.logged", model_id=model.model_id, ref=model.ref,
                              model_name=name, version=model.version, run_id=run_id,
                              features=model.features, feature_set=fs_ref,
@@ -240,17 +268,31 @@ class TrackingService:
 
     # -- deployments ---------------------------------------------------------------------
     def deploy(self, model: str, environment: str = "production", *,
-               exceptions: Mapping[str, str] | None = None, description: str = "") -> Deployment:
+               exceptions: Mapping[str, str] | None = None, description: str = "",
+               allow_null_features: str | None = None) -> Deployment:
         """Deploy a model version: record its feature set and a frozen upstream lineage.
 
         A model reading a deprecated or retired feature version is refused unless
-        ``exceptions`` maps that version (``view@N``) to the reason it may.
+        ``exceptions`` maps that version (``view@N``) to the reason it may. A model whose
+        training set has a feature null in every row is refused unless
+        ``allow_null_features`` gives the reason (recorded as an exception per feature).
         """
         from featureledger.lineage.graph import walk
 
         if not environment or not environment.strip():
             raise TrackingError("deploy needs an environment name, e.g. 'production'")
         exceptions = dict(exceptions or {})
+        target = self.get_model(model)
+        null = _null_features(self._datasets(target.datasets.get("training", [])))
+        if null:
+            if not (allow_null_features and allow_null_features.strip()):
+                raise StateError(
+                    f"model {target.ref} was trained on a dataset with features null in every "
+                    f"row: {_null_detail(null)}. Retrain it, or deploy with "
+                    "allow_null_features='REASON' to record why that is intended")
+            for _ds, problem in null:
+                exceptions.setdefault(problem["feature"],
+                                      f"null in every training row: {allow_null_features}")
         with self.db.write(lock_key=f"deploy:{environment}") as conn:
             mv = self.models.get(model, conn) if not model.startswith("dep_") else \
                 self.models.get(self.models.get_deployment(model, conn).model_id, conn)

@@ -1,0 +1,234 @@
+"""Applying definitions, with migrations for versions that would start empty.
+
+A new feature-view version reached through changes that keep old rows readable carries
+the data of the versions before it (see :mod:`featureledger.model.projection`); any other
+new version starts empty. ``apply(..., migrations={"view": "SELECT ..."})`` fills such a
+version from the previous version's rows: the SQL (one SELECT in DuckDB's dialect, run on
+a sandboxed connection that reads nothing but the relation ``old``) is run over the rows
+of each committed commit readable as the previous version, and each result is validated
+against the new version (strictly: one bad row refuses the whole apply) and written as a
+commit of the new version, with a lineage edge from the commit it was computed from. The
+new version, its migrated commits and their edges are one registry transaction: the
+version never exists without its data.
+
+After an apply, every new version that has data (carried or migrated) is materialized
+online up to where its previous version was, so reads of ``view:feature`` keep being
+answered the moment the version changes.
+
+>>> import tempfile
+>>> from featureledger import Entity, FeatureStore, FeatureView, Field
+>>> store = FeatureStore(tempfile.mkdtemp())
+>>> driver = Entity(name="driver", join_keys={"driver_id": "int64"})
+>>> v1 = FeatureView(name="stats", entities=["driver"], fields=[Field(name="trips", dtype="int64")])
+>>> _ = store.apply([driver, v1])
+>>> v2 = FeatureView(name="stats", entities=["driver"],
+...                  fields=[Field(name="trips", dtype="int64"), Field(name="km", dtype="float64")])
+>>> store.plan([driver, v2]).items[1].notes
+['stats@2 reads its own commits and those of stats@1 (0 commits: km null)']
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from featureledger.errors import DefinitionError, RetrievalError, ValidationFailedError
+from featureledger.model.ids import new_id
+from featureledger.offline.engine import DuckDBEngine, ViewScan, sandboxed_connection, single_select
+from featureledger.registry.lineage_edges import MIGRATED
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from sqlalchemy.engine import Connection
+
+    from featureledger.model.definitions import Definition, FeatureView
+    from featureledger.offline.storage import WrittenFiles
+    from featureledger.registry import Plan, PlanItem
+    from featureledger.registry.commits import CommitRecord
+    from featureledger.store import StoreContext
+
+
+def conform_strict(view: FeatureView, table: pa.Table, what: str) -> pa.Table:
+    """``table`` shaped to ``view``'s stored columns and validated; any invalid row raises
+    ValidationFailedError naming ``what`` (nothing is written)."""
+    import numpy as np
+
+    from featureledger.ingest.casting import conform
+    from featureledger.ingest.validation import validate
+
+    conformed = conform(table, view)
+    outcome = validate(conformed, view, raw=table,
+                       row_numbers=np.arange(table.num_rows, dtype=np.int64), mode="strict")
+    if outcome.bad is not None:
+        raise ValidationFailedError(
+            f"{what} rejected; nothing was written:\n{outcome.report.summary()}\n"
+            "Fix the rows (or the SQL that made them) to match the view's schema and checks.",
+            outcome.report)
+    return conformed.table
+
+
+def _migrated_record(commit_time: int, stored: pa.Table, files: WrittenFiles, *,
+                     commit_id: str, view: str, version: int, timestamp_field: str, user: str,
+                     run: str | None, source: CommitRecord, sql: str) -> CommitRecord:
+    import pyarrow.compute as pc
+
+    from featureledger.registry.commits import CommitRecord
+
+    ts = stored.column(timestamp_field).cast("int64")
+    n = stored.num_rows
+    return CommitRecord(
+        commit_id=commit_id, view_name=view, view_version=version, commit_time=commit_time,
+        user=user, run_id=run,
+        source={"type": "migration", "from_commit": source.commit_id,
+                "from_version": source.view_version},
+        steps=[{"step": "migrate", "params": {"sql": sql, "from_commit": source.commit_id,
+                                              "from_version": source.view_version}}],
+        row_count=n, rejected_count=0,
+        validation={"mode": "strict", "rows_checked": n, "rows_valid": n}, profile={},
+        files=files.files, content_digest=files.content_digest,
+        min_event_ts=pc.min(ts).as_py(), max_event_ts=pc.max(ts).as_py())
+
+
+class ApplyService:
+    """``plan`` and ``apply`` of definitions, with migrations and online follow-up."""
+
+    def __init__(self, ctx: StoreContext) -> None:
+        self.ctx = ctx
+
+    def plan(self, definitions: list[Definition], *,
+             migrations: Mapping[str, str] | None = None) -> Plan:
+        """What ``apply`` would do, with every change classified and, for each new
+        feature-view version, where its data comes from (``PlanItem.notes``)."""
+        return self.ctx.registry.definitions.plan(
+            definitions, migrating=self._checked(migrations))
+
+    def apply(self, definitions: list[Definition], *, allow_breaking: str | None = None,
+              migrations: Mapping[str, str] | None = None) -> Plan:
+        """Apply ``definitions`` atomically; ``migrations`` maps a view name to the SQL
+        that fills its new version from the previous version's rows (relation ``old``)."""
+        sql = self._checked(migrations)
+
+        def migrate(conn: Connection, plan: Plan) -> None:
+            for item in plan.items:
+                if item.kind == "feature_view" and item.name in sql:
+                    if not item.migration:
+                        raise DefinitionError(
+                            f"feature view {item.name!r}: its new version "
+                            f"{item.name}@{item.to_version} carries the data of "
+                            f"{item.name}@{item.from_version} already; a migration is only "
+                            "for a version that would start empty. Drop the migration")
+                    self._migrate(conn, item, sql[item.name])
+
+        plan = self.ctx.registry.definitions.apply(
+            definitions, allow_breaking=allow_breaking, migrating=sql,
+            within=migrate if sql else None)
+        self._follow_online(plan)
+        return plan
+
+    def _checked(self, migrations: Mapping[str, str] | None) -> dict[str, str]:
+        out = {}
+        for view, text in (migrations or {}).items():
+            if not isinstance(text, str) or not text.strip():
+                raise DefinitionError(f"the migration of {view!r} is empty; give one SELECT "
+                                      "over the relation 'old'")
+            try:
+                out[view] = single_select(text, f"the migration of {view!r}")
+            except RetrievalError as exc:
+                raise DefinitionError(str(exc)) from None
+        return out
+
+    # -- migrations -----------------------------------------------------------------------
+    def _migrate(self, conn: Connection, item: PlanItem, sql: str) -> None:
+        """Run ``sql`` over each commit readable as the previous version; commit each result
+        as a commit of the new version (inside the apply's transaction ``conn``)."""
+        from featureledger.ingest.commit import commit_in
+        from featureledger.tracking.context import current_run_id
+
+        registry = self.ctx.registry
+        name, new, prev = item.name, item.to_version or 1, item.from_version or 1
+        registry.db.lock(conn, f"commit:{name}")
+        chain = registry.definitions.data_chain(name, prev, conn=conn)
+        old_view = registry.definitions.get("feature_view", name, prev, conn=conn).definition
+        new_view: FeatureView = item.definition
+        commits = registry.commits.list(name, versions=[p.version for p in chain])
+        root = self.ctx.offline_store.root
+        run = current_run_id()
+        written: list[WrittenFiles] = []
+        engine = DuckDBEngine(threads=getattr(self.ctx.config.offline_store,
+                                              "duckdb_threads", None))
+        try:
+            for c in commits:
+                if not c.row_count:
+                    continue
+                rows = engine.rows(ViewScan.of(
+                    join_keys=list(old_view.join_keys), timestamp_field=old_view.timestamp_field,
+                    created_field=old_view.created_timestamp_field,
+                    features=old_view.feature_names, output_names=old_view.feature_names,
+                    dtypes=[f.dtype for f in old_view.fields], ttl_us=None, root=root,
+                    commits=[c], chain=chain, tie_break=False, event_range=None))
+                # a fixed row order, so the migrated commit's files are reproducible
+                rows = rows.sort_by([(k, "ascending") for k in
+                                     [*old_view.join_keys, old_view.timestamp_field]])
+                result = self._run_sql(sql, rows, f"{name}@{prev}", c.commit_id)
+                data = conform_strict(new_view, result,
+                                      f"migration of {c.commit_id} into {name}@{new}")
+                commit_id = new_id("cmt")
+                record = functools.partial(
+                    _migrated_record, commit_id=commit_id, view=name, version=new,
+                    timestamp_field=new_view.timestamp_field, user=registry.actor, run=run,
+                    source=c, sql=sql)
+                _, _, files = commit_in(
+                    self.ctx, conn, view=name, version=new, commit_id=commit_id, rows=data,
+                    build=record, source_uri=None, run=run,
+                    audit={"source": "migration", "from_commit": c.commit_id},
+                    edges=[(c.commit_id, commit_id, MIGRATED)])
+                written.append(files)
+        except BaseException:
+            for files in written:  # the transaction rolls back: so must the files
+                self.ctx.offline_store.remove_commit_files(files.files)
+            raise
+        finally:
+            engine.close()
+
+    def _run_sql(self, sql: str, rows: pa.Table, old: str, commit_id: str) -> pa.Table:
+        import duckdb
+
+        con = sandboxed_connection()
+        try:
+            con.register("old", rows)
+            try:
+                return con.sql(sql).to_arrow_table()
+            except duckdb.Error as exc:
+                raise DefinitionError(
+                    f"the migration SQL failed on the rows of {commit_id} ({old}): "
+                    f"{str(exc).splitlines()[0][:300]}. It runs over the relation 'old' "
+                    "(the previous version's columns) and must return the new version's "
+                    "columns") from None
+        finally:
+            con.close()
+
+    # -- online ---------------------------------------------------------------------------
+    def _follow_online(self, plan: Plan) -> None:
+        """Materialize each new version with data as far as its previous version was."""
+        items = [i for i in plan.items
+                 if i.kind == "feature_view" and i.action == "new_version"
+                 and not i.starts_empty and i.from_version and i.to_version]
+        if not items:
+            return
+        from featureledger.online.service import OnlineService
+
+        online: OnlineService = self.ctx.part("featureledger.online.service.OnlineService",
+                                              OnlineService)
+        for item in items:
+            name, old, new = item.name, item.from_version or 1, item.to_version or 1
+            try:
+                done = online.follow_version(name, old, new)
+            except Exception as exc:  # the apply stands; say what is left to do
+                item.notes.append(f"{name}@{new} is not yet online ({exc}); run "
+                                  "'featureledger materialize' to load it")
+                continue
+            if done is not None:
+                item.notes.append(f"{name}@{new} materialized online as far as "
+                                  f"{name}@{old} was ({done} keys)")
