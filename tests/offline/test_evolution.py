@@ -374,3 +374,56 @@ def test_two_versions_of_one_view_in_one_request(evolved):
     with pytest.raises(RetrievalError, match="list it once"):
         store.get_online_features(["stats:trips", "stats@2:trips"], [{"driver_id": 1}],
                                   full_feature_names=True)
+
+
+# -- the created-timestamp tie-break ------------------------------------------------------
+
+@pytest.mark.parametrize("order", ["as_given", "reversed"])
+def test_created_timestamp_breaks_ties_then_the_later_commit(tmp_path, order):
+    """Among rows with the same keys and event time the later created time wins, then the
+    later commit: in point-in-time joins, windows, materialization and online reads."""
+    store = FeatureStore(tmp_path)
+    try:
+        store.apply([DRIVER, FeatureView(name="stats", entities=["driver"],
+                                         created_timestamp_field="created",
+                                         fields=[Field(name="v", dtype="int64")])])
+        batches = [
+            # one commit: two rows of key 1 at t(0), and of key 2 at t(0), created apart
+            [(1, 0, 5, 10), (1, 0, 9, 11), (2, 0, 3, 20), (2, 0, 1, 21)],
+            # a later commit: key 1 at t(0) created earlier than the winner above (loses),
+            # key 2 at t(0) created as late as its winner (the later commit wins), key 3
+            # at t(2) created later than commit 3's row
+            [(1, 0, 7, 12), (2, 0, 3, 22), (3, 2, 8, 30)],
+            [(3, 2, 4, 31), (1, 4, 0, 13)],
+        ]
+        rows = []  # (key, ts, created, value, commit order)
+        for n, batch in enumerate(batches):
+            b = batch if order == "as_given" else list(reversed(batch))
+            store.ingest("stats", pa.table({
+                "driver_id": [r[0] for r in b], "event_timestamp": [t(r[1]) for r in b],
+                "created": [t(100 + r[2]) for r in b], "v": [r[3] for r in b]}))
+            rows += [(*r, n) for r in b]
+
+        def winner(key, at):
+            cands = [r for r in rows if r[0] == key and r[1] <= at]
+            return max(cands, key=lambda r: (r[1], r[2], r[4]))[3] if cands else None
+
+        entities = [(k, s) for k in (1, 2, 3, 4) for s in (0, 1, 2, 3, 5)]
+        ds = store.get_historical_features(
+            {"driver_id": [k for k, _ in entities],
+             "event_timestamp": [t(s) for _, s in entities]}, ["stats:v"])
+        assert ds.to_arrow().column("v").to_pylist() == [winner(k, s) for k, s in entities]
+        assert winner(1, 0) == 11 and winner(2, 0) == 22 and winner(3, 2) == 30
+        window = store.get_features_in_window("stats", t(0), t(10)).to_pylist()
+        assert [(r["driver_id"], r["v"]) for r in window] == [(1, 11), (2, 22), (3, 30),
+                                                              (1, 13)]
+        store.materialize(end=t(3))
+        online = store.get_online_features(["stats:v"], [{"driver_id": k} for k in (1, 2, 3)])
+        assert online.values["v"] == [winner(1, 3), winner(2, 3), winner(3, 3)]
+        # an incremental run that brings a row created earlier at the same time loses online
+        store.ingest("stats", pa.table({"driver_id": [3], "event_timestamp": [t(2)],
+                                        "created": [t(101)], "v": [32]}))
+        store.materialize_incremental(end=t(3))
+        assert store.get_online_features(["stats:v"], [{"driver_id": 3}]).values["v"] == [30]
+    finally:
+        store.close()
