@@ -11,6 +11,7 @@ back are removed at once; otherwise ``gc`` removes what no commit row references
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -83,6 +84,8 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
             written = offline.write_commit(view, version, commit_id, stored,
                                            extra_tables=extra_tables)
             record = build(commit_time, stored, written)
+            if record.file_manifest is None:  # sizes for reconcile, whoever built the record
+                record = replace(record, file_manifest=written.manifest())
             uri = source_uri() if callable(source_uri) else source_uri
             ctx.registry.commits.insert(conn, record)
             edges: list[tuple[str, str, str]] = [

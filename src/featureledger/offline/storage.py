@@ -19,7 +19,9 @@ removed by ``gc``.
 
 Only the data files are listed in a commit's ``files`` (and covered by its content digest);
 side files such as ``rejected.parquet`` live in the same folder, so they appear and vanish
-with the commit.
+with the commit. A commit also records its file manifest (:meth:`WrittenFiles.manifest`):
+every file's size, and each side file's sha256, so ``reconcile`` can tell a truncated or
+replaced file from a good one without reading it.
 
 Crash tests stop a writer at a named instant with ``FEATURELEDGER_CRASH_AT`` (see
 :func:`crash_point`); nothing else reads that variable.
@@ -71,6 +73,19 @@ class WrittenFiles:
     bytes: int
     extra_files: dict[str, str] = field(default_factory=dict)  # side file name -> relative path
     seconds: dict[str, float] = field(default_factory=dict)  # encode_write, fsync, digest, rename
+    sizes: dict[str, int] = field(default_factory=dict)  # relative path -> bytes, every file
+    side_digests: dict[str, str] = field(default_factory=dict)  # side file path -> sha256
+
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        """What the commit records about its files: ``{path: {"size": n}}`` for the data
+        files, plus ``"sha256"`` for side files (the data files' bytes are covered, in
+        order, by the commit's content digest)."""
+        out: dict[str, dict[str, Any]] = {}
+        for path, size in self.sizes.items():
+            out[path] = {"size": size}
+            if path in self.side_digests:
+                out[path]["sha256"] = self.side_digests[path]
+        return out
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def file_digest(paths: list[Path]) -> tuple[str, int]:
+    """sha256 over the files' bytes in order, and their total size."""
     h = hashlib.sha256()
     size = 0
     for p in paths:
@@ -165,6 +181,10 @@ class ParquetOfflineStore:
                 pq.write_table(table, tmp / name, compression=compression)
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())
+            # side files are small (rejected rows): digest each; data files are covered by
+            # the content digest below, so only their sizes are taken
+            side = {name: file_digest([tmp / name]) for name in (extra_tables or {})}
+            data_sizes = {name: (tmp / name).stat().st_size for name in names}
             t = time.perf_counter()
             _fsync_dir(tmp)
             fsync_s += time.perf_counter() - t
@@ -187,7 +207,10 @@ class ParquetOfflineStore:
         return WrittenFiles([f"{final_rel}/{n}" for n in names], digest_hex, size,
                             {n: f"{final_rel}/{n}" for n in (extra_tables or {})},
                             {"encode_write": total - fsync_s - digest_s - rename_s,
-                             "fsync": fsync_s, "digest": digest_s, "rename": rename_s})
+                             "fsync": fsync_s, "digest": digest_s, "rename": rename_s},
+                            sizes={**{f"{final_rel}/{n}": b for n, b in data_sizes.items()},
+                                   **{f"{final_rel}/{n}": b for n, (_, b) in side.items()}},
+                            side_digests={f"{final_rel}/{n}": d for n, (d, _) in side.items()})
 
     def remove_commit_files(self, files: list[str]) -> None:
         """Delete an unregistered commit's folder (after a failed registry write)."""
