@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from featureledger.model.definitions import FeatureView
+from featureledger.offline.storage import commit_reads
 from featureledger.online.codec import KeyCodec, ValueCodec
 from featureledger.online.stores import OnlineRecord, OnlineStore, TableRef
 from featureledger.registry.commits import CommitRecord
@@ -179,7 +180,8 @@ class Materializer:
                     for (k, t), c in zip(view.join_keys.items(), cols, strict=False)
                 })
                 con.register("_repair_keys", keys_tbl)
-            return con.sql(latest_per_key_sql(view, files, **options)).to_arrow_table()
+            with commit_reads(self.offline_root, commits):
+                return con.sql(latest_per_key_sql(view, files, **options)).to_arrow_table()
         finally:
             con.close()
 
