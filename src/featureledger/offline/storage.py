@@ -154,6 +154,61 @@ def parquet_complete(path: Path) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class PathDigest:
+    """The digest of a model artifact: one file, or a folder of files."""
+
+    kind: str  # "file" or "folder"
+    sha256: str
+    size: int  # bytes (for a folder: of all its files)
+    files: int
+
+
+_TREE_PREFIX = b"featureledger-tree-v1\n"
+
+
+def path_digest(path: str | Path) -> PathDigest:
+    """sha256 of a file's bytes (what ``sha256sum`` prints), or of a folder.
+
+    A folder's digest covers its regular files in the order of their relative POSIX paths:
+    for each, the path, a NUL, the size in decimal, a NUL and the sha256 of its bytes. So a
+    renamed, added, removed or changed file changes it, and the digest does not depend on
+    the order the file system lists entries in. Empty folders do not count; links to
+    folders are not followed (they could loop), links to files are read through.
+    """
+    p = Path(path)
+    if p.is_file():
+        digest, size = file_digest([p])
+        return PathDigest("file", digest, size, 1)
+    if not p.is_dir():
+        raise StorageError(f"{p} is neither a file nor a folder; cannot digest it")
+    entries: list[tuple[str, Path]] = []
+    for dirpath, _dirs, names in os.walk(p):
+        for name in names:
+            full = Path(dirpath) / name
+            if full.is_file():
+                entries.append((full.relative_to(p).as_posix(), full))
+    entries.sort()
+    h = hashlib.sha256(_TREE_PREFIX)
+    total = 0
+    for rel, full in entries:
+        digest, size = file_digest([full])
+        h.update(rel.encode() + b"\0" + str(size).encode() + b"\0" + bytes.fromhex(digest))
+        total += size
+    return PathDigest("folder", h.hexdigest(), total, len(entries))
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path of a ``file://`` URI (None for any other scheme)."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    return Path(url2pathname(parsed.path))
+
+
 def _commit_label(commit: CommitRecord) -> str:
     return f"commit {commit.commit_id} ({commit.view_name}@{commit.view_version})"
 
