@@ -187,7 +187,8 @@ def _commits(conn: Connection) -> list[_CommitFiles]:
         files = json.loads(r.files)
         manifest = json.loads(r.file_manifest) if r.file_manifest else None
         if manifest is not None:
-            side = sorted(p for p in manifest if p not in set(files))
+            data = set(files)
+            side = sorted(p for p in manifest if p not in data)
         else:
             side = [side_of_old[r.commit_id]] if r.commit_id in side_of_old else []
         out.append(_CommitFiles(r.commit_id, f"{r.view_name}@{r.view_version}", r.status,
