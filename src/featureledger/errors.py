@@ -33,6 +33,7 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── TrackingError                     (ValueError)  invalid run / model / deployment input
     ├── ConcurrencyError                                lost a race; safe to retry (transient)
     ├── StorageError                                    a backend failed
+    │   ├── CommitFileError                             a commit's file is missing or unreadable
     │   └── BackendUnavailableError                     a server did not answer (transient)
     ├── AccessDeniedError             (PermissionError)
     └── StateError                                      operation not valid in this state
@@ -187,6 +188,21 @@ class StorageError(FeatureLedgerError):
     http_status = 503
 
 
+class CommitFileError(StorageError):
+    """A read met a commit file that is missing or cannot be read.
+
+    ``commit_id`` and ``path`` (relative to the offline store root) say which, so a caller
+    can quarantine the commit or restore the file without parsing the message.
+    """
+
+    code = "commit_file_error"
+
+    def __init__(self, message: str, *, commit_id: str, path: str) -> None:
+        super().__init__(message)
+        self.commit_id = commit_id
+        self.path = path
+
+
 class BackendUnavailableError(StorageError):
     code = "backend_unavailable"
     transient = True
@@ -210,6 +226,7 @@ class FeatureDataWarning(UserWarning):
 __all__ = [
     "AccessDeniedError",
     "BackendUnavailableError",
+    "CommitFileError",
     "ConcurrencyError",
     "ConfigError",
     "DefinitionError",

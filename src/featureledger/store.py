@@ -279,6 +279,8 @@ class FeatureStore:
         """Deployments and models that read ``node`` (a view version or a commit)."""
         return self._lineage.impact(node, **options)
 
-    def reconcile(self) -> Any:
-        """Check every id that runs, models and deployments reference; list the problems."""
-        return self._lineage.reconcile()
+    def reconcile(self, *, deep: bool = False) -> Any:
+        """Check the registry's references and every commit file, dataset entity file and
+        local model artifact on disk (existence and size; ``deep=True`` also compares
+        every file's digest). Returns a report whose ``problems`` say what to do."""
+        return self._lineage.reconcile(deep=deep)

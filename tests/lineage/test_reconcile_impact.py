@@ -82,7 +82,7 @@ def test_reconcile_clean_then_names_each_problem(tmp_path, registry_url):
         # a referenced commit file deleted on disk
         rel = s.get_commit(o["c1"].commit_id).files[0]
         os.remove(s.ctx.offline_store.path(rel))
-        # a commit file changed on disk
+        # a commit file changed on disk (grown by a byte: its recorded size no longer fits)
         geo_file = s.ctx.offline_store.path(s.get_commit(o["c3"].commit_id).files[0])
         geo_file.write_bytes(geo_file.read_bytes() + b"x")
         # an active deployment reading a now-deprecated version, no exception recorded
@@ -94,11 +94,11 @@ def test_reconcile_clean_then_names_each_problem(tmp_path, registry_url):
                 stage="test"))
         rep = s.reconcile()
         by_code = {p.code: p for p in rep.problems}
-        assert set(by_code) == {"commit_files_missing", "commit_digest_mismatch",
+        assert set(by_code) == {"commit_files_missing", "commit_file_size_mismatch",
                                 "inactive_feature_version", "missing_dataset"}
         assert by_code["commit_files_missing"].ids["commit"] == o["c1"].commit_id
         assert rel in by_code["commit_files_missing"].message
-        assert by_code["commit_digest_mismatch"].ids["commit"] == o["c3"].commit_id
+        assert by_code["commit_file_size_mismatch"].ids["commit"] == o["c3"].commit_id
         assert by_code["inactive_feature_version"].ids == {
             "deployment": o["dep"].deployment_id, "feature_version": "driver_stats@1"}
         assert by_code["missing_dataset"].ids["dataset"].startswith("ds_01900000")

@@ -13,8 +13,8 @@ from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
 from featureledger.errors import (
     FeatureDataWarning,
-    ReproductionError,
     RetrievalError,
+    StorageError,
     UnknownDatasetError,
     UnknownFeatureError,
 )
@@ -153,7 +153,7 @@ def test_reproduce_fails_loudly_when_files_are_gone(store):
     c1, _ = seed(store)
     ds = store.get_historical_features(entity_frame(), ["trips:fare"])
     shutil.rmtree(store.ctx.offline_store.path(c1.files[0]).parent)
-    with pytest.raises(ReproductionError, match="gone"):
+    with pytest.raises(StorageError, match=f"commit {c1.commit_id} .* is missing"):
         store.reproduce(ds.id)
     with pytest.raises(UnknownDatasetError, match="unknown dataset"):
         store.reproduce("ds_00000000-0000-7000-8000-000000000000")

@@ -66,6 +66,7 @@ def test_full_story(tmp_path, registry_url, capsys):
             # a "model": mean label per city, scored as a metric over two steps
             for step, value in enumerate([0.61, 0.74]):
                 run.log_metric("auc", value, step=step)
+            (tmp_path / "model.pkl").write_bytes(b"the fitted model")  # saved, then logged
             model = run.log_model("fraud", tmp_path / "model.pkl", training_dataset=train)
         assert sorted(train.commit_ids) == sorted([c1.commit_id, c2.commit_id, c3.commit_id])
         dep = s.deploy(model.ref, "production")

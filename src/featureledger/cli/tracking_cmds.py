@@ -255,14 +255,21 @@ def register(app: typer.Typer) -> None:
                           f"({d['status']})")
 
     @app.command("reconcile")
-    def reconcile(repo: Path = RepoOption, as_json: bool = JsonOption) -> None:
-        """Verify every id that runs, models and deployments reference; exit 1 on problems."""
+    def reconcile(
+        deep: bool = typer.Option(False, "--deep", help="Also digest every file and compare "
+                                  "it with the digest recorded when it was written (reads "
+                                  "all the data)."),
+        repo: Path = RepoOption, as_json: bool = JsonOption,
+    ) -> None:
+        """Check the registry's references and every commit file, dataset entity file and
+        local model artifact on disk; exit 1 when there are problems."""
         with open_store(repo) as store:
-            rep = store.reconcile()
+            rep = store.reconcile(deep=deep)
         if as_json:
             print_json(rep.to_dict())
         else:
-            checked = ", ".join(f"{v} {k}" for k, v in rep.checked.items())
+            checked = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in rep.checked.items())
+            checked += " (digests compared)" if rep.deep else " (sizes; --deep compares digests)"
             if rep.ok:
                 console.print(f"[green]ok[/]: checked {checked}; no problems")
             else:

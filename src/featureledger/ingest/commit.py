@@ -11,6 +11,7 @@ back are removed at once; otherwise ``gc`` removes what no commit row references
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -103,6 +104,8 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
         written = offline.write_commit(view, version, commit_id, stored,
                                        extra_tables=extra_tables)
         record = build(commit_time, stored, written)
+        if record.file_manifest is None:  # sizes for reconcile, whoever built the record
+            record = replace(record, file_manifest=written.manifest())
         uri = source_uri() if callable(source_uri) else source_uri
         ctx.registry.commits.insert(conn, record)
         all_edges: list[tuple[str, str, str]] = [

@@ -1,17 +1,35 @@
-"""Reconciliation: does everything that runs, models and deployments point at still exist?
+"""Reconciliation: does everything the registry records still exist, in the registry and
+on disk, as it was written?
 
-Checks, each one set-based SQL (the file checks read the disk):
+Registry checks, each one set-based SQL:
 
 * ``missing_node``: an id in the lineage graph (``cmt_``, ``ds_``, ``run_``, ``mdl_``,
   ``dep_``, ``exp_``) with no registry row;
 * ``missing_feature_version``: a model reading a view version that is not registered;
 * ``missing_dataset``: a model trained on a dataset that is not recorded;
-* ``missing_commit``: a dataset (of a run or a model) listing a commit that is not recorded;
+* ``missing_commit``: a dataset listing a commit that is not recorded;
 * ``missing_model`` / ``missing_run``: a deployment's model, or a model's run, is gone;
-* ``commit_files_missing`` / ``commit_digest_mismatch``: a commit that a run, model or
-  deployment depends on has lost files on disk, or its files changed;
 * ``inactive_feature_version``: an active deployment reads a deprecated or retired view
   version without a recorded exception.
+
+File checks, over every commit (whatever its status), every dataset and every model whose
+artifact is a local file or folder. By default they ``stat`` each file (and, where no size
+was recorded, read the Parquet header and footer); ``deep`` also digests every byte:
+
+* ``commit_files_missing``, ``commit_file_size_mismatch`` (not the size recorded at commit
+  time), ``commit_file_unreadable`` (no size recorded, and not a whole Parquet file),
+  ``commit_digest_mismatch`` (deep: the data files no longer match the commit's content
+  digest, or a side file such as ``rejected.parquet`` its sha256);
+* ``dataset_entities_missing``, ``dataset_entities_unreadable``,
+  ``dataset_entities_digest_mismatch`` (deep): a dataset's stored entity rows, which
+  ``reproduce`` needs;
+* ``model_artifact_missing``, ``model_artifact_size_mismatch``,
+  ``model_artifact_digest_mismatch`` (deep), against the sha256 and size taken at
+  ``log_model``.
+
+Each problem names the object and the file in its ``ids`` and says what to do in its
+message. Older rows without a recorded size or digest are checked for existence (and, for
+Parquet, completeness) only.
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from featureledger.offline.storage import file_digest, local_path, parquet_complete, path_digest
 from featureledger.registry import schema
 
 
@@ -40,6 +59,7 @@ class Problem:
 class ReconcileReport:
     problems: list[Problem] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
+    deep: bool = False  # whether file contents were digested
 
     @property
     def ok(self) -> bool:
@@ -49,7 +69,7 @@ class ReconcileReport:
         return [p.code for p in self.problems]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checked": self.checked,
+        return {"ok": self.ok, "deep": self.deep, "checked": self.checked,
                 "problems": [p.to_dict() for p in self.problems]}
 
 
@@ -118,49 +138,267 @@ def _model_checks(conn: Connection) -> list[Problem]:
     return out
 
 
-def _referenced_datasets() -> Any:
-    """Datasets a run built or read, or a model was trained/validated/tested on."""
-    ds, md = schema.datasets, schema.model_datasets
-    return sa.union(sa.select(ds.c.dataset_id).where(ds.c.run_id.is_not(None)),
-                    sa.select(md.c.dataset_id)).subquery()
-
-
-def _commit_checks(conn: Connection, offline: Any) -> tuple[list[Problem], int]:
-    out = []
+def _missing_commits(conn: Connection) -> list[Problem]:
     dc, c = schema.dataset_commits, schema.commits
-    refs = _referenced_datasets()
     q = (sa.select(dc.c.dataset_id, dc.c.commit_id)
-         .where(dc.c.dataset_id.in_(sa.select(refs.c.dataset_id)),
-                ~sa.exists().where(c.c.commit_id == dc.c.commit_id))
-         .order_by(dc.c.commit_id))
-    for did, cid in conn.execute(q):
-        out.append(Problem("missing_commit", f"dataset {did} read commit {cid}, which is not "
-                           "recorded; the dataset cannot be reproduced",
-                           {"dataset": did, "commit": cid}))
-    # commits on disk: those read by referenced datasets, and those runs wrote
-    q = (sa.select(c.c.commit_id, c.c.view_name, c.c.view_version, c.c.files,
-                   c.c.content_digest)
-         .where(sa.or_(c.c.commit_id.in_(sa.select(dc.c.commit_id).where(
-             dc.c.dataset_id.in_(sa.select(refs.c.dataset_id)))), c.c.run_id.is_not(None)))
-         .order_by(c.c.commit_id))
-    rows: list[Any] = list(conn.execute(q).all())
-    for cid, view, version, files, digest in rows:
-        paths = json.loads(files)
-        missing = offline.missing_files(paths)
-        if missing:
-            out.append(Problem("commit_files_missing",
-                               f"commit {cid} of {view}@{version} has lost {len(missing)} "
-                               f"file(s) on disk ({', '.join(missing[:3])}); restore them from a "
-                               "backup or roll the commit back",
-                               {"commit": cid, "feature_version": f"{view}@{version}",
-                                "file": missing[0]}))
-        elif not offline.verify_digest(paths, digest):
-            out.append(Problem("commit_digest_mismatch",
-                               f"commit {cid} of {view}@{version}: files on disk no longer "
-                               "match the recorded digest; they were changed after the commit",
-                               {"commit": cid, "feature_version": f"{view}@{version}"}))
-    return out, len(rows)
+         .where(~sa.exists().where(c.c.commit_id == dc.c.commit_id))
+         .order_by(dc.c.commit_id, dc.c.dataset_id))
+    return [Problem("missing_commit", f"dataset {did} read commit {cid}, which is not "
+                    "recorded; the dataset cannot be reproduced",
+                    {"dataset": did, "commit": cid})
+            for did, cid in conn.execute(q)]
 
+
+# -- files on disk ------------------------------------------------------------------------
+# The registry rows are read in one transaction first; the files are checked after it, so
+# a long --deep run holds no registry transaction open.
+
+
+@dataclass(frozen=True)
+class _CommitFiles:
+    commit_id: str
+    view_ref: str
+    status: str
+    files: list[str]  # data files, in digest order
+    side_files: list[str]  # rejected rows etc.
+    content_digest: str
+    manifest: dict[str, dict[str, Any]] | None  # None: written before sizes were recorded
+
+
+def _commits(conn: Connection) -> list[_CommitFiles]:
+    c = schema.commits
+    rows = conn.execute(
+        sa.select(c.c.commit_id, c.c.view_name, c.c.view_version, c.c.status, c.c.files,
+                  c.c.content_digest, c.c.file_manifest, c.c.rejected_count)
+        .order_by(c.c.commit_id)).all()
+    # commits from before the manifest know their rejected-rows file only from their
+    # validation report; read those few reports, not every one
+    old_rejects = [r.commit_id for r in rows if r.file_manifest is None and r.rejected_count]
+    side_of_old: dict[str, str] = {}
+    for i in range(0, len(old_rejects), 500):
+        for cid, validation in conn.execute(
+                sa.select(c.c.commit_id, c.c.validation)
+                .where(c.c.commit_id.in_(old_rejects[i:i + 500]))):
+            path = json.loads(validation).get("rejected_path")
+            if path:
+                side_of_old[cid] = path
+    out = []
+    for r in rows:
+        files = json.loads(r.files)
+        manifest = json.loads(r.file_manifest) if r.file_manifest else None
+        if manifest is not None:
+            data = set(files)
+            side = sorted(p for p in manifest if p not in data)
+        else:
+            side = [side_of_old[r.commit_id]] if r.commit_id in side_of_old else []
+        out.append(_CommitFiles(r.commit_id, f"{r.view_name}@{r.view_version}", r.status,
+                                files, side, r.content_digest, manifest))
+    return out
+
+
+def _commit_advice(c: _CommitFiles, root: Any) -> str:
+    restore = f"restore it from a backup into the offline store at {root}"
+    if c.status == "committed":
+        return (f"{restore}, or quarantine the commit so that retrieval and serving skip "
+                f"it: featureledger quarantine {c.commit_id} --reason 'file lost'")
+    return (f"the commit is {c.status}, so it is not served, but datasets that read it "
+            f"cannot be reproduced until you {restore}")
+
+
+def _size_problem(path: Any, expected: int | None) -> tuple[str, str] | None:
+    """(code suffix, what is wrong) from a ``stat`` and, without a recorded size, the
+    Parquet header and footer; None when the file looks whole."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing", "is missing"
+    except OSError as exc:
+        return "unreadable", f"cannot be opened ({exc.strerror or exc})"
+    if expected is None:
+        wrong = parquet_complete(path)
+        return None if wrong is None else ("unreadable", wrong)
+    if size != expected:
+        return "size_mismatch", (f"is {size} bytes but was {expected} when committed (cut "
+                                 "short, or overwritten)")
+    return None
+
+
+_COMMIT_CODES = {"missing": "commit_files_missing", "unreadable": "commit_file_unreadable",
+                 "size_mismatch": "commit_file_size_mismatch"}
+
+
+def _commit_file_checks(commits: list[_CommitFiles], offline: Any, deep: bool
+                        ) -> tuple[list[Problem], int]:
+    out: list[Problem] = []
+    root = offline.root
+    n_files = 0
+    for c in commits:
+        bad: set[str] = set()
+        for rel in [*c.files, *c.side_files]:
+            n_files += 1
+            expected = (c.manifest or {}).get(rel, {}).get("size")
+            found = _size_problem(root / rel, expected)
+            if found is None:
+                continue
+            kind, wrong = found
+            bad.add(rel)
+            what = "file" if rel in c.files else "side file"
+            out.append(Problem(_COMMIT_CODES[kind],
+                               f"commit {c.commit_id} of {c.view_ref}: its {what} {rel} "
+                               f"{wrong}; {_commit_advice(c, root)}",
+                               {"commit": c.commit_id, "feature_version": c.view_ref,
+                                "file": rel}))
+        if not deep:
+            continue
+        data_ok = not bad.intersection(c.files)
+        if data_ok and c.files and file_digest([root / f for f in c.files])[0] != c.content_digest:
+            which = (f"its file {c.files[0]}" if len(c.files) == 1
+                     else f"one of its files ({', '.join(c.files)})")
+            out.append(Problem("commit_digest_mismatch",
+                               f"commit {c.commit_id} of {c.view_ref}: {which} no longer "
+                               "matches the content digest recorded at commit time, so it "
+                               f"was changed after the commit; {_commit_advice(c, root)}",
+                               {"commit": c.commit_id, "feature_version": c.view_ref,
+                                "file": ", ".join(c.files)}))
+        for rel in c.side_files:
+            want = (c.manifest or {}).get(rel, {}).get("sha256")
+            if rel in bad or want is None:
+                continue
+            if file_digest([root / rel])[0] != want:
+                out.append(Problem("commit_digest_mismatch",
+                                   f"commit {c.commit_id} of {c.view_ref}: its side file {rel} "
+                                   "no longer matches the sha256 recorded at commit time; "
+                                   f"{_commit_advice(c, root)}",
+                                   {"commit": c.commit_id, "feature_version": c.view_ref,
+                                    "file": rel}))
+    return out, n_files
+
+
+@dataclass(frozen=True)
+class _DatasetFiles:
+    dataset_id: str
+    entity_path: str | None
+    entity_digest: str
+    schema_ipc: str | None  # the entity rows' exact Arrow schema (read under deep only)
+
+
+def _datasets(conn: Connection, deep: bool) -> list[_DatasetFiles]:
+    d = schema.datasets
+    cols = [d.c.dataset_id, d.c.entity_path, d.c.entity_digest]
+    # the manifest is only needed for a path the row lacks, or for the deep digest
+    rows = conn.execute(sa.select(*cols, d.c.manifest if deep else sa.null().label("manifest"))
+                        .order_by(d.c.dataset_id)).all()
+    out = []
+    for r in rows:
+        path, ipc = r.entity_path, None
+        if path is None or deep:
+            raw = r.manifest if deep else conn.execute(
+                sa.select(d.c.manifest).where(d.c.dataset_id == r.dataset_id)).scalar()
+            entity = json.loads(raw or "{}").get("entity", {})
+            path = path or entity.get("path")
+            ipc = entity.get("arrow_schema_ipc")
+        out.append(_DatasetFiles(r.dataset_id, path, r.entity_digest, ipc))
+    return out
+
+
+def _entity_digest(path: Any, schema_ipc: str | None) -> str:
+    """The content digest of stored entity rows, as retrieval's reproduce computes it."""
+    import base64
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from featureledger.offline.dataset import content_hash
+
+    table = pq.read_table(path)
+    if schema_ipc:
+        table = table.cast(pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_ipc))))
+    return content_hash(table)
+
+
+def _dataset_checks(datasets: list[_DatasetFiles], offline: Any, deep: bool) -> list[Problem]:
+    out = []
+    root = offline.root
+    for ds in datasets:
+        if ds.entity_path is None:
+            continue  # nothing was stored to check
+        path = root / ds.entity_path
+        ids = {"dataset": ds.dataset_id, "file": ds.entity_path}
+        advice = (f"restore the file from a backup into the offline store at {root}; until then "
+                  f"reproduce('{ds.dataset_id}') fails")
+        found = _size_problem(path, None)
+        if found is not None:
+            kind, wrong = found
+            out.append(Problem(f"dataset_entities_{kind}",
+                               f"dataset {ds.dataset_id}: its stored entity rows "
+                               f"{ds.entity_path} {wrong}; {advice}", ids))
+            continue
+        if not deep:
+            continue
+        try:
+            got = _entity_digest(path, ds.schema_ipc)
+        except Exception as exc:  # a damaged page inside a whole-looking file
+            out.append(Problem("dataset_entities_unreadable",
+                               f"dataset {ds.dataset_id}: its stored entity rows "
+                               f"{ds.entity_path} cannot be read ({exc}); {advice}", ids))
+            continue
+        if got != ds.entity_digest:
+            out.append(Problem("dataset_entities_digest_mismatch",
+                               f"dataset {ds.dataset_id}: its stored entity rows "
+                               f"{ds.entity_path} no longer match the digest recorded when "
+                               f"the dataset was built (the file was changed); {advice}", ids))
+    return out
+
+
+def _tree_size(path: Any) -> int:
+    import os
+
+    if path.is_file():
+        return int(path.stat().st_size)
+    total = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            if os.path.isfile(full):
+                total += os.path.getsize(full)
+    return total
+
+
+def _artifacts(conn: Connection) -> list[Any]:
+    mv = schema.model_versions
+    return list(conn.execute(
+        sa.select(mv.c.model_id, mv.c.name, mv.c.version, mv.c.artifact_uri,
+                  mv.c.artifact_sha256, mv.c.artifact_size)
+        .order_by(mv.c.name, mv.c.version)).all())
+
+
+def _artifact_problems(rows: list[Any], deep: bool) -> tuple[list[Problem], int]:
+    out = []
+    checked = 0
+    for mid, name, version, uri, sha, size in rows:
+        path = local_path(uri)
+        if path is None:
+            continue  # a remote artifact (s3://, runs:/...): its store keeps it
+        checked += 1
+        label = f"model {name}@{version} ({mid})"
+        ids = {"model": mid, "file": str(path)}
+        advice = ("restore it from a backup" + (f" (its sha256 was {sha})" if sha else "")
+                  + ", or log the retrained model as a new version")
+        if not (path.is_file() or path.is_dir()):
+            out.append(Problem("model_artifact_missing",
+                               f"{label}: its artifact {path} is missing; {advice}", ids))
+            continue
+        if size is not None and (now := _tree_size(path)) != size:
+            out.append(Problem("model_artifact_size_mismatch",
+                               f"{label}: its artifact {path} is {now} bytes but was {size} "
+                               f"when the model was logged, so it was changed; {advice}", ids))
+            continue
+        if deep and sha is not None and path_digest(path).sha256 != sha:
+            out.append(Problem("model_artifact_digest_mismatch",
+                               f"{label}: its artifact {path} no longer matches the sha256 "
+                               f"recorded when the model was logged, so it was changed; "
+                               f"{advice}", ids))
+    return out, checked
 
 def _deployment_checks(conn: Connection) -> list[Problem]:
     dep, mf, d = schema.deployments, schema.model_features, schema.definitions
@@ -184,18 +422,27 @@ def _deployment_checks(conn: Connection) -> list[Problem]:
             for did, ref, env, view, ver, status, why in conn.execute(q)]
 
 
-def reconcile(ctx: Any) -> ReconcileReport:
-    """Run every check; see the module docstring."""
-    report = ReconcileReport()
+def reconcile(ctx: Any, *, deep: bool = False) -> ReconcileReport:
+    """Run every check; see the module docstring. ``deep`` also digests every file."""
+    report = ReconcileReport(deep=deep)
     with ctx.registry.db.read() as conn:
         report.problems += _missing_nodes(conn)
         report.problems += _model_checks(conn)
-        commit_problems, n_commits = _commit_checks(conn, ctx.offline_store)
-        report.problems += commit_problems
+        report.problems += _missing_commits(conn)
+        commits = _commits(conn)
+        datasets = _datasets(conn, deep)
+        artifacts = _artifacts(conn)
         report.problems += _deployment_checks(conn)
         for name, table in (("runs", schema.runs), ("models", schema.model_versions),
                             ("deployments", schema.deployments)):
             report.checked[name] = int(conn.execute(
                 sa.select(sa.func.count()).select_from(table)).scalar() or 0)
-        report.checked["commits_on_disk"] = n_commits
+    offline = ctx.offline_store
+    file_problems, n_files = _commit_file_checks(commits, offline, deep)
+    report.problems += file_problems
+    report.problems += _dataset_checks(datasets, offline, deep)
+    artifact_problems, n_artifacts = _artifact_problems(artifacts, deep)
+    report.problems += artifact_problems
+    report.checked.update({"commits": len(commits), "commit_files": n_files,
+                           "datasets": len(datasets), "model_artifacts": n_artifacts})
     return report

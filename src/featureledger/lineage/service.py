@@ -164,11 +164,12 @@ class LineageService:
             runs=[n for n in nodes if n.startswith("run_")],
             datasets=[n for n in nodes if n.startswith("ds_")])
 
-    def reconcile(self) -> ReconcileReport:
-        """Check every id that runs, models and deployments reference; list the problems."""
+    def reconcile(self, *, deep: bool = False) -> ReconcileReport:
+        """Check the registry's references and every commit file, dataset entity file and
+        local model artifact (existence and size; ``deep`` also compares digests)."""
         from featureledger.lineage.reconcile import reconcile
 
-        return reconcile(self.ctx)
+        return reconcile(self.ctx, deep=deep)
 
 
 class _Same:

@@ -531,8 +531,9 @@ class RetrievalService:
             + [pa.field("_commit_id", pa.string()), pa.field("_commit_time", ts_type)])
         if not commits:
             return schema.empty_table()
-        reader = self.engine.window(req.scan(self._root, commits), start_us, end_us)
-        return reader.read_all().cast(schema)
+        with self.ctx.offline_store.reading(commits):
+            reader = self.engine.window(req.scan(self._root, commits), start_us, end_us)
+            return reader.read_all().cast(schema)
 
     def get_dataset(self, dataset_id: str) -> TrainingDataset:
         """A recorded dataset: its manifest now, its rows rebuilt on first use."""
@@ -543,8 +544,9 @@ class RetrievalService:
     def reproduce(self, dataset_id: str) -> TrainingDataset:
         """Rebuild a dataset from exactly the commits it recorded; same content hash.
 
-        Raises ReproductionError when the stored entity rows or a commit's files are gone
-        or changed, or when the rebuilt rows do not hash to the recorded content hash.
+        Raises ReproductionError when the stored entity rows are gone or changed, or when
+        the rebuilt rows do not hash to the recorded content hash; CommitFileError (a
+        StorageError) when a commit's file is missing or unreadable.
         """
         import pyarrow.parquet as pq
 
@@ -555,7 +557,12 @@ class RetrievalService:
             raise ReproductionError(
                 f"dataset {dataset_id}: its stored entity rows {path} are missing, so it "
                 "cannot be rebuilt; restore the offline store's datasets/ folder from backup")
-        entities = pq.read_table(path)
+        try:
+            entities = pq.read_table(path)
+        except Exception as exc:  # pyarrow's errors for a cut-short or damaged file
+            raise ReproductionError(
+                f"dataset {dataset_id}: its stored entity rows {path} cannot be read ({exc}); "
+                "restore the file from backup") from None
         schema_ipc = m["entity"].get("arrow_schema_ipc")
         if schema_ipc:
             import pyarrow as pa
@@ -575,11 +582,6 @@ class RetrievalService:
                 raise ReproductionError(
                     f"dataset {dataset_id} read commits that are no longer in the registry "
                     f"({exc}); it cannot be rebuilt exactly") from None
-            missing = self.ctx.offline_store.missing_files([f for c in cs for f in c.files])
-            if missing:
-                raise ReproductionError(
-                    f"dataset {dataset_id} read files that are gone: {', '.join(missing[:5])}"
-                    "; restore them from backup to rebuild it")
             commits.append(cs)
         ts_col = m["entity"]["timestamp_column"]
         table, _ = self._compute(entities, ts_col, plan, commits, _ts_bounds(entities, ts_col))
@@ -625,8 +627,9 @@ class RetrievalService:
         probe = entities.select([ts_col, *keys]).append_column(
             ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
         scans = [r.scan(self._root, cs) for r, cs in zip(plan, commits, strict=True)]
-        reader = self.engine.point_in_time(probe, ts_col, scans, bounds)
-        result = reader.read_all()
+        with self.ctx.offline_store.reading(c for cs in commits for c in cs):
+            reader = self.engine.point_in_time(probe, ts_col, scans, bounds)
+            result = reader.read_all()
         if result.num_rows != n:
             raise StorageError(f"internal: the join returned {result.num_rows} rows for {n} "
                                "entity rows; please report this")

@@ -19,7 +19,13 @@ removed by ``gc``.
 
 Only the data files are listed in a commit's ``files`` (and covered by its content digest);
 side files such as ``rejected.parquet`` live in the same folder, so they appear and vanish
-with the commit.
+with the commit. A commit also records its file manifest (:meth:`WrittenFiles.manifest`):
+every file's size, and each side file's sha256, so ``reconcile`` can tell a truncated or
+replaced file from a good one without reading it.
+
+Readers go through :meth:`ParquetOfflineStore.reading`: it checks that the commits' files
+are there (a ``stat`` each) before a query, and turns a read that fails on one of them into
+a :class:`~featureledger.errors.CommitFileError` naming the commit and the file.
 
 Crash tests stop a writer at a named instant with ``FEATURELEDGER_CRASH_AT`` (see
 :func:`crash_point`); nothing else reads that variable.
@@ -32,15 +38,18 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import ConfigError, StorageError
+from featureledger.errors import CommitFileError, ConfigError, StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.registry.commits import CommitRecord
     from featureledger.store import StoreContext
 
 COMMIT_TIME_COLUMN = "_commit_time"
@@ -71,6 +80,19 @@ class WrittenFiles:
     bytes: int
     extra_files: dict[str, str] = field(default_factory=dict)  # side file name -> relative path
     seconds: dict[str, float] = field(default_factory=dict)  # encode_write, fsync, digest, rename
+    sizes: dict[str, int] = field(default_factory=dict)  # relative path -> bytes, every file
+    side_digests: dict[str, str] = field(default_factory=dict)  # side file path -> sha256
+
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        """What the commit records about its files: ``{path: {"size": n}}`` for the data
+        files, plus ``"sha256"`` for side files (the data files' bytes are covered, in
+        order, by the commit's content digest)."""
+        out: dict[str, dict[str, Any]] = {}
+        for path, size in self.sizes.items():
+            out[path] = {"size": size}
+            if path in self.side_digests:
+                out[path]["sha256"] = self.side_digests[path]
+        return out
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def file_digest(paths: list[Path]) -> tuple[str, int]:
+    """sha256 over the files' bytes in order, and their total size."""
     h = hashlib.sha256()
     size = 0
     for p in paths:
@@ -102,6 +125,223 @@ def file_digest(paths: list[Path]) -> tuple[str, int]:
                 h.update(chunk)
                 size += len(chunk)
     return h.hexdigest(), size
+
+
+_PARQUET_MAGIC = b"PAR1"
+
+
+def parquet_complete(path: Path) -> str | None:
+    """None when ``path`` looks like a whole Parquet file, else what is wrong with it.
+
+    Reads 8 bytes at each end only: a Parquet file starts with ``PAR1`` and ends with the
+    footer length and ``PAR1``, so a truncated or emptied file fails this without a scan.
+    """
+    try:
+        size = path.stat().st_size
+        if size < 12:
+            return f"is {size} bytes, too small to be a Parquet file"
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(-8, os.SEEK_END)
+            tail = f.read(8)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror or exc})"
+    footer = int.from_bytes(tail[:4], "little")
+    if head != _PARQUET_MAGIC or tail[4:] != _PARQUET_MAGIC or footer + 12 > size:
+        return "is not a complete Parquet file (cut short or overwritten)"
+    return None
+
+
+@dataclass(frozen=True)
+class PathDigest:
+    """The digest of a model artifact: one file, or a folder of files."""
+
+    kind: str  # "file" or "folder"
+    sha256: str
+    size: int  # bytes (for a folder: of all its files)
+    files: int
+
+
+_TREE_PREFIX = b"featureledger-tree-v1\n"
+
+
+def path_digest(path: str | Path) -> PathDigest:
+    """sha256 of a file's bytes (what ``sha256sum`` prints), or of a folder.
+
+    A folder's digest covers its regular files in the order of their relative POSIX paths:
+    for each, the path, a NUL, the size in decimal, a NUL and the sha256 of its bytes. So a
+    renamed, added, removed or changed file changes it, and the digest does not depend on
+    the order the file system lists entries in. Empty folders do not count; links to
+    folders are not followed (they could loop), links to files are read through.
+    """
+    p = Path(path)
+    if p.is_file():
+        digest, size = file_digest([p])
+        return PathDigest("file", digest, size, 1)
+    if not p.is_dir():
+        raise StorageError(f"{p} is neither a file nor a folder; cannot digest it")
+    entries: list[tuple[str, Path]] = []
+    for dirpath, _dirs, names in os.walk(p):
+        for name in names:
+            full = Path(dirpath) / name
+            if full.is_file():
+                entries.append((full.relative_to(p).as_posix(), full))
+    entries.sort()
+    h = hashlib.sha256(_TREE_PREFIX)
+    total = 0
+    for rel, full in entries:
+        digest, size = file_digest([full])
+        h.update(rel.encode() + b"\0" + str(size).encode() + b"\0" + bytes.fromhex(digest))
+        total += size
+    return PathDigest("folder", h.hexdigest(), total, len(entries))
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path of a ``file://`` URI (None for any other scheme)."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    return Path(url2pathname(parsed.path))
+
+
+def _commit_label(commit: CommitRecord) -> str:
+    return f"commit {commit.commit_id} ({commit.view_name}@{commit.view_version})"
+
+
+def _what_to_do(root: Path, commit: CommitRecord) -> str:
+    return (f"Restore the file from a backup into the offline store at {root}, or quarantine "
+            "the commit so that retrieval and serving skip it: featureledger quarantine "
+            f"{commit.commit_id} --reason 'file lost'")
+
+
+def commit_file_error(root: Path, commit: CommitRecord, rel: str, problem: str
+                      ) -> CommitFileError:
+    """The error for ``commit``'s file ``rel`` (``problem`` completes "its file X ...")."""
+    return CommitFileError(
+        f"{_commit_label(commit)} cannot be read: its file {rel} {problem}. "
+        + _what_to_do(root, commit), commit_id=commit.commit_id, path=rel)
+
+
+def _stat_problem(root: Path, commit: CommitRecord, rel: str) -> str | None:
+    """What a ``stat`` says is wrong with one of ``commit``'s files, or None."""
+    try:
+        size = (root / rel).stat().st_size
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror or exc})"
+    expected = (commit.file_manifest or {}).get(rel, {}).get("size")
+    if expected is not None and size != expected:
+        return (f"is {size} bytes but was {expected} when committed, so it was cut short or "
+                "changed")
+    return None
+
+
+def require_commit_files(root: Path, commits: Iterable[CommitRecord]) -> None:
+    """Raise CommitFileError for the first file of ``commits`` that is missing or has
+    another size than recorded (one ``stat`` per file, no reads)."""
+    for c in commits:
+        for rel in c.files:
+            problem = _stat_problem(root, c, rel)
+            if problem is not None:
+                raise commit_file_error(root, c, rel, problem)
+
+
+def _driver_errors(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors it was raised from (the engine re-raises DuckDB's errors as
+    its own, ``from None``: the original stays in ``__context__``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _named_file(exc: BaseException, paths: dict[str, tuple[CommitRecord, str]]
+                ) -> tuple[CommitRecord, str, str] | None:
+    """The commit file that a DuckDB I/O or input error names."""
+    import duckdb
+
+    for e in _driver_errors(exc):
+        if isinstance(e, (duckdb.IOException, duckdb.InvalidInputException)):
+            text = str(e)
+            named = [p for p in paths if p in text]
+            if len(named) == 1:  # several would be a query excerpt, not a diagnosis
+                commit, rel = paths[named[0]]
+                return commit, rel, text.splitlines()[0] if text else type(e).__name__
+    return None
+
+
+def _may_be_damaged_data(exc: BaseException) -> bool:
+    """Whether the error could come from bytes that changed: DuckDB's I/O, input,
+    serialization and internal errors, and its bare ``Error`` (a page that no longer
+    decodes: "Out of buffer"). Binder, catalog or parser errors are about the query."""
+    import duckdb
+
+    suspects = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException,
+                duckdb.SerializationException)
+    return any(isinstance(e, suspects) or type(e) is duckdb.Error for e in _driver_errors(exc))
+
+
+def _probe(root: Path, commits: Sequence[CommitRecord], exc: BaseException
+           ) -> tuple[CommitRecord, str, str] | None:
+    """After a failed read: the commit file to blame, and what is wrong with it.
+
+    Cheapest first: a ``stat`` (gone, or resized), the Parquet magic and footer, a file
+    the driver's message names, and when the error could come from changed bytes, the
+    files' bytes against each commit's content digest.
+    """
+    import pyarrow.parquet as pq
+
+    for c in commits:
+        for rel in c.files:
+            problem = _stat_problem(root, c, rel) or parquet_complete(root / rel)
+            if problem is None:
+                try:
+                    pq.read_metadata(root / rel)
+                except Exception as err:  # any failure to parse the footer is unreadable
+                    problem = f"has an unreadable Parquet footer ({err})"
+            if problem is not None:
+                return c, rel, problem
+    named = _named_file(exc, {str(root / rel): (c, rel) for c in commits for rel in c.files})
+    if named is not None:
+        commit, rel, detail = named
+        return commit, rel, f"cannot be read ({detail})"
+    if _may_be_damaged_data(exc):
+        for c in commits:
+            if c.files and file_digest([root / f for f in c.files])[0] != c.content_digest:
+                more = f"(or another of its {len(c.files)} files) " if len(c.files) > 1 else ""
+                return c, c.files[0], (f"{more}no longer matches the commit's content digest, "
+                                       "so it was changed after the commit")
+    return None
+
+
+@contextmanager
+def commit_reads(root: Path, commits: Iterable[CommitRecord]) -> Iterator[None]:
+    """Guard a query over ``commits``' files: check them first, and name the commit and the
+    file when the query fails on one of them.
+
+    Before: a ``stat`` of every file (missing, or not the recorded size). After a failure:
+    see :func:`_probe`; when it finds no bad file, the original error is raised unchanged,
+    since it is not about the files.
+    """
+    commits = list(commits)
+    root = Path(root)
+    require_commit_files(root, commits)
+    try:
+        yield
+    except CommitFileError:
+        raise
+    except Exception as exc:
+        found = _probe(root, commits, exc)
+        if found is None:
+            raise
+        commit, rel, problem = found
+        raise commit_file_error(root, commit, rel, problem) from exc
 
 
 class ParquetOfflineStore:
@@ -120,6 +360,17 @@ class ParquetOfflineStore:
 
     def dataset_dir(self, dataset_id: str) -> Path:
         return self.root / "datasets" / dataset_id
+
+    # -- reading ------------------------------------------------------------------------
+    def require_files(self, commits: Iterable[CommitRecord]) -> None:
+        """Raise CommitFileError naming the commit and the file when a file of ``commits``
+        is missing or not the size recorded at commit time (a ``stat`` per file)."""
+        require_commit_files(self.root, commits)
+
+    def reading(self, commits: Iterable[CommitRecord]) -> Any:
+        """A context manager around a query of ``commits``' files (see :func:`commit_reads`):
+        ``with offline.reading(commits): table = reader.read_all()``."""
+        return commit_reads(self.root, commits)
 
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
@@ -165,6 +416,10 @@ class ParquetOfflineStore:
                 pq.write_table(table, tmp / name, compression=compression)
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())
+            # side files are small (rejected rows): digest each; data files are covered by
+            # the content digest below, so only their sizes are taken
+            side = {name: file_digest([tmp / name]) for name in (extra_tables or {})}
+            data_sizes = {name: (tmp / name).stat().st_size for name in names}
             t = time.perf_counter()
             _fsync_dir(tmp)
             fsync_s += time.perf_counter() - t
@@ -187,7 +442,10 @@ class ParquetOfflineStore:
         return WrittenFiles([f"{final_rel}/{n}" for n in names], digest_hex, size,
                             {n: f"{final_rel}/{n}" for n in (extra_tables or {})},
                             {"encode_write": total - fsync_s - digest_s - rename_s,
-                             "fsync": fsync_s, "digest": digest_s, "rename": rename_s})
+                             "fsync": fsync_s, "digest": digest_s, "rename": rename_s},
+                            sizes={**{f"{final_rel}/{n}": b for n, b in data_sizes.items()},
+                                   **{f"{final_rel}/{n}": b for n, (_, b) in side.items()}},
+                            side_digests={f"{final_rel}/{n}": d for n, (d, _) in side.items()})
 
     def remove_commit_files(self, files: list[str]) -> None:
         """Delete an unregistered commit's folder (after a failed registry write)."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from featureledger.model.definitions import FeatureView
 from featureledger.model.projection import VersionProjection
 from featureledger.offline.engine import ViewScan, latest_per_key_sql
+from featureledger.offline.storage import commit_reads
 from featureledger.online.codec import KeyCodec, ValueCodec
 from featureledger.online.stores import OnlineRecord, OnlineStore, TableRef
 from featureledger.registry.commits import CommitRecord
@@ -135,7 +136,7 @@ class Materializer:
         scan = self.scan(view, chain, commits)
         con = self._connect()
         try:
-            repair_keys = options.get("keys")
+            repair_keys = options.pop("keys", None)
             if repair_keys is not None:
                 import pyarrow as pa
 
@@ -149,8 +150,8 @@ class Materializer:
                 })
                 con.register("_repair_keys", keys_tbl)
                 options["keys_relation"] = "_repair_keys"
-                del options["keys"]
-            return con.sql(latest_per_key_sql(scan, **options)).to_arrow_table()
+            with commit_reads(self.offline_root, commits):
+                return con.sql(latest_per_key_sql(scan, **options)).to_arrow_table()
         finally:
             con.close()
 

@@ -169,8 +169,15 @@ class OnlineService:
         """Recompute the keys of hidden commits from the commits still served."""
         view = self._view(table.view, table.version)
         mat = self._materializer()
-        keys = self._commit_keys(view, hidden)
-        if not keys:
+        from featureledger.errors import CommitFileError
+
+        try:
+            keys: list[tuple[Any, ...]] | None = self._commit_keys(view, hidden)
+        except CommitFileError:
+            # quarantine is the advice for a lost file, and a lost file cannot say which
+            # keys it wrote: rebuild the whole table from the commits still served
+            keys = None
+        if keys == []:
             return
         progress = ViewProgress.load(self.store, table)
         chain = self._chain(table)
@@ -178,12 +185,15 @@ class OnlineService:
         result = mat.query(view, chain, visible, start=None,
                            end=progress.end if progress else None, keys=keys) if visible else None
         records = encode_records(view, result) if result is not None else []
+        if keys is None:
+            self.store.delete(table)
         self.store.write(table, records, force=True)
         from featureledger.online.codec import KeyCodec
 
         codec = KeyCodec(view.join_keys)
         present = {r.key for r in records}
-        gone = [k for k in codec.encode_columns(list(zip(*keys, strict=False))) if k not in present]
+        gone = [] if keys is None else [
+            k for k in codec.encode_columns(list(zip(*keys, strict=False))) if k not in present]
         if gone:
             self.store.delete(table, gone)
         self._invalidate(table)
@@ -199,7 +209,9 @@ class OnlineService:
         try:
             src = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'"
                                                 for f in files) + "])"
-            return [tuple(r) for r in con.execute(f"SELECT DISTINCT {keys} FROM {src}").fetchall()]
+            with self.ctx.offline_store.reading(commits):
+                return [tuple(r) for r in
+                        con.execute(f"SELECT DISTINCT {keys} FROM {src}").fetchall()]
         finally:
             con.close()
 

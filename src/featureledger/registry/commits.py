@@ -46,6 +46,9 @@ class CommitRecord:
     status: str = "committed"
     status_reason: str | None = None
     status_changed_at: int | None = None
+    # {relative path: {"size": bytes[, "sha256": hex]}} of the data and side files, recorded
+    # at commit time (None for commits written before sizes were recorded)
+    file_manifest: dict[str, dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,6 +86,7 @@ def _row(r: Any) -> CommitRecord:
         status=r.status,
         status_reason=r.status_reason,
         status_changed_at=r.status_changed_at,
+        file_manifest=json.loads(r.file_manifest) if r.file_manifest else None,
     )
 
 
@@ -113,6 +117,8 @@ class CommitRepository:
                 status=rec.status,
                 status_reason=rec.status_reason,
                 status_changed_at=rec.status_changed_at,
+                file_manifest=(None if rec.file_manifest is None
+                               else canonical_json(rec.file_manifest)),
             )
         )
 

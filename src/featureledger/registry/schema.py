@@ -73,6 +73,8 @@ commits = Table(
     Column("status", String(16), nullable=False),  # committed / quarantined / rolled_back
     Column("status_reason", Text, nullable=True),
     Column("status_changed_at", BigInteger, nullable=True),
+    # JSON {path: {"size": n[, "sha256": hex]}}: what reconcile checks the files against
+    Column("file_manifest", Text, nullable=True),
 )
 Index("ix_commits_view", commits.c.view_name, commits.c.view_version, commits.c.commit_time)
 Index("ix_commits_run", commits.c.run_id)
@@ -226,6 +228,9 @@ model_versions = Table(
     Column("tags", Text, nullable=False),  # JSON object
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(255), nullable=False),
+    # the artifact as logged, when it is a local file or folder (see offline.storage.path_digest)
+    Column("artifact_sha256", String(64), nullable=True),
+    Column("artifact_size", BigInteger, nullable=True),
 )
 Index("ux_model_versions_name", model_versions.c.name, model_versions.c.version, unique=True)
 Index("ix_model_versions_run", model_versions.c.run_id)

@@ -1,7 +1,8 @@
 """Model versions and deployments in the registry.
 
 A model version is recorded with its features (pinned references, one row each), its
-datasets with their stage, and its lineage edges (``run -produced-> model``, ``dataset
+datasets with their stage, the sha256 and size of a local artifact (a file, or a folder:
+see :func:`featureledger.offline.storage.path_digest`), and its lineage edges (``run -produced-> model``, ``dataset
 -trained_on-> model``, ``feature_set -consumes-> model``) in one write transaction. A
 deployment records the model's active feature set and a frozen snapshot of the model's
 upstream lineage, also in one transaction with its ``model -deployed_as-> deployment`` edge.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -39,6 +40,9 @@ from featureledger.registry.lineage_edges import (
 )
 from featureledger.tracking.records import DATASET_STAGES, Deployment, ModelVersion
 
+if TYPE_CHECKING:
+    from featureledger.offline.storage import PathDigest
+
 
 def _model(row: Any, datasets: dict[str, list[str]]) -> ModelVersion:
     return ModelVersion(
@@ -46,7 +50,8 @@ def _model(row: Any, datasets: dict[str, list[str]]) -> ModelVersion:
         artifact_uri=row.artifact_uri, feature_set=row.feature_set,
         features=json.loads(row.features), description=row.description,
         tags=json.loads(row.tags), created_at=row.created_at, created_by=row.created_by,
-        datasets=datasets)
+        datasets=datasets, artifact_sha256=row.artifact_sha256,
+        artifact_size=row.artifact_size)
 
 
 def _deployment(row: Any, exceptions: dict[str, str]) -> Deployment:
@@ -69,8 +74,13 @@ class ModelRepository:
     def create_version(self, name: str, *, run_id: str | None, artifact_uri: str,
                        feature_set: str | None, features: list[str],
                        datasets: list[tuple[str, str]], description: str,
-                       tags: Mapping[str, str], retries: int = 10) -> ModelVersion:
-        """Record the next version of model ``name`` (``name@N``), retrying lost races."""
+                       tags: Mapping[str, str], artifact_digest: PathDigest | None = None,
+                       retries: int = 10) -> ModelVersion:
+        """Record the next version of model ``name`` (``name@N``), retrying lost races.
+
+        ``artifact_digest`` is the artifact's digest when it is a local file or folder;
+        reconcile checks the artifact against it later.
+        """
         for stage in {s for _, s in datasets}:
             if stage not in DATASET_STAGES:
                 raise TrackingError(f"dataset stage {stage!r} is not valid; use one of "
@@ -80,7 +90,8 @@ class ModelRepository:
             try:
                 with self.db.write(lock_key=f"model:{name}") as conn:
                     return self._insert(conn, name, run_id, artifact_uri, feature_set,
-                                        features, datasets, description, tags)
+                                        features, datasets, description, tags,
+                                        artifact_digest)
             except sa.exc.IntegrityError as exc:  # another writer took the version number
                 last = exc
         raise ConcurrencyError(f"logging model {name!r} lost {retries} races in a row ({last});"
@@ -88,7 +99,8 @@ class ModelRepository:
 
     def _insert(self, conn: Connection, name: str, run_id: str | None, artifact_uri: str,
                 feature_set: str | None, features: list[str], datasets: list[tuple[str, str]],
-                description: str, tags: Mapping[str, str]) -> ModelVersion:
+                description: str, tags: Mapping[str, str],
+                artifact_digest: PathDigest | None) -> ModelVersion:
         now = now_us()
         m, mv = schema.models, schema.model_versions
         if conn.execute(sa.select(m.c.name).where(m.c.name == name)).first() is None:
@@ -102,7 +114,9 @@ class ModelRepository:
             model_id=model_id, name=name, version=version, run_id=run_id,
             artifact_uri=artifact_uri, feature_set=feature_set,
             features=canonical_json(features), description=description,
-            tags=canonical_json(dict(tags)), created_at=now, created_by=self.db.actor))
+            tags=canonical_json(dict(tags)), created_at=now, created_by=self.db.actor,
+            artifact_sha256=artifact_digest.sha256 if artifact_digest else None,
+            artifact_size=artifact_digest.size if artifact_digest else None))
         refs = [parse_reference(f) for f in features]
         if refs:
             conn.execute(schema.model_features.insert(), [
@@ -128,7 +142,9 @@ class ModelRepository:
         for d, s in unique_ds:
             grouped.setdefault(s, []).append(d)
         return ModelVersion(model_id, name, version, run_id, artifact_uri, feature_set,
-                            features, description, dict(tags), now, self.db.actor, grouped)
+                            features, description, dict(tags), now, self.db.actor, grouped,
+                            artifact_sha256=artifact_digest.sha256 if artifact_digest else None,
+                            artifact_size=artifact_digest.size if artifact_digest else None)
 
     def get(self, model: str, conn: Connection | None = None) -> ModelVersion:
         """A model version by ``mdl_`` id, ``name@N`` or ``name`` (its latest version)."""

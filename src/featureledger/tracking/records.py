@@ -102,6 +102,9 @@ class ModelVersion:
     created_at: int
     created_by: str
     datasets: dict[str, list[str]] = field(default_factory=dict)  # stage -> dataset ids
+    # of a local file or folder artifact, taken at log_model (None for a remote URI)
+    artifact_sha256: str | None = None
+    artifact_size: int | None = None
 
     @property
     def ref(self) -> str:

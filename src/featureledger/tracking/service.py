@@ -39,6 +39,7 @@ from featureledger.tracking.runs import RunRepository
 from featureledger.tracking.usage import UsageRecorder, read_usage
 
 if TYPE_CHECKING:
+    from featureledger.offline.storage import PathDigest
     from featureledger.store import StoreContext
 
 DEFAULT_EXPERIMENT = "default"
@@ -177,6 +178,8 @@ class TrackingService:
         now), ``feature_set`` (``name`` or ``name@N``), or the training dataset's manifest.
         A training set with a feature that is null in every row is refused unless
         ``allow_null_features`` gives the reason (recorded in the model's tags).
+        A local artifact (a file or a folder) is digested now, so that ``reconcile`` can
+        tell when it goes missing or changes; a remote URI is recorded as given.
         """
         staged = [(training_dataset, "training"), (validation_dataset, "validation"),
                   (test_dataset, "test"), *(datasets or [])]
@@ -210,9 +213,11 @@ class TrackingService:
         if not pinned:
             raise TrackingError(f"model {name!r} would consume no features; check the dataset "
                                 "or the features= list")
+        uri = _artifact_uri(artifact)
         model = self.models.create_version(
-            name, run_id=run_id, artifact_uri=_artifact_uri(artifact), feature_set=fs_ref,
-            features=pinned, datasets=ds, description=description, tags=tags)
+            name, run_id=run_id, artifact_uri=uri, feature_set=fs_ref,
+            features=pinned, datasets=ds, description=description, tags=tags,
+            artifact_digest=_artifact_digest(uri))
         self.ctx.events.emit("model.logged", model_id=model.model_id, ref=model.ref,
                              model_name=name, version=model.version, run_id=run_id,
                              features=model.features, feature_set=fs_ref,
@@ -369,6 +374,16 @@ def _artifact_uri(artifact: Any) -> str:
         return artifact
     raise TrackingError(f"model artifact {artifact!r} must be a URI (s3://..., runs:/...) or a "
                         "path to the saved model")
+
+
+def _artifact_digest(uri: str) -> PathDigest | None:
+    """The digest of a local artifact; None when it is remote (or not there to digest)."""
+    from featureledger.offline.storage import local_path, path_digest
+
+    path = local_path(uri)
+    if path is None or not (path.is_file() or path.is_dir()):
+        return None
+    return path_digest(path)
 
 
 def _row_count(entity_rows: Any) -> int:
