@@ -88,7 +88,23 @@ fl materialize-incremental
 fl online get --feature-set ride_model_features -e driver_id=1001,customer_id=5001 -e driver_id=9999,customer_id=5002
 fl online get -f driver_stats:conv_rate,driver_stats:rating -e driver_id=9999
 
-step "12. The same vector over HTTP"
+step "12. Evolve a view that holds data: the new version carries it and serves it at once"
+python - "$DEMO_DIR/drivers.py" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+s = s.replace('        Field(name="vehicle_type", dtype="string",',
+              '        Field(name="pet_friendly", dtype="bool", default=False,\n'
+              '              description="Accepts pets (known for new rows only)"),\n'
+              '        Field(name="vehicle_type", dtype="string",')
+open(p, "w").write(s)
+PY
+fl plan
+fl apply
+fl online get -f driver_stats:conv_rate,driver_stats:pet_friendly -e driver_id=1001
+fl versions driver_stats
+
+step "13. The same vector over HTTP"
 PORT=${DEMO_PORT:-6577}
 featureledger serve --port "$PORT" > "$DEMO_DIR/server.log" 2>&1 &
 SERVER=$!
@@ -115,7 +131,7 @@ PY
 kill $SERVER 2>/dev/null || true
 trap - EXIT
 
-step "13. Train, log, deploy and score a model in a run; lineage builds itself"
+step "14. Train, log, deploy and score a model in a run; lineage builds itself"
 python scripts/demo_story.py "$DEMO_DIR"
 DEP=$(cat "$DEMO_DIR/last_deployment")
 fl lineage "$DEP" --direction upstream

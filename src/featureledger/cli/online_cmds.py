@@ -10,7 +10,7 @@ from rich.table import Table
 
 from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
 
-_STATUS_STYLE = {"NULL": "dim", "NOT_FOUND": "red", "OUTSIDE_TTL": "yellow"}
+_STATUS_STYLE = {"NULL": "dim", "NOT_FOUND": "red", "OUTSIDE_TTL": "yellow", "DEFAULT": "cyan"}
 
 
 def _views(text: str | None) -> list[str] | None:
@@ -108,6 +108,8 @@ def register(app: typer.Typer) -> None:
                     value = resp.values[name][i]
                     if status == "PRESENT":
                         cells.append(str(value))
+                    elif value is not None:  # a default: the value, marked as one
+                        cells.append(f"{value} [{_STATUS_STYLE[status]}]({status})[/]")
                     else:
                         cells.append(f"[{_STATUS_STYLE[status]}]{status}[/]")
                 t.add_row(*cells)

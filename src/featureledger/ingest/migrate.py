@@ -24,7 +24,7 @@ answered the moment the version changes.
 >>> v2 = FeatureView(name="stats", entities=["driver"],
 ...                  fields=[Field(name="trips", dtype="int64"), Field(name="km", dtype="float64")])
 >>> store.plan([driver, v2]).items[1].notes
-['stats@2 reads its own commits and those of stats@1 (0 commits: km null)']
+['stats@2 reads its own commits and those of stats@1 (no commits yet)']
 >>> store.close()
 """
 

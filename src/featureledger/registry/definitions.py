@@ -352,7 +352,8 @@ class DefinitionRepository:
         prev = f"{item.name}@{new - 1}"
         if len(chain) > 1:
             parts = [f"{item.name}@{p['version']} ({p['commits']} commits: {p['projection']})"
-                     for p in item.data_sources]
+                     for p in item.data_sources if p["commits"]] or [
+                f"{item.name}@{item.data_sources[0]['version']} (no commits yet)"]
             item.notes.append(f"{ref} reads its own commits and those of {', '.join(parts)}")
         else:
             prev_chain = data_chain(infos[:-1], new - 1) if new > 1 else []

@@ -76,7 +76,7 @@ class FeatureColumn(BaseModel):
     reference: str
     version: int
     values: list[Any]
-    statuses: list[Literal["PRESENT", "NULL", "NOT_FOUND", "OUTSIDE_TTL"]]
+    statuses: list[Literal["PRESENT", "NULL", "NOT_FOUND", "OUTSIDE_TTL", "DEFAULT"]]
     commits: list[str | None]
     event_timestamps: list[int | None]
 
