@@ -35,7 +35,8 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── StorageError                                    a backend failed
     │   └── BackendUnavailableError                     a server did not answer (transient)
     ├── AccessDeniedError             (PermissionError)
-    └── StateError                                      operation not valid in this state
+    ├── StateError                                      operation not valid in this state
+    └── ProjectScopeError                               a registry query missed its project (a bug)
 """
 
 from __future__ import annotations
@@ -196,6 +197,14 @@ class StateError(FeatureLedgerError):
     http_status = 409
 
 
+class ProjectScopeError(FeatureLedgerError):
+    """A registry statement would read or change rows without restricting them to its
+    project; it is refused before it runs (a bug in featureledger, never a user error)."""
+
+    code = "project_scope_error"
+    http_status = 500
+
+
 __all__ = [
     "AccessDeniedError",
     "BackendUnavailableError",
@@ -208,6 +217,7 @@ __all__ = [
     "InvalidReferenceError",
     "MissingDependencyError",
     "NotFoundError",
+    "ProjectScopeError",
     "RepositoryLoadError",
     "ReproductionError",
     "RetrievalError",

@@ -50,8 +50,7 @@ def snapshot(store) -> tuple[dict[str, str], dict[str, list]]:
             files[str(p.relative_to(store.config.root))] = hashlib.sha256(
                 p.read_bytes()).hexdigest()
     tables = {}
-    engine = store.registry.db.engine
-    with engine.connect() as conn:
+    with store.registry.db.read_all_projects() as conn:
         for name in sorted(sa.inspect(conn).get_table_names()):
             rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).all()
             tables[name] = sorted(tuple(map(repr, r)) for r in rows)
@@ -101,7 +100,7 @@ def test_commit_records_everything_and_stores_the_contract(store) -> None:
     with store.registry.db.read() as conn:
         t = schema.lineage_edges
         edges = {(r.src, r.relation) for r in conn.execute(
-            sa.select(t).where(t.c.dst == c.commit_id))}
+            sa.select(t).where(store.registry.db.scope(t), t.c.dst == c.commit_id))}
     assert edges == {(f"source:{c.source['uri']}", "ingested"), ("view:trips@1", "has_commit")}
     audit = store.registry.db.audit_trail("commit", c.commit_id)
     assert [(a["action"], a["actor"], a["details"]["rows"]) for a in audit] == [
@@ -121,7 +120,8 @@ def test_active_run_is_recorded_with_a_wrote_edge(store) -> None:
     assert explicit.run_id == "run_explicit"
     with store.registry.db.read() as conn:
         t = schema.lineage_edges
-        wrote = conn.execute(sa.select(t.c.src, t.c.dst).where(t.c.relation == "wrote")).all()
+        wrote = conn.execute(sa.select(t.c.src, t.c.dst).where(
+            store.registry.db.scope(t), t.c.relation == "wrote")).all()
     assert sorted(wrote) == sorted([(c.run_id, c.commit_id),
                                     ("run_explicit", explicit.commit_id)])
     assert [x.commit_id for x in store.commits("trips", run_id="run_explicit")] == [
@@ -303,7 +303,7 @@ def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
         with sqlite_store.registry.db.read() as conn:
             t = schema.lineage_edges
             rels = set(conn.execute(sa.select(t.c.relation, t.c.dst).where(
-                t.c.src == "source:data/trips.parquet")).all())
+                sqlite_store.registry.db.scope(t), t.c.src == "source:data/trips.parquet")).all())
         assert rels == {("feeds", "view:trips@2"), ("ingested", c.commit_id)}
     if files:
         assert c.source["kind"] == "file"

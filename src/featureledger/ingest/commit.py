@@ -76,7 +76,7 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
     try:
         with db.write(lock_key=f"commit:{view}") as conn:
             last = conn.execute(
-                sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == view)
+                sa.select(sa.func.max(t.c.commit_time)).where(db.scope(t), t.c.view_name == view)
             ).scalar()
             commit_time = max(now_us(), (last or 0) + 1)
             stored = stamp(rows, commit_id, commit_time)

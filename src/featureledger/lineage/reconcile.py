@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from featureledger.registry import schema
+from featureledger.registry.scope import scope
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,12 @@ def _missing_nodes(conn: Connection) -> list[Problem]:
     e = schema.lineage_edges
     out = []
     for prefix, (table, col, label) in _NODE_TABLES.items():
-        nodes = sa.union(sa.select(e.c.src.label("node")).where(e.c.src.like(f"{prefix}%")),
-                         sa.select(e.c.dst.label("node")).where(e.c.dst.like(f"{prefix}%"))
-                         ).subquery()
-        q = (sa.select(nodes.c.node).where(~sa.exists().where(table.c[col] == nodes.c.node))
-             .order_by(nodes.c.node))
+        nodes = sa.union(
+            sa.select(e.c.src.label("node")).where(scope(conn, e), e.c.src.like(f"{prefix}%")),
+            sa.select(e.c.dst.label("node")).where(scope(conn, e), e.c.dst.like(f"{prefix}%"))
+        ).subquery()
+        q = (sa.select(nodes.c.node).where(~sa.exists().where(
+            scope(conn, table), table.c[col] == nodes.c.node)).order_by(nodes.c.node))
         for (node,) in conn.execute(q):
             out.append(Problem("missing_node",
                                f"the lineage graph references {label} {node}, which is not in "
@@ -85,7 +87,9 @@ def _model_checks(conn: Connection) -> list[Problem]:
     mf, mv, d = schema.model_features, schema.model_versions, schema.definitions
     q = (sa.select(mv.c.model_id, mv.c.name, mv.c.version, mf.c.view_name, mf.c.view_version)
          .join(mf, mf.c.model_id == mv.c.model_id)
-         .where(~sa.exists().where(d.c.kind == "feature_view", d.c.name == mf.c.view_name,
+         .where(scope(conn, mv, mf),
+                ~sa.exists().where(scope(conn, d), d.c.kind == "feature_view",
+                                   d.c.name == mf.c.view_name,
                                    d.c.version == mf.c.view_version))
          .distinct().order_by(mv.c.model_id, mf.c.view_name))
     for mid, name, ver, view, vv in conn.execute(q):
@@ -96,7 +100,8 @@ def _model_checks(conn: Connection) -> list[Problem]:
     md, ds = schema.model_datasets, schema.datasets
     q = (sa.select(mv.c.model_id, mv.c.name, mv.c.version, md.c.dataset_id, md.c.stage)
          .join(md, md.c.model_id == mv.c.model_id)
-         .where(~sa.exists().where(ds.c.dataset_id == md.c.dataset_id))
+         .where(scope(conn, mv, md),
+                ~sa.exists().where(scope(conn, ds), ds.c.dataset_id == md.c.dataset_id))
          .order_by(mv.c.model_id, md.c.dataset_id))
     for mid, name, ver, did, stage in conn.execute(q):
         out.append(Problem("missing_dataset",
@@ -105,33 +110,35 @@ def _model_checks(conn: Connection) -> list[Problem]:
                            {"model": mid, "dataset": did}))
     r = schema.runs
     q2 = (sa.select(mv.c.model_id, mv.c.name, mv.c.version, mv.c.run_id)
-          .where(mv.c.run_id.is_not(None), ~sa.exists().where(r.c.run_id == mv.c.run_id)))
+          .where(scope(conn, mv), mv.c.run_id.is_not(None),
+                 ~sa.exists().where(scope(conn, r), r.c.run_id == mv.c.run_id)))
     for mid, name, ver, rid in conn.execute(q2):
         out.append(Problem("missing_run", f"model {name}@{ver} ({mid}) names run {rid}, which "
                            "is not recorded", {"model": mid, "run": rid}))
     dep = schema.deployments
     q3 = (sa.select(dep.c.deployment_id, dep.c.model_id, dep.c.model_ref)
-          .where(~sa.exists().where(mv.c.model_id == dep.c.model_id)))
+          .where(scope(conn, dep),
+                 ~sa.exists().where(scope(conn, mv), mv.c.model_id == dep.c.model_id)))
     for did, mid, ref in conn.execute(q3):
         out.append(Problem("missing_model", f"deployment {did} serves model {ref} ({mid}), "
                            "which is not recorded", {"deployment": did, "model": mid}))
     return out
 
 
-def _referenced_datasets() -> Any:
+def _referenced_datasets(conn: Connection) -> Any:
     """Datasets a run built or read, or a model was trained/validated/tested on."""
     ds, md = schema.datasets, schema.model_datasets
-    return sa.union(sa.select(ds.c.dataset_id).where(ds.c.run_id.is_not(None)),
-                    sa.select(md.c.dataset_id)).subquery()
+    return sa.union(sa.select(ds.c.dataset_id).where(scope(conn, ds), ds.c.run_id.is_not(None)),
+                    sa.select(md.c.dataset_id).where(scope(conn, md))).subquery()
 
 
 def _commit_checks(conn: Connection, offline: Any) -> tuple[list[Problem], int]:
     out = []
     dc, c = schema.dataset_commits, schema.commits
-    refs = _referenced_datasets()
+    refs = _referenced_datasets(conn)
     q = (sa.select(dc.c.dataset_id, dc.c.commit_id)
-         .where(dc.c.dataset_id.in_(sa.select(refs.c.dataset_id)),
-                ~sa.exists().where(c.c.commit_id == dc.c.commit_id))
+         .where(scope(conn, dc), dc.c.dataset_id.in_(sa.select(refs.c.dataset_id)),
+                ~sa.exists().where(scope(conn, c), c.c.commit_id == dc.c.commit_id))
          .order_by(dc.c.commit_id))
     for did, cid in conn.execute(q):
         out.append(Problem("missing_commit", f"dataset {did} read commit {cid}, which is not "
@@ -140,8 +147,9 @@ def _commit_checks(conn: Connection, offline: Any) -> tuple[list[Problem], int]:
     # commits on disk: those read by referenced datasets, and those runs wrote
     q = (sa.select(c.c.commit_id, c.c.view_name, c.c.view_version, c.c.files,
                    c.c.content_digest)
-         .where(sa.or_(c.c.commit_id.in_(sa.select(dc.c.commit_id).where(
-             dc.c.dataset_id.in_(sa.select(refs.c.dataset_id)))), c.c.run_id.is_not(None)))
+         .where(scope(conn, c), sa.or_(c.c.commit_id.in_(sa.select(dc.c.commit_id).where(
+             scope(conn, dc), dc.c.dataset_id.in_(sa.select(refs.c.dataset_id)))),
+             c.c.run_id.is_not(None)))
          .order_by(c.c.commit_id))
     rows: list[Any] = list(conn.execute(q).all())
     for cid, view, version, files, digest in rows:
@@ -171,8 +179,9 @@ def _deployment_checks(conn: Connection) -> list[Problem]:
          .join(mf, mf.c.model_id == dep.c.model_id)
          .join(d, sa.and_(d.c.kind == "feature_view", d.c.name == mf.c.view_name,
                           d.c.version == mf.c.view_version))
-         .where(dep.c.status == "active", d.c.status.in_(("deprecated", "retired")),
-                ~sa.exists().where(ex.c.deployment_id == dep.c.deployment_id,
+         .where(scope(conn, dep, mf, d), dep.c.status == "active",
+                d.c.status.in_(("deprecated", "retired")),
+                ~sa.exists().where(scope(conn, ex), ex.c.deployment_id == dep.c.deployment_id,
                                    ex.c.feature_version == fv))
          .distinct().order_by(dep.c.deployment_id, mf.c.view_name))
     return [Problem("inactive_feature_version",
@@ -196,6 +205,7 @@ def reconcile(ctx: Any) -> ReconcileReport:
         for name, table in (("runs", schema.runs), ("models", schema.model_versions),
                             ("deployments", schema.deployments)):
             report.checked[name] = int(conn.execute(
-                sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+                sa.select(sa.func.count()).select_from(table).where(scope(conn, table))
+            ).scalar() or 0)
         report.checked["commits_on_disk"] = n_commits
     return report

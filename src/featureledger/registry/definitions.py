@@ -171,13 +171,14 @@ class DefinitionRepository:
     def get(self, kind: str, name: str, version: int | None = None,
             conn: Connection | None = None) -> DefinitionRecord:
         t = schema.definitions
-        q = sa.select(t).where(t.c.kind == kind, t.c.name == name)
+        q = sa.select(t).where(self.db.scope(t), t.c.kind == kind, t.c.name == name)
         q = q.where(t.c.version == version) if version else q.order_by(t.c.version.desc())
         with _maybe(self.db, conn) as c:
             row = c.execute(q.limit(1)).first()
             if row is None:
                 existing = [r[0] for r in c.execute(
-                    sa.select(t.c.version).where(t.c.kind == kind, t.c.name == name)
+                    sa.select(t.c.version)
+                    .where(self.db.scope(t), t.c.kind == kind, t.c.name == name)
                     .order_by(t.c.version))]
         if row is None:
             label = _LABEL.get(kind, kind)
@@ -199,7 +200,8 @@ class DefinitionRepository:
         t = schema.definitions
         with self.db.read() as c:
             rows = c.execute(
-                sa.select(t).where(t.c.kind == kind, t.c.name == name).order_by(t.c.version)
+                sa.select(t).where(self.db.scope(t), t.c.kind == kind, t.c.name == name)
+                .order_by(t.c.version)
             ).all()
         if not rows:
             self.get(kind, name)  # raises the helpful error
@@ -207,12 +209,13 @@ class DefinitionRepository:
 
     def list(self, kind: str | None = None, latest_only: bool = True) -> builtins.list[DefinitionRecord]:
         t = schema.definitions
-        q = sa.select(t)
+        q = sa.select(t).where(self.db.scope(t))
         if kind:
             q = q.where(t.c.kind == kind)
         if latest_only:
             latest = (
                 sa.select(t.c.kind, t.c.name, sa.func.max(t.c.version).label("v"))
+                .where(self.db.scope(t))
                 .group_by(t.c.kind, t.c.name)
                 .subquery()
             )
@@ -337,7 +340,7 @@ class DefinitionRepository:
     def _latest_row(self, conn: Connection, kind: str, name: str) -> Any:
         t = schema.definitions
         return conn.execute(
-            sa.select(t).where(t.c.kind == kind, t.c.name == name)
+            sa.select(t).where(self.db.scope(t), t.c.kind == kind, t.c.name == name)
             .order_by(t.c.version.desc()).limit(1)
         ).first()
 
@@ -375,7 +378,8 @@ class DefinitionRepository:
             if item.action == "docs_update":
                 conn.execute(
                     t.update()
-                    .where(t.c.kind == d.kind, t.c.name == d.name, t.c.version == item.to_version)
+                    .where(self.db.scope(t), t.c.kind == d.kind, t.c.name == d.name,
+                           t.c.version == item.to_version)
                     .values(docs=canonical_json(d.docs()), docs_hash=d.docs_hash)
                 )
                 self.db.audit(conn, "update_docs", d.kind, f"{d.name}@{item.to_version}",
@@ -383,6 +387,7 @@ class DefinitionRepository:
                 continue
             conn.execute(
                 t.insert().values(
+                    project=self.db.project,
                     kind=d.kind,
                     name=d.name,
                     version=item.to_version,
@@ -414,7 +419,8 @@ class DefinitionRepository:
     def _mark_children_stale(self, conn: Connection, parent: str) -> None:
         t = schema.definitions
         rows = conn.execute(
-            sa.select(t.c.name, t.c.version, t.c.spec).where(t.c.kind == "feature_view")
+            sa.select(t.c.name, t.c.version, t.c.spec)
+            .where(self.db.scope(t), t.c.kind == "feature_view")
         ).all()
         for r in rows:
             spec = json.loads(r.spec)
@@ -422,7 +428,7 @@ class DefinitionRepository:
             if any(p.split("@")[0] == parent for p in parents):
                 conn.execute(
                     t.update()
-                    .where(t.c.kind == "feature_view", t.c.name == r.name,
+                    .where(self.db.scope(t), t.c.kind == "feature_view", t.c.name == r.name,
                            t.c.version == r.version)
                     .values(stale=1)
                 )
@@ -439,7 +445,8 @@ class DefinitionRepository:
         with self.db.write() as conn:
             conn.execute(
                 t.update()
-                .where(t.c.kind == kind, t.c.name == name, t.c.version == version)
+                .where(self.db.scope(t), t.c.kind == kind, t.c.name == name,
+                       t.c.version == version)
                 .values(status=status, status_reason=reason)
             )
             self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",
