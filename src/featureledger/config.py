@@ -56,7 +56,7 @@ class _Config(BaseModel):
 class ParquetOfflineStoreConfig(_Config):
     type: Literal["parquet"] = "parquet"
     path: str = f"{DATA_DIR}/offline"
-    """Folder holding commit files: views/<view>/v<version>/<commit>/..."""
+    """Folder holding commit files: <project>/views/<view>/v<version>/<commit>/..."""
     duckdb_memory_limit: str | None = None
     """DuckDB memory_limit for retrieval (e.g. '4GB'); default: DuckDB's own."""
     duckdb_threads: int | None = None
