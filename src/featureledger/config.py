@@ -86,8 +86,9 @@ class RedisOnlineStoreConfig(_Config):
     type: Literal["redis"] = "redis"
     url: str = "redis://127.0.0.1:6379/0"
     """Redis URL."""
-    key_prefix: str = "fl"
-    """Prefix of every key this project writes (several projects can share a server)."""
+    key_prefix: str | None = None
+    """Prefix of every key this project writes; default ``fl:<project>``, so projects
+    sharing a server (and database) never see each other's keys."""
     timeout_s: float = 0.5
     """Socket connect/read timeout in seconds."""
     retries: int = 2
