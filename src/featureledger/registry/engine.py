@@ -22,11 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from featureledger.config import check_project_name
-from featureledger.errors import (
-    BackendUnavailableError,
-    ConfigError,
-    StorageError,
-)
+from featureledger.errors import BackendUnavailableError, ConfigError, StorageError
 from featureledger.model.hashing import canonical_json
 from featureledger.model.timeutil import current_user, now_us
 from featureledger.registry import schema
@@ -144,6 +140,11 @@ class RegistryDB:
                     try:
                         command.upgrade(_alembic_config(conn, self.project), target)
                         conn.commit()
+                    except BaseException:
+                        # end the failed transaction, so the unlock runs and the upgrade's
+                        # own error is the one reported (the session lock outlives it)
+                        conn.rollback()
+                        raise
                     finally:
                         conn.exec_driver_sql("SELECT pg_advisory_unlock(7428190311)")
                         conn.commit()
