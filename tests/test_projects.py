@@ -193,18 +193,17 @@ def shared(request, tmp_path) -> Iterator[Callable[[str], FeatureStore]]:
         online = {"type": "redis", "url": f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"}
     opened: list[FeatureStore] = []
 
-    def open_store(name: str, repo: Path | None = None) -> FeatureStore:
-        repo = repo or tmp_path / name
+    def open_store(name: str, **serving: Any) -> FeatureStore:
+        repo = tmp_path / name
         repo.mkdir(exist_ok=True)
         cfg = load_config(repo, environ={}, overrides={
             "project": f"{name}-{suffix}", "registry": registry, "online_store": online,
             "offline_store": {"type": "parquet", "path": str(tmp_path / "shared" / "offline")},
-            "serving": {"poll_interval_s": 0}})
+            "serving": {"poll_interval_s": 0, **serving}})
         s = FeatureStore(repo, config=cfg)
         opened.append(s)
         return s
 
-    open_store.suffix = suffix  # type: ignore[attr-defined]
     yield open_store
     for s in opened:
         s.close()
@@ -303,3 +302,29 @@ def test_two_projects_side_by_side_see_only_their_own(shared, tmp_path) -> None:
     for s, ids in ((a, ida), (b, idb)):  # nothing either project still needs went away
         assert s.reconcile().ok
         assert s.reproduce(ids["ds"].id).content_hash == ids["ds"].content_hash
+
+
+def test_one_projects_writes_leave_anothers_caches_alone(shared) -> None:
+    a, b = shared("alpha", cache=True), shared("beta")
+    for s, base in ((a, 0), (b, 1000)):
+        s.apply([DRIVER, STATS])
+        s.ingest("driver_stats", pd.DataFrame({
+            "driver_id": [1, 2], "event_timestamp": [day(0)] * 2,
+            "trips": [base + 1, base + 2], "rating": [1.0, 2.0]}))
+        s.materialize()
+    assert a.get_online_features(["driver_stats:trips"], KEYS).to_dict()["trips"] == [
+        1, 2, None, None]
+    cache = a._online.cache
+    generation, invalidations = a.registry.generation(), cache.invalidations
+    # the other project applies, ingests, quarantines and materializes
+    b.apply([DRIVER, STATS, EXTRA])
+    bad = b.ingest("driver_stats", pd.DataFrame({
+        "driver_id": [1], "event_timestamp": [day(1)], "trips": [-1], "rating": [0.0]})).commit
+    b.materialize()
+    b.quarantine(bad.commit_id, "bad batch")
+    hits = cache.hits
+    # every read checks for changes (poll interval 0): it finds none, and reads from memory
+    assert a.get_online_features(["driver_stats:trips"], KEYS).to_dict()["trips"] == [
+        1, 2, None, None]
+    assert a.registry.generation() == generation and cache.invalidations == invalidations
+    assert cache.hits > hits
