@@ -110,14 +110,16 @@ def _run(reg: Registry, url: str, rng: random.Random, args: argparse.Namespace) 
     t = time.perf_counter()
     with reg.db.write() as conn:
         conn.execute(schema.lineage_edges.insert(), [
-            {"src": s, "dst": d, "relation": r, "created_at": 0, "details": None}
-            for s, d, r in edges])
+            {"project": reg.project, "src": s, "dst": d, "relation": r, "created_at": 0,
+             "details": None} for s, d, r in edges])
     load_s = time.perf_counter() - t
     with reg.db.read() as conn:
-        n_edges = conn.execute(sa.select(sa.func.count()).select_from(
-            schema.lineage_edges)).scalar()
-        nodes = conn.execute(sa.text("SELECT COUNT(*) FROM (SELECT src FROM lineage_edges "
-                                     "UNION SELECT dst FROM lineage_edges) n")).scalar()
+        e = schema.lineage_edges
+        n_edges = conn.execute(sa.select(sa.func.count()).select_from(e)
+                               .where(reg.db.scope(e))).scalar()
+        nodes = conn.execute(sa.select(sa.func.count()).select_from(sa.union(
+            sa.select(e.c.src).where(reg.db.scope(e)),
+            sa.select(e.c.dst).where(reg.db.scope(e))).subquery())).scalar()
     dep = ids["deployment"][17]
     view = "view:v100@1"
     commit = ids["commit"][12345]

@@ -14,16 +14,39 @@ silently ignored setting. Relative paths are relative to the file's folder.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from featureledger.errors import ConfigError
 
 CONFIG_FILE = "featureledger.yaml"
 DATA_DIR = ".featureledger"
+
+# A project name becomes a registry key, a folder of the offline store, part of a Redis key
+# prefix and of SQLite table names, so it is kept to characters that are safe in all four.
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# top-level folders of the offline store's layout from before projects had folders
+_RESERVED_PROJECTS = ("views", "datasets")
+
+
+def check_project_name(name: object) -> str:
+    """``name`` if it is a valid project name, else a ConfigError saying what is allowed.
+
+    >>> check_project_name("fraud-team.v2")
+    'fraud-team.v2'
+    """
+    if not isinstance(name, str) or not _PROJECT_RE.match(name):
+        raise ConfigError(
+            f"project name {name!r} is not valid; use 1 to 64 letters, digits, '_', '-' or "
+            "'.', starting with a letter or digit (e.g. 'fraud' or 'team-a.search')")
+    if name.lower() in _RESERVED_PROJECTS:
+        raise ConfigError(f"project name {name!r} is reserved (the offline store uses that "
+                          "folder name); pick another name")
+    return name
 
 
 class _Config(BaseModel):
@@ -33,7 +56,7 @@ class _Config(BaseModel):
 class ParquetOfflineStoreConfig(_Config):
     type: Literal["parquet"] = "parquet"
     path: str = f"{DATA_DIR}/offline"
-    """Folder holding commit files: views/<view>/v<version>/<commit>/..."""
+    """Folder holding commit files: <project>/views/<view>/v<version>/<commit>/..."""
     duckdb_memory_limit: str | None = None
     """DuckDB memory_limit for retrieval (e.g. '4GB'); default: DuckDB's own."""
     duckdb_threads: int | None = None
@@ -63,8 +86,9 @@ class RedisOnlineStoreConfig(_Config):
     type: Literal["redis"] = "redis"
     url: str = "redis://127.0.0.1:6379/0"
     """Redis URL."""
-    key_prefix: str = "fl"
-    """Prefix of every key this project writes (several projects can share a server)."""
+    key_prefix: str | None = None
+    """Prefix of every key this project writes; default ``fl:<project>``, so projects
+    sharing a server (and database) never see each other's keys."""
     timeout_s: float = 0.5
     """Socket connect/read timeout in seconds."""
     retries: int = 2
@@ -114,7 +138,8 @@ class ServerConfig(_Config):
 
 class ProjectConfig(_Config):
     project: str = "default"
-    """Project name, used in lineage namespaces and key prefixes."""
+    """Project name: scopes the registry, the offline store's folders and the online keys,
+    so several projects can share one database, bucket or Redis server."""
     registry: str = f"sqlite:///{DATA_DIR}/registry.db"
     """SQLAlchemy URL of the registry (sqlite:///... or postgresql+psycopg://...)."""
     offline_store: OfflineStoreConfig = Field(default_factory=ParquetOfflineStoreConfig)
@@ -125,6 +150,11 @@ class ProjectConfig(_Config):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     root: Path = Field(default=Path("."), exclude=True)
     """Folder of the config file; relative paths resolve against it."""
+
+    @field_validator("project")
+    @classmethod
+    def _valid_project(cls, value: str) -> str:
+        return check_project_name(value)  # a ValueError: reported with the field's name
 
     def resolve(self, path: str) -> Path:
         p = Path(path)

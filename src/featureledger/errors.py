@@ -36,7 +36,8 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     │   ├── CommitFileError                             a commit's file is missing or unreadable
     │   └── BackendUnavailableError                     a server did not answer (transient)
     ├── AccessDeniedError             (PermissionError)
-    └── StateError                                      operation not valid in this state
+    ├── StateError                                      operation not valid in this state
+    └── ProjectScopeError                               a registry query missed its project (a bug)
 
 Warnings (``warnings.warn``, never raised by featureledger itself)::
 
@@ -223,6 +224,14 @@ class FeatureDataWarning(UserWarning):
     likely cause: no data in that version, a TTL too short, keys that match nothing)."""
 
 
+class ProjectScopeError(FeatureLedgerError):
+    """A registry statement would read or change rows without restricting them to its
+    project; it is refused before it runs (a bug in featureledger, never a user error)."""
+
+    code = "project_scope_error"
+    http_status = 500
+
+
 __all__ = [
     "AccessDeniedError",
     "BackendUnavailableError",
@@ -237,6 +246,7 @@ __all__ = [
     "InvalidReferenceError",
     "MissingDependencyError",
     "NotFoundError",
+    "ProjectScopeError",
     "RepositoryLoadError",
     "ReproductionError",
     "RetrievalError",

@@ -75,11 +75,14 @@ def test_map_filter_and_gc(repo: Path, tmp_path: Path) -> None:
     assert out["row_count"] == int((src["driver_id"] < 1010).sum())
     assert out["steps"][0] == {"step": "map_columns",
                                "params": {"extra": None, "stars": "rating"}}
-    orphan = repo / ".featureledger" / "offline" / "views" / "driver_stats" / "v1" / "cmt_x"
+    offline = repo / ".featureledger" / "offline"
+    orphan = offline / "demo" / "views" / "driver_stats" / "v1" / "cmt_x"
     orphan.mkdir(parents=True)
+    other = offline / "other" / "views" / "driver_stats" / "v1" / "cmt_y"  # another project's
+    other.mkdir(parents=True)
     dry = json.loads(fl("gc", "--grace", "0", "--dry-run", "--json", cwd=repo).stdout)
-    assert dry["removed"] == ["views/driver_stats/v1/cmt_x"] and orphan.exists()
+    assert dry["removed"] == ["demo/views/driver_stats/v1/cmt_x"] and orphan.exists()
     fl("gc", "--grace", "0", cwd=repo)
-    assert not orphan.exists()
+    assert not orphan.exists() and other.exists()
     err = fl("ingest", "driver_stats", str(path), cwd=repo, code=2).stderr
     assert "'stars'" in err and "extra" in err

@@ -50,8 +50,7 @@ def snapshot(store) -> tuple[dict[str, str], dict[str, list]]:
             files[str(p.relative_to(store.config.root))] = hashlib.sha256(
                 p.read_bytes()).hexdigest()
     tables = {}
-    engine = store.registry.db.engine
-    with engine.connect() as conn:
+    with store.registry.db.read_all_projects() as conn:
         for name in sorted(sa.inspect(conn).get_table_names()):
             rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).all()
             tables[name] = sorted(tuple(map(repr, r)) for r in rows)
@@ -84,7 +83,7 @@ def test_commit_records_everything_and_stores_the_contract(store) -> None:
     assert c.validation["rows_valid"] == 8 and c.validation["rejected_path"] is None
     assert c.profile["columns"]["n"]["max"] == int(df["n"].max())
     # the files: exactly the contract's layout, schema and values
-    assert c.files == [f"views/trips/v1/{c.commit_id}/part-00000.parquet"]
+    assert c.files == [f"default/views/trips/v1/{c.commit_id}/part-00000.parquet"]
     stored = read_commit(store, c)
     view = store.get_view("trips").definition
     assert stored.schema.equals(stored_schema(view))
@@ -101,7 +100,7 @@ def test_commit_records_everything_and_stores_the_contract(store) -> None:
     with store.registry.db.read() as conn:
         t = schema.lineage_edges
         edges = {(r.src, r.relation) for r in conn.execute(
-            sa.select(t).where(t.c.dst == c.commit_id))}
+            sa.select(t).where(store.registry.db.scope(t), t.c.dst == c.commit_id))}
     assert edges == {(f"source:{c.source['uri']}", "ingested"), ("view:trips@1", "has_commit")}
     audit = store.registry.db.audit_trail("commit", c.commit_id)
     assert [(a["action"], a["actor"], a["details"]["rows"]) for a in audit] == [
@@ -121,7 +120,8 @@ def test_active_run_is_recorded_with_a_wrote_edge(store) -> None:
     assert explicit.run_id == "run_explicit"
     with store.registry.db.read() as conn:
         t = schema.lineage_edges
-        wrote = conn.execute(sa.select(t.c.src, t.c.dst).where(t.c.relation == "wrote")).all()
+        wrote = conn.execute(sa.select(t.c.src, t.c.dst).where(
+            store.registry.db.scope(t), t.c.relation == "wrote")).all()
     assert sorted(wrote) == sorted([(c.run_id, c.commit_id),
                                     ("run_explicit", explicit.commit_id)])
     assert [x.commit_id for x in store.commits("trips", run_id="run_explicit")] == [
@@ -177,7 +177,8 @@ def test_drop_invalid_keeps_the_exact_good_rows_and_the_rejected_set(store) -> N
         ["range:n"], ["unique_key"], ["regex:code", "check:fares"], ["unique_key"]]
     assert rej.column("n").to_pylist() == df.loc[bad_rows, "n"].tolist()
     # the rejected file is beside the data, never among the commit's files
-    assert result.rejected_path == f"views/trips/v1/{result.commit_id}/rejected.parquet"
+    assert result.rejected_path == \
+        f"default/views/trips/v1/{result.commit_id}/rejected.parquet"
     assert result.rejected_path not in result.commit.files
     assert store.get_commit(result.commit_id).validation["rows_rejected"] == 4
 
@@ -247,7 +248,7 @@ def test_status_changes_are_audited_and_checked(store) -> None:
 
 def test_gc_removes_orphans_and_nothing_else(store) -> None:
     kept = store.ingest("trips", good_frame(), mode="drop_invalid").commit
-    root = store.ctx.offline_store.root
+    root = store.ctx.offline_store.root / "default"
     orphan = root / "views" / "trips" / "v1" / "cmt_orphan"
     orphan.mkdir(parents=True)
     (orphan / "part-00000.parquet").write_bytes(b"x" * 10)
@@ -256,7 +257,8 @@ def test_gc_removes_orphans_and_nothing_else(store) -> None:
     (tmp / "part-00000.parquet").write_bytes(b"y" * 5)
     assert store.gc().removed == []  # younger than the default grace
     dry = store.gc(grace_seconds=0, dry_run=True)
-    assert sorted(dry.removed) == ["_tmp/cmt_half.123", "views/trips/v1/cmt_orphan"]
+    assert sorted(dry.removed) == ["default/_tmp/cmt_half.123",
+                                   "default/views/trips/v1/cmt_orphan"]
     assert orphan.exists()
     done = store.gc(grace_seconds=0)
     assert sorted(done.removed) == sorted(dry.removed) and done.bytes_freed == 15
@@ -303,7 +305,7 @@ def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
         with sqlite_store.registry.db.read() as conn:
             t = schema.lineage_edges
             rels = set(conn.execute(sa.select(t.c.relation, t.c.dst).where(
-                t.c.src == "source:data/trips.parquet")).all())
+                sqlite_store.registry.db.scope(t), t.c.src == "source:data/trips.parquet")).all())
         assert rels == {("feeds", "view:trips@2"), ("ingested", c.commit_id)}
     if files:
         assert c.source["kind"] == "file"
@@ -350,5 +352,5 @@ def test_ingest_into_an_older_version(store, make_view) -> None:
     assert (old.view_ref, new.view_ref) == ("trips@1", "trips@2")
     assert "tip" not in read_commit(store, old).column_names
     assert read_commit(store, new).column("tip").to_pylist() == [1.5] * 4
-    assert new.files[0].startswith(f"views/trips/v2/{new.commit_id}/")
+    assert new.files[0].startswith(f"default/views/trips/v2/{new.commit_id}/")
     assert [c.commit_id for c in store.commits("trips", version=1)] == [old.commit_id]

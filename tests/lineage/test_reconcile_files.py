@@ -63,7 +63,7 @@ class World:
             return self.offline / rel, {"commit": c.commit_id, "feature_version": "trips@1",
                                         "file": rel}
         if kind == "dataset":
-            rel = f"datasets/{self.dataset}/entities.parquet"
+            rel = s.ctx.offline_store.dataset_path(self.dataset)
             return self.offline / rel, {"dataset": self.dataset, "file": rel}
         art = self.artifacts[kind]
         path = art / "weights.bin" if art.is_dir() else art

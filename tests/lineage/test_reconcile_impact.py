@@ -90,7 +90,7 @@ def test_reconcile_clean_then_names_each_problem(tmp_path, registry_url):
         # a model trained on a dataset whose record vanished
         with s.registry.db.write() as conn:
             conn.execute(schema.model_datasets.insert().values(
-                model_id=o["m2"].model_id, dataset_id="ds_01900000-0000-7000-8000-000000000000",
+                project=s.registry.project, model_id=o["m2"].model_id, dataset_id="ds_01900000-0000-7000-8000-000000000000",
                 stage="test"))
         rep = s.reconcile()
         by_code = {p.code: p for p in rep.problems}
@@ -114,12 +114,9 @@ def test_reconcile_reports_missing_graph_nodes(tmp_path):
     s, o = build(tmp_path)
     try:
         with s.registry.db.write() as conn:
-            conn.execute(schema.dataset_commits.delete().where(
-                schema.dataset_commits.c.dataset_id == o["ds2"].id))
-            conn.execute(schema.model_datasets.delete().where(
-                schema.model_datasets.c.dataset_id == o["ds2"].id))
-            conn.execute(schema.datasets.delete().where(
-                schema.datasets.c.dataset_id == o["ds2"].id))
+            for t in (schema.dataset_commits, schema.model_datasets, schema.datasets):
+                conn.execute(t.delete().where(s.registry.db.scope(t),
+                                              t.c.dataset_id == o["ds2"].id))
         rep = s.reconcile()
         assert [(p.code, p.ids) for p in rep.problems] == [
             ("missing_node", {"dataset": o["ds2"].id})]

@@ -106,7 +106,7 @@ def orphans(store: FeatureStore) -> set[str]:
     offline = store.ctx.offline_store
     referenced = {str(Path(f).parent) for f in store.registry.commits.all_files()}
     found = {d for d in offline.commit_dirs() if d not in referenced}
-    tmp = offline.root / "_tmp"
+    tmp = offline.root / offline.project / "_tmp"
     if tmp.exists():
         found |= {str(p.relative_to(offline.root)) for p in tmp.iterdir()}
     return found
@@ -138,7 +138,7 @@ def test_named_crash_points(tmp_path, registry_url, point) -> None:
             assert visible == []
             assert len(left) == 1
             (only,) = left
-            assert only.startswith("_tmp/") == (point == "after_files")
+            assert only.startswith("default/_tmp/") == (point == "after_files")
         check_commits_complete(store, {})
         gc_and_check(store, {})
         # the store keeps working after the crash

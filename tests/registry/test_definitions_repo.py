@@ -39,7 +39,7 @@ def stats(*fields: Field, **kw) -> FeatureView:
 def dump(reg: Registry) -> dict[str, list]:
     """Every row of every registry table, for before/after comparisons."""
     out = {}
-    with reg.db.read() as conn:
+    with reg.db.read_all_projects() as conn:
         for t in metadata.sorted_tables:
             if sa.inspect(conn).has_table(t.name):
                 out[t.name] = sorted(map(tuple, conn.execute(sa.select(t)).all()), key=repr)

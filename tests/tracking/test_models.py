@@ -47,7 +47,8 @@ def edges(store, node):
     t = schema.lineage_edges
     with store.registry.db.read() as c:
         return {(r.src, r.dst, r.relation) for r in c.execute(
-            sa.select(t).where(sa.or_(t.c.src == node, t.c.dst == node)))}
+            sa.select(t).where(store.registry.db.scope(t),
+                               sa.or_(t.c.src == node, t.c.dst == node)))}
 
 
 def test_log_model_pins_features_and_records_datasets_and_edges(store, tmp_path):
@@ -159,8 +160,10 @@ def test_model_features_rows_match_features(store):
     with store.registry.db.read() as c:
         got = [tuple(r) for r in c.execute(
             sa.select(t.c.position, t.c.view_name, t.c.view_version, t.c.feature)
-            .where(t.c.model_id == m.model_id).order_by(t.c.position))]
-        stored = json.loads(c.execute(sa.select(schema.model_versions.c.features).where(
-            schema.model_versions.c.model_id == m.model_id)).scalar())
+            .where(store.registry.db.scope(t), t.c.model_id == m.model_id)
+            .order_by(t.c.position))]
+        mv = schema.model_versions
+        stored = json.loads(c.execute(sa.select(mv.c.features).where(
+            store.registry.db.scope(mv), mv.c.model_id == m.model_id)).scalar())
     assert got == [(0, "driver_stats", 1, "trips"), (1, "driver_geo", 1, "city")]
     assert stored == m.features

@@ -97,7 +97,7 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
     written = None
     try:
         last = conn.execute(
-            sa.select(sa.func.max(t.c.commit_time)).where(t.c.view_name == view)
+            sa.select(sa.func.max(t.c.commit_time)).where(ctx.registry.db.scope(t), t.c.view_name == view)
         ).scalar()
         commit_time = max(now_us(), (last or 0) + 1)
         stored = stamp(rows, commit_id, commit_time)

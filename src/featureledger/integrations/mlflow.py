@@ -117,15 +117,17 @@ class MlflowLink:
         if not run_id:
             return None
         x = schema.run_external_ids
-        with self.ctx.registry.db.read() as conn:
+        db = self.ctx.registry.db
+        with db.read() as conn:
             return conn.execute(sa.select(x.c.external_id).where(
-                x.c.run_id == run_id, x.c.system == SYSTEM)).scalar()
+                db.scope(x), x.c.run_id == run_id, x.c.system == SYSTEM)).scalar()
 
     def on_dataset_created(self, _name: str, payload: dict[str, Any]) -> None:
         ds_id = payload.get("dataset_id")
         t = schema.datasets
-        with self.ctx.registry.db.read() as conn:
-            row = conn.execute(sa.select(t).where(t.c.dataset_id == ds_id)).first()
+        db = self.ctx.registry.db
+        with db.read() as conn:
+            row = conn.execute(sa.select(t).where(db.scope(t), t.c.dataset_id == ds_id)).first()
         if row is None:
             return
         mlflow_id = self._linked(row.run_id)
@@ -208,21 +210,22 @@ def resolve_run(ctx: Any, run_id: str) -> Resolution:
     rec = RunRepository(ctx.registry.db).get_run(run_id)
     d, dc, mv = schema.datasets, schema.dataset_commits, schema.model_versions
     md = schema.model_datasets
+    scope = ctx.registry.db.scope
     with ctx.registry.db.read() as conn:
-        ds_ids = sa.union(sa.select(d.c.dataset_id).where(d.c.run_id == run_id),
+        ds_ids = sa.union(sa.select(d.c.dataset_id).where(scope(d), d.c.run_id == run_id),
                           sa.select(md.c.dataset_id).join(mv, mv.c.model_id == md.c.model_id)
-                          .where(mv.c.run_id == run_id)).subquery()
-        rows = conn.execute(sa.select(d).where(d.c.dataset_id.in_(sa.select(ds_ids)))
+                          .where(scope(md, mv), mv.c.run_id == run_id)).subquery()
+        rows = conn.execute(sa.select(d).where(scope(d), d.c.dataset_id.in_(sa.select(ds_ids)))
                             .order_by(d.c.created_at, d.c.dataset_id)).all()
         commits: dict[str, list[str]] = {}
         for ds, cmt in conn.execute(sa.select(dc.c.dataset_id, dc.c.commit_id).where(
-                dc.c.dataset_id.in_(sa.select(ds_ids))).order_by(dc.c.commit_id)):
+                scope(dc), dc.c.dataset_id.in_(sa.select(ds_ids))).order_by(dc.c.commit_id)):
             commits.setdefault(ds, []).append(cmt)
-        models = conn.execute(sa.select(mv).where(mv.c.run_id == run_id)
+        models = conn.execute(sa.select(mv).where(scope(mv), mv.c.run_id == run_id)
                               .order_by(mv.c.created_at)).all()
         stages: dict[str, set[str]] = {}
         for ds, stage in conn.execute(sa.select(md.c.dataset_id, md.c.stage).join(
-                mv, mv.c.model_id == md.c.model_id).where(mv.c.run_id == run_id)):
+                mv, mv.c.model_id == md.c.model_id).where(scope(md, mv), mv.c.run_id == run_id)):
             stages.setdefault(ds, set()).add(stage)
     features: dict[str, None] = {}
     sets: dict[str, None] = {}

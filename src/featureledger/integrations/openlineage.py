@@ -162,7 +162,8 @@ class OpenLineageEmitter:
         with self.ctx.registry.db.read() as conn:
             exp = conn.execute(sa.select(schema.experiments.c.name).join(
                 schema.runs, schema.runs.c.experiment_id == schema.experiments.c.experiment_id)
-                .where(schema.runs.c.run_id == run_id)).scalar()
+                .where(self.ctx.registry.db.scope(schema.experiments, schema.runs),
+                       schema.runs.c.run_id == run_id)).scalar()
         if exp is None:
             return {}
         return {"parent": parent_run.ParentRunFacet(
@@ -320,7 +321,8 @@ class OpenLineageEmitter:
         with self.ctx.registry.db.read() as conn:
             exp = conn.execute(sa.select(schema.experiments.c.name).join(
                 schema.runs, schema.runs.c.experiment_id == schema.experiments.c.experiment_id)
-                .where(schema.runs.c.run_id == run_id)).scalar()
+                .where(self.ctx.registry.db.scope(schema.experiments, schema.runs),
+                       schema.runs.c.run_id == run_id)).scalar()
         state = {"run.started": RunState.START, "run.completed": RunState.COMPLETE,
                  "run.failed": RunState.FAIL}[name]
         facets = self._fl(runId=run_id)

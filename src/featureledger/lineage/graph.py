@@ -5,7 +5,8 @@ deployment). *Upstream* of a node is everything that flowed into it, *downstream
 everything it flowed into. One statement per query on SQLite and PostgreSQL alike; the
 database walks the graph, Python never loops over rows to do it. ``UNION`` (not ``UNION
 ALL``) in the recursive term visits every node once, so shared ancestors and cycles cost
-nothing extra.
+nothing extra. Every reference to ``lineage_edges`` keeps to the connection's project
+(``e.project = :project``), so a walk never crosses into another project's graph.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+from featureledger.registry.scope import project_of
 
 Direction = Literal["upstream", "downstream", "both"]
 _NODE_TYPE = "VARCHAR(512)"  # lineage_edges.src/dst; PostgreSQL needs the types to match
@@ -84,12 +87,14 @@ def _walk_sql(direction: Literal["upstream", "downstream"], seed_sql: str,
     step_from, step_to = ("dst", "src") if direction == "upstream" else ("src", "dst")
     if max_depth is None:
         cte = (f"{name}(node) AS ({seed_sql} UNION SELECT e.{step_to} FROM {name} r "
-               f"CROSS JOIN lineage_edges e WHERE e.{step_from} = r.node)")
+               f"CROSS JOIN lineage_edges e WHERE e.{step_from} = r.node "
+               "AND e.project = :project)")
     else:
         # depth bounded: (node, depth) pairs, then the nodes within the bound
         cte = (f"{name}_walk(node, depth) AS (SELECT s.node, 0 FROM ({seed_sql}) s "
                f"UNION SELECT e.{step_to}, w.depth + 1 FROM {name}_walk w CROSS JOIN "
-               f"lineage_edges e WHERE e.{step_from} = w.node AND w.depth < :max_depth), "
+               f"lineage_edges e WHERE e.{step_from} = w.node AND e.project = :project "
+               "AND w.depth < :max_depth), "
                f"{name}(node) AS (SELECT DISTINCT node FROM {name}_walk)")
     return cte, step_from
 
@@ -97,7 +102,7 @@ def _walk_sql(direction: Literal["upstream", "downstream"], seed_sql: str,
 def walk(conn: Connection, seeds: list[str] | str, direction: Literal["upstream", "downstream"],
          *, max_depth: int | None = None, params: dict[str, Any] | None = None) -> list[Edge]:
     """Every edge upstream or downstream of ``seeds`` (within ``max_depth`` hops)."""
-    p: dict[str, Any] = dict(params or {})
+    p: dict[str, Any] = {**(params or {}), "project": project_of(conn)}
     seed_sql = _seed_sql(seeds, p)
     if max_depth is not None:
         p["max_depth"] = max_depth
@@ -109,8 +114,8 @@ def walk(conn: Connection, seeds: list[str] | str, direction: Literal["upstream"
     # CROSS JOIN keeps the reached nodes as the outer loop on SQLite: one index probe per
     # node instead of a scan of every edge
     sql = (f"WITH RECURSIVE {cte} SELECT e.src, e.dst, e.relation, e.details FROM reach r "
-           f"CROSS JOIN lineage_edges e WHERE e.{join_col} = r.node{where} "
-           "ORDER BY e.src, e.dst, e.relation")
+           f"CROSS JOIN lineage_edges e WHERE e.{join_col} = r.node "
+           f"AND e.project = :project{where} ORDER BY e.src, e.dst, e.relation")
     return [Edge(s, d, rel, json.loads(det) if det else None)
             for s, d, rel, det in conn.execute(sa.text(sql), p)]
 
@@ -120,7 +125,7 @@ def reachable(conn: Connection, seeds: list[str] | str,
               params: dict[str, Any] | None = None, like: str | None = None) -> list[str]:
     """Node ids upstream or downstream of ``seeds`` (seeds included), optionally only those
     matching the SQL ``LIKE`` pattern ``like``."""
-    p: dict[str, Any] = dict(params or {})
+    p: dict[str, Any] = {**(params or {}), "project": project_of(conn)}
     cte, _ = _walk_sql(direction, _seed_sql(seeds, p), None)
     filt = ""
     if like is not None:
@@ -150,14 +155,15 @@ def path(conn: Connection, a: str, b: str) -> LineageGraph:
     and the edges among them form the answer. Empty when the two are not connected.
     """
     for src, dst in ((a, b), (b, a)):
-        p: dict[str, Any] = {}
+        p: dict[str, Any] = {"project": project_of(conn)}
         up, _ = _walk_sql("upstream", _seed_sql([dst], p, "b"), None, "back")
         sql = (f"WITH RECURSIVE {up}, "
                f"reach(node) AS ({_seed_sql([src], p, 'a')} UNION SELECT e.dst FROM reach r "
-               "CROSS JOIN lineage_edges e WHERE e.src = r.node "
+               "CROSS JOIN lineage_edges e WHERE e.src = r.node AND e.project = :project "
                "AND e.dst IN (SELECT node FROM back)) "
                "SELECT e.src, e.dst, e.relation, e.details FROM reach r CROSS JOIN "
-               "lineage_edges e WHERE e.src = r.node AND e.dst IN (SELECT node FROM reach) "
+               "lineage_edges e WHERE e.src = r.node AND e.project = :project "
+               "AND e.dst IN (SELECT node FROM reach) "
                "AND :b0 IN (SELECT node FROM reach) "
                "ORDER BY e.src, e.dst, e.relation")
         edges = [Edge(s, d, rel, json.loads(det) if det else None)

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 
 from featureledger.offline.storage import file_digest, local_path, parquet_complete, path_digest
 from featureledger.registry import schema
+from featureledger.registry.scope import scope
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,12 @@ def _missing_nodes(conn: Connection) -> list[Problem]:
     e = schema.lineage_edges
     out = []
     for prefix, (table, col, label) in _NODE_TABLES.items():
-        nodes = sa.union(sa.select(e.c.src.label("node")).where(e.c.src.like(f"{prefix}%")),
-                         sa.select(e.c.dst.label("node")).where(e.c.dst.like(f"{prefix}%"))
-                         ).subquery()
-        q = (sa.select(nodes.c.node).where(~sa.exists().where(table.c[col] == nodes.c.node))
-             .order_by(nodes.c.node))
+        nodes = sa.union(
+            sa.select(e.c.src.label("node")).where(scope(conn, e), e.c.src.like(f"{prefix}%")),
+            sa.select(e.c.dst.label("node")).where(scope(conn, e), e.c.dst.like(f"{prefix}%"))
+        ).subquery()
+        q = (sa.select(nodes.c.node).where(~sa.exists().where(
+            scope(conn, table), table.c[col] == nodes.c.node)).order_by(nodes.c.node))
         for (node,) in conn.execute(q):
             out.append(Problem("missing_node",
                                f"the lineage graph references {label} {node}, which is not in "
@@ -105,7 +107,9 @@ def _model_checks(conn: Connection) -> list[Problem]:
     mf, mv, d = schema.model_features, schema.model_versions, schema.definitions
     q = (sa.select(mv.c.model_id, mv.c.name, mv.c.version, mf.c.view_name, mf.c.view_version)
          .join(mf, mf.c.model_id == mv.c.model_id)
-         .where(~sa.exists().where(d.c.kind == "feature_view", d.c.name == mf.c.view_name,
+         .where(scope(conn, mv, mf),
+                ~sa.exists().where(scope(conn, d), d.c.kind == "feature_view",
+                                   d.c.name == mf.c.view_name,
                                    d.c.version == mf.c.view_version))
          .distinct().order_by(mv.c.model_id, mf.c.view_name))
     for mid, name, ver, view, vv in conn.execute(q):
@@ -116,7 +120,8 @@ def _model_checks(conn: Connection) -> list[Problem]:
     md, ds = schema.model_datasets, schema.datasets
     q = (sa.select(mv.c.model_id, mv.c.name, mv.c.version, md.c.dataset_id, md.c.stage)
          .join(md, md.c.model_id == mv.c.model_id)
-         .where(~sa.exists().where(ds.c.dataset_id == md.c.dataset_id))
+         .where(scope(conn, mv, md),
+                ~sa.exists().where(scope(conn, ds), ds.c.dataset_id == md.c.dataset_id))
          .order_by(mv.c.model_id, md.c.dataset_id))
     for mid, name, ver, did, stage in conn.execute(q):
         out.append(Problem("missing_dataset",
@@ -125,13 +130,15 @@ def _model_checks(conn: Connection) -> list[Problem]:
                            {"model": mid, "dataset": did}))
     r = schema.runs
     q2 = (sa.select(mv.c.model_id, mv.c.name, mv.c.version, mv.c.run_id)
-          .where(mv.c.run_id.is_not(None), ~sa.exists().where(r.c.run_id == mv.c.run_id)))
+          .where(scope(conn, mv), mv.c.run_id.is_not(None),
+                 ~sa.exists().where(scope(conn, r), r.c.run_id == mv.c.run_id)))
     for mid, name, ver, rid in conn.execute(q2):
         out.append(Problem("missing_run", f"model {name}@{ver} ({mid}) names run {rid}, which "
                            "is not recorded", {"model": mid, "run": rid}))
     dep = schema.deployments
     q3 = (sa.select(dep.c.deployment_id, dep.c.model_id, dep.c.model_ref)
-          .where(~sa.exists().where(mv.c.model_id == dep.c.model_id)))
+          .where(scope(conn, dep),
+                 ~sa.exists().where(scope(conn, mv), mv.c.model_id == dep.c.model_id)))
     for did, mid, ref in conn.execute(q3):
         out.append(Problem("missing_model", f"deployment {did} serves model {ref} ({mid}), "
                            "which is not recorded", {"deployment": did, "model": mid}))
@@ -141,7 +148,8 @@ def _model_checks(conn: Connection) -> list[Problem]:
 def _missing_commits(conn: Connection) -> list[Problem]:
     dc, c = schema.dataset_commits, schema.commits
     q = (sa.select(dc.c.dataset_id, dc.c.commit_id)
-         .where(~sa.exists().where(c.c.commit_id == dc.c.commit_id))
+         .where(scope(conn, dc),
+                ~sa.exists().where(scope(conn, c), c.c.commit_id == dc.c.commit_id))
          .order_by(dc.c.commit_id, dc.c.dataset_id))
     return [Problem("missing_commit", f"dataset {did} read commit {cid}, which is not "
                     "recorded; the dataset cannot be reproduced",
@@ -170,7 +178,7 @@ def _commits(conn: Connection) -> list[_CommitFiles]:
     rows = conn.execute(
         sa.select(c.c.commit_id, c.c.view_name, c.c.view_version, c.c.status, c.c.files,
                   c.c.content_digest, c.c.file_manifest, c.c.rejected_count)
-        .order_by(c.c.commit_id)).all()
+        .where(scope(conn, c)).order_by(c.c.commit_id)).all()
     # commits from before the manifest know their rejected-rows file only from their
     # validation report; read those few reports, not every one
     old_rejects = [r.commit_id for r in rows if r.file_manifest is None and r.rejected_count]
@@ -178,7 +186,7 @@ def _commits(conn: Connection) -> list[_CommitFiles]:
     for i in range(0, len(old_rejects), 500):
         for cid, validation in conn.execute(
                 sa.select(c.c.commit_id, c.c.validation)
-                .where(c.c.commit_id.in_(old_rejects[i:i + 500]))):
+                .where(scope(conn, c), c.c.commit_id.in_(old_rejects[i:i + 500]))):
             path = json.loads(validation).get("rejected_path")
             if path:
                 side_of_old[cid] = path
@@ -287,13 +295,14 @@ def _datasets(conn: Connection, deep: bool) -> list[_DatasetFiles]:
     cols = [d.c.dataset_id, d.c.entity_path, d.c.entity_digest]
     # the manifest is only needed for a path the row lacks, or for the deep digest
     rows = conn.execute(sa.select(*cols, d.c.manifest if deep else sa.null().label("manifest"))
-                        .order_by(d.c.dataset_id)).all()
+                        .where(scope(conn, d)).order_by(d.c.dataset_id)).all()
     out = []
     for r in rows:
         path, ipc = r.entity_path, None
         if path is None or deep:
             raw = r.manifest if deep else conn.execute(
-                sa.select(d.c.manifest).where(d.c.dataset_id == r.dataset_id)).scalar()
+                sa.select(d.c.manifest).where(scope(conn, d),
+                                              d.c.dataset_id == r.dataset_id)).scalar()
             entity = json.loads(raw or "{}").get("entity", {})
             path = path or entity.get("path")
             ipc = entity.get("arrow_schema_ipc")
@@ -369,7 +378,7 @@ def _artifacts(conn: Connection) -> list[Any]:
     return list(conn.execute(
         sa.select(mv.c.model_id, mv.c.name, mv.c.version, mv.c.artifact_uri,
                   mv.c.artifact_sha256, mv.c.artifact_size)
-        .order_by(mv.c.name, mv.c.version)).all())
+        .where(scope(conn, mv)).order_by(mv.c.name, mv.c.version)).all())
 
 
 def _artifact_problems(rows: list[Any], deep: bool) -> tuple[list[Problem], int]:
@@ -409,8 +418,9 @@ def _deployment_checks(conn: Connection) -> list[Problem]:
          .join(mf, mf.c.model_id == dep.c.model_id)
          .join(d, sa.and_(d.c.kind == "feature_view", d.c.name == mf.c.view_name,
                           d.c.version == mf.c.view_version))
-         .where(dep.c.status == "active", d.c.status.in_(("deprecated", "retired")),
-                ~sa.exists().where(ex.c.deployment_id == dep.c.deployment_id,
+         .where(scope(conn, dep, mf, d), dep.c.status == "active",
+                d.c.status.in_(("deprecated", "retired")),
+                ~sa.exists().where(scope(conn, ex), ex.c.deployment_id == dep.c.deployment_id,
                                    ex.c.feature_version == fv))
          .distinct().order_by(dep.c.deployment_id, mf.c.view_name))
     return [Problem("inactive_feature_version",
@@ -436,7 +446,8 @@ def reconcile(ctx: Any, *, deep: bool = False) -> ReconcileReport:
         for name, table in (("runs", schema.runs), ("models", schema.model_versions),
                             ("deployments", schema.deployments)):
             report.checked[name] = int(conn.execute(
-                sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+                sa.select(sa.func.count()).select_from(table).where(scope(conn, table))
+            ).scalar() or 0)
     offline = ctx.offline_store
     file_problems, n_files = _commit_file_checks(commits, offline, deep)
     report.problems += file_problems

@@ -20,6 +20,7 @@ from featureledger.errors import NotFoundError, TrackingError
 from featureledger.lineage.graph import Direction, LineageGraph, lineage, path, reachable
 from featureledger.model.timeutil import from_us
 from featureledger.registry import schema
+from featureledger.registry.scope import scope
 
 if TYPE_CHECKING:
     from featureledger.lineage.reconcile import ReconcileReport
@@ -88,17 +89,17 @@ class LineageService:
             d, mv = schema.definitions, schema.model_versions
             if version.isdigit():
                 kinds = {k for (k,) in c.execute(sa.select(d.c.kind).where(
-                    d.c.name == name, d.c.version == int(version)))}
+                    scope(c, d), d.c.name == name, d.c.version == int(version)))}
                 if "feature_view" in kinds:
                     return f"view:{node}"
                 mid = c.execute(sa.select(mv.c.model_id).where(
-                    mv.c.name == name, mv.c.version == int(version))).scalar()
+                    scope(c, mv), mv.c.name == name, mv.c.version == int(version))).scalar()
                 if mid:
                     return str(mid)
                 if "feature_set" in kinds:
                     return f"feature_set:{node}"
             elif not version:
-                mid = c.execute(sa.select(mv.c.model_id).where(mv.c.name == name)
+                mid = c.execute(sa.select(mv.c.model_id).where(scope(c, mv), mv.c.name == name)
                                 .order_by(mv.c.version.desc()).limit(1)).scalar()
                 if mid:
                     return str(mid)
@@ -149,10 +150,11 @@ class LineageService:
                     raise TrackingError("commit_status= applies to a feature view version "
                                         f"('view@N'), not to {root!r}")
                 name, _, version = root[len("view:"):].rpartition("@")
-                params.update(v_name=name, v_version=int(version), v_status=commit_status)
+                params.update(v_name=name, v_version=int(version), v_status=commit_status,
+                              project=self.db.project)
                 seeds = ("SELECT CAST(commit_id AS VARCHAR(512)) AS node FROM commits WHERE "
-                         "view_name = :v_name AND view_version = :v_version AND "
-                         "status = :v_status")
+                         "commits.project = :project AND view_name = :v_name AND "
+                         "view_version = :v_version AND status = :v_status")
                 seed_ids = [r[0] for r in conn.execute(sa.text(seeds), params)]
             else:
                 seed_ids = [root]
@@ -191,7 +193,7 @@ def _deployments(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
     t = schema.deployments
     rows = conn.execute(sa.select(t.c.deployment_id, t.c.model_id, t.c.model_ref,
                                   t.c.environment, t.c.status, t.c.deployed_at)
-                        .where(t.c.deployment_id.in_(ids))
+                        .where(scope(conn, t), t.c.deployment_id.in_(ids))
                         .order_by((t.c.status != "active"), t.c.deployed_at.desc())).all()
     return [{"deployment_id": r.deployment_id, "model_id": r.model_id, "model": r.model_ref,
              "environment": r.environment, "status": r.status,
@@ -209,7 +211,8 @@ def describe_nodes(conn: Connection, node_ids: list[str]) -> dict[str, dict[str,
     def rows(table: Any, key: Any, ids: list[str]) -> list[Any]:
         found: list[Any] = []
         for i in range(0, len(ids), 500):
-            found += conn.execute(sa.select(table).where(key.in_(ids[i:i + 500]))).all()
+            found += conn.execute(sa.select(table).where(
+                scope(conn, table), key.in_(ids[i:i + 500]))).all()
         return found
 
     for r in rows(schema.commits, schema.commits.c.commit_id, by_kind.get("commit", [])):
@@ -246,7 +249,7 @@ def describe_nodes(conn: Connection, node_ids: list[str]) -> dict[str, dict[str,
             name, _, version = n[len(prefix):].rpartition("@")
             r = conn.execute(sa.select(d.c.status, d.c.created_at, d.c.created_by,
                                        d.c.definition_hash, d.c.stale).where(
-                d.c.kind == dkind, d.c.name == name,
+                scope(conn, d), d.c.kind == dkind, d.c.name == name,
                 d.c.version == (int(version) if version.isdigit() else -1))).first()
             out[n]["label"] = n[len(prefix):]
             if r is not None:

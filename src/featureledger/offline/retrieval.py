@@ -474,7 +474,7 @@ class RetrievalService:
             "commit_ids": [c.commit_id for cs in commits for c in cs],
             "entity": {"timestamp_column": ts_col, "columns": entities.column_names,
                        "row_count": entities.num_rows, "digest": entity_digest,
-                       "path": f"datasets/{ds_id}/entities.parquet",
+                       "path": self.ctx.offline_store.dataset_path(ds_id),
                        # the exact Arrow schema, which Parquet does not always round-trip
                        "arrow_schema_ipc": base64.b64encode(
                            entities.schema.serialize().to_pybytes()).decode()},

@@ -1,11 +1,17 @@
 """The offline store's files: Parquet, one folder per commit.
 
-Layout under the store root::
+Layout under the store root, one folder per project, so projects can share a root::
 
-    views/<view>/v<version>/<commit_id>/part-00000.parquet   committed data
-    views/<view>/v<version>/<commit_id>/rejected.parquet     rows a drop_invalid commit refused
-    datasets/<dataset_id>/entities.parquet                     entity rows of a dataset
-    _tmp/<commit_id>.<pid>/                                   a write in progress
+    <project>/views/<view>/v<version>/<commit_id>/part-00000.parquet   committed data
+    <project>/views/<view>/v<version>/<commit_id>/rejected.parquet     rows drop_invalid refused
+    <project>/datasets/<dataset_id>/entities.parquet                     entity rows of a dataset
+    <project>/_tmp/<commit_id>.<pid>/                                   a write in progress
+
+Commit rows store their files relative to the store root, so commits written before
+projects had folders (``views/...`` at the root) are read where they are. ``gc`` looks only
+at its own project's folder, and at the root's old ``views/`` and ``_tmp/`` only for the
+project whose registry holds commits there (the project that adopted the registry's rows
+from before projects; see ``registry/migrations/versions/0003_projects.py``).
 
 Every stored row carries the view's join keys, its event-timestamp column (timestamp[us,
 UTC]), the created-timestamp column when the view declares one, the feature columns with
@@ -44,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featureledger.config import check_project_name
 from featureledger.errors import CommitFileError, ConfigError, StorageError
 
 if TYPE_CHECKING:
@@ -344,22 +351,31 @@ def commit_reads(root: Path, commits: Iterable[CommitRecord]) -> Iterator[None]:
         raise commit_file_error(root, commit, rel, problem) from exc
 
 
-class ParquetOfflineStore:
-    """Parquet files on a local (or mounted) file system."""
+LEGACY_VIEWS = "views"  # commit folders at the root, from before projects had folders
+_TMP = "_tmp"
 
-    def __init__(self, root: str | Path) -> None:
+
+class ParquetOfflineStore:
+    """Parquet files on a local (or mounted) file system, under ``<root>/<project>/``."""
+
+    def __init__(self, root: str | Path, *, project: str = "default") -> None:
         self.root = Path(root).absolute()
+        self.project = check_project_name(project)
         self.root.mkdir(parents=True, exist_ok=True)
 
     # -- paths --------------------------------------------------------------------------
     def commit_dir(self, view: str, version: int, commit_id: str) -> str:
-        return f"views/{view}/v{version}/{commit_id}"
+        return f"{self.project}/views/{view}/v{version}/{commit_id}"
 
     def path(self, relative: str) -> Path:
         return self.root / relative
 
+    def dataset_path(self, dataset_id: str) -> str:
+        """The stored entity rows of a dataset, relative to the root."""
+        return f"{self.project}/datasets/{dataset_id}/entities.parquet"
+
     def dataset_dir(self, dataset_id: str) -> Path:
-        return self.root / "datasets" / dataset_id
+        return self.root / self.project / "datasets" / dataset_id
 
     # -- reading ------------------------------------------------------------------------
     def require_files(self, commits: Iterable[CommitRecord]) -> None:
@@ -394,7 +410,7 @@ class ParquetOfflineStore:
         final = self.root / final_rel
         if final.exists():
             raise StorageError(f"commit folder {final} already exists; commit ids must be unique")
-        tmp = self.root / "_tmp" / f"{commit_id}.{os.getpid()}"
+        tmp = self.root / self.project / _TMP / f"{commit_id}.{os.getpid()}"
         tmp.mkdir(parents=True, exist_ok=False)
         names: list[str] = []
         start = time.perf_counter()
@@ -460,30 +476,39 @@ class ParquetOfflineStore:
     def verify_digest(self, files: list[str], digest: str) -> bool:
         return file_digest([self.root / f for f in files])[0] == digest
 
-    def commit_dirs(self) -> list[str]:
-        """Every commit folder on disk, registered or not (relative paths)."""
-        base = self.root / "views"
-        if not base.exists():
-            return []
+    def commit_dirs(self, *, legacy: bool = False) -> list[str]:
+        """Every commit folder of this project on disk, registered or not (relative
+        paths); with ``legacy``, also those of the root's layout from before projects."""
+        bases = [self.root / self.project / "views"]
+        if legacy:
+            bases.append(self.root / LEGACY_VIEWS)
         return sorted(
             str(p.relative_to(self.root))
+            for base in bases if base.exists()
             for p in base.glob("*/v*/*")
             if p.is_dir()
         )
 
     def gc(self, referenced_files: set[str], *, grace_seconds: float = 3600,
            dry_run: bool = False) -> GcReport:
-        """Remove commit folders no registry row references, and abandoned temp folders.
+        """Remove this project's commit folders that no registry row references, and its
+        abandoned temp folders.
 
-        Folders younger than ``grace_seconds`` are kept: an ingestion may be between its
-        rename and its registry write.
+        ``referenced_files`` are the files of every commit of this project. Folders of
+        other projects are never looked at. The root's old layout (``views/``, ``_tmp/``)
+        is looked at only when this project's commits live there, since then this project
+        owns the rows that registry had before projects. Folders younger than
+        ``grace_seconds`` are kept: an ingestion may be between its rename and its
+        registry write.
         """
         referenced_dirs = {str(Path(f).parent) for f in referenced_files}
+        legacy = any(f.startswith(LEGACY_VIEWS + "/") for f in referenced_files)
         now = time.time()
-        candidates = [d for d in self.commit_dirs() if d not in referenced_dirs]
-        tmp_root = self.root / "_tmp"
-        if tmp_root.exists():
-            candidates += [str(p.relative_to(self.root)) for p in tmp_root.iterdir()]
+        candidates = [d for d in self.commit_dirs(legacy=legacy) if d not in referenced_dirs]
+        tmp_roots = [self.root / self.project / _TMP] + ([self.root / _TMP] if legacy else [])
+        for tmp_root in tmp_roots:
+            if tmp_root.exists():
+                candidates += [str(p.relative_to(self.root)) for p in tmp_root.iterdir()]
         removed, kept, freed = [], [], 0
         for rel in candidates:
             p = self.root / rel
@@ -509,5 +534,5 @@ def open_offline_store(ctx: StoreContext) -> ParquetOfflineStore:
     """The offline store configured in featureledger.yaml (Parquet files on disk)."""
     cfg = ctx.config.offline_store
     if cfg.type == "parquet" or cfg.type == "spark":  # spark reads the same files
-        return ParquetOfflineStore(ctx.config.resolve(cfg.path))
+        return ParquetOfflineStore(ctx.config.resolve(cfg.path), project=ctx.config.project)
     raise ConfigError(f"offline store type {cfg.type!r} is not supported")

@@ -2,8 +2,11 @@
 
 Key layout: ``<prefix>:<view>:<version>:<entity key>``; value:
 ``<event_ts>|<commit_time>|<commit_id>|<payload>``. Metadata lives in the hash
-``<prefix>:_meta``. Conditional writes ("never older over newer") run as a Lua script, so
-the comparison and the write are atomic on the server whatever the number of writers.
+``<prefix>:_meta``. The prefix defaults to ``fl:<project>`` (:func:`default_key_prefix`), so
+projects sharing a server and database keep apart without configuration; an explicit
+``key_prefix`` replaces it (and then must differ between projects). Conditional writes
+("never older over newer") run as a Lua script, so the comparison and the write are atomic
+on the server whatever the number of writers.
 
 Every call has explicit connect and read timeouts and a bounded number of retries with
 exponential backoff; when the server does not answer within that budget the call raises
@@ -29,6 +32,15 @@ from featureledger.online.stores import (
 
 T = TypeVar("T")
 _WRITE_BATCH = 1000
+
+
+def default_key_prefix(project: str) -> str:
+    """The key prefix of a project that configures none.
+
+    >>> default_key_prefix("fraud")
+    'fl:fraud'
+    """
+    return f"fl:{project}"
 
 # KEYS: the record keys, then the meta hash. ARGV: the values, in the same order.
 _UPSERT_LUA = """

@@ -1,5 +1,14 @@
 """The embedded online store: one SQLite file, one ``WITHOUT ROWID`` table per view version.
 
+Each project's tables are named ``"<project>:fv_<view>_v<version>"`` and its metadata lives
+in ``"<project>:fl_meta"``, so projects pointed at one file never see each other's values
+(the default file is per repository anyway). A name prefix rather than a project column
+keeps every read a one-column primary-key lookup, keeps dropping a view version's values a
+``DROP TABLE``, and makes the separation structural: no query can forget a condition. A
+file written before projects (tables ``fv_...`` and ``fl_meta``) is adopted, by renaming,
+by the first project that opens it, which for the per-repository default file is its
+own project.
+
 Reads use one connection per thread (WAL mode lets them run beside a writer); statements
 are cached by the driver, and ``IN`` lists are padded to a power of two so a handful of
 statements serve every request size. Writes run in ``BEGIN IMMEDIATE`` transactions, and
@@ -15,6 +24,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from featureledger.config import check_project_name
 from featureledger.errors import BackendUnavailableError, StorageError
 from featureledger.online.stores import (
     EPOCH_META,
@@ -30,9 +40,17 @@ _MAX_IN = 512  # keys per SELECT; padded sizes are powers of two up to this
 _WRITE_BATCH = 5000
 
 
-def table_name(table: TableRef) -> str:
-    # view names are identifiers (checked by the model), so this is safe to quote
-    return f'"fv_{table.view}_v{int(table.version)}"'
+def table_name(table: TableRef, project: str = "default") -> str:
+    # view names are identifiers (checked by the model) and project names letters, digits,
+    # '_', '-' and '.' (checked by the config), so this is safe to quote
+    return f'"{project}:fv_{table.view}_v{int(table.version)}"'
+
+
+def meta_name(project: str = "default") -> str:
+    return f'"{project}:fl_meta"'
+
+
+_LEGACY_META = "fl_meta"  # the metadata table of a file from before projects
 
 
 def _padded(n: int) -> int:
@@ -47,8 +65,11 @@ class SqliteOnlineStore(OnlineStore):
 
     kind = "sqlite"
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, project: str = "default",
+                 busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
+        self.project = check_project_name(project)
+        self._meta = meta_name(self.project)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
@@ -59,8 +80,24 @@ class SqliteOnlineStore(OnlineStore):
         self._select_one: dict[TableRef, str] = {}
         conn = self._conn()
         with self._lock:
-            conn.execute("CREATE TABLE IF NOT EXISTS fl_meta (name TEXT PRIMARY KEY, "
+            self._open_project(conn)
+
+    def _open_project(self, conn: sqlite3.Connection) -> None:
+        """Create this project's metadata table, adopting a file from before projects."""
+        conn.execute("BEGIN IMMEDIATE")  # one opener at a time decides about adoption
+        try:
+            names = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if self._meta.strip('"') not in names and _LEGACY_META in names:
+                for name in sorted(n for n in names if n.startswith("fv_")):
+                    conn.execute(f'ALTER TABLE "{name}" RENAME TO "{self.project}:{name}"')
+                conn.execute(f"ALTER TABLE {_LEGACY_META} RENAME TO {self._meta}")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self._meta} (name TEXT PRIMARY KEY, "
                          "value TEXT NOT NULL) WITHOUT ROWID")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # -- connections ----------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -86,9 +123,9 @@ class SqliteOnlineStore(OnlineStore):
         if table in self._known:
             return
         conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {table_name(table)} (k TEXT PRIMARY KEY, "
-            "ts INTEGER NOT NULL, ct INTEGER NOT NULL, cid TEXT NOT NULL, v BLOB NOT NULL) "
-            "WITHOUT ROWID"
+            f"CREATE TABLE IF NOT EXISTS {table_name(table, self.project)} "
+            "(k TEXT PRIMARY KEY, ts INTEGER NOT NULL, ct INTEGER NOT NULL, cid TEXT NOT NULL, "
+            "v BLOB NOT NULL) WITHOUT ROWID"
         )
         self._known.add(table)
 
@@ -97,7 +134,7 @@ class SqliteOnlineStore(OnlineStore):
               force: bool = False) -> int:
         if not records:
             return 0
-        name = table_name(table)
+        name = table_name(table, self.project)
         if force:
             sql = f"INSERT OR REPLACE INTO {name} (k, ts, ct, cid, v) VALUES (?, ?, ?, ?, ?)"
         else:
@@ -133,13 +170,13 @@ class SqliteOnlineStore(OnlineStore):
 
     def _bump(self, conn: sqlite3.Connection) -> None:
         conn.execute(
-            "INSERT INTO fl_meta (name, value) VALUES (?, '1') ON CONFLICT(name) DO UPDATE "
-            "SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)", (EPOCH_META,)
+            f"INSERT INTO {self._meta} (name, value) VALUES (?, '1') ON CONFLICT(name) DO "
+            "UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)", (EPOCH_META,)
         )
 
     def delete(self, table: TableRef, keys: Sequence[str] | None = None) -> int:
         conn = self._conn()
-        name = table_name(table)
+        name = table_name(table, self.project)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -191,7 +228,7 @@ class SqliteOnlineStore(OnlineStore):
         if len(keys) == 1:
             sql = self._select.get((table, 1))
             if sql is None:
-                sql = f"SELECT ts, ct, cid, v FROM {table_name(table)} WHERE k = ?"
+                sql = f"SELECT ts, ct, cid, v FROM {table_name(table, self.project)} WHERE k = ?"
                 self._select[(table, 1)] = sql
             row = conn.execute(sql, (keys[0],)).fetchone()
             return [None if row is None else StoredValue(*row)]
@@ -201,7 +238,7 @@ class SqliteOnlineStore(OnlineStore):
             size = _padded(len(chunk))
             sql = self._select.get((table, size))
             if sql is None:
-                sql = (f"SELECT k, ts, ct, cid, v FROM {table_name(table)} "
+                sql = (f"SELECT k, ts, ct, cid, v FROM {table_name(table, self.project)} "
                        f"WHERE k IN ({','.join('?' * size)})")
                 self._select[(table, size)] = sql
             chunk += [chunk[-1]] * (size - len(chunk))
@@ -214,7 +251,7 @@ class SqliteOnlineStore(OnlineStore):
         sql = self._select_one.get(table)
         if sql is None:
             sql = self._select_one[table] = (
-                f"SELECT ts, cid, v FROM {table_name(table)} WHERE k = ?")
+                f"SELECT ts, cid, v FROM {table_name(table, self.project)} WHERE k = ?")
         conn = getattr(self._local, "conn", None) or self._conn()
         try:
             return conn.execute(sql, (key,)).fetchone()  # type: ignore[no-any-return]
@@ -232,7 +269,8 @@ class SqliteOnlineStore(OnlineStore):
                     sql = self._select.get((table, 0))
                     if sql is None:
                         sql = self._select[(table, 0)] = (
-                            f"SELECT ts, cid, v FROM {table_name(table)} WHERE k = ?")
+                            f"SELECT ts, cid, v FROM {table_name(table, self.project)} "
+                            "WHERE k = ?")
                     out.append([conn.execute(sql, (keys[0],)).fetchone()])
                     continue
                 found: dict[str, ServedRow] = {}
@@ -242,7 +280,7 @@ class SqliteOnlineStore(OnlineStore):
                     sql = self._select.get((table, -size))
                     if sql is None:
                         sql = self._select[(table, -size)] = (
-                            f"SELECT k, ts, cid, v FROM {table_name(table)} "
+                            f"SELECT k, ts, cid, v FROM {table_name(table, self.project)} "
                             f"WHERE k IN ({','.join('?' * size)})")
                     if size > len(chunk):
                         chunk += [chunk[-1]] * (size - len(chunk))
@@ -261,15 +299,15 @@ class SqliteOnlineStore(OnlineStore):
 
     # -- metadata and health ----------------------------------------------------------
     def get_meta(self, name: str) -> str | None:
-        row = self._conn().execute("SELECT value FROM fl_meta WHERE name = ?",
+        row = self._conn().execute(f"SELECT value FROM {self._meta} WHERE name = ?",
                                    (name,)).fetchone()
         return None if row is None else row[0]
 
     def set_meta(self, name: str, value: str) -> None:
         conn = self._conn()
         try:
-            conn.execute("INSERT INTO fl_meta (name, value) VALUES (?, ?) ON CONFLICT(name) "
-                         "DO UPDATE SET value = excluded.value", (name, value))
+            conn.execute(f"INSERT INTO {self._meta} (name, value) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
         except sqlite3.Error as exc:
             raise StorageError(f"writing metadata to {self.path} failed: {exc}; retry") from None
 

@@ -135,11 +135,13 @@ def open_online_store(ctx: StoreContext) -> OnlineStore:
     if cfg.type == "sqlite":
         from featureledger.online.sqlite import SqliteOnlineStore
 
-        return SqliteOnlineStore(ctx.config.resolve(cfg.path))
+        return SqliteOnlineStore(ctx.config.resolve(cfg.path), project=ctx.config.project)
     if cfg.type == "redis":
-        from featureledger.online.redis import RedisOnlineStore
+        from featureledger.online.redis import RedisOnlineStore, default_key_prefix
 
-        return RedisOnlineStore(cfg.url, key_prefix=cfg.key_prefix, timeout_s=cfg.timeout_s,
+        prefix = cfg.key_prefix if cfg.key_prefix is not None else \
+            default_key_prefix(ctx.config.project)
+        return RedisOnlineStore(cfg.url, key_prefix=prefix, timeout_s=cfg.timeout_s,
                                 retries=cfg.retries)
     raise ConfigError(
         f"online store type {cfg.type!r} is not supported; use 'sqlite' or 'redis'"

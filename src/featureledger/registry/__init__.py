@@ -10,14 +10,16 @@ from featureledger.registry.definitions import (
     Plan,
     PlanItem,
 )
-from featureledger.registry.engine import RegistryDB
+from featureledger.registry.engine import DEFAULT_PROJECT, RegistryDB
 
 
 class Registry:
-    """All registry repositories over one database."""
+    """All registry repositories over one database, seen as one project: several projects
+    may share the database, and each sees only its own rows."""
 
-    def __init__(self, url: str, *, actor: str | None = None) -> None:
-        self.db = RegistryDB(url, actor=actor)
+    def __init__(self, url: str, *, project: str = DEFAULT_PROJECT,
+                 actor: str | None = None) -> None:
+        self.db = RegistryDB(url, project=project, actor=actor)
         self.definitions = DefinitionRepository(self.db)
         self.commits = CommitRepository(self.db)
         self.datasets = DatasetRepository(self.db)
@@ -25,6 +27,10 @@ class Registry:
     @property
     def actor(self) -> str:
         return self.db.actor
+
+    @property
+    def project(self) -> str:
+        return self.db.project
 
     def generation(self) -> int:
         return self.db.generation()

@@ -98,6 +98,7 @@ class CommitRepository:
         """Record a commit inside the caller's write transaction (this makes it visible)."""
         conn.execute(
             schema.commits.insert().values(
+                project=self.db.project,
                 commit_id=rec.commit_id,
                 view_name=rec.view_name,
                 view_version=rec.view_version,
@@ -125,7 +126,8 @@ class CommitRepository:
     def get(self, commit_id: str) -> CommitRecord:
         t = schema.commits
         with self.db.read() as conn:
-            r = conn.execute(sa.select(t).where(t.c.commit_id == commit_id)).first()
+            r = conn.execute(
+                sa.select(t).where(self.db.scope(t), t.c.commit_id == commit_id)).first()
         if r is None:
             raise UnknownCommitError(
                 f"unknown commit {commit_id!r}; list commits with 'featureledger commits VIEW'"
@@ -139,7 +141,8 @@ class CommitRepository:
         with self.db.read() as conn:
             for i in range(0, len(commit_ids), 500):
                 chunk = commit_ids[i:i + 500]
-                for r in conn.execute(sa.select(t).where(t.c.commit_id.in_(chunk))):
+                for r in conn.execute(
+                        sa.select(t).where(self.db.scope(t), t.c.commit_id.in_(chunk))):
                     found[r.commit_id] = _row(r)
         missing = [c for c in commit_ids if c not in found]
         if missing:
@@ -157,7 +160,7 @@ class CommitRepository:
         versions a version reads: see ``DefinitionRepository.data_chain``).
         """
         t = schema.commits
-        q = sa.select(t)
+        q = sa.select(t).where(self.db.scope(t))
         if view is not None:
             q = q.where(t.c.view_name == view)
         if version is not None:
@@ -177,11 +180,11 @@ class CommitRepository:
             return [_row(r) for r in conn.execute(q)]
 
     def all_files(self) -> set[str]:
-        """Every file any commit references, whatever its status (for gc)."""
+        """Every file any commit of this project references, whatever its status (for gc)."""
         t = schema.commits
         with self.db.read() as conn:
             out: set[str] = set()
-            for (files,) in conn.execute(sa.select(t.c.files)):
+            for (files,) in conn.execute(sa.select(t.c.files).where(self.db.scope(t))):
                 out.update(json.loads(files))
         return out
 
@@ -196,7 +199,7 @@ class CommitRepository:
         t = schema.commits
         with self.db.write() as conn:
             conn.execute(
-                t.update().where(t.c.commit_id == commit_id)
+                t.update().where(self.db.scope(t), t.c.commit_id == commit_id)
                 .values(status=status, status_reason=reason, status_changed_at=now_us())
             )
             self.db.audit(conn, f"commit_status:{status}", "commit", commit_id,

@@ -70,6 +70,7 @@ class DatasetRepository:
         t = schema.datasets
         with self.db.write() as conn:
             conn.execute(t.insert().values(
+                project=self.db.project,
                 dataset_id=rec.dataset_id,
                 created_at=rec.created_at,
                 created_by=rec.created_by,
@@ -87,7 +88,8 @@ class DatasetRepository:
             commit_ids = list(dict.fromkeys(rec.commit_ids))
             if commit_ids:
                 conn.execute(schema.dataset_commits.insert(),
-                             [{"dataset_id": rec.dataset_id, "commit_id": c} for c in commit_ids])
+                             [{"project": self.db.project, "dataset_id": rec.dataset_id,
+                               "commit_id": c} for c in commit_ids])
             edges: list[tuple[str, str, str]] = [(c, rec.dataset_id, READ) for c in commit_ids]
             if rec.run_id:
                 edges.append((rec.dataset_id, rec.run_id, USED_BY))
@@ -99,7 +101,8 @@ class DatasetRepository:
     def get(self, dataset_id: str) -> DatasetRecord:
         t = schema.datasets
         with self.db.read() as conn:
-            row = conn.execute(sa.select(t).where(t.c.dataset_id == dataset_id)).first()
+            row = conn.execute(
+                sa.select(t).where(self.db.scope(t), t.c.dataset_id == dataset_id)).first()
             if row is None:
                 raise UnknownDatasetError(
                     f"unknown dataset {dataset_id!r}; list datasets with "
@@ -112,13 +115,13 @@ class DatasetRepository:
              limit: int | None = 100) -> list[DatasetRecord]:
         """Datasets, newest first; optionally only a run's, or only those that read a commit."""
         t = schema.datasets
-        q = sa.select(t)
+        q = sa.select(t).where(self.db.scope(t))
         if run_id is not None:
             q = q.where(t.c.run_id == run_id)
         if commit_id is not None:
             dc = schema.dataset_commits
             q = q.where(t.c.dataset_id.in_(
-                sa.select(dc.c.dataset_id).where(dc.c.commit_id == commit_id)))
+                sa.select(dc.c.dataset_id).where(self.db.scope(dc), dc.c.commit_id == commit_id)))
         q = q.order_by(t.c.created_at.desc(), t.c.dataset_id.desc())
         if limit is not None:
             q = q.limit(limit)
@@ -133,7 +136,7 @@ class DatasetRepository:
         for i in range(0, len(dataset_ids), 500):
             chunk = dataset_ids[i:i + 500]
             q = (sa.select(dc.c.dataset_id, dc.c.commit_id)
-                 .where(dc.c.dataset_id.in_(chunk)).order_by(dc.c.commit_id))
+                 .where(self.db.scope(dc), dc.c.dataset_id.in_(chunk)).order_by(dc.c.commit_id))
             for ds, cmt in conn.execute(q):
                 out.setdefault(ds, []).append(cmt)
         return out

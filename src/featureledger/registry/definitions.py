@@ -183,13 +183,14 @@ class DefinitionRepository:
     def get(self, kind: str, name: str, version: int | None = None,
             conn: Connection | None = None) -> DefinitionRecord:
         t = schema.definitions
-        q = sa.select(t).where(t.c.kind == kind, t.c.name == name)
+        q = sa.select(t).where(self.db.scope(t), t.c.kind == kind, t.c.name == name)
         q = q.where(t.c.version == version) if version else q.order_by(t.c.version.desc())
         with _maybe(self.db, conn) as c:
             row = c.execute(q.limit(1)).first()
             if row is None:
                 existing = [r[0] for r in c.execute(
-                    sa.select(t.c.version).where(t.c.kind == kind, t.c.name == name)
+                    sa.select(t.c.version)
+                    .where(self.db.scope(t), t.c.kind == kind, t.c.name == name)
                     .order_by(t.c.version))]
         if row is None:
             label = _LABEL.get(kind, kind)
@@ -211,7 +212,8 @@ class DefinitionRepository:
         t = schema.definitions
         with self.db.read() as c:
             rows = c.execute(
-                sa.select(t).where(t.c.kind == kind, t.c.name == name).order_by(t.c.version)
+                sa.select(t).where(self.db.scope(t), t.c.kind == kind, t.c.name == name)
+                .order_by(t.c.version)
             ).all()
         if not rows:
             self.get(kind, name)  # raises the helpful error
@@ -219,12 +221,13 @@ class DefinitionRepository:
 
     def list(self, kind: str | None = None, latest_only: bool = True) -> builtins.list[DefinitionRecord]:
         t = schema.definitions
-        q = sa.select(t)
+        q = sa.select(t).where(self.db.scope(t))
         if kind:
             q = q.where(t.c.kind == kind)
         if latest_only:
             latest = (
                 sa.select(t.c.kind, t.c.name, sa.func.max(t.c.version).label("v"))
+                .where(self.db.scope(t))
                 .group_by(t.c.kind, t.c.name)
                 .subquery()
             )
@@ -240,7 +243,7 @@ class DefinitionRepository:
         itself, then each older version it carries data from, with its projection).
         See :mod:`featureledger.model.projection`."""
         t = schema.definitions
-        q = sa.select(t).where(t.c.kind == "feature_view", t.c.name == name)
+        q = sa.select(t).where(self.db.scope(t), t.c.kind == "feature_view", t.c.name == name)
         if version is not None:
             q = q.where(t.c.version <= version)
         with _maybe(self.db, conn) as c:
@@ -332,7 +335,8 @@ class DefinitionRepository:
         """Where a new feature-view version's data comes from, in the plan's words."""
         t = schema.commits
         rows = conn.execute(
-            sa.select(schema.definitions).where(schema.definitions.c.kind == "feature_view",
+            sa.select(schema.definitions).where(self.db.scope(schema.definitions),
+                                                schema.definitions.c.kind == "feature_view",
                                                 schema.definitions.c.name == item.name)
             .order_by(schema.definitions.c.version)).all()
         infos = [_version_info(_row_to_record(r)) for r in rows]
@@ -342,7 +346,7 @@ class DefinitionRepository:
         chain = data_chain(infos, new)
         counts: dict[int, int] = dict(conn.execute(
             sa.select(t.c.view_version, sa.func.count())
-            .where(t.c.view_name == item.name, t.c.status == "committed")
+            .where(self.db.scope(t), t.c.view_name == item.name, t.c.status == "committed")
             .group_by(t.c.view_version)).all())
         item.data_sources = [{"version": p.version, "projection": p.describe(),
                               "commits": int(counts.get(p.version, 0))} for p in chain[1:]]
@@ -460,7 +464,7 @@ class DefinitionRepository:
         """Active deployments whose model reads ``view@version``: (deployment id, model)."""
         dep = schema.deployments
         rows = conn.execute(sa.select(dep.c.deployment_id, dep.c.model_ref, dep.c.features)
-                            .where(dep.c.status == "active")).all()
+                            .where(self.db.scope(dep), dep.c.status == "active")).all()
         out = []
         for r in rows:
             refs = [parse_reference(f) for f in json.loads(r.features or "[]")]
@@ -478,7 +482,7 @@ class DefinitionRepository:
     def _latest_row(self, conn: Connection, kind: str, name: str) -> Any:
         t = schema.definitions
         return conn.execute(
-            sa.select(t).where(t.c.kind == kind, t.c.name == name)
+            sa.select(t).where(self.db.scope(t), t.c.kind == kind, t.c.name == name)
             .order_by(t.c.version.desc()).limit(1)
         ).first()
 
@@ -516,7 +520,8 @@ class DefinitionRepository:
             if item.action == "docs_update":
                 conn.execute(
                     t.update()
-                    .where(t.c.kind == d.kind, t.c.name == d.name, t.c.version == item.to_version)
+                    .where(self.db.scope(t), t.c.kind == d.kind, t.c.name == d.name,
+                           t.c.version == item.to_version)
                     .values(docs=canonical_json(d.docs()), docs_hash=d.docs_hash)
                 )
                 self.db.audit(conn, "update_docs", d.kind, f"{d.name}@{item.to_version}",
@@ -524,6 +529,7 @@ class DefinitionRepository:
                 continue
             conn.execute(
                 t.insert().values(
+                    project=self.db.project,
                     kind=d.kind,
                     name=d.name,
                     version=item.to_version,
@@ -555,7 +561,8 @@ class DefinitionRepository:
     def _mark_children_stale(self, conn: Connection, parent: str) -> None:
         t = schema.definitions
         rows = conn.execute(
-            sa.select(t.c.name, t.c.version, t.c.spec).where(t.c.kind == "feature_view")
+            sa.select(t.c.name, t.c.version, t.c.spec)
+            .where(self.db.scope(t), t.c.kind == "feature_view")
         ).all()
         for r in rows:
             spec = json.loads(r.spec)
@@ -563,7 +570,7 @@ class DefinitionRepository:
             if any(p.split("@")[0] == parent for p in parents):
                 conn.execute(
                     t.update()
-                    .where(t.c.kind == "feature_view", t.c.name == r.name,
+                    .where(self.db.scope(t), t.c.kind == "feature_view", t.c.name == r.name,
                            t.c.version == r.version)
                     .values(stale=1)
                 )
@@ -580,7 +587,8 @@ class DefinitionRepository:
         with self.db.write() as conn:
             conn.execute(
                 t.update()
-                .where(t.c.kind == kind, t.c.name == name, t.c.version == version)
+                .where(self.db.scope(t), t.c.kind == kind, t.c.name == name,
+                       t.c.version == version)
                 .values(status=status, status_reason=reason)
             )
             self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",

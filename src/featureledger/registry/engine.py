@@ -3,6 +3,10 @@
 SQLite is the embedded default and PostgreSQL the server backend; the same code serves
 both. Writers serialise: SQLite transactions begin IMMEDIATE (one writer at a time, others
 wait up to the busy timeout), PostgreSQL write transactions may take an advisory lock.
+
+A RegistryDB serves one project: its connections carry the project (``conn.info``), its
+queries are scoped with :meth:`RegistryDB.scope`, and every statement is checked for that
+scope before it runs (see ``scope.py``).
 """
 
 from __future__ import annotations
@@ -17,20 +21,25 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from featureledger.config import check_project_name
 from featureledger.errors import BackendUnavailableError, ConfigError, StorageError
 from featureledger.model.hashing import canonical_json
 from featureledger.model.timeutil import current_user, now_us
 from featureledger.registry import schema
+from featureledger.registry.scope import INFO_KEY, SKIP_KEY, check_statement, scope
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DEFAULT_PROJECT = "default"
 
 
-def _alembic_config(connection: Connection) -> Any:
+def _alembic_config(connection: Connection, project: str = DEFAULT_PROJECT) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
+    # rows that predate projects (revision 0003) are given to the project that upgrades
+    cfg.attributes["project"] = project
     return cfg
 
 
@@ -86,15 +95,24 @@ def create_registry_engine(url: str) -> Engine:
 
 
 class RegistryDB:
-    """A migrated registry database: transactions, generation counter and audit trail."""
+    """A migrated registry database, seen as one project: transactions, the project's
+    generation counter and its audit trail."""
 
-    def __init__(self, url: str, *, actor: str | None = None, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, project: str = DEFAULT_PROJECT, actor: str | None = None,
+                 migrate: bool = True) -> None:
         self.url = url
+        self.project = check_project_name(project)
         self.actor = actor or current_user()
         self.engine = create_registry_engine(url)
         self.dialect = self.engine.dialect.name
+        sa.event.listen(self.engine, "before_execute", check_statement)
         if migrate:
             self.migrate()
+
+    def scope(self, *tables: Any) -> Any:
+        """The condition keeping only this project's rows of ``tables``; every query over
+        the registry has it (the engine refuses statements that do not)."""
+        return scope(self.project, *tables)
 
     # -- migrations -----------------------------------------------------------------
     def current_revision(self) -> str | None:
@@ -103,29 +121,61 @@ class RegistryDB:
                 return None
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
-    def migrate(self) -> None:
-        """Upgrade the schema to the newest revision; safe when processes race."""
-        head = head_revision()
-        if self.current_revision() == head:
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to ``revision`` (default: the newest); safe when processes race.
+
+        Rows written before revision 0003 (when the registry had no projects) become rows
+        of this RegistryDB's project.
+        """
+        target = head_revision() if revision == "head" else revision
+        if self.current_revision() == target:
             return
         from alembic import command
 
         with self._connect() as conn:
-            if self.dialect == "postgresql":
-                conn.exec_driver_sql("SELECT pg_advisory_lock(7428190311)")
-                try:
-                    command.upgrade(_alembic_config(conn), "head")
-                    conn.commit()
-                finally:
-                    conn.exec_driver_sql("SELECT pg_advisory_unlock(7428190311)")
-                    conn.commit()
-            else:
-                conn.info["begin_mode"] = "IMMEDIATE"  # one migrator at a time
-                try:
-                    command.upgrade(_alembic_config(conn), "head")
-                    conn.commit()
-                finally:
-                    conn.info.pop("begin_mode", None)
+            conn.info[SKIP_KEY] = True  # migrations rewrite every project's rows
+            try:
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_lock(7428190311)")
+                    try:
+                        command.upgrade(_alembic_config(conn, self.project), target)
+                        conn.commit()
+                    except BaseException:
+                        # end the failed transaction, so the unlock runs and the upgrade's
+                        # own error is the one reported (the session lock outlives it)
+                        conn.rollback()
+                        raise
+                    finally:
+                        conn.exec_driver_sql("SELECT pg_advisory_unlock(7428190311)")
+                        conn.commit()
+                else:
+                    self._migrate_sqlite(conn, command, target)
+            finally:
+                conn.info.pop(SKIP_KEY, None)
+
+    def _migrate_sqlite(self, conn: Connection, command: Any, target: str) -> None:
+        # SQLite changes a table's keys by copying it into a new table; foreign keys are
+        # switched off meanwhile (outside the transaction: the pragma is ignored inside
+        # one) and checked before the commit, as SQLite's own procedure prescribes. The
+        # transaction is ours, so every revision of the upgrade commits or none does.
+        raw: Any = conn.connection.dbapi_connection
+        raw.execute("PRAGMA foreign_keys=OFF")
+        conn.info["begin_mode"] = "IMMEDIATE"  # one migrator at a time
+        try:
+            conn.begin()
+            command.upgrade(_alembic_config(conn, self.project), target)
+            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise StorageError(
+                    f"upgrading the registry at {self._safe_url()} would break "
+                    f"{len(broken)} foreign key(s) (first: {tuple(broken[0])}); nothing was "
+                    "changed. Restore the registry from a backup and retry")
+            conn.commit()
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            conn.info.pop("begin_mode", None)
+            raw.execute("PRAGMA foreign_keys=ON")
 
     # -- transactions -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -137,6 +187,7 @@ class RegistryDB:
                 f"cannot connect to the registry at {self._safe_url()}: {exc.orig}. "
                 "Check that the database server is running and the URL is right."
             ) from None
+        conn.info[INFO_KEY] = self.project
         try:
             yield conn
         finally:
@@ -152,12 +203,26 @@ class RegistryDB:
             yield conn
 
     @contextlib.contextmanager
+    def read_all_projects(self) -> Iterator[Connection]:
+        """A read-only transaction over every project's rows, with no scope check: for
+        maintenance and for tests that compare whole databases, never for answering one
+        project's requests."""
+        with self._connect() as conn:
+            conn.info[SKIP_KEY] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop(SKIP_KEY, None)
+
+    @contextlib.contextmanager
     def write(self, lock_key: str | None = None, *, bump: bool = True) -> Iterator[Connection]:
         """A write transaction that bumps the registry generation when it commits.
 
-        ``lock_key`` serialises writers that touch the same object on PostgreSQL (SQLite
-        write transactions are already serial). ``bump=False`` is for bookkeeping that no
-        cache depends on (usage counters), so it does not invalidate serving plans.
+        ``lock_key`` serialises writers that touch the same object of this project on
+        PostgreSQL (SQLite write transactions are already serial). ``bump=False`` is for
+        bookkeeping that no cache depends on (usage counters), so it does not invalidate
+        serving plans. The generation bumped is this project's own.
         """
         with self._connect() as conn:
             conn.info["begin_mode"] = "IMMEDIATE"
@@ -167,11 +232,7 @@ class RegistryDB:
                         self.lock(conn, lock_key)
                     yield conn
                     if bump:
-                        conn.execute(
-                            schema.registry_state.update()
-                            .where(schema.registry_state.c.id == 1)
-                            .values(generation=schema.registry_state.c.generation + 1)
-                        )
+                        self._bump(conn)
             except sa.exc.OperationalError as exc:
                 raise StorageError(
                     f"registry write failed: {exc.orig}. Retry; if it persists, check the "
@@ -184,21 +245,36 @@ class RegistryDB:
         """Serialise with other writers of ``lock_key`` until ``conn``'s transaction ends
         (PostgreSQL; SQLite write transactions are serial already)."""
         if self.dialect == "postgresql":
-            key = int.from_bytes(hashlib.sha256(lock_key.encode()).digest()[:8], "big",
-                                 signed=True)
+            # objects of different projects never contend for one lock
+            digest = hashlib.sha256(f"{self.project}\0{lock_key}".encode()).digest()
+            key = int.from_bytes(digest[:8], "big", signed=True)
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
+    def _bump(self, conn: Connection) -> None:
+        # an upsert: a project's first write creates its counter, and two first writers
+        # racing on PostgreSQL both succeed
+        t = schema.registry_state
+        dialect: Any
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql as dialect
+        else:
+            from sqlalchemy.dialects import sqlite as dialect
+        stmt = dialect.insert(t).values(project=self.project, generation=1)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[t.c.project], set_={"generation": t.c.generation + 1}))
+
     def generation(self) -> int:
-        """A number that changes whenever anything in the registry changes."""
+        """A number that changes whenever anything in this project's registry changes."""
+        t = schema.registry_state
         with self.read() as conn:
-            return int(
-                conn.execute(sa.select(schema.registry_state.c.generation)).scalar() or 0
-            )
+            return int(conn.execute(
+                sa.select(t.c.generation).where(self.scope(t))).scalar() or 0)
 
     def audit(self, conn: Connection, action: str, kind: str, object_id: str,
               details: dict[str, Any] | None = None, actor: str | None = None) -> None:
         conn.execute(
             schema.audit_log.insert().values(
+                project=self.project,
                 at=now_us(),
                 actor=actor or self.actor,
                 action=action,
@@ -211,7 +287,7 @@ class RegistryDB:
     def audit_trail(self, kind: str | None = None, object_id: str | None = None,
                     limit: int = 1000) -> list[dict[str, Any]]:
         t = schema.audit_log
-        q = sa.select(t).order_by(t.c.id.desc()).limit(limit)
+        q = sa.select(t).where(self.scope(t)).order_by(t.c.id.desc()).limit(limit)
         if kind:
             q = q.where(t.c.object_kind == kind)
         if object_id:

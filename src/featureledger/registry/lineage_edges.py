@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from featureledger.model.hashing import canonical_json
 from featureledger.model.timeutil import now_us
 from featureledger.registry import schema
+from featureledger.registry.scope import project_of, scope
 
 # relation names, source -> destination, in data-flow direction
 FEEDS = "feeds"  # source -> view version
@@ -50,14 +51,16 @@ def source_node(uri: str) -> str:
 
 def record_edges(conn: Connection, edges: Iterable[tuple[str, str, str]] |
                  Iterable[tuple[str, str, str, dict[str, Any]]]) -> int:
-    """Insert edges ``(src, dst, relation[, details])``; existing edges are kept as they are."""
+    """Insert edges ``(src, dst, relation[, details])`` of the connection's project; existing
+    edges are kept as they are."""
     now = now_us()
+    project = project_of(conn)
     rows = []
     for e in edges:
         src, dst, rel = e[0], e[1], e[2]
         details = canonical_json(e[3]) if len(e) > 3 and e[3] else None  # type: ignore[misc]
-        rows.append({"src": src, "dst": dst, "relation": rel, "created_at": now,
-                     "details": details})
+        rows.append({"project": project, "src": src, "dst": dst, "relation": rel,
+                     "created_at": now, "details": details})
     if not rows:
         return 0
     t = schema.lineage_edges
@@ -76,5 +79,5 @@ def record_edges(conn: Connection, edges: Iterable[tuple[str, str, str]] |
 
 def edges_of(conn: Connection, node: str) -> list[dict[str, Any]]:
     t = schema.lineage_edges
-    q = sa.select(t).where(sa.or_(t.c.src == node, t.c.dst == node))
+    q = sa.select(t).where(scope(conn, t), sa.or_(t.c.src == node, t.c.dst == node))
     return [dict(r._mapping) for r in conn.execute(q)]

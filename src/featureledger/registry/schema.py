@@ -2,6 +2,13 @@
 
 Times are stored as integer microseconds since the Unix epoch (UTC): exact, ordered and
 identical on SQLite and PostgreSQL. JSON documents are stored as text in canonical form.
+
+Every table has a ``project`` column: several projects share one registry database, and
+each sees only its own rows (``registry/scope.py`` holds the condition every query uses and
+the check that enforces it). The column is NOT NULL without a default, so an insert that
+forgets it fails. Where a name is unique (definitions, experiments, models, lineage nodes),
+it is unique per project, so the project leads those keys; ids (``cmt_...``, ``run_...``)
+are global UUIDv7s and stay keys on their own.
 """
 
 from __future__ import annotations
@@ -11,20 +18,29 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
+PROJECT_LENGTH = 64
+
+
+def _project(primary_key: bool = False) -> Column[str]:
+    return Column("project", String(PROJECT_LENGTH), nullable=False, primary_key=primary_key)
+
 
 # Every version of every definition; rows are never updated except ``docs``/``status``.
 definitions = Table(
     "definitions",
     metadata,
+    _project(primary_key=True),
     Column("kind", String(32), primary_key=True),
     Column("name", String(255), primary_key=True),
     Column("version", Integer, primary_key=True),
@@ -40,13 +56,15 @@ definitions = Table(
     Column("status_reason", Text, nullable=True),
     Column("stale", Integer, nullable=False, default=0),  # derived view whose parent moved on
 )
-Index("ix_definitions_hash", definitions.c.kind, definitions.c.name, definitions.c.definition_hash)
+Index("ix_definitions_hash", definitions.c.project, definitions.c.kind, definitions.c.name,
+      definitions.c.definition_hash)
 
-# Monotonic registry generation: bumped by every change; caches key on it.
+# Monotonic registry generation per project: bumped by every change of that project; caches
+# key on it, so one project's writes never invalidate another's caches.
 registry_state = Table(
     "registry_state",
     metadata,
-    Column("id", Integer, primary_key=True),
+    _project(primary_key=True),
     Column("generation", BigInteger, nullable=False),
 )
 
@@ -55,6 +73,7 @@ commits = Table(
     "commits",
     metadata,
     Column("commit_id", String(64), primary_key=True),
+    _project(),
     Column("view_name", String(255), nullable=False),
     Column("view_version", Integer, nullable=False),
     Column("commit_time", BigInteger, nullable=False),  # µs UTC; visibility clock
@@ -76,7 +95,8 @@ commits = Table(
     # JSON {path: {"size": n[, "sha256": hex]}}: what reconcile checks the files against
     Column("file_manifest", Text, nullable=True),
 )
-Index("ix_commits_view", commits.c.view_name, commits.c.view_version, commits.c.commit_time)
+Index("ix_commits_view", commits.c.project, commits.c.view_name, commits.c.view_version,
+      commits.c.commit_time)
 Index("ix_commits_run", commits.c.run_id)
 
 # The result of a historical retrieval.
@@ -84,6 +104,7 @@ datasets = Table(
     "datasets",
     metadata,
     Column("dataset_id", String(64), primary_key=True),
+    _project(),
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(255), nullable=False),
     Column("run_id", String(64), nullable=True),
@@ -105,6 +126,7 @@ dataset_commits = Table(
     metadata,
     Column("dataset_id", String(64), ForeignKey("datasets.dataset_id"), primary_key=True),
     Column("commit_id", String(64), ForeignKey("commits.commit_id"), primary_key=True),
+    _project(),
 )
 Index("ix_dataset_commits_commit", dataset_commits.c.commit_id)
 
@@ -114,19 +136,21 @@ Index("ix_dataset_commits_commit", dataset_commits.c.commit_id)
 lineage_edges = Table(
     "lineage_edges",
     metadata,
+    _project(primary_key=True),
     Column("src", String(512), primary_key=True),
     Column("dst", String(512), primary_key=True),
     Column("relation", String(64), primary_key=True),
     Column("created_at", BigInteger, nullable=False),
     Column("details", Text, nullable=True),
 )
-Index("ix_lineage_dst", lineage_edges.c.dst)
+Index("ix_lineage_dst", lineage_edges.c.project, lineage_edges.c.dst)
 
 # Append-only audit trail of every registry change.
 audit_log = Table(
     "audit_log",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    _project(),
     Column("at", BigInteger, nullable=False),
     Column("actor", String(255), nullable=False),
     Column("action", String(64), nullable=False),
@@ -134,7 +158,7 @@ audit_log = Table(
     Column("object_id", String(255), nullable=False),
     Column("details", Text, nullable=False),
 )
-Index("ix_audit_object", audit_log.c.object_kind, audit_log.c.object_id)
+Index("ix_audit_object", audit_log.c.project, audit_log.c.object_kind, audit_log.c.object_id)
 
 # -- tracking (revision 0002): experiments, runs, models, deployments, usage -------------
 
@@ -142,17 +166,20 @@ experiments = Table(
     "experiments",
     metadata,
     Column("experiment_id", String(64), primary_key=True),
-    Column("name", String(255), nullable=False, unique=True),
+    _project(),
+    Column("name", String(255), nullable=False),
     Column("description", Text, nullable=False),  # the hypothesis the experiment tests
     Column("tags", Text, nullable=False),  # JSON object
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(255), nullable=False),
+    UniqueConstraint("project", "name", name="uq_experiments_project_name"),
 )
 
 runs = Table(
     "runs",
     metadata,
     Column("run_id", String(64), primary_key=True),
+    _project(),
     Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), nullable=False),
     Column("name", String(255), nullable=False),
     Column("parent_run_id", String(64), nullable=True),
@@ -173,15 +200,18 @@ run_external_ids = Table(
     metadata,
     Column("run_id", String(64), ForeignKey("runs.run_id"), primary_key=True),
     Column("system", String(32), primary_key=True),
+    _project(),
     Column("external_id", String(255), nullable=False),
 )
-Index("ix_run_external_ids_ext", run_external_ids.c.system, run_external_ids.c.external_id)
+Index("ix_run_external_ids_ext", run_external_ids.c.project, run_external_ids.c.system,
+      run_external_ids.c.external_id)
 
 run_params = Table(
     "run_params",
     metadata,
     Column("run_id", String(64), ForeignKey("runs.run_id"), primary_key=True),
     Column("key", String(255), primary_key=True),
+    _project(),
     Column("value", Text, nullable=False),
 )
 
@@ -189,6 +219,7 @@ run_metrics = Table(
     "run_metrics",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),  # logging order
+    _project(),
     Column("run_id", String(64), ForeignKey("runs.run_id"), nullable=False),
     Column("key", String(255), nullable=False),
     Column("value", Float, nullable=False),
@@ -202,12 +233,14 @@ run_tags = Table(
     metadata,
     Column("run_id", String(64), ForeignKey("runs.run_id"), primary_key=True),
     Column("key", String(255), primary_key=True),
+    _project(),
     Column("value", Text, nullable=False),
 )
 
 models = Table(
     "models",
     metadata,
+    _project(primary_key=True),
     Column("name", String(255), primary_key=True),
     Column("description", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
@@ -218,7 +251,8 @@ model_versions = Table(
     "model_versions",
     metadata,
     Column("model_id", String(64), primary_key=True),
-    Column("name", String(255), ForeignKey("models.name"), nullable=False),
+    _project(),
+    Column("name", String(255), nullable=False),
     Column("version", Integer, nullable=False),
     Column("run_id", String(64), nullable=True),
     Column("artifact_uri", Text, nullable=False),
@@ -231,8 +265,11 @@ model_versions = Table(
     # the artifact as logged, when it is a local file or folder (see offline.storage.path_digest)
     Column("artifact_sha256", String(64), nullable=True),
     Column("artifact_size", BigInteger, nullable=True),
+    ForeignKeyConstraint(["project", "name"], ["models.project", "models.name"],
+                         name="fk_model_versions_project_models"),
 )
-Index("ux_model_versions_name", model_versions.c.name, model_versions.c.version, unique=True)
+Index("ux_model_versions_name", model_versions.c.project, model_versions.c.name,
+      model_versions.c.version, unique=True)
 Index("ix_model_versions_run", model_versions.c.run_id)
 
 # One row per feature a model version reads (set-based checks join on it).
@@ -241,11 +278,13 @@ model_features = Table(
     metadata,
     Column("model_id", String(64), ForeignKey("model_versions.model_id"), primary_key=True),
     Column("position", Integer, primary_key=True),
+    _project(),
     Column("view_name", String(255), nullable=False),
     Column("view_version", Integer, nullable=False),
     Column("feature", String(255), nullable=False),
 )
-Index("ix_model_features_view", model_features.c.view_name, model_features.c.view_version)
+Index("ix_model_features_view", model_features.c.project, model_features.c.view_name,
+      model_features.c.view_version)
 
 # Datasets a model version was trained / validated / tested on. No foreign key to datasets:
 # reconciliation reports a dataset that went missing instead of the database hiding it.
@@ -255,6 +294,7 @@ model_datasets = Table(
     Column("model_id", String(64), ForeignKey("model_versions.model_id"), primary_key=True),
     Column("dataset_id", String(64), primary_key=True),
     Column("stage", String(16), primary_key=True),  # training / validation / test
+    _project(),
 )
 Index("ix_model_datasets_dataset", model_datasets.c.dataset_id)
 
@@ -262,6 +302,7 @@ deployments = Table(
     "deployments",
     metadata,
     Column("deployment_id", String(64), primary_key=True),
+    _project(),
     Column("model_id", String(64), nullable=False),
     Column("model_ref", String(255), nullable=False),  # name@version at deploy time
     Column("environment", String(64), nullable=False),
@@ -276,7 +317,8 @@ deployments = Table(
     Column("end_reason", Text, nullable=True),
     Column("description", Text, nullable=False),
 )
-Index("ix_deployments_env", deployments.c.environment, deployments.c.status)
+Index("ix_deployments_env", deployments.c.project, deployments.c.environment,
+      deployments.c.status)
 Index("ix_deployments_model", deployments.c.model_id)
 
 # A recorded permission for a deployment to keep reading a deprecated or retired version.
@@ -286,16 +328,18 @@ deployment_exceptions = Table(
     Column("deployment_id", String(64), ForeignKey("deployments.deployment_id"),
            primary_key=True),
     Column("feature_version", String(255), primary_key=True),  # view@version
+    _project(),
     Column("reason", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(255), nullable=False),
 )
 
 # Online reads per deployment, feature version and time bucket: counters, never a row per
-# request.
+# request. The project is part of the key, so an upsert can only add to its own counters.
 deployment_usage = Table(
     "deployment_usage",
     metadata,
+    _project(primary_key=True),
     Column("deployment_id", String(64), primary_key=True),
     Column("feature_version", String(255), primary_key=True),  # view@version
     Column("bucket_start", BigInteger, primary_key=True),  # µs UTC, start of the bucket
@@ -304,6 +348,7 @@ deployment_usage = Table(
 )
 
 __all__ = [
+    "PROJECT_LENGTH",
     "audit_log",
     "commits",
     "dataset_commits",

@@ -103,15 +103,17 @@ class ModelRepository:
                 artifact_digest: PathDigest | None) -> ModelVersion:
         now = now_us()
         m, mv = schema.models, schema.model_versions
-        if conn.execute(sa.select(m.c.name).where(m.c.name == name)).first() is None:
-            conn.execute(m.insert().values(name=name, description=description, created_at=now,
-                                           created_by=self.db.actor))
-        last = conn.execute(sa.select(sa.func.max(mv.c.version)).where(mv.c.name == name)
-                            ).scalar()
+        project = self.db.project
+        if conn.execute(sa.select(m.c.name).where(self.db.scope(m), m.c.name == name)
+                        ).first() is None:
+            conn.execute(m.insert().values(project=project, name=name, description=description,
+                                           created_at=now, created_by=self.db.actor))
+        last = conn.execute(sa.select(sa.func.max(mv.c.version))
+                            .where(self.db.scope(mv), mv.c.name == name)).scalar()
         version = int(last or 0) + 1
         model_id = new_id("mdl")
         conn.execute(mv.insert().values(
-            model_id=model_id, name=name, version=version, run_id=run_id,
+            project=project, model_id=model_id, name=name, version=version, run_id=run_id,
             artifact_uri=artifact_uri, feature_set=feature_set,
             features=canonical_json(features), description=description,
             tags=canonical_json(dict(tags)), created_at=now, created_by=self.db.actor,
@@ -120,12 +122,13 @@ class ModelRepository:
         refs = [parse_reference(f) for f in features]
         if refs:
             conn.execute(schema.model_features.insert(), [
-                {"model_id": model_id, "position": i, "view_name": r.view,
+                {"project": project, "model_id": model_id, "position": i, "view_name": r.view,
                  "view_version": r.version, "feature": r.feature} for i, r in enumerate(refs)])
         unique_ds = list(dict.fromkeys(datasets))
         if unique_ds:
             conn.execute(schema.model_datasets.insert(), [
-                {"model_id": model_id, "dataset_id": d, "stage": s} for d, s in unique_ds])
+                {"project": project, "model_id": model_id, "dataset_id": d, "stage": s}
+                for d, s in unique_ds])
         edges: list[Any] = [(d, model_id, TRAINED_ON, {"stage": s}) for d, s in unique_ds]
         if run_id:
             edges.append((run_id, model_id, PRODUCED))
@@ -150,10 +153,10 @@ class ModelRepository:
         """A model version by ``mdl_`` id, ``name@N`` or ``name`` (its latest version)."""
         mv = schema.model_versions
         if model.startswith("mdl_"):
-            q = sa.select(mv).where(mv.c.model_id == model)
+            q = sa.select(mv).where(self.db.scope(mv), mv.c.model_id == model)
         else:
             name, _, version = model.partition("@")
-            q = sa.select(mv).where(mv.c.name == name)
+            q = sa.select(mv).where(self.db.scope(mv), mv.c.name == name)
             if version:
                 if not version.isdigit():
                     raise UnknownModelError(f"model reference {model!r} is malformed; use "
@@ -168,7 +171,7 @@ class ModelRepository:
 
     def list_versions(self, name: str | None = None) -> list[ModelVersion]:
         mv = schema.model_versions
-        q = sa.select(mv).order_by(mv.c.name, mv.c.version)
+        q = sa.select(mv).where(self.db.scope(mv)).order_by(mv.c.name, mv.c.version)
         if name is not None:
             q = q.where(mv.c.name == name)
         return self._load(q)
@@ -182,7 +185,7 @@ class ModelRepository:
             for i in range(0, len(ids), 500):
                 for mid, did, stage in c.execute(
                         sa.select(md.c.model_id, md.c.dataset_id, md.c.stage)
-                        .where(md.c.model_id.in_(ids[i:i + 500]))
+                        .where(self.db.scope(md), md.c.model_id.in_(ids[i:i + 500]))
                         .order_by(md.c.stage, md.c.dataset_id)):
                     ds[mid].setdefault(stage, []).append(did)
             return [_model(r, ds[r.model_id]) for r in rows]
@@ -203,14 +206,16 @@ class ModelRepository:
         previous = conn.execute(
             sa.select(t.c.deployment_id).join(
                 schema.model_versions, schema.model_versions.c.model_id == t.c.model_id)
-            .where(t.c.environment == environment, t.c.status == "active",
+            .where(self.db.scope(t, schema.model_versions), t.c.environment == environment,
+                   t.c.status == "active",
                    schema.model_versions.c.name == model.name)).scalars().all()
         for dep in previous:
-            conn.execute(t.update().where(t.c.deployment_id == dep).values(
+            conn.execute(t.update().where(self.db.scope(t), t.c.deployment_id == dep).values(
                 status="superseded", ended_at=now, ended_by=self.db.actor,
                 end_reason=f"replaced by {model.ref}"))
         dep_id = new_id("dep")
         conn.execute(t.insert().values(
+            project=self.db.project,
             deployment_id=dep_id, model_id=model.model_id, model_ref=model.ref,
             environment=environment, status="active", feature_set=model.feature_set,
             features=canonical_json(model.features), lineage_snapshot=canonical_json(snapshot),
@@ -232,9 +237,10 @@ class ModelRepository:
             raise TrackingError(f"an exception for {feature_version} needs a reason, e.g. "
                                 "'migration to v4 scheduled for next sprint'")
         t = schema.deployment_exceptions
-        conn.execute(t.delete().where(t.c.deployment_id == dep_id,
+        conn.execute(t.delete().where(self.db.scope(t), t.c.deployment_id == dep_id,
                                       t.c.feature_version == feature_version))
-        conn.execute(t.insert().values(deployment_id=dep_id, feature_version=feature_version,
+        conn.execute(t.insert().values(project=self.db.project, deployment_id=dep_id,
+                                       feature_version=feature_version,
                                        reason=str(reason), created_at=now,
                                        created_by=self.db.actor))
 
@@ -252,15 +258,17 @@ class ModelRepository:
             if not dep.active:
                 raise StateError(f"deployment {deployment_id} is already {dep.status}; "
                                  "nothing to undeploy")
-            conn.execute(t.update().where(t.c.deployment_id == deployment_id).values(
-                status="undeployed", ended_at=now_us(), ended_by=self.db.actor,
-                end_reason=reason))
+            conn.execute(
+                t.update().where(self.db.scope(t), t.c.deployment_id == deployment_id).values(
+                    status="undeployed", ended_at=now_us(), ended_by=self.db.actor,
+                    end_reason=reason))
             self.db.audit(conn, "undeploy", "deployment", deployment_id, {"reason": reason})
         return self.get_deployment(deployment_id)
 
     def get_deployment(self, deployment_id: str, conn: Connection | None = None) -> Deployment:
         t = schema.deployments
-        found = self.deployments(sa.select(t).where(t.c.deployment_id == deployment_id), conn)
+        found = self.deployments(
+            sa.select(t).where(self.db.scope(t), t.c.deployment_id == deployment_id), conn)
         if not found:
             raise UnknownDeploymentError(f"unknown deployment {deployment_id!r}; list them with "
                                          "'featureledger deploy --list'")
@@ -270,7 +278,8 @@ class ModelRepository:
                          active_only: bool = False) -> list[Deployment]:
         """Deployment history, newest first."""
         t = schema.deployments
-        q = sa.select(t).order_by(t.c.deployed_at.desc(), t.c.deployment_id.desc())
+        q = (sa.select(t).where(self.db.scope(t))
+             .order_by(t.c.deployed_at.desc(), t.c.deployment_id.desc()))
         if environment is not None:
             q = q.where(t.c.environment == environment)
         if active_only:
@@ -292,7 +301,7 @@ class ModelRepository:
             for i in range(0, len(ids), 500):
                 for did, fv, reason in c.execute(
                         sa.select(e.c.deployment_id, e.c.feature_version, e.c.reason)
-                        .where(e.c.deployment_id.in_(ids[i:i + 500]))):
+                        .where(self.db.scope(e), e.c.deployment_id.in_(ids[i:i + 500]))):
                     ex[did][fv] = reason
             return [_deployment(r, ex[r.deployment_id]) for r in rows]
 

@@ -54,7 +54,7 @@ class RunRepository:
         _check_key("experiment", name)
         t = schema.experiments
         with self.db.write(lock_key=f"experiment:{name}") as conn:
-            row = conn.execute(sa.select(t).where(t.c.name == name)).first()
+            row = conn.execute(sa.select(t).where(self.db.scope(t), t.c.name == name)).first()
             if row is not None:
                 if not exist_ok:
                     raise StateError(f"experiment {name!r} already exists; pick another name "
@@ -64,6 +64,7 @@ class RunRepository:
                              {str(k): str(v) for k, v in (tags or {}).items()}, now_us(),
                              self.db.actor)
             conn.execute(t.insert().values(
+                project=self.db.project,
                 experiment_id=exp.experiment_id, name=name, description=description,
                 tags=canonical_json(exp.tags), created_at=exp.created_at,
                 created_by=exp.created_by))
@@ -75,7 +76,7 @@ class RunRepository:
         t = schema.experiments
         col = t.c.experiment_id if name_or_id.startswith("exp_") else t.c.name
         with self.db.read() as conn:
-            row = conn.execute(sa.select(t).where(col == name_or_id)).first()
+            row = conn.execute(sa.select(t).where(self.db.scope(t), col == name_or_id)).first()
         if row is None:
             raise UnknownRunError(f"unknown experiment {name_or_id!r}; list experiments with "
                                   "'featureledger experiments'")
@@ -84,7 +85,8 @@ class RunRepository:
     def list_experiments(self) -> list[Experiment]:
         t = schema.experiments
         with self.db.read() as conn:
-            return [_experiment(r) for r in conn.execute(sa.select(t).order_by(t.c.name))]
+            return [_experiment(r) for r in conn.execute(
+                sa.select(t).where(self.db.scope(t)).order_by(t.c.name))]
 
     # -- runs -------------------------------------------------------------------------
     def create_run(self, experiment: Experiment, *, name: str | None, parent_run_id: str | None,
@@ -95,6 +97,7 @@ class RunRepository:
         start = now_us()
         with self.db.write() as conn:
             conn.execute(schema.runs.insert().values(
+                project=self.db.project,
                 run_id=run_id, experiment_id=experiment.experiment_id,
                 name=name or run_id[-12:], parent_run_id=parent_run_id, status="running",
                 start_time=start, end_time=None, user=self.db.actor, git_commit=git[0],
@@ -103,7 +106,8 @@ class RunRepository:
             self._tags(conn, run_id, tags)
             for system, ext in external_ids.items():
                 conn.execute(schema.run_external_ids.insert().values(
-                    run_id=run_id, system=system, external_id=str(ext)))
+                    project=self.db.project, run_id=run_id, system=system,
+                    external_id=str(ext)))
             record_edges(conn, [(experiment.experiment_id, run_id, HAS_RUN)])
             self.db.audit(conn, "start_run", "run", run_id,
                           {"experiment": experiment.name, "git_commit": git[0]})
@@ -111,7 +115,8 @@ class RunRepository:
 
     def _status(self, conn: Connection, run_id: str) -> str:
         status = conn.execute(sa.select(schema.runs.c.status)
-                              .where(schema.runs.c.run_id == run_id)).scalar()
+                              .where(self.db.scope(schema.runs),
+                                     schema.runs.c.run_id == run_id)).scalar()
         if status is None:
             raise UnknownRunError(f"unknown run {run_id!r}; list runs with 'featureledger runs "
                                   "list'")
@@ -123,7 +128,7 @@ class RunRepository:
         t = schema.run_params
         values = {_check_key("param", k): _param_text(v) for k, v in params.items()}
         existing = dict(conn.execute(sa.select(t.c.key, t.c.value).where(
-            t.c.run_id == run_id, t.c.key.in_(list(values)))).all())
+            self.db.scope(t), t.c.run_id == run_id, t.c.key.in_(list(values)))).all())
         clash = {k: (existing[k], v) for k, v in values.items() if k in existing
                  and existing[k] != v}
         if clash:
@@ -131,8 +136,8 @@ class RunRepository:
             raise TrackingError(f"param {k!r} of run {run_id} is already {old!r}; params are "
                                 f"immutable, so it cannot become {new!r}. Log it under another "
                                 "name or start a new run")
-        rows = [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()
-                if k not in existing]
+        rows = [{"project": self.db.project, "run_id": run_id, "key": k, "value": v}
+                for k, v in values.items() if k not in existing]
         if rows:
             conn.execute(t.insert(), rows)
 
@@ -140,8 +145,9 @@ class RunRepository:
         t = schema.run_tags
         for k, v in tags.items():
             _check_key("tag", k)
-            conn.execute(t.delete().where(t.c.run_id == run_id, t.c.key == k))
-            conn.execute(t.insert().values(run_id=run_id, key=k, value=str(v)))
+            conn.execute(t.delete().where(self.db.scope(t), t.c.run_id == run_id, t.c.key == k))
+            conn.execute(t.insert().values(project=self.db.project, run_id=run_id, key=k,
+                                           value=str(v)))
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         with self.db.write() as conn:
@@ -177,10 +183,10 @@ class RunRepository:
                 s = step
                 if s is None:  # the next step of this key: a plain series needs no counter
                     last = conn.execute(sa.select(sa.func.max(t.c.step)).where(
-                        t.c.run_id == run_id, t.c.key == k)).scalar()
+                        self.db.scope(t), t.c.run_id == run_id, t.c.key == k)).scalar()
                     s = 0 if last is None else int(last) + 1
-                conn.execute(t.insert().values(run_id=run_id, key=k, value=value, step=s,
-                                               timestamp=ts))
+                conn.execute(t.insert().values(project=self.db.project, run_id=run_id, key=k,
+                                               value=value, step=s, timestamp=ts))
                 out.append(MetricPoint(k, value, s, ts))
         return out
 
@@ -194,15 +200,16 @@ class RunRepository:
         t = schema.run_external_ids
         with self.db.write() as conn:
             self._status(conn, run_id)
-            conn.execute(t.delete().where(t.c.run_id == run_id, t.c.system == system))
-            conn.execute(t.insert().values(run_id=run_id, system=system,
-                                           external_id=external_id))
+            conn.execute(t.delete().where(self.db.scope(t), t.c.run_id == run_id,
+                                          t.c.system == system))
+            conn.execute(t.insert().values(project=self.db.project, run_id=run_id,
+                                           system=system, external_id=external_id))
 
     def find_by_external_id(self, system: str, external_id: str) -> str | None:
         t = schema.run_external_ids
         with self.db.read() as conn:
             return conn.execute(sa.select(t.c.run_id).where(
-                t.c.system == system, t.c.external_id == external_id)
+                self.db.scope(t), t.c.system == system, t.c.external_id == external_id)
                 .order_by(t.c.run_id)).scalar()
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -213,13 +220,14 @@ class RunRepository:
             current = self._status(conn, run_id)
             if current != "running":
                 return  # ending twice keeps the first outcome
-            conn.execute(t.update().where(t.c.run_id == run_id)
+            conn.execute(t.update().where(self.db.scope(t), t.c.run_id == run_id)
                          .values(status=status, end_time=now_us(), error=error))
             self.db.audit(conn, f"end_run:{status}", "run", run_id, {"error": error})
 
     # -- reading ---------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunRecord:
-        runs = self._load(sa.select(schema.runs).where(schema.runs.c.run_id == run_id))
+        runs = self._load(sa.select(schema.runs).where(self.db.scope(schema.runs),
+                                                       schema.runs.c.run_id == run_id))
         if not runs:
             raise UnknownRunError(f"unknown run {run_id!r}; list runs with 'featureledger runs "
                                   "list'")
@@ -228,7 +236,8 @@ class RunRepository:
     def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
         t = schema.run_metrics
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(t).where(t.c.run_id == run_id, t.c.key == key)
+            rows = conn.execute(sa.select(t)
+                                .where(self.db.scope(t), t.c.run_id == run_id, t.c.key == key)
                                 .order_by(t.c.step, t.c.timestamp, t.c.id)).all()
         return [MetricPoint(r.key, r.value, r.step, r.timestamp) for r in rows]
 
@@ -241,7 +250,7 @@ class RunRepository:
         version; ``metric`` is ``(key, op, value)`` on the latest value of the metric.
         """
         r = schema.runs
-        q = sa.select(r)
+        q = sa.select(r).where(self.db.scope(r))
         if experiment is not None:
             exp = self.get_experiment(experiment)
             q = q.where(r.c.experiment_id == exp.experiment_id)
@@ -254,14 +263,15 @@ class RunRepository:
                                     "'view@N', e.g. 'driver_stats@3'")
             d, mf, mv = schema.datasets, schema.model_features, schema.model_versions
             pattern = f'%"{view}@{int(version)}:%'
-            via_data = sa.select(d.c.run_id).where(d.c.features.like(pattern))
+            via_data = sa.select(d.c.run_id).where(self.db.scope(d), d.c.features.like(pattern))
             via_model = (sa.select(mv.c.run_id).join(mf, mf.c.model_id == mv.c.model_id)
-                         .where(mf.c.view_name == view, mf.c.view_version == int(version)))
+                         .where(self.db.scope(mv, mf), mf.c.view_name == view,
+                                mf.c.view_version == int(version)))
             q = q.where(sa.or_(r.c.run_id.in_(via_data), r.c.run_id.in_(via_model)))
         if metric is not None:
             key, op, value = metric
             m = schema.run_metrics
-            latest = (sa.select(sa.func.max(m.c.id)).where(m.c.key == key)
+            latest = (sa.select(sa.func.max(m.c.id)).where(self.db.scope(m), m.c.key == key)
                       .group_by(m.c.run_id))
             cmp = {">": m.c.value > value, ">=": m.c.value >= value, "<": m.c.value < value,
                    "<=": m.c.value <= value, "=": m.c.value == value,
@@ -269,7 +279,8 @@ class RunRepository:
             if op not in cmp:
                 raise TrackingError(f"metric operator {op!r} is not supported; use one of "
                                     f"{', '.join(cmp)}")
-            q = q.where(r.c.run_id.in_(sa.select(m.c.run_id).where(m.c.id.in_(latest), cmp[op])))
+            q = q.where(r.c.run_id.in_(sa.select(m.c.run_id).where(
+                self.db.scope(m), m.c.id.in_(latest), cmp[op])))
         q = q.order_by(r.c.start_time.desc(), r.c.run_id.desc())
         if limit is not None:
             q = q.limit(limit)
@@ -282,8 +293,9 @@ class RunRepository:
             ids = [row.run_id for row in rows]
             if not ids:
                 return []
-            exps = dict(conn.execute(sa.select(schema.experiments.c.experiment_id,
-                                               schema.experiments.c.name)).all())
+            e = schema.experiments
+            exps = dict(conn.execute(sa.select(e.c.experiment_id, e.c.name)
+                                     .where(self.db.scope(e))).all())
             by: dict[str, dict[str, Any]] = {i: {"params": {}, "metrics": {}, "tags": {},
                                                  "external_ids": {}, "datasets": [],
                                                  "models": [], "commits": []} for i in ids}
@@ -299,31 +311,35 @@ class RunRepository:
 
     def _fill(self, conn: Connection, ids: list[str], by: dict[str, dict[str, Any]]) -> None:
         p, tg, x = schema.run_params, schema.run_tags, schema.run_external_ids
+        scope = self.db.scope
         for rid, k, v in conn.execute(sa.select(p.c.run_id, p.c.key, p.c.value)
-                                      .where(p.c.run_id.in_(ids)).order_by(p.c.key)):
+                                      .where(scope(p), p.c.run_id.in_(ids)).order_by(p.c.key)):
             by[rid]["params"][k] = v
         for rid, k, v in conn.execute(sa.select(tg.c.run_id, tg.c.key, tg.c.value)
-                                      .where(tg.c.run_id.in_(ids)).order_by(tg.c.key)):
+                                      .where(scope(tg), tg.c.run_id.in_(ids))
+                                      .order_by(tg.c.key)):
             by[rid]["tags"][k] = v
         for rid, k, v in conn.execute(sa.select(x.c.run_id, x.c.system, x.c.external_id)
-                                      .where(x.c.run_id.in_(ids))):
+                                      .where(scope(x), x.c.run_id.in_(ids))):
             by[rid]["external_ids"][k] = v
         m = schema.run_metrics
-        latest = (sa.select(sa.func.max(m.c.id)).where(m.c.run_id.in_(ids))
+        latest = (sa.select(sa.func.max(m.c.id)).where(scope(m), m.c.run_id.in_(ids))
                   .group_by(m.c.run_id, m.c.key))
         for rid, k, v in conn.execute(sa.select(m.c.run_id, m.c.key, m.c.value)
-                                      .where(m.c.id.in_(latest)).order_by(m.c.key)):
+                                      .where(scope(m), m.c.id.in_(latest)).order_by(m.c.key)):
             by[rid]["metrics"][k] = v
         d, mv, c = schema.datasets, schema.model_versions, schema.commits
         for rid, ds in conn.execute(sa.select(d.c.run_id, d.c.dataset_id)
-                                    .where(d.c.run_id.in_(ids)).order_by(d.c.created_at)):
+                                    .where(scope(d), d.c.run_id.in_(ids))
+                                    .order_by(d.c.created_at)):
             by[rid]["datasets"].append(ds)
         for rid, name, ver in conn.execute(sa.select(mv.c.run_id, mv.c.name, mv.c.version)
-                                           .where(mv.c.run_id.in_(ids))
+                                           .where(scope(mv), mv.c.run_id.in_(ids))
                                            .order_by(mv.c.created_at)):
             by[rid]["models"].append(f"{name}@{ver}")
         for rid, cid in conn.execute(sa.select(c.c.run_id, c.c.commit_id)
-                                     .where(c.c.run_id.in_(ids)).order_by(c.c.commit_time)):
+                                     .where(scope(c), c.c.run_id.in_(ids))
+                                     .order_by(c.c.commit_time)):
             by[rid]["commits"].append(cid)
 
     # -- comparison ---------------------------------------------------------------------
@@ -349,21 +365,25 @@ class RunRepository:
         """View versions a run's datasets and models read, and commit -> view@N of its data."""
         d, dc, c = schema.datasets, schema.dataset_commits, schema.commits
         mv, mf, md = schema.model_versions, schema.model_features, schema.model_datasets
+        scope = self.db.scope
         run_datasets = sa.union(
-            sa.select(d.c.dataset_id).where(d.c.run_id == run_id),
+            sa.select(d.c.dataset_id).where(scope(d), d.c.run_id == run_id),
             sa.select(md.c.dataset_id).join(mv, mv.c.model_id == md.c.model_id)
-            .where(mv.c.run_id == run_id),
+            .where(scope(md, mv), mv.c.run_id == run_id),
         ).subquery()
         with self.db.read() as conn:
             commits = {cid: f"{v}@{n}" for cid, v, n in conn.execute(
                 sa.select(c.c.commit_id, c.c.view_name, c.c.view_version)
                 .join(dc, dc.c.commit_id == c.c.commit_id)
-                .where(dc.c.dataset_id.in_(sa.select(run_datasets.c.dataset_id))).distinct())}
+                .where(scope(c, dc), dc.c.dataset_id.in_(sa.select(run_datasets.c.dataset_id)))
+                .distinct())}
             feats = conn.execute(sa.select(d.c.features).where(
-                d.c.dataset_id.in_(sa.select(run_datasets.c.dataset_id)))).scalars().all()
+                scope(d), d.c.dataset_id.in_(sa.select(run_datasets.c.dataset_id)))
+            ).scalars().all()
             model_views = conn.execute(
                 sa.select(mf.c.view_name, mf.c.view_version).join(
-                    mv, mv.c.model_id == mf.c.model_id).where(mv.c.run_id == run_id)
+                    mv, mv.c.model_id == mf.c.model_id)
+                .where(scope(mf, mv), mv.c.run_id == run_id)
                 .distinct()).all()
         versions = {f"{v}@{n}" for v, n in model_views}
         for text in feats:

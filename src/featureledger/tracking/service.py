@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from featureledger.errors import StateError, TrackingError, UnknownDatasetError
 from featureledger.registry import schema
+from featureledger.registry.scope import scope
 from featureledger.tracking.context import current_run_id
 from featureledger.tracking.models import ModelRepository
 from featureledger.tracking.records import (
@@ -228,7 +229,7 @@ class TrackingService:
         t = schema.datasets
         with self.db.read() as conn:
             rows = {r.dataset_id: r for r in conn.execute(
-                sa.select(t).where(t.c.dataset_id.in_(ids)))} if ids else {}
+                sa.select(t).where(self.db.scope(t), t.c.dataset_id.in_(ids)))} if ids else {}
         missing = [d for d in ids if d not in rows]
         if missing:
             raise UnknownDatasetError(f"unknown dataset(s) {', '.join(missing)}; datasets come "
@@ -361,7 +362,8 @@ def _unusable(conn: Any, model_id: str) -> list[tuple[str, str, str | None]]:
         sa.select(mf.c.view_name, mf.c.view_version, d.c.status, d.c.status_reason)
         .join(d, sa.and_(d.c.kind == "feature_view", d.c.name == mf.c.view_name,
                          d.c.version == mf.c.view_version))
-        .where(mf.c.model_id == model_id, d.c.status.in_(("deprecated", "retired")))
+        .where(scope(conn, mf, d), mf.c.model_id == model_id,
+               d.c.status.in_(("deprecated", "retired")))
         .distinct().order_by(mf.c.view_name, mf.c.view_version)).all()
     return [(f"{v}@{n}", st, why) for v, n, st, why in rows]
 

@@ -42,15 +42,17 @@ def record_usage(db: RegistryDB, counts: Mapping[UsageKey, tuple[int, int]]) -> 
     if not counts:
         return 0
     t = schema.deployment_usage
-    rows = [{"deployment_id": d, "feature_version": fv, "bucket_start": b,
-             "requests": int(req), "rows": int(n)} for (d, fv, b), (req, n) in counts.items()]
+    rows = [{"project": db.project, "deployment_id": d, "feature_version": fv,
+             "bucket_start": b, "requests": int(req), "rows": int(n)}
+            for (d, fv, b), (req, n) in counts.items()]
     with db.write(bump=False) as conn:  # counters change no definition or data
         from sqlalchemy.dialects import postgresql, sqlite
 
         dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(t)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.deployment_id, t.c.feature_version, t.c.bucket_start],
+            index_elements=[t.c.project, t.c.deployment_id, t.c.feature_version,
+                            t.c.bucket_start],
             set_={"requests": t.c.requests + stmt.excluded.requests,
                   "rows": t.c.rows + stmt.excluded.rows})
         conn.execute(stmt, rows)
@@ -60,7 +62,8 @@ def record_usage(db: RegistryDB, counts: Mapping[UsageKey, tuple[int, int]]) -> 
 def read_usage(db: RegistryDB, deployment_id: str | None = None) -> list[dict[str, Any]]:
     """Counters, oldest bucket first."""
     t = schema.deployment_usage
-    q = sa.select(t).order_by(t.c.bucket_start, t.c.deployment_id, t.c.feature_version)
+    q = (sa.select(t).where(db.scope(t))
+         .order_by(t.c.bucket_start, t.c.deployment_id, t.c.feature_version))
     if deployment_id is not None:
         q = q.where(t.c.deployment_id == deployment_id)
     with db.read() as conn:

@@ -5,14 +5,14 @@ Both are nullable: rows written before this revision have no record, and reconci
 back to checking that their files exist.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
