@@ -352,3 +352,40 @@ def test_ingest_into_an_older_version(store, make_view) -> None:
     assert read_commit(store, new).column("tip").to_pylist() == [1.5] * 4
     assert new.files[0].startswith(f"views/trips/v2/{new.commit_id}/")
     assert [c.commit_id for c in store.commits("trips", version=1)] == [old.commit_id]
+
+
+def test_polars_lists_of_strings_ingest_push_and_read_back(store_factory, sqlite_url) -> None:
+    import polars as pl
+
+    from featureledger import Entity, FeatureView, Field
+
+    store = store_factory(sqlite_url)
+    rider = Entity(name="rider", join_keys={"rider_id": "int64"})
+    view = FeatureView(name="prefs", entities=[rider], fields=[
+        Field(name="tags", dtype="list<string>"), Field(name="scores", dtype="list<float64>"),
+        Field(name="note", dtype="string"), Field(name="raw", dtype="bytes")])
+    store.apply([rider, view])
+    tags = [["vegan", None], None, [], ["late", "quiet"]]
+    frame = pl.DataFrame({
+        "rider_id": [1, 2, 3, 4],
+        "event_timestamp": [T0 + dt.timedelta(hours=h) for h in range(4)],
+        "tags": tags, "scores": [[0.5, None], [1.0], None, []],
+        "note": ["a", None, "c", "d"], "raw": [b"x", None, b"", b"\xff"]})
+    c = store.ingest("prefs", frame).commit
+    stored = read_commit(store, c)
+    assert stored.schema.field("tags").type == pa.list_(pa.string())
+    assert stored.column("tags").to_pylist() == tags
+    assert stored.column("scores").to_pylist() == [[0.5, None], [1.0], None, []]
+    assert stored.column("raw").to_pylist() == [b"x", None, b"", b"\xff"]
+    got = store.get_historical_features(
+        {"rider_id": [1, 2, 3, 4], "event_timestamp": [T0 + dt.timedelta(hours=5)] * 4},
+        ["prefs:tags", "prefs:note"]).to_arrow()
+    assert got.column("tags").to_pylist() == tags
+    # the push path shapes rows with the same casts
+    store.push("prefs", pl.DataFrame({
+        "rider_id": [5], "event_timestamp": [T0], "tags": [["new", None]],
+        "scores": [[2.0]], "note": ["p"], "raw": [b"p"]}), flush=True)
+    online = store.get_online_features(["prefs:tags", "prefs:raw"], [{"rider_id": 5}])
+    assert online.values == {"tags": [["new", None]], "raw": [b"p"]}
+    pushed = store.commits("prefs")[-1]
+    assert read_commit(store, pushed).column("tags").to_pylist() == [["new", None]]

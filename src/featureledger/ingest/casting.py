@@ -25,8 +25,11 @@ date                          timestamp: midnight UTC
 string (ISO 8601 text)        timestamp / date, parsed by DuckDB; text without an
                               offset is UTC; unparsable text fails its row
 large_string, string_view,    string / bytes (same values)
-dictionary<string>, binary
-list<x>                       list<y> when x is y or x widens exactly to y
+dictionary<string>, binary,
+large_binary, binary_view
+list<x>, large_list<x>,       list<y>, element by element with these rules (so Polars'
+list_view<x>, fixed_size_list large_list<large_string> is list<string>); a list with an
+                              element that has no exact cast fails its row
 all-null column               any type
 ============================  ===================================================
 
@@ -146,6 +149,46 @@ def _is_binary(t: pa.DataType) -> bool:
             or pa.types.is_binary_view(t) or pa.types.is_fixed_size_binary(t))
 
 
+def _is_list(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t)
+            or pa.types.is_large_list_view(t) or pa.types.is_fixed_size_list(t))
+
+
+def _cast_list(arr: pa.ChunkedArray, dtype: str, rule: str
+               ) -> tuple[pa.ChunkedArray, np.ndarray | None, str]:
+    """A list column cast element by element with the scalar rules; a list with any
+    element that has no exact cast fails its row (Polars gives large_list<large_string>,
+    Arrow list<string>: the same values)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    elem = dtype[5:-1]
+    target = to_arrow(dtype)
+    out_chunks, bad_chunks, inner_rule = [], [], None
+    for chunk in arr.chunks:
+        n = len(chunk)
+        flat = pc.list_flatten(chunk)  # the elements of non-null lists, nulls inside kept
+        values, bad_values, inner_rule = cast_exact(pa.chunked_array([flat], flat.type), elem)
+        lengths = pc.fill_null(pc.list_value_length(chunk), 0).to_numpy(zero_copy_only=False)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        out_chunks.append(pa.ListArray.from_arrays(
+            pa.array(offsets), values.combine_chunks(), type=target,
+            mask=pc.is_null(chunk) if chunk.null_count else None))
+        if bad_values is None:
+            bad_chunks.append(np.zeros(n, dtype=bool))
+        else:
+            parents = pc.list_parent_indices(chunk).to_numpy(zero_copy_only=False)
+            bad_chunks.append(np.bincount(parents[bad_values], minlength=n) > 0)
+    bad = np.concatenate(bad_chunks) if bad_chunks else np.zeros(0, dtype=bool)
+    out = pa.chunked_array(out_chunks, target)
+    if bad.any():
+        out = pc.if_else(pa.chunked_array([pa.array(bad)]), pa.scalar(None, target), out)
+        return out, bad, rule
+    return out, None, rule + (f" (elements: {inner_rule})" if inner_rule else "")
+
+
 def _mask(arr: Any) -> np.ndarray | None:
     """A boolean numpy mask from an Arrow boolean (nulls = False); None when all False."""
     import pyarrow.compute as pc
@@ -234,16 +277,8 @@ def cast_exact(arr: pa.ChunkedArray, dtype: str
         return out, bad, rule + " (ISO 8601; no offset = UTC)"
     if dtype == "date" and pa.types.is_date(src):
         return arr.cast(target), None, rule
-    if dtype.startswith("list<") and (pa.types.is_list(src) or pa.types.is_large_list(src)
-                                      or pa.types.is_list_view(src)):
-        from featureledger.model.types import is_widening
-
-        elem = dtype[5:-1]
-        if src.value_type == target.value_type or any(
-            src.value_type == to_arrow(e) and is_widening(e, elem)
-            for e in ("int32", "float32")
-        ):
-            return arr.cast(target), None, rule
+    if dtype.startswith("list<") and _is_list(src):
+        return _cast_list(arr, dtype, rule)
     # no exact cast: every present value fails its row
     bad = _mask(pc.is_valid(arr))
     return pa.chunked_array([pa.nulls(len(arr), target)]), bad, None
