@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -23,6 +22,7 @@ from featureledger.errors import (
 from featureledger.ingest import stored_schema
 from featureledger.registry import schema
 from featureledger.tracking.context import active_run
+from helpers import read_commit, snapshot
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 1, 1, tzinfo=UTC)
@@ -40,27 +40,6 @@ def good_frame(n: int = 8, start: int = 0) -> pd.DataFrame:
         "city": np.where(i % 2 == 0, "ams", "ber"),
         "code": [f"AB{k % 10}" for k in i],
     })
-
-
-def snapshot(store) -> tuple[dict[str, str], dict[str, list]]:
-    """sha256 of every file under the store root, and every registry table's rows."""
-    files = {}
-    for p in sorted(store.config.root.rglob("*")):
-        if p.is_file():
-            files[str(p.relative_to(store.config.root))] = hashlib.sha256(
-                p.read_bytes()).hexdigest()
-    tables = {}
-    engine = store.registry.db.engine
-    with engine.connect() as conn:
-        for name in sorted(sa.inspect(conn).get_table_names()):
-            rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).all()
-            tables[name] = sorted(tuple(map(repr, r)) for r in rows)
-    return files, tables
-
-
-def read_commit(store, commit) -> pa.Table:
-    return pa.concat_tables(pq.read_table(store.ctx.offline_store.path(f))
-                            for f in commit.files)
 
 
 def test_commit_records_everything_and_stores_the_contract(store) -> None:

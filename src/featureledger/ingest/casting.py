@@ -36,6 +36,12 @@ all-null column               any type
 Anything else (text to numbers, numbers to text, bool to or from numbers, timestamp to
 date) is not cast: every non-null value of the column fails the ``dtype`` rule.
 
+NaN and ±inf are values, never nulls: a float field refuses them unless it declares
+``allow_nan=True`` (the ``nan`` rule of :mod:`.validation`). The one exception is pandas,
+whose float columns write a missing value as NaN: there NaN is read as null (recorded as a
+``nan_as_null`` step with its count), unless the field allows NaN, in which case it is
+kept; pandas' masked and Arrow-backed dtypes tell NA from NaN and need no such reading.
+
 Columns the view declares but the input lacks: a join key, the timestamp columns and a
 non-nullable field without a default are required (an :class:`IngestionError`); a missing
 field with a ``default`` is filled with that default, a missing nullable field with nulls.
@@ -54,6 +60,7 @@ them with a column map (``{"old": "new"}``, ``{"unwanted": None}`` drops a colum
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +85,7 @@ class StoredColumn:
     role: str  # key, timestamp, created_timestamp, feature
     nullable: bool
     default: Any = None
+    allow_nan: bool = False
 
 
 def stored_columns(view: FeatureView) -> list[StoredColumn]:
@@ -87,7 +95,7 @@ def stored_columns(view: FeatureView) -> list[StoredColumn]:
     if view.created_timestamp_field:
         cols.append(StoredColumn(view.created_timestamp_field, "timestamp",
                                  "created_timestamp", False))
-    cols += [StoredColumn(f.name, f.dtype, "feature", f.nullable, f.default)
+    cols += [StoredColumn(f.name, f.dtype, "feature", f.nullable, f.default, f.allow_nan)
              for f in view.fields]
     return cols
 
@@ -306,8 +314,27 @@ def _default_column(col: StoredColumn, n: int) -> pa.Array:
     return pa.repeat(scalar, n)
 
 
-def conform(table: pa.Table, view: FeatureView) -> Conformed:
-    """Shape ``table`` (already mapped) to ``view``'s stored columns (see module doc)."""
+def _nan_to_null(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_floating(arr.type):
+        return arr, 0
+    nan = pc.fill_null(pc.is_nan(arr), False)
+    count = int(pc.sum(nan).as_py() or 0)
+    if count == 0:
+        return arr, 0
+    return pc.if_else(nan, pa.scalar(None, arr.type), arr), count
+
+
+def conform(table: pa.Table, view: FeatureView, *,
+            nan_marks_missing: Collection[str] = ()) -> Conformed:
+    """Shape ``table`` (already mapped) to ``view``'s stored columns (see module doc).
+
+    ``nan_marks_missing`` names input columns whose NaN is how the input writes a missing
+    value (pandas float columns): there NaN is read as null, unless the field declares
+    ``allow_nan=True``, which says that NaN is a value.
+    """
     import pyarrow as pa
 
     cols = stored_columns(view)
@@ -343,6 +370,11 @@ def conform(table: pa.Table, view: FeatureView) -> Conformed:
                 result.steps.append({"step": "fill_null", "column": col.name, "params": {}})
             continue
         src = table.column(col.name)
+        if col.name in nan_marks_missing and not col.allow_nan:
+            src, count = _nan_to_null(src)
+            if count:
+                result.steps.append({"step": "nan_as_null", "column": col.name, "params": {
+                    "values": count, "why": "pandas writes a missing value as NaN"}})
         out, bad, rule = cast_exact(src, col.dtype)
         if rule is not None:
             result.steps.append({"step": "cast", "column": col.name,

@@ -137,6 +137,19 @@ def _apply_filter(table: pa.Table, rows: np.ndarray, sql: str
     return table.filter(pa.array(keep)), rows[keep]
 
 
+def _mapped(columns: tuple[str, ...], column_map: dict[str, str | None] | None
+            ) -> list[str]:
+    """Input column names as the column map renames them (dropped ones left out)."""
+    if not column_map:
+        return list(columns)
+    out = []
+    for c in columns:
+        name = column_map.get(c, c)
+        if name:
+            out.append(name)
+    return out
+
+
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     t = time.perf_counter()
     return fn(*args), time.perf_counter() - t
@@ -248,7 +261,8 @@ class IngestionService:
                 f"nothing to ingest into {rec.ref}: the input has no rows"
                 + (" after the filter" if filter_sql else "")
             )
-        conformed = conform(table, fv)
+        conformed = conform(table, fv, nan_marks_missing=_mapped(inp.nan_marks_missing,
+                                                                 column_map))
         steps += conformed.steps
         timings["shape"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -43,6 +43,9 @@ class InputData:
 
     table: pa.Table
     description: dict[str, Any]  # kind, uri, format, files, rows, columns, digest
+    # columns whose NaN is how the input writes a missing value (pandas float columns);
+    # their NaN stays NaN here, and becomes null unless the field allows NaN
+    nan_marks_missing: tuple[str, ...] = ()
 
     @property
     def uri(self) -> str:
@@ -72,34 +75,55 @@ def arrow_digest(table: pa.Table) -> str:
     return h.hexdigest()
 
 
-def _from_memory(data: Any) -> tuple[pa.Table, str] | None:
+def _from_pandas(data: Any) -> tuple[pa.Table, tuple[str, ...]]:
+    """A pandas frame as Arrow, NaN kept as NaN in numpy float columns (Arrow's own
+    conversion makes it null); returns the table and the names of those columns."""
+    import numpy as np
+    import pyarrow as pa
+
+    # a named index holds data (e.g. the keys); an unnamed one is only positions
+    keep = any(name is not None for name in data.index.names)
+    try:
+        table = pa.Table.from_pandas(data, preserve_index=keep)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise IngestionError(
+            f"the pandas DataFrame cannot be converted to Arrow: {exc}. Give each "
+            "column one type (mixed object columns cannot be stored)."
+        ) from None
+    nan_columns = []
+    for i, (name, dtype) in enumerate(data.dtypes.items()):
+        # masked (Float64) and Arrow-backed columns tell NA from NaN; numpy floats cannot
+        if isinstance(dtype, np.dtype) and dtype.kind == "f":
+            values = data.iloc[:, i].to_numpy()
+            if np.isnan(values).any():
+                pos = table.schema.get_field_index(str(name))
+                table = table.set_column(pos, table.field(pos),
+                                         pa.array(values, from_pandas=False))
+                nan_columns.append(str(name))
+    return table, tuple(nan_columns)
+
+
+def _from_memory(data: Any) -> tuple[pa.Table, str, tuple[str, ...]] | None:
     import pyarrow as pa
 
     if isinstance(data, pa.Table):
-        return data, "arrow"
+        return data, "arrow", ()
     if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data]), "arrow"
+        return pa.Table.from_batches([data]), "arrow", ()
     if isinstance(data, pa.RecordBatchReader):
-        return data.read_all(), "arrow"
+        return data.read_all(), "arrow", ()
     module = type(data).__module__.split(".")[0]
     if module == "pandas":
         import pandas as pd
 
         if isinstance(data, pd.DataFrame):
-            # a named index holds data (e.g. the keys); an unnamed one is only positions
-            keep = any(name is not None for name in data.index.names)
-            try:
-                return pa.Table.from_pandas(data, preserve_index=keep), "pandas"
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise IngestionError(
-                    f"the pandas DataFrame cannot be converted to Arrow: {exc}. Give each "
-                    "column one type (mixed object columns cannot be stored)."
-                ) from None
+            table, nan_columns = _from_pandas(data)
+            return table, "pandas", nan_columns
     if module == "polars":
         if hasattr(data, "collect") and not hasattr(data, "to_arrow"):
             data = data.collect()  # a LazyFrame
         if hasattr(data, "to_arrow"):
-            return data.to_arrow(), "polars"
+            return data.to_arrow(), "polars", ()
     return None
 
 
@@ -211,6 +235,7 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
             own_abs = os.path.abspath(os.path.join(base, os.path.expanduser(own)))
             if own_abs == os.path.abspath(os.path.expanduser(os.fspath(data))):
                 declared = own
+    nan_columns: tuple[str, ...] = ()
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         files = _expand(path)
@@ -234,14 +259,14 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
                 f"cannot ingest a {type(data).__name__}; pass a pandas or Polars DataFrame, "
                 "a pyarrow Table / RecordBatchReader, or a Parquet/CSV path or glob"
             )
-        table, kind = got
+        table, kind, nan_columns = got
         desc = {"kind": kind, "uri": f"memory:{source_name or kind}"}
     if source_name:
         desc["name"] = source_name
     desc["rows"] = table.num_rows
     desc["columns"] = {n: str(t) for n, t in
                        zip(table.column_names, table.schema.types, strict=True)}
-    out = InputData(table, desc)
+    out = InputData(table, desc, nan_columns)
     if digest and not out.has_digest:
         out.set_digest(arrow_digest(table))
     return out

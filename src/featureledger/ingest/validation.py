@@ -7,9 +7,15 @@ Rules, each reported with its failure count and the first failing rows:
 ``not_null:<col>``
     a join key, the event or created timestamp, or a field declared ``nullable=False``,
     is null. NaN is a value, not a null.
+``nan:<col>``
+    a float field (or list of floats) that does not declare ``allow_nan=True`` holds NaN,
+    +inf or -inf (any element, for a list). With ``allow_nan=True`` these are stored, read
+    and served as they are.
 ``range:<col>``
-    a value outside ``[min, max]`` (inclusive); a NaN in a field with a range fails it.
-    Numbers compare exactly (a float32 value is compared as the double it is).
+    a value outside ``[min, max]`` (inclusive). Numbers compare exactly (a float32 value
+    is compared as the double it is). NaN is neither inside nor outside a range, so it
+    passes (the ``nan`` rule decides about it); ±inf are compared like any number when
+    the field allows them.
 ``allowed_values:<col>``
     a value not among ``allowed_values``.
 ``regex:<col>``
@@ -25,8 +31,10 @@ Rules, each reported with its failure count and the first failing rows:
     max_fare`` passes when the nullable ``max_fare`` is null, and fails when a
     division by zero makes it NULL.
 
-Nulls pass ``range``, ``allowed_values`` and ``regex``: nullability is its own rule. A
-value whose cast failed is reported under ``dtype`` only.
+Nulls pass ``range``, ``allowed_values`` and ``regex``: nullability is its own rule; NaN
+likewise passes ``range`` and ``allowed_values``, and non-finite floats that the field
+refuses are reported under ``nan`` only. A value whose cast failed is reported under
+``dtype`` only.
 
 All rules run as one DuckDB aggregate over the Arrow table (no Python loop over rows);
 only rules that failed are evaluated again to find their rows.
@@ -43,7 +51,7 @@ import numpy as np
 
 from featureledger.errors import IngestionError
 from featureledger.ingest.casting import Conformed, StoredColumn, stored_columns
-from featureledger.model.types import NUMERIC_DTYPES
+from featureledger.model.types import FLOAT_DTYPES, NUMERIC_DTYPES
 
 if TYPE_CHECKING:
     import duckdb
@@ -166,6 +174,29 @@ def _lit(value: Any, dtype: str) -> str:
     raise IngestionError(f"constraint value {value!r} cannot be checked; use a number or text")
 
 
+def _judged(col: StoredColumn) -> str:
+    """SQL: TRUE where a value is for the value rules (range, allowed values) to judge.
+
+    NaN is never in or out of a range; it is the ``nan`` rule's to judge, as ±inf is
+    when the field refuses them (so each bad value is reported under one rule).
+    """
+    c = _q(col.name)
+    if col.dtype not in FLOAT_DTYPES:
+        return f"{c} IS NOT NULL"
+    if col.allow_nan:
+        return f"{c} IS NOT NULL AND NOT isnan({c})"
+    return f"{c} IS NOT NULL AND isfinite({c})"
+
+
+def _nan_pred(col: StoredColumn) -> str:
+    # coalesce: a null value (or list) is not NaN, and every predicate here must be TRUE
+    # or FALSE, never NULL
+    c = _q(col.name)
+    if col.dtype.startswith("list<"):
+        return f"coalesce(len(list_filter({c}, lambda x: NOT isfinite(x))) > 0, FALSE)"
+    return f"coalesce(NOT isfinite({c}), FALSE)"
+
+
 def _range_pred(col: StoredColumn, lo: Any, hi: Any) -> str:
     c = _q(col.name)
     if col.dtype in NUMERIC_DTYPES and (isinstance(lo, float) or isinstance(hi, float)
@@ -176,9 +207,7 @@ def _range_pred(col: StoredColumn, lo: Any, hi: Any) -> str:
         parts.append(f"{c} < {_lit(lo, col.dtype)}")
     if hi is not None:
         parts.append(f"{c} > {_lit(hi, col.dtype)}")
-    if col.dtype.startswith("float"):
-        parts.append(f"isnan({_q(col.name)})")
-    return f"({_q(col.name)} IS NOT NULL AND ({' OR '.join(parts)}))"
+    return f"({_judged(col)} AND ({' OR '.join(parts)}))"
 
 
 def _referenced(expr: str, names: list[str]) -> list[str]:
@@ -215,6 +244,11 @@ def _build_rules(view: FeatureView, conformed: Conformed) -> list[_Rule]:
     by_name = {c.name: c for c in cols}
     for f in view.fields:
         c = by_name[f.name]
+        if f.dtype in FLOAT_DTYPES and not f.allow_nan:
+            rules.append(_Rule(RuleResult(
+                f"nan:{f.name}", "nan", [f.name],
+                "NaN not allowed; set allow_nan=True or clean the value (±inf likewise)"),
+                pred=_nan_pred(c)))
         if f.min is not None or f.max is not None:
             detail = " <= ".join(x for x in (None if f.min is None else repr(f.min), f.name,
                                              None if f.max is None else repr(f.max)) if x)
@@ -225,7 +259,7 @@ def _build_rules(view: FeatureView, conformed: Conformed) -> list[_Rule]:
             rules.append(_Rule(
                 RuleResult(f"allowed_values:{f.name}", "allowed_values", [f.name],
                            f"{f.name} in {json.dumps(f.allowed_values, default=str)}"),
-                pred=f"({_q(f.name)} IS NOT NULL AND {_q(f.name)} NOT IN ({lits}))"))
+                pred=f"({_judged(c)} AND {_q(f.name)} NOT IN ({lits}))"))
         if f.regex is not None:
             rules.append(_Rule(
                 RuleResult(f"regex:{f.name}", "regex", [f.name], f"{f.name} matches {f.regex}"),
@@ -322,7 +356,7 @@ def validate(conformed: Conformed, view: FeatureView, *, raw: pa.Table,
         if sql_rules and n:
             counts = _count(con, sql_rules)
             for r, cnt in zip(sql_rules, counts, strict=True):
-                r.result.failed = int(cnt)
+                r.result.failed = int(cnt or 0)  # count_if over only NULLs is NULL
                 if cnt:
                     ids = con.sql(f"SELECT {ROW_COLUMN} FROM _v WHERE {r.pred}").to_arrow_table()
                     r.mask = _positions_mask(row_numbers, ids.column(0).to_numpy())
