@@ -23,7 +23,10 @@ Rules, each reported with its failure count and the first failing rows:
 ``unique_key``
     more than one row with the same join keys and event time (and created time, when the
     view declares one) in this commit; every row of such a group fails, since nothing
-    says which one is right. Rows with a null key are left to ``not_null``.
+    says which one is right. Rows with a null key are left to ``not_null``. Ingesting with
+    ``duplicates="keep_last"`` says which one is: before validation, every row that a
+    later one supersedes (:func:`superseded_rows`) is dropped and counted in the report,
+    so this rule then has nothing to find.
 ``check:<name>``
     a row check of the view (a DuckDB SQL boolean over the row) is false. A NULL result
     fails too, unless one of the nullable fields the expression names is null in that row
@@ -96,6 +99,11 @@ class ValidationReport:
     rows_rejected: int
     rules: list[RuleResult]
     rejected_path: str | None = None
+    duplicates: str = "reject"
+    # keep_last: rows dropped because a later row has the same keys and event time; they
+    # are counted in rows_checked, neither valid nor rejected
+    rows_superseded: int = 0
+    superseded: list[dict[str, int]] = field(default_factory=list)  # {"row", "kept"}
 
     @property
     def ok(self) -> bool:
@@ -118,12 +126,16 @@ class ValidationReport:
         return {"mode": self.mode, "rows_checked": self.rows_checked,
                 "rows_valid": self.rows_valid, "rows_rejected": self.rows_rejected,
                 "rejected_path": self.rejected_path,
+                "duplicates": self.duplicates, "rows_superseded": self.rows_superseded,
+                "superseded": self.superseded,
                 "rules": [r.to_dict() for r in self.rules]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
         return cls(d["mode"], d["rows_checked"], d["rows_valid"], d["rows_rejected"],
-                   [RuleResult(**r) for r in d["rules"]], d.get("rejected_path"))
+                   [RuleResult(**r) for r in d["rules"]], d.get("rejected_path"),
+                   d.get("duplicates", "reject"), d.get("rows_superseded", 0),
+                   list(d.get("superseded", [])))
 
     def summary(self, max_samples: int = 3) -> str:
         """One line per failed rule: count and sample rows."""
@@ -139,6 +151,8 @@ class ValidationReport:
     def __str__(self) -> str:
         head = (f"validation ({self.mode}): {self.rows_valid} of {self.rows_checked} rows "
                 f"valid, {self.rows_rejected} rejected")
+        if self.rows_superseded:
+            head += f", {self.rows_superseded} superseded by a later duplicate (keep_last)"
         return head if self.ok else head + "\n" + self.summary()
 
 
@@ -292,6 +306,45 @@ def _duplicate_mask(con: duckdb.DuckDBPyConnection, key_cols: list[str],
         f"AS n FROM _v WHERE {not_null}) WHERE n > 1"
     ).to_arrow_table()
     return _positions_mask(row_numbers, rows.column(0).to_numpy())
+
+
+def superseded_rows(table: pa.Table, view: FeatureView, row_numbers: np.ndarray
+                    ) -> tuple[np.ndarray | None, list[dict[str, int]]]:
+    """``duplicates="keep_last"``: the rows that another row with the same keys and event
+    time supersedes (a mask over ``table``, None when there are none), and for the first
+    of them, which row was kept (input row numbers).
+
+    Within a group the kept row has the latest created timestamp (when the view declares
+    one; a missing one counts as earliest), then the latest input position. Rows with a
+    null key or event time are never grouped: ``not_null`` judges them.
+    """
+    import duckdb
+    import pyarrow as pa
+
+    key_cols = [*view.join_keys, view.timestamp_field]
+    order = [f"{_q(view.created_timestamp_field)} DESC NULLS LAST"] \
+        if view.created_timestamp_field else []
+    order.append(f"{ROW_COLUMN} DESC")
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_v", table.append_column(ROW_COLUMN, pa.array(row_numbers, pa.int64())))
+        if _duplicate_mask(con, key_cols, row_numbers) is None:
+            return None, []
+        keys = ", ".join(_q(k) for k in key_cols)
+        not_null = " AND ".join(f"{_q(k)} IS NOT NULL" for k in key_cols)
+        window = f"OVER (PARTITION BY {keys} ORDER BY {', '.join(order)})"
+        lost = con.sql(
+            f"SELECT {ROW_COLUMN}, kept FROM (SELECT {ROW_COLUMN}, row_number() {window} AS n, "
+            f"first_value({ROW_COLUMN}) {window} AS kept FROM _v WHERE {not_null}) "
+            f"WHERE n > 1 ORDER BY {ROW_COLUMN}"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    rows = lost.column(0).to_numpy()
+    sample = [{"row": int(r), "kept": int(k)} for r, k in
+              zip(rows[:SAMPLE_ROWS], lost.column(1).to_numpy()[:SAMPLE_ROWS], strict=True)]
+    return _positions_mask(row_numbers, rows), sample
 
 
 def _positions_mask(row_numbers: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
