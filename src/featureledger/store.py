@@ -96,7 +96,8 @@ class FeatureStore:
 
         self.repo_path = Path(repo_path)
         self.config = config or load_config(self.repo_path)
-        self.ctx = StoreContext(self.config, Registry(self.config.registry_url, actor=actor))
+        self.ctx = StoreContext(self.config, Registry(self.config.registry_url, actor=actor,
+                                                      source_base=self.config.root))
         # integrations (OpenLineage, MLflow) listen to every part's events from the start
         from featureledger.integrations import attach
 

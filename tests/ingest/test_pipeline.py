@@ -56,7 +56,8 @@ def test_commit_records_everything_and_stores_the_contract(store) -> None:
     assert c.max_event_ts == int((T0 + dt.timedelta(hours=7)).timestamp() * 1e6)
     assert c.source["kind"] == "pandas" and c.source["rows"] == 8
     assert c.source["name"] == "trips_batch" and len(c.source["digest"]) == 64
-    assert c.source["uri"] == f"memory:trips_batch@sha256:{c.source['digest'][:16]}"
+    # in-memory data is named by its content digest (its name is only a description)
+    assert c.source["uri"] == f"memory:sha256:{c.source['digest']}"
     # pandas text columns arrive as large_string and are stored as string
     assert {(s["step"], s.get("column")) for s in c.steps} == {("cast", "city"),
                                                                ("cast", "code")}
@@ -279,11 +280,15 @@ def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
     assert stored.column("event_timestamp").to_pylist() == [
         T0 + dt.timedelta(hours=h) for h in range(6)]
     if kind.startswith("view_source"):  # one lineage node for the source, fed and ingested from
+        node = "source:" + (tmp_path / "repo" / "data" / "trips.parquet").as_uri()
         with sqlite_store.registry.db.read() as conn:
             t = schema.lineage_edges
             rels = set(conn.execute(sa.select(t.c.relation, t.c.dst).where(
-                t.c.src == "source:data/trips.parquet")).all())
+                t.c.src == node)).all())
         assert rels == {("feeds", "view:trips@2"), ("ingested", c.commit_id)}
+        assert c.source["uri"] == node[len("source:"):]
+        if kind == "view_source":  # read as the view declares it
+            assert c.source["declared_path"] == "data/trips.parquet"
     if files:
         assert c.source["kind"] == "file"
         assert [f["path"] for f in c.source["files"]] == [str(f) for f in files]

@@ -4,9 +4,11 @@ Accepted input: a pandas DataFrame, a ``pyarrow.Table`` or ``RecordBatchReader``
 DataFrame (or LazyFrame), a path or glob of Parquet / CSV files, or ``None`` for the view's
 own :class:`~featureledger.model.definitions.FileSource`.
 
-The description's ``uri`` names the source in the lineage graph: the file URI of a path
-or glob, the declared path of the view's own source (as its definition's ``feeds`` edge
-names it), or ``memory:<name>@sha256:<digest prefix>`` for in-memory data.
+The description's ``uri`` names the source in the lineage graph and in OpenLineage events
+(:mod:`featureledger.registry.lineage_edges` has the scheme): the absolute ``file://`` URI
+of a path or glob (for the view's own source, its declared path resolved against the
+project folder, which is the node its definition's ``feeds`` edge names), or
+``memory:sha256:<digest>`` for in-memory data, the same frame always being the same node.
 
 The digest identifies what was read:
 
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import IngestionError
+from featureledger.registry.lineage_edges import file_source_uri, frame_source_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -58,8 +61,7 @@ class InputData:
     def set_digest(self, digest: str) -> None:
         """Record the digest of in-memory data (computed later, e.g. on another thread)."""
         self.description["digest"] = digest
-        label = self.description.get("name") or self.description["kind"]
-        self.description["uri"] = f"memory:{label}@sha256:{digest[:16]}"
+        self.description["uri"] = frame_source_uri(digest)
 
 
 def arrow_digest(table: pa.Table) -> str:
@@ -227,14 +229,6 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
         declared = src.path
         if base is not None and not os.path.isabs(os.path.expanduser(data)):
             data = os.path.join(base, data)
-    elif isinstance(data, (str, os.PathLike)) and view is not None:
-        # the view's own source named by another path is still the same lineage node
-        src = getattr(view, "source", None)
-        own = getattr(src, "path", None)
-        if own is not None and base is not None:
-            own_abs = os.path.abspath(os.path.join(base, os.path.expanduser(own)))
-            if own_abs == os.path.abspath(os.path.expanduser(os.fspath(data))):
-                declared = own
     nan_columns: tuple[str, ...] = ()
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
@@ -244,14 +238,13 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
         desc: dict[str, Any] = {
             "kind": "file",
             "format": fmt,
-            "uri": Path(path).absolute().as_uri() if not any(c in path for c in "*?[")
-            else "file://" + os.path.abspath(os.path.expanduser(path)),
+            # absolute, so the view's own source, however it was named, is one node
+            "uri": file_source_uri(path),
             "files": [{"path": str(f), "bytes": f.stat().st_size} for f in files],
             "digest": _file_digest(files),
         }
         if declared is not None:
-            # the view's own source: the same lineage node its definition feeds from
-            desc["uri"], desc["location"] = declared, desc["uri"]
+            desc["declared_path"] = declared
     else:
         got = _from_memory(data)
         if got is None:
@@ -260,7 +253,7 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
                 "a pyarrow Table / RecordBatchReader, or a Parquet/CSV path or glob"
             )
         table, kind, nan_columns = got
-        desc = {"kind": kind, "uri": f"memory:{source_name or kind}"}
+        desc = {"kind": kind, "uri": "memory:"}  # named by its digest once that is known
     if source_name:
         desc["name"] = source_name
     desc["rows"] = table.num_rows

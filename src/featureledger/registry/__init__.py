@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from featureledger.registry.commits import CommitRecord, CommitRepository
 from featureledger.registry.datasets import DatasetRecord, DatasetRepository
 from featureledger.registry.definitions import (
@@ -16,9 +18,10 @@ from featureledger.registry.engine import RegistryDB
 class Registry:
     """All registry repositories over one database."""
 
-    def __init__(self, url: str, *, actor: str | None = None) -> None:
+    def __init__(self, url: str, *, actor: str | None = None,
+                 source_base: Path | None = None) -> None:
         self.db = RegistryDB(url, actor=actor)
-        self.definitions = DefinitionRepository(self.db)
+        self.definitions = DefinitionRepository(self.db, source_base=source_base)
         self.commits = CommitRepository(self.db)
         self.datasets = DatasetRepository(self.db)
 
