@@ -130,7 +130,7 @@ def test_pandas_nan_is_null_unless_the_field_allows_nan(make) -> None:
     assert stored.column("value").to_pylist() == [1.5, None, None]
     steps = [s for s in commit.steps if s["step"] == "nan_as_null"]
     assert steps == [{"step": "nan_as_null", "column": "value", "params": {
-        "values": 2, "why": "pandas writes a missing value as NaN"}}]
+        "values": 2, "why": "the input writes a missing value as NaN"}}]
     # renamed by the column map, the reading follows the column
     commit = store.ingest("readings", frame.rename(columns={"value": "v"}),
                           column_map={"v": "value"}).commit
@@ -161,3 +161,20 @@ def test_pandas_nan_in_a_required_field_is_a_missing_value(make) -> None:
                           "value": [1.0, np.nan], "label": ["a", "b"]})
     with pytest.raises(ValidationFailedError, match=r"not_null:value .*1 row\(s\), e\.g\. row 1"):
         store.ingest("readings", frame)
+
+
+@pytest.mark.parametrize("allow_nan", [False, True])
+def test_csv_nan_text_follows_the_field(make, tmp_path, allow_nan) -> None:
+    store = make(readings(allow_nan))
+    path = tmp_path / "r.csv"
+    path.write_text("sensor_id,event_timestamp,value,label\n"
+                    "1,2024-01-01T00:00:00Z,NaN,NaN\n"
+                    "2,2024-01-01T00:00:00Z,,b\n"
+                    "3,2024-01-01T00:00:00Z,2.5,\n")
+    commit = store.ingest("readings", str(path)).commit
+    stored = read_commit(store, commit)
+    # an empty cell is null; "NaN" is NaN where the field allows it, a missing value where not
+    assert same(stored.column("value").to_pylist(), [NAN if allow_nan else None, None, 2.5])
+    assert stored.column("label").to_pylist() == ["NaN", "b", ""]  # text stays text
+    assert [s["params"]["values"] for s in commit.steps if s["step"] == "nan_as_null"] == (
+        [] if allow_nan else [1])

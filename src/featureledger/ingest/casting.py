@@ -37,10 +37,10 @@ Anything else (text to numbers, numbers to text, bool to or from numbers, timest
 date) is not cast: every non-null value of the column fails the ``dtype`` rule.
 
 NaN and ±inf are values, never nulls: a float field refuses them unless it declares
-``allow_nan=True`` (the ``nan`` rule of :mod:`.validation`). The one exception is pandas,
-whose float columns write a missing value as NaN: there NaN is read as null (recorded as a
-``nan_as_null`` step with its count), unless the field allows NaN, in which case it is
-kept; pandas' masked and Arrow-backed dtypes tell NA from NaN and need no such reading.
+``allow_nan=True`` (the ``nan`` rule of :mod:`.validation`). The exceptions are pandas float
+columns and CSV text, which write a missing value as NaN: there NaN is read as null
+(recorded as a ``nan_as_null`` step with its count), unless the field allows NaN, in which
+case it is kept; pandas' masked and Arrow-backed dtypes tell NA from NaN themselves.
 
 Columns the view declares but the input lacks: a join key, the timestamp columns and a
 non-nullable field without a default are required (an :class:`IngestionError`); a missing
@@ -332,8 +332,8 @@ def conform(table: pa.Table, view: FeatureView, *,
     """Shape ``table`` (already mapped) to ``view``'s stored columns (see module doc).
 
     ``nan_marks_missing`` names input columns whose NaN is how the input writes a missing
-    value (pandas float columns): there NaN is read as null, unless the field declares
-    ``allow_nan=True``, which says that NaN is a value.
+    value (pandas float columns, "NaN" text in CSV): there NaN is read as null, unless the
+    field declares ``allow_nan=True``, which says that NaN is a value.
     """
     import pyarrow as pa
 
@@ -374,7 +374,7 @@ def conform(table: pa.Table, view: FeatureView, *,
             src, count = _nan_to_null(src)
             if count:
                 result.steps.append({"step": "nan_as_null", "column": col.name, "params": {
-                    "values": count, "why": "pandas writes a missing value as NaN"}})
+                    "values": count, "why": "the input writes a missing value as NaN"}})
         out, bad, rule = cast_exact(src, col.dtype)
         if rule is not None:
             result.steps.append({"step": "cast", "column": col.name,

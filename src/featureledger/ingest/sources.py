@@ -24,6 +24,7 @@ The digest identifies what was read:
 
 from __future__ import annotations
 
+import functools
 import glob as globlib
 import hashlib
 import os
@@ -46,8 +47,8 @@ class InputData:
 
     table: pa.Table
     description: dict[str, Any]  # kind, uri, format, files, rows, columns, digest
-    # columns whose NaN is how the input writes a missing value (pandas float columns);
-    # their NaN stays NaN here, and becomes null unless the field allows NaN
+    # columns whose NaN is how the input writes a missing value (pandas float columns,
+    # "NaN" in CSV); their NaN stays NaN here, and becomes null unless the field allows NaN
     nan_marks_missing: tuple[str, ...] = ()
 
     @property
@@ -171,10 +172,13 @@ def _read_files(files: list[Path], fmt: str, options: dict[str, Any],
                 from pyarrow import csv
 
                 opts = dict(options)
-                if text_types and "convert_options" not in opts:
+                if "convert_options" not in opts:
                     # text is parsed straight to the declared type (e.g. "0.1" to the
-                    # nearest float32), which is reading, not casting a double
-                    opts["convert_options"] = csv.ConvertOptions(column_types=text_types)
+                    # nearest float32), which is reading, not casting a double. "NaN" text
+                    # is read as the float NaN, not as null: like pandas, CSV writes a
+                    # missing number as NaN, and the field decides (see _csv_nan_columns)
+                    opts["convert_options"] = csv.ConvertOptions(
+                        column_types=text_types or {}, null_values=list(_csv_null_values()))
                 tables.append(csv.read_csv(f, **opts))
             else:
                 import pyarrow.parquet as pq
@@ -191,6 +195,23 @@ def _read_files(files: list[Path], fmt: str, options: dict[str, Any],
             f"the {len(files)} input files do not share one schema ({exc}); ingest them "
             "separately or make their columns agree"
         ) from None
+
+
+@functools.cache
+def _csv_null_values() -> tuple[str, ...]:
+    """pyarrow's CSV null markers but the NaN spellings."""
+    from pyarrow import csv
+
+    return tuple(v for v in csv.ConvertOptions().null_values if v.lstrip("-").lower() != "nan")
+
+
+def _nan_columns(table: pa.Table) -> tuple[str, ...]:
+    """Float columns holding a NaN."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return tuple(name for name, col in zip(table.column_names, table.columns, strict=True)
+                 if pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py())
 
 
 def _file_digest(files: list[Path]) -> str:
@@ -235,6 +256,8 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
         files = _expand(path)
         fmt = _format_of(files, file_format)
         table = _read_files(files, fmt, options, text_types)
+        if fmt == "csv" and "convert_options" not in options:
+            nan_columns = _nan_columns(table)
         desc: dict[str, Any] = {
             "kind": "file",
             "format": fmt,
