@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -58,7 +58,8 @@ if TYPE_CHECKING:
     from featureledger.store import StoreContext
 
 MODES = ("strict", "drop_invalid")
-DUPLICATES = ("reject", "keep_last")
+Duplicates = Literal["reject", "keep_last"]
+DUPLICATES: tuple[str, ...] = get_args(Duplicates)
 REJECTED_FILE = "rejected.parquet"
 
 
@@ -196,7 +197,8 @@ class IngestionService:
 
     # -- ingest -----------------------------------------------------------------------
     def ingest(self, view: str, data: Any = None, *, version: int | None = None,
-               mode: str = "strict", duplicates: str = "reject", run_id: str | None = None,
+               mode: str = "strict", duplicates: Duplicates = "reject",
+               run_id: str | None = None,
                column_map: dict[str, str | None] | None = None, filter: str | None = None,
                user: str | None = None, source_name: str | None = None) -> IngestionResult:
         """Validate ``data`` and write it as one commit of ``view`` (latest version by default).
