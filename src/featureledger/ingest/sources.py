@@ -98,8 +98,8 @@ def _from_pandas(data: Any) -> tuple[pa.Table, tuple[str, ...]]:
         # masked (Float64) and Arrow-backed columns tell NA from NaN; numpy floats cannot
         if isinstance(dtype, np.dtype) and dtype.kind == "f":
             values = data.iloc[:, i].to_numpy()
-            if np.isnan(values).any():
-                pos = table.schema.get_field_index(str(name))
+            pos = table.schema.get_field_index(str(name))  # -1: not one column of that name
+            if pos >= 0 and np.isnan(values).any():
                 table = table.set_column(pos, table.field(pos),
                                          pa.array(values, from_pandas=False))
                 nan_columns.append(str(name))
