@@ -29,3 +29,90 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path) -> None:
         load_config(tmp_path, environ={})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", environ={})
+
+
+def _write(tmp_path, text: str):
+    (tmp_path / "featureledger.yaml").write_text(text)
+    return tmp_path
+
+
+def test_spark_is_refused_at_load_naming_what_exists(tmp_path) -> None:
+    from featureledger import FeatureStore
+
+    _write(tmp_path, "project: p\noffline_store: {type: spark, master: 'local[2]'}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path, environ={})
+    msg = str(exc.value)
+    assert "offline_store: Spark is not available yet" in msg
+    assert "Available offline_store types: 'parquet'" in msg and "DuckDB" in msg
+    # the store refuses to open: nothing is created on disk
+    with pytest.raises(ConfigError, match="Spark is not available yet"):
+        FeatureStore(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["featureledger.yaml"]
+    # the same through the environment
+    _write(tmp_path, "project: p\n")
+    with pytest.raises(ConfigError, match="Spark is not available yet"):
+        load_config(tmp_path, environ={"FEATURELEDGER__OFFLINE_STORE__TYPE": "spark"})
+
+
+def test_unimplemented_store_types_are_refused_naming_the_implemented_ones(tmp_path) -> None:
+    _write(tmp_path, "online_store: {type: memcached}\n")
+    with pytest.raises(ConfigError, match=r"online_store: type 'memcached' is not implemented\. "
+                       r"Available online_store types: 'sqlite' .*; 'redis'"):
+        load_config(tmp_path, environ={})
+    _write(tmp_path, "offline_store: {type: s3, path: bucket}\n")
+    with pytest.raises(ConfigError, match=r"type 's3' is not implemented.*'parquet'"):
+        load_config(tmp_path, environ={})
+    # a store section without a type is the embedded default
+    _write(tmp_path, "online_store: {path: other.db}\n")
+    cfg = load_config(tmp_path, environ={})
+    assert cfg.online_store.type == "sqlite" and cfg.online_store.path == "other.db"
+
+
+def test_unknown_keys_name_the_keys_of_their_section(tmp_path) -> None:
+    # a Spark-only setting on the parquet store is not silently accepted either
+    _write(tmp_path, "offline_store: {type: parquet, master: 'local[2]'}\n")
+    with pytest.raises(ConfigError, match=r"offline_store\.master: Extra inputs are not "
+                       r"permitted \(known keys: type, path, duckdb_memory_limit, "
+                       r"duckdb_threads\)"):
+        load_config(tmp_path, environ={})
+    _write(tmp_path, "online_store: {type: redis, tmeout: 1}\n")
+    with pytest.raises(ConfigError, match=r"online_store\.redis\.tmeout: .*known keys: type, "
+                       r"url, key_prefix, timeout_s, retries"):
+        load_config(tmp_path, environ={})
+    _write(tmp_path, "serving: {cach: true}\n")
+    with pytest.raises(ConfigError, match=r"serving\.cach: .*known keys: cache, "):
+        load_config(tmp_path, environ={})
+
+
+def test_registry_backends_that_do_not_exist_are_refused(tmp_path) -> None:
+    for url in ("mysql://u@h/db", "registry.db", "postgres://u@h/db"):
+        _write(tmp_path, f"registry: '{url}'\n")
+        with pytest.raises(ConfigError, match=r"registry: registry URL .* names no available "
+                           r"backend; use sqlite:///.*or postgresql\+psycopg://"):
+            load_config(tmp_path, environ={})
+    _write(tmp_path, "registry: postgresql+psycopg://u@h/db\n")
+    assert load_config(tmp_path, environ={}).registry == "postgresql+psycopg://u@h/db"
+
+
+def test_root_in_the_file_is_refused_rather_than_ignored(tmp_path) -> None:
+    _write(tmp_path, "project: p\nroot: /somewhere/else\n")
+    with pytest.raises(ConfigError, match=r"'root' .* is not a setting"):
+        load_config(tmp_path, environ={})
+    with pytest.raises(ConfigError, match=r"'root' .* is not a setting"):
+        load_config(_write(tmp_path, "project: p\n"), environ={"FEATURELEDGER__ROOT": "/x"})
+
+
+def test_openlineage_transport_needs_a_known_type(tmp_path) -> None:
+    # without a type the client would fall back to the console, whatever else is set
+    _write(tmp_path, "openlineage: {enabled: true, transport: {url: 'http://x:5000'}}\n")
+    with pytest.raises(ConfigError, match=r"openlineage\.transport: the transport needs a "
+                       r"type: console, file .* or http"):
+        load_config(tmp_path, environ={})
+    _write(tmp_path, "openlineage: {enabled: true, transport: {type: kafkaa}}\n")
+    with pytest.raises(ConfigError, match=r"transport type 'kafkaa' is not known .*console.*"
+                       r"file.*http"):
+        load_config(tmp_path, environ={})
+    _write(tmp_path, "openlineage: {enabled: true, transport: {type: file, "
+                     "log_file_path: ev.jsonl}}\n")
+    assert load_config(tmp_path, environ={}).openlineage.transport["type"] == "file"

@@ -4,7 +4,9 @@ Settings resolve in one fixed order: explicit arguments, then environment variab
 the file. An environment variable ``FEATURELEDGER__SECTION__KEY`` overrides ``section.key``
 (for example ``FEATURELEDGER__ONLINE_STORE__TYPE=redis``); ``FEATURELEDGER_REGISTRY`` is a
 shorthand for the registry URL. Unknown keys are rejected, so a typo is an error, not a
-silently ignored setting. Relative paths are relative to the file's folder.
+silently ignored setting; so is a backend type that is not implemented (naming the ones that
+are), since accepting it would quietly run something else. Relative paths are relative to the
+file's folder.
 
 >>> cfg = ProjectConfig.model_validate({"project": "demo"})
 >>> cfg.online_store.type, cfg.offline_store.type
@@ -19,7 +21,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from featureledger.errors import ConfigError
 
@@ -58,22 +68,16 @@ class ParquetOfflineStoreConfig(_Config):
     path: str = f"{DATA_DIR}/offline"
     """Folder holding commit files: <project>/views/<view>/v<version>/<commit>/..."""
     duckdb_memory_limit: str | None = None
-    """DuckDB memory_limit for retrieval (e.g. '4GB'); default: DuckDB's own."""
+    """DuckDB memory_limit of historical retrieval and window reads (e.g. '4GB');
+    default: DuckDB's own."""
     duckdb_threads: int | None = None
     """DuckDB worker threads; default: one per core."""
 
 
-class SparkOfflineStoreConfig(_Config):
-    type: Literal["spark"] = "spark"
-    path: str = f"{DATA_DIR}/offline"
-    """Folder holding commit files, shared with the parquet store."""
-    master: str = "local[2]"
-    """Spark master URL."""
-
-
-OfflineStoreConfig = Annotated[
-    Union[ParquetOfflineStoreConfig, SparkOfflineStoreConfig], Field(discriminator="type")
-]
+# Only what is implemented is accepted. Spark will come as an offline *engine* over the same
+# Parquet files (DESIGN.md section 4), with its own settings; until then ``type: spark`` is
+# refused rather than silently running DuckDB.
+OfflineStoreConfig = ParquetOfflineStoreConfig
 
 
 class SqliteOnlineStoreConfig(_Config):
@@ -99,6 +103,35 @@ OnlineStoreConfig = Annotated[
     Union[SqliteOnlineStoreConfig, RedisOnlineStoreConfig], Field(discriminator="type")
 ]
 
+# section -> {type: what it is}, for messages naming what exists
+AVAILABLE_TYPES: dict[str, dict[str, str]] = {
+    "offline_store": {"parquet": "Parquet files on local disk, queried with DuckDB"},
+    "online_store": {"sqlite": "embedded SQLite file", "redis": "Redis server"},
+}
+# (section, type) -> why it is refused although users may expect it
+NOT_AVAILABLE_YET: dict[tuple[str, str], str] = {
+    ("offline_store", "spark"): (
+        "Spark is not available yet; it is planned as an offline engine over the same "
+        "Parquet files, configured separately, not as an offline store"),
+}
+REGISTRY_BACKENDS = ("sqlite", "postgresql")
+
+
+def _check_type(section: str, value: Any) -> Any:
+    """Refuse a backend type that is not implemented, naming the ones that are."""
+    if not isinstance(value, dict):
+        return value
+    known = AVAILABLE_TYPES[section]
+    if "type" not in value:  # the embedded default, as when the section is left out
+        return {"type": next(iter(known)), **value}
+    kind = value["type"]
+    if kind in known:
+        return value
+    options = "; ".join(f"{k!r} ({v})" for k, v in known.items())
+    why = NOT_AVAILABLE_YET.get((section, str(kind)), f"type {kind!r} is not implemented")
+    raise PydanticCustomError("not_available", "{message}", {
+        "message": f"{why}. Available {section} types: {options}"})
+
 
 class OpenLineageConfig(_Config):
     enabled: bool = False
@@ -107,6 +140,32 @@ class OpenLineageConfig(_Config):
     """Job namespace of emitted events."""
     transport: dict[str, Any] = Field(default_factory=lambda: {"type": "console"})
     """openlineage-python transport config: console, file (log_file_path) or http (url)."""
+
+    @field_validator("transport")
+    @classmethod
+    def _transport(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # the client would quietly fall back to the console without a type
+        if not isinstance(v.get("type"), str) or not v["type"]:
+            raise PydanticCustomError("transport_type", "{message}", {"message": (
+                "the transport needs a type: console, file (with log_file_path) or http "
+                "(with url), e.g. {type: http, url: http://localhost:5000}")})
+        return v
+
+    @model_validator(mode="after")
+    def _transport_known(self) -> OpenLineageConfig:
+        # checked only when events are on: the client is an optional extra, imported lazily
+        if not self.enabled:
+            return self
+        try:
+            from openlineage.client.transport import get_default_factory
+        except ImportError:
+            return self  # the emitter says which extra to install
+        known = sorted(get_default_factory().transports)
+        if self.transport["type"] not in known:
+            raise PydanticCustomError("not_available", "{message}", {"message": (
+                f"transport type {self.transport['type']!r} is not known to the installed "
+                f"openlineage-python; use one of: {', '.join(known)}")})
+        return self
 
 
 class MlflowConfig(_Config):
@@ -156,6 +215,27 @@ class ProjectConfig(_Config):
     def _valid_project(cls, value: str) -> str:
         return check_project_name(value)  # a ValueError: reported with the field's name
 
+    @field_validator("offline_store", mode="before")
+    @classmethod
+    def _offline_type(cls, v: Any) -> Any:
+        return _check_type("offline_store", v)
+
+    @field_validator("online_store", mode="before")
+    @classmethod
+    def _online_type(cls, v: Any) -> Any:
+        return _check_type("online_store", v)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_backend(cls, v: str) -> str:
+        scheme, sep, _ = v.partition("://")
+        backend = scheme.split("+")[0].lower()
+        if not sep or backend not in REGISTRY_BACKENDS:
+            raise PydanticCustomError("not_available", "{message}", {"message": (
+                f"registry URL {v!r} names no available backend; use "
+                "sqlite:///path/registry.db (embedded) or postgresql+psycopg://user@host/db")})
+        return v
+
     def resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else (self.root / p)
@@ -198,6 +278,30 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_UNION = object()
+
+
+def _known_keys(error: Any) -> str:
+    """For an unknown key, the keys its section does accept (so a typo can be fixed)."""
+    if error["type"] != "extra_forbidden":
+        return ""
+    model: Any = ProjectConfig
+    for part in error["loc"][:-1]:
+        if model is _UNION:  # the tag of a discriminated union: the member of that type
+            members = [m for m in (SqliteOnlineStoreConfig, RedisOnlineStoreConfig)
+                       if m.model_fields["type"].default == part]
+            model = members[0] if members else None
+        elif isinstance(part, str) and part in model.model_fields:
+            ann = model.model_fields[part].annotation
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else _UNION
+        else:
+            model = None
+        if model is None:
+            return ""
+    names = [n for n, f in model.model_fields.items() if not f.exclude]
+    return f" (known keys: {', '.join(names)})"
+
+
 def load_config(path: str | Path | None = None, *, overrides: dict[str, Any] | None = None,
                 environ: dict[str, str] | None = None) -> ProjectConfig:
     """Load ``featureledger.yaml`` from ``path`` (a file or the folder holding it)."""
@@ -214,12 +318,19 @@ def load_config(path: str | Path | None = None, *, overrides: dict[str, Any] | N
     elif path is not None and not p.is_dir():
         raise ConfigError(f"config file {file} does not exist; run 'featureledger init' to make one")
     data = _deep_merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    if "root" in data:
+        # root is where the file is; a value written in it would be silently replaced
+        raise ConfigError(
+            f"'root' in {file} is not a setting: relative paths always resolve against the "
+            "folder holding featureledger.yaml; remove it, or move the file"
+        )
     data = _deep_merge(data, overrides or {})
     try:
         cfg = ProjectConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" + _known_keys(e)
+            for e in exc.errors()
         )
         raise ConfigError(f"invalid configuration in {file}: {problems}") from None
     return cfg.model_copy(update={"root": file.parent.absolute()})

@@ -96,7 +96,8 @@ class FeatureStore:
 
         self.repo_path = Path(repo_path)
         self.config = config or load_config(self.repo_path)
-        registry = Registry(self.config.registry_url, project=self.config.project, actor=actor)
+        registry = Registry(self.config.registry_url, project=self.config.project, actor=actor,
+                            source_base=self.config.root)
         self.ctx = StoreContext(self.config, registry)
         # integrations (OpenLineage, MLflow) listen to every part's events from the start
         from featureledger.integrations import attach

@@ -135,3 +135,64 @@ def test_missing_optional_columns_filled_with_default_or_null() -> None:
     assert [s["step"] for s in out.steps if s["step"].startswith("fill")] == [
         "fill_null", "fill_default"]
     assert out.table.schema.equals(stored_schema(view).remove(6).remove(5))
+
+
+def polars_frame():
+    import polars as pl
+
+    return pl.DataFrame({
+        "k": [1, 2, 3, 4],
+        "event_timestamp": [dt.datetime(2024, 1, 1, h, tzinfo=UTC) for h in range(4)],
+        "tags": [["a", None, "c"], None, [], [None]],
+        "counts": [[1, 2], [None], None, []],
+        "name": ["x", None, "z", "w"],
+        "blob": [b"\x00\x01", None, b"", b"z"],
+        "kind": pl.Series(["p", "q", None, "p"], dtype=pl.Categorical),
+    })
+
+
+POLARS_FIELDS = [Field(name="tags", dtype="list<string>"), Field(name="counts", dtype="list<int64>"),
+                 Field(name="name", dtype="string"), Field(name="blob", dtype="bytes"),
+                 Field(name="kind", dtype="string")]
+
+
+def test_polars_large_types_are_the_same_values_as_arrow() -> None:
+    frame = polars_frame().to_arrow()
+    # what Polars hands over: 64-bit offsets everywhere
+    assert frame.schema.field("tags").type == pa.large_list(pa.large_string())
+    assert frame.schema.field("blob").type == pa.large_binary()
+    view = view_with(fields=POLARS_FIELDS)
+    out = conform(frame, view)
+    assert out.cast_failures == {}
+    stored = stored_schema(view)
+    assert out.table.schema == pa.schema([f for f in stored if not f.name.startswith("_")])
+    assert out.table.column("tags").to_pylist() == [["a", None, "c"], None, [], [None]]
+    assert out.table.column("counts").to_pylist() == [[1, 2], [None], None, []]
+    assert out.table.column("name").to_pylist() == ["x", None, "z", "w"]
+    assert out.table.column("blob").to_pylist() == [b"\x00\x01", None, b"", b"z"]
+    assert out.table.column("kind").to_pylist() == ["p", "q", None, "p"]
+    # the same data built in Arrow with 32-bit offsets conforms to the same table
+    arrow = pa.table({c: frame.column(c).to_pylist() for c in frame.column_names},
+                     schema=pa.schema([("k", pa.int64()),
+                                       ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                                       ("tags", pa.list_(pa.string())),
+                                       ("counts", pa.list_(pa.int64())),
+                                       ("name", pa.string()), ("blob", pa.binary()),
+                                       ("kind", pa.string())]))
+    assert conform(arrow, view).table.equals(out.table)
+
+
+def test_list_elements_follow_the_scalar_cast_rules() -> None:
+    import polars as pl
+
+    big = pl.Series("v", [[1, 2**40], [3], None, [None, 4]]).to_arrow()
+    out, bad, rule = cast_exact(pa.chunked_array([big]), "list<int32>")
+    # a list with one element that does not fit fails its row; the others are cast
+    assert np.flatnonzero(bad).tolist() == [0]
+    assert out.to_pylist() == [None, [3], None, [None, 4]]
+    assert rule == "large_list<item: int64>->list<int32>"
+    out, bad, _ = cast_exact(pa.chunked_array([big]), "list<float64>")
+    assert bad is None and out.to_pylist() == [[1.0, 2.0**40], [3.0], None, [None, 4.0]]
+    words = pl.Series("w", [["a"], ["1.5"]]).to_arrow()
+    assert np.flatnonzero(cast_exact(pa.chunked_array([words]), "list<float64>")[1]).tolist() \
+        == [0, 1]  # text is never a number, inside a list or not

@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -23,6 +22,7 @@ from featureledger.errors import (
 from featureledger.ingest import stored_schema
 from featureledger.registry import schema
 from featureledger.tracking.context import active_run
+from helpers import read_commit, snapshot
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 1, 1, tzinfo=UTC)
@@ -42,26 +42,6 @@ def good_frame(n: int = 8, start: int = 0) -> pd.DataFrame:
     })
 
 
-def snapshot(store) -> tuple[dict[str, str], dict[str, list]]:
-    """sha256 of every file under the store root, and every registry table's rows."""
-    files = {}
-    for p in sorted(store.config.root.rglob("*")):
-        if p.is_file():
-            files[str(p.relative_to(store.config.root))] = hashlib.sha256(
-                p.read_bytes()).hexdigest()
-    tables = {}
-    with store.registry.db.read_all_projects() as conn:
-        for name in sorted(sa.inspect(conn).get_table_names()):
-            rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).all()
-            tables[name] = sorted(tuple(map(repr, r)) for r in rows)
-    return files, tables
-
-
-def read_commit(store, commit) -> pa.Table:
-    return pa.concat_tables(pq.read_table(store.ctx.offline_store.path(f))
-                            for f in commit.files)
-
-
 def test_commit_records_everything_and_stores_the_contract(store) -> None:
     events = []
     store.ctx.events.subscribe("*", lambda name, payload: events.append((name, payload)))
@@ -76,7 +56,8 @@ def test_commit_records_everything_and_stores_the_contract(store) -> None:
     assert c.max_event_ts == int((T0 + dt.timedelta(hours=7)).timestamp() * 1e6)
     assert c.source["kind"] == "pandas" and c.source["rows"] == 8
     assert c.source["name"] == "trips_batch" and len(c.source["digest"]) == 64
-    assert c.source["uri"] == f"memory:trips_batch@sha256:{c.source['digest'][:16]}"
+    # in-memory data is named by its content digest (its name is only a description)
+    assert c.source["uri"] == f"memory:sha256:{c.source['digest']}"
     # pandas text columns arrive as large_string and are stored as string
     assert {(s["step"], s.get("column")) for s in c.steps} == {("cast", "city"),
                                                                ("cast", "code")}
@@ -302,11 +283,15 @@ def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
     assert stored.column("event_timestamp").to_pylist() == [
         T0 + dt.timedelta(hours=h) for h in range(6)]
     if kind.startswith("view_source"):  # one lineage node for the source, fed and ingested from
+        node = "source:" + (tmp_path / "repo" / "data" / "trips.parquet").as_uri()
         with sqlite_store.registry.db.read() as conn:
             t = schema.lineage_edges
             rels = set(conn.execute(sa.select(t.c.relation, t.c.dst).where(
-                sqlite_store.registry.db.scope(t), t.c.src == "source:data/trips.parquet")).all())
+                sqlite_store.registry.db.scope(t), t.c.src == node)).all())
         assert rels == {("feeds", "view:trips@2"), ("ingested", c.commit_id)}
+        assert c.source["uri"] == node[len("source:"):]
+        if kind == "view_source":  # read as the view declares it
+            assert c.source["declared_path"] == "data/trips.parquet"
     if files:
         assert c.source["kind"] == "file"
         assert [f["path"] for f in c.source["files"]] == [str(f) for f in files]
@@ -354,3 +339,40 @@ def test_ingest_into_an_older_version(store, make_view) -> None:
     assert read_commit(store, new).column("tip").to_pylist() == [1.5] * 4
     assert new.files[0].startswith(f"default/views/trips/v2/{new.commit_id}/")
     assert [c.commit_id for c in store.commits("trips", version=1)] == [old.commit_id]
+
+
+def test_polars_lists_of_strings_ingest_push_and_read_back(store_factory, sqlite_url) -> None:
+    import polars as pl
+
+    from featureledger import Entity, FeatureView, Field
+
+    store = store_factory(sqlite_url)
+    rider = Entity(name="rider", join_keys={"rider_id": "int64"})
+    view = FeatureView(name="prefs", entities=[rider], fields=[
+        Field(name="tags", dtype="list<string>"), Field(name="scores", dtype="list<float64>"),
+        Field(name="note", dtype="string"), Field(name="raw", dtype="bytes")])
+    store.apply([rider, view])
+    tags = [["vegan", None], None, [], ["late", "quiet"]]
+    frame = pl.DataFrame({
+        "rider_id": [1, 2, 3, 4],
+        "event_timestamp": [T0 + dt.timedelta(hours=h) for h in range(4)],
+        "tags": tags, "scores": [[0.5, None], [1.0], None, []],
+        "note": ["a", None, "c", "d"], "raw": [b"x", None, b"", b"\xff"]})
+    c = store.ingest("prefs", frame).commit
+    stored = read_commit(store, c)
+    assert stored.schema.field("tags").type == pa.list_(pa.string())
+    assert stored.column("tags").to_pylist() == tags
+    assert stored.column("scores").to_pylist() == [[0.5, None], [1.0], None, []]
+    assert stored.column("raw").to_pylist() == [b"x", None, b"", b"\xff"]
+    got = store.get_historical_features(
+        {"rider_id": [1, 2, 3, 4], "event_timestamp": [T0 + dt.timedelta(hours=5)] * 4},
+        ["prefs:tags", "prefs:note"]).to_arrow()
+    assert got.column("tags").to_pylist() == tags
+    # the push path shapes rows with the same casts
+    store.push("prefs", pl.DataFrame({
+        "rider_id": [5], "event_timestamp": [T0], "tags": [["new", None]],
+        "scores": [[2.0]], "note": ["p"], "raw": [b"p"]}), flush=True)
+    online = store.get_online_features(["prefs:tags", "prefs:raw"], [{"rider_id": 5}])
+    assert online.values == {"tags": [["new", None]], "raw": [b"p"]}
+    pushed = store.commits("prefs")[-1]
+    assert read_commit(store, pushed).column("tags").to_pylist() == [["new", None]]

@@ -50,7 +50,7 @@ def test_clean_rows_pass_every_rule(make_view) -> None:
     rules = {r.rule for r in out.report.rules}
     assert rules == {"not_null:driver_id", "not_null:event_timestamp", "not_null:n",
                      "range:n", "range:score", "allowed_values:city", "regex:code",
-                     "check:fares", "unique_key"}
+                     "nan:min_fare", "nan:max_fare", "nan:score", "check:fares", "unique_key"}
     assert all(r.failed == 0 and r.sample == [] for r in out.report.rules)
 
 
@@ -60,11 +60,55 @@ def test_range_inclusive_bounds_and_nan(make_view) -> None:
     rows["score"] = pa.array([0.0, 1.0, float("nan"), 1.5, -0.25, None, 0.75], pa.float32())
     out = run(make_view(), rows)
     assert failed(out, "range:n") == (2, [2, 3])
-    assert failed(out, "range:score") == (3, [2, 3, 4])  # NaN fails a declared range
+    # NaN is reported once, as NaN, not also as out of range
+    assert failed(out, "range:score") == (2, [3, 4])
+    assert failed(out, "nan:score") == (1, [2])
     assert failed(out, "not_null:n") == (1, [5])
     sample = out.report.rule("range:n").sample
     assert sample == [{"row": 2, "values": {"n": -1}}, {"row": 3, "values": {"n": 101}}]
     assert out.bad.tolist() == [False, False, True, True, True, True, False]
+
+
+def nan_view(allow_nan: bool) -> FeatureView:
+    return FeatureView(name="v", entities=["driver"], join_keys={"driver_id": "int64"},
+                       fields=[Field(name="x", dtype="float64", min=0, max=10,
+                                     allowed_values=[1.0, 2.0, 20.0], allow_nan=allow_nan),
+                               Field(name="xs", dtype="list<float32>", allow_nan=allow_nan)])
+
+
+NAN_ROWS = {
+    "driver_id": [0, 1, 2, 3, 4, 5],
+    "event_timestamp": [T0 + dt.timedelta(hours=i) for i in range(6)],
+    "x": [1.0, float("nan"), float("inf"), -float("inf"), None, 20.0],
+    "xs": pa.array([[1.0], [None, float("nan")], None, [], [float("-inf")], [2.0]],
+                   pa.list_(pa.float32())),
+}
+
+
+def test_nan_and_inf_fail_a_field_that_does_not_allow_them() -> None:
+    out = run(nan_view(False), NAN_ROWS)
+    rule = out.report.rule("nan:x")
+    assert (rule.failed, [s["row"] for s in rule.sample]) == (3, [1, 2, 3])
+    assert rule.detail == ("NaN not allowed; set allow_nan=True or clean the value "
+                           "(±inf likewise)")
+    assert [s["values"] for s in rule.sample] == [{"x": "nan"}, {"x": "inf"}, {"x": "-inf"}]
+    # a list fails when any element is not finite
+    assert failed(out, "nan:xs") == (2, [1, 4])
+    # each bad value under one rule: non-finite values are not also out of range
+    assert failed(out, "range:x") == (1, [5])
+    assert failed(out, "allowed_values:x") == (0, [])
+    assert out.reasons.to_pylist() == [["nan:x", "nan:xs"], ["nan:x"], ["nan:x"],
+                                       ["nan:xs"], ["range:x"]]
+
+
+def test_allow_nan_stores_nan_and_compares_inf_with_the_range() -> None:
+    out = run(nan_view(True), NAN_ROWS)
+    assert not any(r.rule.startswith("nan:") for r in out.report.rules)
+    # NaN is neither inside nor outside [0, 10]; ±inf are numbers outside it
+    assert failed(out, "range:x") == (3, [2, 3, 5])
+    # NaN passes allowed values as a null does; inf is not among them
+    assert failed(out, "allowed_values:x") == (2, [2, 3])
+    assert out.bad.tolist() == [False, False, True, True, False, True]
 
 
 def test_float32_range_compares_exact_value() -> None:
@@ -184,7 +228,8 @@ ROW = st.fixed_dictionaries({
     "n": st.one_of(st.none(), st.integers(-3, 103)),
     "min_fare": st.one_of(st.none(), st.floats(0, 10, width=32)),
     "max_fare": st.one_of(st.none(), st.floats(0, 10, width=32)),
-    "score": st.one_of(st.none(), st.floats(-0.5, 1.5, width=32), st.just(float("nan"))),
+    "score": st.one_of(st.none(), st.floats(-0.5, 1.5, width=32),
+                       st.sampled_from([float("nan"), float("inf"), -float("inf")])),
     "city": st.sampled_from(["ams", "ber", "par", None]),
     "code": st.sampled_from(["AB1", "ab1", "XY22", None]),
 })
@@ -205,7 +250,9 @@ def oracle_reasons(rows: list[dict]) -> list[list[str]]:
         if r["n"] is not None and not 0 <= r["n"] <= 100:
             reasons.append("range:n")
         s = r["score"]
-        if s is not None and (math.isnan(s) or not 0.0 <= s <= 1.0):
+        if s is not None and not math.isfinite(s):
+            reasons.append("nan:score")
+        elif s is not None and not 0.0 <= s <= 1.0:
             reasons.append("range:score")
         if r["city"] is not None and r["city"] not in ("ams", "ber"):
             reasons.append("allowed_values:city")

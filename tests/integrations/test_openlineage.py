@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -20,6 +21,7 @@ from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
 from featureledger.errors import FeatureLedgerError
 from featureledger.integrations import attach
+from featureledger.registry import schema
 
 SPEC = Path(__file__).parent / "openlineage_spec"
 CORE = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
@@ -219,3 +221,42 @@ def test_failed_run_emits_fail_with_error(tmp_path):
         validate(e)
     assert [e["eventType"] for e in events] == ["START", "FAIL"]
     assert "missing" in events[1]["run"]["facets"]["errorMessage"]["message"]
+
+
+def test_sources_are_named_as_the_lineage_graph_names_them(tmp_path):
+    from featureledger.registry.lineage_edges import INGESTED
+
+    log_file = tmp_path / "sources.jsonl"
+    s = make_store(tmp_path, {"type": "file", "log_file_path": str(log_file), "append": True})
+    data = tmp_path / "data" / "batch one.parquet"
+    data.parent.mkdir()
+    rows().to_parquet(data, index=False)
+    try:
+        from_file = s.ingest("driver_stats", str(data)).commit_id
+        from_frame = s.ingest("driver_stats", rows().assign(trips=[7, 8])).commit
+        pushed = s.push("driver_stats", [{"driver_id": 9, "event_timestamp": T0, "trips": 1}],
+                        flush=True)
+        t = schema.lineage_edges
+        with s.registry.db.read() as conn:
+            nodes = dict(conn.execute(sa.select(t.c.dst, t.c.src).where(
+                s.registry.db.scope(t), t.c.relation == INGESTED)).all())
+    finally:
+        s.close()
+    events = [json.loads(line) for line in log_file.read_text().splitlines()]
+    for e in events:
+        validate(e)
+    done = {e["run"]["runId"]: e for e in events
+            if e["job"]["name"] == "ol.ingest.driver_stats" and e["eventType"] == "COMPLETE"}
+
+    def inputs(commit_id):
+        [ds] = done[commit_id.partition("_")[2]]["inputs"]
+        return ds["namespace"], ds["name"], ds["facets"]["featureledger"]["nodeId"]
+
+    # a local file: namespace "file", its absolute path (decoded), as OpenLineage names it
+    assert inputs(from_file) == ("file", str(data.absolute()), nodes[from_file])
+    assert nodes[from_file] == "source:" + data.absolute().as_uri()
+    assert inputs(from_frame.commit_id) == (
+        "memory", f"sha256:{from_frame.source['digest']}", nodes[from_frame.commit_id])
+    # a push: its endpoint; the principal is in the node id
+    assert inputs(pushed) == ("push://ol", "driver_stats", nodes[pushed])
+    assert nodes[pushed].startswith("source:push://ol/driver_stats?principal=")

@@ -100,12 +100,38 @@ def test_constraint_directions() -> None:
             replace_field("a", max=None),
             replace_field("b", allowed_values=["x", "y", "z"]),
             replace_field("d", nullable=True),
+            replace_field("c", allow_nan=True),
         ],
     }
     for expected, variants in cases.items():
         for fields in variants:
             new = _with_keys(view("v", "none", fields=fields))
             assert [c.change for c in classify_view_change(old, new)] == [expected], fields
+
+
+def test_allow_nan_directions_and_modes() -> None:
+    strict = _with_keys(view("v", "backward"))
+    lax = _with_keys(view("v", "backward", fields=replace_field("c", allow_nan=True)))
+    [loosened] = classify_view_change(strict, lax)
+    assert (loosened.change, loosened.field) == ("range_loosened", "c")
+    assert loosened.detail == "allow_nan False -> True (NaN and ±inf accepted)"
+    [tightened] = classify_view_change(lax, strict)
+    assert (tightened.change, tightened.field) == ("range_tightened", "c")
+    assert "allow_nan True -> False" in tightened.detail
+
+
+def test_refusing_nan_again_is_refused_under_backward(tmp_path) -> None:
+    reg = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        item = Entity(name="item", join_keys={"item_id": "int64"})
+        lax = view("v", "backward", fields=replace_field("c", allow_nan=True))
+        reg.definitions.apply([item, lax])
+        with pytest.raises(IncompatibleChangeError, match=r"field 'c': range_tightened \(allow_nan True -> False"):
+            reg.definitions.apply([item, view("v", "backward")])
+        plan = reg.definitions.apply([item, view("v", "backward")], allow_breaking="cleaned")
+        assert [i.to_version for i in plan.items if i.name == "v"] == [2]
+    finally:
+        reg.close()
 
 
 def _with_keys(v: FeatureView) -> FeatureView:

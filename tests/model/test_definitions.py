@@ -40,6 +40,8 @@ def test_every_scalar_and_list_dtype_maps_to_arrow() -> None:
         ({"dtype": "string", "allowed_values": []}, "allowed_values is empty"),
         ({"dtype": "string", "allowed_values": ["a"], "default": "b"}, "not among allowed"),
         ({"dtype": "int64", "min": "zero"}, "must be a number"),
+        ({"dtype": "int64", "allow_nan": True}, "allow_nan applies only to float fields"),
+        ({"dtype": "list<string>", "allow_nan": True}, "allow_nan applies only to float"),
     ],
 )
 def test_field_constraints_are_checked(kwargs, message) -> None:
@@ -89,6 +91,23 @@ def test_round_trip_and_hash_stability() -> None:
     # docs do not change the definition hash, but do change the docs hash
     d = v.model_copy(update={"description": "new words"})
     assert d.definition_hash == v.definition_hash and d.docs_hash != v.docs_hash
+
+
+def test_allow_nan_is_spec_and_leaves_older_hashes_alone() -> None:
+    def make(**kw) -> FeatureView:
+        return FeatureView(name="v", entities=["e"], join_keys={"k": "int64"},
+                           fields=[Field(name="x", dtype="float64", min=0, **kw)])
+
+    # the hash this definition had before allow_nan existed: applying it again is no change
+    assert make().definition_hash == (
+        "baf1d0e611d18b584e869d73f5f369a0728fb570ca60b5dcbee402f45d246363")
+    assert make(allow_nan=False).definition_hash == make().definition_hash
+    on = make(allow_nan=True)
+    assert on.definition_hash != make().definition_hash
+    assert on.spec()["fields"][0]["allow_nan"] is True
+    again = definition_from_dict(on.to_dict())
+    assert again.fields[0].allow_nan and again.definition_hash == on.definition_hash
+    assert Field(name="v", dtype="list<float32>", allow_nan=True).allow_nan
 
 
 def test_references() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -155,6 +157,8 @@ def test_apply_writes_lineage_edges(registry) -> None:
     with registry.db.read() as conn:
         edges = {(e["src"], e["dst"], e["relation"]) for e in edges_of(conn, "view:stats@1")}
     assert edges == {
-        ("source:data/stats.parquet", "view:stats@1", "feeds"),
+        # a relative source path names a file under the project folder (here: the cwd)
+        ("source:" + (Path.cwd() / "data" / "stats.parquet").as_uri(), "view:stats@1",
+         "feeds"),
         ("view:stats@1", "feature_set:s@1", "in_set"),
     }

@@ -99,6 +99,11 @@ def register(app: typer.Typer) -> None:
         mode: str = typer.Option("strict", "--mode",
                                  help="strict: any invalid row rejects the commit; "
                                       "drop_invalid: commit the valid rows."),
+        duplicates: str = typer.Option(
+            "reject", "--duplicates",
+            help="Rows with the same keys and event time. reject: they all fail; "
+                 "keep_last: keep the latest created timestamp, then the latest in the "
+                 "input, and drop the others."),
         mapping: list[str] = typer.Option([], "--map",
                                           help="Rename an input column: --map src=field "
                                                "(--map src= drops it). Repeatable."),
@@ -115,7 +120,8 @@ def register(app: typer.Typer) -> None:
         with open_store(repo) as store:
             try:
                 result = store.ingest(name, path, version=int(ver) if ver else None,
-                                      mode=mode, column_map=_parse_map(mapping),
+                                      mode=mode, duplicates=duplicates,
+                                      column_map=_parse_map(mapping),
                                       filter=filter_sql, run_id=run_id)
             except ValidationFailedError as exc:
                 if as_json:
@@ -129,8 +135,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(result.to_dict())
             return
+        superseded = result.report.rows_superseded
         console.print(f"committed [bold]{result.commit_id}[/] to {result.view_ref}: "
-                      f"{result.row_count} rows, {result.rejected_count} rejected")
+                      f"{result.row_count} rows, {result.rejected_count} rejected"
+                      + (f", {superseded} superseded by a later duplicate (dropped)"
+                         if superseded else ""))
         if result.rejected_count:
             console.print(report_table(result.report, "dropped rows"))
             console.print(f"rejected rows kept in {result.rejected_path}")

@@ -25,13 +25,22 @@ date                          timestamp: midnight UTC
 string (ISO 8601 text)        timestamp / date, parsed by DuckDB; text without an
                               offset is UTC; unparsable text fails its row
 large_string, string_view,    string / bytes (same values)
-dictionary<string>, binary
-list<x>                       list<y> when x is y or x widens exactly to y
+dictionary<string>, binary,
+large_binary, binary_view
+list<x>, large_list<x>,       list<y>, element by element with these rules (so Polars'
+list_view<x>, fixed_size_list large_list<large_string> is list<string>); a list with an
+                              element that has no exact cast fails its row
 all-null column               any type
 ============================  ===================================================
 
 Anything else (text to numbers, numbers to text, bool to or from numbers, timestamp to
 date) is not cast: every non-null value of the column fails the ``dtype`` rule.
+
+NaN and ±inf are values, never nulls: a float field refuses them unless it declares
+``allow_nan=True`` (the ``nan`` rule of :mod:`.validation`). The exceptions are pandas float
+columns and CSV text, which write a missing value as NaN: there NaN is read as null
+(recorded as a ``nan_as_null`` step with its count), unless the field allows NaN, in which
+case it is kept; pandas' masked and Arrow-backed dtypes tell NA from NaN themselves.
 
 Columns the view declares but the input lacks: a join key, the timestamp columns and a
 non-nullable field without a default are required (an :class:`IngestionError`); a missing
@@ -51,6 +60,7 @@ them with a column map (``{"old": "new"}``, ``{"unwanted": None}`` drops a colum
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +85,7 @@ class StoredColumn:
     role: str  # key, timestamp, created_timestamp, feature
     nullable: bool
     default: Any = None
+    allow_nan: bool = False
 
 
 def stored_columns(view: FeatureView) -> list[StoredColumn]:
@@ -84,7 +95,7 @@ def stored_columns(view: FeatureView) -> list[StoredColumn]:
     if view.created_timestamp_field:
         cols.append(StoredColumn(view.created_timestamp_field, "timestamp",
                                  "created_timestamp", False))
-    cols += [StoredColumn(f.name, f.dtype, "feature", f.nullable, f.default)
+    cols += [StoredColumn(f.name, f.dtype, "feature", f.nullable, f.default, f.allow_nan)
              for f in view.fields]
     return cols
 
@@ -144,6 +155,46 @@ def _is_binary(t: pa.DataType) -> bool:
 
     return (pa.types.is_binary(t) or pa.types.is_large_binary(t)
             or pa.types.is_binary_view(t) or pa.types.is_fixed_size_binary(t))
+
+
+def _is_list(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t)
+            or pa.types.is_large_list_view(t) or pa.types.is_fixed_size_list(t))
+
+
+def _cast_list(arr: pa.ChunkedArray, dtype: str, rule: str
+               ) -> tuple[pa.ChunkedArray, np.ndarray | None, str]:
+    """A list column cast element by element with the scalar rules; a list with any
+    element that has no exact cast fails its row (Polars gives large_list<large_string>,
+    Arrow list<string>: the same values)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    elem = dtype[5:-1]
+    target = to_arrow(dtype)
+    out_chunks, bad_chunks, inner_rule = [], [], None
+    for chunk in arr.chunks:
+        n = len(chunk)
+        flat = pc.list_flatten(chunk)  # the elements of non-null lists, nulls inside kept
+        values, bad_values, inner_rule = cast_exact(pa.chunked_array([flat], flat.type), elem)
+        lengths = pc.fill_null(pc.list_value_length(chunk), 0).to_numpy(zero_copy_only=False)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        out_chunks.append(pa.ListArray.from_arrays(
+            pa.array(offsets), values.combine_chunks(), type=target,
+            mask=pc.is_null(chunk) if chunk.null_count else None))
+        if bad_values is None:
+            bad_chunks.append(np.zeros(n, dtype=bool))
+        else:
+            parents = pc.list_parent_indices(chunk).to_numpy(zero_copy_only=False)
+            bad_chunks.append(np.bincount(parents[bad_values], minlength=n) > 0)
+    bad = np.concatenate(bad_chunks) if bad_chunks else np.zeros(0, dtype=bool)
+    out = pa.chunked_array(out_chunks, target)
+    if bad.any():
+        out = pc.if_else(pa.chunked_array([pa.array(bad)]), pa.scalar(None, target), out)
+        return out, bad, rule
+    return out, None, rule + (f" (elements: {inner_rule})" if inner_rule else "")
 
 
 def _mask(arr: Any) -> np.ndarray | None:
@@ -234,16 +285,8 @@ def cast_exact(arr: pa.ChunkedArray, dtype: str
         return out, bad, rule + " (ISO 8601; no offset = UTC)"
     if dtype == "date" and pa.types.is_date(src):
         return arr.cast(target), None, rule
-    if dtype.startswith("list<") and (pa.types.is_list(src) or pa.types.is_large_list(src)
-                                      or pa.types.is_list_view(src)):
-        from featureledger.model.types import is_widening
-
-        elem = dtype[5:-1]
-        if src.value_type == target.value_type or any(
-            src.value_type == to_arrow(e) and is_widening(e, elem)
-            for e in ("int32", "float32")
-        ):
-            return arr.cast(target), None, rule
+    if dtype.startswith("list<") and _is_list(src):
+        return _cast_list(arr, dtype, rule)
     # no exact cast: every present value fails its row
     bad = _mask(pc.is_valid(arr))
     return pa.chunked_array([pa.nulls(len(arr), target)]), bad, None
@@ -271,8 +314,27 @@ def _default_column(col: StoredColumn, n: int) -> pa.Array:
     return pa.repeat(scalar, n)
 
 
-def conform(table: pa.Table, view: FeatureView) -> Conformed:
-    """Shape ``table`` (already mapped) to ``view``'s stored columns (see module doc)."""
+def _nan_to_null(arr: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_floating(arr.type):
+        return arr, 0
+    nan = pc.fill_null(pc.is_nan(arr), False)
+    count = int(pc.sum(nan).as_py() or 0)
+    if count == 0:
+        return arr, 0
+    return pc.if_else(nan, pa.scalar(None, arr.type), arr), count
+
+
+def conform(table: pa.Table, view: FeatureView, *,
+            nan_marks_missing: Collection[str] = ()) -> Conformed:
+    """Shape ``table`` (already mapped) to ``view``'s stored columns (see module doc).
+
+    ``nan_marks_missing`` names input columns whose NaN is how the input writes a missing
+    value (pandas float columns, "NaN" text in CSV): there NaN is read as null, unless the
+    field declares ``allow_nan=True``, which says that NaN is a value.
+    """
     import pyarrow as pa
 
     cols = stored_columns(view)
@@ -308,6 +370,11 @@ def conform(table: pa.Table, view: FeatureView) -> Conformed:
                 result.steps.append({"step": "fill_null", "column": col.name, "params": {}})
             continue
         src = table.column(col.name)
+        if col.name in nan_marks_missing and not col.allow_nan:
+            src, count = _nan_to_null(src)
+            if count:
+                result.steps.append({"step": "nan_as_null", "column": col.name, "params": {
+                    "values": count, "why": "the input writes a missing value as NaN"}})
         out, bad, rule = cast_exact(src, col.dtype)
         if rule is not None:
             result.steps.append({"step": "cast", "column": col.name,

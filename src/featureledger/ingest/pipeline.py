@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -33,13 +33,19 @@ from featureledger.errors import IngestionError, StateError, ValidationFailedErr
 from featureledger.ingest.casting import (
     COMMIT_ID_COLUMN,
     COMMIT_TIME_COLUMN,
+    Conformed,
     apply_column_map,
     conform,
 )
 from featureledger.ingest.commit import write_commit
 from featureledger.ingest.profile import profile_table
 from featureledger.ingest.sources import InputData, arrow_digest, read_input
-from featureledger.ingest.validation import ROW_COLUMN, ValidationReport, validate
+from featureledger.ingest.validation import (
+    ROW_COLUMN,
+    ValidationReport,
+    superseded_rows,
+    validate,
+)
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
@@ -52,6 +58,8 @@ if TYPE_CHECKING:
     from featureledger.store import StoreContext
 
 MODES = ("strict", "drop_invalid")
+Duplicates = Literal["reject", "keep_last"]
+DUPLICATES: tuple[str, ...] = get_args(Duplicates)
 REJECTED_FILE = "rejected.parquet"
 
 
@@ -137,6 +145,28 @@ def _apply_filter(table: pa.Table, rows: np.ndarray, sql: str
     return table.filter(pa.array(keep)), rows[keep]
 
 
+def _mapped(columns: tuple[str, ...], column_map: dict[str, str | None] | None
+            ) -> list[str]:
+    """Input column names as the column map renames them (dropped ones left out)."""
+    if not column_map:
+        return list(columns)
+    out = []
+    for c in columns:
+        name = column_map.get(c, c)
+        if name:
+            out.append(name)
+    return out
+
+
+def _take(conformed: Conformed, keep: np.ndarray) -> Conformed:
+    """The conformed rows where ``keep`` is True, cast failures kept aligned."""
+    import pyarrow as pa
+
+    return Conformed(conformed.table.filter(pa.array(keep)),
+                     {c: m[keep] for c, m in conformed.cast_failures.items()},
+                     dict(conformed.cast_notes), list(conformed.steps))
+
+
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     t = time.perf_counter()
     return fn(*args), time.perf_counter() - t
@@ -167,7 +197,8 @@ class IngestionService:
 
     # -- ingest -----------------------------------------------------------------------
     def ingest(self, view: str, data: Any = None, *, version: int | None = None,
-               mode: str = "strict", run_id: str | None = None,
+               mode: str = "strict", duplicates: Duplicates = "reject",
+               run_id: str | None = None,
                column_map: dict[str, str | None] | None = None, filter: str | None = None,
                user: str | None = None, source_name: str | None = None) -> IngestionResult:
         """Validate ``data`` and write it as one commit of ``view`` (latest version by default).
@@ -181,6 +212,13 @@ class IngestionService:
         valid rows and stores the others, with their reasons, as the rejected set. The
         run is ``run_id`` or the active run.
 
+        ``duplicates`` decides about rows with the same join keys and event time:
+        ``"reject"`` (the default) fails every row of such a group (rule ``unique_key``);
+        ``"keep_last"`` keeps the row with the latest created timestamp (when the view
+        declares ``created_timestamp_field``), then the one latest in the input, and drops
+        the others before validation, counting them in ``report.rows_superseded`` (they
+        are neither valid nor rejected).
+
         Input columns are cast to the declared types only where the cast is exact, and a
         field the input lacks is filled with its ``default`` (or null when it is nullable);
         nulls present in the input are never replaced. The rules are in
@@ -189,6 +227,9 @@ class IngestionService:
         """
         if mode not in MODES:
             raise IngestionError(f"mode {mode!r} is not known; use 'strict' or 'drop_invalid'")
+        if duplicates not in DUPLICATES:
+            raise IngestionError(f"duplicates={duplicates!r} is not known; use 'reject' (every "
+                                 "row of a duplicate group fails) or 'keep_last'")
         rec = self._registry.definitions.view(view, version)
         if rec.status == "retired":
             raise StateError(
@@ -200,7 +241,7 @@ class IngestionService:
         self.ctx.events.emit("commit.started", commit_id=commit_id, view=rec.name,
                              version=rec.version, run_id=run, mode=mode)
         try:
-            return self._ingest(rec, commit_id, data, mode=mode, run=run,
+            return self._ingest(rec, commit_id, data, mode=mode, duplicates=duplicates, run=run,
                                 column_map=column_map, filter_sql=filter,
                                 user=user or self._registry.actor, source_name=source_name)
         except Exception as exc:
@@ -208,7 +249,8 @@ class IngestionService:
                                  error=exc)
             raise
 
-    def _ingest(self, rec: Any, commit_id: str, data: Any, *, mode: str, run: str | None,
+    def _ingest(self, rec: Any, commit_id: str, data: Any, *, mode: str, duplicates: str,
+                run: str | None,
                 column_map: dict[str, str | None] | None, filter_sql: str | None,
                 user: str, source_name: str | None) -> IngestionResult:
         fv = rec.definition
@@ -222,12 +264,13 @@ class IngestionService:
             # Parquet write (their kernels release the GIL)
             digest = None if inp.has_digest else pool.submit(arrow_digest, inp.table)
             return self._shape_and_commit(rec, commit_id, inp, digest, pool, timings,
-                                          mode=mode, run=run, column_map=column_map,
+                                          mode=mode, duplicates=duplicates, run=run,
+                                          column_map=column_map,
                                           filter_sql=filter_sql, user=user)
 
     def _shape_and_commit(self, rec: Any, commit_id: str, inp: InputData, digest: Any,
                           pool: ThreadPoolExecutor, timings: dict[str, float], *,
-                          mode: str, run: str | None,
+                          mode: str, duplicates: str, run: str | None,
                           column_map: dict[str, str | None] | None, filter_sql: str | None,
                           user: str) -> IngestionResult:
         import pyarrow as pa
@@ -248,12 +291,29 @@ class IngestionService:
                 f"nothing to ingest into {rec.ref}: the input has no rows"
                 + (" after the filter" if filter_sql else "")
             )
-        conformed = conform(table, fv)
+        conformed = conform(table, fv, nan_marks_missing=_mapped(inp.nan_marks_missing,
+                                                                 column_map))
         steps += conformed.steps
+        superseded, sample = (superseded_rows(conformed.table, fv, rows)
+                              if duplicates == "keep_last" else (None, []))
+        if superseded is not None:
+            keep = ~superseded
+            steps.append({"step": "deduplicate", "params": {
+                "duplicates": "keep_last", "keys": [*fv.join_keys, fv.timestamp_field],
+                "order": [*([fv.created_timestamp_field] if fv.created_timestamp_field
+                            else []), "input position"]},
+                "rows_in": table.num_rows, "rows_out": int(keep.sum())})
+            table, rows, conformed = table.filter(pa.array(keep)), rows[keep], \
+                _take(conformed, keep)
         timings["shape"] = time.perf_counter() - t
         t = time.perf_counter()
         outcome = validate(conformed, fv, raw=table, row_numbers=rows, mode=mode)
         report = outcome.report
+        report.duplicates = duplicates
+        if superseded is not None:
+            report.rows_superseded = int(superseded.sum())
+            report.rows_checked += report.rows_superseded
+            report.superseded = sample
         timings["validate"] = time.perf_counter() - t
         good = conformed.table
         rejected = None
@@ -261,9 +321,11 @@ class IngestionService:
             if mode == "strict":
                 raise ValidationFailedError(_rejection_message(rec.ref, report), report)
             if report.rows_valid == 0:
+                also = (f" ({report.rows_superseded} more were superseded duplicates)"
+                        if report.rows_superseded else "")
                 raise ValidationFailedError(
-                    f"every one of the {report.rows_checked} rows fails validation, so "
-                    f"nothing was committed to {rec.ref}:\n{report.summary()}\nFix the data.",
+                    f"every one of the {report.rows_rejected} rows fails validation{also}, "
+                    f"so nothing was committed to {rec.ref}:\n{report.summary()}\nFix the data.",
                     report,
                 )
             bad = pa.array(outcome.bad)

@@ -4,9 +4,11 @@ Accepted input: a pandas DataFrame, a ``pyarrow.Table`` or ``RecordBatchReader``
 DataFrame (or LazyFrame), a path or glob of Parquet / CSV files, or ``None`` for the view's
 own :class:`~featureledger.model.definitions.FileSource`.
 
-The description's ``uri`` names the source in the lineage graph: the file URI of a path
-or glob, the declared path of the view's own source (as its definition's ``feeds`` edge
-names it), or ``memory:<name>@sha256:<digest prefix>`` for in-memory data.
+The description's ``uri`` names the source in the lineage graph and in OpenLineage events
+(:mod:`featureledger.registry.lineage_edges` has the scheme): the absolute ``file://`` URI
+of a path or glob (for the view's own source, its declared path resolved against the
+project folder, which is the node its definition's ``feeds`` edge names), or
+``memory:sha256:<digest>`` for in-memory data, the same frame always being the same node.
 
 The digest identifies what was read:
 
@@ -22,6 +24,7 @@ The digest identifies what was read:
 
 from __future__ import annotations
 
+import functools
 import glob as globlib
 import hashlib
 import os
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import IngestionError
+from featureledger.registry.lineage_edges import file_source_uri, frame_source_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -43,6 +47,9 @@ class InputData:
 
     table: pa.Table
     description: dict[str, Any]  # kind, uri, format, files, rows, columns, digest
+    # columns whose NaN is how the input writes a missing value (pandas float columns,
+    # "NaN" in CSV); their NaN stays NaN here, and becomes null unless the field allows NaN
+    nan_marks_missing: tuple[str, ...] = ()
 
     @property
     def uri(self) -> str:
@@ -55,8 +62,7 @@ class InputData:
     def set_digest(self, digest: str) -> None:
         """Record the digest of in-memory data (computed later, e.g. on another thread)."""
         self.description["digest"] = digest
-        label = self.description.get("name") or self.description["kind"]
-        self.description["uri"] = f"memory:{label}@sha256:{digest[:16]}"
+        self.description["uri"] = frame_source_uri(digest)
 
 
 def arrow_digest(table: pa.Table) -> str:
@@ -72,34 +78,55 @@ def arrow_digest(table: pa.Table) -> str:
     return h.hexdigest()
 
 
-def _from_memory(data: Any) -> tuple[pa.Table, str] | None:
+def _from_pandas(data: Any) -> tuple[pa.Table, tuple[str, ...]]:
+    """A pandas frame as Arrow, NaN kept as NaN in numpy float columns (Arrow's own
+    conversion makes it null); returns the table and the names of those columns."""
+    import numpy as np
+    import pyarrow as pa
+
+    # a named index holds data (e.g. the keys); an unnamed one is only positions
+    keep = any(name is not None for name in data.index.names)
+    try:
+        table = pa.Table.from_pandas(data, preserve_index=keep)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise IngestionError(
+            f"the pandas DataFrame cannot be converted to Arrow: {exc}. Give each "
+            "column one type (mixed object columns cannot be stored)."
+        ) from None
+    nan_columns = []
+    for i, (name, dtype) in enumerate(data.dtypes.items()):
+        # masked (Float64) and Arrow-backed columns tell NA from NaN; numpy floats cannot
+        if isinstance(dtype, np.dtype) and dtype.kind == "f":
+            values = data.iloc[:, i].to_numpy()
+            pos = table.schema.get_field_index(str(name))  # -1: not one column of that name
+            if pos >= 0 and np.isnan(values).any():
+                table = table.set_column(pos, table.field(pos),
+                                         pa.array(values, from_pandas=False))
+                nan_columns.append(str(name))
+    return table, tuple(nan_columns)
+
+
+def _from_memory(data: Any) -> tuple[pa.Table, str, tuple[str, ...]] | None:
     import pyarrow as pa
 
     if isinstance(data, pa.Table):
-        return data, "arrow"
+        return data, "arrow", ()
     if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data]), "arrow"
+        return pa.Table.from_batches([data]), "arrow", ()
     if isinstance(data, pa.RecordBatchReader):
-        return data.read_all(), "arrow"
+        return data.read_all(), "arrow", ()
     module = type(data).__module__.split(".")[0]
     if module == "pandas":
         import pandas as pd
 
         if isinstance(data, pd.DataFrame):
-            # a named index holds data (e.g. the keys); an unnamed one is only positions
-            keep = any(name is not None for name in data.index.names)
-            try:
-                return pa.Table.from_pandas(data, preserve_index=keep), "pandas"
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise IngestionError(
-                    f"the pandas DataFrame cannot be converted to Arrow: {exc}. Give each "
-                    "column one type (mixed object columns cannot be stored)."
-                ) from None
+            table, nan_columns = _from_pandas(data)
+            return table, "pandas", nan_columns
     if module == "polars":
         if hasattr(data, "collect") and not hasattr(data, "to_arrow"):
             data = data.collect()  # a LazyFrame
         if hasattr(data, "to_arrow"):
-            return data.to_arrow(), "polars"
+            return data.to_arrow(), "polars", ()
     return None
 
 
@@ -145,10 +172,13 @@ def _read_files(files: list[Path], fmt: str, options: dict[str, Any],
                 from pyarrow import csv
 
                 opts = dict(options)
-                if text_types and "convert_options" not in opts:
+                if "convert_options" not in opts:
                     # text is parsed straight to the declared type (e.g. "0.1" to the
-                    # nearest float32), which is reading, not casting a double
-                    opts["convert_options"] = csv.ConvertOptions(column_types=text_types)
+                    # nearest float32), which is reading, not casting a double. "NaN" text
+                    # is read as the float NaN, not as null: like pandas, CSV writes a
+                    # missing number as NaN, and the field decides (see _csv_nan_columns)
+                    opts["convert_options"] = csv.ConvertOptions(
+                        column_types=text_types or {}, null_values=list(_csv_null_values()))
                 tables.append(csv.read_csv(f, **opts))
             else:
                 import pyarrow.parquet as pq
@@ -165,6 +195,23 @@ def _read_files(files: list[Path], fmt: str, options: dict[str, Any],
             f"the {len(files)} input files do not share one schema ({exc}); ingest them "
             "separately or make their columns agree"
         ) from None
+
+
+@functools.cache
+def _csv_null_values() -> tuple[str, ...]:
+    """pyarrow's CSV null markers but the NaN spellings."""
+    from pyarrow import csv
+
+    return tuple(v for v in csv.ConvertOptions().null_values if v.lstrip("-").lower() != "nan")
+
+
+def _nan_columns(table: pa.Table) -> tuple[str, ...]:
+    """Float columns holding a NaN."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return tuple(name for name, col in zip(table.column_names, table.columns, strict=True)
+                 if pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py())
 
 
 def _file_digest(files: list[Path]) -> str:
@@ -203,30 +250,24 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
         declared = src.path
         if base is not None and not os.path.isabs(os.path.expanduser(data)):
             data = os.path.join(base, data)
-    elif isinstance(data, (str, os.PathLike)) and view is not None:
-        # the view's own source named by another path is still the same lineage node
-        src = getattr(view, "source", None)
-        own = getattr(src, "path", None)
-        if own is not None and base is not None:
-            own_abs = os.path.abspath(os.path.join(base, os.path.expanduser(own)))
-            if own_abs == os.path.abspath(os.path.expanduser(os.fspath(data))):
-                declared = own
+    nan_columns: tuple[str, ...] = ()
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         files = _expand(path)
         fmt = _format_of(files, file_format)
         table = _read_files(files, fmt, options, text_types)
+        if fmt == "csv" and "convert_options" not in options:
+            nan_columns = _nan_columns(table)
         desc: dict[str, Any] = {
             "kind": "file",
             "format": fmt,
-            "uri": Path(path).absolute().as_uri() if not any(c in path for c in "*?[")
-            else "file://" + os.path.abspath(os.path.expanduser(path)),
+            # absolute, so the view's own source, however it was named, is one node
+            "uri": file_source_uri(path),
             "files": [{"path": str(f), "bytes": f.stat().st_size} for f in files],
             "digest": _file_digest(files),
         }
         if declared is not None:
-            # the view's own source: the same lineage node its definition feeds from
-            desc["uri"], desc["location"] = declared, desc["uri"]
+            desc["declared_path"] = declared
     else:
         got = _from_memory(data)
         if got is None:
@@ -234,14 +275,14 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
                 f"cannot ingest a {type(data).__name__}; pass a pandas or Polars DataFrame, "
                 "a pyarrow Table / RecordBatchReader, or a Parquet/CSV path or glob"
             )
-        table, kind = got
-        desc = {"kind": kind, "uri": f"memory:{source_name or kind}"}
+        table, kind, nan_columns = got
+        desc = {"kind": kind, "uri": "memory:"}  # named by its digest once that is known
     if source_name:
         desc["name"] = source_name
     desc["rows"] = table.num_rows
     desc["columns"] = {n: str(t) for n, t in
                        zip(table.column_names, table.schema.types, strict=True)}
-    out = InputData(table, desc)
+    out = InputData(table, desc, nan_columns)
     if digest and not out.has_digest:
         out.set_digest(arrow_digest(table))
     return out

@@ -7,9 +7,15 @@ Rules, each reported with its failure count and the first failing rows:
 ``not_null:<col>``
     a join key, the event or created timestamp, or a field declared ``nullable=False``,
     is null. NaN is a value, not a null.
+``nan:<col>``
+    a float field (or list of floats) that does not declare ``allow_nan=True`` holds NaN,
+    +inf or -inf (any element, for a list). With ``allow_nan=True`` these are stored, read
+    and served as they are.
 ``range:<col>``
-    a value outside ``[min, max]`` (inclusive); a NaN in a field with a range fails it.
-    Numbers compare exactly (a float32 value is compared as the double it is).
+    a value outside ``[min, max]`` (inclusive). Numbers compare exactly (a float32 value
+    is compared as the double it is). NaN is neither inside nor outside a range, so it
+    passes (the ``nan`` rule decides about it); ±inf are compared like any number when
+    the field allows them.
 ``allowed_values:<col>``
     a value not among ``allowed_values``.
 ``regex:<col>``
@@ -17,7 +23,10 @@ Rules, each reported with its failure count and the first failing rows:
 ``unique_key``
     more than one row with the same join keys and event time (and created time, when the
     view declares one) in this commit; every row of such a group fails, since nothing
-    says which one is right. Rows with a null key are left to ``not_null``.
+    says which one is right. Rows with a null key are left to ``not_null``. Ingesting with
+    ``duplicates="keep_last"`` says which one is: before validation, every row that a
+    later one supersedes (:func:`superseded_rows`) is dropped and counted in the report,
+    so this rule then has nothing to find.
 ``check:<name>``
     a row check of the view (a DuckDB SQL boolean over the row) is false. A NULL result
     fails too, unless one of the nullable fields the expression names is null in that row
@@ -25,8 +34,10 @@ Rules, each reported with its failure count and the first failing rows:
     max_fare`` passes when the nullable ``max_fare`` is null, and fails when a
     division by zero makes it NULL.
 
-Nulls pass ``range``, ``allowed_values`` and ``regex``: nullability is its own rule. A
-value whose cast failed is reported under ``dtype`` only.
+Nulls pass ``range``, ``allowed_values`` and ``regex``: nullability is its own rule; NaN
+likewise passes ``range`` and ``allowed_values``, and non-finite floats that the field
+refuses are reported under ``nan`` only. A value whose cast failed is reported under
+``dtype`` only.
 
 All rules run as one DuckDB aggregate over the Arrow table (no Python loop over rows);
 only rules that failed are evaluated again to find their rows.
@@ -43,7 +54,7 @@ import numpy as np
 
 from featureledger.errors import IngestionError
 from featureledger.ingest.casting import Conformed, StoredColumn, stored_columns
-from featureledger.model.types import NUMERIC_DTYPES
+from featureledger.model.types import FLOAT_DTYPES, NUMERIC_DTYPES
 
 if TYPE_CHECKING:
     import duckdb
@@ -88,6 +99,11 @@ class ValidationReport:
     rows_rejected: int
     rules: list[RuleResult]
     rejected_path: str | None = None
+    duplicates: str = "reject"
+    # keep_last: rows dropped because a later row has the same keys and event time; they
+    # are counted in rows_checked, neither valid nor rejected
+    rows_superseded: int = 0
+    superseded: list[dict[str, int]] = field(default_factory=list)  # {"row", "kept"}
 
     @property
     def ok(self) -> bool:
@@ -110,12 +126,16 @@ class ValidationReport:
         return {"mode": self.mode, "rows_checked": self.rows_checked,
                 "rows_valid": self.rows_valid, "rows_rejected": self.rows_rejected,
                 "rejected_path": self.rejected_path,
+                "duplicates": self.duplicates, "rows_superseded": self.rows_superseded,
+                "superseded": self.superseded,
                 "rules": [r.to_dict() for r in self.rules]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationReport:
         return cls(d["mode"], d["rows_checked"], d["rows_valid"], d["rows_rejected"],
-                   [RuleResult(**r) for r in d["rules"]], d.get("rejected_path"))
+                   [RuleResult(**r) for r in d["rules"]], d.get("rejected_path"),
+                   d.get("duplicates", "reject"), d.get("rows_superseded", 0),
+                   list(d.get("superseded", [])))
 
     def summary(self, max_samples: int = 3) -> str:
         """One line per failed rule: count and sample rows."""
@@ -131,6 +151,8 @@ class ValidationReport:
     def __str__(self) -> str:
         head = (f"validation ({self.mode}): {self.rows_valid} of {self.rows_checked} rows "
                 f"valid, {self.rows_rejected} rejected")
+        if self.rows_superseded:
+            head += f", {self.rows_superseded} superseded by a later duplicate (keep_last)"
         return head if self.ok else head + "\n" + self.summary()
 
 
@@ -166,6 +188,29 @@ def _lit(value: Any, dtype: str) -> str:
     raise IngestionError(f"constraint value {value!r} cannot be checked; use a number or text")
 
 
+def _judged(col: StoredColumn) -> str:
+    """SQL: TRUE where a value is for the value rules (range, allowed values) to judge.
+
+    NaN is never in or out of a range; it is the ``nan`` rule's to judge, as ±inf is
+    when the field refuses them (so each bad value is reported under one rule).
+    """
+    c = _q(col.name)
+    if col.dtype not in FLOAT_DTYPES:
+        return f"{c} IS NOT NULL"
+    if col.allow_nan:
+        return f"{c} IS NOT NULL AND NOT isnan({c})"
+    return f"{c} IS NOT NULL AND isfinite({c})"
+
+
+def _nan_pred(col: StoredColumn) -> str:
+    # coalesce: a null value (or list) is not NaN, and every predicate here must be TRUE
+    # or FALSE, never NULL
+    c = _q(col.name)
+    if col.dtype.startswith("list<"):
+        return f"coalesce(len(list_filter({c}, lambda x: NOT isfinite(x))) > 0, FALSE)"
+    return f"coalesce(NOT isfinite({c}), FALSE)"
+
+
 def _range_pred(col: StoredColumn, lo: Any, hi: Any) -> str:
     c = _q(col.name)
     if col.dtype in NUMERIC_DTYPES and (isinstance(lo, float) or isinstance(hi, float)
@@ -176,9 +221,7 @@ def _range_pred(col: StoredColumn, lo: Any, hi: Any) -> str:
         parts.append(f"{c} < {_lit(lo, col.dtype)}")
     if hi is not None:
         parts.append(f"{c} > {_lit(hi, col.dtype)}")
-    if col.dtype.startswith("float"):
-        parts.append(f"isnan({_q(col.name)})")
-    return f"({_q(col.name)} IS NOT NULL AND ({' OR '.join(parts)}))"
+    return f"({_judged(col)} AND ({' OR '.join(parts)}))"
 
 
 def _referenced(expr: str, names: list[str]) -> list[str]:
@@ -215,6 +258,11 @@ def _build_rules(view: FeatureView, conformed: Conformed) -> list[_Rule]:
     by_name = {c.name: c for c in cols}
     for f in view.fields:
         c = by_name[f.name]
+        if f.dtype in FLOAT_DTYPES and not f.allow_nan:
+            rules.append(_Rule(RuleResult(
+                f"nan:{f.name}", "nan", [f.name],
+                "NaN not allowed; set allow_nan=True or clean the value (±inf likewise)"),
+                pred=_nan_pred(c)))
         if f.min is not None or f.max is not None:
             detail = " <= ".join(x for x in (None if f.min is None else repr(f.min), f.name,
                                              None if f.max is None else repr(f.max)) if x)
@@ -225,7 +273,7 @@ def _build_rules(view: FeatureView, conformed: Conformed) -> list[_Rule]:
             rules.append(_Rule(
                 RuleResult(f"allowed_values:{f.name}", "allowed_values", [f.name],
                            f"{f.name} in {json.dumps(f.allowed_values, default=str)}"),
-                pred=f"({_q(f.name)} IS NOT NULL AND {_q(f.name)} NOT IN ({lits}))"))
+                pred=f"({_judged(c)} AND {_q(f.name)} NOT IN ({lits}))"))
         if f.regex is not None:
             rules.append(_Rule(
                 RuleResult(f"regex:{f.name}", "regex", [f.name], f"{f.name} matches {f.regex}"),
@@ -258,6 +306,45 @@ def _duplicate_mask(con: duckdb.DuckDBPyConnection, key_cols: list[str],
         f"AS n FROM _v WHERE {not_null}) WHERE n > 1"
     ).to_arrow_table()
     return _positions_mask(row_numbers, rows.column(0).to_numpy())
+
+
+def superseded_rows(table: pa.Table, view: FeatureView, row_numbers: np.ndarray
+                    ) -> tuple[np.ndarray | None, list[dict[str, int]]]:
+    """``duplicates="keep_last"``: the rows that another row with the same keys and event
+    time supersedes (a mask over ``table``, None when there are none), and for the first
+    of them, which row was kept (input row numbers).
+
+    Within a group the kept row has the latest created timestamp (when the view declares
+    one; a missing one counts as earliest), then the latest input position. Rows with a
+    null key or event time are never grouped: ``not_null`` judges them.
+    """
+    import duckdb
+    import pyarrow as pa
+
+    key_cols = [*view.join_keys, view.timestamp_field]
+    order = [f"{_q(view.created_timestamp_field)} DESC NULLS LAST"] \
+        if view.created_timestamp_field else []
+    order.append(f"{ROW_COLUMN} DESC")
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_v", table.append_column(ROW_COLUMN, pa.array(row_numbers, pa.int64())))
+        if _duplicate_mask(con, key_cols, row_numbers) is None:
+            return None, []
+        keys = ", ".join(_q(k) for k in key_cols)
+        not_null = " AND ".join(f"{_q(k)} IS NOT NULL" for k in key_cols)
+        window = f"OVER (PARTITION BY {keys} ORDER BY {', '.join(order)})"
+        lost = con.sql(
+            f"SELECT {ROW_COLUMN}, kept FROM (SELECT {ROW_COLUMN}, row_number() {window} AS n, "
+            f"first_value({ROW_COLUMN}) {window} AS kept FROM _v WHERE {not_null}) "
+            f"WHERE n > 1 ORDER BY {ROW_COLUMN}"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    rows = lost.column(0).to_numpy()
+    sample = [{"row": int(r), "kept": int(k)} for r, k in
+              zip(rows[:SAMPLE_ROWS], lost.column(1).to_numpy()[:SAMPLE_ROWS], strict=True)]
+    return _positions_mask(row_numbers, rows), sample
 
 
 def _positions_mask(row_numbers: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
@@ -322,7 +409,7 @@ def validate(conformed: Conformed, view: FeatureView, *, raw: pa.Table,
         if sql_rules and n:
             counts = _count(con, sql_rules)
             for r, cnt in zip(sql_rules, counts, strict=True):
-                r.result.failed = int(cnt)
+                r.result.failed = int(cnt or 0)  # count_if over only NULLs is NULL
                 if cnt:
                     ids = con.sql(f"SELECT {ROW_COLUMN} FROM _v WHERE {r.pred}").to_arrow_table()
                     r.mask = _positions_mask(row_numbers, ids.column(0).to_numpy())

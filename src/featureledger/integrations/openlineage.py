@@ -9,7 +9,7 @@ through the official client, with the transport configured under ``openlineage``
 featureledger event         job                           inputs -> outputs
 ==========================  ===========================  ===================================
 commit.started/completed/   ``<project>.ingest.<view>``  source -> ``view@N`` (schema facet)
-failed
+failed                                                   (pushes too)
 materialize.completed       ``<project>.materialize``    ``view@N`` -> online store table
 dataset.created             ``<project>.training_set.    ``view@N`` (commit ids) -> ``ds_``
                             <feature set|adhoc>``
@@ -19,7 +19,11 @@ failed                      <experiment>``
 ==========================  ===========================  ===================================
 
 Every event carries a ``featureledger`` run facet (feature versions, commit ids, dataset
-and run ids); jobs inside a featureledger run name it in a ``parent`` facet. Run ids are
+and run ids); jobs inside a featureledger run name it in a ``parent`` facet. Sources are
+named as the lineage graph names them (:mod:`featureledger.registry.lineage_edges`), mapped
+to OpenLineage's dataset naming: a local file is namespace ``file`` and its absolute path,
+a push namespace ``push://<project>`` and the view, in-memory data namespace ``memory`` and
+``sha256:<digest>``; the ``featureledger`` dataset facet carries the graph's node id. Run ids are
 the UUIDv7 inside the featureledger id, so both sides use the same identity.
 """
 
@@ -35,6 +39,7 @@ import sqlalchemy as sa
 from featureledger.errors import MissingDependencyError
 from featureledger.model.references import parse_reference
 from featureledger.registry import schema
+from featureledger.registry.lineage_edges import INGESTED, openlineage_dataset
 
 log = logging.getLogger("featureledger.integrations.openlineage")
 PRODUCER = "https://github.com/featureledger/featureledger"
@@ -199,6 +204,20 @@ class OpenLineageEmitter:
             log.debug("no schema for %s@%s", view, version, exc_info=True)
         return cls(namespace=self.ds_namespace, name=f"{view}@{version}", facets=facets)
 
+    def _sources_of(self, commit_id: str) -> list[str]:
+        """The commit's source nodes, as its lineage edges name them: one name for a source
+        in the graph and in the events, for ingested files and frames and pushes alike."""
+        t = schema.lineage_edges
+        with self.ctx.registry.db.read() as conn:
+            return sorted(conn.execute(sa.select(t.c.src).where(
+                self.ctx.registry.db.scope(t), t.c.dst == commit_id,
+                t.c.relation == INGESTED)).scalars())
+
+    def _source_dataset(self, node: str) -> Any:
+        namespace, name = openlineage_dataset(node[len("source:"):])
+        return InputDataset(namespace=namespace, name=name, facets={
+            "featureledger": FeatureLedgerDatasetFacet(nodeId=node, producer=PRODUCER)})
+
     def _fl(self, **kw: Any) -> dict[str, Any]:
         return {"featureledger": FeatureLedgerRunFacet(project=self.project, producer=PRODUCER,
                                                        **kw)}
@@ -215,15 +234,11 @@ class OpenLineageEmitter:
     def on_commit_completed(self, _name: str, p: dict[str, Any]) -> None:
         rec = p.get("commit")
         if rec is not None:
-            cid, view, version = rec.commit_id, rec.view_name, rec.view_version
-            run_id, source = rec.run_id, rec.source
+            cid, view, version, run_id = (rec.commit_id, rec.view_name, rec.view_version,
+                                          rec.run_id)
         else:  # pushed rows report plain fields
-            cid, view, version = p["commit_id"], p["view"], p["version"]
-            run_id, source = None, {"uri": p.get("source")}
-        inputs = []
-        uri = (source or {}).get("uri")
-        if uri:
-            inputs.append(InputDataset(namespace="featureledger-source", name=str(uri)))
+            cid, view, version, run_id = p["commit_id"], p["view"], p["version"], None
+        inputs = [self._source_dataset(node) for node in self._sources_of(cid)]
         out = self._view_dataset(view, version, OutputDataset, [cid])
         self._emit(RunState.COMPLETE, _uuid(cid), self._job(f"ingest.{view}", "INGESTION"),
                    inputs=inputs, outputs=[out],

@@ -20,6 +20,7 @@ from featureledger.errors import NotFoundError, TrackingError
 from featureledger.lineage.graph import Direction, LineageGraph, lineage, path, reachable
 from featureledger.model.timeutil import from_us
 from featureledger.registry import schema
+from featureledger.registry.lineage_edges import source_label
 from featureledger.registry.scope import scope
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class LineageService:
             root = self.resolve_node(node, conn)
             graph = lineage(conn, root, direction, max_depth=depth)
             if describe:
-                graph.nodes = describe_nodes(conn, graph.node_ids())
+                graph.nodes = describe_nodes(conn, graph.node_ids(), root=self.ctx.config.root)
         return graph
 
     def upstream(self, node: str, **options: Any) -> LineageGraph:
@@ -131,7 +132,7 @@ class LineageService:
         """Every edge on a path between two nodes (empty when they are not connected)."""
         with self.db.read() as conn:
             graph = path(conn, self.resolve_node(a, conn), self.resolve_node(b, conn))
-            graph.nodes = describe_nodes(conn, graph.node_ids())
+            graph.nodes = describe_nodes(conn, graph.node_ids(), root=self.ctx.config.root)
         return graph
 
     def impact(self, node: str, *, commit_status: str | None = None) -> ImpactReport:
@@ -200,8 +201,12 @@ def _deployments(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
              "deployed_at": _iso(r.deployed_at)} for r in rows]
 
 
-def describe_nodes(conn: Connection, node_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Metadata of each node: kind, label and the fields worth showing, one query per kind."""
+def describe_nodes(conn: Connection, node_ids: list[str], *, root: Any = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Metadata of each node: kind, label and the fields worth showing, one query per kind.
+
+    ``root`` is the project folder: files under it are labelled by their relative path.
+    """
     out: dict[str, dict[str, Any]] = {n: {"id": n, "kind": kind_of(n), "label": n}
                                       for n in node_ids}
     by_kind: dict[str, list[str]] = {}
@@ -257,5 +262,6 @@ def describe_nodes(conn: Connection, node_ids: list[str]) -> dict[str, dict[str,
                               created_by=r.created_by, definition_hash=r.definition_hash,
                               stale=bool(r.stale))
     for n in by_kind.get("source", []):
-        out[n]["label"] = n[len("source:"):]
+        uri = n[len("source:"):]
+        out[n].update(label=source_label(uri, root), uri=uri)
     return out

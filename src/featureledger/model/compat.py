@@ -66,8 +66,8 @@ CHANGE_CLASSES: dict[str, ChangeClass] = {
         ChangeClass("type_changed", False, False, True,
                     "changed a type incompatibly"),
         ChangeClass("range_tightened", False, True, True,
-                    "tightened a constraint (range, allowed values, regex or nullability): "
-                    "data written before may violate it"),
+                    "tightened a constraint (range, allowed values, regex, nullability or "
+                    "allow_nan): data written before may violate it"),
         ChangeClass("range_loosened", True, False, True,
                     "loosened a constraint: new data may violate what old readers assume"),
         ChangeClass("unit_changed", False, False, True,
@@ -160,6 +160,11 @@ def _constraint_direction(old: Field, new: Field) -> list[Change]:
             add(True, f"regex {old.regex!r} -> {new.regex!r}")
     if old.nullable != new.nullable:
         add(old.nullable, "nullable -> required" if old.nullable else "required -> nullable")
+    if old.allow_nan != new.allow_nan:
+        # NaN (and ±inf) allowed is a wider set of values; refusing them again may make
+        # data written before invalid
+        add(old.allow_nan, "allow_nan True -> False (NaN and ±inf refused)" if old.allow_nan
+            else "allow_nan False -> True (NaN and ±inf accepted)")
     return out
 
 

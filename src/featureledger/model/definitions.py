@@ -27,8 +27,10 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import (
     BaseModel,
     ConfigDict,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic import (
@@ -37,7 +39,12 @@ from pydantic import (
 
 from featureledger.errors import DefinitionError
 from featureledger.model.hashing import content_hash
-from featureledger.model.types import NUMERIC_DTYPES, ORDERED_DTYPES, parse_dtype
+from featureledger.model.types import (
+    FLOAT_DTYPES,
+    NUMERIC_DTYPES,
+    ORDERED_DTYPES,
+    parse_dtype,
+)
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TTL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
@@ -199,12 +206,24 @@ class Field(_Definition):
     max: float | int | str | None = None
     allowed_values: list[Any] | None = None
     regex: str | None = None
+    allow_nan: bool = False
+    """Whether NaN (and ±inf) are values of this float field. When False, ingesting or
+    pushing one is a validation failure; when True it is stored, read and served as is."""
     tags: dict[str, str] = PydField(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name("field", v)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        # allow_nan is in the spec (so in the hash) only when set: definitions written
+        # before it existed keep their definition hash, and are not a new version
+        if not self.allow_nan:
+            data.pop("allow_nan", None)
+        return data  # type: ignore[no-any-return]
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -238,6 +257,9 @@ class Field(_Definition):
                 re.compile(self.regex)
             except re.error as exc:
                 raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        if self.allow_nan and base not in FLOAT_DTYPES:
+            raise ValueError(f"allow_nan applies only to float fields ({', '.join(sorted(FLOAT_DTYPES))}), "
+                             f"not {base}")
         if self.allowed_values is not None and len(self.allowed_values) == 0:
             raise ValueError("allowed_values is empty: no value could ever pass")
         if self.allowed_values is not None:

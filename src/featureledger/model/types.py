@@ -32,6 +32,8 @@ SCALAR_DTYPES: tuple[str, ...] = (
 )
 NUMERIC_DTYPES = frozenset({"int32", "int64", "float32", "float64"})
 INTEGER_DTYPES = frozenset({"int32", "int64"})
+# dtypes whose values can be NaN or ±inf (a list of floats holds floats)
+FLOAT_DTYPES = frozenset({"float32", "float64", "list<float32>", "list<float64>"})
 ORDERED_DTYPES = NUMERIC_DTYPES | {"timestamp", "date", "string"}
 
 _ALIASES = {

@@ -214,7 +214,20 @@ class TrainingDataset:
         return self._table
 
     def to_pandas(self) -> pd.DataFrame:
-        return self.to_arrow().to_pandas()
+        """The rows as a pandas DataFrame with Arrow-backed dtypes (``pd.ArrowDtype``).
+
+        Every column keeps its declared type: an int64 feature with missing values is
+        ``int64[pyarrow]`` (not float64 with NaN), bools stay bools, strings strings, lists
+        typed lists, timestamps UTC microseconds; a stored NaN stays NaN, apart from a null
+        (``isna`` is True only for the null). NumPy-backed columns are one call away:
+        ``ds.to_arrow().to_pandas()``.
+        """
+        import pandas as pd
+
+        # Arrow-backed rather than pandas' masked dtypes (Int64, Float64, boolean): those
+        # turn a NaN into NA and have no typed lists, bytes or dates, so the declared type
+        # and the NaN/null difference would not survive.
+        return self.to_arrow().to_pandas(types_mapper=pd.ArrowDtype)
 
     def to_polars(self) -> Any:
         try:

@@ -533,6 +533,6 @@ class ParquetOfflineStore:
 def open_offline_store(ctx: StoreContext) -> ParquetOfflineStore:
     """The offline store configured in featureledger.yaml (Parquet files on disk)."""
     cfg = ctx.config.offline_store
-    if cfg.type == "parquet" or cfg.type == "spark":  # spark reads the same files
+    if cfg.type == "parquet":
         return ParquetOfflineStore(ctx.config.resolve(cfg.path), project=ctx.config.project)
-    raise ConfigError(f"offline store type {cfg.type!r} is not supported")
+    raise ConfigError(f"offline store type {cfg.type!r} is not supported; use 'parquet'")

@@ -542,6 +542,7 @@ class OnlineService:
 
         from featureledger.ingest.commit import write_commit
         from featureledger.registry.commits import CommitRecord
+        from featureledger.registry.lineage_edges import push_source_uri
         from featureledger.tracking.context import current_run_id
 
         view = pending.view
@@ -567,7 +568,8 @@ class OnlineService:
 
         rec, data, _ = write_commit(
             self.ctx, view=table.view, version=table.version, commit_id=pending.commit_id,
-            rows=rows, build=build, source_uri=None, run=run, audit={"source": "push"})
+            rows=rows, build=build, run=run, audit={"source": "push"},
+            source_uri=push_source_uri(self.ctx.config.project, table.view, self.registry.actor))
         self.store.write(table, encode_records(view, self._latest_of_push(view, data)))
         self._invalidate(table)
         self.ctx.events.emit("commit.completed", commit=rec, view=view, source="push")

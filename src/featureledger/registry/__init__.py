@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from featureledger.registry.commits import CommitRecord, CommitRepository
 from featureledger.registry.datasets import DatasetRecord, DatasetRepository
 from featureledger.registry.definitions import (
@@ -18,9 +20,9 @@ class Registry:
     may share the database, and each sees only its own rows."""
 
     def __init__(self, url: str, *, project: str = DEFAULT_PROJECT,
-                 actor: str | None = None) -> None:
+                 actor: str | None = None, source_base: Path | None = None) -> None:
         self.db = RegistryDB(url, project=project, actor=actor)
-        self.definitions = DefinitionRepository(self.db)
+        self.definitions = DefinitionRepository(self.db, source_base=source_base)
         self.commits = CommitRepository(self.db)
         self.datasets = DatasetRepository(self.db)
 

@@ -11,6 +11,7 @@ import builtins
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -49,6 +50,7 @@ from featureledger.registry.lineage_edges import (
     FEEDS,
     IN_SET,
     feature_set_node,
+    file_source_uri,
     record_edges,
     source_node,
     view_node,
@@ -176,8 +178,10 @@ def _merge_docs(spec: Any, docs: Any) -> Any:
 class DefinitionRepository:
     """Reads and writes definition versions."""
 
-    def __init__(self, db: RegistryDB) -> None:
+    def __init__(self, db: RegistryDB, *, source_base: Path | None = None) -> None:
         self.db = db
+        # the project folder: a view's relative source path names a file under it
+        self.source_base = source_base
 
     # -- reads ---------------------------------------------------------------------
     def get(self, kind: str, name: str, version: int | None = None,
@@ -546,7 +550,7 @@ class DefinitionRepository:
                     stale=0,
                 )
             )
-            record_edges(conn, _definition_edges(d, item.to_version or 1))
+            record_edges(conn, _definition_edges(d, item.to_version or 1, self.source_base))
             if isinstance(d, FeatureView):
                 self._mark_children_stale(conn, d.name)
             self.db.audit(
@@ -601,13 +605,14 @@ def _version_info(rec: DefinitionRecord) -> VersionInfo:
                        breaking=rec.breaking_reason is not None)
 
 
-def _definition_edges(d: Definition, version: int) -> builtins.list[tuple[str, str, str]]:
+def _definition_edges(d: Definition, version: int, base: Path | None = None
+                      ) -> builtins.list[tuple[str, str, str]]:
     if isinstance(d, FeatureView):
         me = view_node(d.name, version)
         edges = []
         path = getattr(d.source, "path", None)
         if path:
-            edges.append((source_node(path), me, FEEDS))
+            edges.append((source_node(file_source_uri(path, base)), me, FEEDS))
         if d.transformation is not None:
             for parent in d.transformation.parents:
                 name, _, v = parent.partition("@")
