@@ -6,6 +6,9 @@ inside the registry write transaction), ``_commit_id`` / ``_commit_time`` on eve
 files written under a temporary name and renamed, then the commit row, its lineage edges
 and its audit entry in the same transaction. Files of a transaction that surely rolled
 back are removed at once; otherwise ``gc`` removes what no commit row references.
+
+A push's commit exists as a ``pending`` row before it lands (:func:`open_pending`); its
+landing replaces that row in the same transaction (``replaces_pending=True``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from featureledger.offline.storage import (
     crash_point,
 )
 from featureledger.registry import schema
+from featureledger.registry.commits import PENDING_STATUS
 from featureledger.registry.lineage_edges import (
     HAS_COMMIT,
     INGESTED,
@@ -61,6 +65,7 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
                  source_uri: str | Callable[[], str] | None,
                  run: str | None, audit: dict[str, Any], actor: str | None = None,
                  extra_tables: dict[str, pa.Table] | None = None,
+                 replaces_pending: bool = False,
                  ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
     """Write ``rows`` as commit ``commit_id`` of ``view@version`` and make it visible.
 
@@ -84,6 +89,9 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
                                            extra_tables=extra_tables)
             record = build(commit_time, stored, written)
             uri = source_uri() if callable(source_uri) else source_uri
+            if replaces_pending:
+                conn.execute(t.delete().where(t.c.commit_id == commit_id,
+                                              t.c.status == PENDING_STATUS))
             ctx.registry.commits.insert(conn, record)
             edges: list[tuple[str, str, str]] = [
                 (view_node(view, version), commit_id, HAS_COMMIT)]
@@ -105,3 +113,22 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
             offline.remove_commit_files(written.files)
         raise
     return record, stored, written
+
+
+def open_pending(ctx: StoreContext, record: CommitRecord) -> None:
+    """Record ``record`` (status ``pending``): the commit a push's rows will land in.
+
+    The registry generation is not bumped: nothing a reader caches depends on a commit
+    that holds no rows yet.
+    """
+    with ctx.registry.db.write(bump=False) as conn:
+        ctx.registry.commits.insert(conn, record)
+
+
+def drop_pending(ctx: StoreContext, commit_id: str) -> bool:
+    """Remove a pending commit that will never land (none of its rows was acknowledged)."""
+    t = schema.commits
+    with ctx.registry.db.write(bump=False) as conn:
+        n = conn.execute(t.delete().where(t.c.commit_id == commit_id,
+                                          t.c.status == PENDING_STATUS)).rowcount
+    return bool(n)
