@@ -10,7 +10,8 @@ It lives under the repository's data folder, beside the embedded stores, because
 local by nature (an fsync on this machine's disk); the project and the view version scope
 it, so one folder never holds two projects' or two versions' rows.
 
-A segment is a run of framed records, ``length (u32) | crc32 (u32) | payload``: first a
+A segment is a run of framed records, ``length (u32) | crc32 (u32) | payload`` (the crc
+covers the length and the payload): first a
 header (JSON: format, project, view, version, commit id, run), then one record per pushed
 batch (its validated rows as an Arrow IPC stream, the exact types the commit will store).
 A push is answered only after the ``fdatasync`` that covers its record, so a record torn
@@ -91,8 +92,14 @@ def decode_batch(payload: bytes) -> pa.Table:
     return pa.ipc.open_stream(payload).read_all()
 
 
+def _crc(length: int, payload: bytes) -> int:
+    # the length is covered too: a run of zeros (a file extended by a crash before its
+    # data reached the disk) must not read as an empty record
+    return zlib.crc32(payload, zlib.crc32(length.to_bytes(4, "big")))
+
+
 def _frame(payload: bytes) -> bytes:
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+    return _FRAME.pack(len(payload), _crc(len(payload), payload)) + payload
 
 
 def _read_records(data: bytes) -> tuple[list[bytes], bool]:
@@ -101,7 +108,7 @@ def _read_records(data: bytes) -> tuple[list[bytes], bool]:
     while pos + _FRAME.size <= len(data):
         n, crc = _FRAME.unpack_from(data, pos)
         start, end = pos + _FRAME.size, pos + _FRAME.size + n
-        if end > len(data) or zlib.crc32(data[start:end]) != crc:
+        if n == 0 or end > len(data) or _crc(n, data[start:end]) != crc:
             break
         out.append(data[start:end])
         pos = end
