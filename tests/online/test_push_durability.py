@@ -369,3 +369,13 @@ def test_killed_landing_on_postgres(tmp_path, pg_url, h):
     assert code == -signal.SIGKILL, err
     (cid,) = {line.split()[2] for line in out if line.startswith("ack ")}
     check_every_acknowledged_row(root, ACKED, cid, h)
+
+
+def test_a_project_name_that_cannot_be_a_folder_is_refused(tmp_path):
+    from featureledger.errors import ConfigError
+    from featureledger.online.wal import PushLog
+
+    for name in ("../elsewhere", "a/b", ".."):
+        with pytest.raises(ConfigError, match="cannot name the push log's folder"):
+            PushLog(tmp_path, name)
+    assert PushLog(tmp_path, "my project").folder("v", 2) == tmp_path / "my project" / "v" / "v2"

@@ -235,7 +235,8 @@ class PushBuffer:
         except BaseException:
             p.segment.remove()
             raise
-        self._pending[table] = p
+        with self._lock:  # ``due`` and ``flush`` iterate the dict under this lock
+            self._pending[table] = p
         return p
 
     def land_with(self, table: TableRef, view: FeatureView, data: pa.Table) -> CommitRecord:
@@ -304,7 +305,8 @@ class PushBuffer:
             self._drop_row(p.commit_id)
             if p.segment is not None:
                 p.segment.remove()
-            del self._pending[table]
+            with self._lock:
+                del self._pending[table]
             return None
         rec = self._land(p)  # on failure the rows stay buffered (and logged)
         self._landed(table, p, rec)
@@ -314,8 +316,9 @@ class PushBuffer:
         self._last_time[table] = max(rec.commit_time, p.commit_time)
         if p.segment is not None:
             p.segment.remove()
-        if self._pending.get(table) is p:
-            del self._pending[table]
+        with self._lock:
+            if self._pending.get(table) is p:
+                del self._pending[table]
 
     # -- the background flusher ----------------------------------------------------------
     def _start_flusher(self) -> None:

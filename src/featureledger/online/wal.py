@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import StateError, StorageError
+from featureledger.errors import ConfigError, StateError, StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -250,6 +250,12 @@ class PushLog:
     """The push log of one project: one folder per view version, one segment per commit."""
 
     def __init__(self, root: str | Path, project: str) -> None:
+        if project in ("", ".", "..") or any(c in project for c in "/\\\0"):
+            raise ConfigError(
+                f"project name {project!r} cannot name the push log's folder; use a name "
+                "without '/', '\\' or NUL that is not '.' or '..' (set 'project:' in "
+                "featureledger.yaml)"
+            )
         self.root = Path(root)
         self.project = project
         self.base = self.root / project
