@@ -8,6 +8,10 @@ encoders, payload decoders, positions), then costs one store read per request pl
 decoding of the records it returns. When a commit is quarantined or rolled back, the keys
 it touched are recomputed from the remaining committed commits (and restored commits are
 loaded again), so the online store never serves a value the offline store would not.
+
+Pushes are made durable in the push log before they are answered and land as commits
+(``featureledger.online.push``); opening the service lands what a process that is gone
+left in the log, before anything is served.
 """
 
 from __future__ import annotations

@@ -99,11 +99,13 @@ class OnlineFeaturesResponse(BaseModel):
 
 class PushRequest(BaseModel):
     rows: list[dict[str, Any]] = Field(min_length=1)
-    flush: bool = False
+    flush: bool = Field(default=False, description="Land the rows (with any rows buffered "
+                        "for the same view version) in a commit before answering.")
 
 
 class PushResponse(BaseModel):
-    commit_id: str
+    commit_id: str = Field(description="The commit the rows are in: pending until it "
+                           "lands, then committed (the rows are durable either way).")
 
 
 class Definition(BaseModel):
