@@ -447,9 +447,10 @@ class Pusher:
                 f"durable in the push log and land offline as commit {pending.commit_id}; "
                 "push them again to serve them online before that"
             ) from None
-        due = self.buffer.due()
-        if due:
-            self.buffer.flush_quietly(due)
+        # this view version's buffer lands now when it is due (full, or old); other
+        # views' buffers are the background flusher's: a push never pays for their landing
+        if table in self.buffer.due():
+            self.buffer.flush_quietly([table])
         return pending.commit_id
 
     def _write_online(self, table: TableRef, view: FeatureView, stored: pa.Table) -> None:
