@@ -55,7 +55,7 @@ def test_a_push_cites_a_pending_commit_until_it_lands(make_store, h, tmp_path):
     assert pending.source["type"] == "push"
     assert store.registry.commits.list("driver_stats") == []  # not visible to readers
     assert [c.commit_id for c in store.commits(status="pending")] == [cid]
-    with pytest.raises(StateError, match="pending"):
+    with pytest.raises(StateError, match="is pending: its pushed rows have not landed"):
         store.quarantine(cid, "too early")
     with pytest.raises(StateError, match="pending"):
         store.registry.commits.set_status(cid, "quarantined", "too early")
