@@ -145,7 +145,7 @@ def test_a_torn_record_is_not_replayed(make_store, h, tmp_path):
     a.close()
 
 
-@pytest.mark.parametrize("tail", [b"\0" * 64, b"\1\2\3"])
+@pytest.mark.parametrize("tail", [b"\0" * 64, b"\1\2\3"], ids=["zeros", "short"])
 def test_a_zeroed_or_short_tail_is_not_a_record(make_store, h, tmp_path, tail):
     a = make_store()
     a.apply([h.DRIVER, h.stats_view()])
@@ -187,6 +187,7 @@ def test_flush_true_lands_before_the_answer(make_store, h, tmp_path):
     assert segments(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_concurrent_pushes_all_land_once(make_store, h):
     store = make_store(push_flush_rows=50)
     store.apply([h.DRIVER, h.stats_view()])
