@@ -37,6 +37,7 @@ bench: install-dev
 	$(BIN)/python bench/ingest.py --runs 5
 	$(BIN)/python bench/offline.py --runs 5
 	$(BIN)/python bench/online.py
+	$(BIN)/python bench/push.py
 	$(BIN)/python bench/lineage.py
 
 clean:

@@ -234,6 +234,10 @@ class FeatureStore:
         """Validate rows and write them online now; they land offline as commits."""
         return self._online.push(view, rows, **options)
 
+    def flush_pushes(self) -> builtins.list[Any]:
+        """Land every buffered push offline now; returns the commits written."""
+        return self._online.flush()
+
     # -- tracking --------------------------------------------------------------------------
     _tracking = _service("featureledger.tracking.service", "TrackingService")
 

@@ -427,3 +427,33 @@ def test_created_timestamp_breaks_ties_then_the_later_commit(tmp_path, order):
         assert store.get_online_features(["stats:v"], [{"driver_id": 3}]).values["v"] == [30]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("order", ["as_given", "reversed"])
+def test_created_timestamp_decides_pushed_ties_online_and_offline(tmp_path, order):
+    store = FeatureStore(tmp_path)
+    try:
+        store.apply([DRIVER, FeatureView(name="stats", entities=["driver"],
+                                         created_timestamp_field="created",
+                                         fields=[Field(name="v", dtype="int64")])])
+        store.ingest("stats", pa.table({"driver_id": [1], "event_timestamp": [t(0)],
+                                        "created": [t(105)], "v": [1]}))
+        store.materialize(end=t(1))
+        rows = [{"driver_id": 1, "event_timestamp": t(0), "created": t(103), "v": 2},
+                {"driver_id": 2, "event_timestamp": t(0), "created": t(101), "v": 3},
+                {"driver_id": 2, "event_timestamp": t(0), "created": t(102), "v": 4}]
+        for r in (rows if order == "as_given" else list(reversed(rows))):
+            store.push("stats", [r])
+        # key 1: the pushed row was created before the ingested one, so it loses; key 2:
+        # the row created last wins, whatever order it was pushed in
+        want = [1, 4]
+        read = [{"driver_id": 1}, {"driver_id": 2}]
+        assert store.get_online_features(["stats:v"], read).values["v"] == want
+        store.flush_pushes()
+        ds = store.get_historical_features({"driver_id": [1, 2],
+                                            "event_timestamp": [t(1), t(1)]}, ["stats:v"])
+        assert ds.to_arrow().column("v").to_pylist() == want
+        store.materialize(end=t(1))
+        assert store.get_online_features(["stats:v"], read).values["v"] == want
+    finally:
+        store.close()

@@ -19,7 +19,8 @@ from featureledger.cli.common import (
 )
 from featureledger.model.timeutil import from_us
 
-_STATUS_STYLE = {"committed": "green", "quarantined": "yellow", "rolled_back": "red"}
+_STATUS_STYLE = {"committed": "green", "quarantined": "yellow", "rolled_back": "red",
+                 "pending": "cyan"}  # a push not landed yet
 
 
 def _parse_map(items: list[str]) -> dict[str, str | None] | None:
@@ -148,7 +149,7 @@ def register(app: typer.Typer) -> None:
     def commits(
         view: str | None = typer.Argument(None, help="Only this feature view."),
         status: str | None = typer.Option(None, "--status",
-                                          help="committed, quarantined or rolled_back."),
+                                          help="committed, pending, quarantined or rolled_back."),
         limit: int | None = typer.Option(None, "--limit", help="At most this many."),
         repo: Path = RepoOption,
         as_json: bool = JsonOption,

@@ -124,7 +124,12 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(None, "--port", help="Port (default: server.port)."),
         repo: Path = RepoOption,
     ) -> None:
-        """Run the HTTP feature server (refuses a non-loopback address without tokens)."""
+        """Run the HTTP feature server (refuses a non-loopback address without tokens).
+
+        At start-up, pushes a previous server acknowledged but did not land are landed
+        from the push log. SIGTERM or SIGINT drains: no new connections, requests in
+        flight finish, buffered pushes land offline, then exit 0.
+        """
         from featureledger.server.app import check_bind
         from featureledger.server.app import serve as run
 
@@ -132,6 +137,11 @@ def register(app: typer.Typer) -> None:
             cfg = store.config.server
             bind = host or cfg.host
             check_bind(bind, cfg.tokens)
+            # opening the online part replays the push log before the first request
+            recovery = store._online.recovery
+            if recovery:
+                console.print(f"push log: {recovery.summary()}")
             console.print(f"serving {store.repo_path.absolute()} on http://{bind}:"
                           f"{port if port is not None else cfg.port} (OpenAPI at /docs)")
             run(store, bind, port)
+            console.print("stopped: requests finished, every push landed offline")

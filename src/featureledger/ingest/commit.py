@@ -6,6 +6,9 @@ inside the registry write transaction), ``_commit_id`` / ``_commit_time`` on eve
 files written under a temporary name and renamed, then the commit row, its lineage edges
 and its audit entry in the same transaction. Files of a transaction that surely rolled
 back are removed at once; otherwise ``gc`` removes what no commit row references.
+
+A push's commit exists as a ``pending`` row before it lands (:func:`open_pending`); its
+landing replaces that row in the same transaction (``replaces_pending=True``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from featureledger.offline.storage import (
     crash_point,
 )
 from featureledger.registry import schema
+from featureledger.registry.commits import PENDING_STATUS
 from featureledger.registry.lineage_edges import (
     HAS_COMMIT,
     INGESTED,
@@ -63,6 +67,7 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
                  source_uri: str | Callable[[], str] | None,
                  run: str | None, audit: dict[str, Any], actor: str | None = None,
                  extra_tables: dict[str, pa.Table] | None = None,
+                 replaces_pending: bool = False,
                  ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
     """Write ``rows`` as commit ``commit_id`` of ``view@version`` and make it visible.
 
@@ -74,7 +79,8 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
     with db.write(lock_key=f"commit:{view}") as conn:
         out = commit_in(ctx, conn, view=view, version=version, commit_id=commit_id,
                         rows=rows, build=build, source_uri=source_uri, run=run, audit=audit,
-                        actor=actor, extra_tables=extra_tables)
+                        actor=actor, extra_tables=extra_tables,
+                        replaces_pending=replaces_pending)
         crash_point("before_registry")
         return out
 
@@ -85,9 +91,11 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
               audit: dict[str, Any], actor: str | None = None,
               extra_tables: dict[str, pa.Table] | None = None,
               edges: list[tuple[str, str, str]] | None = None,
+              replaces_pending: bool = False,
               ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
     """:func:`write_commit` inside the caller's write transaction ``conn`` (which must hold
-    the ``commit:<view>`` lock); ``edges`` are extra lineage edges to record with it.
+    the ``commit:<view>`` lock); ``edges`` are extra lineage edges to record with it;
+    ``replaces_pending`` turns the pending row of a push (see ``open_pending``) into it.
 
     If anything here fails the files are removed and the error propagates, so the
     caller's transaction rolls back with nothing left behind.
@@ -97,7 +105,8 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
     written = None
     try:
         last = conn.execute(
-            sa.select(sa.func.max(t.c.commit_time)).where(ctx.registry.db.scope(t), t.c.view_name == view)
+            sa.select(sa.func.max(t.c.commit_time))
+            .where(ctx.registry.db.scope(t), t.c.view_name == view)
         ).scalar()
         commit_time = max(now_us(), (last or 0) + 1)
         stored = stamp(rows, commit_id, commit_time)
@@ -107,6 +116,9 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
         if record.file_manifest is None:  # sizes for reconcile, whoever built the record
             record = replace(record, file_manifest=written.manifest())
         uri = source_uri() if callable(source_uri) else source_uri
+        if replaces_pending:  # the push's pending row becomes the committed one
+            conn.execute(t.delete().where(ctx.registry.db.scope(t), t.c.commit_id == commit_id,
+                                          t.c.status == PENDING_STATUS))
         ctx.registry.commits.insert(conn, record)
         all_edges: list[tuple[str, str, str]] = [
             (view_node(view, version), commit_id, HAS_COMMIT), *(edges or [])]
@@ -126,3 +138,22 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
             offline.remove_commit_files(written.files)
         raise
     return record, stored, written
+
+
+def open_pending(ctx: StoreContext, record: CommitRecord) -> None:
+    """Record ``record`` (status ``pending``): the commit a push's rows will land in.
+
+    The registry generation is not bumped: nothing a reader caches depends on a commit
+    that holds no rows yet.
+    """
+    with ctx.registry.db.write(bump=False) as conn:
+        ctx.registry.commits.insert(conn, record)
+
+
+def drop_pending(ctx: StoreContext, commit_id: str) -> bool:
+    """Remove a pending commit that will never land (none of its rows was acknowledged)."""
+    t = schema.commits
+    with ctx.registry.db.write(bump=False) as conn:
+        n = conn.execute(t.delete().where(ctx.registry.db.scope(t), t.c.commit_id == commit_id,
+                                          t.c.status == PENDING_STATUS)).rowcount
+    return bool(n)

@@ -49,7 +49,7 @@ from featureledger.ingest.validation import (
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
-from featureledger.registry.commits import CommitRecord
+from featureledger.registry.commits import PENDING_STATUS, CommitRecord
 from featureledger.tracking.context import current_run_id
 
 if TYPE_CHECKING:
@@ -398,6 +398,12 @@ class IngestionService:
         if not reason or not str(reason).strip():
             raise StateError(f"say why: changing a commit to {status!r} needs a reason")
         old = self.get_commit(commit_id)
+        if old.status == PENDING_STATUS:
+            raise StateError(
+                f"commit {commit_id} is pending: its pushed rows have not landed offline "
+                "yet. Flush the pushes (or restart the server holding them), then change "
+                "its status"
+            )
         if old.status == status:
             return old
         if old.status not in allowed_from:

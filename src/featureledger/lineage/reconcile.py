@@ -178,7 +178,8 @@ def _commits(conn: Connection) -> list[_CommitFiles]:
     rows = conn.execute(
         sa.select(c.c.commit_id, c.c.view_name, c.c.view_version, c.c.status, c.c.files,
                   c.c.content_digest, c.c.file_manifest, c.c.rejected_count)
-        .where(scope(conn, c)).order_by(c.c.commit_id)).all()
+        # a pending commit (a push not landed yet) has no files to check
+        .where(scope(conn, c), c.c.status != "pending").order_by(c.c.commit_id)).all()
     # commits from before the manifest know their rejected-rows file only from their
     # validation report; read those few reports, not every one
     old_rejects = [r.commit_id for r in rows if r.file_manifest is None and r.rejected_count]

@@ -8,6 +8,10 @@ encoders, payload decoders, positions), then costs one store read per request pl
 decoding of the records it returns. When a commit is quarantined or rolled back, the keys
 it touched are recomputed from the remaining committed commits (and restored commits are
 loaded again), so the online store never serves a value the offline store would not.
+
+Pushes are made durable in the push log before they are answered and land as commits
+(``featureledger.online.push``); opening the service lands what a process that is gone
+left in the log, before anything is served.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from featureledger.online.materialize import (
     encode_records,
 )
 from featureledger.online.plan import ReadPlan, build_plan, feature_set_references
-from featureledger.online.push import PushBuffer, to_view_table
+from featureledger.online.push import Pusher
 from featureledger.online.read import read_online
 from featureledger.online.response import OnlineResponse
 from featureledger.online.stores import TableRef
@@ -101,8 +105,11 @@ class OnlineService:
         self.watcher = ChangeWatcher(self.registry, self.store, cfg.poll_interval_s,
                                      self._registry_changed, self._store_changed)
         self._syncing = False
-        self.push_buffer = PushBuffer(self._land, cfg.push_flush_rows, cfg.push_flush_interval_s)
+        self.pusher = Pusher(ctx, self.store, self._view, self._invalidate)
         self.watcher.refresh()
+        # pushes a process that is gone acknowledged land first, as the commits their
+        # online values cite; then quarantines and rollbacks are applied over them
+        self.recovery = self.pusher.recover()
         self.sync_commit_status()
 
     # -- change handling ---------------------------------------------------------------
@@ -488,111 +495,18 @@ class OnlineService:
     # -- push --------------------------------------------------------------------------
     def push(self, view: str, rows: Any, *, version: int | None = None,
              flush: bool = False) -> str:
-        """Validate ``rows`` and write them online now; they land offline as a commit
-        (micro-batched). Returns the id of the commit the rows belong to."""
+        """Validate ``rows``, make them durable and write them online now; they land
+        offline as a commit (micro-batched; at once with ``flush=True``). Returns the id
+        of the commit the rows belong to (see ``featureledger.online.push``)."""
         self.watcher.check()
         name, version = _view_version(view, version)
         rec = self.registry.definitions.get("feature_view", name, version)
-        definition = rec.definition
-        table = TableRef(name, rec.version)
-        data = to_view_table(definition, rows)
-        pending = self.push_buffer.pending(table, definition)
-        stored = pending.add(data)
-        latest = self._latest_of_push(definition, stored)
-        self.store.write(table, encode_records(definition, latest))
-        self._invalidate(table)
-        commit_id = pending.commit_id
-        due = self.push_buffer.due()
-        if flush or due:
-            self.push_buffer.flush(None if flush else due)
-        return commit_id
-
-    def _latest_of_push(self, view: Any, stored: Any) -> Any:
-        import duckdb
-
-        con = duckdb.connect(":memory:")
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.register("_pushed", _numbered(stored))
-            keys = ", ".join('"' + k + '"' for k in view.join_keys)
-            ts = '"' + view.timestamp_field + '"'
-            feats = ", ".join('"' + f.name + '"' for f in view.fields)
-            return con.sql(
-                f"SELECT {keys}, epoch_us({ts}) AS _ts, epoch_us(_commit_time) AS _ct, "
-                f"_commit_id, {feats} FROM _pushed "
-                f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC, _n DESC) = 1"
-            ).to_arrow_table()
-        finally:
-            con.close()
+        return self.pusher.push(TableRef(name, rec.version), rec.definition, rows,
+                                flush=flush)
 
     def flush(self) -> list[CommitRecord]:
         """Land every buffered push offline now; returns the commits written."""
-        return self.push_buffer.flush()
-
-    def _land(self, pending: Any) -> CommitRecord:
-        """Write a pending push as one commit, the way ingestion commits.
-
-        The commit time is taken inside the registry transaction (strictly after the
-        view's last commit), so commit times keep increasing in commit order; the online
-        records are then re-tagged with it, so ties on event time resolve online as they
-        do offline.
-        """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        from featureledger.ingest.commit import write_commit
-        from featureledger.registry.commits import CommitRecord
-        from featureledger.registry.lineage_edges import push_source_uri
-        from featureledger.tracking.context import current_run_id
-
-        view = pending.view
-        table = pending.table
-        # one row per (keys, event time): the last pushed wins
-        rows = self._dedupe(view, pa.concat_tables(pending.tables))
-        ts = pc.cast(rows.column(view.timestamp_field), pa.int64())
-        run = current_run_id()
-
-        def build(commit_time: int, stored: Any, written: Any) -> CommitRecord:
-            n = stored.num_rows
-            return CommitRecord(
-                commit_id=pending.commit_id, view_name=table.view,
-                view_version=table.version, commit_time=commit_time,
-                user=self.registry.actor, run_id=run,
-                source={"type": "push", "description": "rows pushed to the online API"},
-                steps=[{"step": "push", "params": {"batches": len(pending.tables)}}],
-                row_count=n, rejected_count=0,
-                validation={"mode": "strict", "rows_checked": n, "rows_valid": n},
-                profile={}, files=written.files, content_digest=written.content_digest,
-                min_event_ts=pc.min(ts).as_py(), max_event_ts=pc.max(ts).as_py(),
-            )
-
-        rec, data, _ = write_commit(
-            self.ctx, view=table.view, version=table.version, commit_id=pending.commit_id,
-            rows=rows, build=build, run=run, audit={"source": "push"},
-            source_uri=push_source_uri(self.ctx.config.project, table.view, self.registry.actor))
-        self.store.write(table, encode_records(view, self._latest_of_push(view, data)))
-        self._invalidate(table)
-        self.ctx.events.emit("commit.completed", commit=rec, view=view, source="push")
-        return rec
-
-    def _dedupe(self, view: Any, data: Any) -> Any:
-        import duckdb
-
-        con = duckdb.connect(":memory:")
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.register("_pushed", _numbered(data))
-            keys = ", ".join('"' + k + '"' for k in view.join_keys)
-            ts = '"' + view.timestamp_field + '"'
-            cols = ", ".join('"' + c + '"' for c in data.column_names)
-            out = con.sql(
-                f"SELECT {cols} FROM _pushed "
-                f"QUALIFY row_number() OVER (PARTITION BY {keys}, {ts} ORDER BY _n DESC) = 1 "
-                "ORDER BY _n"
-            ).to_arrow_table()
-            return out.cast(data.schema)
-        finally:
-            con.close()
+        return self.pusher.flush()
 
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -610,12 +524,13 @@ class OnlineService:
                 out[name] = {"ok": False, "error": str(exc)}
         out["cache"] = self.cache.stats() if self.cache is not None else None
         out["generation"] = self.watcher.generation
-        out["pending_push_rows"] = self.push_buffer.pending_rows
+        out["pending_push_rows"] = self.pusher.buffer.pending_rows
+        out["push"] = self.pusher.health()
         return out
 
     def close(self) -> None:
         try:
-            self.flush()
+            self.pusher.close()
         finally:
             self.watcher.close()
 
@@ -631,13 +546,6 @@ def _view_version(text: str, version: int | None) -> tuple[str, int | None]:
             )
         return name, int(ver)
     return name, version
-
-
-def _numbered(table: Any) -> Any:
-    """``table`` with its row positions in ``_n`` (DuckDB does not promise scan order)."""
-    import pyarrow as pa
-
-    return table.append_column("_n", pa.array(range(table.num_rows), pa.int64()))
 
 
 def _progress_bar(enabled: bool, total: int) -> Any:

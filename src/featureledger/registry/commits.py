@@ -4,6 +4,12 @@ A commit row is inserted in the same registry transaction that makes the commit 
 its data files were written (under a temporary name, then renamed) before. Only the
 status may change afterwards (``committed`` -> ``quarantined`` / ``rolled_back`` and back),
 and every status change is audited.
+
+A push's commit has a row from the moment its buffer opens, with status ``pending`` (no
+files, no rows), so the online values pushed into it cite a commit the registry knows; it
+is replaced by the full row, status ``committed``, in the transaction that lands it. Only
+listings that ask for every status (or for ``pending``) show pending commits, and their
+status cannot be changed by hand.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from featureledger.registry import schema
 from featureledger.registry.engine import RegistryDB
 
 COMMIT_STATUSES = ("committed", "quarantined", "rolled_back")
+PENDING_STATUS = "pending"  # a push's commit before it lands (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,12 @@ class CommitRepository:
         if status not in COMMIT_STATUSES:
             raise StateError(f"commit status {status!r} is not valid; use one of {COMMIT_STATUSES}")
         old = self.get(commit_id)
+        if old.status == PENDING_STATUS:
+            raise StateError(
+                f"commit {commit_id} is pending: its pushed rows have not landed offline "
+                "yet. Flush the pushes (or restart the server holding them), then change "
+                "its status"
+            )
         if old.status == status:
             return old
         t = schema.commits

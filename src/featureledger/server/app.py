@@ -9,6 +9,12 @@ other read runs on a small bounded thread pool. Errors are JSON ``{"error": {"co
 status of the featureledger error class (404 unknown names, 422 bad input, 503 a backend
 down, ...).
 
+Shutdown drains: on SIGTERM or SIGINT ``serve`` stops accepting connections, lets the
+requests in flight finish (up to ``DRAIN_TIMEOUT_S``), lands every buffered push offline
+(the app's lifespan shutdown, so any ASGI server that runs the app does the same) and
+returns, so ``featureledger serve`` closes the store and exits 0. A push answered before
+the signal is durable in the push log either way; draining makes it a commit too.
+
 Authentication: with ``server.tokens`` configured (token -> principal), every endpoint but
 ``/health`` and the OpenAPI document needs ``Authorization: Bearer <token>``; without
 tokens the server only binds a loopback address (``serve`` refuses anything else).
@@ -16,9 +22,13 @@ tokens the server only binds a loopback address (``serve`` refuses anything else
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+import signal
+import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import orjson
@@ -33,6 +43,7 @@ from featureledger.errors import FeatureLedgerError, RetrievalError
 from featureledger.server.metrics import MetricsMiddleware, ServerMetrics
 
 _log = logging.getLogger("featureledger.server")
+DRAIN_TIMEOUT_S = 30.0  # in-flight requests get this long after a stop signal
 _OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect",
                          "/redoc"})
 
@@ -88,11 +99,13 @@ class OnlineFeaturesResponse(BaseModel):
 
 class PushRequest(BaseModel):
     rows: list[dict[str, Any]] = Field(min_length=1)
-    flush: bool = False
+    flush: bool = Field(default=False, description="Land the rows (with any rows buffered "
+                        "for the same view version) in a commit before answering.")
 
 
 class PushResponse(BaseModel):
-    commit_id: str
+    commit_id: str = Field(description="The commit the rows are in: pending until it "
+                           "lands, then committed (the rows are durable either way).")
 
 
 class Definition(BaseModel):
@@ -340,10 +353,23 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     online = store._online
     tokens: dict[str, str] = dict(store.config.server.tokens)
     metrics = ServerMetrics(lambda: online.cache.stats() if online.cache is not None else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # the server has stopped taking requests and the ones in flight are done: land
+        # what is buffered now, so a stopped server leaves commits, not only log segments
+        try:
+            await run_in_threadpool(online.flush)
+        except Exception:  # the rows stay in the push log and land at the next start
+            _log.exception("buffered pushes could not land at shutdown; they stay in the "
+                           "push log and land when the store next opens")
+        fast.pool.shutdown(wait=True)
+
     app = FeatureServerApp(
         title=title, version=__version__, default_response_class=OrjsonResponse,
         description="Online feature vectors with per-value status, version and commit; "
-        "catalog reads; health and Prometheus metrics.")
+        "catalog reads; health and Prometheus metrics.", lifespan=lifespan)
     app.state.store = store
     app.state.metrics = metrics
     fast = app.online_path = _OnlinePath(online, tokens, metrics)
@@ -386,7 +412,8 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
         return Response(body, media_type="application/json")
 
     @app.post("/push/{view}", response_model=PushResponse, tags=["online"],
-              summary="Write rows online now; they land offline as a commit",
+              summary="Write rows online now, durable before the answer; they land "
+              "offline as a commit (at once with flush)",
               responses=_ERRORS)
     async def push(view: str, body: PushRequest) -> dict[str, Any]:
         commit_id = await run_in_threadpool(online.push, view, body.rows, flush=body.flush)
@@ -478,11 +505,18 @@ def check_bind(host: str, tokens: dict[str, str]) -> None:
 
 def serve(store: Any, host: str | None = None, port: int | None = None, *,
           log_level: str = "warning") -> None:
-    """Run the server with uvicorn until interrupted."""
+    """Run the server with uvicorn until SIGTERM or SIGINT, then drain and return.
+
+    Raises ``StorageError`` if buffered pushes could not land while draining (they stay
+    in the push log and land when the store next opens), ``StateError`` if the server
+    could not start.
+    """
     import gc
     import importlib.util
 
     import uvicorn
+
+    from featureledger.errors import StateError, StorageError
 
     cfg = store.config.server
     host = host or cfg.host
@@ -499,5 +533,41 @@ def serve(store: Any, host: str | None = None, port: int | None = None, *,
     # no longer walks it, which takes tens of milliseconds off the worst requests.
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                loop=loop, http=http)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, loop=loop,
+        http=http, timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S)))
+    with _stop_signals_return():
+        server.run()
+    if not server.started:
+        raise StateError(f"the feature server could not start on {host}:{port} (see the "
+                         "log above); is the port already in use?")
+    online = store._online
+    left = online.pusher.buffer.pending_rows
+    if left:
+        raise StorageError(
+            f"{left} pushed row(s) could not land offline while the server stopped "
+            f"({online.pusher.buffer.last_error}); they are durable in the push log "
+            f"under {online.pusher.log.base} and land when the store next opens"
+        )
+
+
+@contextlib.contextmanager
+def _stop_signals_return() -> Iterator[None]:
+    """Let uvicorn's stop signals end ``serve`` by returning.
+
+    uvicorn handles SIGTERM and SIGINT while it runs (stop accepting, finish requests,
+    shut the app down), then raises the signal again under the handler that was there
+    before it; with the defaults that would kill the process (SIGTERM) or raise
+    KeyboardInterrupt (SIGINT) before the caller closes the store. Handlers that only
+    note the signal make that second delivery harmless.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda _sig, _frame: None) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
