@@ -457,3 +457,21 @@ def test_created_timestamp_decides_pushed_ties_online_and_offline(tmp_path, orde
         assert store.get_online_features(["stats:v"], read).values["v"] == want
     finally:
         store.close()
+
+
+def test_a_push_to_an_older_version_reaches_the_versions_that_carry_it(evolved):
+    store, _fs, _ = evolved
+    store.apply([DRIVER, _view([Field(name="trips", dtype="int64"),
+                                Field(name="rating", dtype="float64"),
+                                Field(name="city", dtype="string", default="unknown")])])
+    store.push("stats@1", [{"driver_id": 3, "event_timestamp": t(8), "trips": 30,
+                            "rating": 2.5}])
+    r = store.get_online_features(["stats:trips", "stats:rating", "stats:city"],
+                                  [{"driver_id": 3}])
+    assert r.versions["trips"] == 2
+    assert r.values == {"trips": [30], "rating": [2.5], "city": ["unknown"]}
+    store.flush_pushes()
+    ds = store.get_historical_features({"driver_id": [3], "event_timestamp": [t(9)]},
+                                       ["stats:trips", "stats:city"])
+    assert ds.to_arrow().select(["trips", "city"]).to_pylist() == [
+        {"trips": 30, "city": "unknown"}]

@@ -60,6 +60,7 @@ from featureledger.registry.lineage_edges import push_source_uri
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.model.projection import VersionProjection
     from featureledger.online.stores import OnlineStore
     from featureledger.online.wal import PushLog, Segment
     from featureledger.registry.commits import CommitRecord
@@ -414,13 +415,18 @@ class Recovery:
 class Pusher:
     """Pushes of one online service: validation, the log, the online write, the landing.
 
-    ``view_of(name, version)`` returns a view version's definition and ``invalidate(table)``
-    drops a table from the service's read cache.
+    ``view_of(name, version)`` returns a view version's definition, ``invalidate(table)``
+    drops a table from the service's read cache, and ``readers(table)`` lists the newer
+    versions that carry ``table``'s data (each with its definition and how it projects
+    ``table``'s rows): pushed rows reach them online at once too.
     """
 
     def __init__(self, ctx: StoreContext, store: OnlineStore,
                  view_of: Callable[[str, int], FeatureView],
-                 invalidate: Callable[[TableRef], None]) -> None:
+                 invalidate: Callable[[TableRef], None],
+                 readers: Callable[[TableRef], list[tuple[TableRef, FeatureView,
+                                                          VersionProjection]]] | None = None,
+                 ) -> None:
         from featureledger.online.wal import PushLog
         from featureledger.tracking.context import current_run_id
 
@@ -428,6 +434,7 @@ class Pusher:
         self.store = store
         self._view_of = view_of
         self._invalidate = invalidate
+        self._readers = readers
         cfg = ctx.config.serving
         self.log = PushLog(push_log_root(ctx.config), ctx.config.project)
         self.buffer = PushBuffer(log=self.log, land=self.land, open_row=self._open_row,
@@ -461,8 +468,13 @@ class Pusher:
     def _write_online(self, table: TableRef, view: FeatureView, stored: pa.Table) -> None:
         from featureledger.online.materialize import encode_records
 
-        self.store.write(table, encode_records(view, latest_per_key(view, stored)))
+        latest = latest_per_key(view, stored)
+        self.store.write(table, encode_records(view, latest))
         self._invalidate(table)
+        for reader, reader_view, projection in (self._readers(table) if self._readers else []):
+            self.store.write(reader, encode_records(
+                reader_view, project_rows(latest, projection, view.feature_names)))
+            self._invalidate(reader)
 
     # -- the registry rows of pending commits ---------------------------------------------
     def _open_row(self, p: PendingCommit) -> None:
@@ -661,6 +673,26 @@ def latest_per_key(view: FeatureView, stored: pa.Table) -> pa.Table:
     for f in view.fields:
         cols[f.name] = rows.column(f.name)
     return pa.table(cols)
+
+
+def project_rows(rows: pa.Table, projection: VersionProjection,
+                 features: list[str]) -> pa.Table:
+    """``rows`` (whose ``features`` are the projection's source version's) with the features
+    of the version that reads them instead: cast, or the field's default, or null (see
+    :mod:`featureledger.model.projection`)."""
+    import pyarrow as pa
+
+    from featureledger.model.types import to_arrow
+
+    out = rows.select([c for c in rows.column_names if c not in set(features)])
+    for c in projection.columns:
+        t = to_arrow(c.dtype)
+        if c.source is None:
+            col = pa.repeat(pa.scalar(c.default, t), rows.num_rows)
+        else:
+            col = rows.column(c.source).cast(t)
+        out = out.append_column(pa.field(c.name, t), col)
+    return out
 
 
 def dedupe(view: FeatureView, rows: pa.Table) -> pa.Table:

@@ -101,11 +101,13 @@ class OnlineService:
         self._plans: dict[Any, ReadPlan] = {}
         self._views: dict[Any, Any] = {}
         self._chains: dict[TableRef, list[VersionProjection]] = {}
+        self._carriers: dict[TableRef, list[tuple[TableRef, Any, VersionProjection]]] = {}
         self._models: dict[str, tuple[list[str], list[str]]] = {}
         self.watcher = ChangeWatcher(self.registry, self.store, cfg.poll_interval_s,
                                      self._registry_changed, self._store_changed)
         self._syncing = False
-        self.pusher = Pusher(ctx, self.store, self._view, self._invalidate)
+        self.pusher = Pusher(ctx, self.store, self._view, self._invalidate,
+                             self._carried_by)
         self.watcher.refresh()
         # pushes a process that is gone acknowledged land first, as the commits their
         # online values cite; then quarantines and rollbacks are applied over them
@@ -117,6 +119,7 @@ class OnlineService:
         self._plans = {}
         self._views = {}
         self._chains = {}
+        self._carriers = {}
         self._models = {}
         if self.cache is not None:
             self.cache.invalidate_all()
@@ -239,6 +242,22 @@ class OnlineService:
             chain = self._chains[table] = self.registry.definitions.data_chain(
                 table.view, table.version)
         return chain
+
+    def _carried_by(self, table: TableRef) -> list[tuple[TableRef, Any, VersionProjection]]:
+        """The newer versions whose data includes ``table``'s rows, each with its
+        definition and how it projects them (pushes write there too)."""
+        got = self._carriers.get(table)
+        if got is None:
+            got = []
+            for rec in self.registry.definitions.versions("feature_view", table.view):
+                if rec.version <= table.version:
+                    continue
+                reader = TableRef(rec.name, rec.version)
+                p = next((p for p in self._chain(reader) if p.version == table.version), None)
+                if p is not None:
+                    got.append((reader, rec.definition, p))
+            self._carriers[table] = got
+        return got
 
     def _readers(self, commit: CommitRecord) -> list[TableRef]:
         """Every view version whose served data includes ``commit``'s rows."""
