@@ -277,7 +277,7 @@ def test_reads_through_a_deployment_are_counted_as_usage(store, h):
     assert r.statuses["bonus"] == ["PRESENT", "NOT_FOUND"]
     # a read by model id is not a deployment's read: not counted
     store.get_online_features(model=by_list.model_id, entity_rows=[{"driver_id": 1}])
-    usage = store._tracking.deployment_usage(dep.deployment_id)
+    usage = store.tracking.deployment_usage(dep.deployment_id)
     # one counter per (deployment, view version, hour), never a row per request (two
     # hours at most, should the test straddle an hour)
     got = sorted((u["feature_version"], u["requests"], u["rows"]) for u in usage)
@@ -289,7 +289,7 @@ def test_reads_through_a_deployment_are_counted_as_usage(store, h):
         acc[1] += rows
     assert by_version == {"driver_stats@1": [len(sizes), sum(sizes)],
                           "driver_stats@2": [len(sizes), sum(sizes)]}
-    other = store._tracking.deployment_usage(dep_set.deployment_id)
+    other = store.tracking.deployment_usage(dep_set.deployment_id)
     assert sorted((u["feature_version"], u["requests"], u["rows"]) for u in other) == [
         ("driver_stats@1", 1, 2), ("driver_stats@2", 1, 2)]
 

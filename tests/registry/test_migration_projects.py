@@ -176,9 +176,9 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
             "churn", {"C": "1.0"}, {"auc": 0.8}, {"team": "risk"}, {"mlflow": "m1"},
             [ids["ds"]], ["fraud@1"], [ids["cmt"]])
         assert s.get_model("fraud@1").model_id == ids["mdl"]
-        dep = s._tracking.get_deployment(ids["dep"])
+        dep = s.tracking.get_deployment(ids["dep"])
         assert dep.status == "active" and dep.exceptions == {"driver_stats@1": "kept"}
-        assert [(u["requests"], u["rows"]) for u in s._tracking.deployment_usage()] == [(3, 6)]
+        assert [(u["requests"], u["rows"]) for u in s.tracking.deployment_usage()] == [(3, 6)]
         assert [a["action"] for a in db.audit_trail()] == ["adopt_unscoped_rows", "commit"]
         up = s.lineage(ids["dep"], direction="upstream")
         assert up.of_kind("cmt_") == [ids["cmt"]] and up.of_kind("run_") == [ids["run"]]
@@ -216,7 +216,7 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
                 newcomer.get_commit(ids["cmt"])
             newcomer.apply([DRIVER, STATS, FRAUD])
             assert newcomer.get_view("driver_stats").version == 1
-            assert newcomer._tracking.create_experiment("churn").experiment_id != ids["exp"]
+            assert newcomer.tracking.create_experiment("churn").experiment_id != ids["exp"]
             orphan.mkdir(parents=True)  # the old layout is not the newcomer's to collect
             assert newcomer.gc(grace_seconds=0).removed == [] and orphan.is_dir()
         finally:

@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
             bind = host or cfg.host
             check_bind(bind, cfg.tokens)
             # opening the online part replays the push log before the first request
-            recovery = store._online.recovery
+            recovery = store.online.recovery
             if recovery:
                 console.print(f"push log: {recovery.summary()}")
             console.print(f"serving {store.repo_path.absolute()} on http://{bind}:"

@@ -28,13 +28,13 @@ def _fmt(v: Any) -> str:
 def _tracking(store: Any) -> Any:
     from featureledger.tracking.service import TrackingService
 
-    return store.ctx.part("featureledger.tracking.service.TrackingService", TrackingService)
+    return store.ctx.part(TrackingService)
 
 
 def _lineage(store: Any) -> Any:
     from featureledger.lineage.service import LineageService
 
-    return store.ctx.part("featureledger.lineage.service.LineageService", LineageService)
+    return store.ctx.part(LineageService)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,8 +41,8 @@ from featureledger.registry.lineage_edges import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.context import StoreContext
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 # build(commit_time, stamped rows, written files) -> the commit's record
 RecordBuilder = Callable[[int, "pa.Table", WrittenFiles], "CommitRecord"]

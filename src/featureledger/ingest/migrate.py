@@ -36,18 +36,18 @@ from typing import TYPE_CHECKING
 
 from featureledger.errors import DefinitionError, RetrievalError, ValidationFailedError
 from featureledger.model.ids import new_id
-from featureledger.offline.engine import DuckDBEngine, ViewScan, sandboxed_connection, single_select
+from featureledger.offline.engine import ViewScan, sandboxed_connection, single_select
 from featureledger.registry.lineage_edges import MIGRATED
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from sqlalchemy.engine import Connection
 
+    from featureledger.context import StoreContext
     from featureledger.model.definitions import Definition, FeatureView
     from featureledger.offline.storage import WrittenFiles
     from featureledger.registry import Plan, PlanItem
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 
 def conform_strict(view: FeatureView, table: pa.Table, what: str) -> pa.Table:
@@ -153,11 +153,9 @@ class ApplyService:
         old_view = registry.definitions.get("feature_view", name, prev, conn=conn).definition
         new_view: FeatureView = item.definition
         commits = registry.commits.list(name, versions=[p.version for p in chain])
-        root = self.ctx.offline_store.root
         run = current_run_id()
         written: list[WrittenFiles] = []
-        engine = DuckDBEngine(threads=getattr(self.ctx.config.offline_store,
-                                              "duckdb_threads", None))
+        engine = self.ctx.engine
         try:
             for c in commits:
                 if not c.row_count:
@@ -166,7 +164,8 @@ class ApplyService:
                     join_keys=list(old_view.join_keys), timestamp_field=old_view.timestamp_field,
                     created_field=old_view.created_timestamp_field,
                     features=old_view.feature_names, output_names=old_view.feature_names,
-                    dtypes=[f.dtype for f in old_view.fields], ttl_us=None, root=root,
+                    dtypes=[f.dtype for f in old_view.fields], ttl_us=None,
+                    store=self.ctx.offline_store,
                     commits=[c], chain=chain, tie_break=False, event_range=None))
                 # a fixed row order, so the migrated commit's files are reproducible
                 rows = rows.sort_by([(k, "ascending") for k in
@@ -189,8 +188,6 @@ class ApplyService:
             for files in written:  # the transaction rolls back: so must the files
                 self.ctx.offline_store.remove_commit_files(files.files)
             raise
-        finally:
-            engine.close()
 
     def _run_sql(self, sql: str, rows: pa.Table, old: str, commit_id: str) -> pa.Table:
         import duckdb
@@ -219,8 +216,7 @@ class ApplyService:
             return
         from featureledger.online.service import OnlineService
 
-        online: OnlineService = self.ctx.part("featureledger.online.service.OnlineService",
-                                              OnlineService)
+        online = self.ctx.part(OnlineService)
         for item in items:
             name, old, new = item.name, item.from_version or 1, item.to_version or 1
             try:

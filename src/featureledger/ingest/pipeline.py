@@ -55,7 +55,7 @@ from featureledger.tracking.context import current_run_id
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from featureledger.store import StoreContext
+    from featureledger.context import StoreContext
 
 MODES = ("strict", "drop_invalid")
 Duplicates = Literal["reject", "keep_last"]

@@ -24,16 +24,16 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from featureledger.errors import RetrievalError, StorageError
 from featureledger.model.projection import ColumnSource, VersionProjection
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     import pyarrow as pa
 
+    from featureledger.config import ProjectConfig
     from featureledger.registry.commits import CommitRecord
 
 ROW_COLUMN = "_row"  # entity row number, 0..n-1: output order
@@ -77,11 +77,12 @@ class ViewScan:
     @classmethod
     def of(cls, *, join_keys: Sequence[str], timestamp_field: str, created_field: str | None,
            features: Sequence[str], output_names: Sequence[str], dtypes: Sequence[str],
-           ttl_us: int | None, root: Path, commits: Sequence[CommitRecord],
+           ttl_us: int | None, store: Any, commits: Sequence[CommitRecord],
            chain: Sequence[VersionProjection], tie_break: bool,
            event_range: tuple[int, int] | None) -> ViewScan:
         """The scan of ``commits`` (in commit order, of any version in ``chain``) read as
-        the chain's first version: each commit's files projected from its own version."""
+        the chain's first version: each commit's files projected from its own version.
+        ``store`` (the offline store) says where each commit's files are."""
         from featureledger.model.types import to_duckdb
 
         by_version = {p.version: p for p in chain}
@@ -97,7 +98,7 @@ class ViewScan:
             join_keys=list(join_keys), timestamp_field=timestamp_field,
             features=list(features), output_names=list(output_names),
             duckdb_types=[to_duckdb(t) for t in dtypes],
-            files=[str(root / f) for c in commits for f in c.files],
+            files=[p for c in commits for p in store.local_paths(c)],
             ttl_us=ttl_us, tie_break=tie_break,
             file_ranks=[i for i, c in enumerate(commits) for _ in c.files],
             event_range=event_range, created_field=created_field,
@@ -133,6 +134,43 @@ class ViewScan:
         for f, src, rank in zip(self.files, srcs, ranks, strict=True):
             groups.setdefault((src, rank if by_rank else None), []).append(f)
         return [(src, rank, files) for (src, rank), files in groups.items()]
+
+
+class OfflineEngine(Protocol):
+    """What an offline engine does over the files of a set of commits (a :class:`ViewScan`).
+
+    The engine never chooses files: the offline store hands it the paths of exactly the
+    commits to read. Every engine gives the same answers (the engine conformance suite in
+    ``tests/offline/test_engine_conformance.py`` holds them to it).
+    """
+
+    name: str
+    version: str
+
+    def point_in_time(self, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
+                      ts_bounds: tuple[int, int] | None = None) -> pa.RecordBatchReader:
+        """Per entity row (``_row``), each scan's features as of the row's time (with the
+        ``_fl_matched_<i>`` / ``_fl_keyed_<i>`` / ``_fl_src_<i>`` columns), any order."""
+
+    def window(self, scan: ViewScan, start_us: int | None, end_us: int | None
+               ) -> pa.RecordBatchReader:
+        """Every effective row with ``start <= event time < end``, by time then keys."""
+
+    def latest_per_key(self, scan: ViewScan, *, start: int | None = None,
+                       end: int | None = None, only_commits: Sequence[str] | None = None,
+                       new_commits: Sequence[str] | None = None, since: int | None = None,
+                       keys: pa.Table | None = None) -> pa.Table:
+        """The newest row per key (materialization): keys, ``_ts``, ``_ct``,
+        ``_commit_id`` and the features."""
+
+    def distinct_keys(self, scan: ViewScan) -> list[tuple[Any, ...]]:
+        """Every distinct join-key tuple in the scan's files."""
+
+    def rows(self, scan: ViewScan, extra: Sequence[str] = ()) -> pa.Table:
+        """Every stored row, projected (keys, timestamp, created timestamp, features)."""
+
+    def close(self) -> None:
+        """Release the engine's resources."""
 
 
 def quote_ident(name: str) -> str:
@@ -278,6 +316,18 @@ def single_select(sql: str, what: str) -> str:
 
 class DuckDBEngine:
     """Runs retrieval SQL on one in-process DuckDB database (a cursor per query)."""
+
+    name = "duckdb"
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> DuckDBEngine:
+        """The engine of ``offline_engine: {type: duckdb, ...}`` (the older
+        ``offline_store.duckdb_*`` settings still apply where it sets nothing)."""
+        e, o = config.offline_engine, config.offline_store
+        return cls(memory_limit=e.memory_limit or o.duckdb_memory_limit,
+                   threads=e.threads or o.duckdb_threads,
+                   temp_directory=str(config.resolve(e.temp_directory))
+                   if e.temp_directory else None)
 
     def __init__(self, *, memory_limit: str | None = None, threads: int | None = None,
                  temp_directory: str | None = None) -> None:
@@ -441,6 +491,37 @@ class DuckDBEngine:
                    f"{order}) = 1")
         sql += f" ORDER BY {ts}, {', '.join(keys)}"
         return self._stream(self._cursor(), sql)
+
+    # -- latest value per key, keys ------------------------------------------------------
+    def latest_per_key(self, scan: ViewScan, *, start: int | None = None,
+                       end: int | None = None, only_commits: Sequence[str] | None = None,
+                       new_commits: Sequence[str] | None = None, since: int | None = None,
+                       keys: pa.Table | None = None) -> pa.Table:
+        """The newest row per key of ``scan`` (see :func:`latest_per_key_sql`); ``keys``
+        (a table of join-key columns) restricts the result to those keys."""
+        cur = self._cursor()
+        try:
+            relation = None
+            if keys is not None:
+                cur.register("_fl_keys", keys)
+                relation = "_fl_keys"
+            return cur.sql(latest_per_key_sql(
+                scan, start=start, end=end, only_commits=only_commits,
+                new_commits=new_commits, since=since, keys_relation=relation)).to_arrow_table()
+        finally:
+            cur.close()
+
+    def distinct_keys(self, scan: ViewScan) -> list[tuple[Any, ...]]:
+        """Every distinct join-key tuple in ``scan``'s files."""
+        if not scan.files:
+            return []
+        keys = ", ".join(quote_ident(k) for k in scan.join_keys)
+        cur = self._cursor()
+        try:
+            return [tuple(r) for r in
+                    cur.execute(f"SELECT DISTINCT {keys} FROM {_parquet(scan.files)}").fetchall()]
+        finally:
+            cur.close()
 
     def rows(self, scan: ViewScan, extra: Sequence[str] = ()) -> pa.Table:
         """Every stored row of ``scan``'s files, projected onto its features: the join

@@ -51,13 +51,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.config import check_project_name
-from featureledger.errors import CommitFileError, ConfigError, StorageError
+from featureledger.errors import CommitFileError, StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.config import ProjectConfig
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 COMMIT_TIME_COLUMN = "_commit_time"
 COMMIT_ID_COLUMN = "_commit_id"
@@ -358,6 +358,11 @@ _TMP = "_tmp"
 class ParquetOfflineStore:
     """Parquet files on a local (or mounted) file system, under ``<root>/<project>/``."""
 
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> ParquetOfflineStore:
+        """The store of ``offline_store`` in featureledger.yaml."""
+        return cls(config.resolve(config.offline_store.path), project=config.project)
+
     def __init__(self, root: str | Path, *, project: str = "default") -> None:
         self.root = Path(root).absolute()
         self.project = check_project_name(project)
@@ -369,6 +374,10 @@ class ParquetOfflineStore:
 
     def path(self, relative: str) -> Path:
         return self.root / relative
+
+    def local_paths(self, commit: CommitRecord) -> list[str]:
+        """Absolute paths of ``commit``'s data files, in digest order (what engines read)."""
+        return [str(self.root / f) for f in commit.files]
 
     def dataset_path(self, dataset_id: str) -> str:
         """The stored entity rows of a dataset, relative to the root."""
@@ -528,11 +537,3 @@ class ParquetOfflineStore:
 
     def close(self) -> None:
         pass
-
-
-def open_offline_store(ctx: StoreContext) -> ParquetOfflineStore:
-    """The offline store configured in featureledger.yaml (Parquet files on disk)."""
-    cfg = ctx.config.offline_store
-    if cfg.type == "parquet":
-        return ParquetOfflineStore(ctx.config.resolve(cfg.path), project=ctx.config.project)
-    raise ConfigError(f"offline store type {cfg.type!r} is not supported; use 'parquet'")

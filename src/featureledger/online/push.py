@@ -60,11 +60,11 @@ from featureledger.registry.lineage_edges import push_source_uri
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.context import StoreContext
     from featureledger.model.projection import VersionProjection
     from featureledger.online.stores import OnlineStore
     from featureledger.online.wal import PushLog, Segment
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 _log = logging.getLogger("featureledger.online")
 

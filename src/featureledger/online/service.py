@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from featureledger.errors import InvalidReferenceError, RetrievalError, StateError
 from featureledger.model.projection import VersionProjection
 from featureledger.model.timeutil import from_us, now_us, to_us
+from featureledger.offline.engine import ViewScan
 from featureledger.online.cache import ChangeWatcher, OnlineCache
 from featureledger.online.materialize import (
     Materializer,
@@ -40,8 +41,8 @@ from featureledger.online.response import OnlineResponse
 from featureledger.online.stores import TableRef
 
 if TYPE_CHECKING:
+    from featureledger.context import StoreContext
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 HIDDEN_META = "hidden_commits"
 _HIDDEN = ("quarantined", "rolled_back")
@@ -209,21 +210,16 @@ class OnlineService:
         self._invalidate(table)
 
     def _commit_keys(self, view: Any, commits: list[CommitRecord]) -> list[tuple[Any, ...]]:
-        import duckdb
-
-        files = [str(self.ctx.offline_store.root / f) for c in commits for f in c.files]
-        if not files:
-            return []
-        keys = ", ".join('"' + k + '"' for k in view.join_keys)
-        con = duckdb.connect(":memory:")
-        try:
-            src = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'"
-                                                for f in files) + "])"
-            with self.ctx.offline_store.reading(commits):
-                return [tuple(r) for r in
-                        con.execute(f"SELECT DISTINCT {keys} FROM {src}").fetchall()]
-        finally:
-            con.close()
+        """The distinct keys the rows of ``commits`` hold."""
+        offline = self.ctx.offline_store
+        # keys are the same columns in every version that carries data: no projection
+        chain = [VersionProjection(v, ()) for v in sorted({c.view_version for c in commits})]
+        scan = ViewScan.of(
+            join_keys=list(view.join_keys), timestamp_field=view.timestamp_field,
+            created_field=None, features=[], output_names=[], dtypes=[], ttl_us=None,
+            store=offline, commits=commits, chain=chain, tie_break=False, event_range=None)
+        with offline.reading(commits):
+            return self.ctx.engine.distinct_keys(scan)
 
     # -- definitions ---------------------------------------------------------------
     def _view(self, name: str, version: int | None) -> Any:
@@ -271,9 +267,7 @@ class OnlineService:
         return out
 
     def _materializer(self) -> Materializer:
-        return Materializer(self.store, self.ctx.offline_store.root,
-                            duckdb_threads=getattr(self.ctx.config.offline_store,
-                                                   "duckdb_threads", None))
+        return Materializer(self.store, self.ctx.engine, self.ctx.offline_store)
 
     def _tables(self, views: Sequence[str] | None) -> list[TableRef]:
         """Every view version to materialize (all versions of the named views)."""
@@ -496,8 +490,7 @@ class OnlineService:
                 "reading features by deployment or model needs the tracking part, which is "
                 "not available in this installation; pass features= or feature_set="
             ) from None
-        return self.ctx.part("featureledger.tracking.service.TrackingService",
-                             module.TrackingService)
+        return self.ctx.part(module.TrackingService)
 
     def _features_of(self, model: str) -> tuple[list[str], list[str]]:
         """The pinned references a model version (or a deployment, ``dep_...``) consumes,

@@ -40,8 +40,8 @@ from featureledger.tracking.runs import RunRepository
 from featureledger.tracking.usage import UsageRecorder, read_usage
 
 if TYPE_CHECKING:
+    from featureledger.context import StoreContext
     from featureledger.offline.storage import PathDigest
-    from featureledger.store import StoreContext
 
 DEFAULT_EXPERIMENT = "default"
 
@@ -257,7 +257,7 @@ class TrackingService:
         mv = self.get_model(model)
         from featureledger.online.service import OnlineService
 
-        online = self.ctx.part("featureledger.online.service.OnlineService", OnlineService)
+        online = self.ctx.part(OnlineService)
         result = online.get_online_features(list(mv.features), entity_rows, **options)
         if deployment is not None:
             self.usage.add(deployment, mv.feature_versions, rows=_row_count(entity_rows))
@@ -268,8 +268,7 @@ class TrackingService:
         mv = self.get_model(model)
         from featureledger.offline.retrieval import RetrievalService
 
-        retrieval = self.ctx.part("featureledger.offline.retrieval.RetrievalService",
-                                  RetrievalService)
+        retrieval = self.ctx.part(RetrievalService)
         return retrieval.get_historical_features(entity_df, list(mv.features), **options)
 
     # -- deployments ---------------------------------------------------------------------
