@@ -6,13 +6,24 @@ offline engine, online store), each opened on first use from the backend table
 context, never the facade, and reach each other through :meth:`StoreContext.part`, keyed
 by the part's class, so there is one instance of each part per context.
 
+The active run is carried in a context variable (safe across threads and asyncio tasks):
+every ingestion and retrieval inside ``with store.start_run(...)`` is linked to that run.
+
+>>> current_run_id() is None
+True
+>>> with active_run("run_0193"):
+...     current_run_id()
+'run_0193'
+
 This module imports no part: parts import it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from featureledger.events import EventBus
@@ -25,6 +36,38 @@ if TYPE_CHECKING:
     from featureledger.registry import Registry
 
 T = TypeVar("T")
+
+_active_run: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "featureledger_active_run", default=None
+)
+
+
+def current_run_id(explicit: str | None = None) -> str | None:
+    """The explicit run id if given, else the run active in this context."""
+    return explicit if explicit is not None else _active_run.get()
+
+
+@contextlib.contextmanager
+def active_run(run_id: str) -> Iterator[str]:
+    token = _active_run.set(run_id)
+    try:
+        yield run_id
+    finally:
+        _active_run.reset(token)
+
+
+def set_active_run(run_id: str) -> contextvars.Token[str | None]:
+    """Make ``run_id`` the active run of this context; undo with ``reset_active_run``.
+
+    Used by run objects whose ``__enter__``/``__exit__`` cannot hold a ``with`` block.
+    """
+    return _active_run.set(run_id)
+
+
+def reset_active_run(token: contextvars.Token[str | None]) -> None:
+    _active_run.reset(token)
+
+
 
 
 class StoreContext:
@@ -83,7 +126,7 @@ class StoreContext:
                 got = self._parts.get(cls)
                 if got is None:
                     got = self._parts[cls] = (factory or cls)(self)  # type: ignore[call-arg]
-        return got  # type: ignore[no-any-return]
+        return got
 
     def close(self) -> None:
         """Close the parts newest first (services may flush into a store), then the

@@ -32,7 +32,7 @@ from featureledger.context import StoreContext
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from featureledger.ingest.migrate import ApplyService
+    from featureledger.definitions.apply import ApplyService
     from featureledger.ingest.pipeline import Duplicates, IngestionResult, IngestionService
     from featureledger.lineage.graph import Direction, LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from featureledger.online.service import MaterializeResult, OnlineService
     from featureledger.online.stores import OnlineStore
     from featureledger.registry import CommitRecord, DefinitionRecord, Plan, Registry
-    from featureledger.tracking.records import (
+    from featureledger.registry.tracking_records import (
         Deployment,
         Experiment,
         ModelVersion,
@@ -104,7 +104,7 @@ class FeatureStore:
     @property
     def applying(self) -> ApplyService:
         """Plan and apply definitions, with migrations."""
-        from featureledger.ingest.migrate import ApplyService
+        from featureledger.definitions.apply import ApplyService
 
         return self.ctx.part(ApplyService)
 
@@ -163,7 +163,7 @@ class FeatureStore:
         """Apply definitions (default: the repository's) atomically and idempotently.
 
         ``migrations`` maps a view name to one SELECT over the relation ``old`` that fills
-        a new version which would otherwise start empty (see featureledger.ingest.migrate).
+        a new version which would otherwise start empty (see featureledger.definitions.apply).
         """
         return self.applying.apply(definitions or self.load_definitions(),
                                    allow_breaking=allow_breaking, migrations=migrations)
@@ -341,10 +341,11 @@ class FeatureStore:
     def get_model_features(self, model: str, entity_rows: Any, *,
                            deployment: str | None = None, full_feature_names: bool = False,
                            fill_defaults: bool = False) -> OnlineResponse:
-        """The model's input vector for ``entity_rows``, read online."""
-        return self.tracking.get_model_features(model, entity_rows, deployment=deployment,
-                                                full_feature_names=full_feature_names,
-                                                fill_defaults=fill_defaults)
+        """The model's input vector for ``entity_rows``, read online; a ``dep_`` id (as
+        ``model`` or ``deployment``) counts the read in that deployment's usage."""
+        return self.online.model_features(model, entity_rows, deployment=deployment,
+                                          full_feature_names=full_feature_names,
+                                          fill_defaults=fill_defaults)
 
     def score_batch(self, model: str, entity_df: Any, *, as_of: Any = None,
                     full_feature_names: bool = False, run_id: str | None = None,

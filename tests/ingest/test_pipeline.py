@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from featureledger.context import active_run
 from featureledger.errors import (
     IngestionError,
     StateError,
@@ -21,7 +22,6 @@ from featureledger.errors import (
 )
 from featureledger.ingest import stored_schema
 from featureledger.registry import schema
-from featureledger.tracking.context import active_run
 from helpers import read_commit, snapshot
 
 UTC = dt.UTC

@@ -11,6 +11,7 @@ import pytest
 
 from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
+from featureledger.context import active_run
 from featureledger.errors import (
     FeatureDataWarning,
     RetrievalError,
@@ -19,7 +20,6 @@ from featureledger.errors import (
     UnknownFeatureError,
 )
 from featureledger.registry.lineage_edges import READ, USED_BY, edges_of
-from featureledger.tracking.context import active_run
 
 UTC = dt.UTC
 BASE = dt.datetime(2024, 5, 1, tzinfo=UTC)

@@ -13,7 +13,7 @@ from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
 from featureledger.errors import StateError, TrackingError, UnknownModelError
 from featureledger.registry import schema
-from featureledger.tracking.usage import bucket_start, read_usage, record_usage
+from featureledger.registry.usage import bucket_start, read_usage, record_usage
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
+from featureledger.context import current_run_id
 from featureledger.errors import IngestionError, StateError, ValidationFailedError
 from featureledger.ingest.casting import (
     COMMIT_ID_COLUMN,
@@ -50,7 +51,6 @@ from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
 from featureledger.registry.commits import PENDING_STATUS, CommitRecord
-from featureledger.tracking.context import current_run_id
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from featureledger.errors import MissingDependencyError, UnknownRunError
 from featureledger.registry import schema
-from featureledger.tracking.runs import RunRepository
+from featureledger.registry.runs import RunRepository
 
 log = logging.getLogger("featureledger.integrations.mlflow")
 SYSTEM = "mlflow"

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featureledger.context import current_run_id
 from featureledger.errors import (
     FeatureDataWarning,
     ReproductionError,
@@ -52,7 +53,6 @@ from featureledger.offline.dataset import (
 )
 from featureledger.offline.engine import ROW_COLUMN, OfflineEngine, ViewScan
 from featureledger.registry.datasets import DatasetRecord
-from featureledger.tracking.context import current_run_id
 
 if TYPE_CHECKING:
     import pyarrow as pa

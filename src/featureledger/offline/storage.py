@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from featureledger.config import check_project_name
 from featureledger.errors import CommitFileError, StorageError
+from featureledger.registry.tracking_records import PathDigest
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -159,16 +160,6 @@ def parquet_complete(path: Path) -> str | None:
     if head != _PARQUET_MAGIC or tail[4:] != _PARQUET_MAGIC or footer + 12 > size:
         return "is not a complete Parquet file (cut short or overwritten)"
     return None
-
-
-@dataclass(frozen=True)
-class PathDigest:
-    """The digest of a model artifact: one file, or a folder of files."""
-
-    kind: str  # "file" or "folder"
-    sha256: str
-    size: int  # bytes (for a folder: of all its files)
-    files: int
 
 
 _TREE_PREFIX = b"featureledger-tree-v1\n"

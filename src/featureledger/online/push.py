@@ -427,8 +427,8 @@ class Pusher:
                  readers: Callable[[TableRef], list[tuple[TableRef, FeatureView,
                                                           VersionProjection]]] | None = None,
                  ) -> None:
+        from featureledger.context import current_run_id
         from featureledger.online.wal import PushLog
-        from featureledger.tracking.context import current_run_id
 
         self.ctx = ctx
         self.store = store

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import InvalidReferenceError, RetrievalError, StateError
+from featureledger.errors import InvalidReferenceError, RetrievalError
 from featureledger.model.projection import VersionProjection
 from featureledger.model.timeutil import from_us, now_us, to_us
 from featureledger.offline.engine import ViewScan
@@ -417,6 +417,20 @@ class OnlineService:
             self._plans[key] = plan
         return plan
 
+    def model_features(self, model: str, entity_rows: Any, *, deployment: str | None = None,
+                       full_feature_names: bool = False,
+                       fill_defaults: bool = False) -> OnlineResponse:
+        """The pinned features of ``model`` for ``entity_rows``; a read through a
+        deployment (``dep_`` as ``model`` or ``deployment``) is counted in its usage."""
+        target = deployment or model
+        if target.startswith("dep_"):
+            return self.get_online_features(entity_rows=entity_rows, deployment=target,
+                                            full_feature_names=full_feature_names,
+                                            fill_defaults=fill_defaults)
+        return self.get_online_features(entity_rows=entity_rows, model=model,
+                                        full_feature_names=full_feature_names,
+                                        fill_defaults=fill_defaults)
+
     def get_online_features(self, features: Any = None, entity_rows: Any = None, *,
                             feature_set: str | None = None, full_feature_names: bool = False,
                             deployment: str | None = None, model: str | None = None,
@@ -436,14 +450,14 @@ class OnlineService:
                     deployment is not None and model is not None):
                 raise RetrievalError("pass one of features, feature_set, deployment or "
                                      "model, not several")
-            target = deployment if deployment is not None else model
-            features, feature_versions = self._features_of(target)  # type: ignore[arg-type]
+            target: str = deployment if deployment is not None else model  # type: ignore[assignment]
+            features, feature_versions = self._features_of(target)
             response = read_online(self.store, self.cache,
                                    self.plan(features, full_feature_names=full_feature_names),
                                    entity_rows, fill_defaults)
             assert response is not None  # with a store, a read always answers
-            if target.startswith("dep_"):  # type: ignore[union-attr]
-                self._tracking().record_usage(target, feature_versions, rows=len(response))
+            if target.startswith("dep_"):
+                self.registry.usage.add(target, feature_versions, rows=len(response))
             return response
         # the plan lookup of ``plan()``, inlined: this is every request's path
         w = self.watcher
@@ -480,25 +494,13 @@ class OnlineService:
             return None
         return read_online(None, self.cache, plan, entity_rows, fill_defaults)
 
-    def _tracking(self) -> Any:
-        import importlib
-
-        try:
-            module = importlib.import_module("featureledger.tracking.service")
-        except ImportError:
-            raise StateError(
-                "reading features by deployment or model needs the tracking part, which is "
-                "not available in this installation; pass features= or feature_set="
-            ) from None
-        return self.ctx.part(module.TrackingService)
-
     def _features_of(self, model: str) -> tuple[list[str], list[str]]:
         """The pinned references a model version (or a deployment, ``dep_...``) consumes,
         and the view versions they read; cached until the registry changes."""
         self.watcher.check()
         got = self._models.get(model)
         if got is None:
-            mv = self._tracking().get_model(model)
+            mv = self.registry.models.get(model)
             # a model's own pinned references, whether it was logged with features=, a
             # feature set or a training dataset: that is the input it was trained on
             got = self._models[model] = (list(mv.features), list(mv.feature_versions))

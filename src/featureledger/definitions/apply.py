@@ -143,8 +143,8 @@ class ApplyService:
     def _migrate(self, conn: Connection, item: PlanItem, sql: str) -> None:
         """Run ``sql`` over each commit readable as the previous version; commit each result
         as a commit of the new version (inside the apply's transaction ``conn``)."""
+        from featureledger.context import current_run_id
         from featureledger.ingest.commit import commit_in
-        from featureledger.tracking.context import current_run_id
 
         registry = self.ctx.registry
         name, new, prev = item.name, item.to_version or 1, item.from_version or 1
