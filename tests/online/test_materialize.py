@@ -10,6 +10,7 @@ import pytest
 
 from featureledger import Field
 from featureledger.errors import RetrievalError, UnknownFeatureError
+from featureledger.events import MaterializeCompleted
 from featureledger.model.timeutil import to_us
 from featureledger.online.response import FeatureStatus
 
@@ -123,11 +124,11 @@ def test_incremental_loads_new_commits_and_late_data(store, h):
 
 def test_materialize_emits_an_event(store, h):
     seen = []
-    store.ctx.events.subscribe("materialize.completed", lambda n, p: seen.append(p))
+    store.ctx.events.subscribe(MaterializeCompleted, seen.append)
     c1 = h.write_commit(store, "driver_stats", [
         {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
     store.materialize(end=h.ts(2))
-    assert seen and seen[0]["views"] == ["driver_stats@1"] and seen[0]["commits"] == [c1]
+    assert seen and seen[0].views == ["driver_stats@1"] and seen[0].commits == [c1]
 
 
 def test_version_qualified_reads(store, h):

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from featureledger.errors import DefinitionError, RetrievalError, ValidationFailedError
+from featureledger.events import CommitCompleted
 from featureledger.model.ids import new_id
 from featureledger.offline.engine import ViewScan, sandboxed_connection, single_select
 from featureledger.registry.lineage_edges import MIGRATED
@@ -109,6 +110,7 @@ class ApplyService:
         """Apply ``definitions`` atomically; ``migrations`` maps a view name to the SQL
         that fills its new version from the previous version's rows (relation ``old``)."""
         sql = self._checked(migrations)
+        migrated: list[CommitRecord] = []
 
         def migrate(conn: Connection, plan: Plan) -> None:
             for item in plan.items:
@@ -119,11 +121,13 @@ class ApplyService:
                             f"{item.name}@{item.to_version} carries the data of "
                             f"{item.name}@{item.from_version} already; a migration is only "
                             "for a version that would start empty. Drop the migration")
-                    self._migrate(conn, item, sql[item.name])
+                    migrated.extend(self._migrate(conn, item, sql[item.name]))
 
         plan = self.ctx.registry.definitions.apply(
             definitions, allow_breaking=allow_breaking, migrating=sql,
             within=migrate if sql else None)
+        for record in migrated:  # visible now that the transaction committed
+            self.ctx.events.emit(CommitCompleted(commit=record, source="migration"))
         self._follow_online(plan)
         return plan
 
@@ -140,7 +144,7 @@ class ApplyService:
         return out
 
     # -- migrations -----------------------------------------------------------------------
-    def _migrate(self, conn: Connection, item: PlanItem, sql: str) -> None:
+    def _migrate(self, conn: Connection, item: PlanItem, sql: str) -> list[CommitRecord]:
         """Run ``sql`` over each commit readable as the previous version; commit each result
         as a commit of the new version (inside the apply's transaction ``conn``)."""
         from featureledger.context import current_run_id
@@ -155,6 +159,7 @@ class ApplyService:
         commits = registry.commits.list(name, versions=[p.version for p in chain])
         run = current_run_id()
         written: list[WrittenFiles] = []
+        records: list[CommitRecord] = []
         engine = self.ctx.engine
         try:
             for c in commits:
@@ -174,20 +179,22 @@ class ApplyService:
                 data = conform_strict(new_view, result,
                                       f"migration of {c.commit_id} into {name}@{new}")
                 commit_id = new_id("cmt")
-                record = functools.partial(
+                build = functools.partial(
                     _migrated_record, commit_id=commit_id, view=name, version=new,
                     timestamp_field=new_view.timestamp_field, user=registry.actor, run=run,
                     source=c, sql=sql)
-                _, _, files = commit_in(
+                committed, _, files = commit_in(
                     self.ctx, conn, view=name, version=new, commit_id=commit_id, rows=data,
-                    build=record, source_uri=None, run=run,
+                    build=build, source_uri=None, run=run,
                     audit={"source": "migration", "from_commit": c.commit_id},
                     edges=[(c.commit_id, commit_id, MIGRATED)])
                 written.append(files)
+                records.append(committed)
         except BaseException:
             for files in written:  # the transaction rolls back: so must the files
                 self.ctx.offline_store.remove_commit_files(files.files)
             raise
+        return records
 
     def _run_sql(self, sql: str, rows: pa.Table, old: str, commit_id: str) -> pa.Table:
         import duckdb

@@ -31,6 +31,13 @@ import numpy as np
 
 from featureledger.context import current_run_id
 from featureledger.errors import IngestionError, StateError, ValidationFailedError
+from featureledger.events import (
+    CommitCompleted,
+    CommitFailed,
+    CommitStarted,
+    CommitStatusChanged,
+    GcCompleted,
+)
 from featureledger.ingest.casting import (
     COMMIT_ID_COLUMN,
     COMMIT_TIME_COLUMN,
@@ -238,15 +245,15 @@ class IngestionService:
             )
         commit_id = new_id("cmt")
         run = current_run_id(run_id)
-        self.ctx.events.emit("commit.started", commit_id=commit_id, view=rec.name,
-                             version=rec.version, run_id=run, mode=mode)
+        self.ctx.events.emit(CommitStarted(commit_id=commit_id, view=rec.name,
+                                           version=rec.version, run_id=run, mode=mode))
         try:
             return self._ingest(rec, commit_id, data, mode=mode, duplicates=duplicates, run=run,
                                 column_map=column_map, filter_sql=filter,
                                 user=user or self._registry.actor, source_name=source_name)
         except Exception as exc:
-            self.ctx.events.emit("commit.failed", commit_id=commit_id, view=rec.ref,
-                                 error=exc)
+            self.ctx.events.emit(CommitFailed(commit_id=commit_id, view_ref=rec.ref,
+                                              error=exc))
             raise
 
     def _ingest(self, rec: Any, commit_id: str, data: Any, *, mode: str, duplicates: str,
@@ -343,11 +350,11 @@ class IngestionService:
         timings["commit"] = time.perf_counter() - t
         profile = record.profile
         crash_point("after_registry")
-        self.ctx.events.emit("commit.completed", commit=record, view=fv,
-                             schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
-                             .append(pa.field(COMMIT_TIME_COLUMN,
-                                              pa.timestamp("us", tz="UTC"))),
-                             report=report, profile=profile)
+        self.ctx.events.emit(CommitCompleted(
+            commit=record, source="ingest",
+            schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
+            .append(pa.field(COMMIT_TIME_COLUMN, pa.timestamp("us", tz="UTC"))),
+            report=report, profile=profile))
         return IngestionResult(record, report, profile, self.ctx.offline_store.root, timings)
 
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
@@ -412,8 +419,8 @@ class IngestionService:
                 f"(allowed from: {', '.join(allowed_from)}). Restore it first."
             )
         new = self._registry.commits.set_status(commit_id, status, reason)
-        self.ctx.events.emit("commit.status_changed", commit=new, previous=old.status,
-                             reason=reason)
+        self.ctx.events.emit(CommitStatusChanged(commit=new, previous=old.status,
+                                                 reason=reason))
         return new
 
     def quarantine(self, commit_id: str, reason: str) -> CommitRecord:
@@ -438,5 +445,5 @@ class IngestionService:
         referenced = self._registry.commits.all_files()
         report = self.ctx.offline_store.gc(referenced, grace_seconds=grace_seconds,
                                            dry_run=dry_run)
-        self.ctx.events.emit("gc.completed", report=report, dry_run=dry_run)
+        self.ctx.events.emit(GcCompleted(report=report, dry_run=dry_run))
         return report

@@ -39,6 +39,7 @@ from featureledger.errors import (
     StorageError,
     UnknownCommitError,
 )
+from featureledger.events import DatasetCreated
 from featureledger.model.ids import new_id
 from featureledger.model.projection import ColumnSource, VersionProjection
 from featureledger.model.references import FeatureRef
@@ -416,7 +417,7 @@ class RetrievalService:
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise
-        self.ctx.events.emit("dataset.created", record=record, dataset_id=ds_id, run_id=run)
+        self.ctx.events.emit(DatasetCreated(record=record, run_id=run))
         for problem in manifest["null_features"]:
             warnings.warn(FeatureDataWarning(
                 f"training set {ds_id}: feature {problem['feature']} is null in every one of "

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import ValidationFailedError
+from featureledger.events import CommitCompleted
 from featureledger.model.definitions import FeatureView
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us
@@ -556,7 +557,7 @@ class Pusher:
             replaces_pending=True)
         crash_point("after_registry")
         self._write_online(table, view, stored)
-        self.ctx.events.emit("commit.completed", commit=rec, view=view, source="push")
+        self.ctx.events.emit(CommitCompleted(commit=rec, source="push"))
         return rec
 
     def flush(self) -> list[CommitRecord]:

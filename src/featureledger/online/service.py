@@ -24,6 +24,7 @@ from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import InvalidReferenceError, RetrievalError
+from featureledger.events import MaterializeCompleted
 from featureledger.model.projection import VersionProjection
 from featureledger.model.timeutil import from_us, now_us, to_us
 from featureledger.offline.engine import ViewScan
@@ -335,11 +336,10 @@ class OnlineService:
                 bar[0].stop()
         result.tables = [t for t in result.tables if t.commits or t.keys_written]
         result.seconds = time.perf_counter() - t0
-        self.ctx.events.emit(
-            "materialize.completed",
+        self.ctx.events.emit(MaterializeCompleted(
             start=start, end=end, incremental=incremental,
             views=[str(t.table) for t in result.tables], commits=result.commits,
-            keys_written=result.keys_written, online_store=self.store.kind,
+            keys_written=result.keys_written, online_store=self.store.kind)
         )
         return result
 

@@ -25,6 +25,14 @@ import sqlalchemy as sa
 
 from featureledger.context import current_run_id
 from featureledger.errors import StateError, TrackingError, UnknownDatasetError
+from featureledger.events import (
+    DeploymentCreated,
+    DeploymentEnded,
+    ModelLogged,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+)
 from featureledger.registry import schema
 from featureledger.registry.scope import scope
 from featureledger.registry.tracking_records import (
@@ -133,15 +141,16 @@ class TrackingService:
         run_id = self.runs.create_run(
             exp, name=name, parent_run_id=parent, git=git_info(self.ctx.config.root),
             source=entry, params=params or {}, tags=tags or {}, external_ids=external)
-        self.ctx.events.emit("run.started", run_id=run_id, experiment=exp.name,
-                             experiment_id=exp.experiment_id, parent_run_id=parent,
-                             params=dict(params or {}), mlflow_run_id=mlflow_run_id)
+        self.ctx.events.emit(RunStarted(run_id=run_id, experiment=exp.name,
+                                        experiment_id=exp.experiment_id, parent_run_id=parent,
+                                        params=dict(params or {}),
+                                        mlflow_run_id=mlflow_run_id))
         return Run(self, run_id, exp.name)
 
     def end_run(self, run_id: str, status: str = "finished", error: str | None = None) -> None:
         self.runs.end_run(run_id, status, error)
-        event = "run.completed" if status == "finished" else "run.failed"
-        self.ctx.events.emit(event, run_id=run_id, status=status, error=error)
+        self.ctx.events.emit(RunCompleted(run_id=run_id, status=status) if status == "finished"
+                             else RunFailed(run_id=run_id, status=status, error=error))
 
     def get_run(self, run_id: str) -> RunRecord:
         return self.runs.get_run(run_id)
@@ -215,10 +224,11 @@ class TrackingService:
             name, run_id=run_id, artifact_uri=uri, feature_set=fs_ref,
             features=pinned, datasets=ds, description=description, tags=tags,
             artifact_digest=_artifact_digest(uri))
-        self.ctx.events.emit("model.logged", model_id=model.model_id, ref=model.ref,
-                             model_name=name, version=model.version, run_id=run_id,
-                             features=model.features, feature_set=fs_ref,
-                             datasets=model.datasets, artifact_uri=model.artifact_uri)
+        self.ctx.events.emit(ModelLogged(model_id=model.model_id, ref=model.ref,
+                                         model_name=name, version=model.version, run_id=run_id,
+                                         features=model.features, feature_set=fs_ref,
+                                         datasets=model.datasets,
+                                         artifact_uri=model.artifact_uri))
         return model
 
     def _datasets(self, ids: list[str]) -> dict[str, Any]:
@@ -296,16 +306,16 @@ class TrackingService:
                         "edges": [e.to_dict() for e in upstream]}
             dep = self.models.insert_deployment(conn, mv, environment, snapshot=snapshot,
                                                 exceptions=exceptions, description=description)
-        self.ctx.events.emit("deployment.created", deployment_id=dep.deployment_id,
-                             model_id=mv.model_id, model_ref=mv.ref, environment=environment,
-                             features=mv.features)
+        self.ctx.events.emit(DeploymentCreated(deployment_id=dep.deployment_id,
+                                               model_id=mv.model_id, model_ref=mv.ref,
+                                               environment=environment, features=mv.features))
         return dep
 
     def undeploy(self, deployment_id: str, *, reason: str | None = None) -> Deployment:
         dep = self.models.end_deployment(deployment_id, reason)
-        self.ctx.events.emit("deployment.ended", deployment_id=deployment_id,
-                             model_ref=dep.model_ref, environment=dep.environment,
-                             reason=reason)
+        self.ctx.events.emit(DeploymentEnded(deployment_id=deployment_id,
+                                             model_ref=dep.model_ref,
+                                             environment=dep.environment, reason=reason))
         return dep
 
     def get_deployment(self, deployment_id: str) -> Deployment:
