@@ -157,7 +157,7 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
     s = open_store(tmp_path, registry_url, "risk")  # upgrades in place
     try:
         db = s.registry.db
-        assert db.current_revision() == head_revision() == "0004"
+        assert db.current_revision() == head_revision() == "0005"
         with db.read_all_projects() as conn:
             for table in schema.metadata.sorted_tables:
                 projects = conn.execute(sa.select(table.c.project).distinct()).scalars().all()
