@@ -20,7 +20,9 @@ from sqlalchemy.engine import Connection
 from featureledger.errors import (
     ConcurrencyError,
     DefinitionError,
+    DefinitionTamperedError,
     IncompatibleChangeError,
+    NameTooLongError,
     UnknownEntityError,
     UnknownFeatureError,
     UnknownFeatureSetError,
@@ -39,7 +41,7 @@ from featureledger.model.definitions import (
     FeatureView,
     definition_from_dict,
 )
-from featureledger.model.hashing import canonical_json
+from featureledger.model.hashing import canonical_json, content_hash
 from featureledger.model.projection import VersionInfo, VersionProjection, data_chain
 from featureledger.model.references import FeatureRef, parse_reference
 from featureledger.model.timeutil import now_us
@@ -64,6 +66,10 @@ _UNKNOWN = {
     "feature_set": UnknownFeatureSetError,
 }
 _LABEL = {"entity": "entity", "feature_view": "feature view", "feature_set": "feature set"}
+# The longest name the store can hold: the registry keeps names in String(255) columns,
+# some as "name@version" (audit entries, feature-set pins), and the offline store makes a
+# view's name a folder name (at most 255 bytes on common file systems).
+NAME_LIMIT = 240
 
 
 @dataclass(frozen=True)
@@ -145,9 +151,21 @@ def _change_dict(c: Change) -> dict[str, Any]:
 
 
 def _row_to_record(row: Any) -> DefinitionRecord:
-    data = json.loads(row.spec)
-    docs = json.loads(row.docs)
-    definition = definition_from_dict(_merge_docs(data, docs))
+    """The record of a stored version, refused (DefinitionTamperedError) when its spec no
+    longer hashes to the definition hash recorded when it was applied."""
+    label = f"{_LABEL.get(row.kind, row.kind)} {row.name}@{row.version}"
+    try:
+        data = json.loads(row.spec)
+        docs = json.loads(row.docs)
+        definition = definition_from_dict(_merge_docs(data, docs))
+    except (ValueError, TypeError) as exc:  # not JSON, or not a definition any more
+        raise _tampered(row, label, f"its stored spec no longer parses ({exc})") from None
+    # The hash covers what affects data (fields, types, ranges, checks, source, ...): an
+    # edit of the spec, or docs that shadow a spec key, changes it. Without this check an
+    # edited range passes `plan` as unchanged and validates against the edited bounds.
+    if definition.definition_hash != row.definition_hash:
+        raise _tampered(row, label, "its stored spec no longer matches its definition hash "
+                        f"{row.definition_hash[:12]}")
     return DefinitionRecord(
         kind=row.kind,
         name=row.name,
@@ -162,6 +180,24 @@ def _row_to_record(row: Any) -> DefinitionRecord:
         status_reason=row.status_reason,
         stale=bool(row.stale),
     )
+
+
+def _tampered(row: Any, label: str, what: str) -> DefinitionTamperedError:
+    return DefinitionTamperedError(
+        f"{label} cannot be loaded: {what}, so it was changed in the registry after it was "
+        "applied (versions are never edited). Restore the row from a registry backup; the "
+        "audit trail keeps the hash it was created with (action create_version, object "
+        f"{row.name}@{row.version}). Until then every read of it (plan, apply, ingest, "
+        "retrieval, listings) is refused, so no data is checked against an edited spec",
+        kind=row.kind, name=row.name, version=row.version)
+
+
+def docs_match(row: Any) -> bool:
+    """Whether a stored version's docs (descriptions, owner, tags) still match their hash."""
+    try:
+        return bool(content_hash(json.loads(row.docs)) == row.docs_hash)
+    except ValueError:
+        return False
 
 
 def _merge_docs(spec: Any, docs: Any) -> Any:
@@ -308,6 +344,7 @@ class DefinitionRepository:
               migrating: frozenset[str] = frozenset()) -> Plan:
         seen: dict[tuple[str, str], Definition] = {}
         for d in defs:
+            check_name_length(d.kind, d.name)
             key = (d.kind, d.name)
             if key in seen and seen[key] != d:
                 raise DefinitionError(
@@ -598,6 +635,19 @@ class DefinitionRepository:
             self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",
                           {"reason": reason})
         return self.get(kind, name, version)
+
+
+def check_name_length(kind: str, name: str) -> None:
+    """Refuse a definition name longer than the store can hold (see NAME_LIMIT)."""
+    size = len(name.encode("utf-8"))
+    if max(len(name), size) <= NAME_LIMIT:
+        return
+    shown = name[:40] + "..."
+    length = f"{len(name)} characters" + (f" ({size} bytes)" if size != len(name) else "")
+    raise NameTooLongError(
+        f"{_LABEL.get(kind, kind)} name {shown!r} is {length}; the registry and the offline "
+        f"store hold names of at most {NAME_LIMIT} (bytes in UTF-8). Nothing was applied; "
+        "give it a shorter name", column="definitions.name", limit=NAME_LIMIT)
 
 
 def _version_info(rec: DefinitionRecord) -> VersionInfo:
