@@ -72,6 +72,10 @@ class ParquetOfflineStoreConfig(_Config):
     default: DuckDB's own."""
     duckdb_threads: int | None = None
     """DuckDB worker threads; default: one per core."""
+    verify_digests: bool = False
+    """Digest each commit's files against its content digest before retrieval or
+    materialization reads them (a changed file is refused, not served); a file verified
+    earlier in the process is digested again only when it changed on disk."""
 
 
 # Only what is implemented is accepted. Spark will come as an offline *engine* over the same

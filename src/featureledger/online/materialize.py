@@ -107,10 +107,11 @@ class Materializer:
     """Runs materialization of view versions into one online store."""
 
     def __init__(self, store: OnlineStore, offline_root: Any, *,
-                 duckdb_threads: int | None = None) -> None:
+                 duckdb_threads: int | None = None, verify_digests: bool = False) -> None:
         self.store = store
         self.offline_root = offline_root
         self.duckdb_threads = duckdb_threads
+        self.verify_digests = verify_digests  # offline_store.verify_digests
 
     def _connect(self) -> Any:
         import duckdb
@@ -150,7 +151,7 @@ class Materializer:
                 })
                 con.register("_repair_keys", keys_tbl)
                 options["keys_relation"] = "_repair_keys"
-            with commit_reads(self.offline_root, commits):
+            with commit_reads(self.offline_root, commits, verify_digests=self.verify_digests):
                 return con.sql(latest_per_key_sql(scan, **options)).to_arrow_table()
         finally:
             con.close()
