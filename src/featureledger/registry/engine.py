@@ -347,7 +347,7 @@ class RegistryDB:
             try:
                 with conn.begin():
                     yield conn
-            except (sa.exc.OperationalError, sa.exc.DataError) as exc:
+            except (sa.exc.OperationalError, sa.exc.DataError, sa.exc.InternalError) as exc:
                 raise self.translate(exc) from None
 
     @contextlib.contextmanager
@@ -381,8 +381,9 @@ class RegistryDB:
                     yield conn
                     if bump:
                         self._bump(conn)
-            except (sa.exc.OperationalError, sa.exc.DataError) as exc:
-                # not IntegrityError: apply retries on it (another writer took a version)
+            except (sa.exc.OperationalError, sa.exc.DataError, sa.exc.InternalError) as exc:
+                # not IntegrityError: apply retries on it (another writer took a version);
+                # psycopg reports a read-only transaction (25006) as an InternalError
                 raise self.translate(exc) from None
             finally:
                 conn.info.pop("begin_mode", None)
