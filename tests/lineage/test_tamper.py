@@ -108,7 +108,7 @@ def test_an_edited_spec_is_refused_on_load_and_reported(world, tmp_path) -> None
     assert (info.value.kind, info.value.name, info.value.version) == (
         "feature_view", "stats", 1)
     assert "feature view stats@1 cannot be loaded" in str(info.value)
-    assert "Restore the row from a registry backup" in str(info.value)
+    assert "or restore the row from a registry backup" in str(info.value)
     # the edited bound is never used to accept a value
     with pytest.raises(DefinitionTamperedError, match="stats@1"):
         store.ingest("stats", frame([2], 2, conv_rate=50))
@@ -123,10 +123,12 @@ def test_an_edited_spec_is_refused_on_load_and_reported(world, tmp_path) -> None
     assert "error (definition_tampered)" in proc.stderr
     assert "internal error" not in proc.stderr
 
-    # put the spec back (as a restore from backup would): everything works again
-    fields["conv_rate"]["max"] = 1
-    raw_sql(url, "UPDATE definitions SET spec = :s WHERE name = 'stats'",
-            s=json.dumps(spec, sort_keys=True, separators=(",", ":")))
+    # the audit trail holds the spec the version was created with: restore it from there
+    assert "restore_from_audit('feature_view', 'stats', 1)" in str(info.value)
+    restored = store.registry.definitions.restore_from_audit("feature_view", "stats", 1)
+    assert restored.definition.field("conv_rate").max == 1
+    trail = store.registry.db.audit_trail("feature_view", "stats@1")
+    assert trail[0]["action"] == "restore_spec"
     assert store.plan([DRIVER, stats_view()]).changed == []
     with pytest.raises(ValidationFailedError):
         store.ingest("stats", frame([2], 2, conv_rate=50))
@@ -152,6 +154,25 @@ def test_docs_that_shadow_a_spec_key_are_refused(world) -> None:
     raw_sql(url, "UPDATE definitions SET docs = :d WHERE name = 'stats'",
             d=json.dumps(docs, sort_keys=True, separators=(",", ":")))
     with pytest.raises(DefinitionTamperedError, match="stats@1"):
+        store.get_view("stats")
+    # restoring puts back the docs the version was created with (the spec was intact)
+    restored = store.registry.definitions.restore_from_audit("feature_view", "stats", 1)
+    assert restored.definition.field("conv_rate").max == 1
+    assert store.reconcile().ok
+
+
+def test_an_edited_audit_trail_is_not_restored_from(world) -> None:
+    store, url = world
+    # ':' would start a bind parameter in raw SQL text: the strings are bound instead
+    edit = {"a": '"max":1,', "b": '"max":100,'}
+    raw_sql(url, "UPDATE definitions SET spec = replace(spec, :a, :b) WHERE name = 'stats'",
+            **edit)
+    raw_sql(url, "UPDATE audit_log SET details = replace(details, :a, :b) "
+            "WHERE object_id = 'stats@1'", **edit)
+    assert '"max":100,' in raw_text(url, "SELECT spec FROM definitions WHERE name = 'stats'")
+    with pytest.raises(DefinitionTamperedError, match="audit trail was edited too"):
+        store.registry.definitions.restore_from_audit("feature_view", "stats", 1)
+    with pytest.raises(DefinitionTamperedError):
         store.get_view("stats")
 
 

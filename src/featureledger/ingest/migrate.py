@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from featureledger.errors import DefinitionError, RetrievalError, ValidationFailedError
 from featureledger.model.ids import new_id
 from featureledger.offline.engine import DuckDBEngine, ViewScan, sandboxed_connection, single_select
+from featureledger.registry.commits import require_sealed
 from featureledger.registry.lineage_edges import MIGRATED
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class ApplyService:
         old_view = registry.definitions.get("feature_view", name, prev, conn=conn).definition
         new_view: FeatureView = item.definition
         commits = registry.commits.list(name, versions=[p.version for p in chain])
+        require_sealed(commits, "migrated")  # an edited row is not copied into a new version
         root = self.ctx.offline_store.root
         run = current_run_id()
         written: list[WrittenFiles] = []

@@ -185,10 +185,11 @@ def _row_to_record(row: Any) -> DefinitionRecord:
 def _tampered(row: Any, label: str, what: str) -> DefinitionTamperedError:
     return DefinitionTamperedError(
         f"{label} cannot be loaded: {what}, so it was changed in the registry after it was "
-        "applied (versions are never edited). Restore the row from a registry backup; the "
-        "audit trail keeps the hash it was created with (action create_version, object "
-        f"{row.name}@{row.version}). Until then every read of it (plan, apply, ingest, "
-        "retrieval, listings) is refused, so no data is checked against an edited spec",
+        "applied (versions are never edited). Restore it from the audit trail, which keeps "
+        "the spec it was created with: store.registry.definitions.restore_from_audit("
+        f"{row.kind!r}, {row.name!r}, {row.version}), or restore the row from a registry "
+        "backup. Until then every read of it (plan, apply, ingest, retrieval, listings) is "
+        "refused, so no data is checked against an edited spec",
         kind=row.kind, name=row.name, version=row.version)
 
 
@@ -596,6 +597,8 @@ class DefinitionRepository:
                     "definition_hash": d.definition_hash,
                     "changes": [_change_dict(c) for c in item.changes],
                     "breaking_reason": reason if item.refused else None,
+                    # the spec as stored, so an edited row can be restored from the trail
+                    "spec": d.to_dict(),
                 },
             )
 
@@ -615,6 +618,60 @@ class DefinitionRepository:
                            t.c.version == r.version)
                     .values(stale=1)
                 )
+
+    def restore_from_audit(self, kind: str, name: str, version: int) -> DefinitionRecord:
+        """Write back the spec and hash that ``name@version`` was created with, as its
+        ``create_version`` audit entry recorded them, after an edit made outside
+        featureledger (see :func:`_row_to_record`); audited as ``restore_spec``.
+
+        The spec is checked against the hash recorded beside it before it is written, and a
+        version whose row is intact is left alone.
+        """
+        t, a = schema.definitions, schema.audit_log
+        obj = f"{name}@{version}"
+        label = f"{_LABEL.get(kind, kind)} {obj}"
+        with self.db.write() as conn:
+            row = conn.execute(sa.select(t).where(
+                self.db.scope(t), t.c.kind == kind, t.c.name == name,
+                t.c.version == version)).first()
+            if row is None:
+                raise _UNKNOWN.get(kind, UnknownFeatureError)(f"{label} is not registered")
+            try:
+                return _row_to_record(row)  # intact: nothing to restore
+            except DefinitionTamperedError:
+                pass
+            entry = conn.execute(sa.select(a.c.details).where(
+                self.db.scope(a), a.c.object_kind == kind, a.c.object_id == obj,
+                a.c.action == "create_version").order_by(a.c.id.desc()).limit(1)).scalar()
+            details = json.loads(entry) if entry else {}
+            spec, want = details.get("spec"), details.get("definition_hash")
+            if spec is None or want is None:
+                raise DefinitionTamperedError(
+                    f"{label}: its audit trail does not hold the spec it was created with "
+                    "(versions applied before specs were audited); restore the row from a "
+                    "registry backup", kind=kind, name=name, version=version)
+            original = definition_from_dict(spec)
+            if original.definition_hash != want:
+                raise DefinitionTamperedError(
+                    f"{label}: the spec in its audit trail does not match the hash recorded "
+                    "with it, so the audit trail was edited too; restore the registry from a "
+                    "backup", kind=kind, name=name, version=version)
+            values: dict[str, Any] = {"spec": canonical_json(spec), "definition_hash": want}
+            try:  # docs that shadow a spec key go back to those the version was created with
+                merged = definition_from_dict(_merge_docs(spec, json.loads(row.docs)))
+                docs_reset = merged.definition_hash != want
+            except (ValueError, TypeError):
+                docs_reset = True
+            if docs_reset:
+                values.update(docs=canonical_json(original.docs()),
+                              docs_hash=original.docs_hash)
+            conn.execute(t.update().where(
+                self.db.scope(t), t.c.kind == kind, t.c.name == name,
+                t.c.version == version).values(**values))
+            self.db.audit(conn, "restore_spec", kind, obj,
+                          {"definition_hash": want, "edited_hash": row.definition_hash,
+                           "docs_reset": docs_reset})
+        return self.get(kind, name, version)
 
     def set_status(self, kind: str, name: str, version: int, status: str,
                    reason: str | None = None) -> DefinitionRecord:
