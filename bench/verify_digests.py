@@ -51,7 +51,7 @@ def build(root: Path, rows: int, commits: int) -> pd.DataFrame:
     store.apply([Entity(name="driver", join_keys={"driver_id": "int64"}),
                  FeatureView(name="stats", entities=["driver"], fields=fields, ttl="7d")])
     per = rows // commits
-    for c in range(commits):
+    for _ in range(commits):
         frame = pd.DataFrame({
             "driver_id": rng.integers(0, ENTITIES, per),
             "event_timestamp": pd.to_datetime(

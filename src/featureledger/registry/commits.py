@@ -120,8 +120,9 @@ class CommitRecord:
     # at commit time (None for commits written before sizes were recorded)
     file_manifest: dict[str, dict[str, Any]] | None = None
     # whether the registry row still matches its seal (see the module docstring): "ok",
-    # "broken" or "unsealed"; None for a record not read from the registry
-    seal: str | None = None
+    # "broken" or "unsealed"; None for a record not read from the registry. Not part of
+    # equality: it says how the row was found, not what the commit is
+    seal: str | None = field(default=None, compare=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
