@@ -71,6 +71,10 @@ class ParquetOfflineStoreConfig(_Config):
     """Same as ``offline_engine.memory_limit`` (kept for existing files)."""
     duckdb_threads: int | None = None
     """Same as ``offline_engine.threads`` (kept for existing files)."""
+    verify_digests: bool = False
+    """Digest each commit's files against its content digest before retrieval or
+    materialization reads them (a changed file is refused, not served); a file verified
+    earlier in the process is digested again only when it changed on disk."""
 
 
 class DuckDBEngineConfig(_Config):

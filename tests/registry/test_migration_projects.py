@@ -157,7 +157,7 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
     s = open_store(tmp_path, registry_url, "risk")  # upgrades in place
     try:
         db = s.registry.db
-        assert db.current_revision() == head_revision() == "0004"
+        assert db.current_revision() == head_revision() == "0005"
         with db.read_all_projects() as conn:
             for table in schema.metadata.sorted_tables:
                 projects = conn.execute(sa.select(table.c.project).distinct()).scalars().all()
@@ -169,6 +169,7 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
             ("feature_view", "driver_stats", 1)]
         old = s.get_commit(ids["cmt"])
         assert old.files == [f"views/driver_stats/v1/{ids['cmt']}/part-00000.parquet"]
+        assert old.seal == "unsealed"  # written before 0005: served, not taken as tampered
         assert s.registry.datasets.get(ids["ds"]).commit_ids == [ids["cmt"]]
         run = s.get_run(ids["run"])
         assert (run.experiment, run.params, run.metrics, run.tags, run.external_ids,

@@ -278,5 +278,12 @@ def register(app: typer.Typer) -> None:
                     ids = ", ".join(f"{k}={v}" for k, v in p.ids.items())
                     console.print(f"  [{p.code}] {p.message}  ({ids})", markup=False,
                                   soft_wrap=True)
+            if rep.notices:
+                codes = sorted({n.code for n in rep.notices})
+                console.print(f"{len(rep.notices)} notice(s) ({', '.join(codes)}): "
+                              f"{rep.notices[0].message}" + (" (and likewise for the others; "
+                                                            "--json lists them)"
+                                                            if len(rep.notices) > 1 else ""),
+                              markup=False, soft_wrap=True)
         if not rep.ok:
             raise typer.Exit(1)

@@ -38,6 +38,7 @@ from featureledger.errors import DefinitionError, RetrievalError, ValidationFail
 from featureledger.events import CommitCompleted
 from featureledger.model.ids import new_id
 from featureledger.offline.engine import ViewScan, sandboxed_connection, single_select
+from featureledger.registry.commits import require_sealed
 from featureledger.registry.lineage_edges import MIGRATED
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class ApplyService:
         old_view = registry.definitions.get("feature_view", name, prev, conn=conn).definition
         new_view: FeatureView = item.definition
         commits = registry.commits.list(name, versions=[p.version for p in chain])
+        require_sealed(commits, "migrated")  # an edited row is not copied into a new version
         run = current_run_id()
         written: list[WrittenFiles] = []
         records: list[CommitRecord] = []

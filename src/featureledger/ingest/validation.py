@@ -452,7 +452,8 @@ def _count(con: duckdb.DuckDBPyConnection, rules: list[_Rule]) -> list[int]:
         pass
     for r in rules:  # find the rule that does not run, and say which
         try:
-            con.sql(f"SELECT count_if({r.pred}) FROM _v LIMIT 0").fetchall()
+            # over the rows, not LIMIT 0: a cast, a regex or error() fails only on data
+            con.sql(f"SELECT count_if({r.pred}) FROM _v").fetchall()
         except duckdb.Error as exc:
             raise IngestionError(
                 f"rule {r.result.rule} ({r.result.detail}) cannot be evaluated: "

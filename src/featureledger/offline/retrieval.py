@@ -53,6 +53,7 @@ from featureledger.offline.dataset import (
     content_hash,
 )
 from featureledger.offline.engine import ROW_COLUMN, OfflineEngine, ViewScan
+from featureledger.offline.storage import os_error
 from featureledger.registry.datasets import DatasetRecord
 
 if TYPE_CHECKING:
@@ -666,8 +667,12 @@ class RetrievalService:
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
             return tmp, column_digests(entities)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            typed = os_error(exc, tmp, f"storing the entity rows of dataset {ds_id}") if (
+                isinstance(exc, OSError)) else None
+            if typed is not None:
+                raise typed from exc
             raise
 
 

@@ -29,9 +29,17 @@ with the commit. A commit also records its file manifest (:meth:`WrittenFiles.ma
 every file's size, and each side file's sha256, so ``reconcile`` can tell a truncated or
 replaced file from a good one without reading it.
 
-Readers go through :meth:`ParquetOfflineStore.reading`: it checks that the commits' files
-are there (a ``stat`` each) before a query, and turns a read that fails on one of them into
-a :class:`~featureledger.errors.CommitFileError` naming the commit and the file.
+Readers go through :meth:`ParquetOfflineStore.reading`: it refuses a commit whose registry
+row no longer matches its seal (:class:`~featureledger.errors.CommitTamperedError`), checks
+that the commits' files are there (a ``stat`` each) before a query, and turns a read that
+fails on one of them into a :class:`~featureledger.errors.CommitFileError` naming the
+commit and the file. With ``verify_digests`` (``offline_store: {verify_digests: true}``) it
+also digests each commit's data files against the commit's content digest before the
+query; a file already verified in this process is digested again only when its inode,
+size, modification or change time differ.
+
+A write that runs out of space or quota (ENOSPC, EDQUOT) removes what it wrote and raises
+:class:`~featureledger.errors.DiskFullError`; nothing is committed.
 
 Crash tests stop a writer at a named instant with ``FEATURELEDGER_CRASH_AT`` (see
 :func:`crash_point`); nothing else reads that variable.
@@ -39,6 +47,7 @@ Crash tests stop a writer at a named instant with ``FEATURELEDGER_CRASH_AT`` (se
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -51,7 +60,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.config import check_project_name
-from featureledger.errors import CommitFileError, StorageError
+from featureledger.errors import (
+    CommitFileError,
+    DiskFullError,
+    FeatureLedgerError,
+    NameTooLongError,
+    StorageError,
+)
 from featureledger.registry.tracking_records import PathDigest
 
 if TYPE_CHECKING:
@@ -207,6 +222,36 @@ def local_path(uri: str) -> Path | None:
     return Path(url2pathname(parsed.path))
 
 
+_DISK_FULL = {errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def os_error(exc: OSError, path: Path | str, doing: str) -> FeatureLedgerError | None:
+    """The typed error for an OSError met while ``doing`` (e.g. "writing commit cmt_..."),
+    or None when it is not one the user can act on by name (the caller re-raises it).
+
+    ``path`` is where it happened; the messages say that nothing was committed, which the
+    callers guarantee by removing what they wrote first.
+    """
+    code = exc.errno
+    if code in _DISK_FULL:
+        return DiskFullError(
+            f"the disk holding {path} is full ({_DISK_FULL[code]}) while {doing}; what was "
+            "written was removed and nothing was committed. Free space on that disk (gc "
+            "removes orphaned files: featureledger gc) and retry", path=str(path))
+    if code == errno.ENAMETOOLONG:
+        return NameTooLongError(
+            f"a file name under {str(path)[:120]}... is too long for the file system while "
+            f"{doing}; nothing was committed. Give the feature view a shorter name")
+    if code == errno.EROFS:
+        return StorageError(f"{path} is on a read-only file system ({doing}); nothing was "
+                            "committed. Remount it writable or move the offline store")
+    if code in (errno.EACCES, errno.EPERM):
+        return StorageError(f"permission denied on {exc.filename or path} while {doing}; "
+                            "nothing was committed. Make the offline store writable for this "
+                            "user")
+    return None
+
+
 def _commit_label(commit: CommitRecord) -> str:
     return f"commit {commit.commit_id} ({commit.view_name}@{commit.view_version})"
 
@@ -318,18 +363,67 @@ def _probe(root: Path, commits: Sequence[CommitRecord], exc: BaseException
     return None
 
 
+# commit id -> (root, content digest, the stat of each data file) when its files last
+# matched the digest; bounded, since a long-lived server reads many commits
+_VERIFIED: dict[str, tuple[Any, ...]] = {}
+_VERIFIED_MAX = 100_000
+
+
+def _stat_key(paths: list[Path]) -> tuple[Any, ...]:
+    # the change time moves with any write or metadata change and cannot be set back by
+    # an ordinary user (unlike the modification time), so a rewritten file is digested again
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def verify_commit_digests(root: Path, commits: Iterable[CommitRecord]) -> None:
+    """Raise CommitFileError for the first commit whose data files no longer match its
+    content digest. A commit verified earlier in this process is digested again only when
+    one of its files' inode, size or times changed."""
+    for c in commits:
+        if not c.files:
+            continue
+        paths = [root / f for f in c.files]
+        try:
+            key = (str(root), c.content_digest, _stat_key(paths))
+        except OSError:
+            key = None  # require_commit_files names the missing file
+        if key is not None and _VERIFIED.get(c.commit_id) == key:
+            continue
+        if file_digest(paths)[0] != c.content_digest:
+            more = f"(or another of its {len(c.files)} files) " if len(c.files) > 1 else ""
+            raise commit_file_error(root, c, c.files[0], (
+                f"{more}no longer matches the commit's content digest, so it was changed "
+                "after the commit (offline_store.verify_digests is on, so it is not read)"))
+        if key is not None:
+            if len(_VERIFIED) >= _VERIFIED_MAX:
+                _VERIFIED.clear()
+            _VERIFIED[c.commit_id] = key
+
+
 @contextmanager
-def commit_reads(root: Path, commits: Iterable[CommitRecord]) -> Iterator[None]:
+def commit_reads(root: Path, commits: Iterable[CommitRecord], *,
+                 verify_digests: bool = False) -> Iterator[None]:
     """Guard a query over ``commits``' files: check them first, and name the commit and the
     file when the query fails on one of them.
 
-    Before: a ``stat`` of every file (missing, or not the recorded size). After a failure:
-    see :func:`_probe`; when it finds no bad file, the original error is raised unchanged,
-    since it is not about the files.
+    Before: the seal of each commit's registry row (a row edited outside featureledger is
+    never read: CommitTamperedError), a ``stat`` of every file (missing, or not the recorded
+    size), and with ``verify_digests`` the files' bytes against the content digest. After a
+    failure: see :func:`_probe`; when it finds no bad file, the original error is raised
+    unchanged, since it is not about the files.
     """
+    from featureledger.registry.commits import require_sealed
+
     commits = list(commits)
     root = Path(root)
+    require_sealed(commits)
     require_commit_files(root, commits)
+    if verify_digests:
+        verify_commit_digests(root, commits)
     try:
         yield
     except CommitFileError:
@@ -352,11 +446,16 @@ class ParquetOfflineStore:
     @classmethod
     def from_config(cls, config: ProjectConfig) -> ParquetOfflineStore:
         """The store of ``offline_store`` in featureledger.yaml."""
-        return cls(config.resolve(config.offline_store.path), project=config.project)
+        cfg = config.offline_store
+        return cls(config.resolve(cfg.path), project=config.project,
+                   verify_digests=cfg.verify_digests)
 
-    def __init__(self, root: str | Path, *, project: str = "default") -> None:
+    def __init__(self, root: str | Path, *, project: str = "default",
+                 verify_digests: bool = False) -> None:
         self.root = Path(root).absolute()
         self.project = check_project_name(project)
+        # digest each commit's files before reading them (see the module docstring)
+        self.verify_digests = verify_digests
         self.root.mkdir(parents=True, exist_ok=True)
 
     # -- paths --------------------------------------------------------------------------
@@ -386,7 +485,7 @@ class ParquetOfflineStore:
     def reading(self, commits: Iterable[CommitRecord]) -> Any:
         """A context manager around a query of ``commits``' files (see :func:`commit_reads`):
         ``with offline.reading(commits): table = reader.read_all()``."""
-        return commit_reads(self.root, commits)
+        return commit_reads(self.root, commits, verify_digests=self.verify_digests)
 
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
@@ -411,7 +510,14 @@ class ParquetOfflineStore:
         if final.exists():
             raise StorageError(f"commit folder {final} already exists; commit ids must be unique")
         tmp = self.root / self.project / _TMP / f"{commit_id}.{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=False)
+        doing = f"writing commit {commit_id} of {view}@{version}"
+        try:
+            tmp.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            typed = os_error(exc, self.root, doing)
+            if typed is not None:
+                raise typed from exc
+            raise
         names: list[str] = []
         start = time.perf_counter()
         fsync_s = 0.0
@@ -450,8 +556,11 @@ class ParquetOfflineStore:
             os.rename(tmp, final)
             _fsync_dir(final.parent)
             rename_s = time.perf_counter() - t
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            typed = os_error(exc, self.root, doing) if isinstance(exc, OSError) else None
+            if typed is not None:
+                raise typed from exc
             raise
         crash_point("after_rename")
         total = time.perf_counter() - start

@@ -161,7 +161,9 @@ class OnlineService:
             if newly_visible:
                 restored: dict[TableRef, list[CommitRecord]] = {}
                 for c in self.registry.commits.get_many(newly_visible):
-                    if c.status == "committed":
+                    # a row edited outside featureledger stays hidden: this sync runs in
+                    # the background of serving, where refusing would stop every read
+                    if c.status == "committed" and not c.tampered:
                         for table in self._readers(c):
                             restored.setdefault(table, []).append(c)
                 for table, commits in restored.items():
@@ -181,11 +183,11 @@ class OnlineService:
         """Recompute the keys of hidden commits from the commits still served."""
         view = self._view(table.view, table.version)
         mat = self._materializer()
-        from featureledger.errors import CommitFileError
+        from featureledger.errors import CommitFileError, CommitTamperedError
 
         try:
             keys: list[tuple[Any, ...]] | None = self._commit_keys(view, hidden)
-        except CommitFileError:
+        except (CommitFileError, CommitTamperedError):
             # quarantine is the advice for a lost file, and a lost file cannot say which
             # keys it wrote: rebuild the whole table from the commits still served
             keys = None
@@ -193,7 +195,8 @@ class OnlineService:
             return
         progress = ViewProgress.load(self.store, table)
         chain = self._chain(table)
-        visible = self.registry.commits.list(table.view, versions=[p.version for p in chain])
+        visible = [c for c in self.registry.commits.list(
+            table.view, versions=[p.version for p in chain]) if not c.tampered]
         result = mat.query(view, chain, visible, start=None,
                            end=progress.end if progress else None, keys=keys) if visible else None
         records = encode_records(view, result) if result is not None else []
