@@ -211,14 +211,15 @@ class OnlineService:
     def _commit_keys(self, view: Any, commits: list[CommitRecord]) -> list[tuple[Any, ...]]:
         import duckdb
 
+        from featureledger.offline.engine import quote_ident, quote_string
+
         files = [str(self.ctx.offline_store.root / f) for c in commits for f in c.files]
         if not files:
             return []
-        keys = ", ".join('"' + k + '"' for k in view.join_keys)
+        keys = ", ".join(quote_ident(k) for k in view.join_keys)
         con = duckdb.connect(":memory:")
         try:
-            src = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'"
-                                                for f in files) + "])"
+            src = "read_parquet([" + ", ".join(quote_string(f) for f in files) + "])"
             with self.ctx.offline_store.reading(commits):
                 return [tuple(r) for r in
                         con.execute(f"SELECT DISTINCT {keys} FROM {src}").fetchall()]
