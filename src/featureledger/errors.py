@@ -28,6 +28,7 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── IncompatibleChangeError                         apply refused by a compatibility mode
     ├── ValidationFailedError                           strict ingestion rejected
     ├── IngestionError                                  data could not be read / mapped
+    │   └── CsvFormatError                              CSV lines that are not one record each
     ├── RetrievalError                                  a retrieval request cannot be answered
     ├── ReproductionError                               a dataset cannot be rebuilt exactly
     ├── TrackingError                     (ValueError)  invalid run / model / deployment input
@@ -36,6 +37,7 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     │   ├── CommitFileError                             a commit's file is missing or unreadable
     │   └── BackendUnavailableError                     a server did not answer (transient)
     ├── AccessDeniedError             (PermissionError)
+    │   └── SourcePathError                             a source path outside the allowed places
     ├── StateError                                      operation not valid in this state
     └── ProjectScopeError                               a registry query missed its project (a bug)
 
@@ -264,3 +266,31 @@ __all__ = [
     "UnknownViewError",
     "ValidationFailedError",
 ]
+
+
+# -- input hardening: source paths, strict CSV ---------------------------------------------
+class SourcePathError(AccessDeniedError):
+    """A source path leads outside the repository to a place no configured prefix allows
+    (``sources.allowed_prefixes`` in featureledger.yaml); nothing was read."""
+
+    code = "source_path_not_allowed"
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CsvFormatError(IngestionError):
+    """A CSV file has lines that are not one record each (a stray quote, a wrong number of
+    fields); ``problems`` lists them (``{"file", "line", "problem"}``, the first ones)."""
+
+    code = "csv_format_error"
+
+    def __init__(self, message: str, problems: list[dict[str, object]] | None = None,
+                 total: int = 0) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+        self.total = total or len(self.problems)
+
+
+__all__ = sorted([*__all__, "CsvFormatError", "SourcePathError"])
