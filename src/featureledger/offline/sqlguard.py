@@ -201,9 +201,6 @@ def _clauses(node: dict[str, Any]) -> list[str]:
 @functools.lru_cache(maxsize=1024)
 def _analyse_expression(text: str) -> _Analysis:
     try:
-        if len(text) > MAX_EXPRESSION_CHARS:
-            raise _Refused(f"it is {len(text):,} characters long (at most "
-                           f"{MAX_EXPRESSION_CHARS:,})")
         if not text.strip():
             raise _Refused("it is empty")
         sql = f"SELECT (\n{text}\n)"
@@ -368,7 +365,9 @@ def check_expression(text: str, what: str, error: type[FeatureLedgerError],
     :attr:`Expression.columns` spells them as ``columns`` does."""
     if not isinstance(text, str):
         raise error(f"{what} must be SQL text, not {type(text).__name__}")
-    found = _analyse_expression(text)
+    # measured before the cache, which must never keep a huge text
+    found = (_analyse_expression(text) if len(text) <= MAX_EXPRESSION_CHARS else _Analysis(
+        f"it is {len(text):,} characters long (at most {MAX_EXPRESSION_CHARS:,})"))
     label = f"{what} {shorten(text, 120)}"
     if found.problem is not None:
         raise error(f"{label} is refused: {found.problem}. Write one SQL expression over "
@@ -389,8 +388,6 @@ def check_expression(text: str, what: str, error: type[FeatureLedgerError],
 @functools.lru_cache(maxsize=64)
 def _analyse_query(sql: str, relations: frozenset[str]) -> str | None:
     try:
-        if len(sql) > MAX_QUERY_CHARS:
-            raise _Refused(f"it is {len(sql):,} characters long (at most {MAX_QUERY_CHARS:,})")
         statements = _statements(sql)
         if len(statements) != 1:
             others = sorted({s.type.name for s in statements} - {"SELECT"})
@@ -413,7 +410,9 @@ def check_query(sql: str, what: str, relations: Collection[str],
     table function and no denied function; else ``error`` naming ``what`` and why."""
     if not isinstance(sql, str):
         raise error(f"{what} must be SQL text, not {type(sql).__name__}")
-    problem = _analyse_query(sql, frozenset(r.lower() for r in relations))
+    problem = (_analyse_query(sql, frozenset(r.lower() for r in relations))
+               if len(sql) <= MAX_QUERY_CHARS else
+               f"it is {len(sql):,} characters long (at most {MAX_QUERY_CHARS:,})")
     if problem is not None:
         raise error(f"{what} is refused: {problem}. Write one SELECT over "
                     f"{', '.join(sorted(relations))}")
