@@ -262,7 +262,7 @@ def test_migration_payloads_are_refused(store, outside) -> None:
 ], ids=["ts_from", "ts_copy", "created_copy", "created_space", "join_key", "entity",
         "long_name"])
 def test_crafted_names_are_refused_when_the_definition_is_made(overrides) -> None:
-    with pytest.raises(DefinitionError, match="is not valid|is too long") as exc:
+    with pytest.raises(DefinitionError, match=r"is not valid|is too long") as exc:
         trips(**overrides)
     assert len(str(exc.value)) < 400  # the name is shown cut, not whole
 
@@ -276,7 +276,7 @@ def test_a_long_view_name_is_a_clear_definition_error() -> None:
 
 def test_column_map_targets_follow_the_name_rule(store, outside) -> None:
     df = frame().rename(columns={"n": "trips_n"})
-    with pytest.raises(IngestionError, match="column map target name .* is not valid"):
+    with pytest.raises(IngestionError, match=r"column map target name .* is not valid"):
         store.ingest("trips", df, column_map={"trips_n": "n\" FROM read_csv('x') --"})
     assert store.commits() == []
 
