@@ -153,6 +153,7 @@ def test_filter_payloads_are_refused(store, outside, name) -> None:
 def test_filter_payloads_are_refused_by_the_cli(repo, outside) -> None:
     run_cli("init", "cli", cwd=repo)
     cli_repo = repo / "cli"
+    run_cli("apply", cwd=cli_repo)
     payloads = _payloads(outside)
     for name in ("from_read_csv", "copy_stacked", "attach_stacked", "read_text_call",
                  "install_stacked"):
@@ -341,6 +342,7 @@ def test_relative_paths_are_relative_to_the_repository(store, repo, tmp_path,
 @pytest.mark.e2e
 def test_the_cli_refuses_paths_outside_the_repository(repo, outside) -> None:
     run_cli("init", "cli", cwd=repo)
+    run_cli("apply", cwd=repo / "cli")
     proc = run_cli("ingest", "driver_stats", "../../outside/canary.csv", cwd=repo / "cli",
                    code=2)
     assert "error (source_path_not_allowed)" in proc.stderr

@@ -212,6 +212,8 @@ def _analyse_expression(text: str) -> _Analysis:
         if statements[0].type.name != "SELECT":
             raise _Refused(f"it is a {statements[0].type.name} statement, not an expression")
         tree = _serialize(sql)
+        if len(tree["statements"]) != 1:  # the count above says so too; the tree decides
+            raise _Refused(f"it holds {len(tree['statements'])} statements, not one expression")
         node = tree["statements"][0]["node"]
         items = node.get("select_list") or []
         if _shape(tree) != _template():
