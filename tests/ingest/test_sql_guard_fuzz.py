@@ -51,10 +51,42 @@ def _pieces(root: Path) -> list[str]:
     ]
 
 
+def _reaching(root: Path) -> list[str]:
+    """Well-formed expressions that read or write files when nothing stops them."""
+    canary, target = (root / "canary.csv").as_posix(), (root / "made").as_posix()
+    return [
+        f"(SELECT count(*) FROM read_csv('{canary}'))",
+        f"(SELECT count(*) FROM '{canary}')",
+        f"(SELECT max(content) FROM read_text('{canary}'))",
+        f"(SELECT max(b) FROM read_csv_auto('{canary}'))",
+        f"EXISTS (SELECT * FROM read_csv('{canary}'))",
+        f"n IN (SELECT b FROM read_csv('{canary}'))",
+        f"TRUE); COPY (SELECT 1) TO '{target}.csv'; SELECT (TRUE",
+        f"TRUE) FROM read_csv('{canary}') WHERE (TRUE",
+    ]
+
+
+def expressions(root: Path) -> st.SearchStrategy[str]:
+    """Expressions from a small grammar whose leaves include the reaching ones, so many
+    candidates parse and some would reach the files if the guard let them through."""
+    leaf = st.sampled_from(["n", "city", "1", "'ams'", "NULL", "TRUE", *_reaching(root)])
+    return st.recursive(leaf, lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from([" > ", " = ", " + ", " AND ", " OR ", " || "]),
+                  inner).map("".join),
+        inner.map(lambda e: f"({e})"),
+        inner.map(lambda e: f"NOT {e}"),
+        inner.map(lambda e: f"coalesce({e}, 0)"),
+        inner.map(lambda e: f"CASE WHEN {e} THEN 1 ELSE 0 END"),
+    ), max_leaves=6)
+
+
 def fragments(root: Path) -> st.SearchStrategy[str]:
     token = st.sampled_from(_pieces(root)) | st.text(
         alphabet="abn1 ()';,\"-*/<>=|", min_size=1, max_size=6)
-    return st.lists(token, min_size=1, max_size=12).map(" ".join)
+    garbage = st.lists(token, min_size=1, max_size=12).map(" ".join)
+    # well-formed, garbage, and well-formed with garbage around it
+    return st.one_of(expressions(root), garbage,
+                     st.tuples(garbage, expressions(root), garbage).map(" ".join))
 
 
 ROWS = pa.table({"n": pa.array([1, 2, None], pa.int64()),
