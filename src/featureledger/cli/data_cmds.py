@@ -120,7 +120,8 @@ def register(app: typer.Typer) -> None:
     def ingest(
         view: str = typer.Argument(..., help="Feature view name (NAME or NAME@VERSION)."),
         path: str | None = typer.Argument(
-            None, help="Parquet/CSV file, folder or glob; default: the view's own source."),
+            None, help="Parquet/CSV file, folder or glob, relative to the repository; "
+                       "default: the view's own source."),
         mode: str = typer.Option("strict", "--mode",
                                  help="strict: any invalid row rejects the commit; "
                                       "drop_invalid: commit the valid rows."),
@@ -133,7 +134,8 @@ def register(app: typer.Typer) -> None:
                                           help="Rename an input column: --map src=field "
                                                "(--map src= drops it). Repeatable."),
         filter_sql: str | None = typer.Option(None, "--filter",
-                                              help="DuckDB SQL boolean selecting input rows."),
+                                              help="One DuckDB SQL boolean expression selecting "
+                                                   "input rows."),
         run_id: str | None = typer.Option(None, "--run-id", help="Attribute to this run."),
         repo: Path = RepoOption,
         as_json: bool = JsonOption,

@@ -211,9 +211,11 @@ class IngestionService:
 
         ``data``: pandas / Polars DataFrame, Arrow Table or RecordBatchReader, a Parquet/CSV
         path or glob, or None for the view's own file source. ``column_map`` renames
-        (``{"src": "field"}``) or drops (``{"src": None}``) input columns; ``filter`` is a
-        DuckDB SQL boolean selecting the input rows to ingest (rows it drops are not
-        validated). ``mode="strict"`` rejects the whole commit on any invalid row (raises
+        (``{"src": "field"}``) or drops (``{"src": None}``) input columns; ``filter`` is one
+        DuckDB SQL boolean expression selecting the input rows to ingest (rows it drops are
+        not validated), checked by :mod:`featureledger.offline.sqlguard` and run on the
+        sandbox. A relative path is relative to the repository; files outside it are read
+        only under ``sources.allowed_prefixes``. ``mode="strict"`` rejects the whole commit on any invalid row (raises
         :class:`ValidationFailedError` with ``.report``); ``"drop_invalid"`` commits the
         valid rows and stores the others, with their reasons, as the rejected set. The
         run is ``run_id`` or the active run.

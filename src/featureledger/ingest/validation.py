@@ -28,7 +28,8 @@ Rules, each reported with its failure count and the first failing rows:
     later one supersedes (:func:`superseded_rows`) is dropped and counted in the report,
     so this rule then has nothing to find.
 ``check:<name>``
-    a row check of the view (a DuckDB SQL boolean over the row) is false. A NULL result
+    a row check of the view (one DuckDB SQL boolean expression over the row, accepted by
+    :mod:`featureledger.offline.sqlguard`; an unsafe one refuses the ingestion) is false. A NULL result
     fails too, unless one of the nullable fields the expression names is null in that row
     (a missing optional value cannot break a cross-field rule); so ``min_fare <=
     max_fare`` passes when the nullable ``max_fare`` is null, and fails when a
