@@ -28,7 +28,6 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── IncompatibleChangeError                         apply refused by a compatibility mode
     ├── ValidationFailedError                           strict ingestion rejected
     ├── IngestionError                                  data could not be read / mapped
-    │   └── CsvFormatError                              CSV lines that are not one record each
     ├── RetrievalError                                  a retrieval request cannot be answered
     ├── ReproductionError                               a dataset cannot be rebuilt exactly
     ├── TrackingError                     (ValueError)  invalid run / model / deployment input
@@ -37,7 +36,6 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     │   ├── CommitFileError                             a commit's file is missing or unreadable
     │   └── BackendUnavailableError                     a server did not answer (transient)
     ├── AccessDeniedError             (PermissionError)
-    │   └── SourcePathError                             a source path outside the allowed places
     ├── StateError                                      operation not valid in this state
     └── ProjectScopeError                               a registry query missed its project (a bug)
 
@@ -269,6 +267,8 @@ __all__ = [
 
 
 # -- input hardening: source paths, strict CSV ---------------------------------------------
+# (in the tree above: SourcePathError under AccessDeniedError, CsvFormatError under
+# IngestionError; kept here, at the end, so parallel edits of this file merge cleanly)
 class SourcePathError(AccessDeniedError):
     """A source path leads outside the repository to a place no configured prefix allows
     (``sources.allowed_prefixes`` in featureledger.yaml); nothing was read."""
