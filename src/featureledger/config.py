@@ -208,6 +208,22 @@ class ServingConfig(_Config):
     """Oldest buffered push age (seconds) that triggers a flush on the next push."""
 
 
+class SourcesConfig(_Config):
+    allowed_prefixes: list[str] = Field(default_factory=list)
+    """Folders outside the repository whose files may be ingested (absolute, ``~/...``,
+    or relative to the repository, e.g. ``../shared-data``). Any other path outside the
+    repository, however it is written (``..``, a symbolic link), is refused."""
+
+
+class BoundsConfig(_Config):
+    value_chars: int = Field(default=200, ge=8, le=100_000)
+    """Characters of a data value shown in an error message, a validation report sample
+    or the CLI; a longer value is cut and its full length shown beside it."""
+    profile_chars: int = Field(default=200, ge=8, le=100_000)
+    """Characters kept of a string in a commit's statistics profile (min, max, top
+    values); the full length of a value that was cut is recorded beside it."""
+
+
 class ServerConfig(_Config):
     host: str = "127.0.0.1"
     port: int = 6566
@@ -228,6 +244,8 @@ class ProjectConfig(_Config):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    bounds: BoundsConfig = Field(default_factory=BoundsConfig)
     root: Path = Field(default=Path("."), exclude=True)
     """Folder of the config file; relative paths resolve against it."""
 

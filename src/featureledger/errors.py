@@ -353,3 +353,33 @@ __all__ = [
     "ValidationFailedError",
     "ValueTooLongError",
 ]
+
+
+# -- input hardening: source paths, strict CSV ---------------------------------------------
+# (in the tree above: SourcePathError under AccessDeniedError, CsvFormatError under
+# IngestionError; kept here, at the end, so parallel edits of this file merge cleanly)
+class SourcePathError(AccessDeniedError):
+    """A source path leads outside the repository to a place no configured prefix allows
+    (``sources.allowed_prefixes`` in featureledger.yaml); nothing was read."""
+
+    code = "source_path_not_allowed"
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CsvFormatError(IngestionError):
+    """A CSV file has lines that are not one record each (a stray quote, a wrong number of
+    fields); ``problems`` lists them (``{"file", "line", "problem"}``, the first ones)."""
+
+    code = "csv_format_error"
+
+    def __init__(self, message: str, problems: list[dict[str, object]] | None = None,
+                 total: int = 0) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+        self.total = total or len(self.problems)
+
+
+__all__ = sorted([*__all__, "CsvFormatError", "SourcePathError"])

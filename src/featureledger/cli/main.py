@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from featureledger.cli.common import err_console
+from featureledger.cli.common import err_console, show_message
 
 # Modules that add commands, in help order.
 COMMAND_MODULES = [
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except FeatureLedgerError as exc:
         if debug:
             raise
-        _error(exc.code, str(exc))
+        # the message may quote data: cut and escaped, never read as markup
+        _error(exc.code, show_message(str(exc)))
         return 2 if exc.code != "validation_failed" else 3
     except typer.Exit as exc:
         return exc.exit_code
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return code
         if debug:
             raise
-        err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc}\n"
+        err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: "
+                          f"{show_message(str(exc))}\n"
                           "Run again with --debug for the traceback, and please report it.")
         return 1
     return 0

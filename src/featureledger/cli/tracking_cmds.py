@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
+from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
 from featureledger.model.timeutil import from_us
 
 
@@ -22,7 +22,7 @@ def _fmt(v: Any) -> str:
         return "-"
     if isinstance(v, float):
         return f"{v:.6g}"
-    return str(v)
+    return show(v)
 
 
 def _tracking(store: Any) -> Any:

@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING
 
 from featureledger.errors import DefinitionError, RetrievalError, ValidationFailedError
 from featureledger.events import CommitCompleted
+from featureledger.model.bounds import first_line
 from featureledger.model.ids import new_id
 from featureledger.offline.engine import ViewScan, sandboxed_connection, single_select
+from featureledger.offline.sqlguard import check_query
 from featureledger.registry.commits import require_sealed
 from featureledger.registry.lineage_edges import MIGRATED
 
@@ -103,17 +105,24 @@ class ApplyService:
              migrations: Mapping[str, str] | None = None) -> Plan:
         """What ``apply`` would do, with every change classified and, for each new
         feature-view version, where its data comes from (``PlanItem.notes``)."""
-        return self.ctx.registry.definitions.plan(
+        check_row_checks_safe(definitions)
+        plan = self.ctx.registry.definitions.plan(
             definitions, migrating=self._checked(migrations))
+        check_planned_views(plan)
+        return plan
 
     def apply(self, definitions: list[Definition], *, allow_breaking: str | None = None,
               migrations: Mapping[str, str] | None = None) -> Plan:
         """Apply ``definitions`` atomically; ``migrations`` maps a view name to the SQL
         that fills its new version from the previous version's rows (relation ``old``)."""
+        check_row_checks_safe(definitions)
         sql = self._checked(migrations)
         migrated: list[CommitRecord] = []
 
         def migrate(conn: Connection, plan: Plan) -> None:
+            # the views are complete here (join keys from their entities): a check that
+            # names no column of its view, or does not bind, refuses the whole apply
+            check_planned_views(plan)
             for item in plan.items:
                 if item.kind == "feature_view" and item.name in sql:
                     if not item.migration:
@@ -126,7 +135,7 @@ class ApplyService:
 
         plan = self.ctx.registry.definitions.apply(
             definitions, allow_breaking=allow_breaking, migrating=sql,
-            within=migrate if sql else None)
+            within=migrate)
         for record in migrated:  # visible now that the transaction committed
             self.ctx.events.emit(CommitCompleted(commit=record, source="migration"))
         self._follow_online(plan)
@@ -139,9 +148,11 @@ class ApplyService:
                 raise DefinitionError(f"the migration of {view!r} is empty; give one SELECT "
                                       "over the relation 'old'")
             try:
-                out[view] = single_select(text, f"the migration of {view!r}")
+                single_select(text, f"the migration of {view!r}")
             except RetrievalError as exc:
                 raise DefinitionError(str(exc)) from None
+            out[view] = check_query(text, f"the migration of {view!r}", ["old"],
+                                    DefinitionError)
         return out
 
     # -- migrations -----------------------------------------------------------------------
@@ -209,7 +220,7 @@ class ApplyService:
             except duckdb.Error as exc:
                 raise DefinitionError(
                     f"the migration SQL failed on the rows of {commit_id} ({old}): "
-                    f"{str(exc).splitlines()[0][:300]}. It runs over the relation 'old' "
+                    f"{first_line(exc)}. It runs over the relation 'old' "
                     "(the previous version's columns) and must return the new version's "
                     "columns") from None
         finally:
@@ -237,3 +248,54 @@ class ApplyService:
             if done is not None:
                 item.notes.append(f"{name}@{new} materialized online as far as "
                                   f"{name}@{old} was ({done} keys)")
+
+
+# -- row checks at apply ----------------------------------------------------------------------
+def check_row_checks_safe(definitions: list[Definition]) -> None:
+    """Refuse, before anything is planned, a view whose row check is not one expression the
+    SQL guard accepts (a DefinitionError naming the view, the check and what is wrong)."""
+    from featureledger.model.definitions import FeatureView
+    from featureledger.offline.sqlguard import check_expression
+
+    for d in definitions:
+        if isinstance(d, FeatureView):
+            for chk in d.checks:
+                check_expression(chk.expr, f"feature view {d.name!r}, row check "
+                                           f"{chk.name!r}:", DefinitionError)
+
+
+def check_planned_views(plan: Plan) -> None:
+    """Every new feature-view version of ``plan`` with row checks: each names only the
+    view's columns and binds on them to a boolean (checked on an empty table of the
+    view's schema, on the sandbox), else a DefinitionError."""
+    for item in plan.items:
+        if item.kind == "feature_view" and item.action not in ("unchanged", "docs_update") \
+                and item.definition is not None and item.definition.checks:
+            bind_row_checks(item.definition)
+
+
+def bind_row_checks(view: FeatureView) -> None:
+    """Bind every row check of ``view`` on an empty table of its stored schema."""
+    import duckdb
+
+    from featureledger.ingest.casting import stored_schema
+    from featureledger.ingest.validation import row_check
+
+    con = sandboxed_connection()
+    try:
+        con.register("_v", stored_schema(view).empty_table())
+        for chk in view.checks:
+            expr = row_check(view, chk.name, chk.expr, DefinitionError)
+            try:
+                kind = str(con.sql(f"SELECT {expr.sql} AS ok FROM _v").types[0])
+            except duckdb.Error as exc:
+                raise DefinitionError(
+                    f"row check {chk.name!r} of feature view {view.name!r} cannot be "
+                    f"evaluated: {first_line(exc)}. A row check is a DuckDB SQL boolean over "
+                    "the view's columns") from None
+            if kind not in ("BOOLEAN", '"NULL"', "NULL"):
+                raise DefinitionError(
+                    f"row check {chk.name!r} of feature view {view.name!r} is of type "
+                    f"{kind}, not a boolean; write a condition, e.g. 'min_fare <= max_fare'")
+    finally:
+        con.close()

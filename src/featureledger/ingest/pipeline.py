@@ -21,6 +21,7 @@ at all.
 
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,8 +55,11 @@ from featureledger.ingest.validation import (
     superseded_rows,
     validate,
 )
+from featureledger.model.bounds import first_line, shorten
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
+from featureledger.offline.engine import sandboxed_connection
+from featureledger.offline.sqlguard import check_expression
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
 from featureledger.registry.commits import PENDING_STATUS, CommitRecord
 
@@ -131,18 +135,20 @@ def _rejection_message(ref: str, report: ValidationReport) -> str:
 
 def _apply_filter(table: pa.Table, rows: np.ndarray, sql: str
                   ) -> tuple[pa.Table, np.ndarray]:
+    """The rows of ``table`` for which ``sql`` (one expression, checked by the SQL guard)
+    is true, evaluated on the sandbox over nothing but these rows."""
     import duckdb
     import pyarrow as pa
 
-    con = duckdb.connect()
+    expr = check_expression(sql, "filter", IngestionError, columns=table.column_names)
+    con = sandboxed_connection()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         con.register("_in", table.append_column(ROW_COLUMN, pa.array(rows, pa.int64())))
         try:
-            kept = con.sql(f"SELECT {ROW_COLUMN} FROM _in WHERE ({sql})").to_arrow_table()
+            kept = con.sql(f"SELECT {ROW_COLUMN} FROM _in WHERE {expr.sql}").to_arrow_table()
         except duckdb.Error as exc:
             raise IngestionError(
-                f"filter {sql!r} cannot be evaluated: {str(exc).splitlines()[0]}. Write a "
+                f"filter {shorten(sql, 120)} cannot be evaluated: {first_line(exc)}. Write a "
                 "DuckDB SQL boolean over the input columns (after the column map)."
             ) from None
     finally:
@@ -212,9 +218,11 @@ class IngestionService:
 
         ``data``: pandas / Polars DataFrame, Arrow Table or RecordBatchReader, a Parquet/CSV
         path or glob, or None for the view's own file source. ``column_map`` renames
-        (``{"src": "field"}``) or drops (``{"src": None}``) input columns; ``filter`` is a
-        DuckDB SQL boolean selecting the input rows to ingest (rows it drops are not
-        validated). ``mode="strict"`` rejects the whole commit on any invalid row (raises
+        (``{"src": "field"}``) or drops (``{"src": None}``) input columns; ``filter`` is one
+        DuckDB SQL boolean expression selecting the input rows to ingest (rows it drops are
+        not validated), checked by :mod:`featureledger.offline.sqlguard` and run on the
+        sandbox. A relative path is relative to the repository; files outside it are read
+        only under ``sources.allowed_prefixes``. ``mode="strict"`` rejects the whole commit on any invalid row (raises
         :class:`ValidationFailedError` with ``.report``); ``"drop_invalid"`` commits the
         valid rows and stores the others, with their reasons, as the rejected set. The
         run is ``run_id`` or the active run.
@@ -237,6 +245,9 @@ class IngestionService:
         if duplicates not in DUPLICATES:
             raise IngestionError(f"duplicates={duplicates!r} is not known; use 'reject' (every "
                                  "row of a duplicate group fails) or 'keep_last'")
+        if filter is not None:
+            # refused before anything is read; the columns are checked once they are known
+            check_expression(filter, "filter", IngestionError)
         rec = self._registry.definitions.view(view, version)
         if rec.status == "retired":
             raise StateError(
@@ -263,8 +274,11 @@ class IngestionService:
         fv = rec.definition
         timings: dict[str, float] = {}
         t = time.perf_counter()
+        config = self.ctx.config
         inp = read_input(data, fv, source_name=source_name, digest=False,
-                         base=self.ctx.config.root, text_types=_csv_types(fv, column_map))
+                         base=config.root, allowed_prefixes=config.sources.allowed_prefixes,
+                         text_types=_csv_types(fv, column_map),
+                         bad_lines="error" if mode == "strict" else "skip")
         timings["read"] = time.perf_counter() - t
         with ThreadPoolExecutor(max_workers=2) as pool:
             # hashing in-memory input overlaps validation, and profiling overlaps the
@@ -297,6 +311,9 @@ class IngestionService:
             raise IngestionError(
                 f"nothing to ingest into {rec.ref}: the input has no rows"
                 + (" after the filter" if filter_sql else "")
+                + (f" ({inp.unparsed_count} line(s) could not be parsed, e.g. line "
+                   f"{inp.unparsed[0]['line']} of {inp.unparsed[0]['file']}: "
+                   f"{inp.unparsed[0]['problem']})" if inp.unparsed_count else "")
             )
         conformed = conform(table, fv, nan_marks_missing=_mapped(inp.nan_marks_missing,
                                                                  column_map))
@@ -314,9 +331,12 @@ class IngestionService:
                 _take(conformed, keep)
         timings["shape"] = time.perf_counter() - t
         t = time.perf_counter()
-        outcome = validate(conformed, fv, raw=table, row_numbers=rows, mode=mode)
+        bounds = self.ctx.config.bounds
+        outcome = validate(conformed, fv, raw=table, row_numbers=rows, mode=mode,
+                           value_chars=bounds.value_chars)
         report = outcome.report
         report.duplicates = duplicates
+        report.rows_unparsed, report.unparsed = inp.unparsed_count, list(inp.unparsed)
         if superseded is not None:
             report.rows_superseded = int(superseded.sum())
             report.rows_checked += report.rows_superseded
@@ -340,7 +360,8 @@ class IngestionService:
             rejected = (table.filter(bad)
                         .append_column(ROW_COLUMN, pa.array(rows[outcome.bad]))
                         .append_column("_reasons", outcome.reasons))
-        profiling = pool.submit(_timed, profile_table, good)
+        profiling = pool.submit(_timed, functools.partial(
+            profile_table, string_chars=bounds.profile_chars), good)
         ts = pc.min_max(good.column(fv.timestamp_field).cast(pa.int64()))
         t = time.perf_counter()
         record = self._commit(rec, commit_id, good, rejected, report=report,

@@ -174,11 +174,25 @@ class OfflineEngine(Protocol):
 
 
 def quote_ident(name: str) -> str:
+    """The one way an identifier enters SQL: double-quoted, inner quotes doubled (names
+    are validated by :func:`featureledger.model.definitions.check_name` before that).
+
+    >>> quote_ident('fare')
+    '"fare"'
+    """
     return '"' + name.replace('"', '""') + '"'
 
 
-def _quote_str(value: str) -> str:
+def quote_string(value: str) -> str:
+    """The one way a text value enters SQL: single-quoted, inner quotes doubled.
+
+    >>> quote_string("it's")
+    "'it''s'"
+    """
     return "'" + value.replace("'", "''") + "'"
+
+
+_quote_str = quote_string
 
 
 def sql_literal(value: Any, dtype: str) -> str:
