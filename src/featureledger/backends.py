@@ -32,7 +32,7 @@ BACKENDS: dict[str, dict[str, tuple[str, str | None]]] = {
         "parquet": ("featureledger.offline.storage:ParquetOfflineStore", None),
     },
     "offline_engine": {
-        "duckdb": ("featureledger.offline.engine:DuckDBEngine", None),
+        "duckdb": ("featureledger.offline.duckdb:DuckDBEngine", None),
     },
     "online_store": {
         "sqlite": ("featureledger.online.sqlite:SqliteOnlineStore", None),

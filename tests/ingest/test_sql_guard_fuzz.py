@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featureledger.errors import IngestionError
-from featureledger.offline.engine import sandboxed_connection
-from featureledger.offline.sqlguard import check_expression
+from featureledger.offline.duckdb.guard import check_expression
+from featureledger.offline.duckdb.sandbox import sandboxed_connection
 
 SECRET = "FUZZ-CANARY-51c"
 

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING
 
 from featureledger.errors import DefinitionError, RetrievalError, ValidationFailedError
 from featureledger.events import CommitCompleted
-from featureledger.model.bounds import first_line
 from featureledger.model.ids import new_id
-from featureledger.offline.engine import ViewScan, sandboxed_connection, single_select
-from featureledger.offline.sqlguard import check_query
+from featureledger.offline.duckdb.guard import check_query
+from featureledger.offline.duckdb.sandbox import SandboxError, query, result_types, single_select
+from featureledger.offline.engine import ViewScan
 from featureledger.registry.commits import require_sealed
 from featureledger.registry.lineage_edges import MIGRATED
 
@@ -210,21 +210,13 @@ class ApplyService:
         return records
 
     def _run_sql(self, sql: str, rows: pa.Table, old: str, commit_id: str) -> pa.Table:
-        import duckdb
-
-        con = sandboxed_connection()
         try:
-            con.register("old", rows)
-            try:
-                return con.sql(sql).to_arrow_table()
-            except duckdb.Error as exc:
-                raise DefinitionError(
-                    f"the migration SQL failed on the rows of {commit_id} ({old}): "
-                    f"{first_line(exc)}. It runs over the relation 'old' "
-                    "(the previous version's columns) and must return the new version's "
-                    "columns") from None
-        finally:
-            con.close()
+            return query(sql, {"old": rows})
+        except SandboxError as exc:
+            raise DefinitionError(
+                f"the migration SQL failed on the rows of {commit_id} ({old}): "
+                f"{exc.first_line}. It runs over the relation 'old' (the previous version's "
+                "columns) and must return the new version's columns") from None
 
     # -- online ---------------------------------------------------------------------------
     def _follow_online(self, plan: Plan) -> None:
@@ -255,7 +247,7 @@ def check_row_checks_safe(definitions: list[Definition]) -> None:
     """Refuse, before anything is planned, a view whose row check is not one expression the
     SQL guard accepts (a DefinitionError naming the view, the check and what is wrong)."""
     from featureledger.model.definitions import FeatureView
-    from featureledger.offline.sqlguard import check_expression
+    from featureledger.offline.duckdb.guard import check_expression
 
     for d in definitions:
         if isinstance(d, FeatureView):
@@ -276,26 +268,20 @@ def check_planned_views(plan: Plan) -> None:
 
 def bind_row_checks(view: FeatureView) -> None:
     """Bind every row check of ``view`` on an empty table of its stored schema."""
-    import duckdb
-
     from featureledger.ingest.casting import stored_schema
     from featureledger.ingest.validation import row_check
 
-    con = sandboxed_connection()
-    try:
-        con.register("_v", stored_schema(view).empty_table())
-        for chk in view.checks:
-            expr = row_check(view, chk.name, chk.expr, DefinitionError)
-            try:
-                kind = str(con.sql(f"SELECT {expr.sql} AS ok FROM _v").types[0])
-            except duckdb.Error as exc:
-                raise DefinitionError(
-                    f"row check {chk.name!r} of feature view {view.name!r} cannot be "
-                    f"evaluated: {first_line(exc)}. A row check is a DuckDB SQL boolean over "
-                    "the view's columns") from None
-            if kind not in ("BOOLEAN", '"NULL"', "NULL"):
-                raise DefinitionError(
-                    f"row check {chk.name!r} of feature view {view.name!r} is of type "
-                    f"{kind}, not a boolean; write a condition, e.g. 'min_fare <= max_fare'")
-    finally:
-        con.close()
+    empty = {"_v": stored_schema(view).empty_table()}
+    for chk in view.checks:
+        expr = row_check(view, chk.name, chk.expr, DefinitionError)
+        try:
+            kind = result_types(f"SELECT {expr.sql} AS ok FROM _v", empty)[0]
+        except SandboxError as exc:
+            raise DefinitionError(
+                f"row check {chk.name!r} of feature view {view.name!r} cannot be "
+                f"evaluated: {exc.first_line}. A row check is a DuckDB SQL boolean over "
+                "the view's columns") from None
+        if kind not in ("BOOLEAN", '"NULL"', "NULL"):
+            raise DefinitionError(
+                f"row check {chk.name!r} of feature view {view.name!r} is of type "
+                f"{kind}, not a boolean; write a condition, e.g. 'min_fare <= max_fare'")

@@ -227,7 +227,7 @@ def _mask(arr: Any) -> np.ndarray | None:
 def _parse_text(arr: pa.ChunkedArray, dtype: str) -> pa.ChunkedArray:
     import pyarrow as pa
 
-    from featureledger.offline.engine import sandboxed_connection
+    from featureledger.offline.duckdb.sandbox import sandboxed_connection
 
     con = sandboxed_connection()
     try:

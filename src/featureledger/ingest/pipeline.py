@@ -55,11 +55,11 @@ from featureledger.ingest.validation import (
     superseded_rows,
     validate,
 )
-from featureledger.model.bounds import first_line, shorten
+from featureledger.model.bounds import shorten
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
-from featureledger.offline.engine import sandboxed_connection
-from featureledger.offline.sqlguard import check_expression
+from featureledger.offline.duckdb.guard import check_expression
+from featureledger.offline.duckdb.sandbox import SandboxError, query
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
 from featureledger.registry.commits import PENDING_STATUS, CommitRecord
 
@@ -137,22 +137,17 @@ def _apply_filter(table: pa.Table, rows: np.ndarray, sql: str
                   ) -> tuple[pa.Table, np.ndarray]:
     """The rows of ``table`` for which ``sql`` (one expression, checked by the SQL guard)
     is true, evaluated on the sandbox over nothing but these rows."""
-    import duckdb
     import pyarrow as pa
 
     expr = check_expression(sql, "filter", IngestionError, columns=table.column_names)
-    con = sandboxed_connection()
+    numbered = table.append_column(ROW_COLUMN, pa.array(rows, pa.int64()))
     try:
-        con.register("_in", table.append_column(ROW_COLUMN, pa.array(rows, pa.int64())))
-        try:
-            kept = con.sql(f"SELECT {ROW_COLUMN} FROM _in WHERE {expr.sql}").to_arrow_table()
-        except duckdb.Error as exc:
-            raise IngestionError(
-                f"filter {shorten(sql, 120)} cannot be evaluated: {first_line(exc)}. Write a "
-                "DuckDB SQL boolean over the input columns (after the column map)."
-            ) from None
-    finally:
-        con.close()
+        kept = query(f"SELECT {ROW_COLUMN} FROM _in WHERE {expr.sql}", {"_in": numbered})
+    except SandboxError as exc:
+        raise IngestionError(
+            f"filter {shorten(sql, 120)} cannot be evaluated: {exc.first_line}. Write a "
+            "DuckDB SQL boolean over the input columns (after the column map)."
+        ) from None
     keep = np.zeros(table.num_rows, dtype=bool)
     keep[np.searchsorted(rows, kept.column(0).to_numpy())] = True
     return table.filter(pa.array(keep)), rows[keep]
@@ -220,7 +215,7 @@ class IngestionService:
         path or glob, or None for the view's own file source. ``column_map`` renames
         (``{"src": "field"}``) or drops (``{"src": None}``) input columns; ``filter`` is one
         DuckDB SQL boolean expression selecting the input rows to ingest (rows it drops are
-        not validated), checked by :mod:`featureledger.offline.sqlguard` and run on the
+        not validated), checked by :mod:`featureledger.offline.duckdb.guard` and run on the
         sandbox. A relative path is relative to the repository; files outside it are read
         only under ``sources.allowed_prefixes``. ``mode="strict"`` rejects the whole commit on any invalid row (raises
         :class:`ValidationFailedError` with ``.report``); ``"drop_invalid"`` commits the

@@ -146,7 +146,8 @@ def _temporal(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
 
 
 def _distinct(table: pa.Table, names: list[str]) -> dict[str, int]:
-    from featureledger.offline.engine import quote_ident, sandboxed_connection
+    from featureledger.offline.duckdb.sandbox import sandboxed_connection
+    from featureledger.offline.engine import quote_ident
 
     if not names or table.num_rows == 0:
         return dict.fromkeys(names, 0)

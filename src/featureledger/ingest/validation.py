@@ -29,7 +29,7 @@ Rules, each reported with its failure count and the first failing rows:
     so this rule then has nothing to find.
 ``check:<name>``
     a row check of the view (one DuckDB SQL boolean expression over the row, accepted by
-    :mod:`featureledger.offline.sqlguard`; an unsafe one refuses the ingestion) is false. A NULL result
+    :mod:`featureledger.offline.duckdb.guard`; an unsafe one refuses the ingestion) is false. A NULL result
     fails too, unless one of the nullable fields the expression names is null in that row
     (a missing optional value cannot break a cross-field rule); so ``min_fare <=
     max_fare`` passes when the nullable ``max_fare`` is null, and fails when a
@@ -56,8 +56,9 @@ from featureledger.errors import FeatureLedgerError, IngestionError
 from featureledger.ingest.casting import Conformed, StoredColumn, stored_columns
 from featureledger.model.bounds import VALUE_CHARS, bounded_value, cut, first_line, shorten
 from featureledger.model.types import FLOAT_DTYPES, NUMERIC_DTYPES
-from featureledger.offline.engine import quote_ident, quote_string, sandboxed_connection
-from featureledger.offline.sqlguard import check_expression
+from featureledger.offline.duckdb.guard import check_expression
+from featureledger.offline.duckdb.sandbox import sandboxed_connection
+from featureledger.offline.engine import quote_ident, quote_string
 
 if TYPE_CHECKING:
     import duckdb
@@ -253,7 +254,7 @@ def _range_pred(col: StoredColumn, lo: Any, hi: Any) -> str:
 def row_check(view: FeatureView, name: str, expr: str,
               error: type[FeatureLedgerError] = IngestionError) -> Any:
     """A row check of ``view`` through the SQL guard: one expression over the view's
-    stored columns (an :class:`~featureledger.offline.sqlguard.Expression`), else
+    stored columns (an :class:`~featureledger.offline.duckdb.guard.Expression`), else
     ``error`` saying what is wrong."""
     return check_expression(expr, f"feature view {view.name!r}, row check {name!r}:", error,
                             columns=[c.name for c in stored_columns(view)])

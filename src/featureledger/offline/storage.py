@@ -295,41 +295,6 @@ def require_commit_files(root: Path, commits: Iterable[CommitRecord]) -> None:
                 raise commit_file_error(root, c, rel, problem)
 
 
-def _driver_errors(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the errors it was raised from (the engine re-raises DuckDB's errors as
-    its own, ``from None``: the original stays in ``__context__``)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
-def _named_file(exc: BaseException, paths: dict[str, tuple[CommitRecord, str]]
-                ) -> tuple[CommitRecord, str, str] | None:
-    """The commit file that a DuckDB I/O or input error names."""
-    import duckdb
-
-    for e in _driver_errors(exc):
-        if isinstance(e, (duckdb.IOException, duckdb.InvalidInputException)):
-            text = str(e)
-            named = [p for p in paths if p in text]
-            if len(named) == 1:  # several would be a query excerpt, not a diagnosis
-                commit, rel = paths[named[0]]
-                return commit, rel, text.splitlines()[0] if text else type(e).__name__
-    return None
-
-
-def _may_be_damaged_data(exc: BaseException) -> bool:
-    """Whether the error could come from bytes that changed: DuckDB's I/O, input,
-    serialization and internal errors, and its bare ``Error`` (a page that no longer
-    decodes: "Out of buffer"). Binder, catalog or parser errors are about the query."""
-    import duckdb
-
-    suspects = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException,
-                duckdb.SerializationException)
-    return any(isinstance(e, suspects) or type(e) is duckdb.Error for e in _driver_errors(exc))
-
-
 def _probe(root: Path, commits: Sequence[CommitRecord], exc: BaseException
            ) -> tuple[CommitRecord, str, str] | None:
     """After a failed read: the commit file to blame, and what is wrong with it.
@@ -350,11 +315,13 @@ def _probe(root: Path, commits: Sequence[CommitRecord], exc: BaseException
                     problem = f"has an unreadable Parquet footer ({err})"
             if problem is not None:
                 return c, rel, problem
-    named = _named_file(exc, {str(root / rel): (c, rel) for c in commits for rel in c.files})
+    from featureledger.offline.duckdb.engine import may_be_damaged_data, named_file
+
+    named = named_file(exc, {str(root / rel): (c, rel) for c in commits for rel in c.files})
     if named is not None:
         commit, rel, detail = named
         return commit, rel, f"cannot be read ({detail})"
-    if _may_be_damaged_data(exc):
+    if may_be_damaged_data(exc):
         for c in commits:
             if c.files and file_digest([root / f for f in c.files])[0] != c.content_digest:
                 more = f"(or another of its {len(c.files)} files) " if len(c.files) > 1 else ""

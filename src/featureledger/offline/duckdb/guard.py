@@ -117,7 +117,7 @@ _lock = threading.Lock()
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Any:
-    from featureledger.offline.engine import sandboxed_connection
+    from featureledger.offline.duckdb.sandbox import sandboxed_connection
 
     return sandboxed_connection()
 
