@@ -16,6 +16,7 @@ from featureledger.definitions.apply import ApplyService
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.retrieval import RetrievalService
+from featureledger.online.materialization import MaterializationService
 from featureledger.online.service import OnlineService
 from featureledger.store import FeatureStore
 from featureledger.tracking.service import TrackingService
@@ -33,8 +34,8 @@ FORWARDS = {
     "get_features_in_window": (RetrievalService, "get_features_in_window"),
     "reproduce": (RetrievalService, "reproduce"),
     "get_dataset": (RetrievalService, "get_dataset"),
-    "materialize": (OnlineService, "materialize"),
-    "materialize_incremental": (OnlineService, "materialize_incremental"),
+    "materialize": (MaterializationService, "materialize"),
+    "materialize_incremental": (MaterializationService, "materialize_incremental"),
     "get_online_features": (OnlineService, "get_online_features"),
     "push": (OnlineService, "push"),
     "flush_pushes": (OnlineService, "flush"),

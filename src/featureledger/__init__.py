@@ -36,7 +36,7 @@ _LAZY = {
     "ImpactReport": "featureledger.lineage.service",
     "IngestionResult": "featureledger.ingest.pipeline",
     "LineageGraph": "featureledger.lineage.graph",
-    "MaterializeResult": "featureledger.online.service",
+    "MaterializeResult": "featureledger.online.materialization",
     "ModelVersion": "featureledger.registry.tracking_records",
     "OnlineResponse": "featureledger.online.response",
     "Plan": "featureledger.registry.definitions",
@@ -55,8 +55,8 @@ if TYPE_CHECKING:
     from featureledger.lineage.service import ImpactReport
     from featureledger.offline.dataset import TrainingDataset
     from featureledger.offline.storage import GcReport
+    from featureledger.online.materialization import MaterializeResult
     from featureledger.online.response import FeatureStatus, OnlineResponse
-    from featureledger.online.service import MaterializeResult
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
     from featureledger.registry.tracking_records import (

@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from featureledger.offline.engine import OfflineEngine
     from featureledger.offline.retrieval import RetrievalService
     from featureledger.offline.storage import GcReport, ParquetOfflineStore
+    from featureledger.online.materialization import MaterializationService, MaterializeResult
     from featureledger.online.response import OnlineResponse
-    from featureledger.online.service import MaterializeResult, OnlineService
+    from featureledger.online.service import OnlineService
     from featureledger.online.stores import OnlineStore
     from featureledger.registry import CommitRecord, DefinitionRecord, Plan, Registry
     from featureledger.registry.tracking_records import (
@@ -128,6 +129,13 @@ class FeatureStore:
         from featureledger.online.service import OnlineService
 
         return self.ctx.part(OnlineService)
+
+    @property
+    def materialization(self) -> MaterializationService:
+        """Materialization into the online store."""
+        from featureledger.online.materialization import MaterializationService
+
+        return self.ctx.part(MaterializationService)
 
     @property
     def tracking(self) -> TrackingService:
@@ -270,12 +278,13 @@ class FeatureStore:
                     views: Sequence[str] | None = None,
                     progress: bool = False) -> MaterializeResult:
         """Load the latest value per key in [start, end] into the online store."""
-        return self.online.materialize(start, end, views=views, progress=progress)
+        return self.materialization.materialize(start, end, views=views, progress=progress)
 
     def materialize_incremental(self, end: Any = None, *, views: Sequence[str] | None = None,
                                 progress: bool = False) -> MaterializeResult:
         """Load everything not yet loaded up to ``end`` (default now)."""
-        return self.online.materialize_incremental(end, views=views, progress=progress)
+        return self.materialization.materialize_incremental(end, views=views,
+                                                            progress=progress)
 
     def get_online_features(self, features: Any = None, entity_rows: Any = None, *,
                             feature_set: str | None = None, full_feature_names: bool = False,

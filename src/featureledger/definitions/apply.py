@@ -226,9 +226,9 @@ class ApplyService:
                  and not i.starts_empty and i.from_version and i.to_version]
         if not items:
             return
-        from featureledger.online.service import OnlineService
+        from featureledger.online.materialization import MaterializationService
 
-        online = self.ctx.part(OnlineService)
+        online = self.ctx.part(MaterializationService)
         for item in items:
             name, old, new = item.name, item.from_version or 1, item.to_version or 1
             try:
