@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import CsvFormatError, IngestionError, SourcePathError
+from featureledger.frames import ACCEPTED, FrameError, read_frame
 from featureledger.ingest.csvstrict import dialect, scan_csv, without_lines
 from featureledger.model.bounds import cut
 from featureledger.registry.lineage_edges import file_source_uri, frame_source_uri
@@ -96,58 +97,6 @@ def arrow_digest(table: pa.Table) -> str:
                 if buf is not None:
                     h.update(buf)
     return h.hexdigest()
-
-
-def _from_pandas(data: Any) -> tuple[pa.Table, tuple[str, ...]]:
-    """A pandas frame as Arrow, NaN kept as NaN in numpy float columns (Arrow's own
-    conversion makes it null); returns the table and the names of those columns."""
-    import numpy as np
-    import pyarrow as pa
-
-    # a named index holds data (e.g. the keys); an unnamed one is only positions
-    keep = any(name is not None for name in data.index.names)
-    try:
-        table = pa.Table.from_pandas(data, preserve_index=keep)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise IngestionError(
-            f"the pandas DataFrame cannot be converted to Arrow: {exc}. Give each "
-            "column one type (mixed object columns cannot be stored)."
-        ) from None
-    nan_columns = []
-    for i, (name, dtype) in enumerate(data.dtypes.items()):
-        # masked (Float64) and Arrow-backed columns tell NA from NaN; numpy floats cannot
-        if isinstance(dtype, np.dtype) and dtype.kind == "f":
-            values = data.iloc[:, i].to_numpy()
-            pos = table.schema.get_field_index(str(name))  # -1: not one column of that name
-            if pos >= 0 and np.isnan(values).any():
-                table = table.set_column(pos, table.field(pos),
-                                         pa.array(values, from_pandas=False))
-                nan_columns.append(str(name))
-    return table, tuple(nan_columns)
-
-
-def _from_memory(data: Any) -> tuple[pa.Table, str, tuple[str, ...]] | None:
-    import pyarrow as pa
-
-    if isinstance(data, pa.Table):
-        return data, "arrow", ()
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data]), "arrow", ()
-    if isinstance(data, pa.RecordBatchReader):
-        return data.read_all(), "arrow", ()
-    module = type(data).__module__.split(".")[0]
-    if module == "pandas":
-        import pandas as pd
-
-        if isinstance(data, pd.DataFrame):
-            table, nan_columns = _from_pandas(data)
-            return table, "pandas", nan_columns
-    if module == "polars":
-        if hasattr(data, "collect") and not hasattr(data, "to_arrow"):
-            data = data.collect()  # a LazyFrame
-        if hasattr(data, "to_arrow"):
-            return data.to_arrow(), "polars", ()
-    return None
 
 
 MAX_LISTED_LINES = 20  # lines named in a CSV error or report
@@ -411,13 +360,15 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
         if declared is not None:
             desc["declared_path"] = declared
     else:
-        got = _from_memory(data)
-        if got is None:
+        try:
+            frame = read_frame(data, scalars=False, keep_nan=True)
+        except FrameError as exc:
+            raise IngestionError(f"{exc}; nothing was written") from None
+        if frame is None:
             raise IngestionError(
-                f"cannot ingest a {type(data).__name__}; pass a pandas or Polars DataFrame, "
-                "a pyarrow Table / RecordBatchReader, or a Parquet/CSV path or glob"
-            )
-        table, kind, nan_columns = got
+                f"cannot ingest a {type(data).__name__}; pass {ACCEPTED}, or a Parquet/CSV "
+                "path or glob")
+        table, kind, nan_columns = frame.table, frame.kind, frame.nan_columns
         desc = {"kind": kind, "uri": "memory:"}  # named by its digest once that is known
     if source_name:
         desc["name"] = source_name

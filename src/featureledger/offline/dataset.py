@@ -222,21 +222,15 @@ class TrainingDataset:
         (``isna`` is True only for the null). NumPy-backed columns are one call away:
         ``ds.to_arrow().to_pandas()``.
         """
-        import pandas as pd
+        from featureledger.frames import to_pandas
 
-        # Arrow-backed rather than pandas' masked dtypes (Int64, Float64, boolean): those
-        # turn a NaN into NA and have no typed lists, bytes or dates, so the declared type
-        # and the NaN/null difference would not survive.
-        return self.to_arrow().to_pandas(types_mapper=pd.ArrowDtype)
+        return to_pandas(self.to_arrow())
 
     def to_polars(self) -> Any:
-        try:
-            import polars as pl
-        except ImportError:
-            from featureledger.errors import MissingDependencyError
+        """The rows as a Polars DataFrame (needs the ``polars`` extra)."""
+        from featureledger.frames import to_polars
 
-            raise MissingDependencyError("TrainingDataset.to_polars", "polars", "polars") from None
-        return pl.from_arrow(self.to_arrow())
+        return to_polars(self.to_arrow(), "TrainingDataset.to_polars")
 
     def to_parquet(self, path: str | Path, *, compression: str = "zstd") -> Path:
         """Write the rows to one Parquet file (the manifest goes into its key-value metadata)."""

@@ -40,6 +40,7 @@ from featureledger.errors import (
     UnknownCommitError,
 )
 from featureledger.events import DatasetCreated
+from featureledger.frames import ACCEPTED, FrameError, read_frame
 from featureledger.model.ids import new_id
 from featureledger.model.projection import ColumnSource, VersionProjection
 from featureledger.model.references import FeatureRef
@@ -144,12 +145,7 @@ def commits_overlap(commits: Sequence[CommitRecord]) -> bool:
 def _to_table(data: Any) -> pa.Table:
     """An Arrow table from pandas, Arrow, Polars, a dict of columns, a list of row dicts,
     or a Parquet/CSV path."""
-    import pyarrow as pa
 
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
     if isinstance(data, (str, Path)):
         p = Path(data)
         if not p.exists():
@@ -161,21 +157,14 @@ def _to_table(data: Any) -> pa.Table:
         import pyarrow.parquet as pq
 
         return pq.read_table(p)
-    if isinstance(data, dict):  # columns
-        return pa.table(data)
-    if isinstance(data, list) and all(isinstance(r, dict) for r in data):  # rows
-        return pa.Table.from_pylist(data)
-    mod = type(data).__module__
-    if mod.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)
-    if mod.startswith("polars"):
-        return data.to_arrow()
-    if hasattr(data, "__arrow_c_stream__"):
-        return pa.table(data)
-    raise RetrievalError(
-        f"cannot read entity rows from a {type(data).__name__}; pass a pandas or Polars "
-        "DataFrame, an Arrow table, a dict of columns, or a Parquet/CSV path"
-    )
+    try:
+        frame = read_frame(data, scalars=False)
+    except FrameError as exc:
+        raise RetrievalError(f"the entity rows cannot be read: {exc}") from None
+    if frame is None:
+        raise RetrievalError(f"cannot read entity rows from a {type(data).__name__}; pass "
+                             f"{ACCEPTED}, or a Parquet/CSV path")
+    return frame.table
 
 
 def _utc_timestamps(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import ValidationFailedError
 from featureledger.events import CommitCompleted
+from featureledger.frames import ACCEPTED, FrameError, read_frame
 from featureledger.model.definitions import FeatureView
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us
@@ -96,27 +97,16 @@ def to_view_table(view: FeatureView, rows: Any) -> pa.Table:
 
 
 def _as_arrow(rows: Any) -> pa.Table:
-    import pyarrow as pa
-
-    if isinstance(rows, pa.Table):
-        return rows
-    if isinstance(rows, pa.RecordBatch):
-        return pa.Table.from_batches([rows])
-    if isinstance(rows, dict):
-        return pa.table({k: v if isinstance(v, (list, pa.Array, pa.ChunkedArray)) else [v]
-                         for k, v in rows.items()})
-    if isinstance(rows, list):
-        if not rows:
-            raise ValidationFailedError("push got no rows; pass at least one row")
-        return pa.Table.from_pylist(rows)
-    if hasattr(rows, "to_arrow"):  # Polars
-        return rows.to_arrow()
-    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):  # pandas
-        return pa.Table.from_pandas(rows, preserve_index=False)
-    raise ValidationFailedError(
-        f"push cannot read rows of type {type(rows).__name__}; pass a list of dicts, a dict "
-        "of columns, a pandas or Polars DataFrame, or a pyarrow Table"
-    )
+    if isinstance(rows, list) and not rows:
+        raise ValidationFailedError("push got no rows; pass at least one row")
+    try:
+        frame = read_frame(rows)
+    except FrameError as exc:
+        raise ValidationFailedError(f"push rejected, nothing was written: {exc}") from None
+    if frame is None:
+        raise ValidationFailedError(
+            f"push cannot read rows of type {type(rows).__name__}; pass {ACCEPTED}")
+    return frame.table
 
 
 @dataclass

@@ -68,10 +68,14 @@ def entity_input(plan: ReadPlan, entity_rows: Any) -> tuple[list[list[str]], Any
                 )
             keysets.append(codec.encode_columns([cols[n] for n in codec.names]))
         return keysets, None, [cols.get(k) for k in plan.join_keys]
-    if hasattr(entity_rows, "to_dict") and hasattr(entity_rows, "columns"):
-        return entity_input(plan, list(entity_rows.to_dict("records")))
-    if hasattr(entity_rows, "to_pylist"):
-        return entity_input(plan, list(entity_rows.to_pylist()))
+    from featureledger.frames import FrameError, read_frame
+
+    try:
+        frame = read_frame(entity_rows, scalars=False)
+    except FrameError as exc:
+        raise RetrievalError(f"the entity rows cannot be read: {exc}") from None
+    if frame is not None:
+        return entity_input(plan, frame.table.to_pylist())
     raise RetrievalError(
         "entity_rows must be a list of dicts such as [{'driver_id': 1001}], a dict of "
         f"columns, or a DataFrame; got {type(entity_rows).__name__}"

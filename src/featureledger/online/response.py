@@ -270,6 +270,19 @@ class OnlineResponse:
                 cols[f"{name}__commit"] = pa.array(self.commits(name), type=pa.string())
         return pa.table(cols)
 
+    def to_pandas(self, *, metadata: bool = False) -> Any:
+        """The vectors as a pandas DataFrame with Arrow-backed dtypes (declared types
+        kept; with ``metadata`` also status, version and commit columns)."""
+        from featureledger.frames import to_pandas
+
+        return to_pandas(self.to_arrow(metadata=metadata))
+
+    def to_polars(self, *, metadata: bool = False) -> Any:
+        """The vectors as a Polars DataFrame (needs the ``polars`` extra)."""
+        from featureledger.frames import to_polars
+
+        return to_polars(self.to_arrow(metadata=metadata), "OnlineResponse.to_polars")
+
     def to_numpy(self, dtype: Any = None) -> Any:
         """A 2-D array: one row per entity row, one column per feature (nulls as NaN or None).
 
