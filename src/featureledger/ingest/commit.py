@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from featureledger.errors import DiskFullError, RegistryReadOnlyError
@@ -28,8 +27,6 @@ from featureledger.offline.storage import (
     WrittenFiles,
     crash_point,
 )
-from featureledger.registry import schema
-from featureledger.registry.commits import PENDING_STATUS
 from featureledger.registry.lineage_edges import (
     HAS_COMMIT,
     INGESTED,
@@ -110,13 +107,9 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
     caller's transaction rolls back with nothing left behind.
     """
     offline = ctx.offline_store
-    t = schema.commits
     written = None
     try:
-        last = conn.execute(
-            sa.select(sa.func.max(t.c.commit_time))
-            .where(ctx.registry.db.scope(t), t.c.view_name == view)
-        ).scalar()
+        last = ctx.registry.commits.last_commit_time(conn, view)
         commit_time = max(now_us(), (last or 0) + 1)
         stored = stamp(rows, commit_id, commit_time)
         written = offline.write_commit(view, version, commit_id, stored,
@@ -126,8 +119,7 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
             record = replace(record, file_manifest=written.manifest())
         uri = source_uri() if callable(source_uri) else source_uri
         if replaces_pending:  # the push's pending row becomes the committed one
-            conn.execute(t.delete().where(ctx.registry.db.scope(t), t.c.commit_id == commit_id,
-                                          t.c.status == PENDING_STATUS))
+            ctx.registry.commits.delete_pending(conn, commit_id)
         ctx.registry.commits.insert(conn, record)
         all_edges: list[tuple[str, str, str]] = [
             (view_node(view, version), commit_id, HAS_COMMIT), *(edges or [])]
@@ -161,8 +153,5 @@ def open_pending(ctx: StoreContext, record: CommitRecord) -> None:
 
 def drop_pending(ctx: StoreContext, commit_id: str) -> bool:
     """Remove a pending commit that will never land (none of its rows was acknowledged)."""
-    t = schema.commits
     with ctx.registry.db.write(bump=False) as conn:
-        n = conn.execute(t.delete().where(ctx.registry.db.scope(t), t.c.commit_id == commit_id,
-                                          t.c.status == PENDING_STATUS)).rowcount
-    return bool(n)
+        return ctx.registry.commits.delete_pending(conn, commit_id)

@@ -33,7 +33,6 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
@@ -129,16 +128,12 @@ class ChangeWatcher:
         self._next_poll = 0.0  # +inf while the poller thread runs
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        self._engine = getattr(getattr(registry, "db", None), "engine", None)
-        if self._engine is not None:
-            import sqlalchemy as sa
+        self._db = getattr(registry, "db", None)
+        if self._db is not None:
+            self._db.on_write(self._on_write)
 
-            sa.event.listen(self._engine, "commit", self._on_commit)
-
-    def _on_commit(self, conn: Any) -> None:
-        # the registry opens write transactions with begin_mode IMMEDIATE; reads are ignored
-        if conn.info.get("begin_mode") == "IMMEDIATE":
-            self._dirty = True
+    def _on_write(self) -> None:
+        self._dirty = True
 
     @property
     def generation(self) -> int | None:
@@ -195,12 +190,8 @@ class ChangeWatcher:
         poller = self._poller
         if poller is not None and poller is not threading.current_thread():
             poller.join(timeout=5)
-        if self._engine is not None:
-            import sqlalchemy as sa
-
-            # already removed, or the engine was disposed first
-            with contextlib.suppress(Exception):
-                sa.event.remove(self._engine, "commit", self._on_commit)
+        if self._db is not None:
+            self._db.remove_on_write(self._on_write)
 
 
 def _poll(ref: weakref.ref[ChangeWatcher], stop: threading.Event, interval: float) -> None:

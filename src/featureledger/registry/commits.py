@@ -223,6 +223,20 @@ class CommitRepository:
         values["row_digest"] = seal(values)
         conn.execute(schema.commits.insert().values(**values))
 
+    def last_commit_time(self, conn: Connection, view: str) -> int | None:
+        """The latest commit time of any commit of ``view`` (inside the caller's write
+        transaction, which holds the view's commit lock)."""
+        t = schema.commits
+        return conn.execute(sa.select(sa.func.max(t.c.commit_time))
+                            .where(self.db.scope(t), t.c.view_name == view)).scalar()
+
+    def delete_pending(self, conn: Connection, commit_id: str) -> bool:
+        """Remove the pending row of a push's commit (it lands, or never will)."""
+        t = schema.commits
+        n = conn.execute(t.delete().where(self.db.scope(t), t.c.commit_id == commit_id,
+                                          t.c.status == PENDING_STATUS)).rowcount
+        return bool(n)
+
     def get(self, commit_id: str) -> CommitRecord:
         t = schema.commits
         with self.db.read() as conn:

@@ -54,6 +54,18 @@ class DatasetRepository:
     def __init__(self, db: RegistryDB) -> None:
         self.db = db
 
+    def rows(self, ids: list[str]) -> dict[str, Any]:
+        """The stored rows of datasets ``ids`` by id; UnknownDatasetError names any missing."""
+        t = schema.datasets
+        with self.db.read() as conn:
+            rows = {r.dataset_id: r for r in conn.execute(
+                sa.select(t).where(self.db.scope(t), t.c.dataset_id.in_(ids)))} if ids else {}
+        missing = [d for d in ids if d not in rows]
+        if missing:
+            raise UnknownDatasetError(f"unknown dataset(s) {', '.join(missing)}; datasets come "
+                                      "from store.get_historical_features")
+        return rows
+
     def insert(self, rec: DatasetRecord) -> DatasetRecord:
         """Record a dataset, the commits it read and its lineage edges in one transaction."""
         try:

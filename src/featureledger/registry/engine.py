@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,7 @@ class RegistryDB:
     def __init__(self, url: str, *, project: str = DEFAULT_PROJECT, actor: str | None = None,
                  migrate: bool = True) -> None:
         self.url = url
+        self._write_listeners: list[Callable[[], None]] = []
         self.project = check_project_name(project)
         self.actor = actor or current_user()
         self.engine = create_registry_engine(url)
@@ -387,6 +388,17 @@ class RegistryDB:
                 raise self.translate(exc) from None
             finally:
                 conn.info.pop("begin_mode", None)
+        for listener in list(self._write_listeners):
+            listener()
+
+    def on_write(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each write transaction of this process commits (the
+        serving caches re-plan at once instead of at the next poll)."""
+        self._write_listeners.append(listener)
+
+    def remove_on_write(self, listener: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._write_listeners.remove(listener)
 
     def lock(self, conn: Connection, lock_key: str) -> None:
         """Serialise with other writers of ``lock_key`` until ``conn``'s transaction ends

@@ -312,3 +312,17 @@ class ModelRepository:
             return run(conn)
         with self.db.read() as c:
             return run(c)
+
+    def inactive_feature_versions(self, conn: Connection, model_id: str
+                                  ) -> list[tuple[str, str, str | None]]:
+        """(view@N, status, reason) of every deprecated or retired version ``model_id``
+        reads."""
+        mf, d = schema.model_features, schema.definitions
+        rows = conn.execute(
+            sa.select(mf.c.view_name, mf.c.view_version, d.c.status, d.c.status_reason)
+            .join(d, sa.and_(d.c.kind == "feature_view", d.c.name == mf.c.view_name,
+                             d.c.version == mf.c.view_version))
+            .where(self.db.scope(mf, d), mf.c.model_id == model_id,
+                   d.c.status.in_(("deprecated", "retired")))
+            .distinct().order_by(mf.c.view_name, mf.c.view_version)).all()
+        return [(f"{v}@{n}", st, why) for v, n, st, why in rows]

@@ -21,10 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from featureledger.context import current_run_id
-from featureledger.errors import StateError, TrackingError, UnknownDatasetError
+from featureledger.errors import StateError, TrackingError
 from featureledger.events import (
     DeploymentCreated,
     DeploymentEnded,
@@ -33,8 +31,6 @@ from featureledger.events import (
     RunFailed,
     RunStarted,
 )
-from featureledger.registry import schema
-from featureledger.registry.scope import scope
 from featureledger.registry.tracking_records import (
     Deployment,
     Experiment,
@@ -232,15 +228,7 @@ class TrackingService:
         return model
 
     def _datasets(self, ids: list[str]) -> dict[str, Any]:
-        t = schema.datasets
-        with self.db.read() as conn:
-            rows = {r.dataset_id: r for r in conn.execute(
-                sa.select(t).where(self.db.scope(t), t.c.dataset_id.in_(ids)))} if ids else {}
-        missing = [d for d in ids if d not in rows]
-        if missing:
-            raise UnknownDatasetError(f"unknown dataset(s) {', '.join(missing)}; datasets come "
-                                      "from store.get_historical_features")
-        return rows
+        return self.ctx.registry.datasets.rows(ids)
 
     def get_model(self, model: str) -> ModelVersion:
         """A model version by ``mdl_`` id, ``name@N``, ``name`` (latest) or ``dep_`` id."""
@@ -291,7 +279,7 @@ class TrackingService:
         with self.db.write(lock_key=f"deploy:{environment}") as conn:
             mv = self.models.get(model, conn) if not model.startswith("dep_") else \
                 self.models.get(self.models.get_deployment(model, conn).model_id, conn)
-            blocked = [(fv, st, why) for fv, st, why in _unusable(conn, mv.model_id)
+            blocked = [(fv, st, why) for fv, st, why in self.models.inactive_feature_versions(conn, mv.model_id)
                        if fv not in exceptions]
             if blocked:
                 detail = "; ".join(f"{fv} is {st}" + (f" ({why})" if why else "")
@@ -336,19 +324,6 @@ class TrackingService:
         """Usage counters (pending counts are flushed first)."""
         self.usage.flush()
         return read_usage(self.db, deployment_id)
-
-
-def _unusable(conn: Any, model_id: str) -> list[tuple[str, str, str | None]]:
-    """(view@N, status, reason) of every deprecated or retired version the model reads."""
-    mf, d = schema.model_features, schema.definitions
-    rows = conn.execute(
-        sa.select(mf.c.view_name, mf.c.view_version, d.c.status, d.c.status_reason)
-        .join(d, sa.and_(d.c.kind == "feature_view", d.c.name == mf.c.view_name,
-                         d.c.version == mf.c.view_version))
-        .where(scope(conn, mf, d), mf.c.model_id == model_id,
-               d.c.status.in_(("deprecated", "retired")))
-        .distinct().order_by(mf.c.view_name, mf.c.view_version)).all()
-    return [(f"{v}@{n}", st, why) for v, n, st, why in rows]
 
 
 def _artifact_uri(artifact: Any) -> str:
