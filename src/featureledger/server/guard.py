@@ -49,14 +49,17 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 def clip(text: str, limit: int = MAX_MESSAGE) -> str:
-    """``text`` cut to ``limit`` characters, saying how long it was.
+    """``text`` cut to about ``limit`` characters, saying how long it was; the end is kept
+    too, since a message ends with what to do.
 
-    >>> clip("abcdef", 4)
-    'abcd... (cut: 6 characters in all)'
+    >>> clip("abcdefghijklmnopqrstuvwxyz", 10)
+    'abcdefg [... 17 of 26 characters cut ...] yz'
     """
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}... (cut: {len(text)} characters in all)"
+    head, tail = limit * 3 // 4, limit // 5
+    return (f"{text[:head]} [... {len(text) - head - tail} of {len(text)} characters cut "
+            f"...] {text[len(text) - tail:]}")
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -79,7 +82,7 @@ def describe(exc: BaseException) -> tuple[int, str, str, list[tuple[bytes, bytes
     else:
         status, code = 500, "internal_error"
         message = f"the server failed: {type(exc).__name__}: {exc}; see the server log"
-    if isinstance(exc, (RequestTooLargeError, RequestTimeoutError)):
+    if isinstance(exc, (BodyTooLargeError, RequestTimeoutError)):
         headers.append((b"connection", b"close"))
     if status == 503:
         wait = getattr(exc, "retry_after_s", 1.0)
@@ -172,8 +175,13 @@ class GuardedReceive:
         self._held = 0
 
 
+class BodyTooLargeError(RequestTooLargeError):
+    """A body refused before it was read whole: its connection is closed, since what is
+    left of the body would otherwise have to be read (and thrown away) first."""
+
+
 def too_large(limit: int, got: str) -> RequestTooLargeError:
-    return RequestTooLargeError(
+    return BodyTooLargeError(
         f"the request body is too large: {got}, and this server takes at most {limit} "
         "bytes (server.max_body_bytes); send less per request (split the keys or rows)")
 
