@@ -236,7 +236,7 @@ class _Job:
     """One call on a worker thread; remembers its thread so a deadline can see where it is
     blocked, and charges its outcome to the breakers."""
 
-    __slots__ = ("args", "breakers", "charged", "fn", "needs", "thread")
+    __slots__ = ("args", "breakers", "charged", "fn", "needs", "thread", "timer")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
                  needs: tuple[CircuitBreaker, ...],
@@ -247,6 +247,7 @@ class _Job:
         self.breakers = breakers
         self.thread: int | None = None
         self.charged = False  # a failure was charged already (at the deadline)
+        self.timer: asyncio.TimerHandle | None = None  # the read's slow check, then deadline
 
     def run(self) -> Any:
         self.thread = threading.get_ident()
@@ -325,15 +326,14 @@ class WorkerPool:
         if not cut_short:
             return await done
         self._running[done] = needs
-        slow = loop.call_at(min(loop.time() + self.timeout_s / 2, deadline),
-                            self._slow, job, done)
+        # one timer per read: at half the bound it looks at the call, at the deadline it
+        # answers the request (cheaper than a timeout context on this, the hot path)
+        job.timer = loop.call_at(min(loop.time() + self.timeout_s / 2, deadline),
+                                 self._slow, job, done, deadline)
         try:
-            async with asyncio.timeout_at(deadline):
-                return await done
-        except TimeoutError:
-            raise self._missed(job) from None
+            return await done
         finally:
-            slow.cancel()
+            job.timer.cancel()
             self._running.pop(done, None)
 
     async def _wait_for_thread(self, loop: asyncio.AbstractEventLoop,
@@ -371,19 +371,27 @@ class WorkerPool:
         with contextlib.suppress(ValueError):  # already taken off by a wake-up or a failure
             self._waiting.remove(entry)
 
-    def _slow(self, job: _Job, done: asyncio.Future[Any]) -> None:
+    def _slow(self, job: _Job, done: asyncio.Future[Any], deadline: float) -> None:
         """Half the bound gone and the call still waits on a backend: that is a failure
         of the backend already (healthy ones answer in milliseconds). Charging it now,
         not at the deadline, opens the breaker while the first requests caught by a hang
         still have time left, so the requests behind them are refused at once instead of
-        each waiting out the bound."""
-        if done.done() or job.charged or job.thread is None:
+        each waiting out the bound. Then the timer is set for the deadline itself."""
+        if done.done():
             return
-        backend = backend_of_thread(job.thread)
-        breaker = self.breakers.get(backend) if backend else None
-        if breaker is not None:
-            job.charged = True
-            breaker.failure(f"no answer within {self.timeout_s / 2:g}s")
+        if not job.charged and job.thread is not None:
+            backend = backend_of_thread(job.thread)
+            breaker = self.breakers.get(backend) if backend else None
+            if breaker is not None:
+                job.charged = True
+                breaker.failure(f"no answer within {self.timeout_s / 2:g}s")
+        if done.done():  # the failure opened the breaker, which answered the request
+            return
+        job.timer = done.get_loop().call_at(deadline, self._expire, job, done)
+
+    def _expire(self, job: _Job, done: asyncio.Future[Any]) -> None:
+        if not done.done():
+            done.set_exception(self._missed(job))
 
     def _missed(self, job: _Job) -> DeadlineExceededError:
         ident = job.thread
