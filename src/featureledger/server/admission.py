@@ -281,7 +281,6 @@ class WorkerPool:
         self.timeout_s = timeout_s
         self.breakers = breakers
         self.busy = 0  # calls on threads, counting those whose request already gave up
-        self.shed = 0
         self._waiting: deque[tuple[asyncio.Future[None], tuple[CircuitBreaker, ...]]] = \
             deque()
         self._executor = ThreadPoolExecutor(max_workers=workers,
@@ -339,7 +338,6 @@ class WorkerPool:
     async def _wait_for_thread(self, loop: asyncio.AbstractEventLoop,
                                needs: tuple[CircuitBreaker, ...], deadline: float) -> None:
         if len(self._waiting) >= self.queue_size:
-            self.shed += 1
             raise ServerOverloadedError(
                 f"the server is busy: all {self.workers} {self.name} workers are taken and "
                 f"{len(self._waiting)} requests wait for them (server.queue_size); retry "
@@ -354,7 +352,6 @@ class WorkerPool:
             if slot.done() and not slot.cancelled() and slot.exception() is None:
                 self._release()  # woken in the same instant: give the thread back
             self._remove(entry)
-            self.shed += 1
             raise ServerOverloadedError(
                 f"the request waited {self.timeout_s:g}s (server.request_timeout_s) for "
                 f"one of the {self.workers} {self.name} workers without getting one; the "
