@@ -348,7 +348,14 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return Response(error_body(code, str(exc.detail)), status_code=exc.status_code,
+        path = request.url.path
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"there is no {path} on this server; the API is listed at /docs"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed on {path}; use {allowed}"
+        return Response(error_body(code, message), status_code=exc.status_code,
                         media_type="application/json", headers=exc.headers)
 
     online_schema = schemas.OnlineFeaturesRequest.model_json_schema()
