@@ -216,3 +216,30 @@ def test_error_messages_are_a_bounded_excerpt(client):
     r = client.get(f"/catalog/views/{'v' * 10_000}")
     assert r.status_code == 404 and len(r.content) < MAX_MESSAGE + 200
     assert "characters cut" in r.json()["error"]["message"]
+
+
+def test_limits_are_configured_under_server(tmp_path):
+    from featureledger.config import load_config
+    from featureledger.errors import ConfigError
+
+    cfg = load_config(tmp_path, environ={"FEATURELEDGER__SERVER__MAX_ENTITY_ROWS": "50"})
+    assert cfg.server.max_entity_rows == 50
+    assert (cfg.server.max_body_bytes, cfg.server.request_timeout_s) == (8 * 2**20, 1.0)
+    with pytest.raises(ConfigError, match="body_budget_bytes .* is below max_body_bytes"):
+        load_config(tmp_path, environ={}, overrides={"server": {"max_body_bytes": 2**27}})
+    with pytest.raises(ConfigError, match="request_timeout_s"):
+        load_config(tmp_path, environ={}, overrides={"server": {"request_timeout_s": 0}})
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    r = client.get("/nope")
+    assert r.status_code == 404 and r.json()["error"] == {
+        "code": "not_found", "message": "there is no /nope on this server; the API is "
+        "listed at /docs"}
+    r = client.delete("/features/online")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.json()["error"]["message"] == "DELETE is not allowed on /features/online; use POST"
+    r = client.post("/push/driver_stats@x", json={"rows": [_row()]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_reference"
+    r = client.post("/push/nope", json={"rows": [_row()]})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_view"
