@@ -199,8 +199,12 @@ class ServerConfig(_Config):
     """Request bodies held at once across all requests; a request that would go over it
     is refused with 503 and Retry-After (bounds the memory many large bodies can take)."""
     body_timeout_s: float = Field(default=10.0, gt=0)
-    """Time a client has to send a request's body once its headers arrived; a body still
-    incomplete then is dropped with 408 and the connection closed."""
+    """Time a client has to send a request's line and headers (from its first byte, or
+    from connecting), and again its body once the headers arrived; a request still
+    incomplete then is answered 408 and its connection closed."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Longest request line and headers; longer ones are answered 431 and the connection
+    closed."""
     max_entity_rows: int = Field(default=10_000, ge=1)
     """Entity rows (keys) in one online-features request; more are refused with 413."""
     max_push_rows: int = Field(default=10_000, ge=1)

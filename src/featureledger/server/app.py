@@ -10,8 +10,9 @@ other call runs on a bounded worker pool (:mod:`.admission`).
 What protects the server and its clients (:mod:`.guard`, :mod:`.admission`,
 :mod:`.health`; limits under ``server:`` in featureledger.yaml):
 
-* bodies are limited in size and in the time they may take to arrive (413, 408);
-  entity rows per request and rows per push are limited (413);
+* bodies are limited in size and in the time they may take to arrive (413, 408), and so
+  are request lines and headers (431, 408; :mod:`.protocol`); entity rows per request
+  and rows per push are limited (413);
 * a full worker queue sheds at once (503 + Retry-After); a backend that keeps failing has
   its circuit breaker opened, and requests that need it fail at once (503 naming it)
   until a probe or a trial request finds it answering;
@@ -495,6 +496,25 @@ def check_bind(host: str, tokens: dict[str, str]) -> None:
         )
 
 
+def uvicorn_config(app: Any, cfg: Any, *, host: str, port: int, loop: str = "auto",
+                   log_level: str = "warning") -> Any:
+    """uvicorn's settings for ``app`` under ``cfg`` (``server:``): the httptools protocol
+    with limits on request heads when httptools is installed (:mod:`.protocol`)."""
+    import importlib.util
+
+    import uvicorn
+
+    from featureledger.server.protocol import guarded_protocol
+
+    http: Any = "h11"
+    if importlib.util.find_spec("httptools"):
+        http = guarded_protocol(timeout_s=cfg.body_timeout_s,
+                                max_bytes=cfg.max_header_bytes) or "httptools"
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          loop=loop, http=http,
+                          timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S))
+
+
 def serve(store: Any, host: str | None = None, port: int | None = None, *,
           log_level: str = "warning") -> None:
     """Run the server with uvicorn until SIGTERM or SIGINT, then drain and return.
@@ -518,16 +538,14 @@ def serve(store: Any, host: str | None = None, port: int | None = None, *,
     # HTTP parser; uvicorn's pure-Python fallbacks otherwise. No access log: a line per
     # request costs more than the read it logs (the metrics count every request).
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     app = create_app(store)
     # Everything alive now (modules, the app, definitions, drivers: about 100k objects)
     # lives as long as the server; moved out of the collector's reach, a full collection
     # no longer walks it, which takes tens of milliseconds off the worst requests.
     gc.collect()
     gc.freeze()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, loop=loop,
-        http=http, timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S)))
+    server = uvicorn.Server(uvicorn_config(app, cfg, host=host, port=port, loop=loop,
+                                           log_level=log_level))
     with _stop_signals_return():
         server.run()
     if not server.started:
