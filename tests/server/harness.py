@@ -71,15 +71,17 @@ class LiveServer:
     def __init__(self, store: Any) -> None:
         import uvicorn
 
-        from featureledger.server.app import create_app
+        from featureledger.server.app import create_app, uvicorn_config
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.store = store
         self.app = create_app(store)
-        self.server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning",
-            access_log=False, http="httptools", loop="asyncio"))
+        # the settings serve() runs with (the head limits among them), on asyncio: uvloop
+        # installs itself for the whole process
+        self.server = uvicorn.Server(uvicorn_config(
+            self.app, store.config.server, host="127.0.0.1", port=self.port,
+            loop="asyncio"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20

@@ -9,9 +9,9 @@ fed inputs far over its limits.
 * A registry partition (PostgreSQL through a proxy that stops forwarding): the health
   endpoints keep answering within 100 ms and say the registry is down; reads whose plans
   are built keep being served.
-* A 100 MB body (declared, and chunked), four at once, 200 half-sent bodies, 1.3M keys in
-  one request: each refused with its status, the connections closed, and the server's
-  resident memory bounded.
+* A 100 MB body (declared, and chunked), four at once, 200 half-sent bodies, 200 requests
+  whose headers never end, 1.3M keys in one request: each refused with its status, the
+  connections closed, and the server's resident memory bounded.
 
 The figures are printed (``pytest -s``) and recorded as test properties.
 """
@@ -344,3 +344,17 @@ def _send_oversized(server: ServeProcess, figures: dict[str, Any],
     assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0][:200]
     assert all(b'"request_timeout"' in a for a in answers)
     assert figures["half_sent_200_closed_s"] < limits["body_timeout_s"] + 3
+
+    # 200 requests whose headers never end (a byte at a time would do the same)
+    t = time.perf_counter()
+    socks = []
+    for _ in range(200):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        s.sendall(b"POST /push/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1")
+        socks.append(s)
+    answers = [_answer_then_eof(s) for s in socks]
+    figures["half_sent_heads_200_closed_s"] = round(time.perf_counter() - t, 3)
+    for s in socks:
+        s.close()
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0][:200]
+    assert figures["half_sent_heads_200_closed_s"] < limits["body_timeout_s"] + 3

@@ -89,6 +89,34 @@ def test_trickled_body_is_dropped_at_the_deadline_not_per_chunk(live_server):
         assert status == 408 and time.monotonic() - t0 < 1.5
 
 
+def test_request_heads_have_a_deadline_and_a_size_limit(live_server):
+    live = live_server(server={"body_timeout_s": 0.3, "max_header_bytes": 4096})
+    with live.connect() as idle, live.connect() as slow, live.connect() as endless:
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        endless.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        for i in range(40):  # 40 kB of headers, never ended
+            endless.sendall(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000))
+        t0 = time.monotonic()
+        answers = {}
+        for name, sock in (("idle", idle), ("slow", slow), ("endless", endless)):
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            answers[name] = data
+        assert time.monotonic() - t0 < 2.0
+    for name in ("idle", "slow"):
+        assert answers[name].startswith(b"HTTP/1.1 408"), answers[name]
+        assert b'"request_timeout"' in answers[name]
+    assert answers["endless"].startswith(b"HTTP/1.1 431"), answers["endless"]
+    assert b"longer than 4096 bytes" in answers["endless"]
+    # a request sent at once is not affected, nor a connection kept alive between two
+    with live.connect() as sock:
+        for _ in range(2):
+            status, _, _ = http_exchange(sock, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status == 200
+            time.sleep(0.4)  # longer than the head deadline, shorter than keep-alive
+
+
 def test_bodies_held_at_once_share_a_budget(live_server):
     live = live_server(server={"max_body_bytes": 64 * 1024, "body_budget_bytes": 96 * 1024,
                                "body_timeout_s": 5})
@@ -225,7 +253,7 @@ def test_limits_are_configured_under_server(tmp_path):
     cfg = load_config(tmp_path, environ={"FEATURELEDGER__SERVER__MAX_ENTITY_ROWS": "50"})
     assert cfg.server.max_entity_rows == 50
     assert (cfg.server.max_body_bytes, cfg.server.request_timeout_s) == (8 * 2**20, 1.0)
-    with pytest.raises(ConfigError, match="body_budget_bytes .* is below max_body_bytes"):
+    with pytest.raises(ConfigError, match=r"body_budget_bytes .* is below max_body_bytes"):
         load_config(tmp_path, environ={}, overrides={"server": {"max_body_bytes": 2**27}})
     with pytest.raises(ConfigError, match="request_timeout_s"):
         load_config(tmp_path, environ={}, overrides={"server": {"request_timeout_s": 0}})
