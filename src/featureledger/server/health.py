@@ -84,6 +84,12 @@ class HealthMonitor:
         """Wait (up to ``timeout``) until every probe has answered once."""
         return self._first_round.wait(timeout)
 
+    def check_now(self) -> None:
+        """Start a probe of every backend now (those not already being probed)."""
+        for check in self._checks.values():
+            if check.started_at is None:
+                check.wake.set()
+
     def close(self) -> None:
         self._stop.set()
         for check in self._checks.values():
