@@ -9,6 +9,7 @@ import time
 
 from featureledger.server.admission import CircuitBreaker
 from featureledger.server.health import HealthMonitor
+from server.harness import TOKEN, open_served_store
 
 
 def test_health_keeps_its_documented_shape(client):
@@ -35,22 +36,42 @@ def test_liveness_and_readiness(client):
     assert set(ready.json()["backends"]) == {"registry", "online_store", "offline_store"}
 
 
-def test_an_open_breaker_makes_the_server_not_ready_until_a_probe_closes_it(client):
-    serving = client.app.state.serving
-    breaker = serving.online_store
-    for _ in range(breaker.failures):
-        breaker.failure("connection refused")
-    ready = client.get("/health/ready")
-    assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
-    backend = ready.json()["backends"]["online_store"]
-    assert backend["breaker"] == "open" and "connection refused" in backend["error"]
-    assert client.get("/health").json()["status"] == "degraded"
-    # the store answers: the next background probe closes the breaker
-    deadline = time.monotonic() + 5 * serving.monitor.interval_s + 2
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/health/ready").json()
-        time.sleep(0.02)
-    assert breaker.state == "closed"
+def test_an_open_breaker_makes_the_server_not_ready_until_a_probe_closes_it(tmp_path,
+                                                                          write_commit):
+    from fastapi.testclient import TestClient
+
+    from featureledger.server.app import create_app
+
+    # probes only when asked, so that nothing closes the breaker before the checks
+    store = open_served_store(tmp_path, write_commit, server={"health_interval_s": 3600})
+    with TestClient(create_app(store)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        serving = client.app.state.serving
+        breaker = serving.online_store
+        for _ in range(breaker.failures):
+            breaker.failure("connection refused")
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+        backend = ready.json()["backends"]["online_store"]
+        assert backend["breaker"] == "open" and "connection refused" in backend["error"]
+        assert client.get("/health").json()["status"] == "degraded"
+        # reads that need the store are refused at once, naming it
+        r = client.post("/features/online", json={"features": ["driver_stats:trips"],
+                                                  "entities": {"driver_id": [1]}})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "circuit_open"
+        assert r.json()["error"]["message"].startswith("the online store (sqlite at ")
+        # the store answers: the next probe closes the breaker
+        serving.monitor.check_now()
+        deadline = time.monotonic() + 5
+        while client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/health/ready").json()
+            time.sleep(0.02)
+        assert breaker.state == "closed"
+        r = client.post("/features/online", json={"features": ["driver_stats:trips"],
+                                                  "entities": {"driver_id": [1]}})
+        assert r.status_code == 200 and r.json()["features"][0]["values"] == [10]
+    store.close()
 
 
 def test_a_hanging_probe_is_reported_without_waiting_for_it():
