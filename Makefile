@@ -25,11 +25,15 @@ demo: install
 test: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src/featureledger
+	$(BIN)/mypy --strict --follow-imports=silent src/featureledger/store.py src/featureledger/context.py src/featureledger/backends.py
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src/featureledger
+	$(BIN)/mypy --strict --follow-imports=silent src/featureledger/store.py src/featureledger/context.py src/featureledger/backends.py
+	$(BIN)/lint-imports
 
 # every benchmark in turn; each prints its table and writes bench/results/<name>.json.
 # Feast columns need `bash bench/setup_feast.sh` once (Feast lives in its own venv).

@@ -170,7 +170,7 @@ def run_featureledger(d: Path, entities):
 
     store = FeatureStore(d / "store")
     store.registry.definitions.view("bench")  # open the registry before timing
-    store._retrieval.engine  # connect DuckDB (setup, untimed as for duckdb_asof)  # noqa: B018
+    store.retrieval.engine  # connect DuckDB (setup, untimed as for duckdb_asof)  # noqa: B018
     mark_baseline()
     t0 = time.perf_counter()
     ds = store.get_historical_features(entities, [f"bench:{f}" for f in FEATURES])

@@ -100,7 +100,7 @@ def sequential(store: Any, rounds: int, calls: int) -> dict[str, Any]:
                 counter[(mode, n)] += 1
                 lat[(mode, n)].append(timed_push(store, view, mode, rows_for(1, i, n)))
     t = time.perf_counter()
-    store._online.flush()  # the log's deferred landings belong to its throughput
+    store.online.flush()  # the log's deferred landings belong to its throughput
     final_flush = time.perf_counter() - t
     out = {}
     for (mode, n), xs in lat.items():
@@ -139,7 +139,7 @@ def concurrent(store: Any, threads: int, calls: int) -> dict[str, Any]:
                 th.start()
             for th in pool:
                 th.join()
-            store._online.flush()
+            store.online.flush()
             wall = time.perf_counter() - t
             if errors:
                 raise errors[0]
@@ -156,7 +156,7 @@ def parts(store: Any, calls: int) -> dict[str, Any]:
     from featureledger.online.stores import TableRef
 
     out: dict[str, Any] = {}
-    pusher = store._online.pusher
+    pusher = store.online.pusher
     for n in SIZES:
         view = store.get_view(f"step_log_{n}").definition
         val, log, commit = [], [], []
@@ -179,7 +179,7 @@ def parts(store: Any, calls: int) -> dict[str, Any]:
             out[f"{name}:{n}"] = {"rows_per_push": n, "calls": len(xs),
                                   "p50_ms": round(pct(xs, 0.5) * 1e3, 3),
                                   "p99_ms": round(pct(xs, 0.99) * 1e3, 3)}
-    store._online.flush()
+    store.online.flush()
     return out
 
 

@@ -74,7 +74,7 @@ def test_unknown_keys_name_the_keys_of_their_section(tmp_path) -> None:
     _write(tmp_path, "offline_store: {type: parquet, master: 'local[2]'}\n")
     with pytest.raises(ConfigError, match=r"offline_store\.master: Extra inputs are not "
                        r"permitted \(known keys: type, path, duckdb_memory_limit, "
-                       r"duckdb_threads\)"):
+                       r"duckdb_threads, verify_digests\)"):
         load_config(tmp_path, environ={})
     _write(tmp_path, "online_store: {type: redis, tmeout: 1}\n")
     with pytest.raises(ConfigError, match=r"online_store\.redis\.tmeout: .*known keys: type, "

@@ -62,7 +62,7 @@ def story(s: FeatureStore, base: int, out: dict[str, Any], *, extra: bool = Fals
     yield
     run = s.start_run("fraud-detection", params={"C": 1.0, "base": base})
     out["run"] = run
-    out["exp"] = s._tracking.get_experiment("fraud-detection").experiment_id
+    out["exp"] = s.tracking.get_experiment("fraud-detection").experiment_id
     yield
     out["c3"] = s.ingest("driver_stats", pd.DataFrame({
         "driver_id": [1, 2], "event_timestamp": [day(2)] * 2,
@@ -87,7 +87,7 @@ def story(s: FeatureStore, base: int, out: dict[str, Any], *, extra: bool = Fals
     s.materialize()
     yield
     out["online"] = s.get_model_features(out["dep"].deployment_id, KEYS).to_dict()
-    s._tracking.usage.flush()
+    s.tracking.usage.flush()
     yield
 
 
@@ -125,7 +125,7 @@ def _edges(graph: Any) -> list[tuple[str, str, str]]:
 def picture(s: FeatureStore, ids: dict[str, Any]) -> dict[str, Any]:
     """Everything the project can see, by every listing, lookup and lineage call."""
     n = Names(s.config.project)
-    tr = s._tracking
+    tr = s.tracking
     model, dep, ds = ids["model"], ids["dep"], ids["ds"]
     commits = s.commits()
     p: dict[str, Any] = {
@@ -162,7 +162,7 @@ def picture(s: FeatureStore, ids: dict[str, Any]) -> dict[str, Any]:
             "driver_stats@1", "feature_set:fraud@1", model.model_id, dep.deployment_id,
             ids["c1"].commit_id, ds.id)},
         "lineage_depth": _edges(s.lineage("driver_stats@1", direction="downstream", depth=2)),
-        "path": _edges(s._lineage.path(ids["c1"].commit_id, dep.deployment_id)),
+        "path": _edges(s.lineage_service.path(ids["c1"].commit_id, dep.deployment_id)),
         "impact": {k: v for k, v in s.impact("driver_stats@1").to_dict().items()
                    if k not in ("deployments", "active_deployments")},
         "impact_quarantined": s.impact("driver_stats@1", commit_status="quarantined").seeds,
@@ -270,7 +270,7 @@ def test_two_projects_side_by_side_see_only_their_own(shared, tmp_path) -> None:
             with pytest.raises(NotFoundError):
                 me.get_historical_features(ENTITIES, "fraud", as_of=cid)
             assert me.lineage(cid).edges == []
-        tr = me._tracking
+        tr = me.tracking
         calls: list[tuple[Any, ...]] = [
             (me.get_dataset, other["ds"].id), (me.reproduce, other["ds"].id),
             (me.get_run, other["run"].run_id), (me.get_model, other["model"].model_id),
@@ -282,7 +282,7 @@ def test_two_projects_side_by_side_see_only_their_own(shared, tmp_path) -> None:
             with pytest.raises(NotFoundError):
                 fn(*args)
         with pytest.raises(NotFoundError):
-            me._tracking.log_model(None, "stolen", "s3://x", training_dataset=other["ds"].id)
+            me.tracking.log_model(None, "stolen", "s3://x", training_dataset=other["ds"].id)
         assert me.lineage(other["dep"].deployment_id).edges == []
         assert me.commits(run_id=other["run"].run_id) == []
 
@@ -314,7 +314,7 @@ def test_one_projects_writes_leave_anothers_caches_alone(shared) -> None:
         s.materialize()
     assert a.get_online_features(["driver_stats:trips"], KEYS).to_dict()["trips"] == [
         1, 2, None, None]
-    cache = a._online.cache
+    cache = a.online.cache
     generation, invalidations = a.registry.generation(), cache.invalidations
     # the other project applies, ingests, quarantines and materializes
     b.apply([DRIVER, STATS, EXTRA])

@@ -5,7 +5,9 @@
 True
 """
 
-from featureledger.errors import FeatureLedgerError
+from typing import TYPE_CHECKING, Any
+
+from featureledger.errors import FeatureDataWarning, FeatureLedgerError
 from featureledger.model.definitions import (
     DataFrameSource,
     Entity,
@@ -22,17 +24,97 @@ from featureledger.store import FeatureStore
 
 __version__ = "0.1.0"
 
+# Result types: importable from here, loaded on first use so `import featureledger` stays
+# light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
+_LAZY = {
+    "CommitRecord": "featureledger.registry.commits",
+    "DefinitionRecord": "featureledger.registry.definitions",
+    "Deployment": "featureledger.registry.tracking_records",
+    "Experiment": "featureledger.registry.tracking_records",
+    "FeatureStatus": "featureledger.online.response",
+    "GcReport": "featureledger.offline.storage",
+    "ImpactReport": "featureledger.lineage.service",
+    "IngestionResult": "featureledger.ingest.pipeline",
+    "LineageGraph": "featureledger.lineage.graph",
+    "MaterializeResult": "featureledger.online.service",
+    "ModelVersion": "featureledger.registry.tracking_records",
+    "OnlineResponse": "featureledger.online.response",
+    "Plan": "featureledger.registry.definitions",
+    "PlanItem": "featureledger.registry.definitions",
+    "ReconcileReport": "featureledger.lineage.reconcile",
+    "Run": "featureledger.tracking.run",
+    "RunComparison": "featureledger.registry.tracking_records",
+    "RunRecord": "featureledger.registry.tracking_records",
+    "TrainingDataset": "featureledger.offline.dataset",
+}
+
+if TYPE_CHECKING:
+    from featureledger.ingest.pipeline import IngestionResult
+    from featureledger.lineage.graph import LineageGraph
+    from featureledger.lineage.reconcile import ReconcileReport
+    from featureledger.lineage.service import ImpactReport
+    from featureledger.offline.dataset import TrainingDataset
+    from featureledger.offline.storage import GcReport
+    from featureledger.online.response import FeatureStatus, OnlineResponse
+    from featureledger.online.service import MaterializeResult
+    from featureledger.registry.commits import CommitRecord
+    from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
+    from featureledger.registry.tracking_records import (
+        Deployment,
+        Experiment,
+        ModelVersion,
+        RunComparison,
+        RunRecord,
+    )
+    from featureledger.tracking.run import Run
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featureledger' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
+    "CommitRecord",
     "DataFrameSource",
+    "DefinitionRecord",
+    "Deployment",
     "Entity",
+    "Experiment",
+    "FeatureDataWarning",
     "FeatureLedgerError",
     "FeatureRef",
     "FeatureSet",
+    "FeatureStatus",
     "FeatureStore",
     "FeatureView",
     "Field",
     "FileSource",
+    "GcReport",
+    "ImpactReport",
+    "IngestionResult",
+    "LineageGraph",
+    "MaterializeResult",
+    "ModelVersion",
+    "OnlineResponse",
+    "Plan",
+    "PlanItem",
+    "ReconcileReport",
     "RowCheck",
+    "Run",
+    "RunComparison",
+    "RunRecord",
+    "TrainingDataset",
     "Transformation",
     "new_id",
     "parse_reference",

@@ -68,10 +68,27 @@ class ParquetOfflineStoreConfig(_Config):
     path: str = f"{DATA_DIR}/offline"
     """Folder holding commit files: <project>/views/<view>/v<version>/<commit>/..."""
     duckdb_memory_limit: str | None = None
-    """DuckDB memory_limit of historical retrieval and window reads (e.g. '4GB');
-    default: DuckDB's own."""
+    """Same as ``offline_engine.memory_limit`` (kept for existing files)."""
     duckdb_threads: int | None = None
+    """Same as ``offline_engine.threads`` (kept for existing files)."""
+    verify_digests: bool = False
+    """Digest each commit's files against its content digest before retrieval or
+    materialization reads them (a changed file is refused, not served); a file verified
+    earlier in the process is digested again only when it changed on disk."""
+
+
+class DuckDBEngineConfig(_Config):
+    type: Literal["duckdb"] = "duckdb"
+    memory_limit: str | None = None
+    """DuckDB memory_limit for retrieval, windows, materialization and migrations (e.g.
+    '4GB'); beyond it DuckDB spills to ``temp_directory``. Default: DuckDB's own."""
+    threads: int | None = Field(default=None, ge=1)
     """DuckDB worker threads; default: one per core."""
+    temp_directory: str | None = None
+    """Where DuckDB spills; default: the system temp folder."""
+
+
+OfflineEngineConfig = DuckDBEngineConfig
 
 
 # Only what is implemented is accepted. Spark will come as an offline *engine* over the same
@@ -107,12 +124,15 @@ OnlineStoreConfig = Annotated[
 AVAILABLE_TYPES: dict[str, dict[str, str]] = {
     "offline_store": {"parquet": "Parquet files on local disk, queried with DuckDB"},
     "online_store": {"sqlite": "embedded SQLite file", "redis": "Redis server"},
+    "offline_engine": {"duckdb": "DuckDB, in process"},
 }
 # (section, type) -> why it is refused although users may expect it
 NOT_AVAILABLE_YET: dict[tuple[str, str], str] = {
     ("offline_store", "spark"): (
         "Spark is not available yet; it is planned as an offline engine over the same "
         "Parquet files, configured separately, not as an offline store"),
+    ("offline_engine", "spark"): (
+        "Spark is not available yet as an offline engine"),
 }
 REGISTRY_BACKENDS = ("sqlite", "postgresql")
 
@@ -188,6 +208,22 @@ class ServingConfig(_Config):
     """Oldest buffered push age (seconds) that triggers a flush on the next push."""
 
 
+class SourcesConfig(_Config):
+    allowed_prefixes: list[str] = Field(default_factory=list)
+    """Folders outside the repository whose files may be ingested (absolute, ``~/...``,
+    or relative to the repository, e.g. ``../shared-data``). Any other path outside the
+    repository, however it is written (``..``, a symbolic link), is refused."""
+
+
+class BoundsConfig(_Config):
+    value_chars: int = Field(default=200, ge=8, le=100_000)
+    """Characters of a data value shown in an error message, a validation report sample
+    or the CLI; a longer value is cut and its full length shown beside it."""
+    profile_chars: int = Field(default=200, ge=8, le=100_000)
+    """Characters kept of a string in a commit's statistics profile (min, max, top
+    values); the full length of a value that was cut is recorded beside it."""
+
+
 class ServerConfig(_Config):
     host: str = "127.0.0.1"
     port: int = 6566
@@ -244,11 +280,14 @@ class ProjectConfig(_Config):
     registry: str = f"sqlite:///{DATA_DIR}/registry.db"
     """SQLAlchemy URL of the registry (sqlite:///... or postgresql+psycopg://...)."""
     offline_store: OfflineStoreConfig = Field(default_factory=ParquetOfflineStoreConfig)
+    offline_engine: OfflineEngineConfig = Field(default_factory=DuckDBEngineConfig)
     online_store: OnlineStoreConfig = Field(default_factory=SqliteOnlineStoreConfig)
     openlineage: OpenLineageConfig = Field(default_factory=OpenLineageConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    bounds: BoundsConfig = Field(default_factory=BoundsConfig)
     root: Path = Field(default=Path("."), exclude=True)
     """Folder of the config file; relative paths resolve against it."""
 
@@ -266,6 +305,11 @@ class ProjectConfig(_Config):
     @classmethod
     def _online_type(cls, v: Any) -> Any:
         return _check_type("online_store", v)
+
+    @field_validator("offline_engine", mode="before")
+    @classmethod
+    def _engine_type(cls, v: Any) -> Any:
+        return _check_type("offline_engine", v)
 
     @field_validator("registry")
     @classmethod

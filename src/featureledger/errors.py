@@ -14,7 +14,10 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── MissingDependencyError            (ImportError) optional extra not installed
     ├── DefinitionError                   (ValueError)  an invalid Entity / Field / FeatureView
     │   ├── InvalidReferenceError                       malformed feature reference
-    │   └── RepositoryLoadError                         a feature repository file failed to load
+    │   ├── RepositoryLoadError                         a feature repository file failed to load
+    │   └── NameTooLongError                            a name longer than the store can hold
+    ├── ValueTooLongError                 (ValueError)  a value longer than its registry column
+    │   └── NameTooLongError                            (also a DefinitionError)
     ├── NotFoundError                     (KeyError)
     │   ├── UnknownFeatureError                         view or feature does not exist
     │   ├── UnknownViewError
@@ -34,7 +37,12 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── ConcurrencyError                                lost a race; safe to retry (transient)
     ├── StorageError                                    a backend failed
     │   ├── CommitFileError                             a commit's file is missing or unreadable
-    │   └── BackendUnavailableError                     a server did not answer (transient)
+    │   ├── BackendUnavailableError                     a server did not answer (transient)
+    │   ├── DiskFullError                               no space (or quota) left; nothing written
+    │   ├── RegistryReadOnlyError                       the registry refuses writes
+    │   └── TamperedError                               a stored record no longer matches its digest
+    │       ├── DefinitionTamperedError                 a definition's spec vs its hash
+    │       └── CommitTamperedError                     a commit row vs its seal
     ├── AccessDeniedError             (PermissionError)
     ├── StateError                                      operation not valid in this state
     ├── ProjectScopeError                               a registry query missed its project (a bug)
@@ -240,26 +248,106 @@ class ProjectScopeError(FeatureLedgerError):
     http_status = 500
 
 
+# -- environment and integrity (disk full, read-only registry, long values, tampering) -----
+
+
+class DiskFullError(StorageError):
+    """A write ran out of space (ENOSPC) or of quota (EDQUOT); what it was writing was
+    removed, so nothing was committed. ``path`` is where the write failed."""
+
+    code = "disk_full"
+    http_status = 507
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class RegistryReadOnlyError(StorageError):
+    """The registry database refuses writes (a read-only file, folder or server)."""
+
+    code = "registry_read_only"
+
+
+class ValueTooLongError(ValueError, FeatureLedgerError):
+    """A value is longer than the registry column that would hold it; nothing was written.
+
+    ``column`` is ``table.column``, ``limit`` its length in characters."""
+
+    code = "value_too_long"
+    http_status = 422
+
+    def __init__(self, message: str, *, column: str | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+        self.limit = limit
+
+
+class NameTooLongError(ValueTooLongError, DefinitionError):
+    """A definition's name is longer than the registry or the offline store can hold."""
+
+    code = "name_too_long"
+
+
+class TamperedError(StorageError):
+    """A stored record no longer matches the digest taken when it was written: it was
+    changed outside featureledger. Never transient: restore it from the audit trail or a
+    backup."""
+
+    code = "tampered"
+    http_status = 500
+
+
+class DefinitionTamperedError(TamperedError):
+    """A definition version's stored spec no longer matches its definition hash."""
+
+    code = "definition_tampered"
+
+    def __init__(self, message: str, *, kind: str, name: str, version: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.version = version
+
+
+class CommitTamperedError(TamperedError):
+    """A commit's registry row no longer matches the seal taken when it was written (or
+    when its status last changed)."""
+
+    code = "commit_tampered"
+
+    def __init__(self, message: str, *, commit_id: str) -> None:
+        super().__init__(message)
+        self.commit_id = commit_id
+
+
 __all__ = [
     "AccessDeniedError",
     "BackendUnavailableError",
     "CommitFileError",
+    "CommitTamperedError",
     "ConcurrencyError",
     "ConfigError",
     "DefinitionError",
+    "DefinitionTamperedError",
+    "DiskFullError",
     "FeatureDataWarning",
     "FeatureLedgerError",
     "IncompatibleChangeError",
     "IngestionError",
     "InvalidReferenceError",
     "MissingDependencyError",
+    "NameTooLongError",
     "NotFoundError",
     "ProjectScopeError",
+    "RegistryReadOnlyError",
     "RepositoryLoadError",
     "ReproductionError",
     "RetrievalError",
     "StateError",
     "StorageError",
+    "TamperedError",
     "TrackingError",
     "UnknownCommitError",
     "UnknownDatasetError",
@@ -271,7 +359,38 @@ __all__ = [
     "UnknownRunError",
     "UnknownViewError",
     "ValidationFailedError",
+    "ValueTooLongError",
 ]
+
+
+# -- input hardening: source paths, strict CSV ---------------------------------------------
+# (in the tree above: SourcePathError under AccessDeniedError, CsvFormatError under
+# IngestionError; kept here, at the end, so parallel edits of this file merge cleanly)
+class SourcePathError(AccessDeniedError):
+    """A source path leads outside the repository to a place no configured prefix allows
+    (``sources.allowed_prefixes`` in featureledger.yaml); nothing was read."""
+
+    code = "source_path_not_allowed"
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CsvFormatError(IngestionError):
+    """A CSV file has lines that are not one record each (a stray quote, a wrong number of
+    fields); ``problems`` lists them (``{"file", "line", "problem"}``, the first ones)."""
+
+    code = "csv_format_error"
+
+    def __init__(self, message: str, problems: list[dict[str, object]] | None = None,
+                 total: int = 0) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+        self.total = total or len(self.problems)
+
+
+__all__ = sorted([*__all__, "CsvFormatError", "SourcePathError"])
 
 
 # -- the HTTP server's own refusals -------------------------------------------------------

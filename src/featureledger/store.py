@@ -1,8 +1,11 @@
 """The FeatureStore facade: one object for the whole SDK, delegating every call to a part.
 
 It holds no logic of its own: each method forwards to the service of the part that owns
-the operation (registry, ingestion, retrieval, online serving, tracking, lineage). Parts
-are built lazily, so a process that only reads definitions never opens the online store.
+the operation (definitions, ingestion, retrieval, online serving, tracking, lineage), with
+every keyword spelled out and every return typed, so a typo is a type error and an IDE
+shows what each call takes. Parts are built lazily, so a process that only reads
+definitions never opens the online store. Ready backend instances can be handed in
+(``FeatureStore(path, online_store=MyStore())``), as ``httpx.Client(transport=...)``.
 
 >>> import tempfile
 >>> store = FeatureStore(tempfile.mkdtemp())
@@ -13,74 +16,46 @@ are built lazily, so a process that only reads definitions never opens the onlin
 ... ])
 >>> [(i.name, i.action, i.to_version) for i in plan.items]
 [('driver', 'new', 1), ('stats', 'new', 1)]
+>>> store.close()
 """
 
 from __future__ import annotations
 
 import builtins
-import functools
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.config import ProjectConfig, load_config
-from featureledger.events import EventBus
+from featureledger.context import StoreContext
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from featureledger.definitions.apply import ApplyService
+    from featureledger.ingest.pipeline import Duplicates, IngestionResult, IngestionService
+    from featureledger.lineage.graph import Direction, LineageGraph
+    from featureledger.lineage.reconcile import ReconcileReport
+    from featureledger.lineage.service import ImpactReport, LineageService
     from featureledger.model.compat import Change
-    from featureledger.registry import DefinitionRecord, Plan, Registry
-
-
-@dataclass
-class StoreContext:
-    """What every part may use: configuration, the registry, the stores and the event bus.
-
-    Stores open on first use. Parts receive the context, never the facade.
-    """
-
-    config: ProjectConfig
-    registry: Registry
-    events: EventBus = field(default_factory=EventBus)
-    _cache: dict[str, Any] = field(default_factory=dict)
-
-    def part(self, name: str, factory: Any) -> Any:
-        """The part called ``name``, built by ``factory(self)`` on first use."""
-        if name not in self._cache:
-            self._cache[name] = factory(self)
-        return self._cache[name]
-
-    @property
-    def offline_store(self) -> Any:
-        from featureledger.offline.storage import open_offline_store
-
-        return self.part("offline_store", open_offline_store)
-
-    @property
-    def online_store(self) -> Any:
-        from featureledger.online.stores import open_online_store
-
-        return self.part("online_store", open_online_store)
-
-    def close(self) -> None:
-        # newest first: services (which may flush into a store) close before the stores
-        for part in reversed(list(self._cache.values())):
-            close = getattr(part, "close", None)
-            if callable(close):
-                close()
-        self._cache.clear()
-        self.registry.close()
-
-
-def _service(module: str, cls: str) -> Any:
-    """A cached property returning the part's service object."""
-
-    def build(self: FeatureStore) -> Any:
-        import importlib
-
-        factory = getattr(importlib.import_module(module), cls)
-        return self.ctx.part(f"{module}.{cls}", factory)
-
-    return functools.cached_property(build)
+    from featureledger.model.definitions import Definition
+    from featureledger.offline.dataset import TrainingDataset
+    from featureledger.offline.engine import OfflineEngine
+    from featureledger.offline.retrieval import RetrievalService
+    from featureledger.offline.storage import GcReport, ParquetOfflineStore
+    from featureledger.online.response import OnlineResponse
+    from featureledger.online.service import MaterializeResult, OnlineService
+    from featureledger.online.stores import OnlineStore
+    from featureledger.registry import CommitRecord, DefinitionRecord, Plan, Registry
+    from featureledger.registry.tracking_records import (
+        Deployment,
+        Experiment,
+        ModelVersion,
+        RunComparison,
+        RunRecord,
+    )
+    from featureledger.tracking.run import Run
+    from featureledger.tracking.service import TrackingService
 
 
 class FeatureStore:
@@ -88,17 +63,23 @@ class FeatureStore:
 
     ``FeatureStore(path)`` opens the feature repository at ``path`` (the folder holding
     ``featureledger.yaml``; without one, embedded defaults under ``path/.featureledger``).
+    ``offline_store``, ``offline_engine`` and ``online_store`` replace the configured
+    backends with ready instances (closed by their owner, not by the store).
     """
 
     def __init__(self, repo_path: str | Path = ".", *, config: ProjectConfig | None = None,
-                 actor: str | None = None) -> None:
+                 actor: str | None = None,
+                 offline_store: ParquetOfflineStore | None = None,
+                 offline_engine: OfflineEngine | None = None,
+                 online_store: OnlineStore | None = None) -> None:
         from featureledger.registry import Registry
 
         self.repo_path = Path(repo_path)
         self.config = config or load_config(self.repo_path)
         registry = Registry(self.config.registry_url, project=self.config.project, actor=actor,
                             source_base=self.config.root)
-        self.ctx = StoreContext(self.config, registry)
+        self.ctx = StoreContext(self.config, registry, offline_store=offline_store,
+                                offline_engine=offline_engine, online_store=online_store)
         # integrations (OpenLineage, MLflow) listen to every part's events from the start
         from featureledger.integrations import attach
 
@@ -106,50 +87,97 @@ class FeatureStore:
 
     @property
     def registry(self) -> Registry:
+        """The registry: definitions, commits, datasets, runs, lineage, audit."""
         return self.ctx.registry
 
     def close(self) -> None:
+        """Land buffered pushes, close the parts and the backends this store opened."""
         self.ctx.close()
 
     def __enter__(self) -> FeatureStore:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- the parts --------------------------------------------------------------------------
+    @property
+    def applying(self) -> ApplyService:
+        """Plan and apply definitions, with migrations."""
+        from featureledger.definitions.apply import ApplyService
+
+        return self.ctx.part(ApplyService)
+
+    @property
+    def ingestion(self) -> IngestionService:
+        """Ingestion and the commit log."""
+        from featureledger.ingest.pipeline import IngestionService
+
+        return self.ctx.part(IngestionService)
+
+    @property
+    def retrieval(self) -> RetrievalService:
+        """Historical retrieval: training sets, windows, reproduction."""
+        from featureledger.offline.retrieval import RetrievalService
+
+        return self.ctx.part(RetrievalService)
+
+    @property
+    def online(self) -> OnlineService:
+        """Online serving: materialization, feature vectors, push."""
+        from featureledger.online.service import OnlineService
+
+        return self.ctx.part(OnlineService)
+
+    @property
+    def tracking(self) -> TrackingService:
+        """Experiments, runs, models and deployments."""
+        from featureledger.tracking.service import TrackingService
+
+        return self.ctx.part(TrackingService)
+
+    @property
+    def lineage_service(self) -> LineageService:
+        """Lineage queries and reconciliation."""
+        from featureledger.lineage.service import LineageService
+
+        return self.ctx.part(LineageService)
+
     # -- definitions --------------------------------------------------------------------
-    def load_definitions(self) -> builtins.list[Any]:
+    def load_definitions(self) -> builtins.list[Definition]:
+        """The definitions of the repository's Python modules and YAML files."""
         from featureledger.project import load_definitions
 
         return load_definitions(self.repo_path)
 
-    _applying = _service("featureledger.ingest.migrate", "ApplyService")
-
-    def plan(self, definitions: builtins.list[Any] | None = None, *,
-             migrations: dict[str, str] | None = None) -> Plan:
+    def plan(self, definitions: builtins.list[Definition] | None = None, *,
+             migrations: Mapping[str, str] | None = None) -> Plan:
         """What ``apply`` would do, per object, with every change classified and, for each
         new feature-view version, where its data comes from (``item.notes``)."""
-        return self._applying.plan(definitions or self.load_definitions(),
-                                   migrations=migrations)
+        return self.applying.plan(definitions or self.load_definitions(),
+                                  migrations=migrations)
 
-    def apply(self, definitions: builtins.list[Any] | None = None, *,
+    def apply(self, definitions: builtins.list[Definition] | None = None, *,
               allow_breaking: str | None = None,
-              migrations: dict[str, str] | None = None) -> Plan:
+              migrations: Mapping[str, str] | None = None) -> Plan:
         """Apply definitions (default: the repository's) atomically and idempotently.
 
         ``migrations`` maps a view name to one SELECT over the relation ``old`` that fills
-        a new version which would otherwise start empty (see featureledger.ingest.migrate).
+        a new version which would otherwise start empty (see featureledger.definitions.apply).
         """
-        return self._applying.apply(definitions or self.load_definitions(),
-                                    allow_breaking=allow_breaking, migrations=migrations)
+        return self.applying.apply(definitions or self.load_definitions(),
+                                   allow_breaking=allow_breaking, migrations=migrations)
 
     def get_view(self, name: str, version: int | None = None) -> DefinitionRecord:
+        """A feature view version (the latest by default)."""
         return self.registry.definitions.get("feature_view", name, version)
 
     def get_entity(self, name: str, version: int | None = None) -> DefinitionRecord:
+        """An entity version (the latest by default)."""
         return self.registry.definitions.get("entity", name, version)
 
     def get_feature_set(self, name: str, version: int | None = None) -> DefinitionRecord:
+        """A feature set version (the latest by default)."""
         return self.registry.definitions.get("feature_set", name, version)
 
     def list(self, kind: str | None = None) -> builtins.list[DefinitionRecord]:
@@ -157,6 +185,7 @@ class FeatureStore:
         return self.registry.definitions.list(kind)
 
     def versions(self, name: str, kind: str = "feature_view") -> builtins.list[DefinitionRecord]:
+        """Every version of a definition, oldest first."""
         return self.registry.definitions.versions(kind, name)
 
     def diff_versions(self, name: str, a: int, b: int) -> builtins.list[Change]:
@@ -168,125 +197,198 @@ class FeatureStore:
 
     def deprecate(self, name: str, version: int, reason: str,
                   kind: str = "feature_view") -> DefinitionRecord:
+        """Mark a version deprecated (audited)."""
         return self.registry.definitions.set_status(kind, name, version, "deprecated", reason)
 
-    # -- parts (each forwards to the owning service) ----------------------------------------
-    _ingestion = _service("featureledger.ingest.pipeline", "IngestionService")
-    _retrieval = _service("featureledger.offline.retrieval", "RetrievalService")
+    # -- ingestion ---------------------------------------------------------------------------
+    def ingest(self, view: str, data: Any = None, *, version: int | None = None,
+               mode: str = "strict", duplicates: Duplicates = "reject",
+               run_id: str | None = None, column_map: dict[str, str | None] | None = None,
+               filter: str | None = None, user: str | None = None,
+               source_name: str | None = None) -> IngestionResult:
+        """Validate ``data`` and write it as one commit of ``view``; see
+        ``IngestionService.ingest``."""
+        return self.ingestion.ingest(view, data, version=version, mode=mode,
+                                     duplicates=duplicates, run_id=run_id,
+                                     column_map=column_map, filter=filter, user=user,
+                                     source_name=source_name)
 
-    def ingest(self, view: str, data: Any = None, **options: Any) -> Any:
-        """Validate and write ``data`` as one commit of ``view``; see IngestionService.ingest."""
-        return self._ingestion.ingest(view, data, **options)
+    def commits(self, view: str | None = None, *, version: int | None = None,
+                status: str | tuple[str, ...] | None = None, run_id: str | None = None,
+                as_of: Any = None, limit: int | None = None) -> builtins.list[CommitRecord]:
+        """Commits in commit order, filtered."""
+        return self.ingestion.commits(view, version=version, status=status, run_id=run_id,
+                                      as_of=as_of, limit=limit)
 
-    def commits(self, view: str | None = None, **filters: Any) -> builtins.list[Any]:
-        return self._ingestion.commits(view, **filters)
+    def get_commit(self, commit_id: str) -> CommitRecord:
+        """One commit by id."""
+        return self.ingestion.get_commit(commit_id)
 
-    def get_commit(self, commit_id: str) -> Any:
-        return self._ingestion.get_commit(commit_id)
-
-    def quarantine(self, commit_id: str, reason: str) -> Any:
+    def quarantine(self, commit_id: str, reason: str) -> CommitRecord:
         """Hide a commit from retrieval and serving (reversible; audited)."""
-        return self._ingestion.quarantine(commit_id, reason)
+        return self.ingestion.quarantine(commit_id, reason)
 
-    def rollback(self, commit_id: str, reason: str) -> Any:
+    def rollback(self, commit_id: str, reason: str) -> CommitRecord:
         """Mark a commit rolled back: it is never read again unless restored (audited)."""
-        return self._ingestion.rollback(commit_id, reason)
+        return self.ingestion.rollback(commit_id, reason)
 
-    def restore(self, commit_id: str, reason: str) -> Any:
-        return self._ingestion.restore(commit_id, reason)
+    def restore(self, commit_id: str, reason: str) -> CommitRecord:
+        """Serve a quarantined or rolled-back commit again (audited)."""
+        return self.ingestion.restore(commit_id, reason)
 
-    def gc(self, **options: Any) -> Any:
+    def gc(self, grace_seconds: float = 3600, dry_run: bool = False) -> GcReport:
         """Remove files that no commit references (left by interrupted ingestions)."""
-        return self._ingestion.gc(**options)
+        return self.ingestion.gc(grace_seconds, dry_run)
 
-    def get_historical_features(self, entity_df: Any, features: Any = None,
-                                **options: Any) -> Any:
-        """Point-in-time-correct training data; see RetrievalService.get_historical_features."""
-        return self._retrieval.get_historical_features(entity_df, features, **options)
+    # -- retrieval ---------------------------------------------------------------------------
+    def get_historical_features(self, entity_df: Any, features: Any = None, *,
+                                feature_set: str | None = None, as_of: Any = None,
+                                full_feature_names: bool = False, run_id: str | None = None,
+                                timestamp_column: str | None = None) -> TrainingDataset:
+        """Point-in-time-correct training data; see
+        ``RetrievalService.get_historical_features``."""
+        return self.retrieval.get_historical_features(
+            entity_df, features, feature_set=feature_set, as_of=as_of,
+            full_feature_names=full_feature_names, run_id=run_id,
+            timestamp_column=timestamp_column)
 
-    def get_features_in_window(self, features: Any, start: Any, end: Any,
-                               **options: Any) -> Any:
-        return self._retrieval.get_features_in_window(features, start, end, **options)
+    def get_features_in_window(self, features_or_view: Any, start: Any, end: Any,
+                               as_of: Any = None) -> pa.Table:
+        """Every row of one view version with ``start <= event time < end``."""
+        return self.retrieval.get_features_in_window(features_or_view, start, end, as_of)
 
-    def reproduce(self, dataset_id: str) -> Any:
+    def reproduce(self, dataset_id: str) -> TrainingDataset:
         """Rebuild a training dataset, bit for bit, from the commits it recorded."""
-        return self._retrieval.reproduce(dataset_id)
+        return self.retrieval.reproduce(dataset_id)
 
-    def get_dataset(self, dataset_id: str) -> Any:
-        return self._retrieval.get_dataset(dataset_id)
+    def get_dataset(self, dataset_id: str) -> TrainingDataset:
+        """A recorded dataset: its manifest now, its rows rebuilt on first use."""
+        return self.retrieval.get_dataset(dataset_id)
 
-    # -- online serving --------------------------------------------------------------------
-    _online = _service("featureledger.online.service", "OnlineService")
-
-    def materialize(self, start: Any = None, end: Any = None, **options: Any) -> Any:
+    # -- online serving ----------------------------------------------------------------------
+    def materialize(self, start: Any = None, end: Any = None, *,
+                    views: Sequence[str] | None = None,
+                    progress: bool = False) -> MaterializeResult:
         """Load the latest value per key in [start, end] into the online store."""
-        return self._online.materialize(start, end, **options)
+        return self.online.materialize(start, end, views=views, progress=progress)
 
-    def materialize_incremental(self, end: Any = None, **options: Any) -> Any:
-        return self._online.materialize_incremental(end, **options)
+    def materialize_incremental(self, end: Any = None, *, views: Sequence[str] | None = None,
+                                progress: bool = False) -> MaterializeResult:
+        """Load everything not yet loaded up to ``end`` (default now)."""
+        return self.online.materialize_incremental(end, views=views, progress=progress)
 
-    def get_online_features(self, features: Any = None, entity_rows: Any = None,
-                            **options: Any) -> Any:
+    def get_online_features(self, features: Any = None, entity_rows: Any = None, *,
+                            feature_set: str | None = None, full_feature_names: bool = False,
+                            deployment: str | None = None, model: str | None = None,
+                            fill_defaults: bool = False) -> OnlineResponse:
         """A feature vector per entity row, with a status, version and commit per value."""
-        return self._online.get_online_features(features, entity_rows, **options)
+        return self.online.get_online_features(
+            features, entity_rows, feature_set=feature_set,
+            full_feature_names=full_feature_names, deployment=deployment, model=model,
+            fill_defaults=fill_defaults)
 
-    def push(self, view: str, rows: Any, **options: Any) -> Any:
-        """Validate rows and write them online now; they land offline as commits."""
-        return self._online.push(view, rows, **options)
+    def push(self, view: str, rows: Any, *, version: int | None = None,
+             flush: bool = False) -> str:
+        """Validate rows, make them durable and write them online now; they land offline
+        as commits. Returns the id of the commit the rows belong to."""
+        return self.online.push(view, rows, version=version, flush=flush)
 
-    def flush_pushes(self) -> builtins.list[Any]:
+    def flush_pushes(self) -> builtins.list[CommitRecord]:
         """Land every buffered push offline now; returns the commits written."""
-        return self._online.flush()
+        return self.online.flush()
 
-    # -- tracking --------------------------------------------------------------------------
-    _tracking = _service("featureledger.tracking.service", "TrackingService")
+    # -- tracking ----------------------------------------------------------------------------
+    def create_experiment(self, name: str, description: str = "",
+                          tags: Mapping[str, str] | None = None, *,
+                          exist_ok: bool = True) -> Experiment:
+        """An experiment (the existing one of that name with ``exist_ok``)."""
+        return self.tracking.create_experiment(name, description, tags, exist_ok=exist_ok)
 
-    def create_experiment(self, name: str, **options: Any) -> Any:
-        return self._tracking.create_experiment(name, **options)
-
-    def start_run(self, experiment: str | None = None, **options: Any) -> Any:
+    def start_run(self, experiment: str | None = None, *,
+                  params: Mapping[str, Any] | None = None,
+                  tags: Mapping[str, Any] | None = None, name: str | None = None,
+                  parent_run_id: str | None = None, mlflow_run_id: str | None = None,
+                  source: str | None = None) -> Run:
         """A run context: ingestions and retrievals inside it are linked to the run."""
-        return self._tracking.start_run(experiment, **options)
+        return self.tracking.start_run(experiment, params=params, tags=tags, name=name,
+                                       parent_run_id=parent_run_id,
+                                       mlflow_run_id=mlflow_run_id, source=source)
 
-    def get_run(self, run_id: str) -> Any:
-        return self._tracking.get_run(run_id)
+    def get_run(self, run_id: str) -> RunRecord:
+        """A run as stored now."""
+        return self.tracking.get_run(run_id)
 
-    def list_runs(self, **filters: Any) -> builtins.list[Any]:
-        return self._tracking.list_runs(**filters)
+    def list_runs(self, *, experiment: str | None = None, feature_version: str | None = None,
+                  metric: str | tuple[str, str, float] | None = None,
+                  status: str | None = None, limit: int | None = None
+                  ) -> builtins.list[RunRecord]:
+        """Runs, filtered by experiment, feature version read, metric or status."""
+        return self.tracking.list_runs(experiment=experiment, feature_version=feature_version,
+                                       metric=metric, status=status, limit=limit)
 
-    def compare_runs(self, run_a: str, run_b: str) -> Any:
-        return self._tracking.compare_runs(run_a, run_b)
+    def compare_runs(self, run_a: str, run_b: str) -> RunComparison:
+        """Params, metrics and feature versions of two runs side by side."""
+        return self.tracking.compare_runs(run_a, run_b)
 
-    def get_model(self, model: str) -> Any:
-        return self._tracking.get_model(model)
+    def get_model(self, model: str) -> ModelVersion:
+        """A model version by ``mdl_`` id, ``name@N``, ``name`` or ``dep_`` id."""
+        return self.tracking.get_model(model)
 
-    def get_model_features(self, model: str, entity_rows: Any, **options: Any) -> Any:
-        """The model's input vector for ``entity_rows``, read online."""
-        return self._tracking.get_model_features(model, entity_rows, **options)
+    def list_models(self, name: str | None = None) -> builtins.list[ModelVersion]:
+        """Model versions (of one model, if given)."""
+        return self.tracking.list_models(name)
 
-    def score_batch(self, model: str, entity_df: Any, **options: Any) -> Any:
+    def get_model_features(self, model: str, entity_rows: Any, *,
+                           deployment: str | None = None, full_feature_names: bool = False,
+                           fill_defaults: bool = False) -> OnlineResponse:
+        """The model's input vector for ``entity_rows``, read online; a ``dep_`` id (as
+        ``model`` or ``deployment``) counts the read in that deployment's usage."""
+        return self.online.model_features(model, entity_rows, deployment=deployment,
+                                          full_feature_names=full_feature_names,
+                                          fill_defaults=fill_defaults)
+
+    def score_batch(self, model: str, entity_df: Any, *, as_of: Any = None,
+                    full_feature_names: bool = False, run_id: str | None = None,
+                    timestamp_column: str | None = None) -> TrainingDataset:
         """The model's input for ``entity_df``, point in time, without naming features."""
-        return self._tracking.score_batch(model, entity_df, **options)
+        return self.tracking.score_batch(model, entity_df, as_of=as_of,
+                                         full_feature_names=full_feature_names,
+                                         run_id=run_id, timestamp_column=timestamp_column)
 
-    def deploy(self, model: str, environment: str = "production", **options: Any) -> Any:
-        return self._tracking.deploy(model, environment, **options)
+    def deploy(self, model: str, environment: str = "production", *,
+               exceptions: Mapping[str, str] | None = None, description: str = "",
+               allow_null_features: str | None = None) -> Deployment:
+        """Deploy a model version with its feature set and a frozen lineage snapshot."""
+        return self.tracking.deploy(model, environment, exceptions=exceptions,
+                                    description=description,
+                                    allow_null_features=allow_null_features)
 
-    def undeploy(self, deployment_id: str, **options: Any) -> Any:
-        return self._tracking.undeploy(deployment_id, **options)
+    def undeploy(self, deployment_id: str, *, reason: str | None = None) -> Deployment:
+        """End a deployment."""
+        return self.tracking.undeploy(deployment_id, reason=reason)
 
-    # -- lineage ---------------------------------------------------------------------------
-    _lineage = _service("featureledger.lineage.service", "LineageService")
+    def get_deployment(self, deployment_id: str) -> Deployment:
+        """One deployment by id."""
+        return self.tracking.get_deployment(deployment_id)
 
-    def lineage(self, node: str, **options: Any) -> Any:
+    def deployments(self, *, environment: str | None = None, model: str | None = None,
+                    active_only: bool = False) -> builtins.list[Deployment]:
+        """Deployment history, newest first."""
+        return self.tracking.deployments(environment=environment, model=model,
+                                         active_only=active_only)
+
+    # -- lineage -----------------------------------------------------------------------------
+    def lineage(self, node: str, *, direction: Direction = "both", depth: int | None = None,
+                describe: bool = True) -> LineageGraph:
         """The lineage graph around ``node`` (upstream, downstream or both)."""
-        return self._lineage.lineage(node, **options)
+        return self.lineage_service.lineage(node, direction=direction, depth=depth,
+                                            describe=describe)
 
-    def impact(self, node: str, **options: Any) -> Any:
+    def impact(self, node: str, *, commit_status: str | None = None) -> ImpactReport:
         """Deployments and models that read ``node`` (a view version or a commit)."""
-        return self._lineage.impact(node, **options)
+        return self.lineage_service.impact(node, commit_status=commit_status)
 
-    def reconcile(self, *, deep: bool = False) -> Any:
-        """Check the registry's references and every commit file, dataset entity file and
-        local model artifact on disk (existence and size; ``deep=True`` also compares
-        every file's digest). Returns a report whose ``problems`` say what to do."""
-        return self._lineage.reconcile(deep=deep)
+    def reconcile(self, *, deep: bool = False) -> ReconcileReport:
+        """Check every commit, dataset and model artifact and every lineage reference;
+        with ``deep`` also the files' digests."""
+        return self.lineage_service.reconcile(deep=deep)

@@ -67,7 +67,7 @@ def test_map_filter_and_gc(repo: Path, tmp_path: Path) -> None:
 
     src = pd.read_parquet(repo / "data" / "driver_stats.parquet")
     renamed = src.rename(columns={"rating": "stars"}).assign(extra=1)
-    path = tmp_path / "renamed.csv"
+    path = repo / "data" / "renamed.csv"  # input files are read from the repository
     renamed.to_csv(path, index=False)
     out = json.loads(fl("ingest", "driver_stats", str(path), "--map", "stars=rating",
                         "--map", "extra=", "--filter", "driver_id < 1010", "--json",

@@ -164,9 +164,10 @@ def test_pandas_nan_in_a_required_field_is_a_missing_value(make) -> None:
 
 
 @pytest.mark.parametrize("allow_nan", [False, True])
-def test_csv_nan_text_follows_the_field(make, tmp_path, allow_nan) -> None:
+def test_csv_nan_text_follows_the_field(make, allow_nan) -> None:
     store = make(readings(allow_nan))
-    path = tmp_path / "r.csv"
+    path = store.config.root / "r.csv"  # input files are read from the repository
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("sensor_id,event_timestamp,value,label\n"
                     "1,2024-01-01T00:00:00Z,NaN,NaN\n"
                     "2,2024-01-01T00:00:00Z,,b\n"

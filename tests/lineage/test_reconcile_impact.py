@@ -103,7 +103,7 @@ def test_reconcile_clean_then_names_each_problem(tmp_path, registry_url):
             "deployment": o["dep"].deployment_id, "feature_version": "driver_stats@1"}
         assert by_code["missing_dataset"].ids["dataset"].startswith("ds_01900000")
         # a recorded exception clears the deprecation problem
-        s._tracking.add_deployment_exception(o["dep"].deployment_id, "driver_stats@1",
+        s.tracking.add_deployment_exception(o["dep"].deployment_id, "driver_stats@1",
                                              "v2 backfill running")
         assert "inactive_feature_version" not in s.reconcile().codes()
     finally:

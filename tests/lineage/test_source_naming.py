@@ -48,9 +48,11 @@ def repo(tmp_path) -> Path:
     return root
 
 
-def open_store(root: Path, url: str, actor: str = "alice") -> FeatureStore:
-    return FeatureStore(root, config=ProjectConfig(project="rides", registry=url, root=root),
-                        actor=actor)
+def open_store(root: Path, url: str, actor: str = "alice",
+               allowed_prefixes: tuple[str, ...] = ()) -> FeatureStore:
+    return FeatureStore(root, config=ProjectConfig(
+        project="rides", registry=url, root=root,
+        sources={"allowed_prefixes": list(allowed_prefixes)}), actor=actor)
 
 
 def edges_into(store, node: str) -> set[tuple[str, str]]:
@@ -76,8 +78,8 @@ def test_a_file_is_one_node_however_it_is_named(repo, registry_url, monkeypatch)
         assert node == f"source:file://{repo.as_posix().replace(' ', '%20')}/data/trips.parquet"
         by_default = store.ingest("trips").commit_id
         by_absolute = store.ingest("trips", str(path)).commit_id
-        monkeypatch.chdir(repo / "data")
-        by_relative = store.ingest("trips", "trips.parquet").commit_id
+        monkeypatch.chdir(repo / "data")  # a relative path is relative to the repository
+        by_relative = store.ingest("trips", "data/trips.parquet").commit_id
         assert edges_into(store, node) == {("feeds", "view:trips@1"),
                                            ("ingested", by_default),
                                            ("ingested", by_absolute),
@@ -100,7 +102,7 @@ def test_files_outside_the_project_and_globs(repo, registry_url, tmp_path) -> No
     frame().to_parquet(outside, index=False)
     for i in range(2):
         frame(start=10 * i).to_parquet(repo / "data" / f"part-{i}.parquet", index=False)
-    store = open_store(repo, registry_url)
+    store = open_store(repo, registry_url, allowed_prefixes=(str(outside.parent),))
     try:
         store.apply([DRIVER, view()])
         a = store.ingest("trips", str(outside)).commit_id

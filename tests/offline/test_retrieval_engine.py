@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featureledger.offline.engine import DuckDBEngine, ViewScan
+from featureledger.offline.duckdb import DuckDBEngine
+from featureledger.offline.engine import ViewScan
 
 TS = pa.timestamp("us", tz="UTC")
 

@@ -11,6 +11,7 @@ import pytest
 
 from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
+from featureledger.context import active_run
 from featureledger.errors import (
     FeatureDataWarning,
     RetrievalError,
@@ -18,8 +19,8 @@ from featureledger.errors import (
     UnknownDatasetError,
     UnknownFeatureError,
 )
+from featureledger.events import DatasetCreated
 from featureledger.registry.lineage_edges import READ, USED_BY, edges_of
-from featureledger.tracking.context import active_run
 
 UTC = dt.UTC
 BASE = dt.datetime(2024, 5, 1, tzinfo=UTC)
@@ -77,7 +78,7 @@ def seed(store):
 def test_dataset_is_recorded_with_its_commits_and_lineage(store):
     c1, c2 = seed(store)
     seen = []
-    store.ctx.events.subscribe("dataset.created", lambda name, p: seen.append(p))
+    store.ctx.events.subscribe(DatasetCreated, seen.append)
     with active_run("run_0000test"):
         ds = store.get_historical_features(entity_frame(), feature_set="model_in")
     rec = store.registry.datasets.get(ds.id)
@@ -86,7 +87,7 @@ def test_dataset_is_recorded_with_its_commits_and_lineage(store):
     assert rec.features == ["trips@1:fare", "rating@1:stars"]
     assert sorted(rec.commit_ids) == sorted([c1.commit_id, c2.commit_id])
     assert rec.content_hash == ds.content_hash and rec.row_count == 5
-    assert [p["record"].dataset_id for p in seen] == [ds.id]
+    assert [e.dataset_id for e in seen] == [ds.id]
     with store.registry.db.read() as conn:
         edges = {(e["src"], e["dst"], e["relation"]) for e in edges_of(conn, ds.id)}
     assert edges == {(c1.commit_id, ds.id, READ), (c2.commit_id, ds.id, READ),

@@ -134,7 +134,7 @@ def test_duckdb_limits_come_from_the_config(tmp_path, write_commit):
         ds = s.get_historical_features({"shop_id": ["a"], "event_timestamp": [t(1)]},
                                        ["sales:amount"])
         assert ds.to_arrow().column("amount").to_pylist() == [3]
-        engine = s._retrieval.engine
+        engine = s.retrieval.engine
         settings = dict(engine._db.sql(
             "SELECT name, value FROM duckdb_settings() WHERE name IN ('threads', "
             "'memory_limit')").fetchall())

@@ -22,7 +22,7 @@ def cached(make_store, h):
     store.materialize(end=h.ts(2))
     assert trips(store) == [1, None]
     assert trips(store) == [1, None]  # now cached, including the "not found"
-    assert store._online.cache.stats()["hits"] >= 2
+    assert store.online.cache.stats()["hits"] >= 2
     return store
 
 
@@ -107,7 +107,7 @@ def test_memory_only_reads_answer_from_the_cache_or_not_at_all(make_store, h):
     h.write_commit(store, "driver_stats", [
         {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
     store.materialize(end=h.ts(2))
-    svc = store._online
+    svc = store.online
     feats = ["driver_stats:trips", "driver_stats:city"]
     assert svc.get_online_features_nowait(feats, IDS) is None  # no plan built yet
     full = store.get_online_features(feats, IDS)  # caches key 1 and key 2 ("not found")
@@ -138,10 +138,10 @@ def test_memory_only_reads_need_the_cache_and_a_fresh_check(make_store, h):
     plain = make_store(poll_interval_s=3600)
     plain.apply([h.DRIVER, h.stats_view()])
     plain.get_online_features(["driver_stats:trips"], IDS)
-    assert plain._online.get_online_features_nowait(["driver_stats:trips"], IDS) is None
+    assert plain.online.get_online_features_nowait(["driver_stats:trips"], IDS) is None
     polling = make_store(cache=True)  # poll_interval_s=0: the check is due on every read
     polling.get_online_features(["driver_stats:trips"], IDS)
-    assert polling._online.get_online_features_nowait(["driver_stats:trips"], IDS) is None
+    assert polling.online.get_online_features_nowait(["driver_stats:trips"], IDS) is None
 
 
 def test_reads_leave_change_polling_to_a_background_thread(make_store, h):
@@ -200,13 +200,13 @@ def test_the_poller_stops_with_its_store(tmp_path, h):
         return s
 
     closed = opened()
-    poller = closed._online.watcher._poller
+    poller = closed.online.watcher._poller
     assert poller is not None and poller.is_alive()
     closed.close()
     poller.join(2)
     assert not poller.is_alive()
     dropped = opened()  # never closed: the thread must not keep polling for it
-    poller = dropped._online.watcher._poller
+    poller = dropped.online.watcher._poller
     del dropped
     gc.collect()
     poller.join(2)

@@ -10,6 +10,7 @@ import pytest
 
 from featureledger import Field
 from featureledger.errors import RetrievalError, UnknownFeatureError
+from featureledger.events import MaterializeCompleted
 from featureledger.model.timeutil import to_us
 from featureledger.online.response import FeatureStatus
 
@@ -123,11 +124,11 @@ def test_incremental_loads_new_commits_and_late_data(store, h):
 
 def test_materialize_emits_an_event(store, h):
     seen = []
-    store.ctx.events.subscribe("materialize.completed", lambda n, p: seen.append(p))
+    store.ctx.events.subscribe(MaterializeCompleted, seen.append)
     c1 = h.write_commit(store, "driver_stats", [
         {"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
     store.materialize(end=h.ts(2))
-    assert seen and seen[0]["views"] == ["driver_stats@1"] and seen[0]["commits"] == [c1]
+    assert seen and seen[0].views == ["driver_stats@1"] and seen[0].commits == [c1]
 
 
 def test_version_qualified_reads(store, h):
@@ -277,7 +278,7 @@ def test_reads_through_a_deployment_are_counted_as_usage(store, h):
     assert r.statuses["bonus"] == ["PRESENT", "NOT_FOUND"]
     # a read by model id is not a deployment's read: not counted
     store.get_online_features(model=by_list.model_id, entity_rows=[{"driver_id": 1}])
-    usage = store._tracking.deployment_usage(dep.deployment_id)
+    usage = store.tracking.deployment_usage(dep.deployment_id)
     # one counter per (deployment, view version, hour), never a row per request (two
     # hours at most, should the test straddle an hour)
     got = sorted((u["feature_version"], u["requests"], u["rows"]) for u in usage)
@@ -289,7 +290,7 @@ def test_reads_through_a_deployment_are_counted_as_usage(store, h):
         acc[1] += rows
     assert by_version == {"driver_stats@1": [len(sizes), sum(sizes)],
                           "driver_stats@2": [len(sizes), sum(sizes)]}
-    other = store._tracking.deployment_usage(dep_set.deployment_id)
+    other = store.tracking.deployment_usage(dep_set.deployment_id)
     assert sorted((u["feature_version"], u["requests"], u["rows"]) for u in other) == [
         ("driver_stats@1", 1, 2), ("driver_stats@2", 1, 2)]
 

@@ -22,7 +22,7 @@ def test_push_is_online_at_once_and_lands_offline_on_flush(store, h):
     assert r.values == {"trips": [2, 20], "city": ["b", "unknown"]}
     assert r.commits("trips") == [cid, cid]
     assert store.registry.commits.list("driver_stats") == []  # buffered, not yet offline
-    landed = store._online.flush()
+    landed = store.online.flush()
     assert [c.commit_id for c in landed] == [cid]
     assert landed[0].row_count == 3 and landed[0].source["type"] == "push"
     offline = store.get_historical_features(
@@ -74,4 +74,4 @@ def test_invalid_rows_reject_the_whole_push(make_store, h):
         store.push("driver_stats", [{"driver_id": 1, "event_timestamp": h.ts(1), "bogus": 1}])
     assert store.get_online_features(["driver_stats:trips"], IDS).values["trips"] == [None,
                                                                                       None]
-    assert store._online.flush() == []
+    assert store.online.flush() == []

@@ -63,7 +63,7 @@ def test_a_push_cites_a_pending_commit_until_it_lands(make_store, h, tmp_path):
     log = segments(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in log] == [
         f".featureledger/push-log/default/driver_stats/v1/{cid}.wal"]
-    landed = store._online.flush()
+    landed = store.online.flush()
     assert [c.commit_id for c in landed] == [cid]
     got = store.get_commit(cid)
     assert (got.status, got.row_count) == ("committed", 2)
@@ -90,9 +90,9 @@ def test_pushes_a_dead_store_acknowledged_land_on_the_next_open(make_store, h, t
     assert a.push("driver_stats", [
         {"driver_id": 1, "event_timestamp": h.ts(2), "trips": 2, "city": "b"},
         {"driver_id": 2, "event_timestamp": h.ts(1), "trips": 20}]) == cid
-    a._online.pusher.buffer.close()  # released, never landed: what a killed process leaves
+    a.online.pusher.buffer.close()  # released, never landed: what a killed process leaves
     b = make_store()
-    assert b._online.recovery.landed == [cid] and b._online.recovery.rows == 3
+    assert b.online.recovery.landed == [cid] and b.online.recovery.rows == 3
     assert b.get_commit(cid).status == "committed" and b.get_commit(cid).row_count == 3
     online = b.get_online_features(FEATS, [{"driver_id": 1}, {"driver_id": 2}])
     # a missing column takes the default; a missing value in a present column is null
@@ -115,11 +115,11 @@ def test_replaying_a_segment_whose_commit_landed_adds_nothing(make_store, h, tmp
         {"driver_id": 2, "event_timestamp": h.ts(1), "trips": 2}])
     (seg,) = segments(tmp_path)
     saved = seg.read_bytes()
-    store._online.flush()
+    store.online.flush()
     # a crash between the landing's registry commit and the segment's removal
     seg.write_bytes(saved)
     again = make_store()
-    assert again._online.recovery.retagged == [cid] and again._online.recovery.landed == []
+    assert again.online.recovery.retagged == [cid] and again.online.recovery.landed == []
     assert [(c.commit_id, c.row_count) for c in again.commits("driver_stats")] == [(cid, 2)]
     rows = offline_rows(again)
     assert rows.num_rows == 2
@@ -136,11 +136,11 @@ def test_a_torn_record_is_not_replayed(make_store, h, tmp_path):
     a.push("driver_stats", [{"driver_id": 2, "event_timestamp": h.ts(1), "trips": 2}])
     second = seg.read_bytes()[one:]  # the second push's record
     a.push("driver_stats", [{"driver_id": 3, "event_timestamp": h.ts(1), "trips": 3}])
-    a._online.pusher.buffer.close()
+    a.online.pusher.buffer.close()
     with open(seg, "ab") as f:  # a fourth push cut short by the crash: never acknowledged
         f.write(second[: len(second) // 2])
     b = make_store()
-    assert b._online.recovery.landed == [cid]
+    assert b.online.recovery.landed == [cid]
     assert sorted(offline_rows(b).column("driver_id").to_pylist()) == [1, 2, 3]
     a.close()
 
@@ -150,12 +150,12 @@ def test_a_zeroed_or_short_tail_is_not_a_record(make_store, h, tmp_path, tail):
     a = make_store()
     a.apply([h.DRIVER, h.stats_view()])
     cid = a.push("driver_stats", [{"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
-    a._online.pusher.buffer.close()
+    a.online.pusher.buffer.close()
     (seg,) = segments(tmp_path)
     with open(seg, "ab") as f:  # a file extended by the crash, its data never written
         f.write(tail)
     b = make_store()
-    assert b._online.recovery.landed == [cid] and not b._online.recovery.failed
+    assert b.online.recovery.landed == [cid] and not b.online.recovery.failed
     assert offline_rows(b).column("driver_id").to_pylist() == [1]
     a.close()
 
@@ -165,9 +165,9 @@ def test_a_live_store_keeps_its_segments(make_store, h, tmp_path):
     a.apply([h.DRIVER, h.stats_view()])
     cid = a.push("driver_stats", [{"driver_id": 1, "event_timestamp": h.ts(1), "trips": 1}])
     b = make_store()  # another process opening the same repository while `a` serves
-    assert not b._online.recovery
+    assert not b.online.recovery
     assert b.get_commit(cid).status == "pending" and len(segments(tmp_path)) == 1
-    a._online.flush()
+    a.online.flush()
     assert b.get_commit(cid).status == "committed" and segments(tmp_path) == []
 
 
@@ -209,7 +209,7 @@ def test_concurrent_pushes_all_land_once(make_store, h):
     for t in threads:
         t.join()
     assert not errors
-    store._online.flush()
+    store.online.flush()
     commits = {c.commit_id: c for c in store.commits("driver_stats")}
     assert set(acked.values()) <= set(commits) and sum(
         c.row_count for c in commits.values()) == 150
@@ -262,7 +262,7 @@ CHILD = textwrap.dedent("""
     if batches == 0:  # a replay only
         if crash_at != "-":
             os.environ["FEATURELEDGER_CRASH_AT"] = crash_at
-        print("replayed", store._online.recovery.summary(), flush=True)
+        print("replayed", store.online.recovery.summary(), flush=True)
         sys.exit(0)
     for i in range(batches):
         print("ack", i, store.push("driver_stats", batch(i)), flush=True)
@@ -270,7 +270,7 @@ CHILD = textwrap.dedent("""
     if crash_at == "push_after_log":
         store.push("driver_stats", batch(batches))  # killed before its answer
     else:
-        store._online.flush()  # killed while landing
+        store.online.flush()  # killed while landing
     print("survived", flush=True)
 """)
 
@@ -301,7 +301,7 @@ def _repo(tmp_path: Path, registry: str, h) -> Path:
 def check_every_acknowledged_row(root: Path, acked_batches: int, cid: str, h) -> None:
     """What the pushes were answered with is there, offline and online, exactly once."""
     with FeatureStore(root) as store:
-        assert store._online is not None  # opening the online part replays the push log
+        assert store.online is not None  # opening the online part replays the push log
         commits = store.commits("driver_stats")
         assert [(c.commit_id, c.status) for c in commits] == [(cid, "committed")]
         rows = offline_rows(store)

@@ -157,7 +157,7 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
     s = open_store(tmp_path, registry_url, "risk")  # upgrades in place
     try:
         db = s.registry.db
-        assert db.current_revision() == head_revision() == "0004"
+        assert db.current_revision() == head_revision() == "0005"
         with db.read_all_projects() as conn:
             for table in schema.metadata.sorted_tables:
                 projects = conn.execute(sa.select(table.c.project).distinct()).scalars().all()
@@ -169,6 +169,7 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
             ("feature_view", "driver_stats", 1)]
         old = s.get_commit(ids["cmt"])
         assert old.files == [f"views/driver_stats/v1/{ids['cmt']}/part-00000.parquet"]
+        assert old.seal == "unsealed"  # written before 0005: served, not taken as tampered
         assert s.registry.datasets.get(ids["ds"]).commit_ids == [ids["cmt"]]
         run = s.get_run(ids["run"])
         assert (run.experiment, run.params, run.metrics, run.tags, run.external_ids,
@@ -176,9 +177,9 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
             "churn", {"C": "1.0"}, {"auc": 0.8}, {"team": "risk"}, {"mlflow": "m1"},
             [ids["ds"]], ["fraud@1"], [ids["cmt"]])
         assert s.get_model("fraud@1").model_id == ids["mdl"]
-        dep = s._tracking.get_deployment(ids["dep"])
+        dep = s.tracking.get_deployment(ids["dep"])
         assert dep.status == "active" and dep.exceptions == {"driver_stats@1": "kept"}
-        assert [(u["requests"], u["rows"]) for u in s._tracking.deployment_usage()] == [(3, 6)]
+        assert [(u["requests"], u["rows"]) for u in s.tracking.deployment_usage()] == [(3, 6)]
         assert [a["action"] for a in db.audit_trail()] == ["adopt_unscoped_rows", "commit"]
         up = s.lineage(ids["dep"], direction="upstream")
         assert up.of_kind("cmt_") == [ids["cmt"]] and up.of_kind("run_") == [ids["run"]]
@@ -216,7 +217,7 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
                 newcomer.get_commit(ids["cmt"])
             newcomer.apply([DRIVER, STATS, FRAUD])
             assert newcomer.get_view("driver_stats").version == 1
-            assert newcomer._tracking.create_experiment("churn").experiment_id != ids["exp"]
+            assert newcomer.tracking.create_experiment("churn").experiment_id != ids["exp"]
             orphan.mkdir(parents=True)  # the old layout is not the newcomer's to collect
             assert newcomer.gc(grace_seconds=0).removed == [] and orphan.is_dir()
         finally:

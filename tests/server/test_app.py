@@ -119,7 +119,7 @@ def test_refuses_public_bind_without_tokens():
 
 
 def test_cached_reads_answered_in_memory_stay_fresh(client, served_store):
-    online = served_store._online
+    online = served_store.online
     online.watcher.poll_interval_s = 3600  # only in-process changes are seen, at once
     online.watcher.refresh()
     first = client.post("/features/online", json=BODY).json()

@@ -103,7 +103,7 @@ def test_full_story(tmp_path, registry_url, capsys):
         resp = s.get_model_features(dep.deployment_id, [{"driver_id": 1}, {"driver_id": 3}])
         online = resp.to_dict() if hasattr(resp, "to_dict") else resp
         assert online["trips"] == [11, 30] and online["city"] == ["Oslo", "Rome"]
-        usage = s._tracking.deployment_usage(dep.deployment_id)
+        usage = s.tracking.deployment_usage(dep.deployment_id)
         assert {(u["feature_version"], u["requests"], u["rows"]) for u in usage} == {
             ("driver_stats@1", 1, 2), ("driver_geo@1", 1, 2)}
         assert s.reconcile().ok

@@ -57,7 +57,7 @@ def test_upgrade_from_0001_keeps_data(registry_url):
                           "model_datasets", "deployments", "deployment_usage"):
                 assert insp.has_table(table), table
         # and the new tables work on the upgraded database
-        from featureledger.tracking.runs import RunRepository
+        from featureledger.registry.runs import RunRepository
 
         exp = RunRepository(reg.db).create_experiment("after-upgrade")
         assert RunRepository(reg.db).get_experiment(exp.experiment_id).name == "after-upgrade"

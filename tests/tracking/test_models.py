@@ -13,7 +13,7 @@ from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
 from featureledger.errors import StateError, TrackingError, UnknownModelError
 from featureledger.registry import schema
-from featureledger.tracking.usage import bucket_start, read_usage, record_usage
+from featureledger.registry.usage import bucket_start, read_usage, record_usage
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
@@ -100,7 +100,7 @@ def test_deploy_supersede_undeploy_history(store):
     assert any(e[2] == "read" and e[1] == ds.id for e in snap_edges)
     staging = store.deploy("fraud@2", "staging")
     d2 = store.deploy("fraud@2", "production")
-    svc = store._tracking
+    svc = store.tracking
     assert svc.get_deployment(d1.deployment_id).status == "superseded"
     assert svc.get_deployment(staging.deployment_id).status == "active"
     hist = svc.deployments(environment="production")
@@ -134,7 +134,7 @@ def test_usage_counters_aggregate_per_bucket(store):
         ds = store.get_historical_features(ents(), "fraud")
         run.log_model("fraud", "s3://m/1", training_dataset=ds)
     dep = store.deploy("fraud@1", "production")
-    svc = store._tracking
+    svc = store.tracking
     h = 3600 * 1_000_000
     generation = store.registry.generation()
     for i in range(250):  # many requests, few rows in the table

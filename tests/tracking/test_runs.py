@@ -12,8 +12,8 @@ import pytest
 
 from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
+from featureledger.context import current_run_id
 from featureledger.errors import StateError, TrackingError, UnknownRunError
-from featureledger.tracking.context import current_run_id
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 

@@ -16,6 +16,8 @@ from featureledger.cli.common import (
     err_console,
     open_store,
     print_json,
+    show,
+    show_repr,
 )
 from featureledger.model.timeutil import from_us
 
@@ -38,18 +40,36 @@ def _parse_map(items: list[str]) -> dict[str, str | None] | None:
     return out or None
 
 
+def _sample_cell(sample: dict[str, Any]) -> str:
+    sizes = sample.get("truncated") or {}
+    return f"row {sample['row']}: " + ", ".join(
+        f"{show(k)}={show_repr(v)}" + (f" ({sizes[k]})" if k in sizes else "")
+        for k, v in sample["values"].items())
+
+
 def report_table(report: Any, title: str = "validation") -> Table:
-    """A validation report as a table: one row per rule that failed, with sample rows."""
-    t = Table(title=f"{title}: {report.rows_rejected} of {report.rows_checked} rows rejected")
+    """A validation report as a table: one row per rule that failed, with sample rows (every
+    value cut to ``bounds.value_chars``, with its size; markup escaped)."""
+    t = Table(title=f"{show(title)}: {report.rows_rejected} of {report.rows_checked} rows "
+                    "rejected")
     for col in ("rule", "constraint", "failed", "first rows"):
         t.add_column(col, overflow="fold")
     for r in report.failures:
-        samples = "\n".join(
-            f"row {s['row']}: " + ", ".join(f"{k}={v!r}" for k, v in s["values"].items())
-            for s in r.sample
-        )
-        t.add_row(f"[red]{r.rule}[/]", r.detail, str(r.failed), samples)
+        samples = "\n".join(_sample_cell(s) for s in r.sample)
+        t.add_row(f"[red]{show(r.rule)}[/]", show(r.detail), str(r.failed), samples)
     return t
+
+
+def _print_unparsed(report: Any, out: Any) -> None:
+    """The input lines a report says could not be parsed (drop_invalid), if any."""
+    if not getattr(report, "rows_unparsed", 0):
+        return
+    out.print(f"[yellow]{report.rows_unparsed} input line(s) could not be parsed[/] and were "
+              "not read:")
+    for u in report.unparsed[:10]:
+        out.print(f"  {show(u['file'])} line {u['line']}: {show(u['problem'])}")
+    if report.rows_unparsed > 10:
+        out.print(f"  ... and {report.rows_unparsed - 10} more")
 
 
 def _commit_table(commits: list[Any]) -> Table:
@@ -74,20 +94,24 @@ def _print_commit(c: Any) -> None:
                   f"{c.source.get('uri')} (sha256 {str(c.source.get('digest'))[:16]}...)")
     for step in c.steps:
         where = f" {step['column']}" if "column" in step else ""
-        console.print(f"  step {step['step']}{where}: {json.dumps(step.get('params', {}))}")
+        console.print(f"  step {show(step['step'])}{show(where)}: "
+                      f"{show(json.dumps(step.get('params', {}), default=str), 2_000)}")
     console.print(f"  files: {', '.join(c.files)} (sha256 {c.content_digest[:16]}...)")
     if c.validation.get("rejected_path"):
         console.print(f"  rejected rows: {c.validation['rejected_path']}")
+    if c.validation.get("rows_unparsed"):
+        console.print(f"  unparsed input lines: {c.validation['rows_unparsed']}")
     t = Table(title="profile")
     for col in ("column", "count", "nulls", "min", "max", "mean", "p50", "distinct~"):
         t.add_column(col)
     for name, p in c.profile.get("columns", {}).items():
         q = p.get("quantiles") or {}
         mean = p.get("mean")
-        t.add_row(name, str(p.get("count")), str(p.get("nulls")), str(p.get("min", "")),
-                  str(p.get("max", "")), "" if mean is None else f"{mean:.6g}"
-                  if isinstance(mean, float) else str(mean),
-                  str(q.get("p50", "")), str(p.get("distinct_estimate", "")))
+        t.add_row(show(name), str(p.get("count")), str(p.get("nulls")),
+                  show(p.get("min", "")), show(p.get("max", "")),
+                  "" if mean is None else f"{mean:.6g}" if isinstance(mean, float)
+                  else show(mean),
+                  show(q.get("p50", "")), str(p.get("distinct_estimate", "")))
     console.print(t)
 
 
@@ -96,7 +120,8 @@ def register(app: typer.Typer) -> None:
     def ingest(
         view: str = typer.Argument(..., help="Feature view name (NAME or NAME@VERSION)."),
         path: str | None = typer.Argument(
-            None, help="Parquet/CSV file, folder or glob; default: the view's own source."),
+            None, help="Parquet/CSV file, folder or glob, relative to the repository; "
+                       "default: the view's own source."),
         mode: str = typer.Option("strict", "--mode",
                                  help="strict: any invalid row rejects the commit; "
                                       "drop_invalid: commit the valid rows."),
@@ -109,7 +134,8 @@ def register(app: typer.Typer) -> None:
                                           help="Rename an input column: --map src=field "
                                                "(--map src= drops it). Repeatable."),
         filter_sql: str | None = typer.Option(None, "--filter",
-                                              help="DuckDB SQL boolean selecting input rows."),
+                                              help="One DuckDB SQL boolean expression selecting "
+                                                   "input rows."),
         run_id: str | None = typer.Option(None, "--run-id", help="Attribute to this run."),
         repo: Path = RepoOption,
         as_json: bool = JsonOption,
@@ -129,7 +155,11 @@ def register(app: typer.Typer) -> None:
                     print_json({"error": "validation_failed", "message": str(exc),
                                 "report": getattr(exc.report, "to_dict", dict)()})
                 else:
-                    err_console.print(report_table(exc.report, f"{name}: rejected"))
+                    if exc.report is not None:
+                        err_console.print(report_table(exc.report, f"{name}: rejected"))
+                        _print_unparsed(exc.report, err_console)
+                    else:
+                        err_console.print(show(str(exc), 2_000))
                     err_console.print("[red]nothing was written[/]; fix the data or use "
                                       "--mode drop_invalid")
                 raise typer.Exit(3) from None
@@ -144,6 +174,7 @@ def register(app: typer.Typer) -> None:
         if result.rejected_count:
             console.print(report_table(result.report, "dropped rows"))
             console.print(f"rejected rows kept in {result.rejected_path}")
+        _print_unparsed(result.report, console)
 
     @app.command()
     def commits(

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
+from featureledger.cli.common import show as show_value
 
 _ACTION_STYLE = {
     "unchanged": "dim",
@@ -178,12 +179,12 @@ def register(app: typer.Typer) -> None:
                 t.add_column(col)
             for f in d.fields:
                 rng = "" if f.min is None and f.max is None else f"[{f.min}, {f.max}]"
-                t.add_row(f.name, f.dtype, f.unit or "", str(f.nullable), rng,
-                          ",".join(map(str, f.allowed_values or [])),
-                          ",".join(f.tags), f.description)
+                t.add_row(f.name, f.dtype, show_value(f.unit or ""), str(f.nullable),
+                          show_value(rng), show_value(",".join(map(str, f.allowed_values or []))),
+                          show_value(",".join(f.tags)), show_value(f.description))
             console.print(t)
             for c in d.checks:
-                console.print(f"check {c.name}: {c.expr}")
+                console.print(f"check {c.name}: {show_value(c.expr, 2_000)}")
         elif rec.kind == "feature_set":
             for f in d.features:
                 console.print(f"  {f}")

@@ -7,13 +7,15 @@ shows the traceback.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import os
 import sys
 
 import typer
 
-from featureledger.cli.common import err_console
+from featureledger.cli.common import err_console, show_message
 
 # Modules that add commands, in help order.
 COMMAND_MODULES = [
@@ -51,6 +53,13 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit status.
+
+    A FeatureLedgerError is the library saying what went wrong (exit 2, 3 for failed
+    validation); an OSError or MemoryError is the machine (a full disk, a file that cannot
+    be opened), reported as such (exit 2). Only what remains is a bug and prints
+    "internal error".
+    """
     from featureledger.errors import FeatureLedgerError
 
     args = sys.argv[1:] if argv is None else argv
@@ -62,14 +71,31 @@ def main(argv: list[str] | None = None) -> int:
     except FeatureLedgerError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error[/] ({exc.code}): {exc}", markup=True,
-                          highlight=False, soft_wrap=True)
+        # the message may quote data: cut and escaped, never read as markup
+        _error(exc.code, show_message(str(exc)))
         return 2 if exc.code != "validation_failed" else 3
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`featureledger commits | head`): not an error
+        # worth a message, and printing one would fail the same way
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+        return 141
+    except OSError as exc:
+        if debug:
+            raise
+        _error(*_os_message(exc))
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        _error("out_of_memory", "the command ran out of memory; give it more memory, or "
+               "work on less data at a time (fewer rows per ingest, a shorter time range)")
+        return 2
     except Exception as exc:
         # usage errors (typer ships its own click: recognise them by their interface)
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
@@ -78,10 +104,30 @@ def main(argv: list[str] | None = None) -> int:
             return code
         if debug:
             raise
-        err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc}\n"
+        err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: "
+                          f"{show_message(str(exc))}\n"
                           "Run again with --debug for the traceback, and please report it.")
         return 1
     return 0
+
+
+def _error(code: str, message: str) -> None:
+    err_console.print(f"[bold red]error[/] ({code}): {message}", markup=True,
+                      highlight=False, soft_wrap=True)
+
+
+def _os_message(exc: OSError) -> tuple[str, str]:
+    """(code, message) for an OSError that reached the command line untranslated."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full", (f"the disk is full{where}: {what}. Free space and retry; "
+                             "commits are written atomically, so none was left half-written")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission_denied", f"permission denied{where}: {what}"
+    if exc.errno == errno.ENOENT:
+        return "not_found", f"no such file or folder{where}"
+    return "os_error", f"{what}{where}"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
+from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
 
 _STATUS_STYLE = {"NULL": "dim", "NOT_FOUND": "red", "OUTSIDE_TTL": "yellow", "DEFAULT": "cyan"}
 
@@ -102,14 +102,14 @@ def register(app: typer.Typer) -> None:
             for name in resp.names:
                 t.add_column(f"{name}\n[dim]v{resp.versions[name]}[/]")
             for i in range(len(resp)):
-                cells = [str(col[i]) for col in resp.entity_columns]
+                cells = [show(col[i]) for col in resp.entity_columns]
                 for name in resp.names:
                     status = resp.statuses[name][i].value
                     value = resp.values[name][i]
                     if status == "PRESENT":
-                        cells.append(str(value))
+                        cells.append(show(value))
                     elif value is not None:  # a default: the value, marked as one
-                        cells.append(f"{value} [{_STATUS_STYLE[status]}]({status})[/]")
+                        cells.append(f"{show(value)} [{_STATUS_STYLE[status]}]({status})[/]")
                     else:
                         cells.append(f"[{_STATUS_STYLE[status]}]{status}[/]")
                 t.add_row(*cells)
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
             bind = host or cfg.host
             check_bind(bind, cfg.tokens)
             # opening the online part replays the push log before the first request
-            recovery = store._online.recovery
+            recovery = store.online.recovery
             if recovery:
                 console.print(f"push log: {recovery.summary()}")
             console.print(f"serving {store.repo_path.absolute()} on http://{bind}:"

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
+from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
 from featureledger.model.timeutil import from_us
 
 
@@ -22,19 +22,19 @@ def _fmt(v: Any) -> str:
         return "-"
     if isinstance(v, float):
         return f"{v:.6g}"
-    return str(v)
+    return show(v)
 
 
 def _tracking(store: Any) -> Any:
     from featureledger.tracking.service import TrackingService
 
-    return store.ctx.part("featureledger.tracking.service.TrackingService", TrackingService)
+    return store.ctx.part(TrackingService)
 
 
 def _lineage(store: Any) -> Any:
     from featureledger.lineage.service import LineageService
 
-    return store.ctx.part("featureledger.lineage.service.LineageService", LineageService)
+    return store.ctx.part(LineageService)
 
 
 def register(app: typer.Typer) -> None:
@@ -278,5 +278,12 @@ def register(app: typer.Typer) -> None:
                     ids = ", ".join(f"{k}={v}" for k, v in p.ids.items())
                     console.print(f"  [{p.code}] {p.message}  ({ids})", markup=False,
                                   soft_wrap=True)
+            if rep.notices:
+                codes = sorted({n.code for n in rep.notices})
+                console.print(f"{len(rep.notices)} notice(s) ({', '.join(codes)}): "
+                              f"{rep.notices[0].message}" + (" (and likewise for the others; "
+                                                            "--json lists them)"
+                                                            if len(rep.notices) > 1 else ""),
+                              markup=False, soft_wrap=True)
         if not rep.ok:
             raise typer.Exit(1)

@@ -67,6 +67,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from featureledger.errors import IngestionError
+from featureledger.model.bounds import shorten
+from featureledger.model.definitions import check_name
 from featureledger.model.types import to_arrow
 
 if TYPE_CHECKING:
@@ -120,16 +122,31 @@ class Conformed:
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 
+def names_text(names: Collection[str], limit: int = 30) -> str:
+    """Column names for a message: each cut, at most ``limit`` of them, then a count (an
+    input's header is data too, and may be of any size)."""
+    names = list(names)
+    shown = ", ".join(shorten(n, 60) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def apply_column_map(table: pa.Table, column_map: dict[str, str | None] | None
                      ) -> tuple[pa.Table, dict[str, Any] | None]:
-    """Rename (``{"old": "new"}``) and drop (``{"old": None}``) input columns."""
+    """Rename (``{"old": "new"}``) and drop (``{"old": None}``) input columns; a new name
+    follows the name rule of every column (:func:`~featureledger.model.definitions.check_name`)."""
     if not column_map:
         return table, None
+    for src, dst in column_map.items():
+        if dst is not None:
+            try:
+                check_name("column map target", dst)
+            except ValueError as exc:
+                raise IngestionError(f"column map {shorten(src, 60)} -> {exc}") from None
     missing = [c for c in column_map if c not in table.column_names]
     if missing:
         raise IngestionError(
-            f"column map names input column(s) {', '.join(map(repr, missing))} that the "
-            f"data does not have; its columns are: {', '.join(table.column_names)}"
+            f"column map names input column(s) {names_text(missing)} that the "
+            f"data does not have; its columns are: {names_text(table.column_names)}"
         )
     keep = [c for c in table.column_names if column_map.get(c, c)]
     names = [column_map.get(c) or c for c in keep]
@@ -208,12 +225,12 @@ def _mask(arr: Any) -> np.ndarray | None:
 
 
 def _parse_text(arr: pa.ChunkedArray, dtype: str) -> pa.ChunkedArray:
-    import duckdb
     import pyarrow as pa
 
-    con = duckdb.connect()
+    from featureledger.offline.duckdb.sandbox import sandboxed_connection
+
+    con = sandboxed_connection()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         con.register("_in", pa.table({"v": arr}))
         sql_type = "TIMESTAMPTZ" if dtype == "timestamp" else "DATE"
         out = con.sql(f"SELECT TRY_CAST(v AS {sql_type}) AS v FROM _in").to_arrow_table()
@@ -302,14 +319,14 @@ def _default_column(col: StoredColumn, n: int) -> pa.Array:
             arr, bad, _ = cast_exact(pa.chunked_array([pa.array([col.default])]), col.dtype)
             if bad is not None:
                 raise IngestionError(
-                    f"default {col.default!r} of field {col.name!r} cannot be stored as "
-                    f"{col.dtype}; fix the definition"
+                    f"default {shorten(col.default)} of field {col.name!r} cannot be stored "
+                    f"as {col.dtype}; fix the definition"
                 )
             scalar = arr[0]
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         raise IngestionError(
-            f"default {col.default!r} of field {col.name!r} cannot be stored as {col.dtype}; "
-            "fix the definition"
+            f"default {shorten(col.default)} of field {col.name!r} cannot be stored as "
+            f"{col.dtype}; fix the definition"
         ) from None
     return pa.repeat(scalar, n)
 
@@ -342,7 +359,7 @@ def conform(table: pa.Table, view: FeatureView, *,
     extra = [c for c in table.column_names if c not in declared]
     if extra:
         raise IngestionError(
-            f"input column(s) {', '.join(map(repr, extra))} are not in feature view "
+            f"input column(s) {names_text(extra)} are not in feature view "
             f"{view.name!r} (its columns: {', '.join(c.name for c in cols)}); map them to "
             "field names or drop them with a column map (e.g. --map old=new, --map unwanted=)"
         )
@@ -351,7 +368,7 @@ def conform(table: pa.Table, view: FeatureView, *,
                         and c.default is None]
     if missing_required:
         raise IngestionError(
-            f"input lacks required column(s) {', '.join(map(repr, missing_required))} of "
+            f"input lacks required column(s) {names_text(missing_required)} of "
             f"feature view {view.name!r}; add them or map input columns onto them "
             "(join keys and timestamps are always required; so is a non-nullable field "
             "without a default)"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from featureledger.errors import DiskFullError, RegistryReadOnlyError
 from featureledger.model.timeutil import now_us
 from featureledger.offline.storage import (
     COMMIT_ID_COLUMN,
@@ -41,8 +42,8 @@ from featureledger.registry.lineage_edges import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.context import StoreContext
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 # build(commit_time, stamped rows, written files) -> the commit's record
 RecordBuilder = Callable[[int, "pa.Table", WrittenFiles], "CommitRecord"]
@@ -76,13 +77,21 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
     stored (stamped) rows and the files written.
     """
     db = ctx.registry.db
-    with db.write(lock_key=f"commit:{view}") as conn:
-        out = commit_in(ctx, conn, view=view, version=version, commit_id=commit_id,
-                        rows=rows, build=build, source_uri=source_uri, run=run, audit=audit,
-                        actor=actor, extra_tables=extra_tables,
-                        replaces_pending=replaces_pending)
-        crash_point("before_registry")
-        return out
+    out = None
+    try:
+        with db.write(lock_key=f"commit:{view}") as conn:
+            out = commit_in(ctx, conn, view=view, version=version, commit_id=commit_id,
+                            rows=rows, build=build, source_uri=source_uri, run=run,
+                            audit=audit, actor=actor, extra_tables=extra_tables,
+                            replaces_pending=replaces_pending)
+            crash_point("before_registry")
+    except (DiskFullError, RegistryReadOnlyError):
+        # the database answered that the commit failed, so it surely rolled back: the
+        # files go now (and free the space), rather than waiting for gc
+        if out is not None:
+            ctx.offline_store.remove_commit_files(out[2].files)
+        raise
+    return out
 
 
 def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,

@@ -21,6 +21,7 @@ at all.
 
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,15 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
+from featureledger.context import current_run_id
 from featureledger.errors import IngestionError, StateError, ValidationFailedError
+from featureledger.events import (
+    CommitCompleted,
+    CommitFailed,
+    CommitStarted,
+    CommitStatusChanged,
+    GcCompleted,
+)
 from featureledger.ingest.casting import (
     COMMIT_ID_COLUMN,
     COMMIT_TIME_COLUMN,
@@ -46,16 +55,18 @@ from featureledger.ingest.validation import (
     superseded_rows,
     validate,
 )
+from featureledger.model.bounds import shorten
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
+from featureledger.offline.duckdb.guard import check_expression
+from featureledger.offline.duckdb.sandbox import SandboxError, query
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
 from featureledger.registry.commits import PENDING_STATUS, CommitRecord
-from featureledger.tracking.context import current_run_id
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from featureledger.store import StoreContext
+    from featureledger.context import StoreContext
 
 MODES = ("strict", "drop_invalid")
 Duplicates = Literal["reject", "keep_last"]
@@ -124,22 +135,19 @@ def _rejection_message(ref: str, report: ValidationReport) -> str:
 
 def _apply_filter(table: pa.Table, rows: np.ndarray, sql: str
                   ) -> tuple[pa.Table, np.ndarray]:
-    import duckdb
+    """The rows of ``table`` for which ``sql`` (one expression, checked by the SQL guard)
+    is true, evaluated on the sandbox over nothing but these rows."""
     import pyarrow as pa
 
-    con = duckdb.connect()
+    expr = check_expression(sql, "filter", IngestionError, columns=table.column_names)
+    numbered = table.append_column(ROW_COLUMN, pa.array(rows, pa.int64()))
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("_in", table.append_column(ROW_COLUMN, pa.array(rows, pa.int64())))
-        try:
-            kept = con.sql(f"SELECT {ROW_COLUMN} FROM _in WHERE ({sql})").to_arrow_table()
-        except duckdb.Error as exc:
-            raise IngestionError(
-                f"filter {sql!r} cannot be evaluated: {str(exc).splitlines()[0]}. Write a "
-                "DuckDB SQL boolean over the input columns (after the column map)."
-            ) from None
-    finally:
-        con.close()
+        kept = query(f"SELECT {ROW_COLUMN} FROM _in WHERE {expr.sql}", {"_in": numbered})
+    except SandboxError as exc:
+        raise IngestionError(
+            f"filter {shorten(sql, 120)} cannot be evaluated: {exc.first_line}. Write a "
+            "DuckDB SQL boolean over the input columns (after the column map)."
+        ) from None
     keep = np.zeros(table.num_rows, dtype=bool)
     keep[np.searchsorted(rows, kept.column(0).to_numpy())] = True
     return table.filter(pa.array(keep)), rows[keep]
@@ -205,9 +213,11 @@ class IngestionService:
 
         ``data``: pandas / Polars DataFrame, Arrow Table or RecordBatchReader, a Parquet/CSV
         path or glob, or None for the view's own file source. ``column_map`` renames
-        (``{"src": "field"}``) or drops (``{"src": None}``) input columns; ``filter`` is a
-        DuckDB SQL boolean selecting the input rows to ingest (rows it drops are not
-        validated). ``mode="strict"`` rejects the whole commit on any invalid row (raises
+        (``{"src": "field"}``) or drops (``{"src": None}``) input columns; ``filter`` is one
+        DuckDB SQL boolean expression selecting the input rows to ingest (rows it drops are
+        not validated), checked by :mod:`featureledger.offline.duckdb.guard` and run on the
+        sandbox. A relative path is relative to the repository; files outside it are read
+        only under ``sources.allowed_prefixes``. ``mode="strict"`` rejects the whole commit on any invalid row (raises
         :class:`ValidationFailedError` with ``.report``); ``"drop_invalid"`` commits the
         valid rows and stores the others, with their reasons, as the rejected set. The
         run is ``run_id`` or the active run.
@@ -230,6 +240,9 @@ class IngestionService:
         if duplicates not in DUPLICATES:
             raise IngestionError(f"duplicates={duplicates!r} is not known; use 'reject' (every "
                                  "row of a duplicate group fails) or 'keep_last'")
+        if filter is not None:
+            # refused before anything is read; the columns are checked once they are known
+            check_expression(filter, "filter", IngestionError)
         rec = self._registry.definitions.view(view, version)
         if rec.status == "retired":
             raise StateError(
@@ -238,15 +251,15 @@ class IngestionService:
             )
         commit_id = new_id("cmt")
         run = current_run_id(run_id)
-        self.ctx.events.emit("commit.started", commit_id=commit_id, view=rec.name,
-                             version=rec.version, run_id=run, mode=mode)
+        self.ctx.events.emit(CommitStarted(commit_id=commit_id, view=rec.name,
+                                           version=rec.version, run_id=run, mode=mode))
         try:
             return self._ingest(rec, commit_id, data, mode=mode, duplicates=duplicates, run=run,
                                 column_map=column_map, filter_sql=filter,
                                 user=user or self._registry.actor, source_name=source_name)
         except Exception as exc:
-            self.ctx.events.emit("commit.failed", commit_id=commit_id, view=rec.ref,
-                                 error=exc)
+            self.ctx.events.emit(CommitFailed(commit_id=commit_id, view_ref=rec.ref,
+                                              error=exc))
             raise
 
     def _ingest(self, rec: Any, commit_id: str, data: Any, *, mode: str, duplicates: str,
@@ -256,8 +269,11 @@ class IngestionService:
         fv = rec.definition
         timings: dict[str, float] = {}
         t = time.perf_counter()
+        config = self.ctx.config
         inp = read_input(data, fv, source_name=source_name, digest=False,
-                         base=self.ctx.config.root, text_types=_csv_types(fv, column_map))
+                         base=config.root, allowed_prefixes=config.sources.allowed_prefixes,
+                         text_types=_csv_types(fv, column_map),
+                         bad_lines="error" if mode == "strict" else "skip")
         timings["read"] = time.perf_counter() - t
         with ThreadPoolExecutor(max_workers=2) as pool:
             # hashing in-memory input overlaps validation, and profiling overlaps the
@@ -290,6 +306,9 @@ class IngestionService:
             raise IngestionError(
                 f"nothing to ingest into {rec.ref}: the input has no rows"
                 + (" after the filter" if filter_sql else "")
+                + (f" ({inp.unparsed_count} line(s) could not be parsed, e.g. line "
+                   f"{inp.unparsed[0]['line']} of {inp.unparsed[0]['file']}: "
+                   f"{inp.unparsed[0]['problem']})" if inp.unparsed_count else "")
             )
         conformed = conform(table, fv, nan_marks_missing=_mapped(inp.nan_marks_missing,
                                                                  column_map))
@@ -307,9 +326,12 @@ class IngestionService:
                 _take(conformed, keep)
         timings["shape"] = time.perf_counter() - t
         t = time.perf_counter()
-        outcome = validate(conformed, fv, raw=table, row_numbers=rows, mode=mode)
+        bounds = self.ctx.config.bounds
+        outcome = validate(conformed, fv, raw=table, row_numbers=rows, mode=mode,
+                           value_chars=bounds.value_chars)
         report = outcome.report
         report.duplicates = duplicates
+        report.rows_unparsed, report.unparsed = inp.unparsed_count, list(inp.unparsed)
         if superseded is not None:
             report.rows_superseded = int(superseded.sum())
             report.rows_checked += report.rows_superseded
@@ -333,7 +355,8 @@ class IngestionService:
             rejected = (table.filter(bad)
                         .append_column(ROW_COLUMN, pa.array(rows[outcome.bad]))
                         .append_column("_reasons", outcome.reasons))
-        profiling = pool.submit(_timed, profile_table, good)
+        profiling = pool.submit(_timed, functools.partial(
+            profile_table, string_chars=bounds.profile_chars), good)
         ts = pc.min_max(good.column(fv.timestamp_field).cast(pa.int64()))
         t = time.perf_counter()
         record = self._commit(rec, commit_id, good, rejected, report=report,
@@ -343,11 +366,11 @@ class IngestionService:
         timings["commit"] = time.perf_counter() - t
         profile = record.profile
         crash_point("after_registry")
-        self.ctx.events.emit("commit.completed", commit=record, view=fv,
-                             schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
-                             .append(pa.field(COMMIT_TIME_COLUMN,
-                                              pa.timestamp("us", tz="UTC"))),
-                             report=report, profile=profile)
+        self.ctx.events.emit(CommitCompleted(
+            commit=record, source="ingest",
+            schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
+            .append(pa.field(COMMIT_TIME_COLUMN, pa.timestamp("us", tz="UTC"))),
+            report=report, profile=profile))
         return IngestionResult(record, report, profile, self.ctx.offline_store.root, timings)
 
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
@@ -412,8 +435,8 @@ class IngestionService:
                 f"(allowed from: {', '.join(allowed_from)}). Restore it first."
             )
         new = self._registry.commits.set_status(commit_id, status, reason)
-        self.ctx.events.emit("commit.status_changed", commit=new, previous=old.status,
-                             reason=reason)
+        self.ctx.events.emit(CommitStatusChanged(commit=new, previous=old.status,
+                                                 reason=reason))
         return new
 
     def quarantine(self, commit_id: str, reason: str) -> CommitRecord:
@@ -438,5 +461,5 @@ class IngestionService:
         referenced = self._registry.commits.all_files()
         report = self.ctx.offline_store.gc(referenced, grace_seconds=grace_seconds,
                                            dry_run=dry_run)
-        self.ctx.events.emit("gc.completed", report=report, dry_run=dry_run)
+        self.ctx.events.emit(GcCompleted(report=report, dry_run=dry_run))
         return report

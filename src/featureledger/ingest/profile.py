@@ -12,7 +12,11 @@ HyperLogLog ``approx_count_distinct``, one query for all columns). Then by type:
   the rank error is about 0.3 percentage points at p50), and ``quantiles_exact`` says
   which;
 * text: ``min``, ``max`` (byte order) and ``top_k``: the :data:`TOP_K` most frequent
-  values with their counts (ties by value);
+  values with their counts (ties by value). Each of these strings is cut to
+  ``string_chars`` characters (:data:`STRING_CHARS` by default; ``bounds.profile_chars``
+  in featureledger.yaml) and then ends in ``...``; ``min_chars`` / ``max_chars`` (and
+  ``chars`` in a ``top_k`` entry) give the full length of a value that was cut, so a
+  profile stays small whatever the data holds;
 * timestamps and dates: ``min``, ``max`` (ISO 8601);
 * booleans: ``true`` and ``false`` counts.
 
@@ -41,6 +45,7 @@ QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75,
 QUANTILE_EXACT_LIMIT = 100_000
 TOP_K = 10
 SAMPLE_SEED = 0
+STRING_CHARS = 200
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,7 +102,7 @@ def _numeric(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
     out["quantiles_exact"] = exact
 
 
-def _text(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
+def _text(arr: pa.ChunkedArray, out: dict[str, Any], limit: int) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -106,15 +111,29 @@ def _text(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
         out.update(min=None, max=None, top_k=[])
         return
     mm = pc.min_max(values)
-    out.update(min=mm["min"].as_py(), max=mm["max"].as_py())
+    for key in ("min", "max"):
+        out[key], size = _bounded(mm[key].as_py(), limit)
+        if size is not None:
+            out[f"{key}_chars"] = size
     counts = pc.value_counts(values)
     vals, cnts = counts.field("values"), counts.field("counts")
     order = pc.sort_indices(
         pa.table({"v": vals, "c": cnts}),
         sort_keys=[("c", "descending"), ("v", "ascending")],
     )[:TOP_K]
-    out["top_k"] = [{"value": vals[i.as_py()].as_py(), "count": cnts[i.as_py()].as_py()}
-                    for i in order]
+    out["top_k"] = []
+    for i in order:
+        value, size = _bounded(vals[i.as_py()].as_py(), limit)
+        entry = {"value": value, "count": cnts[i.as_py()].as_py()}
+        if size is not None:
+            entry["chars"] = size
+        out["top_k"].append(entry)
+
+
+def _bounded(value: str, limit: int) -> tuple[str, int | None]:
+    """``value`` cut to ``limit`` characters (ending in ``...``) and its full length when
+    it was cut, else None."""
+    return (value, None) if len(value) <= limit else (value[:limit] + "...", len(value))
 
 
 def _temporal(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
@@ -127,23 +146,26 @@ def _temporal(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
 
 
 def _distinct(table: pa.Table, names: list[str]) -> dict[str, int]:
-    import duckdb
+    from featureledger.offline.duckdb.sandbox import sandboxed_connection
+    from featureledger.offline.engine import quote_ident
 
     if not names or table.num_rows == 0:
         return dict.fromkeys(names, 0)
-    con = duckdb.connect()
+    con = sandboxed_connection()
     try:
         con.register("_p", table.select(names))
         sql = "SELECT " + ", ".join(
-            f'approx_count_distinct("{n}")' for n in names) + " FROM _p"
+            f"approx_count_distinct({quote_ident(n)})" for n in names) + " FROM _p"
         row = con.sql(sql).fetchall()[0]
     finally:
         con.close()
     return {n: int(v) for n, v in zip(names, row, strict=True)}
 
 
-def profile_table(table: pa.Table, columns: list[str] | None = None) -> dict[str, Any]:
-    """The statistics profile of ``table`` (of ``columns``, default all), JSON-ready."""
+def profile_table(table: pa.Table, columns: list[str] | None = None, *,
+                  string_chars: int = STRING_CHARS) -> dict[str, Any]:
+    """The statistics profile of ``table`` (of ``columns``, default all), JSON-ready;
+    strings in it are cut to ``string_chars`` characters."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow as pa
@@ -153,15 +175,15 @@ def profile_table(table: pa.Table, columns: list[str] | None = None) -> dict[str
         distinct = pool.submit(_distinct, table, [
             n for n in names if not (pa.types.is_binary(table.schema.field(n).type)
                                      or pa.types.is_nested(table.schema.field(n).type))])
-        cols = dict(zip(names, pool.map(lambda n: _column(table.column(n)), names),
-                        strict=True))
+        cols = dict(zip(names, pool.map(lambda n: _column(table.column(n), string_chars),
+                                        names), strict=True))
     for name, d in distinct.result().items():
         cols[name]["distinct_estimate"] = d
     return {"rows": table.num_rows, "columns": cols,
             "quantile_exact_limit": QUANTILE_EXACT_LIMIT, "sample_seed": SAMPLE_SEED}
 
 
-def _column(arr: pa.ChunkedArray) -> dict[str, Any]:
+def _column(arr: pa.ChunkedArray, string_chars: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -170,7 +192,7 @@ def _column(arr: pa.ChunkedArray) -> dict[str, Any]:
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         _numeric(arr, col)
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        _text(arr, col)
+        _text(arr, col, string_chars)
     elif pa.types.is_timestamp(t) or pa.types.is_date(t):
         _temporal(arr, col)
     elif pa.types.is_boolean(t):

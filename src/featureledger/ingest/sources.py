@@ -4,6 +4,20 @@ Accepted input: a pandas DataFrame, a ``pyarrow.Table`` or ``RecordBatchReader``
 DataFrame (or LazyFrame), a path or glob of Parquet / CSV files, or ``None`` for the view's
 own :class:`~featureledger.model.definitions.FileSource`.
 
+Where files may be read from: with a repository (``base``, the folder of
+featureledger.yaml), a relative path is relative to it, and every file read (after ``..``
+and symbolic links are followed) must lie inside it or under one of the folders listed as
+``sources: {allowed_prefixes: [...]}`` in featureledger.yaml. Anything else (an absolute
+path elsewhere, ``../../etc/passwd``, a link out of the repository) is refused with a
+:class:`~featureledger.errors.SourcePathError` naming the path and the setting, before a
+byte of it is read. An error never shows what a file holds: a line of a file that could
+not be parsed is named by its number, not its text.
+
+CSV is read strictly (:mod:`featureledger.ingest.csvstrict`): a line with a stray quote or
+the wrong number of fields is a :class:`~featureledger.errors.CsvFormatError` naming the
+line, or, when ingesting with ``mode="drop_invalid"``, is left out and listed in the
+validation report; never are several records folded into one field.
+
 The description's ``uri`` names the source in the lineage graph and in OpenLineage events
 (:mod:`featureledger.registry.lineage_edges` has the scheme): the absolute ``file://`` URI
 of a path or glob (for the view's own source, its declared path resolved against the
@@ -32,7 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import IngestionError
+from featureledger.errors import CsvFormatError, IngestionError, SourcePathError
+from featureledger.ingest.csvstrict import dialect, scan_csv, without_lines
+from featureledger.model.bounds import cut
 from featureledger.registry.lineage_edges import file_source_uri, frame_source_uri
 
 if TYPE_CHECKING:
@@ -50,6 +66,10 @@ class InputData:
     # columns whose NaN is how the input writes a missing value (pandas float columns,
     # "NaN" in CSV); their NaN stays NaN here, and becomes null unless the field allows NaN
     nan_marks_missing: tuple[str, ...] = ()
+    # CSV lines left out because they could not be parsed (bad_lines="skip"): how many,
+    # and the first of them ({"file", "line", "problem"})
+    unparsed_count: int = 0
+    unparsed: tuple[dict[str, Any], ...] = ()
 
     @property
     def uri(self) -> str:
@@ -130,9 +150,66 @@ def _from_memory(data: Any) -> tuple[pa.Table, str, tuple[str, ...]] | None:
     return None
 
 
-def _expand(path: str) -> list[Path]:
+MAX_LISTED_LINES = 20  # lines named in a CSV error or report
+
+
+@dataclass(frozen=True)
+class SourceRoots:
+    """Where input files may be read from: the repository and the allowed prefixes (all
+    real paths: symbolic links resolved)."""
+
+    repository: str
+    prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, base: str | os.PathLike[str], prefixes: Any = ()) -> SourceRoots:
+        root = os.path.realpath(os.fspath(base))
+        return cls(root, tuple(os.path.realpath(os.path.join(root, os.path.expanduser(p)))
+                               for p in prefixes))
+
+    def allows(self, real: str) -> bool:
+        return any(_within(real, r) for r in (self.repository, *self.prefixes))
+
+    def refuse(self, shown: str, real: str) -> SourcePathError:
+        listed = ", ".join(self.prefixes) if self.prefixes else "none listed"
+        leads = "is" if os.path.abspath(shown) == real else f"leads to {cut(real)},"
+        return SourcePathError(
+            f"source path {cut(shown)!r} {leads} outside the repository "
+            f"{self.repository}; files elsewhere are read only under a folder listed in "
+            f"featureledger.yaml as sources: {{allowed_prefixes: [...]}} (now: {listed}). "
+            "Move the file into the repository, or list its folder there", path=shown)
+
+
+def _within(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives
+        return False
+
+
+def _static_part(pattern: str) -> str:
+    """The leading components of a glob pattern that hold no wildcard."""
+    parts = Path(pattern).parts
+    keep = []
+    for part in parts:
+        if any(ch in part for ch in "*?["):
+            break
+        keep.append(part)
+    return os.path.join(*keep) if keep else os.sep
+
+
+def _expand(path: str, shown: str, roots: SourceRoots | None) -> list[Path]:
+    """The files ``path`` (absolute, or relative to the current folder when there is no
+    repository) names: itself, a folder's files, or a glob's matches; each checked
+    against ``roots`` with links followed."""
     p = os.path.expanduser(path)
-    if any(ch in p for ch in "*?["):
+    is_glob = any(ch in p for ch in "*?[")
+    if roots is not None:
+        # the part before any wildcard first: nothing outside is even listed
+        real = os.path.realpath(_static_part(p) if is_glob else p)
+        if not roots.allows(real):
+            raise roots.refuse(shown, real)
+    if is_glob:
         matches = sorted(Path(m) for m in globlib.glob(p, recursive=True))
         files = [m for m in matches if m.is_file()]
     elif os.path.isdir(p):
@@ -140,10 +217,18 @@ def _expand(path: str) -> list[Path]:
     else:
         files = [Path(p)] if os.path.isfile(p) else []
     if not files:
+        where = ("relative paths are relative to the repository folder "
+                 f"{roots.repository}" if roots is not None
+                 else "relative paths are relative to the current folder")
         raise IngestionError(
-            f"no input file matches {path!r}; check the path (relative paths are relative "
-            "to the current folder) or the glob pattern"
+            f"no input file matches {cut(shown)!r}; check the path ({where}) or the glob "
+            "pattern"
         )
+    if roots is not None:
+        for f in files:  # a link inside the repository may lead out of it
+            real = os.path.realpath(f)
+            if not roots.allows(real):
+                raise roots.refuse(str(f), real)
     return [f.absolute() for f in files]
 
 
@@ -162,39 +247,86 @@ def _format_of(files: list[Path], declared: str | None) -> str:
 
 
 def _read_files(files: list[Path], fmt: str, options: dict[str, Any],
-                text_types: dict[str, Any] | None = None) -> pa.Table:
+                text_types: dict[str, Any] | None = None, bad_lines: str = "error",
+                unparsed: list[dict[str, Any]] | None = None) -> pa.Table:
     import pyarrow as pa
 
     tables = []
     for f in files:
         try:
             if fmt == "csv":
-                from pyarrow import csv
-
-                opts = dict(options)
-                if "convert_options" not in opts:
-                    # text is parsed straight to the declared type (e.g. "0.1" to the
-                    # nearest float32), which is reading, not casting a double. "NaN" text
-                    # is read as the float NaN, not as null: like pandas, CSV writes a
-                    # missing number as NaN, and the field decides (see _csv_nan_columns)
-                    opts["convert_options"] = csv.ConvertOptions(
-                        column_types=text_types or {}, null_values=list(_csv_null_values()))
-                tables.append(csv.read_csv(f, **opts))
+                tables.append(_read_csv(f, options, text_types, bad_lines, unparsed))
             else:
                 import pyarrow.parquet as pq
 
                 tables.append(pq.read_table(f, **options))
         except (pa.ArrowException, OSError) as exc:
-            raise IngestionError(f"cannot read {f} as {fmt}: {exc}") from None
+            raise IngestionError(f"cannot read {f} as {fmt}: {_arrow_problem(exc)}") from None
     if len(tables) == 1:
         return tables[0]
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise IngestionError(
-            f"the {len(files)} input files do not share one schema ({exc}); ingest them "
-            "separately or make their columns agree"
+            f"the {len(files)} input files do not share one schema "
+            f"({_arrow_problem(exc)}); ingest them separately or make their columns agree"
         ) from None
+
+
+def _arrow_problem(exc: BaseException) -> str:
+    """A reader's error without the data it quotes: pyarrow's CSV errors append the text
+    of the row or the value they stumbled on, which may be anything (a password file)."""
+    import re
+
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = re.sub(r"(Expected \d+ columns?, got \d+).*", r"\1 (the line is not shown)", text)
+    text = re.sub(r"(invalid value).*", r"\1 (not shown)", text)
+    return cut(text, 300)
+
+
+def _read_csv(f: Path, options: dict[str, Any], text_types: dict[str, Any] | None,
+              bad_lines: str, unparsed: list[dict[str, Any]] | None) -> pa.Table:
+    import numpy as np
+    import pyarrow as pa
+    from pyarrow import csv
+
+    opts = dict(options)
+    if "convert_options" not in opts:
+        # text is parsed straight to the declared type (e.g. "0.1" to the nearest
+        # float32), which is reading, not casting a double. "NaN" text is read as the
+        # float NaN, not as null: like pandas, CSV writes a missing number as NaN, and the
+        # field decides (see _nan_columns)
+        opts["convert_options"] = csv.ConvertOptions(
+            column_types=text_types or {}, null_values=list(_csv_null_values()))
+    scan = dialect(options)
+    if scan is None:  # the source's own parse options rule
+        return csv.read_csv(f, **opts)
+    # the bytes once, mapped (or decompressed), checked line by line, then parsed from
+    # the same buffer
+    if f.name.lower().endswith(".gz"):
+        buf = pa.input_stream(str(f), compression="gzip").read_buffer()
+    else:
+        buf = pa.memory_map(str(f)).read_buffer()
+    problems, bad = scan_csv(np.frombuffer(buf, dtype=np.uint8), *scan)
+    if not problems:
+        return csv.read_csv(pa.BufferReader(buf), **opts)
+    listed = "; ".join(f"line {p.line}: {p.problem}" for p in problems[:MAX_LISTED_LINES])
+    more = len(problems) - MAX_LISTED_LINES
+    header_bad = problems[0].line == 1 or "header" in problems[0].problem
+    if bad_lines == "error" or header_bad:
+        raise CsvFormatError(
+            f"{f} is not strict CSV, so nothing was read: {listed}"
+            + (f"; and {more} more line(s)" if more > 0 else "")
+            + ". Each line must be one record with the header's fields: quote a whole value "
+            '("a,b"), double a quote inside it (""), and give every line the header\'s '
+            "number of fields"
+            + ("" if header_bad else "; or ingest with mode='drop_invalid' (CLI: --mode "
+               "drop_invalid) to leave these lines out and list them in the report"),
+            [p.to_dict(str(f)) for p in problems[:MAX_LISTED_LINES]], len(problems))
+    if unparsed is not None:
+        unparsed.extend(p.to_dict(str(f)) for p in problems)
+    kept = without_lines(np.frombuffer(buf, dtype=np.uint8), bad)
+    return csv.read_csv(pa.BufferReader(pa.py_buffer(kept)), **opts)
 
 
 @functools.cache
@@ -226,12 +358,18 @@ def _file_digest(files: list[Path]) -> str:
 def read_input(data: Any, view: FeatureView | None, *, source_name: str | None = None,
                file_format: str | None = None, digest: bool = True,
                base: str | os.PathLike[str] | None = None,
-               text_types: dict[str, Any] | None = None) -> InputData:
+               allowed_prefixes: Any = (),
+               text_types: dict[str, Any] | None = None,
+               bad_lines: str = "error") -> InputData:
     """Read ``data`` (or the view's own file source when ``data`` is None).
 
-    A relative path of the view's own source is relative to ``base`` (the project
-    folder); a path passed as ``data`` is taken as given (relative to the current folder).
-    ``text_types`` maps CSV column names to the Arrow type their text is parsed as.
+    With ``base`` (the repository folder), a relative path, the view's own or one passed
+    as ``data``, is relative to it, and only files inside it or under
+    ``allowed_prefixes`` are read (see the module doc); without it, a path is taken as
+    given. ``text_types`` maps CSV column names to the Arrow type their text is parsed
+    as. ``bad_lines`` says what a CSV line that is not one record does: ``"error"``
+    raises :class:`~featureledger.errors.CsvFormatError`, ``"skip"`` leaves it out and
+    counts it in :attr:`InputData.unparsed_count`.
 
     ``digest=False`` leaves the digest of in-memory data to the caller
     (:func:`arrow_digest`, then :meth:`InputData.set_digest`).
@@ -248,14 +386,18 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
             )
         data, file_format, options = src.path, src.format, dict(src.options)
         declared = src.path
-        if base is not None and not os.path.isabs(os.path.expanduser(data)):
-            data = os.path.join(base, data)
     nan_columns: tuple[str, ...] = ()
+    unparsed: list[dict[str, Any]] = []
     if isinstance(data, (str, os.PathLike)):
-        path = os.fspath(data)
-        files = _expand(path)
+        shown = os.fspath(data)
+        path = os.path.expanduser(shown)
+        roots = None
+        if base is not None:
+            roots = SourceRoots.of(base, allowed_prefixes)
+            path = os.path.normpath(os.path.join(os.fspath(base), path))
+        files = _expand(path, shown, roots)
         fmt = _format_of(files, file_format)
-        table = _read_files(files, fmt, options, text_types)
+        table = _read_files(files, fmt, options, text_types, bad_lines, unparsed)
         if fmt == "csv" and "convert_options" not in options:
             nan_columns = _nan_columns(table)
         desc: dict[str, Any] = {
@@ -282,7 +424,7 @@ def read_input(data: Any, view: FeatureView | None, *, source_name: str | None =
     desc["rows"] = table.num_rows
     desc["columns"] = {n: str(t) for n, t in
                        zip(table.column_names, table.schema.types, strict=True)}
-    out = InputData(table, desc, nan_columns)
+    out = InputData(table, desc, nan_columns, len(unparsed), tuple(unparsed[:MAX_LISTED_LINES]))
     if digest and not out.has_digest:
         out.set_digest(arrow_digest(table))
     return out

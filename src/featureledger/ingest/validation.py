@@ -28,7 +28,8 @@ Rules, each reported with its failure count and the first failing rows:
     later one supersedes (:func:`superseded_rows`) is dropped and counted in the report,
     so this rule then has nothing to find.
 ``check:<name>``
-    a row check of the view (a DuckDB SQL boolean over the row) is false. A NULL result
+    a row check of the view (one DuckDB SQL boolean expression over the row, accepted by
+    :mod:`featureledger.offline.duckdb.guard`; an unsafe one refuses the ingestion) is false. A NULL result
     fails too, unless one of the nullable fields the expression names is null in that row
     (a missing optional value cannot break a cross-field rule); so ``min_fare <=
     max_fare`` passes when the nullable ``max_fare`` is null, and fails when a
@@ -46,15 +47,18 @@ only rules that failed are evaluated again to find their rows.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featureledger.errors import IngestionError
+from featureledger.errors import FeatureLedgerError, IngestionError
 from featureledger.ingest.casting import Conformed, StoredColumn, stored_columns
+from featureledger.model.bounds import VALUE_CHARS, bounded_value, cut, first_line, shorten
 from featureledger.model.types import FLOAT_DTYPES, NUMERIC_DTYPES
+from featureledger.offline.duckdb.guard import check_expression
+from featureledger.offline.duckdb.sandbox import sandboxed_connection
+from featureledger.offline.engine import quote_ident, quote_string
 
 if TYPE_CHECKING:
     import duckdb
@@ -64,6 +68,7 @@ if TYPE_CHECKING:
 
 SAMPLE_ROWS = 5
 ROW_COLUMN = "_row"
+UNPARSED_SAMPLE = 20  # lines that could not be parsed, listed in a report
 
 
 @dataclass
@@ -75,7 +80,9 @@ class RuleResult:
     columns: list[str]
     detail: str
     failed: int = 0
-    sample: list[dict[str, Any]] = field(default_factory=list)  # {"row": n, "values": {...}}
+    # {"row": n, "values": {...}}, and "truncated": {column: full size} for values that
+    # were cut (a report never holds a value longer than the configured bound)
+    sample: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "kind": self.kind, "columns": self.columns,
@@ -104,6 +111,11 @@ class ValidationReport:
     # are counted in rows_checked, neither valid nor rejected
     rows_superseded: int = 0
     superseded: list[dict[str, int]] = field(default_factory=list)  # {"row", "kept"}
+    # drop_invalid: input lines that could not be parsed (a CSV line with a stray quote or
+    # the wrong number of fields); they hold no values, so they are counted and listed
+    # here (the first UNPARSED_SAMPLE, {"file", "line", "problem"}), not in rows_checked
+    rows_unparsed: int = 0
+    unparsed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -127,7 +139,8 @@ class ValidationReport:
                 "rows_valid": self.rows_valid, "rows_rejected": self.rows_rejected,
                 "rejected_path": self.rejected_path,
                 "duplicates": self.duplicates, "rows_superseded": self.rows_superseded,
-                "superseded": self.superseded,
+                "superseded": self.superseded, "rows_unparsed": self.rows_unparsed,
+                "unparsed": self.unparsed,
                 "rules": [r.to_dict() for r in self.rules]}
 
     @classmethod
@@ -135,17 +148,18 @@ class ValidationReport:
         return cls(d["mode"], d["rows_checked"], d["rows_valid"], d["rows_rejected"],
                    [RuleResult(**r) for r in d["rules"]], d.get("rejected_path"),
                    d.get("duplicates", "reject"), d.get("rows_superseded", 0),
-                   list(d.get("superseded", [])))
+                   list(d.get("superseded", [])), d.get("rows_unparsed", 0),
+                   list(d.get("unparsed", [])))
 
     def summary(self, max_samples: int = 3) -> str:
-        """One line per failed rule: count and sample rows."""
+        """One line per failed rule: count and sample rows (values cut, with their size)."""
         lines = []
         for r in self.failures:
-            samples = "; ".join(
-                f"row {s['row']} " + ", ".join(f"{k}={v!r}" for k, v in s["values"].items())
-                for s in r.sample[:max_samples]
-            )
-            lines.append(f"  {r.rule} ({r.detail}): {r.failed} row(s), e.g. {samples}")
+            samples = "; ".join(f"row {s['row']} {sample_text(s)}"
+                                for s in r.sample[:max_samples])
+            lines.append(f"  {r.rule} ({cut(r.detail)}): {r.failed} row(s), e.g. {samples}")
+        if self.rows_unparsed:
+            lines.append(f"  unparsed: {unparsed_text(self)}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -153,7 +167,24 @@ class ValidationReport:
                 f"valid, {self.rows_rejected} rejected")
         if self.rows_superseded:
             head += f", {self.rows_superseded} superseded by a later duplicate (keep_last)"
-        return head if self.ok else head + "\n" + self.summary()
+        if self.rows_unparsed:
+            head += f", {self.rows_unparsed} input line(s) could not be parsed"
+        return head if self.ok and not self.rows_unparsed else head + "\n" + self.summary()
+
+
+def sample_text(sample: dict[str, Any]) -> str:
+    """A sample row's values for a message: ``name='aaaa...' (10,485,760 chars), n=3``."""
+    sizes = sample.get("truncated") or {}
+    return ", ".join(f"{k}={v!r}" + (f" ({sizes[k]})" if k in sizes else "")
+                     for k, v in sample["values"].items())
+
+
+def unparsed_text(report: ValidationReport) -> str:
+    """The lines a report says could not be parsed: count, then the first few."""
+    shown = "; ".join(f"line {u['line']}: {u['problem']}" for u in report.unparsed[:5])
+    more = report.rows_unparsed - min(5, len(report.unparsed))
+    return (f"{report.rows_unparsed} input line(s) could not be parsed and were not read "
+            f"({shown}{f'; {more} more' if more > 0 else ''})")
 
 
 @dataclass
@@ -164,12 +195,8 @@ class ValidationOutcome:
 
 
 # -- SQL building -------------------------------------------------------------------------
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _s(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+_q = quote_ident
+_s = quote_string
 
 
 def _lit(value: Any, dtype: str) -> str:
@@ -224,12 +251,13 @@ def _range_pred(col: StoredColumn, lo: Any, hi: Any) -> str:
     return f"({_judged(col)} AND ({' OR '.join(parts)}))"
 
 
-def _referenced(expr: str, names: list[str]) -> list[str]:
-    """Column names an SQL expression mentions (string literals ignored)."""
-    text = re.sub(r"'(?:[^']|'')*'", " ", expr)
-    idents = set(re.findall(r'"((?:[^"]|"")+)"', text))
-    idents |= set(re.findall(r"\b[A-Za-z_][A-Za-z0-9_]*\b", re.sub(r'"(?:[^"]|"")+"', " ", text)))
-    return [n for n in names if n in idents]
+def row_check(view: FeatureView, name: str, expr: str,
+              error: type[FeatureLedgerError] = IngestionError) -> Any:
+    """A row check of ``view`` through the SQL guard: one expression over the view's
+    stored columns (an :class:`~featureledger.offline.duckdb.guard.Expression`), else
+    ``error`` saying what is wrong."""
+    return check_expression(expr, f"feature view {view.name!r}, row check {name!r}:", error,
+                            columns=[c.name for c in stored_columns(view)])
 
 
 @dataclass
@@ -282,14 +310,20 @@ def _build_rules(view: FeatureView, conformed: Conformed) -> list[_Rule]:
     names = [c.name for c in cols]
     nullable = {c.name for c in cols if c.nullable}
     for chk in view.checks:
-        refs = _referenced(chk.expr, names)
+        expr = row_check(view, chk.name, chk.expr)
+        refs = list(expr.columns)
         opt = [r for r in refs if r in nullable]
-        null_ok = " OR ".join(f"{_q(r)} IS NULL" for r in opt) if opt else "FALSE"
-        pred = (f"(CASE WHEN ({chk.expr}) THEN FALSE WHEN ({chk.expr}) IS NULL "
-                f"THEN NOT ({null_ok}) ELSE TRUE END)")
         rules.append(_Rule(RuleResult(f"check:{chk.name}", "check", refs or names, chk.expr),
-                           pred=pred))
+                           pred=check_predicate(expr.sql, [_q(r) for r in opt])))
     return rules
+
+
+def check_predicate(expr_sql: str, optional: list[str]) -> str:
+    """SQL: TRUE where a row fails a check. A NULL result fails, unless one of the
+    nullable columns the check names (``optional``, quoted) is null in that row."""
+    null_ok = " OR ".join(f"{c} IS NULL" for c in optional) if optional else "FALSE"
+    return (f"(CASE WHEN {expr_sql} THEN FALSE WHEN {expr_sql} IS NULL "
+            f"THEN NOT ({null_ok}) ELSE TRUE END)")
 
 
 def _duplicate_mask(con: duckdb.DuckDBPyConnection, key_cols: list[str],
@@ -318,16 +352,14 @@ def superseded_rows(table: pa.Table, view: FeatureView, row_numbers: np.ndarray
     one; a missing one counts as earliest), then the latest input position. Rows with a
     null key or event time are never grouped: ``not_null`` judges them.
     """
-    import duckdb
     import pyarrow as pa
 
     key_cols = [*view.join_keys, view.timestamp_field]
     order = [f"{_q(view.created_timestamp_field)} DESC NULLS LAST"] \
         if view.created_timestamp_field else []
     order.append(f"{ROW_COLUMN} DESC")
-    con = duckdb.connect()
+    con = sandboxed_connection()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         con.register("_v", table.append_column(ROW_COLUMN, pa.array(row_numbers, pa.int64())))
         if _duplicate_mask(con, key_cols, row_numbers) is None:
             return None, []
@@ -372,27 +404,34 @@ def _json_value(v: Any) -> Any:
 
 
 def _sample(table: pa.Table, conformed: pa.Table, rows: np.ndarray, positions: np.ndarray,
-            columns: list[str]) -> list[dict[str, Any]]:
+            columns: list[str], value_chars: int) -> list[dict[str, Any]]:
     out = []
     for pos in positions:
-        values = {}
+        values, truncated = {}, {}
         for c in columns:
             src = table if c in table.column_names else conformed
-            values[c] = _json_value(src.column(c)[int(pos)].as_py())
-        out.append({"row": int(rows[pos]), "values": values})
+            values[c], size = bounded_value(_json_value(src.column(c)[int(pos)].as_py()),
+                                            value_chars)
+            if size is not None:
+                truncated[c] = size
+        row: dict[str, Any] = {"row": int(rows[pos]), "values": values}
+        if truncated:
+            row["truncated"] = truncated
+        out.append(row)
     return out
 
 
 def validate(conformed: Conformed, view: FeatureView, *, raw: pa.Table,
              row_numbers: np.ndarray, mode: str = "strict",
-             sample_rows: int = SAMPLE_ROWS) -> ValidationOutcome:
+             sample_rows: int = SAMPLE_ROWS, value_chars: int = VALUE_CHARS
+             ) -> ValidationOutcome:
     """Check ``conformed.table`` against ``view``'s constraints.
 
     ``raw`` is the input as mapped and filtered (its values appear in samples, so a
-    value whose cast failed is shown as given); ``row_numbers`` the input row number of
-    each row.
+    value whose cast failed is shown as given, cut to ``value_chars`` characters);
+    ``row_numbers`` the input row number of each row. The row checks pass the SQL guard
+    and every rule runs on the sandboxed connection over nothing but these rows.
     """
-    import duckdb
     import pyarrow as pa
 
     table = conformed.table
@@ -401,9 +440,8 @@ def validate(conformed: Conformed, view: FeatureView, *, raw: pa.Table,
     checked = table.append_column(ROW_COLUMN, pa.array(row_numbers, pa.int64()))
     for name, mask in conformed.cast_failures.items():
         checked = checked.append_column(f"_castfail_{name}", pa.array(mask))
-    con = duckdb.connect()
+    con = sandboxed_connection()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         con.register("_v", checked)
         sql_rules = [r for r in rules if r.pred is not None]
         if sql_rules and n:
@@ -426,7 +464,8 @@ def validate(conformed: Conformed, view: FeatureView, *, raw: pa.Table,
         if r.mask is not None:
             r.result.failed = int(r.mask.sum())
             pos = np.flatnonzero(r.mask)[:sample_rows]
-            r.result.sample = _sample(raw, table, row_numbers, pos, r.result.columns)
+            r.result.sample = _sample(raw, table, row_numbers, pos, r.result.columns,
+                                      value_chars)
     bad: np.ndarray | None = None
     reasons = None
     if failing:
@@ -452,11 +491,12 @@ def _count(con: duckdb.DuckDBPyConnection, rules: list[_Rule]) -> list[int]:
         pass
     for r in rules:  # find the rule that does not run, and say which
         try:
-            con.sql(f"SELECT count_if({r.pred}) FROM _v LIMIT 0").fetchall()
+            # over the rows, not LIMIT 0: a cast, a regex or error() fails only on data
+            con.sql(f"SELECT count_if({r.pred}) FROM _v").fetchall()
         except duckdb.Error as exc:
             raise IngestionError(
-                f"rule {r.result.rule} ({r.result.detail}) cannot be evaluated: "
-                f"{str(exc).splitlines()[0]}. Fix the view definition (row checks are "
+                f"rule {r.result.rule} ({shorten(r.result.detail, 120)}) cannot be evaluated: "
+                f"{first_line(exc)}. Fix the view definition (row checks are "
                 "DuckDB SQL over the view's columns; regexes use RE2 syntax)."
             ) from None
     raise IngestionError("validation query failed; run with --debug and report it")

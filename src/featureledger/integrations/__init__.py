@@ -10,24 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
-_ATTACHED = "featureledger.integrations.attached"
+
+class _Attached:
+    """The mark that a context's integrations are subscribed."""
 
 
 def attach(ctx: Any) -> None:
     """Subscribe the enabled integrations to ``ctx.events`` (idempotent per context)."""
-    def build(c: Any) -> bool:
+    def build(c: Any) -> _Attached:
         if c.config.openlineage.enabled:
             from featureledger.integrations.openlineage import OpenLineageEmitter
 
-            c.part("featureledger.integrations.openlineage.OpenLineageEmitter",
-                   OpenLineageEmitter.attach)
+            c.part(OpenLineageEmitter, OpenLineageEmitter.attach)
         if c.config.mlflow.autolink:
             from featureledger.integrations.mlflow import MlflowLink
 
-            c.part("featureledger.integrations.mlflow.MlflowLink", MlflowLink.attach)
-        return True
+            c.part(MlflowLink, MlflowLink.attach)
+        return _Attached()
 
-    ctx.part(_ATTACHED, build)
+    ctx.part(_Attached, build)
 
 
 __all__ = ["attach"]

@@ -26,8 +26,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from featureledger.errors import MissingDependencyError, UnknownRunError
+from featureledger.events import DatasetCreated, ModelLogged, RunStarted
 from featureledger.registry import schema
-from featureledger.tracking.runs import RunRepository
+from featureledger.registry.runs import RunRepository
 
 log = logging.getLogger("featureledger.integrations.mlflow")
 SYSTEM = "mlflow"
@@ -93,15 +94,15 @@ class MlflowLink:
     @classmethod
     def attach(cls, ctx: Any) -> MlflowLink:
         link = cls(ctx)
-        ctx.events.subscribe("run.started", link.on_run_started)
-        ctx.events.subscribe("dataset.created", link.on_dataset_created)
-        ctx.events.subscribe("model.logged", link.on_model_logged)
+        ctx.events.subscribe(RunStarted, link.on_run_started)
+        ctx.events.subscribe(DatasetCreated, link.on_dataset_created)
+        ctx.events.subscribe(ModelLogged, link.on_model_logged)
         return link
 
     # -- listeners --------------------------------------------------------------------
-    def on_run_started(self, _name: str, payload: dict[str, Any]) -> None:
-        run_id = payload["run_id"]
-        mlflow_id = payload.get("mlflow_run_id")
+    def on_run_started(self, event: RunStarted) -> None:
+        run_id = event.run_id
+        mlflow_id = event.mlflow_run_id
         if not mlflow_id and "mlflow" in sys.modules:  # only a process that uses MLflow
             active = sys.modules["mlflow"].active_run()
             mlflow_id = active.info.run_id if active is not None else None
@@ -110,7 +111,7 @@ class MlflowLink:
         self.runs.set_external_id(run_id, SYSTEM, mlflow_id)
         client = _client(self.ctx)
         client.set_tag(mlflow_id, "featureledger.run_id", run_id)
-        client.set_tag(mlflow_id, "featureledger.experiment", str(payload.get("experiment")))
+        client.set_tag(mlflow_id, "featureledger.experiment", event.experiment)
         client.set_tag(mlflow_id, "featureledger.project", self.ctx.config.project)
 
     def _linked(self, run_id: str | None) -> str | None:
@@ -122,8 +123,8 @@ class MlflowLink:
             return conn.execute(sa.select(x.c.external_id).where(
                 db.scope(x), x.c.run_id == run_id, x.c.system == SYSTEM)).scalar()
 
-    def on_dataset_created(self, _name: str, payload: dict[str, Any]) -> None:
-        ds_id = payload.get("dataset_id")
+    def on_dataset_created(self, event: DatasetCreated) -> None:
+        ds_id = event.dataset_id
         t = schema.datasets
         db = self.ctx.registry.db
         with db.read() as conn:
@@ -133,13 +134,13 @@ class MlflowLink:
         mlflow_id = self._linked(row.run_id)
         if mlflow_id is None:
             return
-        self.log_dataset(mlflow_id, row, context=payload.get("stage") or "training")
+        self.log_dataset(mlflow_id, row, context="training")
         self.sync_tags(row.run_id, mlflow_id)
 
-    def on_model_logged(self, _name: str, payload: dict[str, Any]) -> None:
-        mlflow_id = self._linked(payload.get("run_id"))
-        if mlflow_id is not None:
-            self.sync_tags(payload["run_id"], mlflow_id)
+    def on_model_logged(self, event: ModelLogged) -> None:
+        mlflow_id = self._linked(event.run_id)
+        if mlflow_id is not None and event.run_id is not None:
+            self.sync_tags(event.run_id, mlflow_id)
 
     # -- writing to MLflow ----------------------------------------------------------------
     def log_dataset(self, mlflow_id: str, row: Any, context: str) -> None:

@@ -37,6 +37,17 @@ import attr
 import sqlalchemy as sa
 
 from featureledger.errors import MissingDependencyError
+from featureledger.events import (
+    CommitCompleted,
+    CommitFailed,
+    CommitStarted,
+    DatasetCreated,
+    MaterializeCompleted,
+    ModelLogged,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+)
 from featureledger.model.references import parse_reference
 from featureledger.registry import schema
 from featureledger.registry.lineage_edges import INGESTED, openlineage_dataset
@@ -141,16 +152,14 @@ class OpenLineageEmitter:
     @classmethod
     def attach(cls, ctx: Any) -> OpenLineageEmitter:
         em = cls(ctx)
-        for name, fn in (("commit.started", em.on_commit_started),
-                         ("commit.completed", em.on_commit_completed),
-                         ("commit.failed", em.on_commit_failed),
-                         ("materialize.completed", em.on_materialize),
-                         ("dataset.created", em.on_dataset),
-                         ("model.logged", em.on_model),
-                         ("run.started", em.on_run),
-                         ("run.completed", em.on_run),
-                         ("run.failed", em.on_run)):
-            ctx.events.subscribe(name, fn)
+        ctx.events.subscribe(CommitStarted, em.on_commit_started)
+        ctx.events.subscribe(CommitCompleted, em.on_commit_completed)
+        ctx.events.subscribe(CommitFailed, em.on_commit_failed)
+        ctx.events.subscribe(MaterializeCompleted, em.on_materialize)
+        ctx.events.subscribe(DatasetCreated, em.on_dataset)
+        ctx.events.subscribe(ModelLogged, em.on_model)
+        for run_event in (RunStarted, RunCompleted, RunFailed):
+            ctx.events.subscribe(run_event, em.on_run)
         return em
 
     # -- building blocks -------------------------------------------------------------------
@@ -223,21 +232,17 @@ class OpenLineageEmitter:
                                                        **kw)}
 
     # -- ingestion -------------------------------------------------------------------------
-    def on_commit_started(self, _name: str, p: dict[str, Any]) -> None:
-        cid = p["commit_id"]
-        view, version = p.get("view"), p.get("version")
+    def on_commit_started(self, e: CommitStarted) -> None:
+        cid, view, version = e.commit_id, e.view, e.version
         self._emit(RunState.START, _uuid(cid), self._job(f"ingest.{view}", "INGESTION"),
-                   facets={**self._fl(commitIds=[cid], runId=p.get("run_id"),
+                   facets={**self._fl(commitIds=[cid], runId=e.run_id,
                                       featureVersions=[f"{view}@{version}"]),
-                           **self._parent(p.get("run_id"))})
+                           **self._parent(e.run_id)})
 
-    def on_commit_completed(self, _name: str, p: dict[str, Any]) -> None:
-        rec = p.get("commit")
-        if rec is not None:
-            cid, view, version, run_id = (rec.commit_id, rec.view_name, rec.view_version,
-                                          rec.run_id)
-        else:  # pushed rows report plain fields
-            cid, view, version, run_id = p["commit_id"], p["view"], p["version"], None
+    def on_commit_completed(self, e: CommitCompleted) -> None:
+        rec = e.commit
+        cid, view, version, run_id = (rec.commit_id, rec.view_name, rec.view_version,
+                                      rec.run_id)
         inputs = [self._source_dataset(node) for node in self._sources_of(cid)]
         out = self._view_dataset(view, version, OutputDataset, [cid])
         self._emit(RunState.COMPLETE, _uuid(cid), self._job(f"ingest.{view}", "INGESTION"),
@@ -246,10 +251,10 @@ class OpenLineageEmitter:
                                       featureVersions=[f"{view}@{version}"]),
                            **self._parent(run_id)})
 
-    def on_commit_failed(self, _name: str, p: dict[str, Any]) -> None:
-        cid = p["commit_id"]
-        view_ref = str(p.get("view"))
-        err = p.get("error")
+    def on_commit_failed(self, e: CommitFailed) -> None:
+        cid = e.commit_id
+        view_ref = e.view_ref
+        err = e.error
         self._emit(RunState.FAIL, _uuid(cid),
                    self._job(f"ingest.{view_ref.split('@')[0]}", "INGESTION"),
                    facets={**self._fl(commitIds=[cid], featureVersions=[view_ref]),
@@ -258,30 +263,26 @@ class OpenLineageEmitter:
                                programmingLanguage="python", producer=PRODUCER)})
 
     # -- materialization -----------------------------------------------------------------
-    def on_materialize(self, _name: str, p: dict[str, Any]) -> None:
+    def on_materialize(self, e: MaterializeCompleted) -> None:
         from featureledger.model.ids import uuid7
 
-        views = [str(v) for v in p.get("views") or []]
+        views = [str(v) for v in e.views]
         ins, outs = [], []
         for v in views:
             name, _, ver = v.partition("@")
             if ver.isdigit():
                 ins.append(self._view_dataset(name, int(ver)))
                 outs.append(OutputDataset(namespace=f"{self.ds_namespace}/online/"
-                                          f"{p.get('online_store', 'online')}", name=v))
+                                          f"{e.online_store}", name=v))
         run_uuid = str(uuid7())
         job = self._job("materialize", "MATERIALIZATION")
-        facets = self._fl(featureVersions=views, commitIds=[
-            c if isinstance(c, str) else getattr(c, "commit_id", str(c))
-            for c in (p.get("commits") or [])] if isinstance(p.get("commits"), list) else [])
+        facets = self._fl(featureVersions=views, commitIds=list(e.commits))
         self._emit(RunState.START, run_uuid, job, inputs=ins, facets=facets)
         self._emit(RunState.COMPLETE, run_uuid, job, inputs=ins, outputs=outs, facets=facets)
 
     # -- training sets ---------------------------------------------------------------------
-    def on_dataset(self, _name: str, p: dict[str, Any]) -> None:
-        rec = p.get("record")
-        if rec is None:
-            return
+    def on_dataset(self, e: DatasetCreated) -> None:
+        rec = e.record
         by_view: dict[tuple[str, int], list[str]] = {}
         for f in rec.features:
             r = parse_reference(f)
@@ -316,33 +317,32 @@ class OpenLineageEmitter:
                    facets=facets)
 
     # -- models and runs ---------------------------------------------------------------------
-    def on_model(self, _name: str, p: dict[str, Any]) -> None:
-        ds_ids = [d for ids in (p.get("datasets") or {}).values() for d in ids]
+    def on_model(self, e: ModelLogged) -> None:
+        ds_ids = [d for ids in e.datasets.values() for d in ids]
         ins = [InputDataset(namespace=self.ds_namespace, name=d) for d in ds_ids]
-        versions = list(dict.fromkeys(str(f).split(":")[0] for f in p.get("features") or []))
-        out = OutputDataset(namespace=self.ds_namespace, name=f"model:{p['ref']}", facets={
-            "featureledger": FeatureLedgerDatasetFacet(nodeId=p["model_id"],
-                                                       producer=PRODUCER)})
-        job = self._job(f"train.{p['model_name']}", "MODEL_TRAINING")
+        versions = list(dict.fromkeys(str(f).split(":")[0] for f in e.features))
+        out = OutputDataset(namespace=self.ds_namespace, name=f"model:{e.ref}", facets={
+            "featureledger": FeatureLedgerDatasetFacet(nodeId=e.model_id, producer=PRODUCER)})
+        job = self._job(f"train.{e.model_name}", "MODEL_TRAINING")
         facets = {**self._fl(featureVersions=versions, datasetIds=ds_ids,
-                             runId=p.get("run_id"), modelId=p["model_id"]),
-                  **self._parent(p.get("run_id"))}
-        self._emit(RunState.START, _uuid(p["model_id"]), job, inputs=ins, facets=facets)
-        self._emit(RunState.COMPLETE, _uuid(p["model_id"]), job, inputs=ins, outputs=[out],
+                             runId=e.run_id, modelId=e.model_id),
+                  **self._parent(e.run_id)}
+        self._emit(RunState.START, _uuid(e.model_id), job, inputs=ins, facets=facets)
+        self._emit(RunState.COMPLETE, _uuid(e.model_id), job, inputs=ins, outputs=[out],
                    facets=facets)
 
-    def on_run(self, name: str, p: dict[str, Any]) -> None:
-        run_id = p["run_id"]
+    def on_run(self, e: RunStarted | RunCompleted | RunFailed) -> None:
+        run_id = e.run_id
         with self.ctx.registry.db.read() as conn:
             exp = conn.execute(sa.select(schema.experiments.c.name).join(
                 schema.runs, schema.runs.c.experiment_id == schema.experiments.c.experiment_id)
                 .where(self.ctx.registry.db.scope(schema.experiments, schema.runs),
                        schema.runs.c.run_id == run_id)).scalar()
         state = {"run.started": RunState.START, "run.completed": RunState.COMPLETE,
-                 "run.failed": RunState.FAIL}[name]
+                 "run.failed": RunState.FAIL}[e.name]
         facets = self._fl(runId=run_id)
-        if state == RunState.FAIL and p.get("error"):
+        if isinstance(e, RunFailed) and e.error:
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-                message=str(p["error"]), programmingLanguage="python", producer=PRODUCER)
+                message=str(e.error), programmingLanguage="python", producer=PRODUCER)
         self._emit(state, _uuid(run_id), self._job(f"experiment.{exp}", "EXPERIMENT"),
                    facets=facets)

@@ -12,6 +12,23 @@ Registry checks, each one set-based SQL:
 * ``inactive_feature_version``: an active deployment reads a deprecated or retired view
   version without a recorded exception.
 
+Tamper checks, over every definition version and every commit row:
+
+* ``definition_tampered``: a version's stored spec no longer matches its definition hash
+  (loading it is refused too); ``definition_docs_tampered``: its descriptions, owner or
+  tags no longer match their hash;
+* ``commit_row_tampered``: a commit row no longer matches its seal (its files, row count,
+  times, status... were edited outside featureledger; reads refuse it);
+* ``commit_status_unaudited``: a commit's status is not the one its audit trail ends with
+  (e.g. rolled back in the audit, ``committed`` in the row);
+* ``commit_seal_missing``: a row without a seal that is newer than the project's first
+  sealed commit, so it was not written before seals existed (its seal was removed, or an
+  older featureledger wrote it).
+
+Rows written before seals existed (registry revision 0005) are not problems: each is
+listed once in the report's ``notices`` (``commit_unsealed``), since their fields cannot
+be checked.
+
 File checks, over every commit (whatever its status), every dataset and every model whose
 artifact is a local file or folder. By default they ``stat`` each file (and, where no size
 was recorded, read the Parquet header and footer); ``deep`` also digests every byte:
@@ -41,8 +58,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from featureledger.errors import DefinitionTamperedError
 from featureledger.offline.storage import file_digest, local_path, parquet_complete, path_digest
 from featureledger.registry import schema
+from featureledger.registry.commits import (
+    COMMIT_STATUSES,
+    SEAL_BROKEN,
+    SEAL_NONE,
+    seal_state,
+)
+from featureledger.registry.definitions import _LABEL, _row_to_record, docs_match
 from featureledger.registry.scope import scope
 
 
@@ -61,6 +86,8 @@ class ReconcileReport:
     problems: list[Problem] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
     deep: bool = False  # whether file contents were digested
+    # what is worth knowing but not wrong (commit rows from before seals existed)
+    notices: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,7 +98,8 @@ class ReconcileReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "deep": self.deep, "checked": self.checked,
-                "problems": [p.to_dict() for p in self.problems]}
+                "problems": [p.to_dict() for p in self.problems],
+                "notices": [p.to_dict() for p in self.notices]}
 
 
 _NODE_TABLES = {
@@ -155,6 +183,86 @@ def _missing_commits(conn: Connection) -> list[Problem]:
                     "recorded; the dataset cannot be reproduced",
                     {"dataset": did, "commit": cid})
             for did, cid in conn.execute(q)]
+
+
+# -- tampering ----------------------------------------------------------------------------
+
+
+def _definition_checks(conn: Connection) -> tuple[list[Problem], int]:
+    d = schema.definitions
+    out = []
+    rows = conn.execute(sa.select(d).where(scope(conn, d))
+                        .order_by(d.c.kind, d.c.name, d.c.version)).all()
+    for row in rows:
+        ref = f"{row.name}@{row.version}"
+        ids = {row.kind: ref}
+        try:
+            _row_to_record(row)
+        except DefinitionTamperedError as exc:
+            out.append(Problem("definition_tampered", str(exc), ids))
+            continue
+        if not docs_match(row):
+            out.append(Problem(
+                "definition_docs_tampered",
+                f"{_LABEL.get(row.kind, row.kind)} {ref}: its descriptions, owner or tags no "
+                "longer match the hash recorded when they were last applied, so they were "
+                "edited in the registry; re-apply the definition to write them again",
+                ids))
+    return out, len(rows)
+
+
+def _commit_row_checks(conn: Connection) -> tuple[list[Problem], list[Problem], int]:
+    """Seals and audited statuses of every commit row: (problems, notices, rows checked)."""
+    c, a = schema.commits, schema.audit_log
+    rows = conn.execute(sa.select(c).where(scope(conn, c), c.c.status != "pending")
+                        .order_by(c.c.commit_time, c.c.commit_id)).all()
+    latest = (sa.select(a.c.object_id, sa.func.max(a.c.id).label("last"))
+              .where(scope(conn, a), a.c.object_kind == "commit",
+                     a.c.action.like("commit_status:%"))
+              .group_by(a.c.object_id).subquery())
+    audited = {oid: action.removeprefix("commit_status:") for oid, action in conn.execute(
+        sa.select(latest.c.object_id, a.c.action)
+        .join(a, a.c.id == latest.c.last).where(scope(conn, a)))}
+    states = [seal_state(r._mapping) for r in rows]
+    sealed_times = [r.commit_time for r, st in zip(rows, states, strict=True) if st != SEAL_NONE]
+    first_sealed = min(sealed_times) if sealed_times else None
+    problems, notices = [], []
+    for r, state in zip(rows, states, strict=True):
+        ref = f"{r.view_name}@{r.view_version}"
+        ids = {"commit": r.commit_id, "feature_version": ref}
+        label = f"commit {r.commit_id} of {ref}"
+        if state == SEAL_BROKEN:
+            problems.append(Problem(
+                "commit_row_tampered",
+                f"{label}: its registry row no longer matches the seal taken when it was "
+                "written or last changed status, so it was edited outside featureledger; "
+                "reads refuse it. Restore the row from a registry backup, or keep it out of "
+                f"reads: featureledger quarantine {r.commit_id} --reason 'row edited'", ids))
+        elif state == SEAL_NONE and first_sealed is not None and r.commit_time > first_sealed:
+            problems.append(Problem(
+                "commit_seal_missing",
+                f"{label} has no seal although it is newer than this project's first sealed "
+                "commit: its seal was removed by hand, or a featureledger older than "
+                "registry revision 0005 wrote it. Compare the row with a registry backup "
+                "and upgrade every process that writes to this registry", ids))
+        elif state == SEAL_NONE:
+            notices.append(Problem(
+                "commit_unsealed",
+                f"{label} was written before commit rows were sealed (registry revision "
+                "0005); its fields cannot be checked, only its files", ids))
+        expected = audited.get(r.commit_id, "committed")
+        if expected in COMMIT_STATUSES and r.status != expected:
+            problems.append(Problem(
+                "commit_status_unaudited",
+                f"{label} is {r.status!r} in its row, but its audit trail ends with "
+                f"{expected!r}: the status was changed outside featureledger. Set it back "
+                f"with featureledger {_STATUS_VERB[expected]} {r.commit_id} --reason "
+                "'status edited' (or restore the row from a backup)", ids))
+    return problems, notices, len(rows)
+
+
+_STATUS_VERB = {"committed": "restore", "quarantined": "quarantine",
+                "rolled_back": "rollback"}
 
 
 # -- files on disk ------------------------------------------------------------------------
@@ -444,6 +552,11 @@ def reconcile(ctx: Any, *, deep: bool = False) -> ReconcileReport:
         datasets = _datasets(conn, deep)
         artifacts = _artifacts(conn)
         report.problems += _deployment_checks(conn)
+        definition_problems, n_definitions = _definition_checks(conn)
+        report.problems += definition_problems
+        row_problems, report.notices, _ = _commit_row_checks(conn)
+        report.problems += row_problems
+        report.checked["definitions"] = n_definitions
         for name, table in (("runs", schema.runs), ("models", schema.model_versions),
                             ("deployments", schema.deployments)):
             report.checked[name] = int(conn.execute(

@@ -24,8 +24,8 @@ from featureledger.registry.lineage_edges import source_label
 from featureledger.registry.scope import scope
 
 if TYPE_CHECKING:
+    from featureledger.context import StoreContext
     from featureledger.lineage.reconcile import ReconcileReport
-    from featureledger.store import StoreContext
 
 _ID_PREFIXES = ("cmt_", "ds_", "run_", "mdl_", "dep_", "exp_")
 _KIND_PREFIXES = ("view:", "feature_set:", "source:")

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from featureledger.errors import DefinitionError
+from featureledger.model.bounds import shorten
 from featureledger.model.hashing import content_hash
 from featureledger.model.types import (
     FLOAT_DTYPES,
@@ -47,6 +48,9 @@ from featureledger.model.types import (
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME_LENGTH = 128
+"""Longest name of a definition, field, key or timestamp column: names become folder
+names, SQLite table names and Redis key parts, each with limits of its own."""
 _TTL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
 _TTL_UNITS = {
     "us": dt.timedelta(microseconds=1),
@@ -64,10 +68,23 @@ Compatibility = Literal["backward", "forward", "full", "none"]
 
 
 def check_name(kind: str, name: str) -> str:
+    """``name`` if it is a valid name: the one rule for every identifier that reaches SQL,
+    a file path or a key (definition names, fields, join keys, timestamp columns, check
+    names, column-map targets). A ValueError says what is wrong (pydantic turns it into a
+    DefinitionError).
+
+    >>> check_name("field", "trips_7d")
+    'trips_7d'
+    """
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"{kind} name {shorten(name, 40)} is too long: at most {MAX_NAME_LENGTH} "
+            "characters; pick a shorter name"
+        )
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(
-            f"{kind} name {name!r} is not valid: use letters, digits and underscores, "
-            "not starting with a digit"
+            f"{kind} name {shorten(name, 60)} is not valid: use letters, digits and "
+            "underscores, not starting with a digit"
         )
     if name in RESERVED_COLUMNS:
         raise ValueError(f"{kind} name {name!r} is reserved by featureledger; rename it")
@@ -108,7 +125,7 @@ class _Definition(BaseModel):
                 for e in exc.errors()
             )
             raise DefinitionError(
-                f"invalid {type(self).kind} {data.get('name', '')!r}: {problems}"
+                f"invalid {type(self).kind} {shorten(data.get('name', ''), 60)}: {problems}"
             ) from None
 
     def spec(self) -> dict[str, Any]:
@@ -181,14 +198,18 @@ class Entity(_Definition):
             v = {k: "int64" for k in v} if all(isinstance(k, str) for k in v) else dict(v)
         if not isinstance(v, dict) or not v:
             raise ValueError("join_keys must name at least one key, e.g. {'driver_id': 'int64'}")
-        out = {}
-        for k, t in v.items():
-            check_name("join key", k)
-            dtype = parse_dtype(t)
-            if dtype.startswith("list<") or dtype in ("float32", "float64"):
-                raise ValueError(f"join key {k!r} cannot have dtype {dtype}; use an int or string")
-            out[k] = dtype
-        return out
+        return _join_keys(v)
+
+
+def _join_keys(v: dict[Any, Any]) -> dict[str, str]:
+    out = {}
+    for k, t in v.items():
+        check_name("join key", k)
+        dtype = parse_dtype(t)
+        if dtype.startswith("list<") or dtype in ("float32", "float64"):
+            raise ValueError(f"join key {k!r} cannot have dtype {dtype}; use an int or string")
+        out[k] = dtype
+    return out
 
 
 class Field(_Definition):
@@ -369,6 +390,28 @@ class FeatureView(_Definition):
             v = [v]
         return list(v)
 
+    @field_validator("entities")
+    @classmethod
+    def _entity_names(cls, v: list[str]) -> list[str]:
+        return [check_name("entity", e) for e in v]
+
+    # the timestamp columns reach SQL (validation, profiles, retrieval, pushes) like any
+    # other column, so they follow the same name rule
+    @field_validator("timestamp_field")
+    @classmethod
+    def _timestamp_field(cls, v: str) -> str:
+        return check_name("timestamp field", v)
+
+    @field_validator("created_timestamp_field")
+    @classmethod
+    def _created_field(cls, v: str | None) -> str | None:
+        return None if v is None else check_name("created timestamp field", v)
+
+    @field_validator("join_keys")
+    @classmethod
+    def _view_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        return _join_keys(v)
+
     @field_validator("ttl", mode="before")
     @classmethod
     def _ttl(cls, v: Any) -> dt.timedelta | None:
@@ -425,6 +468,12 @@ class FeatureView(_Definition):
         if clash:
             raise ValueError(
                 f"field(s) {', '.join(sorted(clash))} clash with a join key or the timestamp field"
+            )
+        created = self.created_timestamp_field
+        if created is not None and created in {*names, *self.join_keys, self.timestamp_field}:
+            raise ValueError(
+                f"created_timestamp_field {created!r} is already a field, a join key or the "
+                "timestamp field; give it a column of its own"
             )
         checks = [c.name for c in self.checks]
         if len(set(checks)) != len(checks):

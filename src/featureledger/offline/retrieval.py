@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featureledger.context import current_run_id
 from featureledger.errors import (
     FeatureDataWarning,
     ReproductionError,
@@ -38,6 +39,7 @@ from featureledger.errors import (
     StorageError,
     UnknownCommitError,
 )
+from featureledger.events import DatasetCreated
 from featureledger.model.ids import new_id
 from featureledger.model.projection import ColumnSource, VersionProjection
 from featureledger.model.references import FeatureRef
@@ -50,15 +52,15 @@ from featureledger.offline.dataset import (
     combine_digests,
     content_hash,
 )
-from featureledger.offline.engine import ROW_COLUMN, DuckDBEngine, ViewScan
+from featureledger.offline.engine import ROW_COLUMN, OfflineEngine, ViewScan
+from featureledger.offline.storage import os_error
 from featureledger.registry.datasets import DatasetRecord
-from featureledger.tracking.context import current_run_id
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.context import StoreContext
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 DEFAULT_TIMESTAMP_COLUMNS = ("event_timestamp", "timestamp", "event_ts", "ts")
 _TS_TYPE_STR = "timestamp[us, tz=UTC]"
@@ -96,12 +98,12 @@ class _ViewRequest:
         return [VersionProjection(self.version, tuple(
             ColumnSource(f, f, t, t) for f, t in zip(self.features, self.dtypes, strict=True)))]
 
-    def scan(self, root: Path, commits: Sequence[CommitRecord]) -> ViewScan:
+    def scan(self, store: Any, commits: Sequence[CommitRecord]) -> ViewScan:
         return ViewScan.of(
             join_keys=list(self.join_keys), timestamp_field=self.timestamp_field,
             created_field=self.created_field, features=self.features,
             output_names=self.output_names, dtypes=self.dtypes, ttl_us=self.ttl_us,
-            root=root, commits=commits, chain=self.chain(),
+            store=store, commits=commits, chain=self.chain(),
             tie_break=commits_overlap(commits), event_range=_event_range(commits))
 
 
@@ -215,23 +217,10 @@ class RetrievalService:
 
     def __init__(self, ctx: StoreContext) -> None:
         self.ctx = ctx
-        cfg = ctx.config.offline_store
-        self._engine: DuckDBEngine | None = None
-        self._engine_opts = {
-            "memory_limit": getattr(cfg, "duckdb_memory_limit", None),
-            "threads": getattr(cfg, "duckdb_threads", None),
-        }
 
     @property
-    def engine(self) -> DuckDBEngine:
-        if self._engine is None:
-            self._engine = DuckDBEngine(**self._engine_opts)
-        return self._engine
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+    def engine(self) -> OfflineEngine:
+        return self.ctx.engine
 
     @property
     def _root(self) -> Path:
@@ -429,7 +418,7 @@ class RetrievalService:
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise
-        self.ctx.events.emit("dataset.created", record=record, dataset_id=ds_id, run_id=run)
+        self.ctx.events.emit(DatasetCreated(record=record, run_id=run))
         for problem in manifest["null_features"]:
             warnings.warn(FeatureDataWarning(
                 f"training set {ds_id}: feature {problem['feature']} is null in every one of "
@@ -484,7 +473,7 @@ class RetrievalService:
             "null_counts": {name: table.column(name).null_count
                             for r in plan for name in r.output_names},
             "null_features": _null_features(plan, commits, stats, table, as_of_us),
-            "engine": {"name": "duckdb", "version": self.engine.version},
+            "engine": {"name": self.engine.name, "version": self.engine.version},
         }
 
     def get_features_in_window(self, features_or_view: Any, start: Any, end: Any,
@@ -532,7 +521,7 @@ class RetrievalService:
         if not commits:
             return schema.empty_table()
         with self.ctx.offline_store.reading(commits):
-            reader = self.engine.window(req.scan(self._root, commits), start_us, end_us)
+            reader = self.engine.window(req.scan(self.ctx.offline_store, commits), start_us, end_us)
             return reader.read_all().cast(schema)
 
     def get_dataset(self, dataset_id: str) -> TrainingDataset:
@@ -626,7 +615,7 @@ class RetrievalService:
         keys = list(dict.fromkeys(k for r in plan for k in r.join_keys))
         probe = entities.select([ts_col, *keys]).append_column(
             ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
-        scans = [r.scan(self._root, cs) for r, cs in zip(plan, commits, strict=True)]
+        scans = [r.scan(self.ctx.offline_store, cs) for r, cs in zip(plan, commits, strict=True)]
         with self.ctx.offline_store.reading(c for cs in commits for c in cs):
             reader = self.engine.point_in_time(probe, ts_col, scans, bounds)
             result = reader.read_all()
@@ -678,8 +667,12 @@ class RetrievalService:
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
             return tmp, column_digests(entities)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            typed = os_error(exc, tmp, f"storing the entity rows of dataset {ds_id}") if (
+                isinstance(exc, OSError)) else None
+            if typed is not None:
+                raise typed from exc
             raise
 
 

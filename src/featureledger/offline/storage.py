@@ -29,9 +29,17 @@ with the commit. A commit also records its file manifest (:meth:`WrittenFiles.ma
 every file's size, and each side file's sha256, so ``reconcile`` can tell a truncated or
 replaced file from a good one without reading it.
 
-Readers go through :meth:`ParquetOfflineStore.reading`: it checks that the commits' files
-are there (a ``stat`` each) before a query, and turns a read that fails on one of them into
-a :class:`~featureledger.errors.CommitFileError` naming the commit and the file.
+Readers go through :meth:`ParquetOfflineStore.reading`: it refuses a commit whose registry
+row no longer matches its seal (:class:`~featureledger.errors.CommitTamperedError`), checks
+that the commits' files are there (a ``stat`` each) before a query, and turns a read that
+fails on one of them into a :class:`~featureledger.errors.CommitFileError` naming the
+commit and the file. With ``verify_digests`` (``offline_store: {verify_digests: true}``) it
+also digests each commit's data files against the commit's content digest before the
+query; a file already verified in this process is digested again only when its inode,
+size, modification or change time differ.
+
+A write that runs out of space or quota (ENOSPC, EDQUOT) removes what it wrote and raises
+:class:`~featureledger.errors.DiskFullError`; nothing is committed.
 
 Crash tests stop a writer at a named instant with ``FEATURELEDGER_CRASH_AT`` (see
 :func:`crash_point`); nothing else reads that variable.
@@ -39,6 +47,7 @@ Crash tests stop a writer at a named instant with ``FEATURELEDGER_CRASH_AT`` (se
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -51,13 +60,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.config import check_project_name
-from featureledger.errors import CommitFileError, ConfigError, StorageError
+from featureledger.errors import (
+    CommitFileError,
+    DiskFullError,
+    FeatureLedgerError,
+    NameTooLongError,
+    StorageError,
+)
+from featureledger.registry.tracking_records import PathDigest
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.config import ProjectConfig
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 COMMIT_TIME_COLUMN = "_commit_time"
 COMMIT_ID_COLUMN = "_commit_id"
@@ -161,16 +177,6 @@ def parquet_complete(path: Path) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class PathDigest:
-    """The digest of a model artifact: one file, or a folder of files."""
-
-    kind: str  # "file" or "folder"
-    sha256: str
-    size: int  # bytes (for a folder: of all its files)
-    files: int
-
-
 _TREE_PREFIX = b"featureledger-tree-v1\n"
 
 
@@ -216,6 +222,36 @@ def local_path(uri: str) -> Path | None:
     return Path(url2pathname(parsed.path))
 
 
+_DISK_FULL = {errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def os_error(exc: OSError, path: Path | str, doing: str) -> FeatureLedgerError | None:
+    """The typed error for an OSError met while ``doing`` (e.g. "writing commit cmt_..."),
+    or None when it is not one the user can act on by name (the caller re-raises it).
+
+    ``path`` is where it happened; the messages say that nothing was committed, which the
+    callers guarantee by removing what they wrote first.
+    """
+    code = exc.errno
+    if code in _DISK_FULL:
+        return DiskFullError(
+            f"the disk holding {path} is full ({_DISK_FULL[code]}) while {doing}; what was "
+            "written was removed and nothing was committed. Free space on that disk (gc "
+            "removes orphaned files: featureledger gc) and retry", path=str(path))
+    if code == errno.ENAMETOOLONG:
+        return NameTooLongError(
+            f"a file name under {str(path)[:120]}... is too long for the file system while "
+            f"{doing}; nothing was committed. Give the feature view a shorter name")
+    if code == errno.EROFS:
+        return StorageError(f"{path} is on a read-only file system ({doing}); nothing was "
+                            "committed. Remount it writable or move the offline store")
+    if code in (errno.EACCES, errno.EPERM):
+        return StorageError(f"permission denied on {exc.filename or path} while {doing}; "
+                            "nothing was committed. Make the offline store writable for this "
+                            "user")
+    return None
+
+
 def _commit_label(commit: CommitRecord) -> str:
     return f"commit {commit.commit_id} ({commit.view_name}@{commit.view_version})"
 
@@ -259,41 +295,6 @@ def require_commit_files(root: Path, commits: Iterable[CommitRecord]) -> None:
                 raise commit_file_error(root, c, rel, problem)
 
 
-def _driver_errors(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and the errors it was raised from (the engine re-raises DuckDB's errors as
-    its own, ``from None``: the original stays in ``__context__``)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or seen.__context__
-
-
-def _named_file(exc: BaseException, paths: dict[str, tuple[CommitRecord, str]]
-                ) -> tuple[CommitRecord, str, str] | None:
-    """The commit file that a DuckDB I/O or input error names."""
-    import duckdb
-
-    for e in _driver_errors(exc):
-        if isinstance(e, (duckdb.IOException, duckdb.InvalidInputException)):
-            text = str(e)
-            named = [p for p in paths if p in text]
-            if len(named) == 1:  # several would be a query excerpt, not a diagnosis
-                commit, rel = paths[named[0]]
-                return commit, rel, text.splitlines()[0] if text else type(e).__name__
-    return None
-
-
-def _may_be_damaged_data(exc: BaseException) -> bool:
-    """Whether the error could come from bytes that changed: DuckDB's I/O, input,
-    serialization and internal errors, and its bare ``Error`` (a page that no longer
-    decodes: "Out of buffer"). Binder, catalog or parser errors are about the query."""
-    import duckdb
-
-    suspects = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException,
-                duckdb.SerializationException)
-    return any(isinstance(e, suspects) or type(e) is duckdb.Error for e in _driver_errors(exc))
-
-
 def _probe(root: Path, commits: Sequence[CommitRecord], exc: BaseException
            ) -> tuple[CommitRecord, str, str] | None:
     """After a failed read: the commit file to blame, and what is wrong with it.
@@ -314,11 +315,13 @@ def _probe(root: Path, commits: Sequence[CommitRecord], exc: BaseException
                     problem = f"has an unreadable Parquet footer ({err})"
             if problem is not None:
                 return c, rel, problem
-    named = _named_file(exc, {str(root / rel): (c, rel) for c in commits for rel in c.files})
+    from featureledger.offline.duckdb.engine import may_be_damaged_data, named_file
+
+    named = named_file(exc, {str(root / rel): (c, rel) for c in commits for rel in c.files})
     if named is not None:
         commit, rel, detail = named
         return commit, rel, f"cannot be read ({detail})"
-    if _may_be_damaged_data(exc):
+    if may_be_damaged_data(exc):
         for c in commits:
             if c.files and file_digest([root / f for f in c.files])[0] != c.content_digest:
                 more = f"(or another of its {len(c.files)} files) " if len(c.files) > 1 else ""
@@ -327,18 +330,67 @@ def _probe(root: Path, commits: Sequence[CommitRecord], exc: BaseException
     return None
 
 
+# commit id -> (root, content digest, the stat of each data file) when its files last
+# matched the digest; bounded, since a long-lived server reads many commits
+_VERIFIED: dict[str, tuple[Any, ...]] = {}
+_VERIFIED_MAX = 100_000
+
+
+def _stat_key(paths: list[Path]) -> tuple[Any, ...]:
+    # the change time moves with any write or metadata change and cannot be set back by
+    # an ordinary user (unlike the modification time), so a rewritten file is digested again
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def verify_commit_digests(root: Path, commits: Iterable[CommitRecord]) -> None:
+    """Raise CommitFileError for the first commit whose data files no longer match its
+    content digest. A commit verified earlier in this process is digested again only when
+    one of its files' inode, size or times changed."""
+    for c in commits:
+        if not c.files:
+            continue
+        paths = [root / f for f in c.files]
+        try:
+            key = (str(root), c.content_digest, _stat_key(paths))
+        except OSError:
+            key = None  # require_commit_files names the missing file
+        if key is not None and _VERIFIED.get(c.commit_id) == key:
+            continue
+        if file_digest(paths)[0] != c.content_digest:
+            more = f"(or another of its {len(c.files)} files) " if len(c.files) > 1 else ""
+            raise commit_file_error(root, c, c.files[0], (
+                f"{more}no longer matches the commit's content digest, so it was changed "
+                "after the commit (offline_store.verify_digests is on, so it is not read)"))
+        if key is not None:
+            if len(_VERIFIED) >= _VERIFIED_MAX:
+                _VERIFIED.clear()
+            _VERIFIED[c.commit_id] = key
+
+
 @contextmanager
-def commit_reads(root: Path, commits: Iterable[CommitRecord]) -> Iterator[None]:
+def commit_reads(root: Path, commits: Iterable[CommitRecord], *,
+                 verify_digests: bool = False) -> Iterator[None]:
     """Guard a query over ``commits``' files: check them first, and name the commit and the
     file when the query fails on one of them.
 
-    Before: a ``stat`` of every file (missing, or not the recorded size). After a failure:
-    see :func:`_probe`; when it finds no bad file, the original error is raised unchanged,
-    since it is not about the files.
+    Before: the seal of each commit's registry row (a row edited outside featureledger is
+    never read: CommitTamperedError), a ``stat`` of every file (missing, or not the recorded
+    size), and with ``verify_digests`` the files' bytes against the content digest. After a
+    failure: see :func:`_probe`; when it finds no bad file, the original error is raised
+    unchanged, since it is not about the files.
     """
+    from featureledger.registry.commits import require_sealed
+
     commits = list(commits)
     root = Path(root)
+    require_sealed(commits)
     require_commit_files(root, commits)
+    if verify_digests:
+        verify_commit_digests(root, commits)
     try:
         yield
     except CommitFileError:
@@ -358,9 +410,19 @@ _TMP = "_tmp"
 class ParquetOfflineStore:
     """Parquet files on a local (or mounted) file system, under ``<root>/<project>/``."""
 
-    def __init__(self, root: str | Path, *, project: str = "default") -> None:
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> ParquetOfflineStore:
+        """The store of ``offline_store`` in featureledger.yaml."""
+        cfg = config.offline_store
+        return cls(config.resolve(cfg.path), project=config.project,
+                   verify_digests=cfg.verify_digests)
+
+    def __init__(self, root: str | Path, *, project: str = "default",
+                 verify_digests: bool = False) -> None:
         self.root = Path(root).absolute()
         self.project = check_project_name(project)
+        # digest each commit's files before reading them (see the module docstring)
+        self.verify_digests = verify_digests
         self.root.mkdir(parents=True, exist_ok=True)
 
     # -- paths --------------------------------------------------------------------------
@@ -369,6 +431,10 @@ class ParquetOfflineStore:
 
     def path(self, relative: str) -> Path:
         return self.root / relative
+
+    def local_paths(self, commit: CommitRecord) -> list[str]:
+        """Absolute paths of ``commit``'s data files, in digest order (what engines read)."""
+        return [str(self.root / f) for f in commit.files]
 
     def dataset_path(self, dataset_id: str) -> str:
         """The stored entity rows of a dataset, relative to the root."""
@@ -386,7 +452,7 @@ class ParquetOfflineStore:
     def reading(self, commits: Iterable[CommitRecord]) -> Any:
         """A context manager around a query of ``commits``' files (see :func:`commit_reads`):
         ``with offline.reading(commits): table = reader.read_all()``."""
-        return commit_reads(self.root, commits)
+        return commit_reads(self.root, commits, verify_digests=self.verify_digests)
 
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
@@ -411,7 +477,14 @@ class ParquetOfflineStore:
         if final.exists():
             raise StorageError(f"commit folder {final} already exists; commit ids must be unique")
         tmp = self.root / self.project / _TMP / f"{commit_id}.{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=False)
+        doing = f"writing commit {commit_id} of {view}@{version}"
+        try:
+            tmp.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            typed = os_error(exc, self.root, doing)
+            if typed is not None:
+                raise typed from exc
+            raise
         names: list[str] = []
         start = time.perf_counter()
         fsync_s = 0.0
@@ -450,8 +523,11 @@ class ParquetOfflineStore:
             os.rename(tmp, final)
             _fsync_dir(final.parent)
             rename_s = time.perf_counter() - t
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            typed = os_error(exc, self.root, doing) if isinstance(exc, OSError) else None
+            if typed is not None:
+                raise typed from exc
             raise
         crash_point("after_rename")
         total = time.perf_counter() - start
@@ -528,11 +604,3 @@ class ParquetOfflineStore:
 
     def close(self) -> None:
         pass
-
-
-def open_offline_store(ctx: StoreContext) -> ParquetOfflineStore:
-    """The offline store configured in featureledger.yaml (Parquet files on disk)."""
-    cfg = ctx.config.offline_store
-    if cfg.type == "parquet":
-        return ParquetOfflineStore(ctx.config.resolve(cfg.path), project=ctx.config.project)
-    raise ConfigError(f"offline store type {cfg.type!r} is not supported; use 'parquet'")

@@ -25,14 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from featureledger.model.definitions import FeatureView
 from featureledger.model.projection import VersionProjection
-from featureledger.offline.engine import ViewScan, latest_per_key_sql
-from featureledger.offline.storage import commit_reads
+from featureledger.offline.engine import ViewScan
 from featureledger.online.codec import KeyCodec, ValueCodec
 from featureledger.online.stores import OnlineRecord, OnlineStore, TableRef
 from featureledger.registry.commits import CommitRecord
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from featureledger.offline.engine import OfflineEngine
+    from featureledger.offline.storage import ParquetOfflineStore
 
 _BATCH = 10_000
 
@@ -104,22 +106,14 @@ def encode_records(view: FeatureView, table: pa.Table) -> list[OnlineRecord]:
 
 
 class Materializer:
-    """Runs materialization of view versions into one online store."""
+    """Runs materialization of view versions into one online store, reading through the
+    offline engine and the offline store (which owns the files)."""
 
-    def __init__(self, store: OnlineStore, offline_root: Any, *,
-                 duckdb_threads: int | None = None) -> None:
+    def __init__(self, store: OnlineStore, engine: OfflineEngine,
+                 offline: ParquetOfflineStore) -> None:
         self.store = store
-        self.offline_root = offline_root
-        self.duckdb_threads = duckdb_threads
-
-    def _connect(self) -> Any:
-        import duckdb
-
-        con = duckdb.connect(":memory:")
-        if self.duckdb_threads:
-            con.execute(f"SET threads = {int(self.duckdb_threads)}")
-        con.execute("SET TimeZone = 'UTC'")
-        return con
+        self.engine = engine
+        self.offline = offline
 
     def scan(self, view: FeatureView, chain: Sequence[VersionProjection],
              commits: Sequence[CommitRecord]) -> ViewScan:
@@ -128,32 +122,27 @@ class Materializer:
             join_keys=list(view.join_keys), timestamp_field=view.timestamp_field,
             created_field=view.created_timestamp_field, features=view.feature_names,
             output_names=view.feature_names, dtypes=[f.dtype for f in view.fields],
-            ttl_us=None, root=self.offline_root, commits=commits, chain=chain,
+            ttl_us=None, store=self.offline, commits=commits, chain=chain,
             tie_break=False, event_range=None)
 
     def query(self, view: FeatureView, chain: Sequence[VersionProjection],
-              commits: Sequence[CommitRecord], **options: Any) -> pa.Table:
-        scan = self.scan(view, chain, commits)
-        con = self._connect()
-        try:
-            repair_keys = options.pop("keys", None)
-            if repair_keys is not None:
-                import pyarrow as pa
+              commits: Sequence[CommitRecord], *,
+              keys: Sequence[Sequence[Any]] | None = None, **options: Any) -> pa.Table:
+        """The newest row per key among ``commits``; ``keys`` restricts to those key tuples."""
+        keys_tbl = None
+        if keys is not None:
+            import pyarrow as pa
 
-                from featureledger.model.types import to_arrow
+            from featureledger.model.types import to_arrow
 
-                cols: list[Any] = (list(zip(*repair_keys, strict=False)) if repair_keys
-                                   else [[] for _ in view.join_keys])
-                keys_tbl = pa.table({
-                    k: pa.array(list(c), type=to_arrow(t))
-                    for (k, t), c in zip(view.join_keys.items(), cols, strict=False)
-                })
-                con.register("_repair_keys", keys_tbl)
-                options["keys_relation"] = "_repair_keys"
-            with commit_reads(self.offline_root, commits):
-                return con.sql(latest_per_key_sql(scan, **options)).to_arrow_table()
-        finally:
-            con.close()
+            cols: list[Any] = (list(zip(*keys, strict=False)) if keys
+                               else [[] for _ in view.join_keys])
+            keys_tbl = pa.table({
+                k: pa.array(list(c), type=to_arrow(t))
+                for (k, t), c in zip(view.join_keys.items(), cols, strict=False)})
+        with self.offline.reading(commits):
+            return self.engine.latest_per_key(self.scan(view, chain, commits), keys=keys_tbl,
+                                              **options)
 
     def load(self, table: TableRef, view: FeatureView, chain: Sequence[VersionProjection],
              commits: Sequence[CommitRecord], *, force: bool = False,

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import ValidationFailedError
+from featureledger.events import CommitCompleted
 from featureledger.model.definitions import FeatureView
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us
@@ -60,11 +61,11 @@ from featureledger.registry.lineage_edges import push_source_uri
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from featureledger.context import StoreContext
     from featureledger.model.projection import VersionProjection
     from featureledger.online.stores import OnlineStore
     from featureledger.online.wal import PushLog, Segment
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 _log = logging.getLogger("featureledger.online")
 
@@ -427,8 +428,8 @@ class Pusher:
                  readers: Callable[[TableRef], list[tuple[TableRef, FeatureView,
                                                           VersionProjection]]] | None = None,
                  ) -> None:
+        from featureledger.context import current_run_id
         from featureledger.online.wal import PushLog
-        from featureledger.tracking.context import current_run_id
 
         self.ctx = ctx
         self.store = store
@@ -556,7 +557,7 @@ class Pusher:
             replaces_pending=True)
         crash_point("after_registry")
         self._write_online(table, view, stored)
-        self.ctx.events.emit("commit.completed", commit=rec, view=view, source="push")
+        self.ctx.events.emit(CommitCompleted(commit=rec, source="push"))
         return rec
 
     def flush(self) -> list[CommitRecord]:

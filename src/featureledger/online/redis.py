@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from featureledger.errors import BackendUnavailableError, MissingDependencyError, StorageError
 from featureledger.online.stores import (
@@ -30,6 +30,9 @@ from featureledger.online.stores import (
     StoredValue,
     TableRef,
 )
+
+if TYPE_CHECKING:
+    from featureledger.config import ProjectConfig
 
 T = TypeVar("T")
 _WRITE_BATCH = 1000
@@ -81,6 +84,15 @@ class RedisOnlineStore(OnlineStore):
     """Online values in Redis."""
 
     kind = "redis"
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> RedisOnlineStore:
+        """The store of ``online_store: {type: redis, ...}`` (default key prefix: the
+        project's own)."""
+        cfg: Any = config.online_store
+        prefix = cfg.key_prefix if cfg.key_prefix is not None else \
+            default_key_prefix(config.project)
+        return cls(cfg.url, key_prefix=prefix, timeout_s=cfg.timeout_s, retries=cfg.retries)
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, key_prefix: str = "fl",
                  timeout_s: float = 0.5, retries: int = 2) -> None:

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import InvalidReferenceError, RetrievalError, StateError
+from featureledger.errors import InvalidReferenceError, RetrievalError
+from featureledger.events import MaterializeCompleted
 from featureledger.model.projection import VersionProjection
 from featureledger.model.timeutil import from_us, now_us, to_us
+from featureledger.offline.engine import ViewScan
 from featureledger.online.cache import ChangeWatcher, OnlineCache
 from featureledger.online.materialize import (
     Materializer,
@@ -40,8 +42,8 @@ from featureledger.online.response import OnlineResponse
 from featureledger.online.stores import TableRef
 
 if TYPE_CHECKING:
+    from featureledger.context import StoreContext
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 HIDDEN_META = "hidden_commits"
 _HIDDEN = ("quarantined", "rolled_back")
@@ -159,7 +161,9 @@ class OnlineService:
             if newly_visible:
                 restored: dict[TableRef, list[CommitRecord]] = {}
                 for c in self.registry.commits.get_many(newly_visible):
-                    if c.status == "committed":
+                    # a row edited outside featureledger stays hidden: this sync runs in
+                    # the background of serving, where refusing would stop every read
+                    if c.status == "committed" and not c.tampered:
                         for table in self._readers(c):
                             restored.setdefault(table, []).append(c)
                 for table, commits in restored.items():
@@ -179,11 +183,11 @@ class OnlineService:
         """Recompute the keys of hidden commits from the commits still served."""
         view = self._view(table.view, table.version)
         mat = self._materializer()
-        from featureledger.errors import CommitFileError
+        from featureledger.errors import CommitFileError, CommitTamperedError
 
         try:
             keys: list[tuple[Any, ...]] | None = self._commit_keys(view, hidden)
-        except CommitFileError:
+        except (CommitFileError, CommitTamperedError):
             # quarantine is the advice for a lost file, and a lost file cannot say which
             # keys it wrote: rebuild the whole table from the commits still served
             keys = None
@@ -191,7 +195,8 @@ class OnlineService:
             return
         progress = ViewProgress.load(self.store, table)
         chain = self._chain(table)
-        visible = self.registry.commits.list(table.view, versions=[p.version for p in chain])
+        visible = [c for c in self.registry.commits.list(
+            table.view, versions=[p.version for p in chain]) if not c.tampered]
         result = mat.query(view, chain, visible, start=None,
                            end=progress.end if progress else None, keys=keys) if visible else None
         records = encode_records(view, result) if result is not None else []
@@ -209,21 +214,16 @@ class OnlineService:
         self._invalidate(table)
 
     def _commit_keys(self, view: Any, commits: list[CommitRecord]) -> list[tuple[Any, ...]]:
-        import duckdb
-
-        files = [str(self.ctx.offline_store.root / f) for c in commits for f in c.files]
-        if not files:
-            return []
-        keys = ", ".join('"' + k + '"' for k in view.join_keys)
-        con = duckdb.connect(":memory:")
-        try:
-            src = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'"
-                                                for f in files) + "])"
-            with self.ctx.offline_store.reading(commits):
-                return [tuple(r) for r in
-                        con.execute(f"SELECT DISTINCT {keys} FROM {src}").fetchall()]
-        finally:
-            con.close()
+        """The distinct keys the rows of ``commits`` hold."""
+        offline = self.ctx.offline_store
+        # keys are the same columns in every version that carries data: no projection
+        chain = [VersionProjection(v, ()) for v in sorted({c.view_version for c in commits})]
+        scan = ViewScan.of(
+            join_keys=list(view.join_keys), timestamp_field=view.timestamp_field,
+            created_field=None, features=[], output_names=[], dtypes=[], ttl_us=None,
+            store=offline, commits=commits, chain=chain, tie_break=False, event_range=None)
+        with offline.reading(commits):
+            return self.ctx.engine.distinct_keys(scan)
 
     # -- definitions ---------------------------------------------------------------
     def _view(self, name: str, version: int | None) -> Any:
@@ -271,9 +271,7 @@ class OnlineService:
         return out
 
     def _materializer(self) -> Materializer:
-        return Materializer(self.store, self.ctx.offline_store.root,
-                            duckdb_threads=getattr(self.ctx.config.offline_store,
-                                                   "duckdb_threads", None))
+        return Materializer(self.store, self.ctx.engine, self.ctx.offline_store)
 
     def _tables(self, views: Sequence[str] | None) -> list[TableRef]:
         """Every view version to materialize (all versions of the named views)."""
@@ -341,11 +339,10 @@ class OnlineService:
                 bar[0].stop()
         result.tables = [t for t in result.tables if t.commits or t.keys_written]
         result.seconds = time.perf_counter() - t0
-        self.ctx.events.emit(
-            "materialize.completed",
+        self.ctx.events.emit(MaterializeCompleted(
             start=start, end=end, incremental=incremental,
             views=[str(t.table) for t in result.tables], commits=result.commits,
-            keys_written=result.keys_written, online_store=self.store.kind,
+            keys_written=result.keys_written, online_store=self.store.kind)
         )
         return result
 
@@ -423,6 +420,20 @@ class OnlineService:
             self._plans[key] = plan
         return plan
 
+    def model_features(self, model: str, entity_rows: Any, *, deployment: str | None = None,
+                       full_feature_names: bool = False,
+                       fill_defaults: bool = False) -> OnlineResponse:
+        """The pinned features of ``model`` for ``entity_rows``; a read through a
+        deployment (``dep_`` as ``model`` or ``deployment``) is counted in its usage."""
+        target = deployment or model
+        if target.startswith("dep_"):
+            return self.get_online_features(entity_rows=entity_rows, deployment=target,
+                                            full_feature_names=full_feature_names,
+                                            fill_defaults=fill_defaults)
+        return self.get_online_features(entity_rows=entity_rows, model=model,
+                                        full_feature_names=full_feature_names,
+                                        fill_defaults=fill_defaults)
+
     def get_online_features(self, features: Any = None, entity_rows: Any = None, *,
                             feature_set: str | None = None, full_feature_names: bool = False,
                             deployment: str | None = None, model: str | None = None,
@@ -442,14 +453,14 @@ class OnlineService:
                     deployment is not None and model is not None):
                 raise RetrievalError("pass one of features, feature_set, deployment or "
                                      "model, not several")
-            target = deployment if deployment is not None else model
-            features, feature_versions = self._features_of(target)  # type: ignore[arg-type]
+            target: str = deployment if deployment is not None else model  # type: ignore[assignment]
+            features, feature_versions = self._features_of(target)
             response = read_online(self.store, self.cache,
                                    self.plan(features, full_feature_names=full_feature_names),
                                    entity_rows, fill_defaults)
             assert response is not None  # with a store, a read always answers
-            if target.startswith("dep_"):  # type: ignore[union-attr]
-                self._tracking().record_usage(target, feature_versions, rows=len(response))
+            if target.startswith("dep_"):
+                self.registry.usage.add(target, feature_versions, rows=len(response))
             return response
         # the plan lookup of ``plan()``, inlined: this is every request's path
         w = self.watcher
@@ -486,26 +497,13 @@ class OnlineService:
             return None
         return read_online(None, self.cache, plan, entity_rows, fill_defaults)
 
-    def _tracking(self) -> Any:
-        import importlib
-
-        try:
-            module = importlib.import_module("featureledger.tracking.service")
-        except ImportError:
-            raise StateError(
-                "reading features by deployment or model needs the tracking part, which is "
-                "not available in this installation; pass features= or feature_set="
-            ) from None
-        return self.ctx.part("featureledger.tracking.service.TrackingService",
-                             module.TrackingService)
-
     def _features_of(self, model: str) -> tuple[list[str], list[str]]:
         """The pinned references a model version (or a deployment, ``dep_...``) consumes,
         and the view versions they read; cached until the registry changes."""
         self.watcher.check()
         got = self._models.get(model)
         if got is None:
-            mv = self._tracking().get_model(model)
+            mv = self.registry.models.get(model)
             # a model's own pinned references, whether it was logged with features=, a
             # feature set or a training dataset: that is the input it was trained on
             got = self._models[model] = (list(mv.features), list(mv.feature_versions))

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from featureledger.config import check_project_name
+from featureledger.config import ProjectConfig, check_project_name
 from featureledger.errors import BackendUnavailableError, StorageError
 from featureledger.online.stores import (
     EPOCH_META,
@@ -64,6 +64,12 @@ class SqliteOnlineStore(OnlineStore):
     """Online values in a SQLite file."""
 
     kind = "sqlite"
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> SqliteOnlineStore:
+        """The store of ``online_store: {type: sqlite, path: ...}``."""
+        return cls(config.resolve(config.online_store.path),  # type: ignore[union-attr]
+                   project=config.project)
 
     def __init__(self, path: str | Path, *, project: str = "default",
                  busy_timeout_s: float = 30.0) -> None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from featureledger.errors import ConfigError
 
 if TYPE_CHECKING:
-    from featureledger.store import StoreContext
+    from featureledger.config import ProjectConfig
 
 EPOCH_META = "_epoch"
 
@@ -121,28 +121,16 @@ class OnlineStore(ABC):
     def ping(self) -> None:
         """Return when the store answers; raise BackendUnavailableError otherwise."""
 
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> OnlineStore:
+        """The store ``online_store`` in featureledger.yaml describes (each backend
+        reads its own section; see featureledger.backends)."""
+        raise ConfigError(f"{cls.__name__} cannot be built from featureledger.yaml; hand a "
+                          "ready instance to FeatureStore(online_store=...)")
+
     def change_token(self) -> str | None:
         """Changes whenever any process writes or deletes (writers bump it)."""
         return self.get_meta(EPOCH_META)
 
     def close(self) -> None:  # noqa: B027  (optional hook: most stores have connections)
         """Release connections."""
-
-
-def open_online_store(ctx: StoreContext) -> OnlineStore:
-    """The online store configured under ``online_store`` in featureledger.yaml."""
-    cfg = ctx.config.online_store
-    if cfg.type == "sqlite":
-        from featureledger.online.sqlite import SqliteOnlineStore
-
-        return SqliteOnlineStore(ctx.config.resolve(cfg.path), project=ctx.config.project)
-    if cfg.type == "redis":
-        from featureledger.online.redis import RedisOnlineStore, default_key_prefix
-
-        prefix = cfg.key_prefix if cfg.key_prefix is not None else \
-            default_key_prefix(ctx.config.project)
-        return RedisOnlineStore(cfg.url, key_prefix=prefix, timeout_s=cfg.timeout_s,
-                                retries=cfg.retries)
-    raise ConfigError(
-        f"online store type {cfg.type!r} is not supported; use 'sqlite' or 'redis'"
-    )

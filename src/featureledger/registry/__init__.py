@@ -13,6 +13,9 @@ from featureledger.registry.definitions import (
     PlanItem,
 )
 from featureledger.registry.engine import DEFAULT_PROJECT, RegistryDB
+from featureledger.registry.models import ModelRepository
+from featureledger.registry.runs import RunRepository
+from featureledger.registry.usage import UsageRecorder
 
 
 class Registry:
@@ -23,6 +26,10 @@ class Registry:
                  actor: str | None = None, source_base: Path | None = None) -> None:
         self.db = RegistryDB(url, project=project, actor=actor)
         self.definitions = DefinitionRepository(self.db, source_base=source_base)
+        self.runs = RunRepository(self.db)
+        self.models = ModelRepository(self.db)
+        # online reads by deployment are counted here and written in batches
+        self.usage = UsageRecorder(self.db)
         self.commits = CommitRepository(self.db)
         self.datasets = DatasetRepository(self.db)
 
@@ -38,7 +45,10 @@ class Registry:
         return self.db.generation()
 
     def close(self) -> None:
-        self.db.dispose()
+        try:
+            self.usage.flush()
+        finally:
+            self.db.dispose()
 
 
 __all__ = [

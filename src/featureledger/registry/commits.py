@@ -10,19 +10,35 @@ files, no rows), so the online values pushed into it cite a commit the registry 
 is replaced by the full row, status ``committed``, in the transaction that lands it. Only
 listings that ask for every status (or for ``pending``) show pending commits, and their
 status cannot be changed by hand.
+
+Each row is sealed: ``row_digest`` is a sha256 over every other column, as stored (see
+:func:`seal`), taken at insert and again by :meth:`CommitRepository.set_status`, which is
+the only code that changes a row. A row edited by SQL (its files, row count, or a status
+flipped back to ``committed``) no longer matches its seal; reading it gives a record whose
+``seal`` is ``"broken"``, which readers refuse to serve (``offline.storage.commit_reads``)
+and ``reconcile`` reports. featureledger never re-seals a broken row: it can still be
+quarantined or rolled back (hiding it is always safe), but not restored until the row is
+restored from a backup. Rows written before seals existed (revision 0005) have none:
+``seal`` is ``"unsealed"``; they are served, and ``reconcile`` lists them.
+
+The seal is a plain digest, not a signature: it catches edits made without featureledger
+(by hand, by a script, by a tool restoring part of a row), not someone who reads this
+module and recomputes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import operator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from featureledger.errors import StateError, UnknownCommitError
+from featureledger.errors import CommitTamperedError, StateError, UnknownCommitError
 from featureledger.model.hashing import canonical_json
 from featureledger.model.timeutil import from_us, now_us
 from featureledger.registry import schema
@@ -30,6 +46,53 @@ from featureledger.registry.engine import RegistryDB
 
 COMMIT_STATUSES = ("committed", "quarantined", "rolled_back")
 PENDING_STATUS = "pending"  # a push's commit before it lands (see the module docstring)
+
+# The columns a row's seal covers, in order: every column but the seal itself. A column
+# added later is appended here together with a new SEAL_VERSION, and rows sealed under the
+# old version are checked with the old list.
+SEALED_COLUMNS = (
+    "commit_id", "project", "view_name", "view_version", "commit_time", "user", "run_id",
+    "source", "steps", "row_count", "rejected_count", "validation", "profile", "files",
+    "content_digest", "min_event_ts", "max_event_ts", "status", "status_reason",
+    "status_changed_at", "file_manifest",
+)
+SEAL_VERSION = b"featureledger-commit-seal-v1\n"
+SEAL_OK, SEAL_BROKEN, SEAL_NONE = "ok", "broken", "unsealed"
+
+
+def seal(values: Mapping[Any, Any]) -> str:
+    """The seal of a commit row: sha256 over :data:`SEALED_COLUMNS` as stored.
+
+    Each column is its name, then ``n`` (NULL), ``i<decimal>`` (an integer) or
+    ``s<length>:<UTF-8 text>``, NUL-terminated: unambiguous, and the same for the values an
+    insert binds and those SQLite and PostgreSQL return.
+
+    >>> seal({c: None for c in SEALED_COLUMNS})[:12]
+    'ff921a053fcb'
+    """
+    h = hashlib.sha256(SEAL_VERSION)
+    for name in SEALED_COLUMNS:
+        v = values[name]
+        if v is None:
+            enc = b"n"
+        elif isinstance(v, str):
+            raw = v.encode("utf-8")
+            enc = b"s%d:%s" % (len(raw), raw)
+        else:  # ints, and numpy integers from a builder
+            enc = b"i%d" % operator.index(v)
+        h.update(name.encode() + b"=" + enc + b"\0")
+    return h.hexdigest()
+
+
+def seal_state(values: Mapping[Any, Any]) -> str:
+    """``"ok"``, ``"broken"`` or ``"unsealed"`` for a row as read (a mapping of its columns)."""
+    stored = values["row_digest"]
+    if stored is None:
+        return SEAL_NONE
+    try:
+        return SEAL_OK if seal(values) == stored else SEAL_BROKEN
+    except (TypeError, KeyError):  # a value of a type featureledger never writes
+        return SEAL_BROKEN
 
 
 @dataclass(frozen=True)
@@ -56,11 +119,20 @@ class CommitRecord:
     # {relative path: {"size": bytes[, "sha256": hex]}} of the data and side files, recorded
     # at commit time (None for commits written before sizes were recorded)
     file_manifest: dict[str, dict[str, Any]] | None = None
+    # whether the registry row still matches its seal (see the module docstring): "ok",
+    # "broken" or "unsealed"; None for a record not read from the registry. Not part of
+    # equality: it says how the row was found, not what the commit is
+    seal: str | None = field(default=None, compare=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def view_ref(self) -> str:
         return f"{self.view_name}@{self.view_version}"
+
+    @property
+    def tampered(self) -> bool:
+        """Whether the registry row was changed outside featureledger (its seal is broken)."""
+        return self.seal == SEAL_BROKEN
 
     @property
     def committed_at(self) -> Any:
@@ -94,7 +166,27 @@ def _row(r: Any) -> CommitRecord:
         status_reason=r.status_reason,
         status_changed_at=r.status_changed_at,
         file_manifest=json.loads(r.file_manifest) if r.file_manifest else None,
+        seal=seal_state(r._mapping),
     )
+
+
+def tampered_error(rec: CommitRecord, doing: str) -> CommitTamperedError:
+    """The error for a read or a status change that met a commit with a broken seal."""
+    return CommitTamperedError(
+        f"commit {rec.commit_id} ({rec.view_ref}) cannot be {doing}: its registry row no "
+        "longer matches the seal taken when it was written or last changed status, so it "
+        "was edited outside featureledger (its files, row count, times or status may not "
+        "be what was committed). Restore the row from a registry backup (the registry's "
+        "audit_log lists its status changes), or keep it out of reads: "
+        f"featureledger quarantine {rec.commit_id} --reason 'row edited'",
+        commit_id=rec.commit_id)
+
+
+def require_sealed(commits: Sequence[CommitRecord] | Any, doing: str = "read") -> None:
+    """Raise CommitTamperedError for the first of ``commits`` whose row seal is broken."""
+    for c in commits:
+        if c.seal == SEAL_BROKEN:
+            raise tampered_error(c, doing)
 
 
 class CommitRepository:
@@ -102,33 +194,34 @@ class CommitRepository:
         self.db = db
 
     def insert(self, conn: Connection, rec: CommitRecord) -> None:
-        """Record a commit inside the caller's write transaction (this makes it visible)."""
-        conn.execute(
-            schema.commits.insert().values(
-                project=self.db.project,
-                commit_id=rec.commit_id,
-                view_name=rec.view_name,
-                view_version=rec.view_version,
-                commit_time=rec.commit_time,
-                user=rec.user,
-                run_id=rec.run_id,
-                source=canonical_json(rec.source),
-                steps=canonical_json(rec.steps),
-                row_count=rec.row_count,
-                rejected_count=rec.rejected_count,
-                validation=canonical_json(rec.validation),
-                profile=canonical_json(rec.profile),
-                files=canonical_json(rec.files),
-                content_digest=rec.content_digest,
-                min_event_ts=rec.min_event_ts,
-                max_event_ts=rec.max_event_ts,
-                status=rec.status,
-                status_reason=rec.status_reason,
-                status_changed_at=rec.status_changed_at,
-                file_manifest=(None if rec.file_manifest is None
-                               else canonical_json(rec.file_manifest)),
-            )
+        """Record a commit inside the caller's write transaction (this makes it visible),
+        sealed (see the module docstring)."""
+        values: dict[str, Any] = dict(
+            project=self.db.project,
+            commit_id=rec.commit_id,
+            view_name=rec.view_name,
+            view_version=rec.view_version,
+            commit_time=rec.commit_time,
+            user=rec.user,
+            run_id=rec.run_id,
+            source=canonical_json(rec.source),
+            steps=canonical_json(rec.steps),
+            row_count=rec.row_count,
+            rejected_count=rec.rejected_count,
+            validation=canonical_json(rec.validation),
+            profile=canonical_json(rec.profile),
+            files=canonical_json(rec.files),
+            content_digest=rec.content_digest,
+            min_event_ts=rec.min_event_ts,
+            max_event_ts=rec.max_event_ts,
+            status=rec.status,
+            status_reason=rec.status_reason,
+            status_changed_at=rec.status_changed_at,
+            file_manifest=(None if rec.file_manifest is None
+                           else canonical_json(rec.file_manifest)),
         )
+        values["row_digest"] = seal(values)
+        conn.execute(schema.commits.insert().values(**values))
 
     def get(self, commit_id: str) -> CommitRecord:
         t = schema.commits
@@ -211,10 +304,24 @@ class CommitRepository:
             return old
         t = schema.commits
         with self.db.write() as conn:
+            # read again under the write lock: the seal covers the row as it is now
+            row = conn.execute(
+                sa.select(t).where(self.db.scope(t), t.c.commit_id == commit_id)).one()
+            values = {**row._mapping, "status": status, "status_reason": reason,
+                      "status_changed_at": now_us()}
+            broken = seal_state(row._mapping) == SEAL_BROKEN
+            if broken and status == "committed":
+                raise tampered_error(_row(row), "restored")
+            # a broken row is hidden but never re-sealed: that would vouch for the edit
+            new_seal = row.row_digest if broken or row.row_digest is None else seal(values)
             conn.execute(
                 t.update().where(self.db.scope(t), t.c.commit_id == commit_id)
-                .values(status=status, status_reason=reason, status_changed_at=now_us())
+                .values(status=status, status_reason=reason,
+                        status_changed_at=values["status_changed_at"], row_digest=new_seal)
             )
-            self.db.audit(conn, f"commit_status:{status}", "commit", commit_id,
-                          {"from": old.status, "to": status, "reason": reason}, actor=actor)
+            details: dict[str, Any] = {"from": old.status, "to": status, "reason": reason}
+            if broken:
+                details["row_seal"] = SEAL_BROKEN
+            self.db.audit(conn, f"commit_status:{status}", "commit", commit_id, details,
+                          actor=actor)
         return self.get(commit_id)

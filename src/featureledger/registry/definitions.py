@@ -20,7 +20,9 @@ from sqlalchemy.engine import Connection
 from featureledger.errors import (
     ConcurrencyError,
     DefinitionError,
+    DefinitionTamperedError,
     IncompatibleChangeError,
+    NameTooLongError,
     UnknownEntityError,
     UnknownFeatureError,
     UnknownFeatureSetError,
@@ -39,7 +41,7 @@ from featureledger.model.definitions import (
     FeatureView,
     definition_from_dict,
 )
-from featureledger.model.hashing import canonical_json
+from featureledger.model.hashing import canonical_json, content_hash
 from featureledger.model.projection import VersionInfo, VersionProjection, data_chain
 from featureledger.model.references import FeatureRef, parse_reference
 from featureledger.model.timeutil import now_us
@@ -64,6 +66,10 @@ _UNKNOWN = {
     "feature_set": UnknownFeatureSetError,
 }
 _LABEL = {"entity": "entity", "feature_view": "feature view", "feature_set": "feature set"}
+# The longest name the store can hold: the registry keeps names in String(255) columns,
+# some as "name@version" (audit entries, feature-set pins), and the offline store makes a
+# view's name a folder name (at most 255 bytes on common file systems).
+NAME_LIMIT = 240
 
 
 @dataclass(frozen=True)
@@ -145,9 +151,21 @@ def _change_dict(c: Change) -> dict[str, Any]:
 
 
 def _row_to_record(row: Any) -> DefinitionRecord:
-    data = json.loads(row.spec)
-    docs = json.loads(row.docs)
-    definition = definition_from_dict(_merge_docs(data, docs))
+    """The record of a stored version, refused (DefinitionTamperedError) when its spec no
+    longer hashes to the definition hash recorded when it was applied."""
+    label = f"{_LABEL.get(row.kind, row.kind)} {row.name}@{row.version}"
+    try:
+        data = json.loads(row.spec)
+        docs = json.loads(row.docs)
+        definition = definition_from_dict(_merge_docs(data, docs))
+    except (ValueError, TypeError) as exc:  # not JSON, or not a definition any more
+        raise _tampered(row, label, f"its stored spec no longer parses ({exc})") from None
+    # The hash covers what affects data (fields, types, ranges, checks, source, ...): an
+    # edit of the spec, or docs that shadow a spec key, changes it. Without this check an
+    # edited range passes `plan` as unchanged and validates against the edited bounds.
+    if definition.definition_hash != row.definition_hash:
+        raise _tampered(row, label, "its stored spec no longer matches its definition hash "
+                        f"{row.definition_hash[:12]}")
     return DefinitionRecord(
         kind=row.kind,
         name=row.name,
@@ -162,6 +180,25 @@ def _row_to_record(row: Any) -> DefinitionRecord:
         status_reason=row.status_reason,
         stale=bool(row.stale),
     )
+
+
+def _tampered(row: Any, label: str, what: str) -> DefinitionTamperedError:
+    return DefinitionTamperedError(
+        f"{label} cannot be loaded: {what}, so it was changed in the registry after it was "
+        "applied (versions are never edited). Restore it from the audit trail, which keeps "
+        "the spec it was created with: store.registry.definitions.restore_from_audit("
+        f"{row.kind!r}, {row.name!r}, {row.version}), or restore the row from a registry "
+        "backup. Until then every read of it (plan, apply, ingest, retrieval, listings) is "
+        "refused, so no data is checked against an edited spec",
+        kind=row.kind, name=row.name, version=row.version)
+
+
+def docs_match(row: Any) -> bool:
+    """Whether a stored version's docs (descriptions, owner, tags) still match their hash."""
+    try:
+        return bool(content_hash(json.loads(row.docs)) == row.docs_hash)
+    except ValueError:
+        return False
 
 
 def _merge_docs(spec: Any, docs: Any) -> Any:
@@ -308,6 +345,7 @@ class DefinitionRepository:
               migrating: frozenset[str] = frozenset()) -> Plan:
         seen: dict[tuple[str, str], Definition] = {}
         for d in defs:
+            check_name_length(d.kind, d.name)
             key = (d.kind, d.name)
             if key in seen and seen[key] != d:
                 raise DefinitionError(
@@ -559,6 +597,8 @@ class DefinitionRepository:
                     "definition_hash": d.definition_hash,
                     "changes": [_change_dict(c) for c in item.changes],
                     "breaking_reason": reason if item.refused else None,
+                    # the spec as stored, so an edited row can be restored from the trail
+                    "spec": d.to_dict(),
                 },
             )
 
@@ -579,6 +619,60 @@ class DefinitionRepository:
                     .values(stale=1)
                 )
 
+    def restore_from_audit(self, kind: str, name: str, version: int) -> DefinitionRecord:
+        """Write back the spec and hash that ``name@version`` was created with, as its
+        ``create_version`` audit entry recorded them, after an edit made outside
+        featureledger (see :func:`_row_to_record`); audited as ``restore_spec``.
+
+        The spec is checked against the hash recorded beside it before it is written, and a
+        version whose row is intact is left alone.
+        """
+        t, a = schema.definitions, schema.audit_log
+        obj = f"{name}@{version}"
+        label = f"{_LABEL.get(kind, kind)} {obj}"
+        with self.db.write() as conn:
+            row = conn.execute(sa.select(t).where(
+                self.db.scope(t), t.c.kind == kind, t.c.name == name,
+                t.c.version == version)).first()
+            if row is None:
+                raise _UNKNOWN.get(kind, UnknownFeatureError)(f"{label} is not registered")
+            try:
+                return _row_to_record(row)  # intact: nothing to restore
+            except DefinitionTamperedError:
+                pass
+            entry = conn.execute(sa.select(a.c.details).where(
+                self.db.scope(a), a.c.object_kind == kind, a.c.object_id == obj,
+                a.c.action == "create_version").order_by(a.c.id.desc()).limit(1)).scalar()
+            details = json.loads(entry) if entry else {}
+            spec, want = details.get("spec"), details.get("definition_hash")
+            if spec is None or want is None:
+                raise DefinitionTamperedError(
+                    f"{label}: its audit trail does not hold the spec it was created with "
+                    "(versions applied before specs were audited); restore the row from a "
+                    "registry backup", kind=kind, name=name, version=version)
+            original = definition_from_dict(spec)
+            if original.definition_hash != want:
+                raise DefinitionTamperedError(
+                    f"{label}: the spec in its audit trail does not match the hash recorded "
+                    "with it, so the audit trail was edited too; restore the registry from a "
+                    "backup", kind=kind, name=name, version=version)
+            values: dict[str, Any] = {"spec": canonical_json(spec), "definition_hash": want}
+            try:  # docs that shadow a spec key go back to those the version was created with
+                merged = definition_from_dict(_merge_docs(spec, json.loads(row.docs)))
+                docs_reset = merged.definition_hash != want
+            except (ValueError, TypeError):
+                docs_reset = True
+            if docs_reset:
+                values.update(docs=canonical_json(original.docs()),
+                              docs_hash=original.docs_hash)
+            conn.execute(t.update().where(
+                self.db.scope(t), t.c.kind == kind, t.c.name == name,
+                t.c.version == version).values(**values))
+            self.db.audit(conn, "restore_spec", kind, obj,
+                          {"definition_hash": want, "edited_hash": row.definition_hash,
+                           "docs_reset": docs_reset})
+        return self.get(kind, name, version)
+
     def set_status(self, kind: str, name: str, version: int, status: str,
                    reason: str | None = None) -> DefinitionRecord:
         """Deprecate or retire a version (the only edit a version ever receives)."""
@@ -598,6 +692,19 @@ class DefinitionRepository:
             self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",
                           {"reason": reason})
         return self.get(kind, name, version)
+
+
+def check_name_length(kind: str, name: str) -> None:
+    """Refuse a definition name longer than the store can hold (see NAME_LIMIT)."""
+    size = len(name.encode("utf-8"))
+    if max(len(name), size) <= NAME_LIMIT:
+        return
+    shown = name[:40] + "..."
+    length = f"{len(name)} characters" + (f" ({size} bytes)" if size != len(name) else "")
+    raise NameTooLongError(
+        f"{_LABEL.get(kind, kind)} name {shown!r} is {length}; the registry and the offline "
+        f"store hold names of at most {NAME_LIMIT} (bytes in UTF-8). Nothing was applied; "
+        "give it a shorter name", column="definitions.name", limit=NAME_LIMIT)
 
 
 def _version_info(rec: DefinitionRecord) -> VersionInfo:

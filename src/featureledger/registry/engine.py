@@ -22,7 +22,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from featureledger.config import check_project_name
-from featureledger.errors import BackendUnavailableError, ConfigError, StorageError
+from featureledger.errors import (
+    BackendUnavailableError,
+    ConcurrencyError,
+    ConfigError,
+    DiskFullError,
+    FeatureLedgerError,
+    NameTooLongError,
+    RegistryReadOnlyError,
+    StorageError,
+    ValueTooLongError,
+)
 from featureledger.model.hashing import canonical_json
 from featureledger.model.timeutil import current_user, now_us
 from featureledger.registry import schema
@@ -94,6 +104,129 @@ def create_registry_engine(url: str) -> Engine:
     )
 
 
+# -- driver errors, translated where featureledger meets the driver --------------------------
+# SQLite result codes (sqlite3.Error.sqlite_errorcode, primary code in the low byte) and
+# PostgreSQL SQLSTATEs that are the environment, not a bug: each becomes a typed error that
+# says what happened, so a full disk is never reported as a server that may be down.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
+_LOW_SPACE = 1 << 20  # a folder with less free space than this counts as full
+
+
+def _disk_nearly_full(path: Path | None) -> bool:
+    import shutil
+
+    for p in (path, path.parent if path else None):
+        if p is not None and p.exists():
+            try:
+                return shutil.disk_usage(p).free < _LOW_SPACE
+            except OSError:
+                return False
+    return False
+
+
+def translate_error(exc: sa.exc.DBAPIError, *, where: str, sqlite_path: Path | None,
+                    connecting: bool = False) -> FeatureLedgerError:
+    """The typed error for a driver error met while ``connecting`` to, reading or writing
+    the registry at ``where`` (a URL without its password)."""
+    orig = exc.orig
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    nothing = "the transaction was rolled back, so nothing was written"
+    if sqlite_path is not None:  # SQLite: the file system is the server
+        code = (getattr(orig, "sqlite_errorcode", None) or 0) & 0xFF
+        if code == _SQLITE_FULL or (code in (_SQLITE_IOERR, _SQLITE_CANTOPEN, 0)
+                                    and _disk_nearly_full(sqlite_path)):
+            return DiskFullError(
+                f"the disk holding the registry {sqlite_path} is full ({text}); {nothing}. "
+                "Free space on that disk (or move the registry) and retry",
+                path=str(sqlite_path))
+        if code == _SQLITE_READONLY:
+            return RegistryReadOnlyError(
+                f"the registry {sqlite_path} is read-only ({text}); {nothing}. Make the "
+                "file and its folder writable for this user (SQLite also writes "
+                f"{sqlite_path.name}-wal and -shm beside it), or open a writable copy")
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return ConcurrencyError(
+                f"the registry {sqlite_path} stayed locked by another writer for the whole "
+                f"busy timeout ({text}); {nothing}. Retry; if it persists, look for a "
+                "process holding a long write transaction")
+        if code == _SQLITE_CANTOPEN:
+            return StorageError(
+                f"cannot open the registry file {sqlite_path} ({text}); check that its "
+                "folder exists and that this user may create files there")
+        return StorageError(
+            f"the registry {sqlite_path} failed: {text}; {nothing}. Check the disk holding "
+            "it; run 'featureledger reconcile' once it works again")
+    state = str(getattr(orig, "sqlstate", "") or "")
+    if state == "53100":
+        return DiskFullError(f"the PostgreSQL server of the registry at {where} has no disk "
+                             f"space left ({text}); {nothing}. Free space on the server and "
+                             "retry", path=where)
+    if state == "25006":
+        return RegistryReadOnlyError(
+            f"the registry at {where} is read-only ({text}: a standby, or "
+            f"default_transaction_read_only); {nothing}. Point the registry at the primary")
+    if state == "22001":
+        return ValueTooLongError(f"a value is longer than its registry column ({text}); "
+                                 f"{nothing}. Shorten it")
+    if state in ("40001", "40P01", "55P03"):
+        return ConcurrencyError(f"the registry at {where} aborted the transaction to resolve "
+                                f"a conflict with another writer ({text}); {nothing}. Retry")
+    if connecting or state.startswith(("08", "57P")) or state in ("53300",):
+        return BackendUnavailableError(
+            f"cannot connect to the registry at {where}: {text}. Check that the database "
+            "server is running and the URL is right")
+    return StorageError(f"the registry at {where} failed: {text}; {nothing}. Retry; if it "
+                        "persists, check the database server")
+
+
+# Columns that hold a definition's name: a value too long for them is a definition error.
+_NAME_COLUMNS = frozenset({("definitions", "name"), ("commits", "view_name"),
+                           ("model_features", "view_name")})
+
+
+def check_lengths(conn: Connection, statement: Any, multiparams: Any, params: Any,
+                  _execution_options: Any) -> None:
+    """``before_execute`` hook: refuse an INSERT or UPDATE whose text value is longer than
+    its ``String(n)`` column, naming the column, before the driver sees it.
+
+    SQLite does not enforce lengths and PostgreSQL fails with a driver error, so without
+    this the same input would be stored on one backend and be an "internal error" on the
+    other.
+    """
+    if not isinstance(statement, (sa.sql.dml.Insert, sa.sql.dml.Update)):
+        return
+    table: Any = statement.table
+    columns = getattr(table, "c", None)
+    if columns is None:
+        return
+    rows: list[Any] = [{k: getattr(v, "value", v) for k, v in statement._values.items()}
+                       if statement._values else {}]
+    for group in (multiparams or ()):
+        rows.extend(group if isinstance(group, (list, tuple)) else [group])
+    if params:
+        rows.append(params)
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        for key, value in row.items():
+            name = key if isinstance(key, str) else getattr(key, "key", None)
+            col = columns.get(name) if name else None
+            limit = getattr(getattr(col, "type", None), "length", None)
+            if not isinstance(value, str) or limit is None or len(value) <= limit:
+                continue
+            what = f"{table.name}.{name}"
+            shown = value[:40] + "..." if len(value) > 40 else value
+            message = (f"{shown!r} is {len(value)} characters, longer than the "
+                       f"{limit} the registry holds in {what}; nothing was written. Use a "
+                       "shorter value")
+            if (table.name, name) in _NAME_COLUMNS:
+                raise NameTooLongError(message.replace("Use a shorter value",
+                                                       "Give the definition a shorter name"),
+                                       column=what, limit=limit)
+            raise ValueTooLongError(message, column=what, limit=limit)
+
+
 class RegistryDB:
     """A migrated registry database, seen as one project: transactions, the project's
     generation counter and its audit trail."""
@@ -106,6 +239,7 @@ class RegistryDB:
         self.engine = create_registry_engine(url)
         self.dialect = self.engine.dialect.name
         sa.event.listen(self.engine, "before_execute", check_statement)
+        sa.event.listen(self.engine, "before_execute", check_lengths)
         if migrate:
             self.migrate()
 
@@ -178,15 +312,25 @@ class RegistryDB:
             raw.execute("PRAGMA foreign_keys=ON")
 
     # -- transactions -----------------------------------------------------------------
+    def _sqlite_path(self) -> Path | None:
+        if self.dialect != "sqlite":
+            return None
+        database = sa.engine.make_url(self.url).database
+        return Path(database).absolute() if database and database != ":memory:" else Path(
+            ":memory:")
+
+    def translate(self, exc: sa.exc.DBAPIError, *, connecting: bool = False
+                  ) -> FeatureLedgerError:
+        """The typed error for a driver error of this registry (see :func:`translate_error`)."""
+        return translate_error(exc, where=self._safe_url(), sqlite_path=self._sqlite_path(),
+                               connecting=connecting)
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[Connection]:
         try:
             conn = self.engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise BackendUnavailableError(
-                f"cannot connect to the registry at {self._safe_url()}: {exc.orig}. "
-                "Check that the database server is running and the URL is right."
-            ) from None
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise self.translate(exc, connecting=True) from None
         conn.info[INFO_KEY] = self.project
         try:
             yield conn
@@ -199,8 +343,12 @@ class RegistryDB:
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only transaction."""
-        with self._connect() as conn, conn.begin():
-            yield conn
+        with self._connect() as conn:
+            try:
+                with conn.begin():
+                    yield conn
+            except (sa.exc.OperationalError, sa.exc.DataError, sa.exc.InternalError) as exc:
+                raise self.translate(exc) from None
 
     @contextlib.contextmanager
     def read_all_projects(self) -> Iterator[Connection]:
@@ -233,11 +381,10 @@ class RegistryDB:
                     yield conn
                     if bump:
                         self._bump(conn)
-            except sa.exc.OperationalError as exc:
-                raise StorageError(
-                    f"registry write failed: {exc.orig}. Retry; if it persists, check the "
-                    "database server and disk."
-                ) from None
+            except (sa.exc.OperationalError, sa.exc.DataError, sa.exc.InternalError) as exc:
+                # not IntegrityError: apply retries on it (another writer took a version);
+                # psycopg reports a read-only transaction (25006) as an InternalError
+                raise self.translate(exc) from None
             finally:
                 conn.info.pop("begin_mode", None)
 

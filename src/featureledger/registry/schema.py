@@ -94,6 +94,9 @@ commits = Table(
     Column("status_changed_at", BigInteger, nullable=True),
     # JSON {path: {"size": n[, "sha256": hex]}}: what reconcile checks the files against
     Column("file_manifest", Text, nullable=True),
+    # sha256 over every other column as stored (registry/commits.py: seal), taken at insert
+    # and at each status change; NULL for rows written before revision 0005
+    Column("row_digest", String(64), nullable=True),
 )
 Index("ix_commits_view", commits.c.project, commits.c.view_name, commits.c.view_version,
       commits.c.commit_time)

@@ -271,7 +271,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
 
     from featureledger import __version__
 
-    online = store._online
+    online = store.online
     tokens: dict[str, str] = dict(store.config.server.tokens)
     metrics = ServerMetrics(lambda: online.cache.stats() if online.cache is not None else None)
     serving = Serving(store)
@@ -551,7 +551,7 @@ def serve(store: Any, host: str | None = None, port: int | None = None, *,
     if not server.started:
         raise StateError(f"the feature server could not start on {host}:{port} (see the "
                          "log above); is the port already in use?")
-    online = store._online
+    online = store.online
     left = online.pusher.buffer.pending_rows
     if left:
         raise StorageError(

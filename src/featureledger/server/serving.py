@@ -62,7 +62,7 @@ class Serving:
     def __init__(self, store: Any) -> None:
         cfg = self.config = store.config.server
         self.store = store
-        online = self.online = store._online
+        online = self.online = store.online
         opts = {"failures": cfg.breaker_failures, "reset_s": cfg.breaker_reset_s}
         self.online_store = CircuitBreaker("online_store", _online_label(online.store),
                                            **opts)

@@ -13,8 +13,8 @@ import contextvars
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from featureledger.tracking.context import reset_active_run, set_active_run
-from featureledger.tracking.records import MetricPoint, ModelVersion, RunRecord
+from featureledger.context import reset_active_run, set_active_run
+from featureledger.registry.tracking_records import MetricPoint, ModelVersion, RunRecord
 
 if TYPE_CHECKING:
     from featureledger.tracking.service import TrackingService
@@ -70,9 +70,18 @@ class Run:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._service.runs.set_tags(self.run_id, tags)
 
-    def log_model(self, name: str, artifact: Any, **options: Any) -> ModelVersion:
+    def log_model(self, name: str, artifact: Any, *, training_dataset: Any = None,
+                  validation_dataset: Any = None, test_dataset: Any = None,
+                  datasets: list[tuple[Any, str]] | None = None,
+                  features: list[str] | None = None, feature_set: str | None = None,
+                  description: str = "", tags: Mapping[str, str] | None = None,
+                  allow_null_features: str | None = None) -> ModelVersion:
         """Record model version ``name@N`` produced by this run; see TrackingService.log_model."""
-        return self._service.log_model(self.run_id, name, artifact, **options)
+        return self._service.log_model(
+            self.run_id, name, artifact, training_dataset=training_dataset,
+            validation_dataset=validation_dataset, test_dataset=test_dataset,
+            datasets=datasets, features=features, feature_set=feature_set,
+            description=description, tags=tags, allow_null_features=allow_null_features)
 
     def end(self, status: str = "finished", error: str | None = None) -> None:
         self._service.end_run(self.run_id, status, error)

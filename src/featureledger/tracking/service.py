@@ -23,25 +23,32 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from featureledger.context import current_run_id
 from featureledger.errors import StateError, TrackingError, UnknownDatasetError
+from featureledger.events import (
+    DeploymentCreated,
+    DeploymentEnded,
+    ModelLogged,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+)
 from featureledger.registry import schema
 from featureledger.registry.scope import scope
-from featureledger.tracking.context import current_run_id
-from featureledger.tracking.models import ModelRepository
-from featureledger.tracking.records import (
+from featureledger.registry.tracking_records import (
     Deployment,
     Experiment,
     ModelVersion,
     RunComparison,
     RunRecord,
 )
+from featureledger.registry.usage import read_usage
 from featureledger.tracking.run import Run
-from featureledger.tracking.runs import RunRepository
-from featureledger.tracking.usage import UsageRecorder, read_usage
 
 if TYPE_CHECKING:
-    from featureledger.offline.storage import PathDigest
-    from featureledger.store import StoreContext
+    from featureledger.context import StoreContext
+    from featureledger.offline.dataset import TrainingDataset
+    from featureledger.registry.tracking_records import PathDigest
 
 DEFAULT_EXPERIMENT = "default"
 
@@ -99,13 +106,10 @@ class TrackingService:
 
         self.ctx = ctx
         self.db = ctx.registry.db
-        self.runs = RunRepository(self.db)
-        self.models = ModelRepository(self.db)
-        self.usage = UsageRecorder(self.db)
+        self.runs = ctx.registry.runs
+        self.models = ctx.registry.models
+        self.usage = ctx.registry.usage
         attach(ctx)
-
-    def close(self) -> None:
-        self.usage.flush()
 
     # -- experiments -------------------------------------------------------------------
     def create_experiment(self, name: str, description: str = "",
@@ -137,15 +141,16 @@ class TrackingService:
         run_id = self.runs.create_run(
             exp, name=name, parent_run_id=parent, git=git_info(self.ctx.config.root),
             source=entry, params=params or {}, tags=tags or {}, external_ids=external)
-        self.ctx.events.emit("run.started", run_id=run_id, experiment=exp.name,
-                             experiment_id=exp.experiment_id, parent_run_id=parent,
-                             params=dict(params or {}), mlflow_run_id=mlflow_run_id)
+        self.ctx.events.emit(RunStarted(run_id=run_id, experiment=exp.name,
+                                        experiment_id=exp.experiment_id, parent_run_id=parent,
+                                        params=dict(params or {}),
+                                        mlflow_run_id=mlflow_run_id))
         return Run(self, run_id, exp.name)
 
     def end_run(self, run_id: str, status: str = "finished", error: str | None = None) -> None:
         self.runs.end_run(run_id, status, error)
-        event = "run.completed" if status == "finished" else "run.failed"
-        self.ctx.events.emit(event, run_id=run_id, status=status, error=error)
+        self.ctx.events.emit(RunCompleted(run_id=run_id, status=status) if status == "finished"
+                             else RunFailed(run_id=run_id, status=status, error=error))
 
     def get_run(self, run_id: str) -> RunRecord:
         return self.runs.get_run(run_id)
@@ -219,10 +224,11 @@ class TrackingService:
             name, run_id=run_id, artifact_uri=uri, feature_set=fs_ref,
             features=pinned, datasets=ds, description=description, tags=tags,
             artifact_digest=_artifact_digest(uri))
-        self.ctx.events.emit("model.logged", model_id=model.model_id, ref=model.ref,
-                             model_name=name, version=model.version, run_id=run_id,
-                             features=model.features, feature_set=fs_ref,
-                             datasets=model.datasets, artifact_uri=model.artifact_uri)
+        self.ctx.events.emit(ModelLogged(model_id=model.model_id, ref=model.ref,
+                                         model_name=name, version=model.version, run_id=run_id,
+                                         features=model.features, feature_set=fs_ref,
+                                         datasets=model.datasets,
+                                         artifact_uri=model.artifact_uri))
         return model
 
     def _datasets(self, ids: list[str]) -> dict[str, Any]:
@@ -238,39 +244,22 @@ class TrackingService:
 
     def get_model(self, model: str) -> ModelVersion:
         """A model version by ``mdl_`` id, ``name@N``, ``name`` (latest) or ``dep_`` id."""
-        if model.startswith("dep_"):
-            model = self.models.get_deployment(model).model_id
         return self.models.get(model)
 
     def list_models(self, name: str | None = None) -> list[ModelVersion]:
         return self.models.list_versions(name)
 
-    def get_model_features(self, model: str, entity_rows: Any, *,
-                           deployment: str | None = None, **options: Any) -> Any:
-        """The model's input for ``entity_rows``, read from the online store.
-
-        Pass a ``dep_`` id (as ``model`` or ``deployment=``) to count the read in that
-        deployment's usage counters.
-        """
-        if model.startswith("dep_"):
-            deployment = deployment or model
-        mv = self.get_model(model)
-        from featureledger.online.service import OnlineService
-
-        online = self.ctx.part("featureledger.online.service.OnlineService", OnlineService)
-        result = online.get_online_features(list(mv.features), entity_rows, **options)
-        if deployment is not None:
-            self.usage.add(deployment, mv.feature_versions, rows=_row_count(entity_rows))
-        return result
-
-    def score_batch(self, model: str, entity_df: Any, **options: Any) -> Any:
+    def score_batch(self, model: str, entity_df: Any, *, as_of: Any = None,
+                    full_feature_names: bool = False, run_id: str | None = None,
+                    timestamp_column: str | None = None) -> TrainingDataset:
         """The model's input for ``entity_df``, point in time, from the offline store."""
         mv = self.get_model(model)
         from featureledger.offline.retrieval import RetrievalService
 
-        retrieval = self.ctx.part("featureledger.offline.retrieval.RetrievalService",
-                                  RetrievalService)
-        return retrieval.get_historical_features(entity_df, list(mv.features), **options)
+        retrieval = self.ctx.part(RetrievalService)
+        return retrieval.get_historical_features(
+            entity_df, list(mv.features), as_of=as_of, full_feature_names=full_feature_names,
+            run_id=run_id, timestamp_column=timestamp_column)
 
     # -- deployments ---------------------------------------------------------------------
     def deploy(self, model: str, environment: str = "production", *,
@@ -317,16 +306,16 @@ class TrackingService:
                         "edges": [e.to_dict() for e in upstream]}
             dep = self.models.insert_deployment(conn, mv, environment, snapshot=snapshot,
                                                 exceptions=exceptions, description=description)
-        self.ctx.events.emit("deployment.created", deployment_id=dep.deployment_id,
-                             model_id=mv.model_id, model_ref=mv.ref, environment=environment,
-                             features=mv.features)
+        self.ctx.events.emit(DeploymentCreated(deployment_id=dep.deployment_id,
+                                               model_id=mv.model_id, model_ref=mv.ref,
+                                               environment=environment, features=mv.features))
         return dep
 
     def undeploy(self, deployment_id: str, *, reason: str | None = None) -> Deployment:
         dep = self.models.end_deployment(deployment_id, reason)
-        self.ctx.events.emit("deployment.ended", deployment_id=deployment_id,
-                             model_ref=dep.model_ref, environment=dep.environment,
-                             reason=reason)
+        self.ctx.events.emit(DeploymentEnded(deployment_id=deployment_id,
+                                             model_ref=dep.model_ref,
+                                             environment=dep.environment, reason=reason))
         return dep
 
     def get_deployment(self, deployment_id: str) -> Deployment:
@@ -342,12 +331,6 @@ class TrackingService:
                                  reason: str) -> None:
         """Allow a deployment to keep reading a deprecated or retired ``view@N``."""
         self.models.add_exception(deployment_id, feature_version, reason)
-
-    def record_usage(self, deployment_id: str, feature_versions: list[str],
-                     rows: int = 1) -> None:
-        """Count one online read of ``rows`` entity rows by a deployment (buffered; flushed
-        as counters per deployment, feature version and hour)."""
-        self.usage.add(deployment_id, feature_versions, rows=rows)
 
     def deployment_usage(self, deployment_id: str | None = None) -> list[dict[str, Any]]:
         """Usage counters (pending counts are flushed first)."""

@@ -35,19 +35,23 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from featureledger.errors import DefinitionError, RetrievalError, ValidationFailedError
+from featureledger.events import CommitCompleted
 from featureledger.model.ids import new_id
-from featureledger.offline.engine import DuckDBEngine, ViewScan, sandboxed_connection, single_select
+from featureledger.offline.duckdb.guard import check_query
+from featureledger.offline.duckdb.sandbox import SandboxError, query, result_types, single_select
+from featureledger.offline.engine import ViewScan
+from featureledger.registry.commits import require_sealed
 from featureledger.registry.lineage_edges import MIGRATED
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from sqlalchemy.engine import Connection
 
+    from featureledger.context import StoreContext
     from featureledger.model.definitions import Definition, FeatureView
     from featureledger.offline.storage import WrittenFiles
     from featureledger.registry import Plan, PlanItem
     from featureledger.registry.commits import CommitRecord
-    from featureledger.store import StoreContext
 
 
 def conform_strict(view: FeatureView, table: pa.Table, what: str) -> pa.Table:
@@ -101,16 +105,24 @@ class ApplyService:
              migrations: Mapping[str, str] | None = None) -> Plan:
         """What ``apply`` would do, with every change classified and, for each new
         feature-view version, where its data comes from (``PlanItem.notes``)."""
-        return self.ctx.registry.definitions.plan(
+        check_row_checks_safe(definitions)
+        plan = self.ctx.registry.definitions.plan(
             definitions, migrating=self._checked(migrations))
+        check_planned_views(plan)
+        return plan
 
     def apply(self, definitions: list[Definition], *, allow_breaking: str | None = None,
               migrations: Mapping[str, str] | None = None) -> Plan:
         """Apply ``definitions`` atomically; ``migrations`` maps a view name to the SQL
         that fills its new version from the previous version's rows (relation ``old``)."""
+        check_row_checks_safe(definitions)
         sql = self._checked(migrations)
+        migrated: list[CommitRecord] = []
 
         def migrate(conn: Connection, plan: Plan) -> None:
+            # the views are complete here (join keys from their entities): a check that
+            # names no column of its view, or does not bind, refuses the whole apply
+            check_planned_views(plan)
             for item in plan.items:
                 if item.kind == "feature_view" and item.name in sql:
                     if not item.migration:
@@ -119,11 +131,13 @@ class ApplyService:
                             f"{item.name}@{item.to_version} carries the data of "
                             f"{item.name}@{item.from_version} already; a migration is only "
                             "for a version that would start empty. Drop the migration")
-                    self._migrate(conn, item, sql[item.name])
+                    migrated.extend(self._migrate(conn, item, sql[item.name]))
 
         plan = self.ctx.registry.definitions.apply(
             definitions, allow_breaking=allow_breaking, migrating=sql,
-            within=migrate if sql else None)
+            within=migrate)
+        for record in migrated:  # visible now that the transaction committed
+            self.ctx.events.emit(CommitCompleted(commit=record, source="migration"))
         self._follow_online(plan)
         return plan
 
@@ -134,17 +148,19 @@ class ApplyService:
                 raise DefinitionError(f"the migration of {view!r} is empty; give one SELECT "
                                       "over the relation 'old'")
             try:
-                out[view] = single_select(text, f"the migration of {view!r}")
+                single_select(text, f"the migration of {view!r}")
             except RetrievalError as exc:
                 raise DefinitionError(str(exc)) from None
+            out[view] = check_query(text, f"the migration of {view!r}", ["old"],
+                                    DefinitionError)
         return out
 
     # -- migrations -----------------------------------------------------------------------
-    def _migrate(self, conn: Connection, item: PlanItem, sql: str) -> None:
+    def _migrate(self, conn: Connection, item: PlanItem, sql: str) -> list[CommitRecord]:
         """Run ``sql`` over each commit readable as the previous version; commit each result
         as a commit of the new version (inside the apply's transaction ``conn``)."""
+        from featureledger.context import current_run_id
         from featureledger.ingest.commit import commit_in
-        from featureledger.tracking.context import current_run_id
 
         registry = self.ctx.registry
         name, new, prev = item.name, item.to_version or 1, item.from_version or 1
@@ -153,11 +169,11 @@ class ApplyService:
         old_view = registry.definitions.get("feature_view", name, prev, conn=conn).definition
         new_view: FeatureView = item.definition
         commits = registry.commits.list(name, versions=[p.version for p in chain])
-        root = self.ctx.offline_store.root
+        require_sealed(commits, "migrated")  # an edited row is not copied into a new version
         run = current_run_id()
         written: list[WrittenFiles] = []
-        engine = DuckDBEngine(threads=getattr(self.ctx.config.offline_store,
-                                              "duckdb_threads", None))
+        records: list[CommitRecord] = []
+        engine = self.ctx.engine
         try:
             for c in commits:
                 if not c.row_count:
@@ -166,7 +182,8 @@ class ApplyService:
                     join_keys=list(old_view.join_keys), timestamp_field=old_view.timestamp_field,
                     created_field=old_view.created_timestamp_field,
                     features=old_view.feature_names, output_names=old_view.feature_names,
-                    dtypes=[f.dtype for f in old_view.fields], ttl_us=None, root=root,
+                    dtypes=[f.dtype for f in old_view.fields], ttl_us=None,
+                    store=self.ctx.offline_store,
                     commits=[c], chain=chain, tie_break=False, event_range=None))
                 # a fixed row order, so the migrated commit's files are reproducible
                 rows = rows.sort_by([(k, "ascending") for k in
@@ -175,39 +192,31 @@ class ApplyService:
                 data = conform_strict(new_view, result,
                                       f"migration of {c.commit_id} into {name}@{new}")
                 commit_id = new_id("cmt")
-                record = functools.partial(
+                build = functools.partial(
                     _migrated_record, commit_id=commit_id, view=name, version=new,
                     timestamp_field=new_view.timestamp_field, user=registry.actor, run=run,
                     source=c, sql=sql)
-                _, _, files = commit_in(
+                committed, _, files = commit_in(
                     self.ctx, conn, view=name, version=new, commit_id=commit_id, rows=data,
-                    build=record, source_uri=None, run=run,
+                    build=build, source_uri=None, run=run,
                     audit={"source": "migration", "from_commit": c.commit_id},
                     edges=[(c.commit_id, commit_id, MIGRATED)])
                 written.append(files)
+                records.append(committed)
         except BaseException:
             for files in written:  # the transaction rolls back: so must the files
                 self.ctx.offline_store.remove_commit_files(files.files)
             raise
-        finally:
-            engine.close()
+        return records
 
     def _run_sql(self, sql: str, rows: pa.Table, old: str, commit_id: str) -> pa.Table:
-        import duckdb
-
-        con = sandboxed_connection()
         try:
-            con.register("old", rows)
-            try:
-                return con.sql(sql).to_arrow_table()
-            except duckdb.Error as exc:
-                raise DefinitionError(
-                    f"the migration SQL failed on the rows of {commit_id} ({old}): "
-                    f"{str(exc).splitlines()[0][:300]}. It runs over the relation 'old' "
-                    "(the previous version's columns) and must return the new version's "
-                    "columns") from None
-        finally:
-            con.close()
+            return query(sql, {"old": rows})
+        except SandboxError as exc:
+            raise DefinitionError(
+                f"the migration SQL failed on the rows of {commit_id} ({old}): "
+                f"{exc.first_line}. It runs over the relation 'old' (the previous version's "
+                "columns) and must return the new version's columns") from None
 
     # -- online ---------------------------------------------------------------------------
     def _follow_online(self, plan: Plan) -> None:
@@ -219,8 +228,7 @@ class ApplyService:
             return
         from featureledger.online.service import OnlineService
 
-        online: OnlineService = self.ctx.part("featureledger.online.service.OnlineService",
-                                              OnlineService)
+        online = self.ctx.part(OnlineService)
         for item in items:
             name, old, new = item.name, item.from_version or 1, item.to_version or 1
             try:
@@ -232,3 +240,48 @@ class ApplyService:
             if done is not None:
                 item.notes.append(f"{name}@{new} materialized online as far as "
                                   f"{name}@{old} was ({done} keys)")
+
+
+# -- row checks at apply ----------------------------------------------------------------------
+def check_row_checks_safe(definitions: list[Definition]) -> None:
+    """Refuse, before anything is planned, a view whose row check is not one expression the
+    SQL guard accepts (a DefinitionError naming the view, the check and what is wrong)."""
+    from featureledger.model.definitions import FeatureView
+    from featureledger.offline.duckdb.guard import check_expression
+
+    for d in definitions:
+        if isinstance(d, FeatureView):
+            for chk in d.checks:
+                check_expression(chk.expr, f"feature view {d.name!r}, row check "
+                                           f"{chk.name!r}:", DefinitionError)
+
+
+def check_planned_views(plan: Plan) -> None:
+    """Every new feature-view version of ``plan`` with row checks: each names only the
+    view's columns and binds on them to a boolean (checked on an empty table of the
+    view's schema, on the sandbox), else a DefinitionError."""
+    for item in plan.items:
+        if item.kind == "feature_view" and item.action not in ("unchanged", "docs_update") \
+                and item.definition is not None and item.definition.checks:
+            bind_row_checks(item.definition)
+
+
+def bind_row_checks(view: FeatureView) -> None:
+    """Bind every row check of ``view`` on an empty table of its stored schema."""
+    from featureledger.ingest.casting import stored_schema
+    from featureledger.ingest.validation import row_check
+
+    empty = {"_v": stored_schema(view).empty_table()}
+    for chk in view.checks:
+        expr = row_check(view, chk.name, chk.expr, DefinitionError)
+        try:
+            kind = result_types(f"SELECT {expr.sql} AS ok FROM _v", empty)[0]
+        except SandboxError as exc:
+            raise DefinitionError(
+                f"row check {chk.name!r} of feature view {view.name!r} cannot be "
+                f"evaluated: {exc.first_line}. A row check is a DuckDB SQL boolean over "
+                "the view's columns") from None
+        if kind not in ("BOOLEAN", '"NULL"', "NULL"):
+            raise DefinitionError(
+                f"row check {chk.name!r} of feature view {view.name!r} is of type "
+                f"{kind}, not a boolean; write a condition, e.g. 'min_fare <= max_fare'")

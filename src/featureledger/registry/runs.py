@@ -23,7 +23,12 @@ from featureledger.model.timeutil import now_us, to_us
 from featureledger.registry import schema
 from featureledger.registry.engine import RegistryDB
 from featureledger.registry.lineage_edges import record_edges
-from featureledger.tracking.records import Experiment, MetricPoint, RunComparison, RunRecord
+from featureledger.registry.tracking_records import (
+    Experiment,
+    MetricPoint,
+    RunComparison,
+    RunRecord,
+)
 
 HAS_RUN = "has_run"  # experiment -> run
 _FINAL = ("finished", "failed", "killed")

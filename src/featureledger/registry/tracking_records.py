@@ -189,3 +189,13 @@ class RunComparison:
             "differing_params": self.differing_params,
             "same_data": self.same_data,
         }
+
+
+@dataclass(frozen=True)
+class PathDigest:
+    """The digest of a model artifact: one file, or a folder of files."""
+
+    kind: str  # "file" or "folder"
+    sha256: str
+    size: int  # bytes (for a folder: of all its files)
+    files: int

@@ -38,10 +38,10 @@ from featureledger.registry.lineage_edges import (
     record_edges,
     view_node,
 )
-from featureledger.tracking.records import DATASET_STAGES, Deployment, ModelVersion
+from featureledger.registry.tracking_records import DATASET_STAGES, Deployment, ModelVersion
 
 if TYPE_CHECKING:
-    from featureledger.offline.storage import PathDigest
+    from featureledger.registry.tracking_records import PathDigest
 
 
 def _model(row: Any, datasets: dict[str, list[str]]) -> ModelVersion:
@@ -150,8 +150,11 @@ class ModelRepository:
                             artifact_size=artifact_digest.size if artifact_digest else None)
 
     def get(self, model: str, conn: Connection | None = None) -> ModelVersion:
-        """A model version by ``mdl_`` id, ``name@N`` or ``name`` (its latest version)."""
+        """A model version by ``mdl_`` id, ``name@N``, ``name`` (its latest version), or a
+        ``dep_`` id (the deployed model version)."""
         mv = schema.model_versions
+        if model.startswith("dep_"):
+            model = self.get_deployment(model, conn).model_id
         if model.startswith("mdl_"):
             q = sa.select(mv).where(self.db.scope(mv), mv.c.model_id == model)
         else:

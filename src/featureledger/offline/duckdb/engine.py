@@ -1,0 +1,445 @@
+"""The offline engine: point-in-time joins and window scans in DuckDB over the commit files.
+
+Everything is set-based SQL over ``read_parquet`` of exactly the files of the chosen
+commits; results come back as a stream of Arrow record batches. DuckDB holds the working
+set within its ``memory_limit`` (spilling to its temp directory when a sort or join does
+not fit), so memory is bounded by configuration rather than by the size of the data.
+
+Point in time: for each entity row, one ``ASOF LEFT JOIN`` per view picks the feature row
+with the same join keys and the greatest event time ``<= `` the entity time; the TTL is then
+applied to that row (``entity_ts - event_ts <= ttl``, inclusive: a row exactly ``ttl`` old
+is still valid). Ties on event time are broken by the later commit. A tie needs the same
+keys and event time in two commits, which is impossible when only one commit is read or
+when the commits' event-time ranges do not overlap; then the join orders on event time
+alone. Otherwise each commit's files are read as their own branch of a UNION ALL that tags
+rows with the commit's rank, and the join orders on ``event_us * 2^b + rank``, still a
+single ASOF inequality and with no separate dedupe pass over the data. The key is a BIGINT
+when it fits (present-day times leave room for about 4,000 overlapping commits), else a
+128-bit HUGEINT.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from featureledger.errors import RetrievalError, StorageError
+from featureledger.offline.engine import (
+    ROW_COLUMN,
+    ViewScan,
+    quote_ident,
+    quote_string,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from featureledger.config import ProjectConfig
+
+BATCH_ROWS = 122_880  # DuckDB's row-group size: whole vectors per Arrow batch
+_quote_str = quote_string
+
+
+def sql_literal(value: Any, dtype: str) -> str:
+    """A typed DuckDB literal for a field's declared default (already validated against
+    the field's dtype when the definition was made)."""
+    import datetime as dt
+    import math
+
+    from featureledger.model.types import element_dtype, to_duckdb
+
+    t = to_duckdb(dtype)
+    elem = element_dtype(dtype)
+    if value is None:
+        return f"NULL::{t}"
+    if elem is not None:
+        return f"[{', '.join(sql_literal(v, elem) for v in value)}]::{t}"
+    if isinstance(value, bool):
+        return f"{'TRUE' if value else 'FALSE'}::{t}"
+    if isinstance(value, int):
+        return f"{int(value)}::{t}"
+    if isinstance(value, float):
+        text = repr(value) if math.isfinite(value) else f"'{value}'"
+        return f"{text}::{t}"
+    if isinstance(value, bytes):
+        return f"from_hex('{value.hex()}')"
+    if isinstance(value, (dt.datetime, dt.date)):
+        return f"{_quote_str(value.isoformat())}::{t}"
+    return f"{_quote_str(str(value))}::{t}"
+
+
+def feature_sql(scan: ViewScan, source: int) -> list[str]:
+    """SQL reading each feature from the files of ``source``, in feature order."""
+    if not scan.sources:
+        return [quote_ident(c) for c in scan.features]
+    out = []
+    for c, t in zip(scan.sources[source], scan.duckdb_types, strict=True):
+        if c.source is None:
+            out.append(f"NULL::{t}" if c.default is None else sql_literal(c.default, c.dtype))
+        elif c.source_dtype != c.dtype:
+            out.append(f"CAST({quote_ident(c.source)} AS {t})")
+        else:
+            out.append(quote_ident(c.source))
+    return out
+
+
+def _ts_literal(us: int) -> str:
+    from featureledger.model.timeutil import from_us
+
+    return f"TIMESTAMPTZ '{from_us(us).isoformat()}'"
+
+
+def _order_key(ts_expr: str, rank: int, bits: int | None) -> str:
+    """SQL for the (event time, commit rank) order key: BIGINT with ``bits``, else HUGEINT."""
+    if bits is None:
+        return f"((epoch_us({ts_expr})::HUGEINT << 64) + {rank})"
+    return f"(epoch_us({ts_expr}) * {1 << bits} + {rank})"
+
+
+def _parquet(files: Sequence[str]) -> str:
+    return "read_parquet([" + ", ".join(_quote_str(f) for f in files) + "])"
+
+
+def latest_per_key_sql(scan: ViewScan, *, start: int | None = None, end: int | None = None,
+                       only_commits: Sequence[str] | None = None,
+                       new_commits: Sequence[str] | None = None, since: int | None = None,
+                       keys_relation: str | None = None) -> str:
+    """DuckDB SQL for the newest row per key among ``scan``'s files (µs bounds, inclusive).
+
+    Columns: the join keys, ``_ts`` (event µs), ``_ct`` (the online order time: the commit
+    time, or the created time for a view with a created-timestamp column), ``_commit_id``
+    and the features under their output names. The newest row has the greatest event time,
+    then created time, then commit time. ``new_commits``/``since`` restrict to rows of new
+    commits or newer than ``since`` (incremental runs); ``only_commits`` to rows of given
+    commits; ``keys_relation`` names a relation of key tuples to restrict to (repairs).
+    """
+    ts = quote_ident(scan.timestamp_field)
+    keys = [quote_ident(k) for k in scan.join_keys]
+    keys_sql = ", ".join(keys)
+    where = []
+    if start is not None:
+        where.append(f"{ts} >= make_timestamp({int(start)}::BIGINT)::TIMESTAMPTZ")
+    if end is not None:
+        where.append(f"{ts} <= make_timestamp({int(end)}::BIGINT)::TIMESTAMPTZ")
+    if only_commits is not None:
+        where.append(f"_commit_id IN ({', '.join(map(_quote_str, only_commits)) or 'NULL'})")
+    if new_commits is not None and since is not None:
+        ids = ", ".join(map(_quote_str, new_commits)) or "NULL"
+        where.append(f"(_commit_id IN ({ids}) OR "
+                     f"{ts} > make_timestamp({int(since)}::BIGINT)::TIMESTAMPTZ)")
+    created = scan.created_field
+    branches = []
+    for src, _rank, files in scan.segments(by_rank=False):
+        cols = [*keys, f"epoch_us({ts}) AS _ts", "epoch_us(_commit_time) AS _ctime",
+                "_commit_id"]
+        cols += [f"{expr} AS {quote_ident(o)}"
+                 for expr, o in zip(feature_sql(scan, src), scan.output_names, strict=True)]
+        if created:
+            cols.append(f"epoch_us({quote_ident(created)}) AS _cts")
+        source = _parquet(files)
+        if keys_relation is not None:
+            source = f"(SELECT * FROM {source} SEMI JOIN {keys_relation} USING ({keys_sql}))"
+        branches.append(f"SELECT {', '.join(cols)} FROM {source}"
+                        + (f" WHERE {' AND '.join(where)}" if where else ""))
+    if created:
+        order, ct = "_ts DESC, _cts DESC NULLS LAST, _ctime DESC", "coalesce(_cts, 0)"
+    else:
+        # one packed sort key (event time, then commit time): several sort columns make
+        # DuckDB's window sort several times slower. Commit times are unique per view
+        # (each commit takes a later one than the last), so no further tie-break is needed.
+        order, ct = "(_ts::HUGEINT << 64) + _ctime DESC", "_ctime"
+    feats = ", ".join(quote_ident(o) for o in scan.output_names)
+    return (f"SELECT {keys_sql}, _ts, {ct} AS _ct, _commit_id, {feats} FROM "
+            f"({' UNION ALL '.join(branches)}) QUALIFY row_number() OVER "
+            f"(PARTITION BY {keys_sql} ORDER BY {order}) = 1")
+
+
+class DuckDBEngine:
+    """Runs retrieval SQL on one in-process DuckDB database (a cursor per query)."""
+
+    name = "duckdb"
+
+    @classmethod
+    def from_config(cls, config: ProjectConfig) -> DuckDBEngine:
+        """The engine of ``offline_engine: {type: duckdb, ...}`` (the older
+        ``offline_store.duckdb_*`` settings still apply where it sets nothing)."""
+        e, o = config.offline_engine, config.offline_store
+        return cls(memory_limit=e.memory_limit or o.duckdb_memory_limit,
+                   threads=e.threads or o.duckdb_threads,
+                   temp_directory=str(config.resolve(e.temp_directory))
+                   if e.temp_directory else None)
+
+    def __init__(self, *, memory_limit: str | None = None, threads: int | None = None,
+                 temp_directory: str | None = None) -> None:
+        import duckdb
+
+        # Result order is always explicit (ORDER BY or the _row permutation), so DuckDB
+        # need not preserve insertion order, which lets it stream and parallelise more.
+        config: dict[str, Any] = {"preserve_insertion_order": False}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        if threads:
+            config["threads"] = int(threads)
+        config["temp_directory"] = temp_directory or str(
+            tempfile.gettempdir() + "/featureledger-duckdb")
+        try:
+            self._db = duckdb.connect(":memory:", config=config)
+        except duckdb.Error as exc:
+            from featureledger.errors import ConfigError
+
+            raise ConfigError(
+                f"DuckDB refused the offline_store settings {config}: {exc}. Fix "
+                "offline_store.duckdb_memory_limit / duckdb_threads in featureledger.yaml"
+            ) from None
+        self._db.execute("SET TimeZone = 'UTC'")
+        self._lock = threading.Lock()
+        self.version = duckdb.__version__
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _cursor(self) -> Any:
+        with self._lock:  # creating cursors is not thread-safe; using them is
+            cur = self._db.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    # -- point in time ---------------------------------------------------------------
+    def point_in_time_sql(self, entity_table: str, ts_col: str, scans: Sequence[ViewScan],
+                          ts_bounds: tuple[int, int] | None) -> str:
+        """The SQL of one point-in-time join: one row per entity row, in no particular order."""
+        e_ts = quote_ident(ts_col)
+        e_cols = [f"{quote_ident(ROW_COLUMN)}", f"{e_ts} AS _ets"]
+        keys = sorted({k for s in scans for k in s.join_keys})
+        e_cols += [quote_ident(k) for k in keys]
+        select = [f"e.{quote_ident(ROW_COLUMN)}"]
+        joins = []
+        for i, s in enumerate(scans):
+            a = f"f{i}"
+            if not s.files:  # nothing committed (or visible): typed nulls
+                select += [f"NULL::{t} AS {quote_ident(o)}"
+                           for t, o in zip(s.duckdb_types, s.output_names, strict=True)]
+                select.append(f"false AS _fl_matched_{i}")
+                continue
+            ts = quote_ident(s.timestamp_field)
+            where = ""
+            if ts_bounds is not None:
+                lo, hi = ts_bounds
+                conds = [f"{ts} <= {_ts_literal(hi)}"]
+                if s.ttl_us is not None:
+                    conds.append(f"{ts} >= {_ts_literal(lo - s.ttl_us)}")
+                where = " WHERE " + " AND ".join(conds)
+            dedupe = s.created_field is not None
+            bits = s.order_bits(ts_bounds) if s.tie_break else None
+            branches = []
+            for src, rank, files in s.segments(by_rank=s.tie_break):
+                f_cols = [quote_ident(k) for k in s.join_keys] + [f"{ts} AS _fts"]
+                f_cols += [f"{expr} AS _v{j}" for j, expr in enumerate(feature_sql(s, src))]
+                if dedupe:
+                    f_cols.append(f"{quote_ident(s.created_field or '')} AS _cts")
+                if s.multi_source:
+                    f_cols.append(f"{src} AS _src")
+                if rank is not None:
+                    f_cols.append(f"{rank} AS _rank" if dedupe
+                                  else f"{_order_key(ts, rank, bits)} AS _ord")
+                branches.append(f"SELECT {', '.join(f_cols)} FROM {_parquet(files)}{where}")
+            source = " UNION ALL ".join(branches)
+            if dedupe:
+                # among rows with the same keys and event time the later created time wins,
+                # then the later commit: reduce to that row, then join on event time alone
+                order = "_cts DESC NULLS LAST" + (", _rank DESC" if s.tie_break else "")
+                part = ", ".join([*(quote_ident(k) for k in s.join_keys), "_fts"])
+                source = (f"SELECT * FROM ({source}) QUALIFY row_number() OVER "
+                          f"(PARTITION BY {part} ORDER BY {order}) = 1")
+                ineq = f"e._ets >= {a}._fts"
+            elif s.tie_break:
+                top = (1 << (64 if bits is None else bits)) - 1  # above every commit rank
+                e_cols.append(f"{_order_key(e_ts, top, bits)} AS _eord{i}")
+                ineq = f"e._eord{i} >= {a}._ord"
+            else:
+                ineq = f"e._ets >= {a}._fts"
+            on = " AND ".join([f"e.{quote_ident(k)} = {a}.{quote_ident(k)}" for k in s.join_keys]
+                              + [ineq])
+            joins.append(f"ASOF LEFT JOIN ({source}) {a} ON {on}")
+            if s.ttl_us is not None:
+                valid = f"(epoch_us(e._ets) - epoch_us({a}._fts) <= {int(s.ttl_us)})"
+                select += [f"CASE WHEN {valid} THEN {a}._v{j} END AS {quote_ident(o)}"
+                           for j, o in enumerate(s.output_names)]
+                select.append(f"coalesce({valid}, false) AS _fl_matched_{i}")
+                # matched on keys but too old: tells "TTL too short" from "no such key"
+                select.append(f"({a}._fts IS NOT NULL) AS _fl_keyed_{i}")
+                if s.multi_source:
+                    select.append(f"CASE WHEN {valid} THEN {a}._src END AS _fl_src_{i}")
+            else:
+                select += [f"{a}._v{j} AS {quote_ident(o)}" for j, o in enumerate(s.output_names)]
+                select.append(f"({a}._fts IS NOT NULL) AS _fl_matched_{i}")
+                if s.multi_source:
+                    select.append(f"{a}._src AS _fl_src_{i}")
+        # No ORDER BY: the caller puts rows back in entity order with the _row permutation,
+        # which is O(n) instead of a sort of the whole result.
+        return (f"SELECT {', '.join(select)} FROM (SELECT {', '.join(e_cols)} FROM "
+                f"{entity_table}) e {' '.join(joins)}")
+
+    def point_in_time(self, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
+                      ts_bounds: tuple[int, int] | None = None) -> pa.RecordBatchReader:
+        """Stream ``_row``, every view's output columns and a flag ``_fl_matched_<i>`` per view
+        (in no particular order: ``_row`` says which entity row each result row belongs to).
+
+        ``entities`` holds ``_row`` (0..n-1), the timestamp column (timestamp[us, UTC]) and
+        every join key; ``ts_bounds`` (µs) is the entity time range, used to skip row
+        groups that no entity row can reach.
+        """
+        cur = self._cursor()
+        name = "_fl_entities"
+        cur.register(name, entities)
+        sql = self.point_in_time_sql(name, ts_col, scans, ts_bounds)
+        return self._stream(cur, sql)
+
+    # -- windows ---------------------------------------------------------------------
+    def window(self, scan: ViewScan, start_us: int | None, end_us: int | None
+               ) -> pa.RecordBatchReader:
+        """Every effective row with ``start <= event_ts < end`` of one view's files.
+
+        A row superseded by a later commit with the same keys and event time is left out
+        (only when the commits overlap in event time, since only then can that happen).
+        Rows come ordered by event time, then join keys.
+        """
+        ts = quote_ident(scan.timestamp_field)
+        keys = [quote_ident(k) for k in scan.join_keys]
+        if not scan.files:
+            raise RetrievalError("internal: window() needs at least one file")
+        conds = []
+        if start_us is not None:
+            conds.append(f"{ts} >= {_ts_literal(start_us)}")
+        if end_us is not None:
+            conds.append(f"{ts} < {_ts_literal(end_us)}")
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        created = scan.created_field
+        branches = []
+        for src, _rank, files in scan.segments(by_rank=False):
+            cols = keys + [ts] + [f"{expr} AS {quote_ident(o)}" for expr, o in
+                                  zip(feature_sql(scan, src), scan.output_names, strict=True)]
+            cols += ["_commit_id", "_commit_time"]
+            if created:
+                cols.append(f"{quote_ident(created)} AS _cts")
+            branches.append(f"SELECT {', '.join(cols)} FROM {_parquet(files)}{where}")
+        sql = " UNION ALL ".join(branches)
+        if scan.tie_break or created:
+            order = ("_cts DESC NULLS LAST, " if created else "") + "_commit_time DESC"
+            sql = (f"SELECT *{' EXCLUDE (_cts)' if created else ''} FROM ({sql}) QUALIFY "
+                   f"row_number() OVER (PARTITION BY {', '.join([*keys, ts])} ORDER BY "
+                   f"{order}) = 1")
+        sql += f" ORDER BY {ts}, {', '.join(keys)}"
+        return self._stream(self._cursor(), sql)
+
+    # -- latest value per key, keys ------------------------------------------------------
+    def latest_per_key(self, scan: ViewScan, *, start: int | None = None,
+                       end: int | None = None, only_commits: Sequence[str] | None = None,
+                       new_commits: Sequence[str] | None = None, since: int | None = None,
+                       keys: pa.Table | None = None) -> pa.Table:
+        """The newest row per key of ``scan`` (see :func:`latest_per_key_sql`); ``keys``
+        (a table of join-key columns) restricts the result to those keys."""
+        cur = self._cursor()
+        try:
+            relation = None
+            if keys is not None:
+                cur.register("_fl_keys", keys)
+                relation = "_fl_keys"
+            return cur.sql(latest_per_key_sql(
+                scan, start=start, end=end, only_commits=only_commits,
+                new_commits=new_commits, since=since, keys_relation=relation)).to_arrow_table()
+        finally:
+            cur.close()
+
+    def distinct_keys(self, scan: ViewScan) -> list[tuple[Any, ...]]:
+        """Every distinct join-key tuple in ``scan``'s files."""
+        if not scan.files:
+            return []
+        keys = ", ".join(quote_ident(k) for k in scan.join_keys)
+        cur = self._cursor()
+        try:
+            return [tuple(r) for r in
+                    cur.execute(f"SELECT DISTINCT {keys} FROM {_parquet(scan.files)}").fetchall()]
+        finally:
+            cur.close()
+
+    def rows(self, scan: ViewScan, extra: Sequence[str] = ()) -> pa.Table:
+        """Every stored row of ``scan``'s files, projected onto its features: the join
+        keys, the timestamp, the created timestamp (if any), the features and ``extra``
+        stored columns (e.g. ``_commit_id``), in no particular order."""
+        ts = quote_ident(scan.timestamp_field)
+        keys = [quote_ident(k) for k in scan.join_keys]
+        created = [quote_ident(scan.created_field)] if scan.created_field else []
+        branches = []
+        for src, _rank, files in scan.segments(by_rank=False):
+            cols = [*keys, ts, *created]
+            cols += [f"{expr} AS {quote_ident(o)}" for expr, o in
+                     zip(feature_sql(scan, src), scan.output_names, strict=True)]
+            cols += [quote_ident(c) for c in extra]
+            branches.append(f"SELECT {', '.join(cols)} FROM {_parquet(files)}")
+        return self._stream(self._cursor(), " UNION ALL ".join(branches)).read_all()
+
+    def _stream(self, cur: Any, sql: str) -> pa.RecordBatchReader:
+        import duckdb
+        import pyarrow as pa
+
+        try:
+            reader = cur.sql(sql).to_arrow_reader(BATCH_ROWS)
+        except duckdb.IOException as exc:
+            cur.close()
+            raise StorageError(
+                f"reading the offline store failed: {exc}. A commit's files may have been "
+                "removed; check them with 'featureledger commits' and the offline store path"
+            ) from None
+        except duckdb.Error as exc:
+            cur.close()
+            raise RetrievalError(
+                f"the retrieval query failed in DuckDB: {exc}. Check that the entity "
+                "columns have the join keys' types"
+            ) from None
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from reader
+            finally:
+                cur.close()
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+# -- what a failed read says about the files it read (see offline/storage.py commit_reads)
+def _driver_errors(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors it was raised from (the engine re-raises DuckDB's errors as
+    its own, ``from None``: the original stays in ``__context__``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def named_file(exc: BaseException, paths: dict[str, tuple[Any, str]]
+                ) -> tuple[Any, str, str] | None:
+    """The commit file that a DuckDB I/O or input error names."""
+    import duckdb
+
+    for e in _driver_errors(exc):
+        if isinstance(e, (duckdb.IOException, duckdb.InvalidInputException)):
+            text = str(e)
+            named = [p for p in paths if p in text]
+            if len(named) == 1:  # several would be a query excerpt, not a diagnosis
+                commit, rel = paths[named[0]]
+                return commit, rel, text.splitlines()[0] if text else type(e).__name__
+    return None
+
+
+def may_be_damaged_data(exc: BaseException) -> bool:
+    """Whether the error could come from bytes that changed: DuckDB's I/O, input,
+    serialization and internal errors, and its bare ``Error`` (a page that no longer
+    decodes: "Out of buffer"). Binder, catalog or parser errors are about the query."""
+    import duckdb
+
+    suspects = (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException,
+                duckdb.SerializationException)
+    return any(isinstance(e, suspects) or type(e) is duckdb.Error for e in _driver_errors(exc))

@@ -1,0 +1,45 @@
+"""The command line's errors, run as a user would: what the environment or the user's own
+definitions cause is an error that says what happened; "internal error" is left for bugs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import run_cli as fl
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("errors")
+    fl("init", "demo", cwd=root)
+    repo = root / "demo"
+    fl("apply", cwd=repo)
+    fl("ingest", "driver_stats", "data/driver_stats.parquet", cwd=repo)
+    return repo
+
+
+def test_an_output_path_that_cannot_be_written_is_not_an_internal_error(demo) -> None:
+    (demo / "a_file").write_text("not a folder")
+    proc = fl("historical", "data/entity_rows.parquet", "--features",
+              "driver_stats:conv_rate", "--out", "a_file/train.parquet", cwd=demo, code=2)
+    assert "error (os_error)" in proc.stderr and "a_file" in proc.stderr
+    assert "internal error" not in proc.stderr
+
+
+def test_a_check_that_fails_on_the_data_is_named(demo) -> None:
+    drivers = demo / "drivers.py"
+    original = drivers.read_text()
+    broken = original.replace('"acc_rate <= 1.0 OR conv_rate > 0"',
+                              '"CAST(vehicle_type AS INTEGER) > 0"')
+    assert broken != original
+    drivers.write_text(broken)
+    try:
+        fl("apply", cwd=demo)
+        proc = fl("ingest", "driver_stats", "data/driver_stats.parquet", cwd=demo, code=2)
+    finally:
+        drivers.write_text(original)
+    assert "error (ingestion_error): rule check:completion_needs_acceptance" in proc.stderr
+    assert "cannot be evaluated: Conversion Error" in proc.stderr
+    assert "internal error" not in proc.stderr
