@@ -229,6 +229,48 @@ class ServerConfig(_Config):
     port: int = 6566
     tokens: dict[str, str] = Field(default_factory=dict)
     """Bearer token -> principal name. Required to bind a non-loopback address."""
+    max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
+    """Largest request body (bytes); a larger one is refused with 413 before it is read."""
+    body_budget_bytes: int = Field(default=64 * 2**20, ge=1024)
+    """Request bodies held at once across all requests; a request that would go over it
+    is refused with 503 and Retry-After (bounds the memory many large bodies can take)."""
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    """Time a client has to send a request's line and headers (from its first byte, or
+    from connecting), and again its body once the headers arrived; a request still
+    incomplete then is answered 408 and its connection closed."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Longest request line and headers; longer ones are answered 431 and the connection
+    closed."""
+    max_entity_rows: int = Field(default=10_000, ge=1)
+    """Entity rows (keys) in one online-features request; more are refused with 413."""
+    max_push_rows: int = Field(default=10_000, ge=1)
+    """Rows in one push; more are refused with 413."""
+    workers: int = Field(default=4, ge=1)
+    """Threads running online reads; as many again run pushes and catalog reads."""
+    queue_size: int = Field(default=64, ge=0)
+    """Requests that may wait for a busy worker pool; when full, a request is refused with
+    503 and Retry-After at once."""
+    request_timeout_s: float = Field(default=1.0, gt=0)
+    """The server's bound: a read (online features, catalog) is answered within this long
+    after its body arrived, with 503 if a backend has not answered by then; no request
+    waits longer than this for a worker."""
+    breaker_failures: int = Field(default=3, ge=1)
+    """Consecutive failures of a backend (online store, registry) that open its circuit
+    breaker: requests needing it then fail at once with 503."""
+    breaker_reset_s: float = Field(default=0.5, gt=0)
+    """How long an open breaker refuses before one trial request may go through."""
+    health_interval_s: float = Field(default=0.5, gt=0)
+    """How often the background health checks probe each backend (``/health`` answers
+    from their last result; a probe also closes an open breaker)."""
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> ServerConfig:
+        if self.body_budget_bytes < self.max_body_bytes:
+            raise PydanticCustomError("budget", "{message}", {"message": (
+                f"body_budget_bytes ({self.body_budget_bytes}) is below max_body_bytes "
+                f"({self.max_body_bytes}), so a body of the largest allowed size could "
+                "never be accepted; raise body_budget_bytes or lower max_body_bytes")})
+        return self
 
 
 class ProjectConfig(_Config):

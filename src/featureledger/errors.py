@@ -45,7 +45,15 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     │       └── CommitTamperedError                     a commit row vs its seal
     ├── AccessDeniedError             (PermissionError)
     ├── StateError                                      operation not valid in this state
-    └── ProjectScopeError                               a registry query missed its project (a bug)
+    ├── ProjectScopeError                               a registry query missed its project (a bug)
+    │   (the HTTP server's own refusals, each with the status it is answered with:)
+    ├── InvalidJsonError                  (ValueError)  400: a body that is not JSON
+    ├── UnsupportedMediaTypeError         (ValueError)  415: a body that is not declared JSON
+    ├── RequestTooLargeError                            413: a body, keys or rows over a limit
+    ├── RequestTimeoutError                             408: a body not received in time
+    ├── ServerOverloadedError                           503: no worker free (transient)
+    ├── DeadlineExceededError                           503: not done within the bound (transient)
+    └── CircuitOpenError            (BackendUnavailableError) 503: a backend known to be down
 
 Warnings (``warnings.warn``, never raised by featureledger itself)::
 
@@ -383,3 +391,89 @@ class CsvFormatError(IngestionError):
 
 
 __all__ = sorted([*__all__, "CsvFormatError", "SourcePathError"])
+
+
+# -- the HTTP server's own refusals -------------------------------------------------------
+# Kept at the end of the module so that additions elsewhere merge cleanly. Each is what a
+# client caused or met at the server, answered with ``http_status``; the transient ones
+# carry ``retry_after_s``, sent as the ``Retry-After`` header.
+
+
+class InvalidJsonError(ValueError, FeatureLedgerError):
+    """A request body that is not valid JSON (or not the JSON the route takes)."""
+
+    code = "invalid_json"
+    http_status = 400
+
+
+class UnsupportedMediaTypeError(ValueError, FeatureLedgerError):
+    """A request body declared as something other than JSON."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class RequestTooLargeError(FeatureLedgerError):
+    """A request over one of the server's limits (body bytes, entity rows, pushed rows)."""
+
+    code = "request_too_large"
+    http_status = 413
+
+
+class RequestTimeoutError(FeatureLedgerError):
+    """A request body that did not arrive within ``server.body_timeout_s``."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class ServerOverloadedError(FeatureLedgerError):
+    """Every worker is busy and the queue in front of them is full: shed at once."""
+
+    code = "overloaded"
+    http_status = 503
+    transient = True
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(FeatureLedgerError):
+    """A request not done within ``server.request_timeout_s``; ``backend`` names the one it
+    was waiting for when known (None: it waited for a worker, or computed too long)."""
+
+    code = "deadline_exceeded"
+    http_status = 503
+    transient = True
+
+    def __init__(self, message: str, *, backend: str | None = None,
+                 retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.retry_after_s = retry_after_s
+
+
+class CircuitOpenError(BackendUnavailableError):
+    """A backend failed repeatedly and is given a rest: requests that need it fail at once
+    until a probe finds it answering again. ``backend`` names it."""
+
+    code = "circuit_open"
+
+    def __init__(self, message: str, *, backend: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.retry_after_s = retry_after_s
+
+
+# sorted again, so the list above can grow without touching this one
+__all__ = sorted([
+    *__all__,
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "InvalidJsonError",
+    "RequestTimeoutError",
+    "RequestTooLargeError",
+    "ServerOverloadedError",
+    "UnsupportedMediaTypeError",
+])

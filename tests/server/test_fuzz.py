@@ -19,7 +19,7 @@ from schemathesis.checks import (
 )
 
 TOKEN = "s3cret-token"  # the token configured by tests/server/conftest.py
-OPEN = {"/health"}
+OPEN = {"/health", "/health/live", "/health/ready"}
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
           content_type_conformance]
 

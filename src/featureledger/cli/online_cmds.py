@@ -127,8 +127,10 @@ def register(app: typer.Typer) -> None:
         """Run the HTTP feature server (refuses a non-loopback address without tokens).
 
         At start-up, pushes a previous server acknowledged but did not land are landed
-        from the push log. SIGTERM or SIGINT drains: no new connections, requests in
-        flight finish, buffered pushes land offline, then exit 0.
+        from the push log. Reads are answered within server.request_timeout_s whatever
+        the backends do (503 when one is down); bodies, keys and rows per request are
+        limited (server: in featureledger.yaml). SIGTERM or SIGINT drains: no new
+        connections, requests in flight finish, buffered pushes land offline, then exit 0.
         """
         from featureledger.server.app import check_bind
         from featureledger.server.app import serve as run
@@ -143,5 +145,10 @@ def register(app: typer.Typer) -> None:
                 console.print(f"push log: {recovery.summary()}")
             console.print(f"serving {store.repo_path.absolute()} on http://{bind}:"
                           f"{port if port is not None else cfg.port} (OpenAPI at /docs)")
+            console.print(
+                f"reads answered within {cfg.request_timeout_s:g}s; bodies up to "
+                f"{cfg.max_body_bytes / 2**20:g} MiB, {cfg.max_entity_rows} keys per read, "
+                f"{cfg.max_push_rows} rows per push; {cfg.workers} workers per pool, "
+                f"{cfg.queue_size} waiting at most", highlight=False)
             run(store, bind, port)
             console.print("stopped: requests finished, every push landed offline")

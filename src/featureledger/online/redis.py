@@ -10,7 +10,8 @@ on the server whatever the number of writers.
 
 Every call has explicit connect and read timeouts and a bounded number of retries with
 exponential backoff; when the server does not answer within that budget the call raises
-``BackendUnavailableError`` instead of hanging.
+``BackendUnavailableError`` instead of hanging. ``probe()`` is one attempt without
+retries, for health checks that ask often and must learn of an outage in one timeout.
 """
 
 from __future__ import annotations
@@ -117,6 +118,12 @@ class RedisOnlineStore(OnlineStore):
         )
         self._script: Any = None
         self._script_lock = threading.Lock()
+        self._probe_client: Any = None
+
+    @property
+    def location(self) -> str:
+        """The server's URL without its password (for messages and health reports)."""
+        return self._safe_url()
 
     # -- plumbing -------------------------------------------------------------------
     def _safe_url(self) -> str:
@@ -257,8 +264,33 @@ class RedisOnlineStore(OnlineStore):
     def ping(self) -> None:
         self._call("PING", self.client.ping)
 
+    def probe(self) -> None:
+        """One PING on its own connection, no retries: a health check learns of an outage
+        within one ``timeout_s`` (``ping`` would wait out the whole retry budget), and its
+        connection is never one a read is waiting on."""
+        if self._probe_client is None:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            self._probe_client = self._redis.Redis.from_url(
+                self.url, socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 0),
+                health_check_interval=0)
+        exc_mod = self._redis.exceptions
+        try:
+            self._probe_client.ping()
+        except (exc_mod.ConnectionError, exc_mod.TimeoutError) as exc:
+            raise BackendUnavailableError(
+                f"Redis at {self._safe_url()} did not answer PING within {self.timeout_s}s: "
+                f"{str(exc).rstrip('.')}. Check that the server is running and reachable."
+            ) from None
+        except exc_mod.RedisError as exc:
+            raise StorageError(f"Redis PING failed: {exc}") from None
+
     def close(self) -> None:
         self.client.close()
+        if self._probe_client is not None:
+            self._probe_client.close()
 
 
 def _glob_escape(text: str) -> str:

@@ -5,9 +5,28 @@ the framework's middleware and router (``_OnlinePath``): it reads its body with 
 and checks it by hand (its schema is still published in the OpenAPI document), so the hot
 path builds no pydantic objects per request. Store calls never run on the event loop: a
 request whose keys are all in the in-process cache is answered from memory there, every
-other read runs on a small bounded thread pool. Errors are JSON ``{"error": {"code", "message"}}`` with the
-status of the featureledger error class (404 unknown names, 422 bad input, 503 a backend
-down, ...).
+other call runs on a bounded worker pool (:mod:`.admission`).
+
+What protects the server and its clients (:mod:`.guard`, :mod:`.admission`,
+:mod:`.health`; limits under ``server:`` in featureledger.yaml):
+
+* bodies are limited in size and in the time they may take to arrive (413, 408), and so
+  are request lines and headers (431, 408; :mod:`.protocol`); entity rows per request
+  and rows per push are limited (413);
+* a full worker queue sheds at once (503 + Retry-After); a backend that keeps failing has
+  its circuit breaker opened, and requests that need it fail at once (503 naming it)
+  until a probe or a trial request finds it answering;
+* **the bound**: a read (online features, catalog) is answered within
+  ``server.request_timeout_s`` (default 1 s) of its body arriving, whatever the backends
+  do; no request waits longer than that for a worker; a push, once running, is not cut
+  short (its outcome would be unknown to the client) and takes at most the backends' own
+  timeouts;
+* ``/health``, ``/health/live`` and ``/health/ready`` answer from health checks run in the
+  background, so they take well under a millisecond even while a backend hangs;
+* every error is JSON ``{"error": {"code", "message"}}`` with the status of its
+  featureledger error class (400 bad JSON, 404 unknown names, 408, 413, 415, 422 bad
+  input, 503 a backend down or overload; 500 only for a bug), with messages cut to a
+  bounded excerpt.
 
 Shutdown drains: on SIGTERM or SIGINT ``serve`` stops accepting connections, lets the
 requests in flight finish (up to ``DRAIN_TIMEOUT_S``), lands every buffered push offline
@@ -16,8 +35,8 @@ returns, so ``featureledger serve`` closes the store and exits 0. A push answere
 the signal is durable in the push log either way; draining makes it a commit too.
 
 Authentication: with ``server.tokens`` configured (token -> principal), every endpoint but
-``/health`` and the OpenAPI document needs ``Authorization: Bearer <token>``; without
-tokens the server only binds a loopback address (``serve`` refuses anything else).
+the health endpoints and the OpenAPI document needs ``Authorization: Bearer <token>``;
+without tokens the server only binds a loopback address (``serve`` refuses anything else).
 """
 
 from __future__ import annotations
@@ -35,17 +54,27 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from featureledger.errors import FeatureLedgerError, RetrievalError
+from featureledger.errors import FeatureLedgerError
+from featureledger.server import schemas
+from featureledger.server.guard import (
+    RequestGuard,
+    check_json_content_type,
+    describe,
+    error_body,
+)
 from featureledger.server.metrics import MetricsMiddleware, ServerMetrics
+from featureledger.server.payloads import parse_online
+from featureledger.server.serving import Serving
 
 _log = logging.getLogger("featureledger.server")
 DRAIN_TIMEOUT_S = 30.0  # in-flight requests get this long after a stop signal
-_OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                         "/redoc"})
+_HEALTH_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
+_OPEN_PATHS = _HEALTH_PATHS | {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+_HTTP_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
+_KINDS = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
 
 
 class OrjsonResponse(JSONResponse):
@@ -56,86 +85,11 @@ class OrjsonResponse(JSONResponse):
                             | orjson.OPT_NON_STR_KEYS)
 
 
-# -- documented shapes (OpenAPI only: the hot path does not build these) -------------------
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-JsonScalar = int | float | str | bool | None
-
-
-class OnlineFeaturesRequest(BaseModel):
-    """Feature references (or a feature set) and entity key columns."""
-
-    features: list[str] | None = Field(
-        default=None, description="References such as 'driver_stats:trips' or "
-        "'driver_stats@2:trips'.")
-    feature_set: str | None = Field(default=None, description="NAME or NAME@VERSION.")
-    entities: dict[str, list[JsonScalar]] = Field(
-        description="Join key -> values, one per entity row.")
-    full_feature_names: bool = False
-    fill_defaults: bool = False
-
-
-class FeatureColumn(BaseModel):
-    name: str
-    reference: str
-    version: int
-    values: list[Any]
-    statuses: list[Literal["PRESENT", "NULL", "NOT_FOUND", "OUTSIDE_TTL", "DEFAULT"]]
-    commits: list[str | None]
-    event_timestamps: list[int | None]
-
-
-class OnlineFeaturesResponse(BaseModel):
-    entities: dict[str, list[Any]]
-    features: list[FeatureColumn]
-
-
-class PushRequest(BaseModel):
-    rows: list[dict[str, Any]] = Field(min_length=1)
-    flush: bool = Field(default=False, description="Land the rows (with any rows buffered "
-                        "for the same view version) in a commit before answering.")
-
-
-class PushResponse(BaseModel):
-    commit_id: str = Field(description="The commit the rows are in: pending until it "
-                           "lands, then committed (the rows are durable either way).")
-
-
-class Definition(BaseModel):
-    kind: str
-    name: str
-    version: int
-    status: str
-    definition_hash: str
-    created_at: int
-    created_by: str
-    stale: bool
-    definition: dict[str, Any]
-
-
-class Health(BaseModel):
-    status: Literal["ok", "degraded"]
-    checks: dict[str, Any]
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body is not valid JSON."},
-    401: {"model": ErrorResponse, "description": "Missing or unknown bearer token."},
-    404: {"model": ErrorResponse, "description": "Unknown view, feature or feature set."},
-    422: {"model": ErrorResponse, "description": "The request cannot be answered as given."},
-    503: {"model": ErrorResponse, "description": "A backend store is unavailable."},
-}
-
-
-def _error(status: int, code: str, message: str) -> OrjsonResponse:
-    return OrjsonResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error_response(exc: BaseException) -> Response:
+    status, code, message, extra = describe(exc)
+    return Response(error_body(code, message), status_code=status,
+                    media_type="application/json",
+                    headers={k.decode(): v.decode() for k, v in extra})
 
 
 def _record(rec: Any) -> dict[str, Any]:
@@ -145,37 +99,16 @@ def _record(rec: Any) -> dict[str, Any]:
             "definition": rec.definition.to_dict()}
 
 
-def _parse_online(body: bytes) -> dict[str, Any]:
-    """Check the online-features body by hand (cheaper than a model per request)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise StarletteHTTPException(
-            400, f"the request body is not valid JSON ({exc}); send an object like "
-            "{\"features\": [...], \"entities\": {...}}") from None
-    if not isinstance(data, dict):
-        raise RetrievalError("the request body must be a JSON object")
-    unknown = set(data) - set(OnlineFeaturesRequest.model_fields)
-    if unknown:
-        raise RetrievalError(f"unknown request field(s) {sorted(unknown)}; allowed: "
-                             f"{sorted(OnlineFeaturesRequest.model_fields)}")
-    features = data.get("features")
-    if features is not None and (not isinstance(features, list)
-                                 or not all(isinstance(f, str) for f in features)):
-        raise RetrievalError("'features' must be a list of reference strings")
-    fs = data.get("feature_set")
-    if fs is not None and not isinstance(fs, str):
-        raise RetrievalError("'feature_set' must be a string such as 'NAME' or 'NAME@2'")
-    entities = data.get("entities")
-    if not isinstance(entities, dict) or not all(
-            isinstance(v, list) and all(x is None or isinstance(x, (int, float, str, bool))
-                                        for x in v) for v in entities.values()):
-        raise RetrievalError("'entities' must map each join key to a list of values, e.g. "
-                             "{\"driver_id\": [1001, 1002]}")
-    for flag in ("full_feature_names", "fill_defaults"):
-        if not isinstance(data.get(flag, False), bool):
-            raise RetrievalError(f"'{flag}' must be true or false")
-    return data
+async def _read_body(receive: Any) -> bytes | None:
+    """The whole request body (through the guard's limits), or None if the client left."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 class _AuthMiddleware:
@@ -192,28 +125,35 @@ class _AuthMiddleware:
                 scope.setdefault("state", {})["principal"] = "anonymous"
             await self.app(scope, receive, send)
             return
-        header = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                header = value
-                break
-        scheme, _, token = header.partition(b" ")
-        principal = None
-        if scheme.lower() == b"bearer" and token.strip():
-            for known, who in self.tokens:
-                if hmac.compare_digest(known, token.strip()):
-                    principal = who
-                    break
+        principal = _principal(scope, self.tokens)
         if principal is None:
             self.metrics.errors.labels("auth", "unauthenticated").inc()
-            resp = _error(401, "unauthenticated",
-                          "missing or unknown bearer token; send 'Authorization: Bearer "
-                          "<token>' with a token listed under server.tokens")
-            resp.headers["WWW-Authenticate"] = "Bearer"
+            resp = Response(_UNAUTHENTICATED, status_code=401, media_type="application/json",
+                            headers={"WWW-Authenticate": "Bearer"})
             await resp(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+_UNAUTHENTICATED = error_body(
+    "unauthenticated", "missing or unknown bearer token; send 'Authorization: Bearer "
+    "<token>' with a token listed under server.tokens")
+
+
+def _principal(scope: Any, tokens: list[tuple[bytes, str]]) -> str | None:
+    if not tokens:
+        return "anonymous"
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            token = token.strip()
+            if scheme.lower() == b"bearer" and token:
+                for known, who in tokens:
+                    if hmac.compare_digest(known, token):
+                        return who
+            return None
+    return None
 
 
 class _OnlinePath:
@@ -221,102 +161,77 @@ class _OnlinePath:
 
     The feature server answers this route before Starlette's middleware stack and router
     (FastAPI still declares it, so it is in the OpenAPI document, and the router's handler
-    has the same behaviour), with the same bearer-token check, error shape and metrics as
-    every other route. The body is parsed on the event loop (microseconds of CPU, no
-    I/O). With the cache on, ``get_online_features_nowait`` answers a request whose keys
-    are all cached without leaving the loop: it is only dict lookups, and it declines
-    (returns None) whenever a store or the registry would be touched, so it never blocks.
-    Everything else runs on a small bounded thread pool: store reads release the GIL
+    has the same behaviour), with the same bearer-token check, limits, error shape and
+    metrics as every other route. The body is parsed on the event loop (microseconds of
+    CPU for a usual request, no I/O). With the cache on, ``get_online_features_nowait``
+    answers a request whose keys are all cached without leaving the loop: it is only dict
+    lookups, and it declines (returns None) whenever a store or the registry would be
+    touched, so it never blocks, and it keeps answering from memory while the online
+    store is down. Everything else runs on the read pool: store reads release the GIL
     while they wait on SQLite or Redis, so a few threads overlap them, and more threads
     would only contend for the GIL.
     """
 
     PATH = "/features/online"
-    WORKERS = 4
 
-    def __init__(self, online: Any, tokens: dict[str, str], metrics: ServerMetrics) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.online = online
+    def __init__(self, serving: Serving, tokens: dict[str, str],
+                 metrics: ServerMetrics) -> None:
+        self.serving = serving
+        self.online = serving.online
+        self.max_rows = serving.config.max_entity_rows
         self.tokens = [(k.encode(), v) for k, v in tokens.items()]
         self.metrics = metrics
-        self.pool = ThreadPoolExecutor(max_workers=self.WORKERS,
-                                       thread_name_prefix="fl-online")
         self._latency = metrics.latency.labels(self.PATH, "POST")
         self._counts: dict[int, Any] = {}
 
-    def principal(self, scope: Any) -> str | None:
-        if not self.tokens:
-            return "anonymous"
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                token = token.strip()
-                if scheme.lower() == b"bearer" and token:
-                    for known, who in self.tokens:
-                        if hmac.compare_digest(known, token):
-                            return who
-                return None
-        return None
-
     def read(self, data: dict[str, Any]) -> bytes:
-        """The full read (may block on a store): run on the thread pool."""
+        """The full read (may block on a store): run on the read pool."""
         resp = self.online.get_online_features(
             data.get("features"), data["entities"], feature_set=data.get("feature_set"),
             full_feature_names=data.get("full_feature_names", False),
             fill_defaults=data.get("fill_defaults", False))
         return orjson.dumps(resp.to_json_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        import asyncio
+    async def answer(self, scope: Any, body: bytes) -> bytes:
+        """The response body for a request body (raises the errors to answer)."""
+        check_json_content_type(scope)
+        data = parse_online(body, self.max_rows)
+        resp = self.online.get_online_features_nowait(
+            data.get("features"), data["entities"], feature_set=data.get("feature_set"),
+            full_feature_names=data.get("full_feature_names", False),
+            fill_defaults=data.get("fill_defaults", False))
+        if resp is not None:
+            return orjson.dumps(resp.to_json_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+        serving = self.serving
+        result: bytes = await serving.reads.run(self.read, data,
+                                                needs=(serving.online_store,),
+                                                deadline=serving.deadline())
+        return result
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
         headers = [(b"content-type", b"application/json")]
         scope.setdefault("state", {})
-        who = self.principal(scope)
+        who = _principal(scope, self.tokens)
         status = 200
         if who is None:
             self.metrics.errors.labels("auth", "unauthenticated").inc()
-            status, payload = 401, _error_bytes(
-                "unauthenticated", "missing or unknown bearer token; send 'Authorization: "
-                "Bearer <token>' with a token listed under server.tokens")
+            status, payload = 401, _UNAUTHENTICATED
             headers.append((b"www-authenticate", b"Bearer"))
         else:
             scope["state"]["principal"] = who
-            chunks = []
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunks.append(message.get("body", b""))
-                more = message.get("more_body", False)
             try:
-                data = _parse_online(b"".join(chunks))
-                resp = self.online.get_online_features_nowait(
-                    data.get("features"), data["entities"],
-                    feature_set=data.get("feature_set"),
-                    full_feature_names=data.get("full_feature_names", False),
-                    fill_defaults=data.get("fill_defaults", False))
-                if resp is not None:
-                    payload = orjson.dumps(resp.to_json_dict(),
-                                           option=orjson.OPT_SERIALIZE_NUMPY)
-                else:
-                    payload = await asyncio.get_running_loop().run_in_executor(
-                        self.pool, self.read, data)
-            except FeatureLedgerError as exc:
-                self.metrics.errors.labels(self.PATH, exc.code).inc()
-                status, payload = exc.http_status, _error_bytes(exc.code, str(exc))
-            except StarletteHTTPException as exc:
-                self.metrics.errors.labels(self.PATH, "invalid_json").inc()
-                status, payload = exc.status_code, _error_bytes("invalid_json",
-                                                                str(exc.detail))
-            except Exception as exc:  # a bug: answer in the documented shape, and log it
-                _log.exception("online features request failed")
-                self.metrics.errors.labels(self.PATH, "internal_error").inc()
-                status, payload = 500, _error_bytes(
-                    "internal_error", f"the server failed: {type(exc).__name__}: {exc}; "
-                    "see the server log")
+                body = await _read_body(receive)
+                if body is None:
+                    return  # the client left: nobody to answer
+                payload = await self.answer(scope, body)
+            except Exception as exc:
+                status, code, message, extra = describe(exc)
+                if status == 500:  # a bug: answered in the documented shape, and logged
+                    _log.error("online features request failed", exc_info=exc)
+                self.metrics.errors.labels(self.PATH, code).inc()
+                payload = error_body(code, message)
+                headers.extend(extra)
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -328,19 +243,23 @@ class _OnlinePath:
         self._latency.observe(time.perf_counter() - t0)
 
 
-def _error_bytes(code: str, message: str) -> bytes:
-    return orjson.dumps({"error": {"code": code, "message": message}})
-
-
 class FeatureServerApp(FastAPI):
-    """The FastAPI app, with ``POST /features/online`` answered ahead of its middleware."""
+    """The FastAPI app, behind the request guard, with ``POST /features/online`` answered
+    ahead of its middleware."""
 
     online_path: _OnlinePath | None = None
+    guard: RequestGuard | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        guard = self.guard
+        if guard is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        await guard(scope, receive, send, self._dispatch)
+
+    async def _dispatch(self, scope: Any, receive: Any, send: Any) -> None:
         fast = self.online_path
-        if fast is not None and scope["type"] == "http" and scope["path"] == fast.PATH \
-                and scope["method"] == "POST":
+        if fast is not None and scope["path"] == fast.PATH and scope["method"] == "POST":
             await fast(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -348,14 +267,31 @@ class FeatureServerApp(FastAPI):
 
 def create_app(store: Any, *, title: str = "featureledger feature server") -> FastAPI:
     """The ASGI app serving ``store`` (a FeatureStore)."""
+    import sqlalchemy as sa
+
     from featureledger import __version__
 
     online = store.online
     tokens: dict[str, str] = dict(store.config.server.tokens)
     metrics = ServerMetrics(lambda: online.cache.stats() if online.cache is not None else None)
+    serving = Serving(store)
+    metrics.watch(serving)
+
+    def refused(path: str, method: str, status: int, code: str) -> None:
+        # answered by the guard before any route: counted under the fast path's own
+        # route, or "unmatched" (a label per path would be one per view name)
+        route = path if path == _OnlinePath.PATH else "unmatched"
+        metrics.errors.labels(route, code).inc()
+        metrics.requests.labels(route, method, str(status)).inc()
+
+    cfg = store.config.server
+    serving.guard = RequestGuard(max_body_bytes=cfg.max_body_bytes,
+                                 body_budget_bytes=cfg.body_budget_bytes,
+                                 body_timeout_s=cfg.body_timeout_s, on_refused=refused)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await serving.started()
         yield
         # the server has stopped taking requests and the ones in flight are done: land
         # what is buffered now, so a stopped server leaves commits, not only log segments
@@ -364,7 +300,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
         except Exception:  # the rows stay in the push log and land at the next start
             _log.exception("buffered pushes could not land at shutdown; they stay in the "
                            "push log and land when the store next opens")
-        fast.pool.shutdown(wait=True)
+        serving.close()
 
     app = FeatureServerApp(
         title=title, version=__version__, default_response_class=OrjsonResponse,
@@ -372,92 +308,149 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
         "catalog reads; health and Prometheus metrics.", lifespan=lifespan)
     app.state.store = store
     app.state.metrics = metrics
-    fast = app.online_path = _OnlinePath(online, tokens, metrics)
-
-    def online_handler(body: bytes) -> bytes:
-        return fast.read(_parse_online(body))
+    app.state.serving = serving
+    app.guard = serving.guard
+    fast = app.online_path = _OnlinePath(serving, tokens, metrics)
 
     # middleware added last runs first: metrics -> auth -> FastAPI
     app.add_middleware(_AuthMiddleware, tokens=tokens, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
+    def count_error(request: Request, exc: BaseException) -> Response:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.errors.labels(route, describe(exc)[1]).inc()
+        return _error_response(exc)
+
     @app.exception_handler(FeatureLedgerError)
-    async def _fl_error(request: Request, exc: FeatureLedgerError) -> OrjsonResponse:
-        route = getattr(request.scope.get("route"), "path", request.url.path)
-        metrics.errors.labels(route, exc.code).inc()
-        return _error(exc.http_status, exc.code, str(exc))
+    async def _fl_error(request: Request, exc: FeatureLedgerError) -> Response:
+        return count_error(request, exc)
+
+    async def _outage(request: Request, exc: Exception) -> Response:
+        # a driver error nobody translated: 503 naming the backend (see guard.describe)
+        return count_error(request, exc)
+
+    for outage in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError,
+                   ConnectionError, TimeoutError):
+        app.add_exception_handler(outage, _outage)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        # answered here as JSON; Starlette raises it again afterwards so that it is
+        # logged, and the request guard logs it without closing the connection
+        return count_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, exc: RequestValidationError) -> OrjsonResponse:
+    async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors())
-        return _error(422, "invalid_request", f"the request is not valid: {problems}")
+        return Response(error_body("invalid_request", f"the request is not valid: {problems}"),
+                        status_code=422, media_type="application/json")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
-        code = "invalid_json" if exc.status_code == 400 else "http_error"
-        return _error(exc.status_code, code, str(exc.detail))
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        path = request.url.path
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"there is no {path} on this server; the API is listed at /docs"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed on {path}; use {allowed}"
+        return Response(error_body(code, message), status_code=exc.status_code,
+                        media_type="application/json", headers=exc.headers)
 
-    online_schema = OnlineFeaturesRequest.model_json_schema()
+    online_schema = schemas.OnlineFeaturesRequest.model_json_schema()
+    push_schema = schemas.PushRequest.model_json_schema()
 
     @app.post("/features/online", response_model=None, tags=["online"],
               summary="Feature vectors with per-value status, version and commit",
-              responses={200: {"model": OnlineFeaturesResponse}, **_ERRORS},
+              responses={200: {"model": schemas.OnlineFeaturesResponse}, **schemas.ERRORS},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": online_schema}}}})
     async def online_features(request: Request) -> Response:
-        # answered by _OnlineFastPath before routing; kept for the OpenAPI document and as
+        # answered by _OnlinePath before routing; kept for the OpenAPI document and as
         # the same behaviour for any caller that reaches the router directly
-        body = await run_in_threadpool(online_handler, await request.body())
+        body = await fast.answer(request.scope, await request.body())
         return Response(body, media_type="application/json")
 
-    @app.post("/push/{view}", response_model=PushResponse, tags=["online"],
+    @app.post("/push/{view}", response_model=schemas.PushResponse, tags=["online"],
               summary="Write rows online now, durable before the answer; they land "
               "offline as a commit (at once with flush)",
-              responses=_ERRORS)
-    async def push(view: str, body: PushRequest) -> dict[str, Any]:
-        commit_id = await run_in_threadpool(online.push, view, body.rows, flush=body.flush)
-        return {"commit_id": commit_id}
+              responses=schemas.ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": push_schema}}}})
+    async def push(view: str, request: Request) -> Any:
+        check_json_content_type(request.scope)
+        body = await request.body()
+        commit_id = await serving.writes.run(
+            serving.push, view, body, needs=(serving.online_store, serving.registry),
+            deadline=serving.deadline(), cut_short=False)
+        return OrjsonResponse({"commit_id": commit_id})
 
-    @app.get("/catalog/{kind}", response_model=list[Definition], tags=["catalog"],
-             summary="Latest version of every definition of a kind", responses=_ERRORS)
+    async def registry_read(fn: Any, *args: Any) -> Any:
+        return await serving.writes.run(fn, *args, needs=(serving.registry,),
+                                        deadline=serving.deadline())
+
+    @app.get("/catalog/{kind}", response_model=list[schemas.Definition], tags=["catalog"],
+             summary="Latest version of every definition of a kind",
+             responses=schemas.NO_BODY_ERRORS)
     async def catalog(kind: Literal["entities", "views", "feature-sets"]) -> Any:
-        kinds = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
-        recs = await run_in_threadpool(store.list, kinds[kind])
+        recs = await registry_read(store.list, _KINDS[kind])
         return OrjsonResponse([_record(r) for r in recs])
 
-    @app.get("/catalog/{kind}/{name}", response_model=Definition, tags=["catalog"],
+    @app.get("/catalog/{kind}/{name}", response_model=schemas.Definition, tags=["catalog"],
              summary="One definition (latest version unless 'version' is given)",
-             responses=_ERRORS)
+             responses=schemas.NO_BODY_ERRORS)
     async def definition(kind: Literal["entities", "views", "feature-sets"], name: str,
                          version: int | None = Query(
                              default=None, ge=1, le=2**31 - 1,
                              description="A version number; the latest when omitted.")
                          ) -> Any:
-        kinds = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
-        rec = await run_in_threadpool(store.registry.definitions.get, kinds[kind], name,
-                                      version)
+        rec = await registry_read(store.registry.definitions.get, _KINDS[kind], name,
+                                  version)
         return OrjsonResponse(_record(rec))
 
-    @app.get("/catalog/{kind}/{name}/versions", response_model=list[Definition],
-             tags=["catalog"], summary="Every version of a definition", responses=_ERRORS)
+    @app.get("/catalog/{kind}/{name}/versions", response_model=list[schemas.Definition],
+             tags=["catalog"], summary="Every version of a definition",
+             responses=schemas.NO_BODY_ERRORS)
     async def versions(kind: Literal["entities", "views", "feature-sets"], name: str) -> Any:
-        kinds = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
-        recs = await run_in_threadpool(store.versions, name, kinds[kind])
+        recs = await registry_read(store.versions, name, _KINDS[kind])
         return OrjsonResponse([_record(r) for r in recs])
 
-    @app.get("/health", response_model=Health, tags=["ops"],
-             summary="Registry, offline and online store reachability; cache statistics",
-             responses={503: {"model": Health, "description": "A check failed."}})
+    async def monitored() -> None:
+        if not serving.monitor.started:  # an app run without its lifespan
+            await serving.started()
+
+    @app.get("/health", response_model=schemas.Health, tags=["ops"],
+             summary="Registry, offline and online store reachability, breakers, cache "
+             "statistics (from background checks)",
+             responses={503: {"model": schemas.Health, "description": "A check failed."}})
     async def health() -> Any:
-        checks = await run_in_threadpool(online.health)
-        ok = all(checks[k]["ok"] for k in ("registry", "online_store", "offline_store"))
+        await monitored()
+        ok, checks = serving.health()
         return OrjsonResponse({"status": "ok" if ok else "degraded", "checks": checks},
                               status_code=200 if ok else 503)
 
+    @app.get("/health/live", response_model=schemas.Liveness, tags=["ops"],
+             summary="The process answers (no backend is asked)")
+    async def live() -> Any:
+        return OrjsonResponse({"status": "alive"})
+
+    @app.get("/health/ready", response_model=schemas.Readiness, tags=["ops"],
+             summary="Every backend answered its last background check and no breaker is "
+             "open", responses={503: {"model": schemas.Readiness,
+                                      "description": "A backend is not available."}})
+    async def ready() -> Any:
+        await monitored()
+        ok, checks = serving.health()
+        backends = {name: {k: v for k, v in checks[name].items() if k != "ms"}
+                    for name in ("registry", "online_store", "offline_store")}
+        return OrjsonResponse({"status": "ready" if ok else "not_ready",
+                               "backends": backends}, status_code=200 if ok else 503)
+
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics",
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-                        401: _ERRORS[401]})
+                        401: schemas.ERRORS[401]})
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -503,6 +496,25 @@ def check_bind(host: str, tokens: dict[str, str]) -> None:
         )
 
 
+def uvicorn_config(app: Any, cfg: Any, *, host: str, port: int, loop: str = "auto",
+                   log_level: str = "warning") -> Any:
+    """uvicorn's settings for ``app`` under ``cfg`` (``server:``): the httptools protocol
+    with limits on request heads when httptools is installed (:mod:`.protocol`)."""
+    import importlib.util
+
+    import uvicorn
+
+    from featureledger.server.protocol import guarded_protocol
+
+    http: Any = "h11"
+    if importlib.util.find_spec("httptools"):
+        http = guarded_protocol(timeout_s=cfg.body_timeout_s,
+                                max_bytes=cfg.max_header_bytes) or "httptools"
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          loop=loop, http=http,
+                          timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S))
+
+
 def serve(store: Any, host: str | None = None, port: int | None = None, *,
           log_level: str = "warning") -> None:
     """Run the server with uvicorn until SIGTERM or SIGINT, then drain and return.
@@ -526,16 +538,14 @@ def serve(store: Any, host: str | None = None, port: int | None = None, *,
     # HTTP parser; uvicorn's pure-Python fallbacks otherwise. No access log: a line per
     # request costs more than the read it logs (the metrics count every request).
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     app = create_app(store)
     # Everything alive now (modules, the app, definitions, drivers: about 100k objects)
     # lives as long as the server; moved out of the collector's reach, a full collection
     # no longer walks it, which takes tens of milliseconds off the worst requests.
     gc.collect()
     gc.freeze()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, loop=loop,
-        http=http, timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S)))
+    server = uvicorn.Server(uvicorn_config(app, cfg, host=host, port=port, loop=loop,
+                                           log_level=log_level))
     with _stop_signals_return():
         server.run()
     if not server.started:

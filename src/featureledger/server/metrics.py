@@ -1,8 +1,11 @@
-"""Prometheus metrics of the feature server: latency, requests, errors, cache.
+"""Prometheus metrics of the feature server: latency, requests, errors, cache, admission.
 
 Each app has its own ``CollectorRegistry`` (two apps in one process never clash). The
 middleware is plain ASGI: it times the request, reads the route template that FastAPI
 matched (so ``/catalog/views/{name}`` is one label, not one per view) and the status sent.
+Shed and refused requests are in the error counts by code (``overloaded``,
+``circuit_open``, ``deadline_exceeded``, ``request_too_large``, ...); the worker pools and
+breakers are read at scrape time.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -29,6 +32,10 @@ class ServerMetrics:
             "featureledger_errors", "Error responses by route and error code.",
             ["route", "code"], registry=self.registry)
         self.registry.register(_CacheCollector(cache_stats))
+
+    def watch(self, serving: Any) -> None:
+        """Export the worker pools and circuit breakers of ``serving`` (a ``Serving``)."""
+        self.registry.register(_ServingCollector(serving))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.latency.labels(route, method).observe(seconds)
@@ -52,6 +59,37 @@ class _CacheCollector:
                                 value=stats["hits"])
         yield GaugeMetricFamily("featureledger_cache_misses", "Cache misses since start.",
                                 value=stats["misses"])
+
+
+class _ServingCollector:
+    """Worker pools and circuit breakers, read at scrape time."""
+
+    def __init__(self, serving: Any) -> None:
+        self._serving = serving
+
+    def collect(self) -> Any:
+        pools = (self._serving.reads, self._serving.writes)
+        busy = GaugeMetricFamily("featureledger_workers_busy",
+                                 "Worker threads running a store call, by pool.",
+                                 labels=["pool"])
+        waiting = GaugeMetricFamily("featureledger_requests_waiting",
+                                    "Requests waiting for a worker, by pool.", labels=["pool"])
+        for pool in pools:
+            busy.add_metric([pool.name], pool.busy)
+            waiting.add_metric([pool.name], pool.waiting)
+        yield busy
+        yield waiting
+        state = GaugeMetricFamily("featureledger_breaker_open",
+                                  "1 while a backend's circuit breaker is open or half-open.",
+                                  labels=["backend"])
+        opened = CounterMetricFamily("featureledger_breaker_opened",
+                                     "Times a backend's circuit breaker opened.",
+                                     labels=["backend"])
+        for name, breaker in self._serving.breakers.items():
+            state.add_metric([name], 0 if breaker.state == "closed" else 1)
+            opened.add_metric([name], breaker.opened_count)
+        yield state
+        yield opened
 
 
 class MetricsMiddleware:
