@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from featureledger.errors import ConfigError
-from featureledger.server.app import check_bind
+from featureledger.server.auth import check_bind
 
 BODY = {"features": ["driver_stats:trips", "driver_stats:rating", "driver_stats:seen"],
         "entities": {"driver_id": [1, 2, 3]}}

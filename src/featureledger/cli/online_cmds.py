@@ -132,8 +132,8 @@ def register(app: typer.Typer) -> None:
         limited (server: in featureledger.yaml). SIGTERM or SIGINT drains: no new
         connections, requests in flight finish, buffered pushes land offline, then exit 0.
         """
-        from featureledger.server.app import check_bind
         from featureledger.server.app import serve as run
+        from featureledger.server.auth import check_bind
 
         with open_store(repo) as store:
             cfg = store.config.server

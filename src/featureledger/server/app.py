@@ -42,7 +42,6 @@ without tokens the server only binds a loopback address (``serve`` refuses anyth
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import signal
 import threading
@@ -59,6 +58,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featureledger.errors import FeatureLedgerError
 from featureledger.server import schemas
+from featureledger.server.auth import UNAUTHENTICATED, AuthMiddleware, check_bind, principal_of
 from featureledger.server.guard import (
     RequestGuard,
     check_json_content_type,
@@ -109,51 +109,6 @@ async def _read_body(receive: Any) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-class _AuthMiddleware:
-    """Bearer tokens -> principal (``scope["state"]["principal"]``); 401 otherwise."""
-
-    def __init__(self, app: Any, tokens: dict[str, str], metrics: ServerMetrics) -> None:
-        self.app = app
-        self.tokens = [(k.encode(), v) for k, v in tokens.items()]
-        self.metrics = metrics
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in _OPEN_PATHS:
-            if scope["type"] == "http":
-                scope.setdefault("state", {})["principal"] = "anonymous"
-            await self.app(scope, receive, send)
-            return
-        principal = _principal(scope, self.tokens)
-        if principal is None:
-            self.metrics.errors.labels("auth", "unauthenticated").inc()
-            resp = Response(_UNAUTHENTICATED, status_code=401, media_type="application/json",
-                            headers={"WWW-Authenticate": "Bearer"})
-            await resp(scope, receive, send)
-            return
-        scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
-
-
-_UNAUTHENTICATED = error_body(
-    "unauthenticated", "missing or unknown bearer token; send 'Authorization: Bearer "
-    "<token>' with a token listed under server.tokens")
-
-
-def _principal(scope: Any, tokens: list[tuple[bytes, str]]) -> str | None:
-    if not tokens:
-        return "anonymous"
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            token = token.strip()
-            if scheme.lower() == b"bearer" and token:
-                for known, who in tokens:
-                    if hmac.compare_digest(known, token):
-                        return who
-            return None
-    return None
 
 
 class _OnlinePath:
@@ -212,11 +167,11 @@ class _OnlinePath:
         t0 = time.perf_counter()
         headers = [(b"content-type", b"application/json")]
         scope.setdefault("state", {})
-        who = _principal(scope, self.tokens)
+        who = principal_of(scope, self.tokens)
         status = 200
         if who is None:
             self.metrics.errors.labels("auth", "unauthenticated").inc()
-            status, payload = 401, _UNAUTHENTICATED
+            status, payload = 401, UNAUTHENTICATED
             headers.append((b"www-authenticate", b"Bearer"))
         else:
             scope["state"]["principal"] = who
@@ -313,7 +268,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     fast = app.online_path = _OnlinePath(serving, tokens, metrics)
 
     # middleware added last runs first: metrics -> auth -> FastAPI
-    app.add_middleware(_AuthMiddleware, tokens=tokens, metrics=metrics)
+    app.add_middleware(AuthMiddleware, tokens=tokens, metrics=metrics, open_paths=_OPEN_PATHS)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def count_error(request: Request, exc: BaseException) -> Response:
@@ -474,26 +429,6 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def check_bind(host: str, tokens: dict[str, str]) -> None:
-    """Refuse to listen on a non-loopback address without authentication."""
-    import ipaddress
-
-    from featureledger.errors import ConfigError
-
-    if tokens:
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        raise ConfigError(
-            f"refusing to serve on {host!r} without authentication: anyone who can reach it "
-            "could read features. Add tokens under server.tokens in featureledger.yaml "
-            "(token: principal), or bind 127.0.0.1"
-        )
 
 
 def uvicorn_config(app: Any, cfg: Any, *, host: str, port: int, loop: str = "auto",
