@@ -36,6 +36,8 @@ def test_unknown_objects_and_unreadable_frames():
     assert read_frame("not a frame") is None
     with pytest.raises(FrameError, match="cannot be read"):
         read_frame([{"k": 1}, {"k": "x"}])
+    with pytest.raises(FrameError, match="cannot be read"):
+        read_frame([{"k": 2**70}])
     assert read_frame({"k": 1}).table.to_pylist() == [{"k": 1}]  # one row of scalars
 
 

@@ -62,12 +62,13 @@ def read_frame(data: Any, *, scalars: bool = True, keep_nan: bool = False) -> Fr
                 data = {k: v if isinstance(v, (list, tuple, pa.Array, pa.ChunkedArray))
                         or hasattr(v, "__array__") else [v] for k, v in data.items()}
             return Frame(pa.table(data), "columns")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             raise FrameError(f"the columns cannot be read: {exc}") from None
     if isinstance(data, list) and all(isinstance(r, dict) for r in data):
         try:
             return Frame(pa.Table.from_pylist(data), "rows")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            # mixed types across rows, or an integer beyond 64 bits
             raise FrameError(f"the rows cannot be read: {exc}") from None
     module = type(data).__module__.split(".")[0]
     if module == "pandas" and hasattr(data, "columns"):
