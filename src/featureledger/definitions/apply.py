@@ -34,8 +34,9 @@ import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from featureledger.errors import DefinitionError, RetrievalError, ValidationFailedError
+from featureledger.errors import DefinitionError, RetrievalError
 from featureledger.events import CommitCompleted
+from featureledger.ingest.validation import conform_strict
 from featureledger.model.ids import new_id
 from featureledger.offline.duckdb.guard import check_query
 from featureledger.offline.duckdb.sandbox import SandboxError, query, result_types, single_select
@@ -52,25 +53,6 @@ if TYPE_CHECKING:
     from featureledger.offline.storage import WrittenFiles
     from featureledger.registry import Plan, PlanItem
     from featureledger.registry.commits import CommitRecord
-
-
-def conform_strict(view: FeatureView, table: pa.Table, what: str) -> pa.Table:
-    """``table`` shaped to ``view``'s stored columns and validated; any invalid row raises
-    ValidationFailedError naming ``what`` (nothing is written)."""
-    import numpy as np
-
-    from featureledger.ingest.casting import conform
-    from featureledger.ingest.validation import validate
-
-    conformed = conform(table, view)
-    outcome = validate(conformed, view, raw=table,
-                       row_numbers=np.arange(table.num_rows, dtype=np.int64), mode="strict")
-    if outcome.bad is not None:
-        raise ValidationFailedError(
-            f"{what} rejected; nothing was written:\n{outcome.report.summary()}\n"
-            "Fix the rows (or the SQL that made them) to match the view's schema and checks.",
-            outcome.report)
-    return conformed.table
 
 
 def _migrated_record(commit_time: int, stored: pa.Table, files: WrittenFiles, *,
@@ -189,8 +171,10 @@ class ApplyService:
                 rows = rows.sort_by([(k, "ascending") for k in
                                      [*old_view.join_keys, old_view.timestamp_field]])
                 result = self._run_sql(sql, rows, f"{name}@{prev}", c.commit_id)
-                data = conform_strict(new_view, result,
-                                      f"migration of {c.commit_id} into {name}@{new}")
+                data = conform_strict(
+                    new_view, result, f"migration of {c.commit_id} into {name}@{new}",
+                    "Fix the rows (or the SQL that made them) to match the view's schema "
+                    "and checks.")
                 commit_id = new_id("cmt")
                 build = functools.partial(
                     _migrated_record, commit_id=commit_id, view=name, version=new,

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featureledger.errors import FeatureLedgerError, IngestionError
+from featureledger.errors import FeatureLedgerError, IngestionError, ValidationFailedError
 from featureledger.ingest.casting import Conformed, StoredColumn, stored_columns
 from featureledger.model.bounds import VALUE_CHARS, bounded_value, cut, first_line, shorten
 from featureledger.model.types import FLOAT_DTYPES, NUMERIC_DTYPES
@@ -500,3 +500,22 @@ def _count(con: duckdb.DuckDBPyConnection, rules: list[_Rule]) -> list[int]:
                 "DuckDB SQL over the view's columns; regexes use RE2 syntax)."
             ) from None
     raise IngestionError("validation query failed; run with --debug and report it")
+
+
+def conform_strict(view: FeatureView, table: pa.Table, what: str,
+                   fix: str = "Fix the rows to match the view's schema and checks.") -> pa.Table:
+    """``table`` shaped to ``view``'s stored columns and validated strictly: any invalid row
+    raises ValidationFailedError naming ``what`` (nothing is written). Push and migrations
+    use it; ingestion, which can also drop invalid rows, calls the steps itself."""
+    import numpy as np
+
+    from featureledger.ingest.casting import conform
+
+    conformed = conform(table, view)
+    outcome = validate(conformed, view, raw=table,
+                       row_numbers=np.arange(table.num_rows, dtype=np.int64), mode="strict")
+    if outcome.bad is not None:
+        raise ValidationFailedError(
+            f"{what} rejected; nothing was written:\n{outcome.report.summary()}\n{fix}",
+            outcome.report)
+    return conformed.table

@@ -76,24 +76,12 @@ def to_view_table(view: FeatureView, rows: Any) -> pa.Table:
     ingestion does (exact casts, defaults of missing columns, ranges, allowed values, row
     checks, one row per key and time); any invalid row rejects the whole push.
     """
-    import numpy as np
-
-    from featureledger.ingest.casting import conform
-    from featureledger.ingest.validation import validate
+    from featureledger.ingest.validation import conform_strict
 
     table = _as_arrow(rows)
     if table.num_rows == 0:
         raise ValidationFailedError(f"push to {view.name!r} got no rows; pass at least one")
-    conformed = conform(table, view)
-    outcome = validate(conformed, view, raw=table,
-                       row_numbers=np.arange(table.num_rows, dtype=np.int64), mode="strict")
-    if outcome.bad is not None:
-        raise ValidationFailedError(
-            f"push to {view.name!r} rejected; nothing was written:\n"
-            f"{outcome.report.summary()}\nFix the rows to match the view's schema and checks.",
-            outcome.report,
-        )
-    return conformed.table
+    return conform_strict(view, table, f"push to {view.name!r}")
 
 
 def _as_arrow(rows: Any) -> pa.Table:

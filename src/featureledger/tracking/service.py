@@ -79,8 +79,17 @@ def _null_features(rows: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-def _null_detail(null: list[tuple[str, dict[str, str]]]) -> str:
-    return "; ".join(f"{p['feature']} in {ds} ({p['cause']})" for ds, p in null[:5])
+def _null_gate(rows: Mapping[str, Any], who: str, how: str, reason: str | None,
+               error: type[Exception]) -> list[tuple[str, dict[str, str]]]:
+    """The all-null training features of ``rows``; ``error`` unless ``reason`` says why
+    that is intended (``how`` completes "Retrain, or <how> allow_null_features=...")."""
+    null = _null_features(rows)
+    if null and not (reason and reason.strip()):
+        detail = "; ".join(f"{p['feature']} in {ds} ({p['cause']})" for ds, p in null[:5])
+        raise error(f"{who} was trained on a dataset with features null in every row: "
+                    f"{detail}. Retrain it, or {how} allow_null_features='REASON' to record "
+                    "why that is intended")
+    return null
 
 
 def _dataset_id(ds: Any) -> str:
@@ -188,14 +197,11 @@ class TrackingService:
         ds = [(_dataset_id(d), stage) for d, stage in staged if d is not None]
         rows = self._datasets([d for d, _ in ds])
         tags = dict(tags or {})
-        null = _null_features({d: rows[d] for d, stage in ds if stage == "training"})
+        null = _null_gate({d: rows[d] for d, stage in ds if stage == "training"},
+                          f"model {name!r}", "log the model with", allow_null_features,
+                          TrackingError)
         if null:
-            if not (allow_null_features and allow_null_features.strip()):
-                raise TrackingError(
-                    f"model {name!r} was trained on a dataset with features null in every "
-                    f"row: {_null_detail(null)}. Fix the training set, or log the model with "
-                    "allow_null_features='REASON' to record why that is intended")
-            tags[NULL_FEATURES_TAG] = allow_null_features
+            tags[NULL_FEATURES_TAG] = allow_null_features or ""
         fs_ref: str | None = None
         if features is not None:
             pinned = [str(self.ctx.registry.definitions.resolve(f)[0]) for f in features]
@@ -266,13 +272,9 @@ class TrackingService:
             raise TrackingError("deploy needs an environment name, e.g. 'production'")
         exceptions = dict(exceptions or {})
         target = self.get_model(model)
-        null = _null_features(self._datasets(target.datasets.get("training", [])))
+        null = _null_gate(self._datasets(target.datasets.get("training", [])),
+                          f"model {target.ref}", "deploy with", allow_null_features, StateError)
         if null:
-            if not (allow_null_features and allow_null_features.strip()):
-                raise StateError(
-                    f"model {target.ref} was trained on a dataset with features null in every "
-                    f"row: {_null_detail(null)}. Retrain it, or deploy with "
-                    "allow_null_features='REASON' to record why that is intended")
             for _ds, problem in null:
                 exceptions.setdefault(problem["feature"],
                                       f"null in every training row: {allow_null_features}")
