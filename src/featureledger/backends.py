@@ -63,7 +63,8 @@ def backend_class(seam: str, kind: str) -> Any:
     """
     if seam not in BACKENDS:
         raise ConfigError(f"unknown seam {seam!r}; seams are {', '.join(sorted(BACKENDS))}")
-    table = available(seam)
+    # the built-in table first: scanning installed packages' entry points costs ~25 ms
+    table = BACKENDS[seam] if kind in BACKENDS[seam] else available(seam)
     if kind not in table:
         raise ConfigError(f"{seam} type {kind!r} does not exist; available types: "
                           f"{', '.join(sorted(table))}")

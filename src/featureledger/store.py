@@ -22,6 +22,7 @@ definitions never opens the online store. Ready backend instances can be handed 
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,50 +102,50 @@ class FeatureStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the parts --------------------------------------------------------------------------
-    @property
+    # -- the parts (built once, then a plain attribute: serving calls pass here) ---------
+    @functools.cached_property
     def applying(self) -> ApplyService:
         """Plan and apply definitions, with migrations."""
         from featureledger.definitions.apply import ApplyService
 
         return self.ctx.part(ApplyService)
 
-    @property
+    @functools.cached_property
     def ingestion(self) -> IngestionService:
         """Ingestion and the commit log."""
         from featureledger.ingest.pipeline import IngestionService
 
         return self.ctx.part(IngestionService)
 
-    @property
+    @functools.cached_property
     def retrieval(self) -> RetrievalService:
         """Historical retrieval: training sets, windows, reproduction."""
         from featureledger.offline.retrieval import RetrievalService
 
         return self.ctx.part(RetrievalService)
 
-    @property
+    @functools.cached_property
     def online(self) -> OnlineService:
         """Online serving: materialization, feature vectors, push."""
         from featureledger.online.service import OnlineService
 
         return self.ctx.part(OnlineService)
 
-    @property
+    @functools.cached_property
     def materialization(self) -> MaterializationService:
         """Materialization into the online store."""
         from featureledger.online.materialization import MaterializationService
 
         return self.ctx.part(MaterializationService)
 
-    @property
+    @functools.cached_property
     def tracking(self) -> TrackingService:
         """Experiments, runs, models and deployments."""
         from featureledger.tracking.service import TrackingService
 
         return self.ctx.part(TrackingService)
 
-    @property
+    @functools.cached_property
     def lineage_service(self) -> LineageService:
         """Lineage queries and reconciliation."""
         from featureledger.lineage.service import LineageService
