@@ -16,6 +16,7 @@ from featureledger.definitions.apply import ApplyService
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.retrieval import RetrievalService
+from featureledger.offline.compaction import CompactionService
 from featureledger.online.materialization import MaterializationService
 from featureledger.online.service import OnlineService
 from featureledger.store import FeatureStore
@@ -30,6 +31,9 @@ FORWARDS = {
     "rollback": (IngestionService, "rollback"),
     "restore": (IngestionService, "restore"),
     "gc": (IngestionService, "gc"),
+    "compact": (CompactionService, "compact"),
+    "segments": (CompactionService, "segments"),
+    "retire_segment": (CompactionService, "retire"),
     "get_historical_features": (RetrievalService, "get_historical_features"),
     "get_features_in_window": (RetrievalService, "get_features_in_window"),
     "reproduce": (RetrievalService, "reproduce"),

@@ -273,6 +273,20 @@ class ServerConfig(_Config):
         return self
 
 
+class CompactionConfig(_Config):
+    auto_after_commits: int | None = Field(default=64, ge=2)
+    """Compact a view version after an ingestion once this many of its commits are not
+    in a compacted segment (None: only ``featureledger compact``)."""
+    target_file_rows: int = Field(default=1_000_000, ge=1)
+    """Rows per compacted file: each file holds a contiguous range of join keys."""
+    row_group_rows: int = Field(default=131_072, ge=1)
+    """Rows per Parquet row group of a compacted file (sorted by event time, so smaller
+    groups let the engine skip more of what no entity row can reach)."""
+    grace_seconds: float = Field(default=3600, ge=0)
+    """How long files replaced by a compaction stay for readers that planned before it;
+    ``gc`` removes them after that."""
+
+
 class ProjectConfig(_Config):
     project: str = "default"
     """Project name: scopes the registry, the offline store's folders and the online keys,
@@ -288,6 +302,7 @@ class ProjectConfig(_Config):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     bounds: BoundsConfig = Field(default_factory=BoundsConfig)
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)
     root: Path = Field(default=Path("."), exclude=True)
     """Folder of the config file; relative paths resolve against it."""
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from featureledger.lineage.service import ImpactReport, LineageService
     from featureledger.model.compat import Change
     from featureledger.model.definitions import Definition
+    from featureledger.offline.compaction import CompactionResult, CompactionService
     from featureledger.offline.dataset import TrainingDataset
     from featureledger.offline.engine import OfflineEngine
     from featureledger.offline.retrieval import RetrievalService
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from featureledger.online.service import OnlineService
     from featureledger.online.stores import OnlineStore
     from featureledger.registry import CommitRecord, DefinitionRecord, Plan, Registry
+    from featureledger.registry.segments import SegmentRecord
     from featureledger.registry.tracking_records import (
         Deployment,
         Experiment,
@@ -144,6 +146,13 @@ class FeatureStore:
         from featureledger.tracking.service import TrackingService
 
         return self.ctx.part(TrackingService)
+
+    @functools.cached_property
+    def compaction(self) -> CompactionService:
+        """Compaction of view versions' commit files into clustered segments."""
+        from featureledger.offline.compaction import CompactionService
+
+        return self.ctx.part(CompactionService)
 
     @functools.cached_property
     def lineage_service(self) -> LineageService:
@@ -248,6 +257,22 @@ class FeatureStore:
     def gc(self, grace_seconds: float = 3600, dry_run: bool = False) -> GcReport:
         """Remove files that no commit references (left by interrupted ingestions)."""
         return self.ingestion.gc(grace_seconds, dry_run)
+
+    def compact(self, view: str | None = None, *, version: int | None = None,
+                min_commits: int = 2) -> builtins.list[CompactionResult]:
+        """Rewrite the commits of ``view`` (every view when None) into files clustered by
+        join key and sorted by event time; every answer stays the same. See
+        ``CompactionService.compact``."""
+        return self.compaction.compact(view, version=version, min_commits=min_commits)
+
+    def segments(self, view: str | None = None, *, retired: bool = False
+                 ) -> builtins.list[SegmentRecord]:
+        """The compacted segments (active ones, or every one with ``retired``)."""
+        return self.compaction.segments(view, retired=retired)
+
+    def retire_segment(self, segment_id: str, reason: str) -> SegmentRecord:
+        """Read a segment's commits from their own files again (audited)."""
+        return self.compaction.retire(segment_id, reason)
 
     # -- retrieval ---------------------------------------------------------------------------
     def get_historical_features(self, entity_df: Any, features: Any = None, *,

@@ -157,10 +157,13 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
     s = open_store(tmp_path, registry_url, "risk")  # upgrades in place
     try:
         db = s.registry.db
-        assert db.current_revision() == head_revision() == "0005"
+        assert db.current_revision() == head_revision() == "0006"
         with db.read_all_projects() as conn:
             for table in schema.metadata.sorted_tables:
                 projects = conn.execute(sa.select(table.c.project).distinct()).scalars().all()
+                if table.name == "segments":  # nothing was compacted before 0006
+                    assert projects == [], table.name
+                    continue
                 assert projects == ["risk"], table.name
         assert s.registry.generation() == 42  # the counter is now this project's
         # the rows, read through the ordinary API of the project that owns them

@@ -1,4 +1,4 @@
-"""Data commands: ingest, commits, commit show, quarantine, rollback, restore, gc."""
+"""Data commands: ingest, commits, commit show, quarantine, rollback, restore, compact, gc."""
 
 from __future__ import annotations
 
@@ -221,6 +221,58 @@ def register(app: typer.Typer) -> None:
     _status_command("quarantine", "Hide a commit from retrieval and serving (reversible).")
     _status_command("rollback", "Mark a commit rolled back: never read unless restored.")
     _status_command("restore", "Make a quarantined or rolled-back commit visible again.")
+
+    @app.command()
+    def compact(
+        view: str | None = typer.Argument(None, help="Feature view (default: every view)."),
+        version: int | None = typer.Option(None, "--version",
+                                           help="Only this version of the view."),
+        min_commits: int = typer.Option(2, "--min-commits",
+                                        help="Compact a version with at least this many "
+                                             "commits outside a segment."),
+        list_: bool = typer.Option(False, "--list", help="List the active segments."),
+        retire: str | None = typer.Option(None, "--retire", metavar="SEGMENT",
+                                          help="Read a segment's commits from their own "
+                                               "files again."),
+        reason: str = typer.Option("", "--reason", help="Why (recorded with --retire)."),
+        repo: Path = RepoOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Rewrite small commit files into files clustered by key and sorted by time."""
+        with open_store(repo) as store:
+            if list_:
+                segs = store.segments(view)
+                if as_json:
+                    print_json([{k: v for k, v in s.to_dict().items()
+                                 if k != "file_manifest"} for s in segs])
+                    return
+                table = Table("segment", "view", "commits", "rows", "files", "created")
+                for seg in segs:
+                    table.add_row(seg.segment_id, seg.view_ref, str(len(seg.commit_ids)),
+                                  str(seg.row_count), str(len(seg.files)),
+                                  from_us(seg.created_at).isoformat(timespec="seconds"))
+                console.print(table)
+                return
+            if retire is not None:
+                seg = store.retire_segment(retire, reason or "retired by hand")
+                if as_json:
+                    print_json({"segment_id": seg.segment_id, "status": seg.status})
+                else:
+                    console.print(f"segment {seg.segment_id} retired: its "
+                                  f"{len(seg.commit_ids)} commits are read from their own "
+                                  "files")
+                return
+            results = store.compact(view, version=version, min_commits=min_commits)
+        if as_json:
+            print_json([r.to_dict() for r in results])
+            return
+        for r in results:
+            if r.segment_id is None:
+                console.print(f"{r.view}@{r.version}: {r.reason}")
+            else:
+                console.print(f"{r.view}@{r.version}: {r.commits} commits, {r.rows} rows, "
+                              f"{r.files_before} -> {r.files_after} file(s) in "
+                              f"{r.seconds:.2f}s (segment {r.segment_id})")
 
     @app.command()
     def gc(

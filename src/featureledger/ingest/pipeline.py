@@ -371,6 +371,11 @@ class IngestionService:
             schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
             .append(pa.field(COMMIT_TIME_COLUMN, pa.timestamp("us", tz="UTC"))),
             report=report, profile=profile))
+        # past a number of small commits, the version's files are compacted (after the
+        # commit is durable and acknowledged above; a failure there changes nothing)
+        from featureledger.offline.compaction import CompactionService
+
+        self.ctx.part(CompactionService).maybe_compact(record.view_name, record.view_version)
         return IngestionResult(record, report, profile, self.ctx.offline_store.root, timings)
 
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
@@ -458,7 +463,8 @@ class IngestionService:
         Folders younger than ``grace_seconds`` are kept, since an ingestion may be between
         its rename and its registry commit; use 0 only when no ingestion is running.
         """
-        referenced = self._registry.commits.all_files()
+        # files a compaction replaced stay referenced for the same grace period
+        referenced = self._registry.commits.live_files(int(grace_seconds * 1_000_000))
         report = self.ctx.offline_store.gc(referenced, grace_seconds=grace_seconds,
                                            dry_run=dry_run)
         self.ctx.events.emit(GcCompleted(report=report, dry_run=dry_run))

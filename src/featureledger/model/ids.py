@@ -16,7 +16,7 @@ import uuid
 
 from featureledger.errors import InvalidReferenceError
 
-ID_PREFIXES = frozenset({"exp", "run", "mdl", "dep", "cmt", "ds"})
+ID_PREFIXES = frozenset({"exp", "run", "mdl", "dep", "cmt", "ds", "seg"})
 
 _lock = threading.Lock()
 _last_ms = 0

@@ -49,6 +49,11 @@ class ViewScan:
     created_field: str | None = None  # created-timestamp column: the later one wins a tie
     sources: list[tuple[ColumnSource, ...]] = field(default_factory=list)
     file_sources: list[int] = field(default_factory=list)  # index into ``sources`` per file
+    # per file: None when every row of the file is read (with the file's rank), else the
+    # ``(commit id, rank)`` pairs whose rows are read from it: a compacted segment's file
+    # holds the rows of many commits, of which a request may read some (as_of, quarantine)
+    # and which tie by commit rank row by row. Empty list: no compacted files.
+    file_commits: list[tuple[tuple[str, int], ...] | None] = field(default_factory=list)
 
     def order_bits(self, ts_bounds: tuple[int, int] | None) -> int | None:
         """Bits for the commit rank when ``(event_us << bits) + rank`` fits in a BIGINT;
@@ -79,18 +84,39 @@ class ViewScan:
                 f"{[p.version for p in chain]}; please report this")
         index = {v: i for i, v in enumerate(used)}
         own_identity = len(used) == 1 and by_version[used[0]].select(features).identity
+        files: list[str] = []
+        ranks: list[int] = []
+        srcs: list[int] = []
+        picks: list[tuple[tuple[str, int], ...] | None] = []
+        in_segments: dict[str, tuple[Any, list[tuple[str, int]]]] = {}
+        for i, c in enumerate(commits):
+            seg = c.segment
+            if seg is not None:  # read from the compacted segment holding its rows
+                in_segments.setdefault(seg.segment_id, (seg, []))[1].append((c.commit_id, i))
+                continue
+            for p in store.local_paths(c):
+                files.append(p)
+                ranks.append(i)
+                srcs.append(index[c.view_version])
+                picks.append(None)
+        for seg, chosen in in_segments.values():
+            # every row of the segment is wanted and no tie is ranked: read it whole
+            whole = len(chosen) == len(seg.commit_ids) and not tie_break
+            for p in store.local_paths(seg):
+                files.append(p)
+                ranks.append(max(r for _, r in chosen))
+                srcs.append(index[seg.view_version])
+                picks.append(None if whole else tuple(chosen))
         return cls(
             join_keys=list(join_keys), timestamp_field=timestamp_field,
             features=list(features), output_names=list(output_names),
             duckdb_types=[to_duckdb(t) for t in dtypes],
-            files=[p for c in commits for p in store.local_paths(c)],
-            ttl_us=ttl_us, tie_break=tie_break,
-            file_ranks=[i for i, c in enumerate(commits) for _ in c.files],
+            files=files, ttl_us=ttl_us, tie_break=tie_break, file_ranks=ranks,
             event_range=event_range, created_field=created_field,
             sources=[] if own_identity else [by_version[v].select(features).columns
                                              for v in used],
-            file_sources=[] if own_identity else [index[c.view_version] for c in commits
-                                                  for _ in c.files])
+            file_sources=[] if own_identity else srcs,
+            file_commits=picks if any(p is not None for p in picks) else [])
 
     @property
     def multi_source(self) -> bool:
@@ -98,13 +124,28 @@ class ViewScan:
 
     def segments(self, by_rank: bool) -> list[tuple[int, int | None, list[str]]]:
         """``(source, rank, files)`` groups to read as the branches of one UNION ALL:
-        one per source version, and one per commit too when ``by_rank``."""
-        groups: dict[tuple[int, int | None], list[str]] = {}
+        one per source version, and one per commit too when ``by_rank``. For a scan with
+        compacted files (``file_commits``) use :meth:`groups`."""
+        if self.file_commits:
+            raise RetrievalError("internal: a scan with compacted files is read by groups(); "
+                                 "please report this")
+        return [(src, rank, files) for src, rank, files, _ in self.groups(by_rank)]
+
+    def groups(self, by_rank: bool
+               ) -> list[tuple[int, int | None, list[str], tuple[tuple[str, int], ...] | None]]:
+        """``(source, rank, files, picks)`` groups to read as the branches of one UNION ALL:
+        one per source version, and one per commit too when ``by_rank``. ``picks`` is None
+        for files read whole (every row with ``rank``), else the ``(commit id, rank)``
+        pairs whose rows are read from them (``rank`` is then None: it comes per row)."""
+        groups: dict[tuple[int, int | None, tuple[tuple[str, int], ...] | None],
+                     list[str]] = {}
         srcs = self.file_sources or [0] * len(self.files)
         ranks = self.file_ranks or [0] * len(self.files)
-        for f, src, rank in zip(self.files, srcs, ranks, strict=True):
-            groups.setdefault((src, rank if by_rank else None), []).append(f)
-        return [(src, rank, files) for (src, rank), files in groups.items()]
+        picks = self.file_commits or [None] * len(self.files)
+        for f, src, rank, pick in zip(self.files, srcs, ranks, picks, strict=True):
+            key = (src, None if pick is not None or not by_rank else rank, pick)
+            groups.setdefault(key, []).append(f)
+        return [(src, rank, files, pick) for (src, rank, pick), files in groups.items()]
 
 
 class OfflineEngine(Protocol):

@@ -253,13 +253,38 @@ def os_error(exc: OSError, path: Path | str, doing: str) -> FeatureLedgerError |
 
 
 def _commit_label(commit: CommitRecord) -> str:
-    return f"commit {commit.commit_id} ({commit.view_name}@{commit.view_version})"
+    kind = "segment" if commit.commit_id.startswith("seg_") else "commit"
+    return f"{kind} {commit.commit_id} ({commit.view_name}@{commit.view_version})"
 
 
 def _what_to_do(root: Path, commit: CommitRecord) -> str:
+    if commit.commit_id.startswith("seg_"):
+        return (f"Restore the file from a backup into the offline store at {root}, or retire "
+                "the segment so that its commits are read from their own files (while gc has "
+                f"not removed them): featureledger compact {commit.view_name} --retire "
+                f"{commit.commit_id}")
     return (f"Restore the file from a backup into the offline store at {root}, or quarantine "
             "the commit so that retrieval and serving skip it: featureledger quarantine "
             f"{commit.commit_id} --reason 'file lost'")
+
+
+def read_units(commits: Iterable[CommitRecord]) -> list[Any]:
+    """What a read of ``commits`` opens: each commit's own files, or once each, the
+    compacted segment holding a commit's rows (both have ``files``, ``file_manifest`` and
+    ``content_digest``). Segments whose registry row was edited are refused."""
+    from featureledger.registry.segments import require_sealed_segment
+
+    out: list[Any] = []
+    seen: set[str] = set()
+    for c in commits:
+        seg = getattr(c, "segment", None)
+        if seg is None:
+            out.append(c)
+        elif seg.segment_id not in seen:
+            seen.add(seg.segment_id)
+            require_sealed_segment(seg)
+            out.append(seg)
+    return out
 
 
 def commit_file_error(root: Path, commit: CommitRecord, rel: str, problem: str
@@ -385,9 +410,10 @@ def commit_reads(root: Path, commits: Iterable[CommitRecord], *,
     """
     from featureledger.registry.commits import require_sealed
 
-    commits = list(commits)
     root = Path(root)
-    require_sealed(commits)
+    listed = list(commits)
+    require_sealed(listed)
+    commits = read_units(listed)
     require_commit_files(root, commits)
     if verify_digests:
         verify_commit_digests(root, commits)
@@ -459,7 +485,8 @@ class ParquetOfflineStore:
                      tables: list[pa.Table] | pa.Table, *, compression: str = "snappy",
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
-                     before_rename: Any = None) -> WrittenFiles:
+                     before_rename: Any = None,
+                     row_group_size: int = ROW_GROUP_SIZE) -> WrittenFiles:
         """Write a commit's tables as Parquet, atomically appearing under its folder.
 
         ``tables`` become ``part-NNNNN.parquet`` (the commit's data files, digested in
@@ -495,7 +522,7 @@ class ParquetOfflineStore:
                 # the page cache is cheaper than hashing inside a Python write callback
                 pq.write_table(table, tmp / name, compression=compression,
                                compression_level=compression_level,
-                               row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+                               row_group_size=row_group_size, write_statistics=True)
                 t = time.perf_counter()
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())

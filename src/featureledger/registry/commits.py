@@ -28,6 +28,7 @@ module and recomputes it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import operator
@@ -43,6 +44,7 @@ from featureledger.model.hashing import canonical_json
 from featureledger.model.timeutil import from_us, now_us
 from featureledger.registry import schema
 from featureledger.registry.engine import RegistryDB
+from featureledger.registry.segments import SegmentRecord, SegmentRepository
 
 COMMIT_STATUSES = ("committed", "quarantined", "rolled_back")
 PENDING_STATUS = "pending"  # a push's commit before it lands (see the module docstring)
@@ -124,6 +126,10 @@ class CommitRecord:
     # equality: it says how the row was found, not what the commit is
     seal: str | None = field(default=None, compare=False)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the active compacted segment holding this commit's rows, when there is one: readers
+    # then read its rows from the segment's files (see registry/segments.py). Not part of
+    # equality: it says where the rows are, not what the commit is
+    segment: SegmentRecord | None = field(default=None, compare=False)
 
     @property
     def view_ref(self) -> str:
@@ -139,7 +145,9 @@ class CommitRecord:
         return from_us(self.commit_time)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__
+             if k not in ("extra", "segment")}
+        d["segment_id"] = self.segment.segment_id if self.segment else None
         d["commit_time_iso"] = from_us(self.commit_time).isoformat()
         return d
 
@@ -192,6 +200,22 @@ def require_sealed(commits: Sequence[CommitRecord] | Any, doing: str = "read") -
 class CommitRepository:
     def __init__(self, db: RegistryDB) -> None:
         self.db = db
+        self.segments = SegmentRepository(db)
+
+    def _located(self, records: list[CommitRecord], conn: Connection | None = None
+                 ) -> list[CommitRecord]:
+        """``records`` with the active segment that holds each one's rows, if any."""
+        if not records:
+            return records
+        views = {(r.view_name, r.view_version) for r in records}
+        where: dict[str, SegmentRecord] = {}
+        for seg in self.segments.active(conn, views=views):
+            for cid in seg.commit_ids:
+                where[cid] = seg
+        if not where:
+            return records
+        return [dataclasses.replace(r, segment=where[r.commit_id]) if r.commit_id in where
+                else r for r in records]
 
     def insert(self, conn: Connection, rec: CommitRecord) -> None:
         """Record a commit inside the caller's write transaction (this makes it visible),
@@ -246,7 +270,7 @@ class CommitRepository:
             raise UnknownCommitError(
                 f"unknown commit {commit_id!r}; list commits with 'featureledger commits VIEW'"
             )
-        return _row(r)
+        return self._located([_row(r)])[0]
 
     def get_many(self, commit_ids: list[str]) -> list[CommitRecord]:
         """Commits by id, in the order given; raises for any id that does not exist."""
@@ -261,7 +285,7 @@ class CommitRepository:
         missing = [c for c in commit_ids if c not in found]
         if missing:
             raise UnknownCommitError(f"unknown commit(s): {', '.join(missing[:10])}")
-        return [found[c] for c in commit_ids]
+        return self._located([found[c] for c in commit_ids])
 
     def list(self, view: str | None = None, version: int | None = None, *,
              as_of: int | None = None, statuses: tuple[str, ...] | None = ("committed",),
@@ -291,7 +315,7 @@ class CommitRepository:
         if limit is not None:
             q = q.limit(limit)
         with self.db.read() as conn:
-            return [_row(r) for r in conn.execute(q)]
+            return self._located([_row(r) for r in conn.execute(q)], conn)
 
     def all_files(self) -> set[str]:
         """Every file any commit of this project references, whatever its status (for gc)."""
@@ -300,6 +324,31 @@ class CommitRepository:
             out: set[str] = set()
             for (files,) in conn.execute(sa.select(t.c.files).where(self.db.scope(t))):
                 out.update(json.loads(files))
+        return out
+
+    def live_files(self, grace_us: int) -> set[str]:
+        """The files gc must keep (relative paths): every commit's own files, but those of a
+        commit held by an active segment made more than ``grace_us`` ago; every active
+        segment's files, and a retired segment's until ``grace_us`` after it was retired.
+        Within the grace period a reader that planned before a compaction still finds
+        what it planned to read."""
+        t = schema.commits
+        cutoff = now_us() - grace_us
+        settled: set[str] = set()  # commits whose rows are in a segment older than grace
+        out: set[str] = set()
+        with self.db.read() as conn:
+            for seg in self.segments.active(conn):
+                out.update(seg.files)
+                if seg.created_at <= cutoff:
+                    settled.update(seg.commit_ids)
+            st = schema.segments
+            for (files,) in conn.execute(sa.select(st.c.files).where(
+                    self.db.scope(st), st.c.status != "active", st.c.retired_at > cutoff)):
+                out.update(json.loads(files))
+            for cid, files in conn.execute(
+                    sa.select(t.c.commit_id, t.c.files).where(self.db.scope(t))):
+                if cid not in settled:
+                    out.update(json.loads(files))
         return out
 
     def set_status(self, commit_id: str, status: str, reason: str | None = None,

@@ -102,6 +102,36 @@ Index("ix_commits_view", commits.c.project, commits.c.view_name, commits.c.view_
       commits.c.commit_time)
 Index("ix_commits_run", commits.c.run_id)
 
+# A compacted segment (revision 0006): the rows of several commits of one view version
+# rewritten into files clustered by join key and sorted by event time. Every row keeps its
+# ``_commit_id`` and ``_commit_time``, so readers pick rows by commit as before; commit rows
+# are never changed by compaction. ``active`` segments are where their commits are read
+# from; a segment superseded by a newer compaction is ``retired`` (its files stay for a
+# grace period, for readers that planned before).
+segments = Table(
+    "segments",
+    metadata,
+    Column("segment_id", String(64), primary_key=True),
+    _project(),
+    Column("view_name", String(255), nullable=False),
+    Column("view_version", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("commit_ids", Text, nullable=False),  # JSON list, in commit order
+    Column("files", Text, nullable=False),  # JSON list of paths relative to the offline root
+    Column("file_manifest", Text, nullable=False),  # JSON {path: {size, rows, key range}}
+    Column("content_digest", String(64), nullable=False),  # sha256 over the files, in order
+    Column("row_count", BigInteger, nullable=False),
+    Column("min_event_ts", BigInteger, nullable=True),
+    Column("max_event_ts", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False),  # active / retired
+    Column("retired_at", BigInteger, nullable=True),
+    # sha256 over the other columns but status/retired_at, taken at insert (see
+    # registry/segments.py): an edited commit list or file list is refused on read
+    Column("row_digest", String(64), nullable=False),
+)
+Index("ix_segments_view", segments.c.project, segments.c.view_name, segments.c.view_version,
+      segments.c.status)
+
 # The result of a historical retrieval.
 datasets = Table(
     "datasets",

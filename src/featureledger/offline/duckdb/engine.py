@@ -91,7 +91,7 @@ def _ts_literal(us: int) -> str:
     return f"TIMESTAMPTZ '{from_us(us).isoformat()}'"
 
 
-def _order_key(ts_expr: str, rank: int, bits: int | None) -> str:
+def _order_key(ts_expr: str, rank: int | str, bits: int | None) -> str:
     """SQL for the (event time, commit rank) order key: BIGINT with ``bits``, else HUGEINT."""
     if bits is None:
         return f"((epoch_us({ts_expr})::HUGEINT << 64) + {rank})"
@@ -100,6 +100,17 @@ def _order_key(ts_expr: str, rank: int, bits: int | None) -> str:
 
 def _parquet(files: Sequence[str]) -> str:
     return "read_parquet([" + ", ".join(_quote_str(f) for f in files) + "])"
+
+
+def _source(files: Sequence[str], picks: Sequence[tuple[str, int]] | None) -> str:
+    """The rows to read from ``files``: all of them, or (compacted files holding many
+    commits) those of the picked commits, each with its commit's rank as ``_rank``. The
+    join with the small list of picked commits is both the filter and the rank lookup."""
+    if picks is None:
+        return _parquet(files)
+    values = ", ".join(f"({_quote_str(cid)}, {int(rank)})" for cid, rank in picks)
+    return (f"(SELECT _p.*, _r._rank FROM {_parquet(files)} _p JOIN (VALUES {values}) "
+            "_r(_rcid, _rank) ON _p._commit_id = _r._rcid)")
 
 
 def latest_per_key_sql(scan: ViewScan, *, start: int | None = None, end: int | None = None,
@@ -131,14 +142,14 @@ def latest_per_key_sql(scan: ViewScan, *, start: int | None = None, end: int | N
                      f"{ts} > make_timestamp({int(since)}::BIGINT)::TIMESTAMPTZ)")
     created = scan.created_field
     branches = []
-    for src, _rank, files in scan.segments(by_rank=False):
+    for src, _rank, files, picks in scan.groups(by_rank=False):
         cols = [*keys, f"epoch_us({ts}) AS _ts", "epoch_us(_commit_time) AS _ctime",
                 "_commit_id"]
         cols += [f"{expr} AS {quote_ident(o)}"
                  for expr, o in zip(feature_sql(scan, src), scan.output_names, strict=True)]
         if created:
             cols.append(f"epoch_us({quote_ident(created)}) AS _cts")
-        source = _parquet(files)
+        source = _source(files, picks)
         if keys_relation is not None:
             source = f"(SELECT * FROM {source} SEMI JOIN {keys_relation} USING ({keys_sql}))"
         branches.append(f"SELECT {', '.join(cols)} FROM {source}"
@@ -234,17 +245,20 @@ class DuckDBEngine:
             dedupe = s.created_field is not None
             bits = s.order_bits(ts_bounds) if s.tie_break else None
             branches = []
-            for src, rank, files in s.segments(by_rank=s.tie_break):
+            for src, rank, files, picks in s.groups(by_rank=s.tie_break):
                 f_cols = [quote_ident(k) for k in s.join_keys] + [f"{ts} AS _fts"]
                 f_cols += [f"{expr} AS _v{j}" for j, expr in enumerate(feature_sql(s, src))]
                 if dedupe:
                     f_cols.append(f"{quote_ident(s.created_field or '')} AS _cts")
                 if s.multi_source:
                     f_cols.append(f"{src} AS _src")
-                if rank is not None:
-                    f_cols.append(f"{rank} AS _rank" if dedupe
-                                  else f"{_order_key(ts, rank, bits)} AS _ord")
-                branches.append(f"SELECT {', '.join(f_cols)} FROM {_parquet(files)}{where}")
+                if s.tie_break:
+                    # a commit's rank: one per file, or per row in a compacted file
+                    r = "_rank" if rank is None else str(rank)
+                    f_cols.append(f"{r} AS _rank" if dedupe
+                                  else f"{_order_key(ts, r, bits)} AS _ord")
+                branches.append(f"SELECT {', '.join(f_cols)} FROM {_source(files, picks)}"
+                                f"{where}")
             source = " UNION ALL ".join(branches)
             if dedupe:
                 # among rows with the same keys and event time the later created time wins,
@@ -318,13 +332,13 @@ class DuckDBEngine:
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
         created = scan.created_field
         branches = []
-        for src, _rank, files in scan.segments(by_rank=False):
+        for src, _rank, files, picks in scan.groups(by_rank=False):
             cols = keys + [ts] + [f"{expr} AS {quote_ident(o)}" for expr, o in
                                   zip(feature_sql(scan, src), scan.output_names, strict=True)]
             cols += ["_commit_id", "_commit_time"]
             if created:
                 cols.append(f"{quote_ident(created)} AS _cts")
-            branches.append(f"SELECT {', '.join(cols)} FROM {_parquet(files)}{where}")
+            branches.append(f"SELECT {', '.join(cols)} FROM {_source(files, picks)}{where}")
         sql = " UNION ALL ".join(branches)
         if scan.tie_break or created:
             order = ("_cts DESC NULLS LAST, " if created else "") + "_commit_time DESC"
@@ -358,10 +372,11 @@ class DuckDBEngine:
         if not scan.files:
             return []
         keys = ", ".join(quote_ident(k) for k in scan.join_keys)
+        sql = " UNION ".join(f"SELECT DISTINCT {keys} FROM {_source(files, picks)}"
+                             for _src, _rank, files, picks in scan.groups(by_rank=False))
         cur = self._cursor()
         try:
-            return [tuple(r) for r in
-                    cur.execute(f"SELECT DISTINCT {keys} FROM {_parquet(scan.files)}").fetchall()]
+            return [tuple(r) for r in cur.execute(sql).fetchall()]
         finally:
             cur.close()
 
@@ -373,12 +388,12 @@ class DuckDBEngine:
         keys = [quote_ident(k) for k in scan.join_keys]
         created = [quote_ident(scan.created_field)] if scan.created_field else []
         branches = []
-        for src, _rank, files in scan.segments(by_rank=False):
+        for src, _rank, files, picks in scan.groups(by_rank=False):
             cols = [*keys, ts, *created]
             cols += [f"{expr} AS {quote_ident(o)}" for expr, o in
                      zip(feature_sql(scan, src), scan.output_names, strict=True)]
             cols += [quote_ident(c) for c in extra]
-            branches.append(f"SELECT {', '.join(cols)} FROM {_parquet(files)}")
+            branches.append(f"SELECT {', '.join(cols)} FROM {_source(files, picks)}")
         return self._stream(self._cursor(), " UNION ALL ".join(branches)).read_all()
 
     def _stream(self, cur: Any, sql: str) -> pa.RecordBatchReader:
