@@ -142,6 +142,13 @@ def test_compaction_keeps_every_answer(tmp_path, seed):
         assert store.reproduce(before_as_of.id).content_hash == \
             before_as_of.content_hash
         assert speeds(retrieve(store)) == oracle(ENTITIES, commits, ids, readable)
+        # reconcile checks the segment's files in place of the removed commit files
+        assert store.reconcile(deep=True).codes() == []
+        seg_file = store.ctx.offline_store.path(seg.files[-1])
+        seg_file.write_bytes(seg_file.read_bytes()[:-3])
+        problems = store.reconcile().problems
+        assert [p.code for p in problems] == ["commit_file_size_mismatch"]
+        assert seg.segment_id in problems[0].message and "--retire" in problems[0].message
     finally:
         store.close()
 

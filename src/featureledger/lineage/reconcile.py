@@ -299,7 +299,18 @@ def _commits(conn: Connection) -> list[_CommitFiles]:
             path = json.loads(validation).get("rejected_path")
             if path:
                 side_of_old[cid] = path
+    # a commit held by an active compacted segment is read from the segment: its own data
+    # files may be gone (gc removes them a grace period after the compaction), the
+    # segment's files are checked instead
+    sg = schema.segments
+    held: set[str] = set()
     out = []
+    for seg in conn.execute(sa.select(sg).where(scope(conn, sg), sg.c.status == "active")
+                            .order_by(sg.c.segment_id)):
+        held.update(json.loads(seg.commit_ids))
+        out.append(_CommitFiles(seg.segment_id, f"{seg.view_name}@{seg.view_version}",
+                                "committed", json.loads(seg.files), [], seg.content_digest,
+                                json.loads(seg.file_manifest)))
     for r in rows:
         files = json.loads(r.files)
         manifest = json.loads(r.file_manifest) if r.file_manifest else None
@@ -308,6 +319,8 @@ def _commits(conn: Connection) -> list[_CommitFiles]:
             side = sorted(p for p in manifest if p not in data)
         else:
             side = [side_of_old[r.commit_id]] if r.commit_id in side_of_old else []
+        if r.commit_id in held:
+            files = []
         out.append(_CommitFiles(r.commit_id, f"{r.view_name}@{r.view_version}", r.status,
                                 files, side, r.content_digest, manifest))
     return out
@@ -315,6 +328,10 @@ def _commits(conn: Connection) -> list[_CommitFiles]:
 
 def _commit_advice(c: _CommitFiles, root: Any) -> str:
     restore = f"restore it from a backup into the offline store at {root}"
+    if c.commit_id.startswith("seg_"):
+        return (f"{restore}, or retire the compacted segment so that its commits are read "
+                "from their own files (while gc has not removed them): featureledger "
+                f"compact {c.view_ref.partition('@')[0]} --retire {c.commit_id}")
     if c.status == "committed":
         return (f"{restore}, or quarantine the commit so that retrieval and serving skip "
                 f"it: featureledger quarantine {c.commit_id} --reason 'file lost'")
@@ -340,6 +357,10 @@ def _size_problem(path: Any, expected: int | None) -> tuple[str, str] | None:
     return None
 
 
+def _kind(c: _CommitFiles) -> str:
+    return "segment" if c.commit_id.startswith("seg_") else "commit"
+
+
 _COMMIT_CODES = {"missing": "commit_files_missing", "unreadable": "commit_file_unreadable",
                  "size_mismatch": "commit_file_size_mismatch"}
 
@@ -361,7 +382,7 @@ def _commit_file_checks(commits: list[_CommitFiles], offline: Any, deep: bool
             bad.add(rel)
             what = "file" if rel in c.files else "side file"
             out.append(Problem(_COMMIT_CODES[kind],
-                               f"commit {c.commit_id} of {c.view_ref}: its {what} {rel} "
+                               f"{_kind(c)} {c.commit_id} of {c.view_ref}: its {what} {rel} "
                                f"{wrong}; {_commit_advice(c, root)}",
                                {"commit": c.commit_id, "feature_version": c.view_ref,
                                 "file": rel}))
@@ -372,7 +393,7 @@ def _commit_file_checks(commits: list[_CommitFiles], offline: Any, deep: bool
             which = (f"its file {c.files[0]}" if len(c.files) == 1
                      else f"one of its files ({', '.join(c.files)})")
             out.append(Problem("commit_digest_mismatch",
-                               f"commit {c.commit_id} of {c.view_ref}: {which} no longer "
+                               f"{_kind(c)} {c.commit_id} of {c.view_ref}: {which} no longer "
                                "matches the content digest recorded at commit time, so it "
                                f"was changed after the commit; {_commit_advice(c, root)}",
                                {"commit": c.commit_id, "feature_version": c.view_ref,

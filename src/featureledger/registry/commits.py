@@ -345,10 +345,15 @@ class CommitRepository:
             for (files,) in conn.execute(sa.select(st.c.files).where(
                     self.db.scope(st), st.c.status != "active", st.c.retired_at > cutoff)):
                 out.update(json.loads(files))
-            for cid, files in conn.execute(
-                    sa.select(t.c.commit_id, t.c.files).where(self.db.scope(t))):
+            for cid, files, manifest in conn.execute(
+                    sa.select(t.c.commit_id, t.c.files, t.c.file_manifest)
+                    .where(self.db.scope(t))):
                 if cid not in settled:
                     out.update(json.loads(files))
+                elif manifest:  # side files (rejected rows) are not in the segment: the
+                    # commit's folder stays for them
+                    data = set(json.loads(files))
+                    out.update(p for p in json.loads(manifest) if p not in data)
         return out
 
     def set_status(self, commit_id: str, status: str, reason: str | None = None,
