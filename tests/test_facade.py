@@ -15,8 +15,8 @@ import featureledger
 from featureledger.definitions.apply import ApplyService
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
-from featureledger.offline.retrieval import RetrievalService
 from featureledger.offline.compaction import CompactionService
+from featureledger.offline.retrieval import RetrievalService
 from featureledger.online.materialization import MaterializationService
 from featureledger.online.service import OnlineService
 from featureledger.store import FeatureStore
