@@ -282,9 +282,6 @@ class CompactionConfig(_Config):
     row_group_rows: int = Field(default=131_072, ge=1)
     """Rows per Parquet row group of a compacted file (sorted by event time, so smaller
     groups let the engine skip more of what no entity row can reach)."""
-    grace_seconds: float = Field(default=3600, ge=0)
-    """How long files replaced by a compaction stay for readers that planned before it;
-    ``gc`` removes them after that."""
 
 
 class ProjectConfig(_Config):
