@@ -79,7 +79,8 @@ def spark_engine():
     from featureledger.offline.spark import SparkEngine
 
     engine = SparkEngine(master="local[2]", shuffle_partitions=2, conf=SPARK_TEST_CONF)
-    engine.spark  # start the session now, with these settings, before any store does
+    # start the session now, with these settings, before any store does
+    assert engine.spark is not None
     yield engine
     engine.close()
 

@@ -430,3 +430,37 @@ def test_results_have_duckdb_schema_and_content_hash(engine, duckdb_engine, tmp_
         assert content_hash(got) == content_hash(want), name
     assert sorted(engine.distinct_keys(scan), key=lambda t: null_last(t[0])) == sorted(
         duckdb_engine.distinct_keys(scan), key=lambda t: null_last(t[0]))
+
+
+# -- errors ----------------------------------------------------------------------------------
+def test_a_missing_file_is_a_storage_error_naming_what_to_check(engine, tmp_path):
+    from featureledger.errors import StorageError
+
+    sc = Scenario(rows=[Row(k=1, ts=BASE, speed=1.0, trips=1, rating=None, level=None,
+                            created=None, commit=0, source=0)], commits=[0], multi=False,
+                  created=False)
+    scan = write_scan(sc, tmp_path)
+    import os
+
+    os.remove(scan.files[0])
+    entities, _ = entity_table([(1, (1, 0))])
+    with pytest.raises(StorageError, match="offline store"):
+        engine.point_in_time(entities, "ets", [scan], None).read_all()
+    with pytest.raises(StorageError, match="offline store"):
+        engine.rows(scan)
+
+
+def test_spark_without_pyspark_names_the_extra_to_install(monkeypatch):
+    import sys
+
+    from featureledger.backends import backend_class
+    from featureledger.errors import MissingDependencyError
+
+    # an interpreter without pyspark: importing it fails as it would there
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    for name in [m for m in sys.modules if m.startswith("featureledger.offline.spark")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(MissingDependencyError,
+                       match=r"offline_engine type 'spark' needs the package 'pyspark'.*"
+                             r"pip install 'featureledger\[spark\]'"):
+        backend_class("offline_engine", "spark")

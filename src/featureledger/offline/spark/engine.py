@@ -310,7 +310,8 @@ class SparkEngine:
 
         if hasattr(df, "toArrow"):
             return df.toArrow()
-        batches = df._collect_as_arrow()  # Spark 3.5
+        handle: Any = df  # Spark 3.5: no public toArrow, only the Arrow collect below
+        batches = handle._collect_as_arrow()
         from pyspark.sql.pandas.types import to_arrow_schema
 
         return pa.Table.from_batches(batches, schema=to_arrow_schema(df.schema))
