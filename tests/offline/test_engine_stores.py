@@ -98,6 +98,10 @@ def test_the_same_rows_and_commits_hash_the_same_on_duckdb_and_spark(stores):
     assert rows[0] == {"trips@2__count": 7, "trips@2__tip": 0.5, "trips@1__count": 7,
                        "rating__stars": 3.5, "rating__tags": []}  # later commit, later created
     assert rows[2]["trips@2__tip"] == 2.0 and rows[3]["trips@2__count"] is None  # TTL: 40m old
+    # a Spark DataFrame is an entity frame too (collected to the driver as Arrow)
+    frame = spark.ctx.engine.spark.createDataFrame(pa.table(ENTITIES))
+    c = spark.get_historical_features(frame, FEATURES, full_feature_names=True)
+    assert c.content_hash == a.content_hash
     # each engine rebuilds the other's dataset bit for bit
     assert spark.reproduce(a.id).content_hash == a.content_hash
     assert duck.reproduce(b.id).content_hash == b.content_hash
