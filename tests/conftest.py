@@ -49,6 +49,42 @@ def require_redis() -> None:
     )
 
 
+def require_pyspark() -> None:
+    """Skip (fail under CI) when pyspark is not installed."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        msg = ("pyspark is not installed; install it with pip install 'featureledger[spark]' "
+               "(Java 17 or newer must be on PATH) to run the Spark engine tests")
+        if os.environ.get("CI"):
+            pytest.fail(f"{msg} (CI must run every backend)")
+        pytest.skip(msg)
+
+
+# Small and quick for tests on a shared 2-core machine: few partitions, a small heap, and
+# a JIT that compiles less (these JVMs live for a few minutes, not days).
+SPARK_TEST_CONF = {
+    "spark.driver.memory": "768m",
+    "spark.default.parallelism": "2",
+    "spark.sql.adaptive.coalescePartitions.initialPartitionNum": "2",
+    "spark.driver.extraJavaOptions": "-XX:+UseSerialGC -XX:TieredStopAtLevel=1",
+}
+
+
+@pytest.fixture(scope="session")
+def spark_engine():
+    """The Spark engine in local mode; its session (one per process) serves every Spark
+    test, including stores configured with ``offline_engine: {type: spark}``."""
+    require_pyspark()
+    from featureledger.offline.spark import SparkEngine
+
+    engine = SparkEngine(master="local[2]", shuffle_partitions=2, conf=SPARK_TEST_CONF)
+    # start the session now, with these settings, before any store does
+    assert engine.spark is not None
+    yield engine
+    engine.close()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""

@@ -36,23 +36,46 @@ def _write(tmp_path, text: str):
     return tmp_path
 
 
-def test_spark_is_refused_at_load_naming_what_exists(tmp_path) -> None:
+def test_spark_as_offline_store_is_refused_pointing_to_the_engine(tmp_path) -> None:
     from featureledger import FeatureStore
 
     _write(tmp_path, "project: p\noffline_store: {type: spark, master: 'local[2]'}\n")
     with pytest.raises(ConfigError) as exc:
         load_config(tmp_path, environ={})
     msg = str(exc.value)
-    assert "offline_store: Spark is not available yet" in msg
+    assert "offline_store: Spark is an offline engine, not an offline store" in msg
+    assert "'offline_engine: {type: spark}'" in msg
     assert "Available offline_store types: 'parquet'" in msg and "DuckDB" in msg
     # the store refuses to open: nothing is created on disk
-    with pytest.raises(ConfigError, match="Spark is not available yet"):
+    with pytest.raises(ConfigError, match="Spark is an offline engine"):
         FeatureStore(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["featureledger.yaml"]
     # the same through the environment
     _write(tmp_path, "project: p\n")
-    with pytest.raises(ConfigError, match="Spark is not available yet"):
+    with pytest.raises(ConfigError, match="Spark is an offline engine"):
         load_config(tmp_path, environ={"FEATURELEDGER__OFFLINE_STORE__TYPE": "spark"})
+
+
+def test_spark_engine_settings_are_validated_and_typos_name_the_known_keys(tmp_path) -> None:
+    from featureledger.config import SparkEngineConfig
+
+    _write(tmp_path, "offline_engine: {type: spark, master: 'local[1]', shuffle_partitions: 2,"
+                     " conf: {spark.driver.memory: 1g}}\n")
+    cfg = load_config(tmp_path, environ={})
+    assert isinstance(cfg.offline_engine, SparkEngineConfig)
+    assert (cfg.offline_engine.master, cfg.offline_engine.shuffle_partitions,
+            cfg.offline_engine.conf) == ("local[1]", 2, {"spark.driver.memory": "1g"})
+    # switching the type through the environment drops the other engine's keys
+    _write(tmp_path, "offline_engine: {type: duckdb, threads: 2}\n")
+    cfg = load_config(tmp_path, environ={"FEATURELEDGER__OFFLINE_ENGINE__TYPE": "spark"})
+    assert cfg.offline_engine.type == "spark"
+    _write(tmp_path, "offline_engine: {type: spark, mastr: 'local[2]'}\n")
+    with pytest.raises(ConfigError, match=r"mastr.*known keys: type, master, app_name, "
+                                          r"shuffle_partitions, conf"):
+        load_config(tmp_path, environ={})
+    _write(tmp_path, "offline_engine: {type: flink}\n")
+    with pytest.raises(ConfigError, match=r"type 'flink' is not implemented.*'duckdb'.*'spark'"):
+        load_config(tmp_path, environ={})
 
 
 def test_unimplemented_store_types_are_refused_naming_the_implemented_ones(tmp_path) -> None:

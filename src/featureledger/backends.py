@@ -33,6 +33,7 @@ BACKENDS: dict[str, dict[str, tuple[str, str | None]]] = {
     },
     "offline_engine": {
         "duckdb": ("featureledger.offline.duckdb:DuckDBEngine", None),
+        "spark": ("featureledger.offline.spark:SparkEngine", "spark"),
     },
     "online_store": {
         "sqlite": ("featureledger.online.sqlite:SqliteOnlineStore", None),

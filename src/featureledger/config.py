@@ -88,12 +88,29 @@ class DuckDBEngineConfig(_Config):
     """Where DuckDB spills; default: the system temp folder."""
 
 
-OfflineEngineConfig = DuckDBEngineConfig
+class SparkEngineConfig(_Config):
+    type: Literal["spark"] = "spark"
+    master: str = "local[2]"
+    """Spark master URL: ``local[N]`` runs Spark in this process with N cores; a cluster
+    URL needs every worker to see the offline store's files at the same paths."""
+    app_name: str = "featureledger"
+    """Spark application name (shown in the Spark UI and cluster manager)."""
+    shuffle_partitions: int = Field(default=4, ge=1)
+    """``spark.sql.shuffle.partitions``: small suits local mode; raise it on a cluster."""
+    conf: dict[str, str] = Field(default_factory=dict)
+    """Further Spark settings (e.g. ``spark.driver.memory: 2g``), applied when the
+    process's Spark session is created; they cannot change a session already running."""
 
 
-# Only what is implemented is accepted. Spark will come as an offline *engine* over the same
-# Parquet files (DESIGN.md section 4), with its own settings; until then ``type: spark`` is
-# refused rather than silently running DuckDB.
+OfflineEngineConfig = Annotated[
+    Union[DuckDBEngineConfig, SparkEngineConfig], Field(discriminator="type")
+]
+ENGINE_CONFIGS = (DuckDBEngineConfig, SparkEngineConfig)
+
+
+# Only what is implemented is accepted. Spark is an offline *engine* over the same Parquet
+# files (DESIGN.md section 4), not a place where data lives, so ``offline_store: spark`` is
+# refused with a pointer to ``offline_engine`` rather than silently running DuckDB.
 OfflineStoreConfig = ParquetOfflineStoreConfig
 
 
@@ -124,15 +141,15 @@ OnlineStoreConfig = Annotated[
 AVAILABLE_TYPES: dict[str, dict[str, str]] = {
     "offline_store": {"parquet": "Parquet files on local disk, queried with DuckDB"},
     "online_store": {"sqlite": "embedded SQLite file", "redis": "Redis server"},
-    "offline_engine": {"duckdb": "DuckDB, in process"},
+    "offline_engine": {"duckdb": "DuckDB, in process",
+                       "spark": "Apache Spark (local mode or a cluster; the 'spark' extra)"},
 }
 # (section, type) -> why it is refused although users may expect it
 NOT_AVAILABLE_YET: dict[tuple[str, str], str] = {
     ("offline_store", "spark"): (
-        "Spark is not available yet; it is planned as an offline engine over the same "
-        "Parquet files, configured separately, not as an offline store"),
-    ("offline_engine", "spark"): (
-        "Spark is not available yet as an offline engine"),
+        "Spark is an offline engine, not an offline store: the data stays in the Parquet "
+        "offline store and Spark queries it. Set 'offline_engine: {type: spark}' and keep "
+        "'offline_store: {type: parquet}'"),
 }
 REGISTRY_BACKENDS = ("sqlite", "postgresql")
 
@@ -292,6 +309,7 @@ class ProjectConfig(_Config):
     """SQLAlchemy URL of the registry (sqlite:///... or postgresql+psycopg://...)."""
     offline_store: OfflineStoreConfig = Field(default_factory=ParquetOfflineStoreConfig)
     offline_engine: OfflineEngineConfig = Field(default_factory=DuckDBEngineConfig)
+    """The offline engine: ``duckdb`` (embedded, the default) or ``spark``."""
     online_store: OnlineStoreConfig = Field(default_factory=SqliteOnlineStoreConfig)
     openlineage: OpenLineageConfig = Field(default_factory=OpenLineageConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
@@ -386,7 +404,8 @@ def _known_keys(error: Any) -> str:
     model: Any = ProjectConfig
     for part in error["loc"][:-1]:
         if model is _UNION:  # the tag of a discriminated union: the member of that type
-            members = [m for m in (SqliteOnlineStoreConfig, RedisOnlineStoreConfig)
+            members = [m for m in (SqliteOnlineStoreConfig, RedisOnlineStoreConfig,
+                                   *ENGINE_CONFIGS)
                        if m.model_fields["type"].default == part]
             model = members[0] if members else None
         elif isinstance(part, str) and part in model.model_fields:

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-ACCEPTED = ("a pandas or Polars DataFrame, a pyarrow Table, RecordBatch or RecordBatchReader, "
-            "a dict of columns or a list of row dicts")
+ACCEPTED = ("a pandas, Polars or Spark DataFrame, a pyarrow Table, RecordBatch or "
+            "RecordBatchReader, a dict of columns or a list of row dicts")
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,30 @@ def read_frame(data: Any, *, scalars: bool = True, keep_nan: bool = False) -> Fr
             data = data.collect()  # a LazyFrame
         if hasattr(data, "to_arrow"):
             return Frame(data.to_arrow(), "polars")
+    if module == "pyspark" and hasattr(data, "schema") and hasattr(data, "collect"):
+        return _from_spark(data)
     if hasattr(data, "__arrow_c_stream__"):
         return Frame(pa.table(data), "arrow_stream")
     return None
+
+
+def _from_spark(data: Any) -> Frame:
+    """A Spark DataFrame collected to the driver as Arrow (pyspark is not imported here:
+    a Spark frame only exists where it is installed)."""
+    import pyarrow as pa
+
+    try:
+        if hasattr(data, "toArrow"):  # Spark 4
+            return Frame(data.toArrow(), "spark")
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        batches = data._collect_as_arrow()  # Spark 3.5
+        return Frame(pa.Table.from_batches(batches, schema=to_arrow_schema(data.schema)),
+                     "spark")
+    except Exception as exc:  # Spark's and py4j's errors have no common base to name
+        raise FrameError(f"the Spark DataFrame cannot be collected as Arrow: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+                         ) from None
 
 
 def _from_pandas(data: Any, keep_nan: bool) -> Frame:

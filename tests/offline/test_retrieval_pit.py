@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import warnings
 
 import pyarrow as pa
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featureledger import Entity, FeatureStore, FeatureView, Field
+from featureledger.config import load_config
 from featureledger.errors import FeatureDataWarning
 
 UTC = dt.UTC
@@ -28,9 +30,16 @@ def t(seconds: int) -> dt.datetime:
     return BASE + dt.timedelta(seconds=seconds)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = FeatureStore(tmp_path_factory.mktemp("pit"))
+@pytest.fixture(scope="module", params=["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
+def store(request, tmp_path_factory):
+    """A store on every offline engine (``offline_engine: {type: spark}`` for Spark)."""
+    path = tmp_path_factory.mktemp("pit")
+    overrides = {}
+    if request.param == "spark":
+        request.getfixturevalue("spark_engine")  # the shared session, with test settings
+        overrides = {"offline_engine": {"type": "spark", "shuffle_partitions": 2}}
+    s = FeatureStore(path, config=load_config(path, overrides=overrides, environ={}))
+    assert s.ctx.engine.name == request.param
     s.apply([Entity(name="driver", join_keys={"driver_id": "int64"}),
              Entity(name="rider", join_keys={"rider_id": "string"})])
     yield s
@@ -82,21 +91,32 @@ entity_row = st.tuples(st.integers(1, 4), st.sampled_from(["x", "y", "z", "w"]),
                        st.integers(-2, 40), st.integers(0, 1))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@pytest.mark.filterwarnings("ignore::featureledger.errors.FeatureDataWarning")
-@given(
-    commits_a=st.lists(commit_a, min_size=0, max_size=4),
-    commits_b=st.lists(commit_b, min_size=0, max_size=3),
-    entities=st.lists(entity_row, min_size=1, max_size=14),
-    ttl_a=st.one_of(st.none(), st.integers(1, 12)),
-    ttl_b=st.one_of(st.none(), st.integers(1, 12)),
-    quarantine=st.sets(st.integers(0, 6), max_size=2),
-    as_of_pick=st.one_of(st.none(), st.tuples(st.sampled_from(["commit", "time"]),
-                                              st.integers(0, 6))),
-    dup=st.booleans(),
-)
-def test_point_in_time_matches_oracle(store, write_commit, commits_a, commits_b, entities,
-                                      ttl_a, ttl_b, quarantine, as_of_pick, dup):
+def test_point_in_time_matches_oracle(store, write_commit):
+    # Spark answers each example with several jobs: fewer examples keep the suite quick
+    @settings(max_examples=60 if store.ctx.engine.name == "duckdb" else 12, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        commits_a=st.lists(commit_a, min_size=0, max_size=4),
+        commits_b=st.lists(commit_b, min_size=0, max_size=3),
+        entities=st.lists(entity_row, min_size=1, max_size=14),
+        ttl_a=st.one_of(st.none(), st.integers(1, 12)),
+        ttl_b=st.one_of(st.none(), st.integers(1, 12)),
+        quarantine=st.sets(st.integers(0, 6), max_size=2),
+        as_of_pick=st.one_of(st.none(), st.tuples(st.sampled_from(["commit", "time"]),
+                                                  st.integers(0, 6))),
+        dup=st.booleans(),
+    )
+    def check(commits_a, commits_b, entities, ttl_a, ttl_b, quarantine, as_of_pick, dup):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FeatureDataWarning)
+            point_in_time_matches_oracle(store, write_commit, commits_a, commits_b, entities,
+                                         ttl_a, ttl_b, quarantine, as_of_pick, dup)
+
+    check()
+
+
+def point_in_time_matches_oracle(store, write_commit, commits_a, commits_b, entities,
+                                 ttl_a, ttl_b, quarantine, as_of_pick, dup):
     a, b = define_views(store, ttl_a, ttl_b)
     written = []  # (view, record, rows) in commit order, interleaving the two views
     for i in range(max(len(commits_a), len(commits_b))):

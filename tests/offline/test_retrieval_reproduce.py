@@ -36,9 +36,20 @@ def ingest(store, view, columns):
 
 
 @pytest.fixture
-def store(tmp_path, registry_url):
-    cfg = load_config(tmp_path, overrides={"registry": registry_url})
+def offline_engine() -> str:
+    """The offline engine type of the store (a test parametrizes it to run on others)."""
+    return "duckdb"
+
+
+@pytest.fixture
+def store(request, tmp_path, registry_url, offline_engine):
+    overrides: dict = {"registry": registry_url}
+    if offline_engine == "spark":
+        request.getfixturevalue("spark_engine")  # the shared session, with test settings
+        overrides["offline_engine"] = {"type": "spark", "shuffle_partitions": 2}
+    cfg = load_config(tmp_path, overrides=overrides)
     s = FeatureStore(tmp_path, config=cfg)
+    assert s.ctx.engine.name == offline_engine
     s.apply([
         Entity(name="driver", join_keys={"driver_id": "int64"}),
         FeatureView(name="trips", entities=["driver"], ttl="1h",
@@ -108,6 +119,7 @@ def test_dataset_is_recorded_with_its_commits_and_lineage(store):
     assert by_name.content_hash == ds.content_hash and by_name.id != ds.id
 
 
+@pytest.mark.parametrize("offline_engine", ["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
 def test_reproduce_is_bit_for_bit_after_later_ingestions_and_quarantines(store,
                                                                          tmp_path):
     _c1, c2 = seed(store)

@@ -176,7 +176,12 @@ class DuckDBEngine:
     def from_config(cls, config: ProjectConfig) -> DuckDBEngine:
         """The engine of ``offline_engine: {type: duckdb, ...}`` (the older
         ``offline_store.duckdb_*`` settings still apply where it sets nothing)."""
-        e, o = config.offline_engine, config.offline_store
+        from featureledger.config import DuckDBEngineConfig
+
+        o = config.offline_store
+        # another engine configured (DuckDB still runs the sandboxed user SQL): its defaults
+        e = (config.offline_engine if isinstance(config.offline_engine, DuckDBEngineConfig)
+             else DuckDBEngineConfig())
         return cls(memory_limit=e.memory_limit or o.duckdb_memory_limit,
                    threads=e.threads or o.duckdb_threads,
                    temp_directory=str(config.resolve(e.temp_directory))
