@@ -101,16 +101,36 @@ class Scenario:
         return any(lo <= prev_hi for (_, prev_hi), (lo, _) in itertools.pairwise(spans))
 
 
+DECOY = 9999  # a commit compacted into the same file that the request does not read
+
+
 def write_scan(sc: Scenario, root: Any, *, ttl: int | None = None, prefix: str = "",
-               files: bool = True) -> ViewScan:
-    """Write each commit as one Parquet file and describe the scan as ViewScan.of would."""
+               files: bool = True, compact: bool = False) -> ViewScan:
+    """Write each commit as one Parquet file and describe the scan as ViewScan.of would.
+
+    With ``compact``, the commits of each source version go into one file, as compaction
+    writes a segment, together with rows of a commit the request does not pick (which
+    would win every key if it were read); the scan then lists the picked commits and their
+    ranks per file."""
     folder = root / f"s{next(_dirs)}"
     folder.mkdir()
     paths, ranks, used_by_file = [], [], []
+    picks: list[tuple[tuple[str, int], ...] | None] = []
+    units: list[tuple[int, list[int]]] = []  # (source version, commits) per file
     for i, src in enumerate(sc.commits):
-        rows = [r for r in sc.rows if r.commit == i]
-        if not rows:
-            continue  # the store never hands over an empty commit's files
+        if any(r.commit == i for r in sc.rows):  # the store never hands over an empty commit
+            units.append((src, [i]))
+    if compact:
+        merged: dict[int, list[int]] = {}
+        for src, cs in units:
+            merged.setdefault(src, []).extend(cs)
+        units = list(merged.items())
+    for n, (src, members) in enumerate(units):
+        rows = [r for r in sc.rows if r.commit in members]
+        if compact:
+            rows = rows + [Row(k=k, ts=BASE + 12 * SEC, speed=999.0, trips=999, rating=9.0,
+                               level=9, created=BASE + 9 * SEC if sc.created else None,
+                               commit=DECOY, source=src) for k in (1, 2, 3)]
         cols: dict[str, pa.Array] = {
             "k": pa.array([r.k for r in rows], pa.int64()),
             "ts": pa.array([r.ts for r in rows], TS),
@@ -124,13 +144,14 @@ def write_scan(sc: Scenario, root: Any, *, ttl: int | None = None, prefix: str =
             cols["level"] = pa.array([r.level for r in rows], pa.int64())
         else:
             cols["trips"] = pa.array([r.trips for r in rows], pa.int32())
-        cols["_commit_id"] = pa.array([sc.commit_id(i)] * len(rows), pa.string())
-        cols["_commit_time"] = pa.array([sc.commit_time(i)] * len(rows), TS)
-        path = folder / f"c{i}.parquet"
+        cols["_commit_id"] = pa.array([sc.commit_id(r.commit) for r in rows], pa.string())
+        cols["_commit_time"] = pa.array([sc.commit_time(r.commit) for r in rows], TS)
+        path = folder / f"c{n}.parquet"
         pq.write_table(pa.table(cols), path)
         paths.append(str(path))
-        ranks.append(i)
+        ranks.append(max(members))
         used_by_file.append(src)
+        picks.append(tuple((sc.commit_id(i), i) for i in members) if compact else None)
     used = sorted(set(used_by_file))
     own = [ColumnSource(f, f, t, t) for f, t in zip(FEATURES, DTYPES, strict=True)]
     old = [ColumnSource("speed", "speed", "float64", "float64"),
@@ -148,7 +169,8 @@ def write_scan(sc: Scenario, root: Any, *, ttl: int | None = None, prefix: str =
         event_range=(min(times), max(times)) if times else None,
         created_field="created" if sc.created else None,
         sources=[] if identity else [projections[v] for v in used],
-        file_sources=[] if identity or not files else [used.index(s) for s in used_by_file])
+        file_sources=[] if identity or not files else [used.index(s) for s in used_by_file],
+        file_commits=picks if compact and files else [])
 
 
 value = st.one_of(st.none(), st.integers(-4, 4))
@@ -248,10 +270,11 @@ def test_point_in_time_matches_the_oracle(engine, tmp_path_factory):
               suppress_health_check=[HealthCheck.too_slow])
     @given(sc=scenarios(), drawn=entity_rows, ttl=st.one_of(st.none(), st.integers(0, 6)),
            ttl_b=st.one_of(st.none(), st.integers(0, 6)), b_files=st.booleans(),
-           bounds=st.booleans())
-    def check(sc, drawn, ttl, ttl_b, b_files, bounds):
+           bounds=st.booleans(), compact=st.booleans())
+    def check(sc, drawn, ttl, ttl_b, b_files, bounds, compact):
         entities, ents = entity_table(drawn)
-        a = write_scan(sc, root, ttl=None if ttl is None else ttl * SEC, prefix="a_")
+        a = write_scan(sc, root, ttl=None if ttl is None else ttl * SEC, prefix="a_",
+                       compact=compact)
         b = write_scan(sc, root, ttl=None if ttl_b is None else ttl_b * SEC, prefix="b_",
                        files=b_files)
         times = [t for _, t in ents if t is not None]
@@ -302,11 +325,11 @@ def test_window_matches_the_oracle(engine, tmp_path_factory):
 
     @settings(**examples(engine, 60), deadline=None,
               suppress_health_check=[HealthCheck.too_slow])
-    @given(sc=scenarios(), start=bound, end=bound)
-    def check(sc, start, end):
+    @given(sc=scenarios(), start=bound, end=bound, compact=st.booleans())
+    def check(sc, start, end, compact):
         if not any(r.commit == i for r in sc.rows for i in range(len(sc.commits))):
             return  # a window is never asked of a scan without files
-        scan = write_scan(sc, root)
+        scan = write_scan(sc, root, compact=compact)
         lo = None if start is None else BASE + start * SEC
         hi = None if end is None else BASE + end * SEC
         got = engine.window(scan, lo, hi).read_all()
@@ -330,11 +353,12 @@ def test_latest_per_key_matches_the_oracle_with_every_option(engine, tmp_path_fa
               suppress_health_check=[HealthCheck.too_slow])
     @given(sc=scenarios(), start=bound, end=bound, only=picks, new=picks,
            since=st.integers(-1, 13),
-           keys=st.one_of(st.none(), st.lists(st.sampled_from([1, 2, 4, None]), max_size=3)))
-    def check(sc, start, end, only, new, since, keys):
+           keys=st.one_of(st.none(), st.lists(st.sampled_from([1, 2, 4, None]), max_size=3)),
+           compact=st.booleans())
+    def check(sc, start, end, only, new, since, keys, compact):
         if not any(r.commit == i for r in sc.rows for i in range(len(sc.commits))):
             return  # materialization never queries a scan without files
-        scan = write_scan(sc, root)
+        scan = write_scan(sc, root, compact=compact)
         opts: dict[str, Any] = {}
         rows = sc.rows
         if start is not None:
@@ -374,9 +398,9 @@ def test_distinct_keys_and_rows_match_the_oracle(engine, tmp_path_factory):
 
     @settings(**examples(engine, 40), deadline=None,
               suppress_health_check=[HealthCheck.too_slow])
-    @given(sc=scenarios())
-    def check(sc):
-        scan = write_scan(sc, root)
+    @given(sc=scenarios(), compact=st.booleans())
+    def check(sc, compact):
+        scan = write_scan(sc, root, compact=compact)
         assert sorted(engine.distinct_keys(scan), key=lambda t: null_last(t[0])) == sorted(
             {(r.k,) for r in sc.rows}, key=lambda t: null_last(t[0]))
         if not scan.files:

@@ -292,8 +292,18 @@ class SparkEngine:
         self._closed = True
 
     # -- reading -------------------------------------------------------------------------
-    def _read(self, files: Sequence[str]) -> DataFrame:
-        return self.spark.read.parquet(*files)
+    def _read(self, files: Sequence[str],
+              picks: Sequence[tuple[str, int]] | None = None) -> DataFrame:
+        """The rows of ``files``: all of them, or (compacted files holding many commits)
+        those of the picked commits, each with its commit's rank as ``_rank`` (a broadcast
+        join with the small list of picks is both the filter and the rank lookup)."""
+        df = self.spark.read.parquet(*files)
+        if picks is None:
+            return df
+        ranks = self.spark.createDataFrame(
+            [(cid, int(rank)) for cid, rank in picks], "_rcid string, _rank int")
+        return (df.join(F.broadcast(ranks), df["_commit_id"] == ranks["_rcid"], "inner")
+                .drop("_rcid"))
 
     def _from_arrow(self, table: pa.Table) -> DataFrame:
         """A DataFrame of an Arrow table (Spark 4 takes Arrow; 3.5 goes through pandas)."""
@@ -335,11 +345,11 @@ class SparkEngine:
         entity row picks up (event µs, features, source index)."""
         ts = _micros(s.timestamp_field)
         frames = []
-        for src, rank, files in s.segments(by_rank=s.tie_break):
+        for src, rank, files, picks in s.groups(by_rank=s.tie_break):
             vals = feature_columns(s, src)
             fields = [ts.alias("t"), *(v.alias(f"v{j}") for j, v in enumerate(vals))]
             fields.append(F.lit(src).cast("int").alias("s"))
-            df = self._read(files)
+            df = self._read(files, picks)
             cond = F.lit(True)
             for k in s.join_keys:  # a null key never equals anything
                 cond = cond & _col(k).isNotNull()
@@ -354,7 +364,8 @@ class SparkEngine:
             frames.append(df.where(cond).select(
                 *(_col(k) for k in s.join_keys), ts.alias("_t"),
                 F.lit(_SIDE_FEATURE).alias("_side"), created.alias("_o1"),
-                F.lit(rank or 0).cast("int").alias("_o2"), F.struct(*fields).alias("_f")))
+                (F.col("_rank") if picks is not None else F.lit(rank or 0)).cast("int")
+                .alias("_o2"), F.struct(*fields).alias("_f")))
         return self._union(frames)
 
     def point_in_time(self, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
@@ -431,8 +442,8 @@ class SparkEngine:
         ts = _micros(scan.timestamp_field)
         with _driver_errors("window"):
             frames = []
-            for src, _rank, files in scan.segments(by_rank=False):
-                df = self._read(files)
+            for src, _rank, files, picks in scan.groups(by_rank=False):
+                df = self._read(files, picks)
                 if start_us is not None:
                     df = df.where(ts >= F.lit(start_us))
                 if end_us is not None:
@@ -485,8 +496,8 @@ class SparkEngine:
             if keys is not None:
                 wanted = self._from_arrow(keys.select(scan.join_keys))
             frames = []
-            for src, _rank, files in scan.segments(by_rank=False):
-                df = self._read(files)
+            for src, _rank, files, picks in scan.groups(by_rank=False):
+                df = self._read(files, picks)
                 if wanted is not None:
                     df = df.join(wanted, on=list(scan.join_keys), how="left_semi")
                 if start is not None:
@@ -524,8 +535,10 @@ class SparkEngine:
         if not scan.files:
             return []
         with _driver_errors("key listing"):
-            table = self._to_arrow(self._read(scan.files).select(
-                *(_col(k) for k in scan.join_keys)).distinct())
+            keys = [_col(k) for k in scan.join_keys]
+            table = self._to_arrow(self._union([
+                self._read(files, picks).select(*keys)
+                for _src, _rank, files, picks in scan.groups(by_rank=False)]).distinct())
         columns = [table.column(k).to_pylist() for k in scan.join_keys]
         return list(zip(*columns, strict=True))
 
@@ -536,11 +549,11 @@ class SparkEngine:
         created = [scan.created_field] if scan.created_field else []
         with _driver_errors("row listing"):
             frames = []
-            for src, _rank, files in scan.segments(by_rank=False):
+            for src, _rank, files, picks in scan.groups(by_rank=False):
                 cols = [_col(c) for c in [*scan.join_keys, scan.timestamp_field, *created]]
                 cols += [c.alias(o) for c, o in zip(feature_columns(scan, src),
                                                     scan.output_names, strict=True)]
                 cols += [_col(c) for c in extra]
-                frames.append(self._read(files).select(*cols))
+                frames.append(self._read(files, picks).select(*cols))
             table = self._to_arrow(self._union(frames))
         return _normalized(table, self._feature_types(scan))
