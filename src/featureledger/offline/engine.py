@@ -41,7 +41,7 @@ class ViewScan:
     features: list[str]  # stored column names
     output_names: list[str]  # result column names, same order
     duckdb_types: list[str]  # declared types (for the all-null result of a view with no data)
-    files: list[str]  # absolute paths of the chosen commits' Parquet files
+    files: list[str]  # the chosen commits' Parquet files, as the store names them for engines
     ttl_us: int | None = None
     tie_break: bool = False  # commits overlap in event time: order ties by commit
     file_ranks: list[int] = field(default_factory=list)  # commit index (in commit order) per file
@@ -83,7 +83,7 @@ class ViewScan:
             join_keys=list(join_keys), timestamp_field=timestamp_field,
             features=list(features), output_names=list(output_names),
             duckdb_types=[to_duckdb(t) for t in dtypes],
-            files=[p for c in commits for p in store.local_paths(c)],
+            files=[p for c in commits for p in store.data_uris(c)],
             ttl_us=ttl_us, tie_break=tie_break,
             file_ranks=[i for i, c in enumerate(commits) for _ in c.files],
             event_range=event_range, created_field=created_field,
