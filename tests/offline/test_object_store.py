@@ -272,7 +272,7 @@ def test_health_probe_and_typed_driver_errors(tmp_path, s3_endpoint, s3_store):
     s3_store.ctx.offline_store.probe()  # answers
     assert s3_store.online.health()["offline_store"]["ok"] is True
     no_bucket = S3OfflineStore("s3://no-such-bucket/x", endpoint_url=s3_endpoint)
-    with pytest.raises(StorageError, match="does not exist.*create it"):
+    with pytest.raises(StorageError, match=r"does not exist.*create it"):
         no_bucket.probe()
     down = S3OfflineStore("s3://b/x", endpoint_url="http://127.0.0.1:9", retries=1)
     with pytest.raises(BackendUnavailableError, match="did not answer"):
