@@ -332,3 +332,37 @@ def test_an_engine_that_cannot_take_the_file_system_is_refused_at_open(tmp_path,
             _ = store.ctx.engine
     finally:
         store.close()
+
+
+def test_verify_digests_refuses_an_object_changed_in_place(tmp_path, s3_url, s3_endpoint, fs):
+    settings = s3_settings(s3_url, s3_endpoint)
+    settings["offline_store"]["verify_digests"] = True
+    store = open_store(tmp_path, settings)
+    try:
+        c = store.ingest("trips", first_rows()).commit
+        good = store.get_historical_features(ENTITIES, ["trips:count"]).to_arrow()
+        assert good.column("count").to_pylist() == [3, 7, None, None]
+        key = f"{s3_url.removeprefix('s3://')}/{c.files[0]}"
+        data = fs.cat_file(key)
+        fs.pipe_file(key, data[:100] + bytes([data[100] ^ 1]) + data[101:])  # same size
+        with pytest.raises(CommitFileError, match="no longer matches the commit's content "
+                                                  "digest") as exc:
+            store.get_historical_features(ENTITIES, ["trips:count"])
+        assert exc.value.commit_id == c.commit_id
+    finally:
+        store.close()
+
+
+def test_projects_sharing_a_prefix_collect_only_their_own_orphans(tmp_path, s3_url,
+                                                                   s3_endpoint, fs):
+    a = open_store(tmp_path / "a", {**s3_settings(s3_url, s3_endpoint), "project": "a"})
+    b = open_store(tmp_path / "b", {**s3_settings(s3_url, s3_endpoint), "project": "b"})
+    try:
+        b.ctx.offline_store.write_commit("trips", 1, "cmt_b_orphan", first_rows())
+        a.ctx.offline_store.write_commit("trips", 1, "cmt_a_orphan", first_rows())
+        assert a.gc(grace_seconds=0).removed == ["a/views/trips/v1/cmt_a_orphan"]
+        assert [k for k in keys(fs, s3_url) if "orphan" in k] == [
+            "b/views/trips/v1/cmt_b_orphan/part-00000.parquet"]
+    finally:
+        a.close()
+        b.close()
