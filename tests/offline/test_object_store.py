@@ -366,3 +366,14 @@ def test_projects_sharing_a_prefix_collect_only_their_own_orphans(tmp_path, s3_u
     finally:
         a.close()
         b.close()
+
+
+def test_pushed_rows_land_as_objects(s3_store, s3_url, fs):
+    commit_id = s3_store.push("rating", pa.table({
+        "driver_id": [7], "event_timestamp": [t(1)], "stars": [2.5]}), flush=True)
+    landed = s3_store.get_commit(commit_id)
+    assert landed.status == "committed"
+    assert set(landed.files) <= set(keys(fs, s3_url))
+    got = s3_store.get_historical_features(
+        pa.table({"driver_id": [7], "event_timestamp": [t(2)]}), ["rating:stars"])
+    assert got.to_arrow().column("stars").to_pylist() == [2.5]

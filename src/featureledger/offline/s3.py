@@ -23,9 +23,17 @@ so one configured client signs every request, and credentials resolve through bo
 standard chain (environment, profile, instance role). pyarrow's own ``S3FileSystem`` cannot
 be handed to DuckDB, and obstore has no fsspec-compatible file system that DuckDB's
 ``register_filesystem`` accepts as robustly (its fsspec adapter is young), so either would
-need a second client beside DuckDB's. Measured on moto over loopback, DuckDB reading two
-small commit files through the registered file system takes about 0.2 s, dominated by
-per-object HEAD requests; fine for retrieval, the price of a store reached over HTTP.
+need a second client beside DuckDB's.
+
+**Measured** (moto on loopback, 4 objects of 7.8 MB, 2M rows, a GROUP BY over all of them):
+DuckDB's ``read_parquet`` through the registered file system takes 1.0 s with s3fs's
+default 5 MB read blocks and 0.75 s with 16 MB blocks (used here: fewer round trips, 16 MB
+of buffer per open object); the same query over pyarrow datasets on the same file system,
+registered with DuckDB as Arrow relations, takes 0.45 s. The engine still reads through
+``read_parquet``: it is one SQL path for local and S3 files, keeps DuckDB's row-group
+pruning and its error messages naming the failing object (which the read guard turns into a
+:class:`~featureledger.errors.CommitFileError`), and needs no per-query relation
+bookkeeping; the Arrow route is the known faster option if S3 scans come to dominate.
 
 Driver errors are translated here, where the store meets the driver: no credentials or a
 refused signature is an :class:`~featureledger.errors.AccessDeniedError`, a missing bucket
@@ -67,6 +75,7 @@ if TYPE_CHECKING:
     from featureledger.registry.commits import CommitRecord
 
 _MAGIC = b"PAR1"
+READ_BLOCK_BYTES = 16 << 20  # s3fs's read-ahead block (its default is 5 MB; see above)
 # commit id -> (content digest, (etag, size, mtime) per file) when its objects last matched
 _VERIFIED: dict[str, tuple[Any, ...]] = {}
 _VERIFIED_MAX = 100_000
@@ -139,6 +148,7 @@ class S3OfflineStore:
         self._fs = s3fs.S3FileSystem(
             endpoint_url=endpoint_url, profile=profile, client_kwargs=client,
             use_listings_cache=False, skip_instance_cache=True,
+            default_block_size=READ_BLOCK_BYTES,
             config_kwargs={"connect_timeout": 5, "read_timeout": 60,
                            "retries": {"max_attempts": retries}})
         self._fs.retries = retries  # s3fs's own retries of transient errors
