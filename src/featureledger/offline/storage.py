@@ -1,4 +1,9 @@
-"""The offline store's files: Parquet, one folder per commit.
+"""The offline store's files: Parquet, one folder per commit, on a local file system.
+
+:class:`ParquetOfflineStore` is the embedded implementation of the offline store seam
+(:class:`~featureledger.offline.interface.OfflineStore`); the object-store one is
+:mod:`featureledger.offline.s3`, with the same layout. The helpers here (digests, crash
+points, the commit-file error) are shared by both.
 
 Layout under the store root, one folder per project, so projects can share a root::
 
