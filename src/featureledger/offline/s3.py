@@ -262,9 +262,12 @@ class S3OfflineStore:
             self._fs.rm([self._key(r) for r in rels])
 
     def remove_commit_files(self, files: list[str]) -> None:
-        """Delete an unregistered commit's objects, side files included."""
+        """Delete an unregistered commit's objects, side files included. Best effort, as
+        it runs while another error propagates (which must not be masked): what stays is
+        an orphan that gc removes after its grace period."""
         for d in sorted({f.rsplit("/", 1)[0] for f in files}):
-            self._remove_prefix(d)
+            with suppress(Exception):
+                self._remove_prefix(d)
 
     def _remove_prefix(self, rel_dir: str) -> None:
         with self._driver(f"removing {self.uri(rel_dir)}"):
