@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, dict[str, tuple[str, str | None]]] = {
     "offline_store": {
         "parquet": ("featureledger.offline.storage:ParquetOfflineStore", None),
+        "s3": ("featureledger.offline.s3:S3OfflineStore", "s3"),
     },
     "offline_engine": {
         "duckdb": ("featureledger.offline.duckdb:DuckDBEngine", None),

@@ -108,10 +108,60 @@ OfflineEngineConfig = Annotated[
 ENGINE_CONFIGS = (DuckDBEngineConfig, SparkEngineConfig)
 
 
-# Only what is implemented is accepted. Spark is an offline *engine* over the same Parquet
-# files (DESIGN.md section 4), not a place where data lives, so ``offline_store: spark`` is
-# refused with a pointer to ``offline_engine`` rather than silently running DuckDB.
-OfflineStoreConfig = ParquetOfflineStoreConfig
+class S3OfflineStoreConfig(_Config):
+    """The offline store on S3-compatible object storage (AWS S3, MinIO, Ceph, moto).
+
+    Credentials are never settings: they come from the standard AWS sources (the
+    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` environment variables, a profile in
+    ``~/.aws``, an instance role), so nothing secret is written to featureledger.yaml or
+    the registry.
+    """
+
+    type: Literal["s3"] = "s3"
+    url: str
+    """Where the store lives, ``s3://bucket/prefix``; projects get folders under it."""
+    endpoint_url: str | None = None
+    """S3 API endpoint of a non-AWS server (e.g. ``http://127.0.0.1:9000``); default AWS."""
+    region: str | None = None
+    """Region of the bucket; default: the AWS configuration's (``AWS_DEFAULT_REGION``)."""
+    profile: str | None = None
+    """Named profile of ``~/.aws/credentials`` to sign with; default: the standard chain."""
+    verify_digests: bool = False
+    """Digest each commit's objects against its content digest before reading them (a
+    changed object is refused, not served); an object verified earlier in the process is
+    digested again only when its ETag, size or LastModified changed."""
+    duckdb_memory_limit: str | None = None
+    """Same as ``offline_engine.memory_limit`` (as on the parquet store)."""
+    duckdb_threads: int | None = None
+    """Same as ``offline_engine.threads`` (as on the parquet store)."""
+
+    @field_validator("url")
+    @classmethod
+    def _s3_url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        bucket = rest.split("/", 1)[0]
+        if scheme not in ("s3", "s3a") or not sep or not bucket:
+            raise PydanticCustomError("s3_url", "{message}", {"message": (
+                f"{v!r} is not an S3 URL; write it as s3://bucket or s3://bucket/prefix")})
+        return "s3://" + rest.rstrip("/")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise PydanticCustomError("endpoint_url", "{message}", {"message": (
+                f"endpoint_url {v!r} must be an http:// or https:// URL, e.g. "
+                "http://127.0.0.1:9000")})
+        return v
+
+
+# Only what is implemented is accepted: a type that is not is refused (naming the ones that
+# are) rather than silently running another backend. Spark is an offline *engine* over the
+# same files (DESIGN.md section 4), not a place where data lives, so ``offline_store: spark``
+# is refused with a pointer to ``offline_engine``.
+OfflineStoreConfig = Annotated[
+    Union[ParquetOfflineStoreConfig, S3OfflineStoreConfig], Field(discriminator="type")
+]
 
 
 class SqliteOnlineStoreConfig(_Config):
@@ -139,7 +189,9 @@ OnlineStoreConfig = Annotated[
 
 # section -> {type: what it is}, for messages naming what exists
 AVAILABLE_TYPES: dict[str, dict[str, str]] = {
-    "offline_store": {"parquet": "Parquet files on local disk, queried with DuckDB"},
+    "offline_store": {"parquet": "Parquet files on local disk, queried with DuckDB",
+                      "s3": "Parquet objects on S3-compatible storage (pip install "
+                            "'featureledger[s3]'), queried with DuckDB"},
     "online_store": {"sqlite": "embedded SQLite file", "redis": "Redis server"},
     "offline_engine": {"duckdb": "DuckDB, in process",
                        "spark": "Apache Spark (local mode or a cluster; the 'spark' extra)"},
@@ -405,6 +457,7 @@ def _known_keys(error: Any) -> str:
     for part in error["loc"][:-1]:
         if model is _UNION:  # the tag of a discriminated union: the member of that type
             members = [m for m in (SqliteOnlineStoreConfig, RedisOnlineStoreConfig,
+                                   ParquetOfflineStoreConfig, S3OfflineStoreConfig,
                                    *ENGINE_CONFIGS)
                        if m.model_fields["type"].default == part]
             model = members[0] if members else None

@@ -31,7 +31,7 @@ from featureledger.events import EventBus
 if TYPE_CHECKING:
     from featureledger.config import ProjectConfig
     from featureledger.offline.engine import OfflineEngine
-    from featureledger.offline.storage import ParquetOfflineStore
+    from featureledger.offline.interface import OfflineStore
     from featureledger.online.stores import OnlineStore
     from featureledger.registry import Registry
 
@@ -70,12 +70,34 @@ def reset_active_run(token: contextvars.Token[str | None]) -> None:
 
 
 
+def attach_store(engine: OfflineEngine, store: OfflineStore) -> OfflineEngine:
+    """``engine``, told the file system ``store``'s files are read through.
+
+    A store whose files are local paths has none; one on object storage hands over its
+    fsspec file system, which the engine must be able to take (``attach_filesystem``):
+    an engine that cannot is refused here, when it is opened, not at its first query.
+    """
+    from featureledger.errors import ConfigError
+
+    fs = store.filesystem
+    if fs is None:
+        return engine
+    attach = getattr(engine, "attach_filesystem", None)
+    if not callable(attach):
+        raise ConfigError(
+            f"the {engine.name} offline engine cannot read the offline store at "
+            f"{store.location} (it reads local files only here); use offline_engine: "
+            "{type: duckdb} with this store, or an offline_store of type parquet")
+    attach(fs)
+    return engine
+
+
 class StoreContext:
     """Configuration, registry, events, the storage seams and the parts built on them."""
 
     def __init__(self, config: ProjectConfig, registry: Registry, *,
                  events: EventBus | None = None,
-                 offline_store: ParquetOfflineStore | None = None,
+                 offline_store: OfflineStore | None = None,
                  offline_engine: OfflineEngine | None = None,
                  online_store: OnlineStore | None = None) -> None:
         self.config = config
@@ -87,6 +109,7 @@ class StoreContext:
             ("offline_store", offline_store), ("offline_engine", offline_engine),
             ("online_store", online_store)) if v is not None}
         self._parts: dict[Any, Any] = {}
+        self._engine: OfflineEngine | None = None
         # threads share a store: each seam and part is built once (re-entrant: building a
         # part may open a seam or another part)
         self._lock = threading.RLock()
@@ -103,14 +126,22 @@ class StoreContext:
         return got
 
     @property
-    def offline_store(self) -> ParquetOfflineStore:
+    def offline_store(self) -> OfflineStore:
         """Where commit and dataset files live (it owns every path)."""
         return self._seam("offline_store")  # type: ignore[no-any-return]
 
     @property
     def engine(self) -> OfflineEngine:
-        """The offline engine: point-in-time joins, windows, latest value per key."""
-        return self._seam("offline_engine")  # type: ignore[no-any-return]
+        """The offline engine: point-in-time joins, windows, latest value per key; it reads
+        through the offline store's file system, handed to it once when it is opened."""
+        got = self._engine
+        if got is None:
+            with self._lock:
+                got = self._engine
+                if got is None:
+                    got = self._engine = attach_store(self._seam("offline_engine"),
+                                                      self.offline_store)
+        return got
 
     @property
     def online_store(self) -> OnlineStore:
@@ -139,4 +170,5 @@ class StoreContext:
         for seam in reversed(list(self._seams.values())):
             seam.close()
         self._seams.clear()
+        self._engine = None
         self.registry.close()

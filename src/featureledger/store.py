@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from featureledger.offline.compaction import CompactionResult, CompactionService
     from featureledger.offline.dataset import TrainingDataset
     from featureledger.offline.engine import OfflineEngine
+    from featureledger.offline.interface import OfflineStore
     from featureledger.offline.retrieval import RetrievalService
-    from featureledger.offline.storage import GcReport, ParquetOfflineStore
+    from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializationService, MaterializeResult
     from featureledger.online.response import OnlineResponse
     from featureledger.online.service import OnlineService
@@ -73,7 +74,7 @@ class FeatureStore:
 
     def __init__(self, repo_path: str | Path = ".", *, config: ProjectConfig | None = None,
                  actor: str | None = None,
-                 offline_store: ParquetOfflineStore | None = None,
+                 offline_store: OfflineStore | None = None,
                  offline_engine: OfflineEngine | None = None,
                  online_store: OnlineStore | None = None) -> None:
         from featureledger.registry import Registry

@@ -3,7 +3,8 @@
 Ingestion and online push both land data offline through :func:`write_commit`, so every
 commit gets the same guarantees: a commit time strictly after the view's last commit (taken
 inside the registry write transaction), ``_commit_id`` / ``_commit_time`` on every row,
-files written under a temporary name and renamed, then the commit row, its lineage edges
+files written under a temporary name and renamed (on object storage: straight under the
+commit's own prefix, read by nobody until its row exists), then the commit row, its lineage edges
 and its audit entry in the same transaction. Files of a transaction that surely rolled
 back are removed at once; otherwise ``gc`` removes what no commit row references.
 

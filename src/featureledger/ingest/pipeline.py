@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from featureledger.context import StoreContext
+    from featureledger.offline.interface import OfflineStore
 
 MODES = ("strict", "drop_invalid")
 Duplicates = Literal["reject", "keep_last"]
@@ -81,7 +82,7 @@ class IngestionResult:
     commit: CommitRecord
     report: ValidationReport
     profile: dict[str, Any]
-    root: Path  # the offline store root, to read the rejected rows
+    offline: OfflineStore  # the offline store, to read the rejected rows
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     @property
@@ -106,7 +107,7 @@ class IngestionResult:
 
     def rejected(self) -> pa.Table | None:
         """The rows a ``drop_invalid`` ingestion refused, with ``_row`` and ``_reasons``."""
-        return read_rejected(self.root, self.commit)
+        return read_rejected(self.offline, self.commit)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.commit.to_dict(), "timings": self.timings}
@@ -115,12 +116,17 @@ class IngestionResult:
 CommitResult = IngestionResult
 
 
-def read_rejected(root: Path, commit: CommitRecord) -> pa.Table | None:
-    """A commit's rejected rows (None when it rejected none)."""
+def read_rejected(offline: OfflineStore | Path, commit: CommitRecord) -> pa.Table | None:
+    """A commit's rejected rows (None when it rejected none), from the offline store (or
+    a local store root)."""
     import pyarrow.parquet as pq
 
     path = commit.validation.get("rejected_path")
-    return pq.read_table(Path(root) / path) if path else None
+    if not path:
+        return None
+    if isinstance(offline, (str, Path)):
+        return pq.read_table(Path(offline) / path)
+    return offline.read_table(path)
 
 
 def _rejection_message(ref: str, report: ValidationReport) -> str:
@@ -376,7 +382,7 @@ class IngestionService:
         from featureledger.offline.compaction import CompactionService
 
         self.ctx.part(CompactionService).maybe_compact(record.view_name, record.view_version)
-        return IngestionResult(record, report, profile, self.ctx.offline_store.root, timings)
+        return IngestionResult(record, report, profile, self.ctx.offline_store, timings)
 
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
                 report: ValidationReport, profiling: Future[Any], inp: InputData,

@@ -59,7 +59,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from featureledger.errors import DefinitionTamperedError
-from featureledger.offline.storage import file_digest, local_path, parquet_complete, path_digest
+from featureledger.offline.storage import local_path, path_digest
 from featureledger.registry import schema
 from featureledger.registry.commits import (
     COMMIT_STATUSES,
@@ -339,24 +339,6 @@ def _commit_advice(c: _CommitFiles, root: Any) -> str:
             f"cannot be reproduced until you {restore}")
 
 
-def _size_problem(path: Any, expected: int | None) -> tuple[str, str] | None:
-    """(code suffix, what is wrong) from a ``stat`` and, without a recorded size, the
-    Parquet header and footer; None when the file looks whole."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return "missing", "is missing"
-    except OSError as exc:
-        return "unreadable", f"cannot be opened ({exc.strerror or exc})"
-    if expected is None:
-        wrong = parquet_complete(path)
-        return None if wrong is None else ("unreadable", wrong)
-    if size != expected:
-        return "size_mismatch", (f"is {size} bytes but was {expected} when committed (cut "
-                                 "short, or overwritten)")
-    return None
-
-
 def _kind(c: _CommitFiles) -> str:
     return "segment" if c.commit_id.startswith("seg_") else "commit"
 
@@ -368,14 +350,14 @@ _COMMIT_CODES = {"missing": "commit_files_missing", "unreadable": "commit_file_u
 def _commit_file_checks(commits: list[_CommitFiles], offline: Any, deep: bool
                         ) -> tuple[list[Problem], int]:
     out: list[Problem] = []
-    root = offline.root
+    root = offline.location
     n_files = 0
     for c in commits:
         bad: set[str] = set()
         for rel in [*c.files, *c.side_files]:
             n_files += 1
             expected = (c.manifest or {}).get(rel, {}).get("size")
-            found = _size_problem(root / rel, expected)
+            found = offline.file_problem(rel, expected)
             if found is None:
                 continue
             kind, wrong = found
@@ -389,7 +371,7 @@ def _commit_file_checks(commits: list[_CommitFiles], offline: Any, deep: bool
         if not deep:
             continue
         data_ok = not bad.intersection(c.files)
-        if data_ok and c.files and file_digest([root / f for f in c.files])[0] != c.content_digest:
+        if data_ok and c.files and offline.file_digest(c.files) != c.content_digest:
             which = (f"its file {c.files[0]}" if len(c.files) == 1
                      else f"one of its files ({', '.join(c.files)})")
             out.append(Problem("commit_digest_mismatch",
@@ -402,7 +384,7 @@ def _commit_file_checks(commits: list[_CommitFiles], offline: Any, deep: bool
             want = (c.manifest or {}).get(rel, {}).get("sha256")
             if rel in bad or want is None:
                 continue
-            if file_digest([root / rel])[0] != want:
+            if offline.file_digest([rel]) != want:
                 out.append(Problem("commit_digest_mismatch",
                                    f"commit {c.commit_id} of {c.view_ref}: its side file {rel} "
                                    "no longer matches the sha256 recorded at commit time; "
@@ -440,16 +422,15 @@ def _datasets(conn: Connection, deep: bool) -> list[_DatasetFiles]:
     return out
 
 
-def _entity_digest(path: Any, schema_ipc: str | None) -> str:
+def _entity_digest(offline: Any, rel: str, schema_ipc: str | None) -> str:
     """The content digest of stored entity rows, as retrieval's reproduce computes it."""
     import base64
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from featureledger.offline.dataset import content_hash
 
-    table = pq.read_table(path)
+    table = offline.read_dataset_entities(rel)
     if schema_ipc:
         table = table.cast(pa.ipc.read_schema(pa.py_buffer(base64.b64decode(schema_ipc))))
     return content_hash(table)
@@ -457,15 +438,14 @@ def _entity_digest(path: Any, schema_ipc: str | None) -> str:
 
 def _dataset_checks(datasets: list[_DatasetFiles], offline: Any, deep: bool) -> list[Problem]:
     out = []
-    root = offline.root
+    root = offline.location
     for ds in datasets:
         if ds.entity_path is None:
             continue  # nothing was stored to check
-        path = root / ds.entity_path
         ids = {"dataset": ds.dataset_id, "file": ds.entity_path}
         advice = (f"restore the file from a backup into the offline store at {root}; until then "
                   f"reproduce('{ds.dataset_id}') fails")
-        found = _size_problem(path, None)
+        found = offline.file_problem(ds.entity_path, None)
         if found is not None:
             kind, wrong = found
             out.append(Problem(f"dataset_entities_{kind}",
@@ -475,7 +455,7 @@ def _dataset_checks(datasets: list[_DatasetFiles], offline: Any, deep: bool) -> 
         if not deep:
             continue
         try:
-            got = _entity_digest(path, ds.schema_ipc)
+            got = _entity_digest(offline, ds.entity_path, ds.schema_ipc)
         except Exception as exc:  # a damaged page inside a whole-looking file
             out.append(Problem("dataset_entities_unreadable",
                                f"dataset {ds.dataset_id}: its stored entity rows "

@@ -127,8 +127,6 @@ class CompactionService:
                         ) -> CompactionResult:
         """Compact one view version (see the module docstring)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
-
         start = time.perf_counter()
         cfg = self.ctx.config.compaction
         registry, offline = self.ctx.registry, self.ctx.offline_store
@@ -150,8 +148,8 @@ class CompactionService:
         units: list[Any] = [*loose, *held.values()]
         with offline.reading(commits):
             for unit in units:
-                for path in offline.local_paths(unit):
-                    tables.append(pq.read_table(path))
+                for rel in unit.files:
+                    tables.append(offline.read_table(rel))
         try:
             table = pa.concat_tables(tables, promote_options="default")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

@@ -41,7 +41,7 @@ class ViewScan:
     features: list[str]  # stored column names
     output_names: list[str]  # result column names, same order
     duckdb_types: list[str]  # declared types (for the all-null result of a view with no data)
-    files: list[str]  # absolute paths of the chosen commits' Parquet files
+    files: list[str]  # the chosen commits' Parquet files, as the store names them for engines
     ttl_us: int | None = None
     tie_break: bool = False  # commits overlap in event time: order ties by commit
     file_ranks: list[int] = field(default_factory=list)  # commit index (in commit order) per file
@@ -94,7 +94,7 @@ class ViewScan:
             if seg is not None:  # read from the compacted segment holding its rows
                 in_segments.setdefault(seg.segment_id, (seg, []))[1].append((c.commit_id, i))
                 continue
-            for p in store.local_paths(c):
+            for p in store.data_uris(c):
                 files.append(p)
                 ranks.append(i)
                 srcs.append(index[c.view_version])
@@ -102,7 +102,7 @@ class ViewScan:
         for seg, chosen in in_segments.values():
             # every row of the segment is wanted and no tie is ranked: read it whole
             whole = len(chosen) == len(seg.commit_ids) and not tie_break
-            for p in store.local_paths(seg):
+            for p in store.data_uris(seg):
                 files.append(p)
                 ranks.append(max(r for _, r in chosen))
                 srcs.append(index[seg.view_version])

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from featureledger.context import current_run_id
 from featureledger.errors import (
     FeatureDataWarning,
+    FeatureLedgerError,
     ReproductionError,
     RetrievalError,
     StorageError,
@@ -54,7 +53,6 @@ from featureledger.offline.dataset import (
     content_hash,
 )
 from featureledger.offline.engine import ROW_COLUMN, OfflineEngine, ViewScan
-from featureledger.offline.storage import os_error
 from featureledger.registry.datasets import DatasetRecord
 
 if TYPE_CHECKING:
@@ -210,10 +208,6 @@ class RetrievalService:
     @property
     def engine(self) -> OfflineEngine:
         return self.ctx.engine
-
-    @property
-    def _root(self) -> Path:
-        return Path(self.ctx.offline_store.root)
 
     # -- requests --------------------------------------------------------------------
     def _feature_refs(self, features: Any, feature_set: str | None
@@ -378,9 +372,9 @@ class RetrievalService:
                     [o for r in plan for o in r.output_names]))
             except BaseException:
                 if staged.exception() is None:
-                    shutil.rmtree(staged.result()[0], ignore_errors=True)
+                    self.ctx.offline_store.discard_dataset(ds_id, staged.result()[0])
                 raise
-            tmp, entity_digests = staged.result()
+            token, entity_digests = staged.result()
         try:
             manifest = self._manifest(ds_id, plan, commits, stats, entities, ts_col, table,
                                       combine_digests(entities.num_rows, entity_digests),
@@ -397,15 +391,14 @@ class RetrievalService:
                 content_hash=manifest["content_hash"], row_count=table.num_rows,
                 arrow_schema=manifest["arrow_schema"], manifest=manifest,
                 commit_ids=manifest["commit_ids"])
-            final = self.ctx.offline_store.dataset_dir(ds_id)
-            os.rename(tmp, final)
+            self.ctx.offline_store.publish_dataset(token)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.ctx.offline_store.discard_dataset(ds_id, token)
             raise
         try:
             self.ctx.registry.datasets.insert(record)
         except BaseException:
-            shutil.rmtree(final, ignore_errors=True)
+            self.ctx.offline_store.discard_dataset(ds_id)
             raise
         self.ctx.events.emit(DatasetCreated(record=record, run_id=run))
         for problem in manifest["null_features"]:
@@ -526,17 +519,20 @@ class RetrievalService:
         the rebuilt rows do not hash to the recorded content hash; CommitFileError (a
         StorageError) when a commit's file is missing or unreadable.
         """
-        import pyarrow.parquet as pq
-
         rec = self.ctx.registry.datasets.get(dataset_id)
         m = rec.manifest
-        path = self._root / (rec.entity_path or m["entity"]["path"])
-        if not path.is_file():
+        offline = self.ctx.offline_store
+        rel = rec.entity_path or m["entity"]["path"]
+        path = offline.uri(rel)
+        try:
+            entities = offline.read_dataset_entities(rel)
+        except FileNotFoundError:
             raise ReproductionError(
                 f"dataset {dataset_id}: its stored entity rows {path} are missing, so it "
-                "cannot be rebuilt; restore the offline store's datasets/ folder from backup")
-        try:
-            entities = pq.read_table(path)
+                "cannot be rebuilt; restore the offline store's datasets/ folder from "
+                "backup") from None
+        except FeatureLedgerError:
+            raise  # the store's own typed error (unreachable, access denied)
         except Exception as exc:  # pyarrow's errors for a cut-short or damaged file
             raise ReproductionError(
                 f"dataset {dataset_id}: its stored entity rows {path} cannot be read ({exc}); "
@@ -640,29 +636,12 @@ class RetrievalService:
                                     rows_by_version=by_source))
         return table, stats
 
-    def _stage_entities(self, ds_id: str, entities: pa.Table) -> tuple[Path, list[bytes]]:
-        """Write the entity rows durably into a temp folder beside datasets/<id>/, and hash
-        their columns. The caller renames the folder into place."""
-        import pyarrow.parquet as pq
-
-        final = self.ctx.offline_store.dataset_dir(ds_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{ds_id}.{os.getpid()}.tmp"
-        tmp.mkdir()
-        try:
-            path = tmp / "entities.parquet"
-            # lz4 without dictionaries: several times faster to write than the defaults
-            pq.write_table(entities, path, compression="lz4", use_dictionary=False)
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-            return tmp, column_digests(entities)
-        except BaseException as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            typed = os_error(exc, tmp, f"storing the entity rows of dataset {ds_id}") if (
-                isinstance(exc, OSError)) else None
-            if typed is not None:
-                raise typed from exc
-            raise
+    def _stage_entities(self, ds_id: str, entities: pa.Table) -> tuple[Any, list[bytes]]:
+        """Store the entity rows durably where no reader looks yet (the offline store's
+        staging), and hash their columns. The caller publishes them before the registry
+        row that records the dataset."""
+        token = self.ctx.offline_store.stage_dataset(ds_id, entities)
+        return token, column_digests(entities)
 
 
 def _null_features(plan: Sequence[_ViewRequest], commits: Sequence[Sequence[CommitRecord]],

@@ -1,4 +1,9 @@
-"""The offline store's files: Parquet, one folder per commit.
+"""The offline store's files: Parquet, one folder per commit, on a local file system.
+
+:class:`ParquetOfflineStore` is the embedded implementation of the offline store seam
+(:class:`~featureledger.offline.interface.OfflineStore`); the object-store one is
+:mod:`featureledger.offline.s3`, with the same layout. The helpers here (digests, crash
+points, the commit-file error) are shared by both.
 
 Layout under the store root, one folder per project, so projects can share a root::
 
@@ -62,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 from featureledger.config import check_project_name
 from featureledger.errors import (
     CommitFileError,
+    ConfigError,
     DiskFullError,
     FeatureLedgerError,
     NameTooLongError,
@@ -257,7 +263,7 @@ def _commit_label(commit: CommitRecord) -> str:
     return f"{kind} {commit.commit_id} ({commit.view_name}@{commit.view_version})"
 
 
-def _what_to_do(root: Path, commit: CommitRecord) -> str:
+def _what_to_do(root: Path | str, commit: CommitRecord) -> str:
     if commit.commit_id.startswith("seg_"):
         return (f"Restore the file from a backup into the offline store at {root}, or retire "
                 "the segment so that its commits are read from their own files (while gc has "
@@ -287,7 +293,7 @@ def read_units(commits: Iterable[CommitRecord]) -> list[Any]:
     return out
 
 
-def commit_file_error(root: Path, commit: CommitRecord, rel: str, problem: str
+def commit_file_error(root: Path | str, commit: CommitRecord, rel: str, problem: str
                       ) -> CommitFileError:
     """The error for ``commit``'s file ``rel`` (``problem`` completes "its file X ...")."""
     return CommitFileError(
@@ -440,6 +446,9 @@ class ParquetOfflineStore:
     def from_config(cls, config: ProjectConfig) -> ParquetOfflineStore:
         """The store of ``offline_store`` in featureledger.yaml."""
         cfg = config.offline_store
+        if cfg.type != "parquet":
+            raise ConfigError(f"offline_store type {cfg.type!r} is not the parquet store; "
+                              "open it through featureledger.backends.open_backend")
         return cls(config.resolve(cfg.path), project=config.project,
                    verify_digests=cfg.verify_digests)
 
@@ -451,23 +460,89 @@ class ParquetOfflineStore:
         self.verify_digests = verify_digests
         self.root.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def location(self) -> str:
+        """The store's root folder."""
+        return str(self.root)
+
+    @property
+    def filesystem(self) -> None:
+        """None: engines open the local paths themselves."""
+        return None
+
     # -- paths --------------------------------------------------------------------------
     def commit_dir(self, view: str, version: int, commit_id: str) -> str:
+        """The folder of a commit's files, relative to the root."""
         return f"{self.project}/views/{view}/v{version}/{commit_id}"
 
     def path(self, relative: str) -> Path:
+        """The absolute local path of a store-relative file."""
         return self.root / relative
 
-    def local_paths(self, commit: CommitRecord) -> list[str]:
+    def uri(self, relative: str) -> str:
+        """The absolute local path of a store-relative file, as text."""
+        return str(self.root / relative)
+
+    def data_uris(self, commit: CommitRecord) -> list[str]:
         """Absolute paths of ``commit``'s data files, in digest order (what engines read)."""
         return [str(self.root / f) for f in commit.files]
+
+    local_paths = data_uris
 
     def dataset_path(self, dataset_id: str) -> str:
         """The stored entity rows of a dataset, relative to the root."""
         return f"{self.project}/datasets/{dataset_id}/entities.parquet"
 
     def dataset_dir(self, dataset_id: str) -> Path:
+        """The folder of a dataset's stored files."""
         return self.root / self.project / "datasets" / dataset_id
+
+    # -- datasets -----------------------------------------------------------------------
+    def stage_dataset(self, dataset_id: str, entities: pa.Table) -> Path:
+        """Write a dataset's entity rows durably into a temp folder beside its final one;
+        :meth:`publish_dataset` renames it into place."""
+        import pyarrow.parquet as pq
+
+        final = self.dataset_dir(dataset_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{dataset_id}.{os.getpid()}.tmp"
+        tmp.mkdir()
+        try:
+            path = tmp / "entities.parquet"
+            # lz4 without dictionaries: several times faster to write than the defaults
+            pq.write_table(entities, path, compression="lz4", use_dictionary=False)
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            return tmp
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            typed = os_error(exc, tmp, f"storing the entity rows of dataset {dataset_id}") if (
+                isinstance(exc, OSError)) else None
+            if typed is not None:
+                raise typed from exc
+            raise
+
+    def publish_dataset(self, staged: Path) -> None:
+        """Rename a staged dataset folder into place."""
+        os.rename(staged, self.dataset_dir(Path(staged).name.split(".")[1]))
+
+    def discard_dataset(self, dataset_id: str, staged: Path | None = None) -> None:
+        """Remove a dataset's staged folder, or its published one."""
+        shutil.rmtree(staged if staged is not None else self.dataset_dir(dataset_id),
+                      ignore_errors=True)
+
+    def read_dataset_entities(self, relative: str) -> pa.Table:
+        """A dataset's stored entity rows; FileNotFoundError when the file is gone."""
+        path = self.root / relative
+        if not path.is_file():
+            raise FileNotFoundError(str(path))
+        return self.read_table(relative)
+
+    def read_table(self, relative: str) -> pa.Table:
+        """One stored Parquet file."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.root / relative)
 
     # -- reading ------------------------------------------------------------------------
     def require_files(self, commits: Iterable[CommitRecord]) -> None:
@@ -572,12 +647,49 @@ class ParquetOfflineStore:
         for d in dirs:
             shutil.rmtree(self.root / d, ignore_errors=True)
 
+    def clear_commit(self, view: str, version: int, commit_id: str) -> None:
+        """Delete the folder an interrupted write of this commit left after its rename."""
+        folder = self.root / self.commit_dir(view, version, commit_id)
+        if folder.exists():
+            shutil.rmtree(folder)
+
     # -- checking and gc -----------------------------------------------------------------
     def missing_files(self, files: list[str]) -> list[str]:
+        """Those of ``files`` that are not regular files under the root."""
         return [f for f in files if not (self.root / f).is_file()]
 
     def verify_digest(self, files: list[str], digest: str) -> bool:
-        return file_digest([self.root / f for f in files])[0] == digest
+        """Whether ``files``' bytes, in order, still hash to ``digest``."""
+        return self.file_digest(files) == digest
+
+    def file_digest(self, files: list[str]) -> str:
+        """sha256 over ``files``' bytes, in order."""
+        return file_digest([self.root / f for f in files])[0]
+
+    def file_problem(self, relative: str, expected_size: int | None
+                     ) -> tuple[str, str] | None:
+        """``(kind, what is wrong)`` from a ``stat`` and, without a recorded size, the
+        Parquet header and footer; None when the file looks whole."""
+        path = self.root / relative
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return "missing", "is missing"
+        except OSError as exc:
+            return "unreadable", f"cannot be opened ({exc.strerror or exc})"
+        if expected_size is None:
+            wrong = parquet_complete(path)
+            return None if wrong is None else ("unreadable", wrong)
+        if size != expected_size:
+            return "size_mismatch", (f"is {size} bytes but was {expected_size} when committed "
+                                     "(cut short, or overwritten)")
+        return None
+
+    def probe(self) -> None:
+        """Raise StorageError when the root folder is gone (health checks)."""
+        if not self.root.is_dir():
+            raise StorageError(f"the offline store's folder {self.root} is missing; restore "
+                               "it or fix offline_store.path in featureledger.yaml")
 
     def commit_dirs(self, *, legacy: bool = False) -> list[str]:
         """Every commit folder of this project on disk, registered or not (relative
@@ -630,4 +742,4 @@ class ParquetOfflineStore:
         return GcReport(removed, kept, freed)
 
     def close(self) -> None:
-        pass
+        """Nothing to release."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from featureledger.offline.engine import OfflineEngine
-    from featureledger.offline.storage import ParquetOfflineStore
+    from featureledger.offline.interface import OfflineStore
 
 _BATCH = 10_000
 
@@ -110,7 +110,7 @@ class Materializer:
     offline engine and the offline store (which owns the files)."""
 
     def __init__(self, store: OnlineStore, engine: OfflineEngine,
-                 offline: ParquetOfflineStore) -> None:
+                 offline: OfflineStore) -> None:
         self.store = store
         self.engine = engine
         self.offline = offline

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -506,10 +505,7 @@ class Pusher:
             return existing
         # a landing cut short after its rename leaves the commit's folder unregistered;
         # only the holder of this commit's segment writes it, so it is safe to clear
-        offline = self.ctx.offline_store
-        orphan = offline.path(offline.commit_dir(table.view, table.version, pending.commit_id))
-        if orphan.exists():
-            shutil.rmtree(orphan)
+        self.ctx.offline_store.clear_commit(table.view, table.version, pending.commit_id)
         ts = pc.cast(rows.column(view.timestamp_field), pa.int64())
         run = pending.run_id
 

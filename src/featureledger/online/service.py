@@ -221,8 +221,7 @@ class OnlineService:
         out: dict[str, Any] = {}
         for name, probe in (("registry", self.registry.generation),
                             ("online_store", self.store.ping),
-                            ("offline_store", lambda: self.ctx.offline_store.root.is_dir()
-                             or (_ for _ in ()).throw(OSError("root folder missing")))):
+                            ("offline_store", self.ctx.offline_store.probe)):
             t0 = time.perf_counter()
             try:
                 probe()

@@ -62,6 +62,7 @@ _BACKEND_MODULES = (
     ("featureledger.online.stores", "online_store"),
     ("featureledger.registry", "registry"),
     ("featureledger.offline.storage", "offline_store"),
+    ("featureledger.offline.s3", "offline_store"),
 )
 _MAX_ERROR = 300  # characters of a backend's error kept for messages and /health
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from featureledger.errors import InvalidReferenceError, StorageError
+from featureledger.errors import InvalidReferenceError
 from featureledger.server.admission import CircuitBreaker, WorkerPool
 from featureledger.server.guard import RequestGuard
 from featureledger.server.health import HealthMonitor
@@ -74,12 +74,8 @@ class Serving:
         self.reads = WorkerPool("read", **pool)
         self.writes = WorkerPool("write", **pool)
         self.guard: RequestGuard | None = None  # set by the app (it needs the metrics)
-        root = store.ctx.offline_store.root
         probe = getattr(online.store, "probe", None) or online.store.ping
-
-        def offline() -> None:
-            if not root.is_dir():
-                raise StorageError(f"the offline store's folder {root} is missing")
+        offline = store.ctx.offline_store.probe
 
         self.monitor = HealthMonitor(
             {"registry": online.registry.generation, "online_store": probe,

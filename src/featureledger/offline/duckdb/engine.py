@@ -213,6 +213,16 @@ class DuckDBEngine:
         self._lock = threading.Lock()
         self.version = duckdb.__version__
 
+    def attach_filesystem(self, fs: Any) -> None:
+        """Read the offline store's files through ``fs`` (an fsspec file system, e.g. the
+        s3 store's): DuckDB then opens ``s3://`` paths with it, no extension needed. The
+        store hands it over once, when the context opens the engine; every cursor of this
+        database sees it."""
+        protocols = fs.protocol if isinstance(fs.protocol, (list, tuple)) else [fs.protocol]
+        registered = set(self._db.list_filesystems())
+        if not any(p in registered or f"{p}://" in registered for p in protocols):
+            self._db.register_filesystem(fs)
+
     def close(self) -> None:
         self._db.close()
 
