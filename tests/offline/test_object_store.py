@@ -377,3 +377,23 @@ def test_pushed_rows_land_as_objects(s3_store, s3_url, fs):
     got = s3_store.get_historical_features(
         pa.table({"driver_id": [7], "event_timestamp": [t(2)]}), ["rating:stars"])
     assert got.to_arrow().column("stars").to_pylist() == [2.5]
+
+
+def test_compaction_on_object_storage_keeps_every_answer(s3_store, s3_url, fs):
+    c1 = s3_store.ingest("trips", first_rows()).commit
+    c2 = s3_store.ingest("trips", second_rows()).commit
+    before = s3_store.get_historical_features(ENTITIES, ["trips:count", "trips:fare"])
+    (res,) = s3_store.compact("trips")
+    seg_files = s3_store.segments("trips")[0].files
+    assert res.files_before == 2 and len(seg_files) == 1
+    assert keys(fs, s3_url).count(seg_files[0]) == 1
+    after = s3_store.get_historical_features(ENTITIES, ["trips:count", "trips:fare"])
+    assert after.content_hash == before.content_hash
+    s3_store.quarantine(c2.commit_id, "bad")
+    assert s3_store.get_historical_features(
+        ENTITIES, ["trips:count"]).to_arrow().column("count").to_pylist() == [3, 7, None, None]
+    # the commits' own objects go once gc's grace period is over; the segment serves
+    s3_store.gc(grace_seconds=0)
+    assert not set(c1.files + c2.files) & set(keys(fs, s3_url))
+    assert s3_store.reproduce(before.id).content_hash == before.content_hash
+    assert s3_store.reconcile(deep=True).ok
