@@ -25,6 +25,11 @@ the entity frame are setup, not timed), and peak memory is the child's peak RSS
   files, recording the dataset in the registry and storing its entity rows);
 * ``duckdb_asof``: a hand-written DuckDB ``ASOF LEFT JOIN`` on the Parquet file, TTL applied;
 * ``pandas_merge_asof``: ``pd.read_parquet`` + ``pd.merge_asof(by=..., tolerance=7d)``;
+* ``featureledger_compacted``: the same call on a copy of the store compacted with
+  ``store.compact`` (files clustered by key, sorted by time, small row groups);
+* ``spark`` / ``spark_sql`` / ``featureledger_lowmem`` (only with ``--methods``): the Spark
+  engine (local[2]) on the compacted store, a hand-written Spark SQL range join on the
+  plain file, and the DuckDB engine held to a ``memory_limit`` of 256MB (it spills);
 * ``feast_file`` / ``feast_duckdb``: Feast 0.67 ``get_historical_features(...).to_df()``
   with its file (Dask) and DuckDB offline stores, run in ``bench/.venv-feast``.
 
@@ -66,7 +71,11 @@ SPAN_US = DAYS * 86_400_000_000
 COMMIT_ROWS = 1_000_000
 SIZES = {"100k": 10, "1M": 100, "5M": 500, "20M": 2000}  # name -> slots
 FEATURES = [f"f{i}" for i in range(10)]
-METHODS = ["featureledger", "duckdb_asof", "pandas_merge_asof", "feast_duckdb", "feast_file"]
+METHODS = ["featureledger", "featureledger_compacted", "duckdb_asof", "pandas_merge_asof",
+           "feast_duckdb", "feast_file"]
+# engines beyond the embedded default: --methods spark,spark_sql,featureledger_lowmem
+MORE_METHODS = ["spark", "spark_sql", "featureledger_lowmem"]
+LOWMEM = "256MB"  # below the working set from 5M rows up: DuckDB spills
 REFERENCES = ("duckdb_asof", "pandas_merge_asof")
 TARGET_TIME_RATIO = 1.3
 TARGET_MEMORY_RATIO = 1.2
@@ -166,15 +175,95 @@ def mark_baseline() -> None:
 
 
 def run_featureledger(d: Path, entities):
+    return _timed_featureledger(d / "store", entities)
+
+
+def compacted_store(d: Path) -> Path:
+    """(Once) a copy of the store with its commits compacted: the store's own layout."""
+    import shutil
+
     from featureledger import FeatureStore
 
-    store = FeatureStore(d / "store")
+    dst = d / "store_compacted"
+    if (dst / "COMPACTED").exists():
+        return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(d / "store", dst)
+    store = FeatureStore(dst)
+    t0 = time.perf_counter()
+    results = store.compact("bench", min_commits=1)
+    store.gc(grace_seconds=0)
+    store.close()
+    (dst / "COMPACTED").write_text(json.dumps({
+        "seconds": time.perf_counter() - t0, "files": [r.files_after for r in results]}))
+    return dst
+
+
+def _timed_featureledger(root: Path, entities, config=None):
+    from featureledger import FeatureStore
+
+    store = FeatureStore(root, config=config)
     store.registry.definitions.view("bench")  # open the registry before timing
-    store.retrieval.engine  # connect DuckDB (setup, untimed as for duckdb_asof)  # noqa: B018
+    store.retrieval.engine  # connect the engine (setup, untimed)  # noqa: B018
     mark_baseline()
     t0 = time.perf_counter()
     ds = store.get_historical_features(entities, [f"bench:{f}" for f in FEATURES])
     out = ds.to_arrow()
+    return time.perf_counter() - t0, out
+
+
+def run_featureledger_compacted(d: Path, entities):
+    return _timed_featureledger(compacted_store(d), entities)
+
+
+def run_featureledger_lowmem(d: Path, entities):
+    """DuckDB held to a memory limit below the working set: it spills and finishes."""
+    from featureledger.config import load_config
+
+    root = compacted_store(d)
+    cfg = load_config(root, environ={}, overrides={
+        "offline_engine": {"type": "duckdb", "memory_limit": LOWMEM,
+                           "temp_directory": str(DATA / "spill")}})
+    return _timed_featureledger(root, entities, cfg)
+
+
+def run_spark(d: Path, entities):
+    """The Spark engine (local[2]) on the store's compacted layout; the session starts
+    before the timed call."""
+    from featureledger.config import load_config
+
+    root = compacted_store(d)
+    cfg = load_config(root, environ={}, overrides={
+        "offline_engine": {"type": "spark", "master": "local[2]", "shuffle_partitions": 8,
+                           "conf": {"spark.driver.memory": "6g"}}})
+    from featureledger import FeatureStore
+
+    FeatureStore(root, config=cfg).retrieval.engine.spark.range(1).count()  # warm the JVM
+    return _timed_featureledger(root, entities, cfg)
+
+
+def run_spark_sql(d: Path, entities):
+    """A hand-written Spark SQL range join on the plain Parquet file: feature rows of the
+    same key within the TTL before the entity time, the latest one per entity row."""
+    from featureledger.offline.spark.engine import spark_session
+
+    spark = spark_session("local[2]", conf={"spark.driver.memory": "6g"},
+                          shuffle_partitions=8)
+    spark.range(1).count()
+    edf = spark.createDataFrame(entities)
+    edf.createOrReplaceTempView("e")
+    spark.read.parquet(str(d / "features.parquet")).createOrReplaceTempView("f")
+    ttl_us = TTL_DAYS * 86_400_000_000
+    feats = ", ".join(f"f.{c}" for c in FEATURES)
+    sql = (f"SELECT row_id, entity_id, event_timestamp, label, {', '.join(FEATURES)} FROM ("
+           f"SELECT e.*, {feats}, row_number() OVER (PARTITION BY e.row_id ORDER BY "
+           "f.event_timestamp DESC) AS rn FROM e LEFT JOIN f ON e.entity_id = f.entity_id "
+           "AND f.event_timestamp <= e.event_timestamp AND "
+           f"unix_micros(e.event_timestamp) - unix_micros(f.event_timestamp) <= {ttl_us}"
+           ") WHERE rn = 1")
+    mark_baseline()
+    t0 = time.perf_counter()
+    out = spark.sql(sql).toArrow()
     return time.perf_counter() - t0, out
 
 
@@ -337,7 +426,8 @@ def main() -> int:
 
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [s for s in sizes if s not in SIZES] + [m for m in methods if m not in METHODS]
+    unknown = [s for s in sizes if s not in SIZES] + [m for m in methods
+                                                     if m not in METHODS + MORE_METHODS]
     if unknown:
         ap.error(f"unknown size/method: {', '.join(unknown)}")
     feast_ok = FEAST_PYTHON.exists()
@@ -393,6 +483,16 @@ def main() -> int:
                 entry["memory_ratio"] = fl["peak_rss_median"] / ddb["peak_rss_median"]
                 entry["memory_delta_ratio"] = (fl["peak_delta_median"]
                                                / max(ddb["peak_delta_median"], 1))
+        meth = entry["methods"]
+        for name, a, b in (("compacted_vs_duckdb_asof", "featureledger_compacted",
+                            "duckdb_asof"), ("spark_vs_spark_sql", "spark", "spark_sql"),
+                           ("spark_vs_duckdb", "spark", "featureledger_compacted")):
+            if "median_s" in meth.get(a, {}) and "median_s" in meth.get(b, {}):
+                entry[name] = meth[a]["median_s"] / meth[b]["median_s"]
+        if "peak_rss_median" in meth.get("featureledger_compacted", {}) and \
+                "peak_rss_median" in meth.get("duckdb_asof", {}):
+            entry["compacted_memory_ratio"] = (meth["featureledger_compacted"]["peak_rss_median"]
+                                               / meth["duckdb_asof"]["peak_rss_median"])
         report["sizes"][size] = entry
         print_table({size: entry})
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -437,6 +537,16 @@ def print_table(sizes: dict) -> None:
                 line += (f"; peak RSS vs raw DuckDB {mem:.2f}x, growth during the call "
                          f"{entry['memory_delta_ratio']:.2f}x (target <= {TARGET_MEMORY_RATIO})")
             print(line)
+        for key, what in (("compacted_vs_duckdb_asof", "compacted layout / hand-written "
+                           "DuckDB ASOF on one file (target <= 0.8)"),
+                          ("spark_vs_spark_sql", "Spark engine / hand-written Spark SQL range "
+                           "join (target <= 1.2)"),
+                          ("spark_vs_duckdb", "Spark engine / DuckDB engine, same layout")):
+            if key in entry:
+                print(f"{'':>5} {what}: {entry[key]:.2f}x")
+        if "compacted_memory_ratio" in entry:
+            print(f"{'':>5} compacted layout peak RSS / hand-written DuckDB: "
+                  f"{entry['compacted_memory_ratio']:.2f}x (target <= 1.2)")
 
 
 if __name__ == "__main__":
