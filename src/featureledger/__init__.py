@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import FeatureDataWarning, FeatureLedgerError
 from featureledger.model.definitions import (
+    Aggregation,
     DataFrameSource,
     Entity,
     FeatureSet,
@@ -85,6 +86,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Aggregation",
     "CommitRecord",
     "DataFrameSource",
     "DefinitionRecord",

@@ -1,6 +1,7 @@
 """The common data model: definitions, types, ids, references, hashing, compatibility."""
 
 from featureledger.model.definitions import (
+    Aggregation,
     DataFrameSource,
     Entity,
     FeatureSet,
@@ -15,6 +16,7 @@ from featureledger.model.ids import id_kind, new_id
 from featureledger.model.references import FeatureRef, parse_reference, parse_references
 
 __all__ = [
+    "Aggregation",
     "DataFrameSource",
     "Entity",
     "FeatureRef",
