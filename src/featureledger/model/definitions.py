@@ -611,6 +611,12 @@ class FeatureView(_Definition):
             data.pop("aggregations", None)
         return data  # type: ignore[no-any-return]
 
+    def require_feature(self, name: str) -> None:
+        """Return if ``name`` is a field or an aggregation of the view; otherwise an
+        UnknownFeatureError names both."""
+        if self.aggregation(name) is None:
+            self.field(name)
+
     def aggregation(self, name: str) -> Aggregation | None:
         """The aggregation whose output is named ``name``, or None."""
         return next((a for a in self.aggregations if a.output_name == name), None)

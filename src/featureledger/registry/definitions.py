@@ -298,7 +298,7 @@ class DefinitionRepository:
         """Pin a feature reference to a view version and check the feature exists."""
         r = parse_reference(ref)
         rec = self.get("feature_view", r.view, r.version)
-        rec.definition.field(r.feature)  # raises UnknownFeatureError naming the fields
+        rec.definition.require_feature(r.feature)  # UnknownFeatureError names the fields
         return r.pinned(rec.version), rec
 
     # -- plan / apply ----------------------------------------------------------------
@@ -484,7 +484,7 @@ class DefinitionRepository:
                         view = v
                     else:
                         view = self.get("feature_view", r.view, version, conn=conn).definition
-                view.field(r.feature)  # type: ignore[union-attr]
+                view.require_feature(r.feature)  # type: ignore[union-attr]
                 pinned.append(str(r.pinned(version)))
             return d.model_copy(update={"features": pinned})
         return d
