@@ -255,24 +255,18 @@ def _normalized(table: pa.Table, types: dict[str, pa.DataType] | None = None) ->
     return table if table.schema == target else table.cast(target)
 
 
-def _window_function(a: WindowAggregate) -> Column:
-    """The Spark aggregate of ``a`` over a window frame, cast to its declared type."""
+def _window_function(a: WindowAggregate, w: Any) -> Column:
+    """The Spark aggregate of ``a`` over the window frame ``w``, cast to its type."""
     v = F.col(f"_v{a.column}")
     feature = F.col("_side") == _SIDE_FEATURE
-    expr = {
-        "count": lambda: F.count(v),
-        "sum": lambda: F.sum(v),
-        "mean": lambda: F.avg(v),
-        "min": lambda: F.min(v),
-        "max": lambda: F.max(v),
-        "stddev": lambda: F.stddev_samp(v),
-        # the latest feature row's value, null or not (entity rows give null structs)
-        "last": lambda: F.max(F.when(feature, F.struct(F.col("_t").alias("t"),
-                                                       v.alias("v")))).getField("v"),
-        # exact, as in DuckDB (Spark's HyperLogLog++ would give other estimates)
-        "approx_count_distinct": lambda: F.size(F.collect_set(v)),
-    }[a.function]()
-    return expr.cast(spark_type(a.dtype))
+    if a.function == "last":  # the latest feature row's value, null or not
+        latest = F.max(F.when(feature, F.struct(F.col("_t").alias("t"), v.alias("v"))))
+        return latest.over(w).getField("v").cast(spark_type(a.dtype))
+    if a.function == "approx_count_distinct":  # exact, as in DuckDB (HLL++ would differ)
+        return F.size(F.collect_set(v).over(w)).cast("bigint")
+    agg = {"count": F.count, "sum": F.sum, "mean": F.avg, "min": F.min, "max": F.max,
+           "stddev": F.stddev_samp}[a.function]
+    return agg(v).over(w).cast(spark_type(a.dtype))
 
 
 def _empty_aggregate(a: WindowAggregate) -> Column:
@@ -541,7 +535,7 @@ class SparkEngine:
                 cols = []
                 for a in aggs:
                     w = order.rangeBetween(-(a.window_us - 1), Window.currentRow)
-                    cols.append(_window_function(a).over(w).alias(a.output))
+                    cols.append(_window_function(a, w).alias(a.output))
                 part = (u.select(_col(ROW_COLUMN), "_side", *cols)
                         .where(F.col("_side") == _SIDE_ENTITY).drop("_side"))
                 result = result.join(part, ROW_COLUMN)
