@@ -16,6 +16,7 @@ from featureledger.model.definitions import (
     FeatureView,
     Field,
     FileSource,
+    RequestFeatureView,
     RowCheck,
     Transformation,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "Plan",
     "PlanItem",
     "ReconcileReport",
+    "RequestFeatureView",
     "RowCheck",
     "Run",
     "RunComparison",

@@ -254,6 +254,9 @@ def classify_generic_change(old: Any, new: Any) -> list[Change]:
     if old.spec() != new.spec():
         if old.kind == "entity":
             return [Change("keys_changed", None, f"{old.join_keys} -> {new.join_keys}")]
+        if old.kind == "request_view":
+            return [Change("transformation_changed", None,
+                           "inputs, request schema, fields or code")]
         o, n = set(old.features), set(new.features)
         parts = [f"+{r}" for r in sorted(n - o)] + [f"-{r}" for r in sorted(o - n)]
         return [Change("features_changed", None, " ".join(parts) or "order changed")]

@@ -51,6 +51,11 @@ from featureledger.offline.aggregation import (
     compute_aggregates,
     reach_us,
 )
+from featureledger.offline.request_features import (
+    add_request_features,
+    request_plan,
+    resolve_request_inputs,
+)
 from featureledger.offline.dataset import (
     HASH_VERSION,
     TrainingDataset,
@@ -398,8 +403,10 @@ class RetrievalService:
         from concurrent.futures import ThreadPoolExecutor
 
         refs, fs_name = self._feature_refs(features, feature_set)
+        refs, request = request_plan(self.ctx.registry, refs, full_feature_names)
         plan = self._plan(refs, full_feature_names)
         entities, ts_col = self._entities(entity_df, timestamp_column, plan)
+        resolve_request_inputs(request, plan, entities.column_names)
         as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
         bounds = _ts_bounds(entities, ts_col)
         commits = [self._visible_commits(req, as_of_us, bounds) for req in plan]
@@ -409,8 +416,10 @@ class RetrievalService:
             staged = pool.submit(self._stage_entities, ds_id, entities)
             try:
                 table, stats = self._compute(entities, ts_col, plan, commits, bounds)
+                table = add_request_features(table, request)
                 feature_digests = column_digests(table.select(
-                    [o for r in plan for o in r.outputs]))
+                    [o for r in plan for o in r.outputs]
+                    + [o for q in request for o in q["outputs"]]))
             except BaseException:
                 if staged.exception() is None:
                     self.ctx.offline_store.discard_dataset(ds_id, staged.result()[0])
@@ -421,7 +430,8 @@ class RetrievalService:
                                       combine_digests(entities.num_rows, entity_digests),
                                       combine_digests(table.num_rows,
                                                       entity_digests + feature_digests),
-                                      fs_name, full_feature_names, as_of_us, as_of_commit)
+                                      fs_name, full_feature_names, as_of_us, as_of_commit,
+                                      request)
             run = current_run_id(run_id)
             record = DatasetRecord(
                 dataset_id=ds_id, created_at=manifest["read_at"],
@@ -452,7 +462,8 @@ class RetrievalService:
                   commits: Sequence[Sequence[CommitRecord]], stats: Sequence[_ViewStats],
                   entities: pa.Table, ts_col: str, table: pa.Table, entity_digest: str,
                   content: str, fs_name: str | None, full_feature_names: bool,
-                  as_of_us: int | None, as_of_commit: str | None) -> dict[str, Any]:
+                  as_of_us: int | None, as_of_commit: str | None,
+                  request: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
         views = []
         for r, cs, st in zip(plan, commits, stats, strict=True):
             chain = r.chain()
@@ -477,7 +488,10 @@ class RetrievalService:
             "dataset_id": ds_id,
             "hash_version": HASH_VERSION,
             "features": [f"{r.view}@{r.version}:{f}" for r in plan
-                         for f in [*r.features, *(a["name"] for a in r.aggregations)]],
+                         for f in [*r.features, *(a["name"] for a in r.aggregations)]]
+                        + [f"{q['name']}@{q['version']}:{f}" for q in request
+                           for f in q["fields"]],
+            "request_views": list(request),
             "feature_set": fs_name,
             "full_feature_names": full_feature_names,
             "as_of": as_of_us,
@@ -495,7 +509,8 @@ class RetrievalService:
             "content_hash": content,
             "arrow_schema": table.schema.to_string(show_schema_metadata=False),
             "null_counts": {name: table.column(name).null_count
-                            for r in plan for name in r.outputs},
+                            for name in [*(o for r in plan for o in r.outputs),
+                                         *(o for q in request for o in q["outputs"])]},
             "null_features": _null_features(plan, commits, stats, table, as_of_us),
             "engine": {"name": self.engine.name, "version": self.engine.version},
         }
@@ -601,6 +616,7 @@ class RetrievalService:
             commits.append(cs)
         ts_col = m["entity"]["timestamp_column"]
         table, _ = self._compute(entities, ts_col, plan, commits, _ts_bounds(entities, ts_col))
+        table = add_request_features(table, m.get("request_views", []))
         got = content_hash(table)
         if got != rec.content_hash:
             raise ReproductionError(

@@ -59,13 +59,15 @@ from featureledger.registry.lineage_edges import (
 )
 
 Action = Literal["unchanged", "new", "new_version", "docs_update"]
-_KIND_ORDER = {"entity": 0, "feature_view": 1, "feature_set": 2}
+_KIND_ORDER = {"entity": 0, "feature_view": 1, "request_view": 2, "feature_set": 3}
 _UNKNOWN = {
     "entity": UnknownEntityError,
     "feature_view": UnknownViewError,
     "feature_set": UnknownFeatureSetError,
+    "request_view": UnknownViewError,
 }
-_LABEL = {"entity": "entity", "feature_view": "feature view", "feature_set": "feature set"}
+_LABEL = {"entity": "entity", "feature_view": "feature view", "feature_set": "feature set",
+          "request_view": "request view"}
 # The longest name the store can hold: the registry keeps names in String(255) columns,
 # some as "name@version" (audit entries, feature-set pins), and the offline store makes a
 # view's name a folder name (at most 255 bytes on common file systems).
