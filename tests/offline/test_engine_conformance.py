@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from featureledger.model.projection import ColumnSource
+from featureledger.model.types import to_arrow
 from featureledger.offline.dataset import content_hash
 from featureledger.offline.duckdb import DuckDBEngine
-from featureledger.model.types import to_arrow
 from featureledger.offline.engine import ROW_COLUMN, ViewScan, WindowAggregate
 
 TS = pa.timestamp("us", tz="UTC")

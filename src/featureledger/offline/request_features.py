@@ -79,10 +79,7 @@ def compute_request_features(view: RequestFeatureView, inputs: pa.Table) -> pa.T
     from featureledger.model.types import to_arrow
 
     n = inputs.num_rows
-    if view.sql is not None:
-        out = _run_sql(view, inputs)
-    else:
-        out = _run_python(view, inputs)
+    out = _run_sql(view, inputs) if view.sql is not None else _run_python(view, inputs)
     cols = []
     for f in view.fields:
         if f.name not in out.column_names:
@@ -125,7 +122,7 @@ def _run_sql(view: RequestFeatureView, inputs: pa.Table) -> pa.Table:
 @functools.lru_cache(maxsize=128)
 def _transform(name: str, source: str) -> Callable[[Any], Any]:
     namespace: dict[str, Any] = {"__name__": f"featureledger_request_view_{name}"}
-    exec(compile(source, f"<request view {name}>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, f"<request view {name}>", "exec"), namespace)
     fn = namespace.get("transform")
     if not callable(fn):
         raise DefinitionError(f"request view {name!r}: the python code defines no function "

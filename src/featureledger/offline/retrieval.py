@@ -51,11 +51,6 @@ from featureledger.offline.aggregation import (
     compute_aggregates,
     reach_us,
 )
-from featureledger.offline.request_features import (
-    add_request_features,
-    request_plan,
-    resolve_request_inputs,
-)
 from featureledger.offline.dataset import (
     HASH_VERSION,
     TrainingDataset,
@@ -64,6 +59,11 @@ from featureledger.offline.dataset import (
     content_hash,
 )
 from featureledger.offline.engine import ROW_COLUMN, OfflineEngine, ViewScan
+from featureledger.offline.request_features import (
+    add_request_features,
+    request_plan,
+    resolve_request_inputs,
+)
 from featureledger.registry.datasets import DatasetRecord
 
 if TYPE_CHECKING:
