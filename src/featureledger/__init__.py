@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import FeatureDataWarning, FeatureLedgerError
 from featureledger.model.definitions import (
+    Aggregation,
     DataFrameSource,
     Entity,
     FeatureSet,
     FeatureView,
     Field,
     FileSource,
+    RequestFeatureView,
     RowCheck,
     Transformation,
 )
@@ -85,6 +87,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Aggregation",
     "CommitRecord",
     "DataFrameSource",
     "DefinitionRecord",
@@ -110,6 +113,7 @@ __all__ = [
     "Plan",
     "PlanItem",
     "ReconcileReport",
+    "RequestFeatureView",
     "RowCheck",
     "Run",
     "RunComparison",

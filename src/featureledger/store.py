@@ -316,12 +316,15 @@ class FeatureStore:
     def get_online_features(self, features: Any = None, entity_rows: Any = None, *,
                             feature_set: str | None = None, full_feature_names: bool = False,
                             deployment: str | None = None, model: str | None = None,
-                            fill_defaults: bool = False) -> OnlineResponse:
-        """A feature vector per entity row, with a status, version and commit per value."""
+                            fill_defaults: bool = False,
+                            request_data: Mapping[str, Any] | None = None) -> OnlineResponse:
+        """A feature vector per entity row, with a status, version and commit per value;
+        request-time features are computed from ``request_data`` (request value -> one
+        value, or a list with one per row) and their inputs."""
         return self.online.get_online_features(
             features, entity_rows, feature_set=feature_set,
             full_feature_names=full_feature_names, deployment=deployment, model=model,
-            fill_defaults=fill_defaults)
+            fill_defaults=fill_defaults, request_data=request_data)
 
     def push(self, view: str, rows: Any, *, version: int | None = None,
              flush: bool = False) -> str:

@@ -6,7 +6,14 @@ import pytest
 
 from featureledger.errors import IncompatibleChangeError
 from featureledger.model.compat import CHANGE_CLASSES, classify_view_change
-from featureledger.model.definitions import Entity, FeatureView, Field, FileSource, RowCheck
+from featureledger.model.definitions import (
+    Aggregation,
+    Entity,
+    FeatureView,
+    Field,
+    FileSource,
+    RowCheck,
+)
 from featureledger.registry import Registry
 
 MODES = ("backward", "forward", "full", "none")
@@ -58,6 +65,8 @@ CASES: dict[str, dict] = {
     "ttl_changed": {"ttl": "2d"},
     "checks_changed": {"checks": [RowCheck(name="a_pos", expr="a >= 0")]},
     "default_changed": {"fields": replace_field("d", default=2.0)},
+    "aggregations_changed": {"aggregations": [Aggregation(column="a", function="sum",
+                                                          window="1d")]},
     "description_only": {"description": "all items", "owner": "team-x", "tags": {"t": "1"}},
 }
 
@@ -183,6 +192,7 @@ ALLOWED = {
     "checks_changed":           (True,    True,   True, True),
     "default_changed":          (True,    True,   True, True),
     "description_only":         (True,    True,   True, True),
+    "aggregations_changed":     (False,   False,  False, True),
 }
 
 

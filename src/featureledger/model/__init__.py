@@ -1,12 +1,14 @@
 """The common data model: definitions, types, ids, references, hashing, compatibility."""
 
 from featureledger.model.definitions import (
+    Aggregation,
     DataFrameSource,
     Entity,
     FeatureSet,
     FeatureView,
     Field,
     FileSource,
+    RequestFeatureView,
     RowCheck,
     Transformation,
     definition_from_dict,
@@ -15,6 +17,7 @@ from featureledger.model.ids import id_kind, new_id
 from featureledger.model.references import FeatureRef, parse_reference, parse_references
 
 __all__ = [
+    "Aggregation",
     "DataFrameSource",
     "Entity",
     "FeatureRef",
@@ -22,6 +25,7 @@ __all__ = [
     "FeatureView",
     "Field",
     "FileSource",
+    "RequestFeatureView",
     "RowCheck",
     "Transformation",
     "definition_from_dict",

@@ -47,6 +47,8 @@ class ChangeClass:
         its schema), so the new version reads the old version's commits too. That is what
         backward compatibility means for data, except a changed transformation: rows a
         derived view computed with other code are not this version's rows."""
+        if self.name == "aggregations_changed":
+            return True  # aggregations are computed from the same rows at read time
         return self.backward and self.name != "transformation_changed"
 
 
@@ -81,6 +83,12 @@ CHANGE_CLASSES: dict[str, ChangeClass] = {
         ChangeClass("checks_changed", True, True, True, "changed the row checks"),
         ChangeClass("transformation_changed", True, True, True, "changed the transformation"),
         ChangeClass("default_changed", True, True, True, "changed a default value"),
+        # an aggregation's value is computed at read time from the rows, so no stored row
+        # is unreadable; but a consumer of the old version would get other numbers under
+        # the same name (or a name that is gone): breaking both ways, like a unit change
+        ChangeClass("aggregations_changed", False, False, True,
+                    "changed the windowed aggregations: the same name may now mean other "
+                    "numbers"),
         ChangeClass("compatibility_changed", True, True, True, "changed the compatibility mode"),
         ChangeClass("features_changed", True, True, True,
                     "changed the feature references of a feature set"),
@@ -221,6 +229,7 @@ def classify_view_change(old: FeatureView, new: FeatureView) -> list[Change]:
     new_t = new.transformation.spec() if new.transformation else None
     if old_t != new_t:
         out.append(Change("transformation_changed", None, "transformation code or parameters"))
+    out.extend(_aggregation_changes(old, new))
     if old.compatibility != new.compatibility:
         out.append(Change("compatibility_changed", None,
                           f"{old.compatibility} -> {new.compatibility}"))
@@ -229,11 +238,25 @@ def classify_view_change(old: FeatureView, new: FeatureView) -> list[Change]:
     return out
 
 
+def _aggregation_changes(old: FeatureView, new: FeatureView) -> list[Change]:
+    """One ``aggregations_changed`` per aggregation added, removed or redefined."""
+    o = {a.output_name: a.spec() for a in old.aggregations}
+    n = {a.output_name: a.spec() for a in new.aggregations}
+    out = [Change("aggregations_changed", name, "added") for name in n if name not in o]
+    out += [Change("aggregations_changed", name, "removed") for name in o if name not in n]
+    out += [Change("aggregations_changed", name, "redefined (column, function, window or slide)")
+            for name in n if name in o and o[name] != n[name]]
+    return out
+
+
 def classify_generic_change(old: Any, new: Any) -> list[Change]:
     """Entities and feature sets: a spec change is a new version, docs change in place."""
     if old.spec() != new.spec():
         if old.kind == "entity":
             return [Change("keys_changed", None, f"{old.join_keys} -> {new.join_keys}")]
+        if old.kind == "request_view":
+            return [Change("transformation_changed", None,
+                           "inputs, request schema, fields or code")]
         o, n = set(old.features), set(new.features)
         parts = [f"+{r}" for r in sorted(n - o)] + [f"-{r}" for r in sorted(o - n)]
         return [Change("features_changed", None, " ".join(parts) or "order changed")]

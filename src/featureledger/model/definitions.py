@@ -357,6 +357,126 @@ class Transformation(_Definition):
     description: str = ""
 
 
+# -- windowed aggregations (part of a view's definition) -----------------------------------
+AggregationFunction = Literal["count", "sum", "mean", "min", "max", "stddev", "last",
+                              "approx_count_distinct"]
+_AGG_NUMERIC = frozenset({"sum", "mean", "stddev"})
+
+
+def window_label(window: dt.timedelta) -> str:
+    """The shortest text for a window in whole units: ``7d``, ``1h``, ``90s``.
+
+    >>> window_label(dt.timedelta(days=7)), window_label(dt.timedelta(minutes=90))
+    ('7d', '90m')
+    """
+    us = window // dt.timedelta(microseconds=1)
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000),
+                       ("s", 1_000_000), ("ms", 1000), ("us", 1)):
+        if us % size == 0:
+            return f"{us // size}{unit}"
+    return f"{us}us"  # unreachable: every window is whole microseconds
+
+
+class Aggregation(_Definition):
+    """A windowed aggregation of one of a view's fields, requested like a feature.
+
+    The value at time ``t`` for a key aggregates the view's effective rows of that key
+    with ``t - window < event_ts <= t`` (the window's start is exclusive, its end
+    inclusive, like the point-in-time join's ``event_ts <= t``). With ``slide``, ``t`` is
+    first rounded down to a multiple of ``slide`` (since the epoch, UTC): the value then
+    changes only every ``slide``. ``name`` defaults to ``<column>_<function>_<window>``.
+
+    >>> Aggregation(column="trips", function="sum", window="7d").output_name
+    'trips_sum_7d'
+    >>> Aggregation(column="fare", function="mean", window="1h", name="fare_1h").output_name
+    'fare_1h'
+    """
+
+    kind: ClassVar[str] = "aggregation"
+
+    column: str
+    function: AggregationFunction
+    window: dt.timedelta
+    slide: dt.timedelta | None = None
+    name: str | None = None
+    description: str = ""
+
+    @field_validator("column")
+    @classmethod
+    def _column(cls, v: str) -> str:
+        return check_name("aggregated column", v)
+
+    @field_validator("name")
+    @classmethod
+    def _agg_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name("aggregation", v)
+
+    @field_validator("window", "slide", mode="before")
+    @classmethod
+    def _span(cls, v: Any) -> dt.timedelta | None:
+        span = parse_ttl(v)
+        if span is not None and (span <= dt.timedelta(0)
+                                 or span % dt.timedelta(microseconds=1)):
+            raise ValueError(f"window {v!r} must be a positive whole number of microseconds, "
+                             "e.g. '1h', '7d'")
+        return span
+
+    @model_validator(mode="after")
+    def _slide(self) -> Aggregation:
+        if self.slide is not None and self.slide > self.window:
+            raise ValueError(f"slide {window_label(self.slide)} is longer than the window "
+                             f"{window_label(self.window)}; use a slide at most the window")
+        return self
+
+    @property
+    def output_name(self) -> str:
+        """The feature name the aggregation is requested and returned as."""
+        return self.name or f"{self.column}_{self.function}_{window_label(self.window)}"
+
+    @property
+    def window_us(self) -> int:
+        return self.window // dt.timedelta(microseconds=1)
+
+    @property
+    def slide_us(self) -> int | None:
+        return None if self.slide is None else self.slide // dt.timedelta(microseconds=1)
+
+    def output_dtype(self, column_dtype: str) -> str:
+        """The dtype of the aggregated value, given the aggregated field's dtype."""
+        if self.function in ("count", "approx_count_distinct"):
+            return "int64"
+        if self.function == "sum":
+            return "int64" if column_dtype in ("int32", "int64") else "float64"
+        if self.function in ("mean", "stddev"):
+            return "float64"
+        return column_dtype  # min, max, last
+
+
+def check_aggregations(view: FeatureView) -> None:
+    """A ValueError naming the first aggregation that does not fit ``view``."""
+    fields = {f.name: f for f in view.fields}
+    seen: set[str] = set()
+    for a in view.aggregations:
+        out = a.output_name
+        if a.column not in fields:
+            raise ValueError(f"aggregation {out!r} aggregates {a.column!r}, which is not a "
+                             f"field of the view; use one of {', '.join(fields)}")
+        dtype = fields[a.column].dtype
+        if a.function in _AGG_NUMERIC and dtype not in NUMERIC_DTYPES:
+            raise ValueError(f"aggregation {out!r}: {a.function} needs a numeric field, and "
+                             f"{a.column!r} is {dtype}; use count, min, max or last")
+        if a.function in ("min", "max") and dtype not in ORDERED_DTYPES:
+            raise ValueError(f"aggregation {out!r}: {a.function} needs an ordered field, and "
+                             f"{a.column!r} is {dtype}; use count or last")
+        if a.function == "approx_count_distinct" and dtype.startswith("list<"):
+            raise ValueError(f"aggregation {out!r}: approx_count_distinct cannot count list "
+                             f"values ({a.column!r} is {dtype})")
+        if out in fields or out in seen or out in view.join_keys:
+            raise ValueError(f"aggregation name {out!r} is already a field, a join key or "
+                             "another aggregation of the view; give it name='...'")
+        seen.add(out)
+
+
 class FeatureView(_Definition):
     """A named group of fields over entities, read from a source."""
 
@@ -375,6 +495,7 @@ class FeatureView(_Definition):
     checks: list[RowCheck] = PydField(default_factory=list)
     compatibility: Compatibility = "backward"
     transformation: Transformation | None = None
+    aggregations: list[Aggregation] = PydField(default_factory=list)
     # join keys copied from the entities at definition time (filled by the model validator)
     join_keys: dict[str, str] = PydField(default_factory=dict)
 
@@ -478,7 +599,27 @@ class FeatureView(_Definition):
         checks = [c.name for c in self.checks]
         if len(set(checks)) != len(checks):
             raise ValueError("row check names must be unique")
+        check_aggregations(self)
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        # aggregations are in the spec (so in the hash) only when there are some: views
+        # defined before they existed keep their definition hash
+        if not self.aggregations:
+            data.pop("aggregations", None)
+        return data  # type: ignore[no-any-return]
+
+    def require_feature(self, name: str) -> None:
+        """Return if ``name`` is a field or an aggregation of the view; otherwise an
+        UnknownFeatureError names both."""
+        if self.aggregation(name) is None:
+            self.field(name)
+
+    def aggregation(self, name: str) -> Aggregation | None:
+        """The aggregation whose output is named ``name``, or None."""
+        return next((a for a in self.aggregations if a.output_name == name), None)
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -486,9 +627,11 @@ class FeatureView(_Definition):
                 return f
         from featureledger.errors import UnknownFeatureError
 
+        aggs = (f"; its aggregations: {', '.join(a.output_name for a in self.aggregations)}"
+                if self.aggregations else "")
         raise UnknownFeatureError(
             f"feature view {self.name!r} has no field {name!r}; "
-            f"its fields are: {', '.join(f.name for f in self.fields)}"
+            f"its fields are: {', '.join(f.name for f in self.fields)}{aggs}"
         )
 
     @property
@@ -542,11 +685,104 @@ class FeatureSet(_Definition):
         return [str(r) for r in refs]
 
 
-Definition = Union[Entity, FeatureView, FeatureSet]
+# -- request-time (on-demand) features ------------------------------------------------------
+class RequestFeatureView(_Definition):
+    """Features computed at request time from stored features and request values.
+
+    ``inputs`` are feature references (``view:feature``) whose values, as of the entity
+    row (historical retrieval) or as served (online), are handed to the transformation
+    with the request values named in ``request_schema`` (online: ``request_data``;
+    offline: columns of the entity frame). The transformation is text, never a pickled
+    object: Python source defining ``transform(df)`` (a pandas DataFrame with a column
+    per input feature and request value, returning a DataFrame with a column per output
+    field), or ``sql``: one DuckDB expression per output field, run in the sandbox. The
+    same code computes online and offline values, so they are identical.
+
+    >>> rv = RequestFeatureView(name="quote", inputs=["trips:fare_sum_7d"],
+    ...                         request_schema={"distance_km": "float64"},
+    ...                         fields=[Field(name="fare_per_km", dtype="float64")],
+    ...                         sql={"fare_per_km": "fare_sum_7d / nullif(distance_km, 0)"})
+    >>> rv.input_names
+    ['fare_sum_7d']
+    """
+
+    kind: ClassVar[str] = "request_view"
+
+    name: str
+    inputs: list[str] = PydField(default_factory=list)
+    request_schema: dict[str, str] = PydField(default_factory=dict)
+    fields: list[Field]
+    python: str | None = None
+    sql: dict[str, str] | None = None
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = PydField(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("request view", v)
+
+    @field_validator("request_schema")
+    @classmethod
+    def _request(cls, v: dict[str, str]) -> dict[str, str]:
+        return {check_name("request value", k): parse_dtype(t) for k, t in v.items()}
+
+    @model_validator(mode="after")
+    def _consistency(self) -> RequestFeatureView:
+        from featureledger.model.references import parse_reference
+
+        if (self.python is None) == (self.sql is None):
+            raise ValueError("give the transformation as python='def transform(df): ...' "
+                             "or as sql={'field': 'expression'}, exactly one of them")
+        names = [parse_reference(r).feature for r in self.inputs]
+        columns = [*names, *self.request_schema]
+        dupes = sorted({n for n in columns if columns.count(n) > 1})
+        if dupes:
+            raise ValueError(f"input name(s) {', '.join(dupes)} appear twice among the "
+                             "inputs and request values; each must be one column")
+        if not columns:
+            raise ValueError("a request view needs inputs or request values to compute from")
+        outs = [f.name for f in self.fields]
+        if not outs or len(set(outs)) != len(outs):
+            raise ValueError("a request view needs fields with distinct names")
+        if set(outs) & set(columns):
+            raise ValueError(f"field(s) {', '.join(sorted(set(outs) & set(columns)))} are "
+                             "also inputs or request values; rename them")
+        if self.sql is not None and sorted(self.sql) != sorted(outs):
+            raise ValueError(f"sql gives expressions for {sorted(self.sql)}, but the fields "
+                             f"are {sorted(outs)}; give one expression per field")
+        if self.python is not None:
+            try:
+                compile(self.python, f"<request view {self.name}>", "exec")
+            except SyntaxError as exc:
+                raise ValueError(f"the python transformation does not compile: {exc}") from None
+        return self
+
+    @property
+    def input_names(self) -> list[str]:
+        """The column each input feature is handed to the transformation as."""
+        from featureledger.model.references import parse_reference
+
+        return [parse_reference(r).feature for r in self.inputs]
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        from featureledger.errors import UnknownFeatureError
+
+        raise UnknownFeatureError(
+            f"request view {self.name!r} has no field {name!r}; its fields are: "
+            f"{', '.join(f.name for f in self.fields)}")
+
+
+Definition = Union[Entity, FeatureView, FeatureSet, RequestFeatureView]
 DEFINITION_KINDS: dict[str, type[_Definition]] = {
     "entity": Entity,
     "feature_view": FeatureView,
     "feature_set": FeatureSet,
+    "request_view": RequestFeatureView,
 }
 
 

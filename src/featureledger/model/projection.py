@@ -117,6 +117,15 @@ def carries_data(changes: Sequence[str]) -> bool:
     return all(CHANGE_CLASSES[c].carries_data for c in changes if c in CHANGE_CLASSES)
 
 
+def _breaks_only_aggregations(changes: Sequence[str]) -> bool:
+    """True when a version applied as breaking was refused only for its aggregations
+    (every other change is compatible under every mode): its rows are the old rows."""
+    return "aggregations_changed" in changes and all(
+        c == "aggregations_changed" or (c in CHANGE_CLASSES and CHANGE_CLASSES[c].backward
+                                        and CHANGE_CLASSES[c].forward)
+        for c in changes)
+
+
 def data_chain(versions: Sequence[VersionInfo], target: int) -> list[VersionProjection]:
     """The versions whose commits ``target`` reads, newest first, each with its projection.
 
@@ -129,8 +138,8 @@ def data_chain(versions: Sequence[VersionInfo], target: int) -> list[VersionProj
     # the field of ``read`` each column still maps to, walking down: name -> source name
     alive = {f.name: f.name for f in read.fields}
     current = by_version[target]
-    while current.version - 1 in by_version and not current.breaking \
-            and carries_data(current.changes):
+    while current.version - 1 in by_version and carries_data(current.changes) \
+            and (not current.breaking or _breaks_only_aggregations(current.changes)):
         older = by_version[current.version - 1]
         older_fields = {f.name: f for f in older.view.fields}
         alive = {n: s for n, s in alive.items() if s in older_fields}

@@ -148,6 +148,44 @@ class ViewScan:
         return [(src, rank, files, pick) for (src, rank, pick), files in groups.items()]
 
 
+AGGREGATION_FUNCTIONS = ("count", "sum", "mean", "min", "max", "stddev", "last",
+                         "approx_count_distinct")
+
+
+@dataclass(frozen=True)
+class WindowAggregate:
+    """One windowed aggregation an engine computes (a resolved
+    :class:`featureledger.model.definitions.Aggregation`).
+
+    Per entity row at time ``t`` (rounded down to a multiple of ``slide_us`` when set):
+    the ``function`` of the scan's feature ``column`` (an index into ``scan.features``)
+    over the scan's effective rows with the entity row's keys and ``t - window_us <
+    event_ts <= t``. Nulls are skipped (``count`` counts non-null values, 0 over an empty
+    window; the others are null there) except by ``last``, the value of the latest row,
+    null or not. ``stddev`` is the sample deviation (null below two values);
+    ``approx_count_distinct`` is computed exactly, so that every engine agrees.
+    """
+
+    column: int
+    function: str
+    window_us: int
+    slide_us: int | None
+    output: str
+    dtype: str  # featureledger dtype of the result
+
+    def __post_init__(self) -> None:
+        if self.function not in AGGREGATION_FUNCTIONS or self.window_us <= 0 or (
+                self.slide_us is not None and self.slide_us <= 0):
+            raise RetrievalError(f"internal: aggregation {self} is not valid; please report "
+                                 "this")
+
+
+def aggregate_lower_bound(aggregations: Sequence[WindowAggregate], lo: int) -> int:
+    """The oldest event time (exclusive) any aggregation of an entity row at ``lo`` or
+    later can reach: what an engine may prune below."""
+    return lo - max(a.window_us + (a.slide_us or 0) for a in aggregations)
+
+
 class OfflineEngine(Protocol):
     """What an offline engine does over the files of a set of commits (a :class:`ViewScan`).
 
@@ -167,6 +205,15 @@ class OfflineEngine(Protocol):
     def window(self, scan: ViewScan, start_us: int | None, end_us: int | None
                ) -> pa.RecordBatchReader:
         """Every effective row with ``start <= event time < end``, by time then keys."""
+
+    def window_aggregate(self, entities: pa.Table, ts_col: str, scan: ViewScan,
+                         aggregations: Sequence[WindowAggregate],
+                         ts_bounds: tuple[int, int] | None = None) -> pa.RecordBatchReader:
+        """Per entity row (``_row``), each aggregation's value (see
+        :class:`WindowAggregate`) as a column named by its ``output``, in any order.
+        Effective rows: among rows with the same keys and event time, the later created
+        time, then the later commit. An entity row with a null key or time aggregates
+        nothing."""
 
     def latest_per_key(self, scan: ViewScan, *, start: int | None = None,
                        end: int | None = None, only_commits: Sequence[str] | None = None,

@@ -45,6 +45,12 @@ from featureledger.model.projection import ColumnSource, VersionProjection
 from featureledger.model.references import FeatureRef
 from featureledger.model.timeutil import current_user, now_us, to_us
 from featureledger.model.types import to_arrow
+from featureledger.offline.aggregation import (
+    aggregated_columns,
+    aggregation_request,
+    compute_aggregates,
+    reach_us,
+)
 from featureledger.offline.dataset import (
     HASH_VERSION,
     TrainingDataset,
@@ -53,6 +59,11 @@ from featureledger.offline.dataset import (
     content_hash,
 )
 from featureledger.offline.engine import ROW_COLUMN, OfflineEngine, ViewScan
+from featureledger.offline.request_features import (
+    add_request_features,
+    request_plan,
+    resolve_request_inputs,
+)
 from featureledger.registry.datasets import DatasetRecord
 
 if TYPE_CHECKING:
@@ -82,6 +93,18 @@ class _ViewRequest:
     # the versions whose commits are read, newest first, each with how its rows are
     # projected onto this version's features (VersionProjection.to_dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # windowed aggregations requested of this view version (offline/aggregation.py);
+    # their columns follow the features'
+    aggregations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[str]:
+        """Every result column of this view: the features', then the aggregations'."""
+        return [*self.output_names, *(a["output"] for a in self.aggregations)]
+
+    @property
+    def output_dtypes(self) -> list[str]:
+        return [*self.dtypes, *(a["dtype"] for a in self.aggregations)]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -104,6 +127,19 @@ class _ViewRequest:
             output_names=self.output_names, dtypes=self.dtypes, ttl_us=self.ttl_us,
             store=store, commits=commits, chain=self.chain(),
             tie_break=commits_overlap(commits), event_range=_event_range(commits))
+
+    def aggregation_scan(self, store: Any, commits: Sequence[CommitRecord]) -> ViewScan:
+        """The scan of the fields the aggregations read."""
+        from featureledger.offline.aggregation import aggregated_columns
+
+        columns = aggregated_columns(self.aggregations)
+        dtypes = {a["column"]: a["column_dtype"] for a in self.aggregations}
+        return ViewScan.of(
+            join_keys=list(self.join_keys), timestamp_field=self.timestamp_field,
+            created_field=self.created_field, features=columns, output_names=columns,
+            dtypes=[dtypes[c] for c in columns], ttl_us=None, store=store,
+            commits=commits, chain=self.chain(), tie_break=commits_overlap(commits),
+            event_range=_event_range(commits))
 
 
 @dataclass(frozen=True)
@@ -254,13 +290,19 @@ class RetrievalService:
                     created_field=d.created_timestamp_field)
             req = by_version[key]
             for r in group:
-                fld = d.field(r.feature)  # raises UnknownFeatureError naming the fields
+                agg = d.aggregation(r.feature)
+                # raises UnknownFeatureError naming the fields (and aggregations)
+                fld = None if agg is not None else d.field(r.feature)
                 pinned = (view, rec.version, r.feature)
                 if pinned in asked:
                     raise RetrievalError(
                         f"{asked[pinned]} and {r} are the same feature ({view}@{rec.version}:"
                         f"{r.feature}, version {rec.version} being the latest); list it once")
                 asked[pinned] = str(r)
+                if agg is not None:
+                    req.aggregations.append(aggregation_request(agg, d, r.feature))
+                    continue
+                assert fld is not None
                 req.features.append(r.feature)
                 req.dtypes.append(fld.dtype)
         plan = list(by_version.values())
@@ -270,17 +312,21 @@ class RetrievalService:
             versions_of[req.view] = versions_of.get(req.view, 0) + 1
         for req in plan:
             if not full_feature_names:
-                req.output_names.extend(req.features)
+                prefix = ""
             elif versions_of[req.view] > 1:
-                req.output_names.extend(f"{req.view}@{req.version}__{f}" for f in req.features)
+                prefix = f"{req.view}@{req.version}__"
             else:
-                req.output_names.extend(f"{req.view}__{f}" for f in req.features)
+                prefix = f"{req.view}__"
+            req.output_names.extend(f"{prefix}{f}" for f in req.features)
+            for a in req.aggregations:
+                a["output"] = f"{prefix}{a['name']}"
             chain = self.ctx.registry.definitions.data_chain(req.view, req.version)
-            req.sources.extend(p.select(req.features).to_dict() for p in chain)
+            read = list(dict.fromkeys([*req.features, *aggregated_columns(req.aggregations)]))
+            req.sources.extend(p.select(read).to_dict() for p in chain)
         if not full_feature_names:
             seen: dict[str, str] = {}
             for req in plan:
-                for name in req.output_names:
+                for name in req.outputs:
                     other = seen.setdefault(name, f"{req.view}@{req.version}")
                     if other != f"{req.view}@{req.version}":
                         raise RetrievalError(
@@ -333,7 +379,7 @@ class RetrievalService:
                         ) from None
                     table = table.set_column(table.column_names.index(k), k, col)
         for req in plan:
-            clash = [o for o in req.output_names if o in names]
+            clash = [o for o in req.outputs if o in names]
             if clash:
                 raise RetrievalError(
                     f"the entity frame already has column(s) {', '.join(clash)}, which "
@@ -357,8 +403,10 @@ class RetrievalService:
         from concurrent.futures import ThreadPoolExecutor
 
         refs, fs_name = self._feature_refs(features, feature_set)
+        refs, request = request_plan(self.ctx.registry, refs, full_feature_names)
         plan = self._plan(refs, full_feature_names)
         entities, ts_col = self._entities(entity_df, timestamp_column, plan)
+        resolve_request_inputs(request, plan, entities.column_names)
         as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
         bounds = _ts_bounds(entities, ts_col)
         commits = [self._visible_commits(req, as_of_us, bounds) for req in plan]
@@ -368,8 +416,10 @@ class RetrievalService:
             staged = pool.submit(self._stage_entities, ds_id, entities)
             try:
                 table, stats = self._compute(entities, ts_col, plan, commits, bounds)
+                table = add_request_features(table, request)
                 feature_digests = column_digests(table.select(
-                    [o for r in plan for o in r.output_names]))
+                    [o for r in plan for o in r.outputs]
+                    + [o for q in request for o in q["outputs"]]))
             except BaseException:
                 if staged.exception() is None:
                     self.ctx.offline_store.discard_dataset(ds_id, staged.result()[0])
@@ -380,7 +430,8 @@ class RetrievalService:
                                       combine_digests(entities.num_rows, entity_digests),
                                       combine_digests(table.num_rows,
                                                       entity_digests + feature_digests),
-                                      fs_name, full_feature_names, as_of_us, as_of_commit)
+                                      fs_name, full_feature_names, as_of_us, as_of_commit,
+                                      request)
             run = current_run_id(run_id)
             record = DatasetRecord(
                 dataset_id=ds_id, created_at=manifest["read_at"],
@@ -411,7 +462,8 @@ class RetrievalService:
                   commits: Sequence[Sequence[CommitRecord]], stats: Sequence[_ViewStats],
                   entities: pa.Table, ts_col: str, table: pa.Table, entity_digest: str,
                   content: str, fs_name: str | None, full_feature_names: bool,
-                  as_of_us: int | None, as_of_commit: str | None) -> dict[str, Any]:
+                  as_of_us: int | None, as_of_commit: str | None,
+                  request: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
         views = []
         for r, cs, st in zip(plan, commits, stats, strict=True):
             chain = r.chain()
@@ -435,7 +487,11 @@ class RetrievalService:
         return {
             "dataset_id": ds_id,
             "hash_version": HASH_VERSION,
-            "features": [f"{r.view}@{r.version}:{f}" for r in plan for f in r.features],
+            "features": [f"{r.view}@{r.version}:{f}" for r in plan
+                         for f in [*r.features, *(a["name"] for a in r.aggregations)]]
+                        + [f"{q['name']}@{q['version']}:{f}" for q in request
+                           for f in q["fields"]],
+            "request_views": list(request),
             "feature_set": fs_name,
             "full_feature_names": full_feature_names,
             "as_of": as_of_us,
@@ -453,7 +509,8 @@ class RetrievalService:
             "content_hash": content,
             "arrow_schema": table.schema.to_string(show_schema_metadata=False),
             "null_counts": {name: table.column(name).null_count
-                            for r in plan for name in r.output_names},
+                            for name in [*(o for r in plan for o in r.outputs),
+                                         *(o for q in request for o in q["outputs"])]},
             "null_features": _null_features(plan, commits, stats, table, as_of_us),
             "engine": {"name": self.engine.name, "version": self.engine.version},
         }
@@ -559,6 +616,7 @@ class RetrievalService:
             commits.append(cs)
         ts_col = m["entity"]["timestamp_column"]
         table, _ = self._compute(entities, ts_col, plan, commits, _ts_bounds(entities, ts_col))
+        table = add_request_features(table, m.get("request_views", []))
         got = content_hash(table)
         if got != rec.content_hash:
             raise ReproductionError(
@@ -575,6 +633,9 @@ class RetrievalService:
             return []
         lo, hi = bounds
         floor = None if req.ttl_us is None else lo - req.ttl_us
+        if req.aggregations:  # the aggregations read their windows, whatever the TTL
+            reach = lo - reach_us(req.aggregations)
+            floor = reach if floor is None or not req.features else min(floor, reach)
         out = []
         versions = [p.version for p in req.chain()]
         for c in self.ctx.registry.commits.list(req.view, versions=versions, as_of=as_of_us,
@@ -600,10 +661,19 @@ class RetrievalService:
         keys = list(dict.fromkeys(k for r in plan for k in r.join_keys))
         probe = entities.select([ts_col, *keys]).append_column(
             ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
-        scans = [r.scan(self.ctx.offline_store, cs) for r, cs in zip(plan, commits, strict=True)]
+        # views asked only for aggregations take no part in the point-in-time join
+        joined = [i for i, r in enumerate(plan) if r.features or not r.aggregations]
+        scans = [plan[i].scan(self.ctx.offline_store, commits[i]) for i in joined]
+        aggregated: dict[int, pa.Table] = {}
         with self.ctx.offline_store.reading(c for cs in commits for c in cs):
             reader = self.engine.point_in_time(probe, ts_col, scans, bounds)
             result = reader.read_all()
+            for i, r in enumerate(plan):
+                if r.aggregations:
+                    aggregated[i] = compute_aggregates(
+                        self.engine, probe, ts_col,
+                        r.aggregation_scan(self.ctx.offline_store, commits[i]),
+                        r.aggregations, bounds)
         if result.num_rows != n:
             raise StorageError(f"internal: the join returned {result.num_rows} rows for {n} "
                                "entity rows; please report this")
@@ -614,20 +684,24 @@ class RetrievalService:
         table = entities
         stats = []
         for i, r in enumerate(plan):
-            for name, dtype in zip(r.output_names, r.dtypes, strict=True):
-                col = result.column(name)
+            for name, dtype in zip(r.outputs, r.output_dtypes, strict=True):
+                col = (aggregated[i] if name not in r.output_names else result).column(name)
                 want = to_arrow(dtype)
                 table = table.append_column(pa.field(name, want),
                                             col if col.type == want else col.cast(want))
-            matched = int(pc.sum(result.column(f"_fl_matched_{i}")).as_py() or 0)
+            if i not in joined:
+                stats.append(_ViewStats(unmatched=0, outside_ttl=0, rows_by_version={}))
+                continue
+            j = joined.index(i)  # the view's place in the join
+            matched = int(pc.sum(result.column(f"_fl_matched_{j}")).as_py() or 0)
             names = result.column_names
-            keyed = (int(pc.sum(result.column(f"_fl_keyed_{i}")).as_py() or 0)
-                     if f"_fl_keyed_{i}" in names else matched)
+            keyed = (int(pc.sum(result.column(f"_fl_keyed_{j}")).as_py() or 0)
+                     if f"_fl_keyed_{j}" in names else matched)
             by_source: dict[int, int] = {}
-            if f"_fl_src_{i}" in names:
+            if f"_fl_src_{j}" in names:
                 used = [v for v in r.chain()
                         if any(c.view_version == v.version for c in commits[i])]
-                counts = pc.value_counts(result.column(f"_fl_src_{i}").drop_null())
+                counts = pc.value_counts(result.column(f"_fl_src_{j}").drop_null())
                 for item in counts.to_pylist():
                     by_source[used[int(item["values"])].version] = int(item["counts"])
             elif matched:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from featureledger.errors import RetrievalError
 from featureledger.events import MaterializeCompleted
 from featureledger.model.timeutil import from_us, now_us, to_us
+from featureledger.online.aggregates import aggregate_table, aggregates_at, write_aggregates
 from featureledger.online.materialize import Materializer, TableResult, ViewProgress
 from featureledger.online.service import OnlineService, view_version
 from featureledger.online.stores import TableRef
@@ -173,6 +174,14 @@ class MaterializationService:
         rows, written = self._materializer().load(table, view, chain, to_load, **options)
         if to_load:
             self.online.invalidate(table)
+        if view.aggregations:  # every key's aggregations as of ``end`` (online/aggregates.py)
+            live = [c for c in listed if c.row_count
+                    and (c.min_event_ts is None or c.min_event_ts <= end)]
+            values = aggregates_at(self.ctx.engine, self.ctx.offline_store, view, chain,
+                                   live, end)
+            written += write_aggregates(self.online.store, table, view, values, end,
+                                        live[-1] if live else None)
+            self.online.invalidate(aggregate_table(table))
         # Record what is now covered: every row with event time <= end of the listed
         # commits (a run from the beginning), or the known commits up to a later end (a
         # run whose start does not leave a gap after the previous end).

@@ -16,6 +16,7 @@ from typing import Any
 from featureledger.errors import InvalidReferenceError, RetrievalError
 from featureledger.model.definitions import FeatureView
 from featureledger.model.references import FeatureRef, parse_reference
+from featureledger.online.aggregates import aggregate_table, aggregate_view, is_aggregate_table
 from featureledger.online.codec import KeyCodec, ValueCodec
 from featureledger.online.response import Layout
 from featureledger.online.stores import TableRef
@@ -111,8 +112,10 @@ def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,
     for ref in refs:
         rec = views[(ref.view, ref.version)]
         view: FeatureView = rec.definition
-        fld = view.field(ref.feature)  # UnknownFeatureError names the fields
         table = TableRef(view.name, rec.version)
+        if view.aggregation(ref.feature) is not None:  # served from its own table
+            view, table = aggregate_view(view), aggregate_table(table)
+        fld = view.field(ref.feature)  # UnknownFeatureError names the fields
         group = groups.get(table)
         if group is None:
             ttl = None if view.ttl is None else view.ttl // _US
@@ -157,6 +160,8 @@ def _defaulted_commits(registry: Any, groups: list[ViewGroup], n: int
     from) whose rows lack the field and so serve its declared default; None if none do."""
     out: list[frozenset[str] | None] = [None] * n
     for g in groups:
+        if is_aggregate_table(g.table):  # computed values: never a field's default
+            continue
         chain = registry.definitions.data_chain(g.table.view, g.table.version)
         if len(chain) == 1:
             continue

@@ -109,6 +109,27 @@ class OnlineResponse:
     def join_keys(self) -> list[str]:
         return self._layout.join_keys
 
+    def with_computed(self, columns: list[tuple[str, str, int, str, list[Any]]]
+                      ) -> OnlineResponse:
+        """This response with computed features appended (request-time features):
+        ``(name, reference, version, dtype, values)`` each. Their status is PRESENT or
+        NULL by value; they come from no commit."""
+        if not columns:
+            return self
+        lay = self._layout
+        g = len(self._codes)
+        n = len(self)
+        layout = Layout(lay.join_keys, [*lay.names, *(c[0] for c in columns)],
+                        [*lay.references, *(c[1] for c in columns)],
+                        [*lay.versions, *(c[2] for c in columns)],
+                        [*lay.group, *([g] * len(columns))],
+                        None if lay.dtypes is None else [*lay.dtypes, *(c[3] for c in columns)],
+                        None if lay.defaulted is None
+                        else [*lay.defaulted, *([None] * len(columns))])
+        return OnlineResponse(layout, [*self._values, *(list(c[4]) for c in columns)],
+                              [*self._codes, None], [*self._records, [None] * n],
+                              entity_rows=self._entity_rows, entity_columns=self._entity_cols)
+
     @property
     def names(self) -> list[str]:
         """Feature names, in request order."""

@@ -20,6 +20,7 @@ left in the log, before anything is served.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,8 @@ class OnlineService:
         self.cache = OnlineCache(cfg.cache_max_entries) if cfg.cache else None
         self._plans: dict[Any, ReadPlan] = {}
         self._models: dict[str, tuple[list[str], list[str]]] = {}
+        self._request_view_names: frozenset[str] | None = None
+        self._request_plans: dict[Any, Any] = {}
         self.catalog = ViewCatalog(self.registry)
         self.watcher = ChangeWatcher(self.registry, self.store, cfg.poll_interval_s,
                                      self._registry_changed, self._store_changed)
@@ -66,6 +69,8 @@ class OnlineService:
     # -- change handling ---------------------------------------------------------------
     def _registry_changed(self) -> None:
         self._plans = {}
+        self._request_view_names = None
+        self._request_plans = {}
         self._models = {}
         self.catalog.clear()
         if self.cache is not None:
@@ -127,7 +132,8 @@ class OnlineService:
     def get_online_features(self, features: Any = None, entity_rows: Any = None, *,
                             feature_set: str | None = None, full_feature_names: bool = False,
                             deployment: str | None = None, model: str | None = None,
-                            fill_defaults: bool = False) -> OnlineResponse:
+                            fill_defaults: bool = False,
+                            request_data: Mapping[str, Any] | None = None) -> OnlineResponse:
         """Feature values for ``entity_rows`` with a status, version and commit per value.
 
         ``features`` is a list of references (``view:feature``, ``view@2:feature``);
@@ -136,8 +142,13 @@ class OnlineService:
         consumes; a read through a deployment is counted in its usage counters.
         ``entity_rows`` is a list of dicts or a dict of columns. Values of ``NOT_FOUND``
         and ``OUTSIDE_TTL`` are None, or, with ``fill_defaults=True``, the field's
-        declared default (the status stays).
+        declared default (the status stays). Request-time features (``request_view:field``)
+        are computed from the served values of their inputs (which come along) and
+        ``request_data`` (a dict of request value -> a value for every row or a list).
         """
+        if request_data is not None:
+            return self._with_request_features(features, entity_rows, request_data or {},
+                                               full_feature_names, fill_defaults)
         if deployment is not None or model is not None:
             if features is not None or feature_set is not None or (
                     deployment is not None and model is not None):
@@ -159,11 +170,67 @@ class OnlineService:
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
         if plan is None:
+            if self._requests_views(features):  # never a cached plan: checked on a miss
+                return self._with_request_features(features, entity_rows, {},
+                                                   full_feature_names, fill_defaults)
             plan = self.plan(features, feature_set=feature_set,
                              full_feature_names=full_feature_names)
         response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         return response
+
+    def _requests_views(self, features: Any) -> bool:
+        """Whether ``features`` names a request view (cached until the registry changes)."""
+        if not isinstance(features, (list, tuple)):
+            return False
+        self.watcher.check()
+        names = self._request_view_names
+        if names is None:
+            names = self._request_view_names = frozenset(
+                rec.name for rec in self.registry.definitions.list("request_view"))
+        return bool(names) and any(str(f).partition(":")[0].partition("@")[0] in names
+                                   for f in features)
+
+    def _with_request_features(self, features: Any, entity_rows: Any, request_data: Any,
+                               full_feature_names: bool, fill_defaults: bool
+                               ) -> OnlineResponse:
+        """Read the stored features (and the request views' inputs), then compute the
+        request views over them with :func:`compute_request_features`, as retrieval does."""
+        from featureledger.offline.request_features import (
+            compute_request_features,
+            input_table,
+            request_plan,
+        )
+
+        if not isinstance(request_data, dict):
+            raise RetrievalError("request_data must be a dict of request value -> a value "
+                                 "or a list of values, one per entity row")
+        key = ("request", tuple(features), full_feature_names)
+        got = self._request_plans.get(key)
+        if got is None:
+            got = self._request_plans[key] = request_plan(self.registry, list(features),
+                                                          full_feature_names)
+        stored, request = got
+        response = read_online(self.store, self.cache,
+                               self.plan(stored, full_feature_names=full_feature_names),
+                               entity_rows, fill_defaults)
+        assert response is not None  # with a store, a read always answers
+        by_ref = {ref: name for name, ref in response.references.items()}
+        computed = []
+        from featureledger.model.definitions import RequestFeatureView
+
+        for q in request:
+            view = RequestFeatureView(**{k: v for k, v in q["definition"].items()
+                                         if k != "kind"})
+            cols = {n: by_ref[ref] for n, ref in q["inputs"].items()}
+            inputs = input_table(view, {n: response.values[c] for n, c in cols.items()},
+                                 request_data, {n: response.dtypes[c] for n, c in cols.items()},
+                                 len(response))
+            out = compute_request_features(view, inputs)
+            for f, o in zip(q["fields"], q["outputs"], strict=True):
+                computed.append((o, f"{q['name']}@{q['version']}:{f}", q["version"],
+                                 view.field(f).dtype, out.column(f).to_pylist()))
+        return response.with_computed(computed)
 
     def get_online_features_nowait(self, features: Any = None, entity_rows: Any = None, *,
                                    feature_set: str | None = None,

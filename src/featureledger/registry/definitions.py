@@ -59,13 +59,15 @@ from featureledger.registry.lineage_edges import (
 )
 
 Action = Literal["unchanged", "new", "new_version", "docs_update"]
-_KIND_ORDER = {"entity": 0, "feature_view": 1, "feature_set": 2}
+_KIND_ORDER = {"entity": 0, "feature_view": 1, "request_view": 2, "feature_set": 3}
 _UNKNOWN = {
     "entity": UnknownEntityError,
     "feature_view": UnknownViewError,
     "feature_set": UnknownFeatureSetError,
+    "request_view": UnknownViewError,
 }
-_LABEL = {"entity": "entity", "feature_view": "feature view", "feature_set": "feature set"}
+_LABEL = {"entity": "entity", "feature_view": "feature view", "feature_set": "feature set",
+          "request_view": "request view"}
 # The longest name the store can hold: the registry keeps names in String(255) columns,
 # some as "name@version" (audit entries, feature-set pins), and the offline store makes a
 # view's name a folder name (at most 255 bytes on common file systems).
@@ -298,7 +300,7 @@ class DefinitionRepository:
         """Pin a feature reference to a view version and check the feature exists."""
         r = parse_reference(ref)
         rec = self.get("feature_view", r.view, r.version)
-        rec.definition.field(r.feature)  # raises UnknownFeatureError naming the fields
+        rec.definition.require_feature(r.feature)  # UnknownFeatureError names the fields
         return r.pinned(rec.version), rec
 
     # -- plan / apply ----------------------------------------------------------------
@@ -484,7 +486,7 @@ class DefinitionRepository:
                         view = v
                     else:
                         view = self.get("feature_view", r.view, version, conn=conn).definition
-                view.field(r.feature)  # type: ignore[union-attr]
+                view.require_feature(r.feature)  # type: ignore[union-attr]
                 pinned.append(str(r.pinned(version)))
             return d.model_copy(update={"features": pinned})
         return d

@@ -29,6 +29,8 @@ from featureledger.errors import RetrievalError, StorageError
 from featureledger.offline.engine import (
     ROW_COLUMN,
     ViewScan,
+    WindowAggregate,
+    aggregate_lower_bound,
     quote_ident,
     quote_string,
 )
@@ -96,6 +98,18 @@ def _order_key(ts_expr: str, rank: int | str, bits: int | None) -> str:
     if bits is None:
         return f"((epoch_us({ts_expr})::HUGEINT << 64) + {rank})"
     return f"(epoch_us({ts_expr}) * {1 << bits} + {rank})"
+
+
+def _with_filter(expr: str, cond: str) -> str:
+    """``expr`` (an aggregate call, possibly followed by a field access such as ``.v``)
+    with ``FILTER (WHERE cond)`` after its call."""
+    depth = 0
+    for i, ch in enumerate(expr):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == ")" and depth == 0:
+            return f"({expr[:i + 1]} FILTER (WHERE {cond})){expr[i + 1:]}"
+    return expr
 
 
 def _parquet(files: Sequence[str]) -> str:
@@ -362,6 +376,97 @@ class DuckDBEngine:
                    f"{order}) = 1")
         sql += f" ORDER BY {ts}, {', '.join(keys)}"
         return self._stream(self._cursor(), sql)
+
+    # -- windowed aggregations -------------------------------------------------------------
+    def window_aggregate_sql(self, entity_table: str, ts_col: str, scan: ViewScan,
+                             aggregations: Sequence[WindowAggregate],
+                             ts_bounds: tuple[int, int] | None) -> str:
+        """The SQL of :meth:`window_aggregate`: a range join of the entity rows with the
+        effective feature rows of the same keys inside the widest window, grouped by
+        entity row; an aggregation with a narrower window (or a slide) filters its rows."""
+        from featureledger.model.types import to_duckdb
+
+        keys = [quote_ident(k) for k in scan.join_keys]
+        e_cols = [quote_ident(ROW_COLUMN), f"epoch_us({quote_ident(ts_col)}) AS _et", *keys]
+        slides = sorted({a.slide_us for a in aggregations if a.slide_us is not None})
+        for s in slides:  # t rounded down to a multiple of the slide (floor, also below 0)
+            e_cols.append(f"(_et - (((_et % {s}) + {s}) % {s})) AS _t{s}")
+
+        def t_of(a: WindowAggregate) -> str:
+            return "e._et" if a.slide_us is None else f"e._t{a.slide_us}"
+
+        spans = {(t_of(a), a.window_us) for a in aggregations}
+        hi = [t for t, _ in spans]
+        lo = [f"{t} - {w}" for t, w in spans]
+        join_hi = hi[0] if len(set(hi)) == 1 else f"greatest({', '.join(sorted(set(hi)))})"
+        join_lo = lo[0] if len(set(lo)) == 1 else f"least({', '.join(sorted(set(lo)))})"
+        one_span = len(spans) == 1
+        select = [f"e.{quote_ident(ROW_COLUMN)}"]
+        for a in aggregations:
+            v = f"f._v{a.column}"
+            expr = {
+                "count": f"count({v})",
+                "sum": f"sum({v})",
+                "mean": f"avg({v})",
+                "min": f"min({v})",
+                "max": f"max({v})",
+                "stddev": f"stddev_samp({v})",
+                # the latest row's value, null or not (f._ft is unique per key in a window)
+                "last": f"max(CASE WHEN f._ft IS NOT NULL THEN struct_pack(t := f._ft, "
+                        f"v := {v}) END).v",
+                "approx_count_distinct": f"count(DISTINCT {v})",
+            }[a.function]
+            if not one_span:
+                t = t_of(a)
+                cond = f"f._ft <= {t} AND f._ft > {t} - {a.window_us}"
+                expr = _with_filter(expr, cond)
+            select.append(f"CAST({expr} AS {to_duckdb(a.dtype)}) AS {quote_ident(a.output)}")
+        if not scan.files:
+            nothing = [f"CAST({'0' if a.function in ('count', 'approx_count_distinct') else 'NULL'}"
+                       f" AS {to_duckdb(a.dtype)}) AS {quote_ident(a.output)}"
+                       for a in aggregations]
+            return (f"SELECT {quote_ident(ROW_COLUMN)}, {', '.join(nothing)} "
+                    f"FROM {entity_table}")
+        ts = quote_ident(scan.timestamp_field)
+        conds = [f"{k} IS NOT NULL" for k in keys] + [f"{ts} IS NOT NULL"]
+        if ts_bounds is not None:
+            conds.append(f"{ts} <= {_ts_literal(ts_bounds[1])}")
+            conds.append(f"{ts} > {_ts_literal(aggregate_lower_bound(aggregations, ts_bounds[0]))}")
+        where = " WHERE " + " AND ".join(conds)
+        dedupe = scan.tie_break or scan.created_field is not None
+        columns = sorted({a.column for a in aggregations})
+        branches = []
+        for src, rank, files, picks in scan.groups(by_rank=scan.tie_break):
+            exprs = feature_sql(scan, src)
+            f_cols = [*keys, f"epoch_us({ts}) AS _ft"]
+            f_cols += [f"{exprs[c]} AS _v{c}" for c in columns]
+            if scan.created_field is not None:
+                f_cols.append(f"{quote_ident(scan.created_field)} AS _cts")
+            if scan.tie_break:
+                f_cols.append(f"{'_rank' if rank is None else int(rank)} AS _rk")
+            branches.append(f"SELECT {', '.join(f_cols)} FROM {_source(files, picks)}{where}")
+        source = " UNION ALL ".join(branches)
+        if dedupe:
+            order = ", ".join((["_cts DESC NULLS LAST"] if scan.created_field else [])
+                              + (["_rk DESC"] if scan.tie_break else []))
+            source = (f"SELECT * FROM ({source}) QUALIFY row_number() OVER (PARTITION BY "
+                      f"{', '.join([*keys, '_ft'])} ORDER BY {order}) = 1")
+        on = " AND ".join([f"e.{k} = f.{k}" for k in keys]
+                          + [f"f._ft <= {join_hi}", f"f._ft > {join_lo}"])
+        return (f"SELECT {', '.join(select)} FROM (SELECT {', '.join(e_cols)} FROM "
+                f"{entity_table}) e LEFT JOIN ({source}) f ON {on} "
+                f"GROUP BY e.{quote_ident(ROW_COLUMN)}")
+
+    def window_aggregate(self, entities: pa.Table, ts_col: str, scan: ViewScan,
+                         aggregations: Sequence[WindowAggregate],
+                         ts_bounds: tuple[int, int] | None = None) -> pa.RecordBatchReader:
+        """Per entity row (``_row``), each aggregation's value, in no particular order
+        (see :class:`featureledger.offline.engine.WindowAggregate` for the semantics)."""
+        cur = self._cursor()
+        name = "_fl_agg_entities"
+        cur.register(name, entities)
+        return self._stream(cur, self.window_aggregate_sql(name, ts_col, scan, aggregations,
+                                                           ts_bounds))
 
     # -- latest value per key, keys ------------------------------------------------------
     def latest_per_key(self, scan: ViewScan, *, start: int | None = None,

@@ -45,7 +45,12 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from featureledger.errors import ConfigError, RetrievalError, StateError, StorageError
-from featureledger.offline.engine import ROW_COLUMN, ViewScan
+from featureledger.offline.engine import (
+    ROW_COLUMN,
+    ViewScan,
+    WindowAggregate,
+    aggregate_lower_bound,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -248,6 +253,27 @@ def _normalized(table: pa.Table, types: dict[str, pa.DataType] | None = None) ->
     target = pa.schema([pa.field(f.name, (types or {}).get(f.name, plain(f.type)))
                         for f in table.schema])
     return table if table.schema == target else table.cast(target)
+
+
+def _window_function(a: WindowAggregate, w: Any) -> Column:
+    """The Spark aggregate of ``a`` over the window frame ``w``, cast to its type."""
+    v = F.col(f"_v{a.column}")
+    feature = F.col("_side") == _SIDE_FEATURE
+    if a.function == "last":  # the latest feature row's value, null or not
+        latest = F.max(F.when(feature, F.struct(F.col("_t").alias("t"), v.alias("v"))))
+        return latest.over(w).getField("v").cast(spark_type(a.dtype))
+    if a.function == "approx_count_distinct":  # exact, as in DuckDB (HLL++ would differ)
+        return F.size(F.collect_set(v).over(w)).cast("bigint")
+    agg = {"count": F.count, "sum": F.sum, "mean": F.avg, "min": F.min, "max": F.max,
+           "stddev": F.stddev_samp}[a.function]
+    return agg(v).over(w).cast(spark_type(a.dtype))
+
+
+def _empty_aggregate(a: WindowAggregate) -> Column:
+    """The value of ``a`` over no rows."""
+    if a.function in ("count", "approx_count_distinct"):
+        return F.lit(0).cast("bigint")
+    return F.lit(None).cast(spark_type(a.dtype))
 
 
 # -- the engine --------------------------------------------------------------------------
@@ -467,6 +493,84 @@ class SparkEngine:
                               for c in [scan.timestamp_field, *scan.join_keys]))
             table = self._to_arrow(df)
         return self._reader(_normalized(table, self._feature_types(scan)))
+
+    # -- windowed aggregations -------------------------------------------------------------
+    def window_aggregate(self, entities: pa.Table, ts_col: str, scan: ViewScan,
+                         aggregations: Sequence[WindowAggregate],
+                         ts_bounds: tuple[int, int] | None = None) -> pa.RecordBatchReader:
+        """Per entity row (``_row``), each aggregation's value; the DuckDB engine's answers
+        and Arrow types. Without a range join: per slide, the entity rows (at their time,
+        rounded down to the slide) and the effective feature rows are unioned,
+        partitioned by the join keys and ordered by time; each aggregation is a window
+        function over ``RANGE BETWEEN window - 1 PRECEDING AND CURRENT ROW`` on integer
+        microseconds, which is exactly ``t - window < event_ts <= t`` (the feature rows
+        of time ``t`` are the entity row's peers, so inside its frame)."""
+        import pyarrow as pa
+
+        from featureledger.model.types import to_arrow
+
+        keys = list(scan.join_keys)
+        fields = [(ROW_COLUMN, pa.int64())] + [(a.output, to_arrow(a.dtype))
+                                               for a in aggregations]
+        with _driver_errors("window aggregation"):
+            ent = self._from_arrow(entities.select([ROW_COLUMN, ts_col, *keys])).select(
+                _col(ROW_COLUMN), _micros(ts_col).alias("_et"), *(_col(k) for k in keys))
+            feats = self._aggregated_rows(scan, aggregations, ts_bounds) if scan.files else None
+            result = ent.select(_col(ROW_COLUMN))
+            by_slide: dict[int | None, list[WindowAggregate]] = {}
+            for a in aggregations:
+                by_slide.setdefault(a.slide_us, []).append(a)
+            for slide, aggs in by_slide.items():
+                t = F.col("_et")
+                if slide is not None:
+                    t = t - F.pmod(t, F.lit(slide))
+                e = ent.select(_col(ROW_COLUMN), *(_col(k) for k in keys), t.alias("_t"),
+                               F.lit(_SIDE_ENTITY).alias("_side"))
+                if feats is None:
+                    cols = [_empty_aggregate(a).alias(a.output) for a in aggs]
+                    result = result.join(e.select(_col(ROW_COLUMN), *cols), ROW_COLUMN)
+                    continue
+                u = e.unionByName(feats, allowMissingColumns=True)
+                order = Window.partitionBy(*(_col(k) for k in keys)).orderBy(F.col("_t"))
+                cols = []
+                for a in aggs:
+                    w = order.rangeBetween(-(a.window_us - 1), Window.currentRow)
+                    cols.append(_window_function(a, w).alias(a.output))
+                part = (u.select(_col(ROW_COLUMN), "_side", *cols)
+                        .where(F.col("_side") == _SIDE_ENTITY).drop("_side"))
+                result = result.join(part, ROW_COLUMN)
+            table = self._to_arrow(result.select(*(_col(n) for n, _ in fields)))
+        schema = _arrow_schema(fields)
+        return self._reader(table.cast(schema) if table.schema != schema else table)
+
+    def _aggregated_rows(self, scan: ViewScan, aggregations: Sequence[WindowAggregate],
+                         ts_bounds: tuple[int, int] | None) -> DataFrame:
+        """The scan's effective rows (one per keys and event time: the later created time,
+        then the later commit) as union members: keys, ``_t``, ``_side``, ``_v<i>``."""
+        ts = _micros(scan.timestamp_field)
+        columns = sorted({a.column for a in aggregations})
+        frames = []
+        for src, rank, files, picks in scan.groups(by_rank=scan.tie_break):
+            vals = feature_columns(scan, src)
+            cond = _col(scan.timestamp_field).isNotNull()
+            for k in scan.join_keys:  # a null key never equals anything
+                cond = cond & _col(k).isNotNull()
+            if ts_bounds is not None:
+                cond = cond & (ts <= F.lit(ts_bounds[1])) & (
+                    ts > F.lit(aggregate_lower_bound(aggregations, ts_bounds[0])))
+            created = (_micros(scan.created_field) if scan.created_field
+                       else F.lit(None).cast("bigint"))
+            frames.append(self._read(files, picks).where(cond).select(
+                *(_col(k) for k in scan.join_keys), ts.alias("_t"),
+                F.lit(_SIDE_FEATURE).alias("_side"), created.alias("_o1"),
+                (F.col("_rank") if picks is not None else F.lit(rank or 0)).cast("int")
+                .alias("_o2"), *(vals[c].alias(f"_v{c}") for c in columns)))
+        df = self._union(frames)
+        if scan.tie_break or scan.created_field:
+            w = Window.partitionBy(*(_col(k) for k in scan.join_keys), F.col("_t")).orderBy(
+                F.col("_o1").desc_nulls_last(), F.col("_o2").desc())
+            df = df.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") == 1)
+        return df.drop("_rn", "_o1", "_o2")
 
     @staticmethod
     def _feature_types(scan: ViewScan) -> dict[str, pa.DataType]:

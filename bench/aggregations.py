@@ -1,0 +1,204 @@
+"""Windowed aggregation benchmark: featureledger against the same query hand-written in DuckDB.
+
+Run (one command; data is generated once under ``bench/.data/aggregations`` and reused)::
+
+    .venv/bin/python bench/aggregations.py                         # 10M events, 3 runs
+    .venv/bin/python bench/aggregations.py --events 2M --runs 3    # a smaller size
+
+Shape (deterministic, seed 11): ``--events`` trip events over 30 days for ``--entities``
+riders (default 10,000), each at a random instant, with a float64 ``fare`` (5% null);
+ingested into a featureledger store in time order, one commit per million rows (daily
+batches, so commits do not overlap in event time). 100,000 entity rows (``--entity-rows``):
+random riders at random instants over the 30 days. The question: 7-day sliding count,
+sum and mean of ``fare`` per entity row, ``t - 7d < event_ts <= t``.
+
+Contenders, each run in a fresh process per run (round-robin); only the call is timed
+(imports, opening the store or connection and reading the entity rows are setup):
+
+* ``featureledger``: ``store.get_historical_features(entity_rows, ["trips:fare_count_7d",
+  "trips:fare_sum_7d", "trips:fare_mean_7d"])`` (the DuckDB engine's ``window_aggregate``
+  over the commit files, recording the dataset and storing its entity rows);
+* ``duckdb_sql``: the same query written by hand against one Parquet file of the same rows:
+  a range join on rider and the window, grouped by entity row.
+
+Every run's answer is checked against the hand-written one's (counts equal, sums and means
+within 1e-9 relative). Output: a table (median and minimum seconds, median peak RSS) and
+``bench/results/aggregations.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data" / "aggregations"
+RESULTS = HERE / "results"
+DAYS = 30
+SEC = 1_000_000
+START = 1_704_067_200 * SEC  # 2024-01-01T00:00:00Z
+REFS = ["trips:fare_count_7d", "trips:fare_sum_7d", "trips:fare_mean_7d"]
+HAND_SQL = """
+SELECT e.row_id, count(f.fare) AS fare_count_7d, sum(f.fare) AS fare_sum_7d,
+       avg(f.fare) AS fare_mean_7d
+FROM entities e
+LEFT JOIN read_parquet('{path}') f
+  ON e.rider_id = f.rider_id AND f.event_timestamp <= e.event_timestamp
+ AND f.event_timestamp > e.event_timestamp - INTERVAL 7 DAY
+GROUP BY e.row_id
+"""
+
+
+def size(text: str) -> int:
+    t = text.lower().replace("_", "")
+    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1], 1)
+    return int(float(t.rstrip("km")) * mult)
+
+
+def prepare(events: int, entities: int, entity_rows: int) -> Path:
+    """Parquet events, a store with the same rows ingested, and the entity rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = DATA / f"{events}_{entities}_{entity_rows}"
+    if (root / "done").exists():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    ts = np.sort(rng.integers(START, START + DAYS * 86_400 * SEC, events))
+    rider = rng.integers(0, entities, events)
+    fare = rng.gamma(2.0, 8.0, events).round(2)
+    null = rng.random(events) < 0.05
+    table = pa.table({
+        "rider_id": pa.array(rider, pa.int64()),
+        "event_timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "fare": pa.array(fare, pa.float64(), mask=null)})
+    pq.write_table(table, root / "events.parquet", row_group_size=1_000_000)
+    ents = pa.table({
+        "row_id": pa.array(np.arange(entity_rows), pa.int64()),
+        "rider_id": pa.array(rng.integers(0, entities, entity_rows), pa.int64()),
+        "event_timestamp": pa.array(rng.integers(START, START + DAYS * 86_400 * SEC,
+                                                 entity_rows), pa.timestamp("us", tz="UTC"))})
+    pq.write_table(ents, root / "entities.parquet")
+    from featureledger import Aggregation, Entity, FeatureStore, FeatureView, Field
+
+    (root / "repo").mkdir(exist_ok=True)
+    store = FeatureStore(root / "repo")
+    store.apply([Entity(name="rider", join_keys={"rider_id": "int64"}), FeatureView(
+        name="trips", entities=["rider"], fields=[Field(name="fare", dtype="float64")],
+        aggregations=[Aggregation(column="fare", function=f, window="7d")
+                      for f in ("count", "sum", "mean")])])
+    for i in range(0, events, 1_000_000):
+        store.ingest("trips", table.slice(i, 1_000_000))
+    store.close()
+    (root / "done").write_text("ok")
+    return root
+
+
+def child(contender: str, root: Path, out: Path) -> None:
+    """One timed call in this (fresh) process; the answer goes to ``out``."""
+    import pyarrow.parquet as pq
+
+    entities = pq.read_table(root / "entities.parquet")
+    if contender == "featureledger":
+        from featureledger import FeatureStore
+
+        store = FeatureStore(root / "repo")
+        t0 = time.perf_counter()
+        table = store.get_historical_features(entities, REFS).to_arrow()
+        seconds = time.perf_counter() - t0
+        store.close()
+    else:
+        import duckdb
+
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("entities", entities)
+        t0 = time.perf_counter()
+        table = con.sql(HAND_SQL.format(path=root / "events.parquet")).to_arrow_table()
+        seconds = time.perf_counter() - t0
+    table = table.select(["row_id", "fare_count_7d", "fare_sum_7d", "fare_mean_7d"])
+    pq.write_table(table.sort_by("row_id"), out)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024  # GiB (Linux: KiB)
+    print(json.dumps({"seconds": seconds, "peak_rss_gib": rss}))
+
+
+def same_answers(a: Path, b: Path) -> bool:
+    import math
+
+    import pyarrow.parquet as pq
+
+    x, y = pq.read_table(a).to_pydict(), pq.read_table(b).to_pydict()
+    if x["row_id"] != y["row_id"] or x["fare_count_7d"] != y["fare_count_7d"]:
+        return False
+    for col in ("fare_sum_7d", "fare_mean_7d"):
+        for u, v in zip(x[col], y[col], strict=True):
+            if (u is None) != (v is None) or (u is not None and not math.isclose(
+                    u, v, rel_tol=1e-9)):
+                return False
+    return True
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--events", default="10M")
+    p.add_argument("--entities", default="10k")
+    p.add_argument("--entity-rows", default="100k")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--child", choices=["featureledger", "duckdb_sql"])
+    p.add_argument("--root")
+    p.add_argument("--out")
+    args = p.parse_args()
+    if args.child:
+        child(args.child, Path(args.root), Path(args.out))
+        return
+    events, entities, rows = size(args.events), size(args.entities), size(args.entity_rows)
+    t0 = time.perf_counter()
+    root = prepare(events, entities, rows)
+    print(f"data ready in {time.perf_counter() - t0:.1f} s: {root}")
+    contenders = ["featureledger", "duckdb_sql"]
+    runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
+    checked = True
+    for i in range(args.runs):
+        for c in contenders:  # round-robin: both see the same machine state
+            out = root / f"answer_{c}.parquet"
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", c, "--root", str(root), "--out", str(out)],
+                check=True, capture_output=True, text=True)
+            runs[c].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        checked = checked and same_answers(root / "answer_featureledger.parquet",
+                                           root / "answer_duckdb_sql.parquet")
+        print(f"run {i + 1}/{args.runs}: " + ", ".join(
+            f"{c} {runs[c][-1]['seconds']:.2f} s" for c in contenders))
+    base = statistics.median(r["seconds"] for r in runs["duckdb_sql"])
+    summary = {}
+    print(f"\n7-day count/sum/mean: {events:,} events, {entities:,} entities, "
+          f"{rows:,} entity rows; answers equal: {checked}")
+    print(f"{'contender':<15} {'median s':>9} {'min s':>7} {'ratio':>6} {'peak RSS GiB':>13}")
+    for c in contenders:
+        secs = [r["seconds"] for r in runs[c]]
+        med = statistics.median(secs)
+        rss = statistics.median(r["peak_rss_gib"] for r in runs[c])
+        summary[c] = {"median_s": round(med, 3), "min_s": round(min(secs), 3),
+                      "ratio_to_duckdb_sql": round(med / base, 3),
+                      "peak_rss_gib": round(rss, 3), "runs_s": [round(s, 3) for s in secs]}
+        print(f"{c:<15} {med:>9.2f} {min(secs):>7.2f} {med / base:>6.2f} {rss:>13.2f}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "aggregations.json").write_text(json.dumps({
+        "events": events, "entities": entities, "entity_rows": rows, "runs": args.runs,
+        "answers_equal": checked, "machine": platform.platform(),
+        "cpus": __import__("os").cpu_count(), "results": summary}, indent=2) + "\n")
+    if not checked:
+        sys.exit("the answers differ: featureledger and the hand-written query disagree")
+
+
+if __name__ == "__main__":
+    main()
