@@ -139,7 +139,7 @@ def _run_python(t: Transformation, view: str, inputs: Mapping[str, pa.Table]) ->
     namespace: dict[str, Any] = {"__name__": f"featureledger_derive_{view}"}
     label = f"<transformation of {view}>"
     try:
-        exec(compile(t.code, label, "exec"), namespace)  # noqa: S102 - the stored source
+        exec(compile(t.code, label, "exec"), namespace)
         fn = namespace[t.function]
         frames = [_to_frame(tbl, t.frame, f"parent {name!r}") for name, tbl in inputs.items()]
         kwargs = {"params": dict(t.params)} if _takes_params(fn) else {}

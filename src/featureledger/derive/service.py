@@ -320,7 +320,6 @@ class DeriveService:
               unit: Range, covered: dict[str, list[Range]]
               ) -> tuple[CommitRecord, Any] | None:
         """Derive what is pending of ``unit``; None when nothing is."""
-        import pyarrow as pa
 
         from featureledger.context import current_run_id
         from featureledger.ingest.commit import commit_in
@@ -352,7 +351,7 @@ class DeriveService:
         rows = _only_pending(rows, drive.view.timestamp_field, pending)
         inputs: dict[str, pa.Table] = {drive.name: rows.drop_columns(
             [c for c in INTERNAL if c in rows.column_names])}
-        read = [{"view": drive.name, "version": drive.version, "pinned": drive.pinned,
+        read: list[dict[str, Any]] = [{"view": drive.name, "version": drive.version, "pinned": drive.pinned,
                  "role": "input", "commits": [c.commit_id for c in commits
                                               if c.commit_id in pending]}]
         for p in parents[1:]:

@@ -456,7 +456,8 @@ def check_python_source(code: str, function: str, imports: list[str]) -> None:
             mods = [node.module or ""]
         for m in mods:
             if m.split(".")[0] not in allowed:
-                raise ValueError(f"line {node.lineno}: imports {m!r}, which is not declared; "
+                raise ValueError(f"line {getattr(node, 'lineno', '?')}: imports {m!r}, which "
+                                 "is not declared; "
                                  f"add {m.split('.')[0]!r} to the transformation's imports")
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id in ("__import__", "exec", "eval", "compile")):
