@@ -57,6 +57,7 @@ from featureledger.model.definitions import parse_ttl
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
 from featureledger.offline.engine import ViewScan
+from featureledger.offline.storage import crash_point
 from featureledger.registry.commits import require_sealed
 from featureledger.registry.derivations import DERIVE_SOURCE, derivation, stale_reasons
 from featureledger.registry.lineage_edges import DERIVED_FROM
@@ -388,6 +389,7 @@ class DeriveService:
             audit={"source": "derive", "parents": [f"{r['view']}@{r['version']}"
                                                    for r in read]},
             edges=edges)
+        crash_point("derive_before_registry")  # files and row written, not committed
         return record, files
 
     def _committed(self, p: _Parent) -> list[CommitRecord]:
