@@ -12,7 +12,7 @@ from featureledger import Entity, FeatureStore, FeatureView, Field
 from featureledger.model.definitions import Transformation
 from featureledger.offline.duckdb import DuckDBEngine
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 US = 1_000_000
 
 DRIVER = Entity(name="driver", join_keys={"driver_id": "int64"})

@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
+from tests.derive.conftest import DRIVER, T0, TRIPS, US, derived_view, table
 
 from featureledger import FeatureStore
-from tests.derive.conftest import DRIVER, T0, TRIPS, US, derived_view, table
 
 HOUR = 3600 * US
 ROWS = [(k, h * HOUR + k, float(h), h) for k in (1, 2) for h in range(72)]

@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow as pa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from tests.derive.conftest import DRIVER, T0, TRIPS, US, derived_view, table
 
 from featureledger import FeatureDataWarning, FeatureStore
-from tests.derive.conftest import DRIVER, T0, TRIPS, US, derived_view, table
 
 HOUR = 3600 * US
 
