@@ -358,10 +358,10 @@ class Transformation(_Definition):
     order of ``parents``, and ``params=`` as a keyword when it declares it, and returns
     one frame; it may import only the modules listed in ``imports``.
 
-    >>> t = Transformation(language="python", parents=["trips"], imports=["math"],
-    ...                    code="import math\ndef transform(trips, params):\n    return trips")
+    >>> t = Transformation(language="sql", parents=["trips", "profile@2"],
+    ...                    code="SELECT * FROM trips JOIN profile USING (driver_id)")
     >>> t.parent_refs()
-    [('trips', None)]
+    [('trips', None), ('profile', 2)]
     """
 
     kind: ClassVar[str] = "transformation"
