@@ -13,6 +13,7 @@ import pytest
 
 import featureledger
 from featureledger.definitions.apply import ApplyService
+from featureledger.derive import DeriveService
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.compaction import CompactionService
@@ -31,6 +32,8 @@ FORWARDS = {
     "rollback": (IngestionService, "rollback"),
     "restore": (IngestionService, "restore"),
     "gc": (IngestionService, "gc"),
+    "derive": (DeriveService, "derive"),
+    "stale": (DeriveService, "stale"),
     "compact": (CompactionService, "compact"),
     "segments": (CompactionService, "segments"),
     "retire_segment": (CompactionService, "retire"),

@@ -33,6 +33,7 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── IngestionError                                  data could not be read / mapped
     ├── RetrievalError                                  a retrieval request cannot be answered
     ├── ReproductionError                               a dataset cannot be rebuilt exactly
+    ├── DerivationError                   (ValueError)  a derived view cannot be computed
     ├── TrackingError                     (ValueError)  invalid run / model / deployment input
     ├── ConcurrencyError                                lost a race; safe to retry (transient)
     ├── StorageError                                    a backend failed
@@ -185,6 +186,13 @@ class RetrievalError(ValueError, FeatureLedgerError):
 class ReproductionError(FeatureLedgerError):
     code = "reproduction_error"
     http_status = 409
+
+
+class DerivationError(ValueError, FeatureLedgerError):
+    """A derived view's transformation is refused or fails; nothing was committed."""
+
+    code = "derivation_error"
+    http_status = 422
 
 
 class TrackingError(ValueError, FeatureLedgerError):
@@ -390,7 +398,7 @@ class CsvFormatError(IngestionError):
         self.total = total or len(self.problems)
 
 
-__all__ = sorted([*__all__, "CsvFormatError", "SourcePathError"])
+__all__ = sorted([*__all__, "CsvFormatError", "DerivationError", "SourcePathError"])
 
 
 # -- the HTTP server's own refusals -------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from featureledger.definitions.apply import ApplyService
+    from featureledger.derive import DeriveProgress, DeriveResult, DeriveService
     from featureledger.ingest.pipeline import Duplicates, IngestionResult, IngestionService
     from featureledger.lineage.graph import Direction, LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -156,6 +157,13 @@ class FeatureStore:
         return self.ctx.part(CompactionService)
 
     @functools.cached_property
+    def deriving(self) -> DeriveService:
+        """Compute derived views from their parents."""
+        from featureledger.derive import DeriveService
+
+        return self.ctx.part(DeriveService)
+
+    @functools.cached_property
     def lineage_service(self) -> LineageService:
         """Lineage queries and reconciliation."""
         from featureledger.lineage.service import LineageService
@@ -258,6 +266,21 @@ class FeatureStore:
     def gc(self, grace_seconds: float = 3600, dry_run: bool = False) -> GcReport:
         """Remove files that no commit references (left by interrupted ingestions)."""
         return self.ingestion.gc(grace_seconds, dry_run)
+
+    def derive(self, view: str, *, full: bool = False, start: Any = None, end: Any = None,
+               chunk: Any = None,
+               progress: Callable[[DeriveProgress], None] | None = None) -> DeriveResult:
+        """Compute what is pending of derived view ``view`` and commit it: the driving
+        parent's commits not yet derived and a recomputation of stale derived commits
+        (incremental, resumable, idempotent); ``start``/``end``/``chunk`` backfill an
+        event-time range one chunk per commit; ``full`` recomputes everything. See
+        ``DeriveService.derive``."""
+        return self.deriving.derive(view, full=full, start=start, end=end, chunk=chunk,
+                                    progress=progress)
+
+    def stale(self, view: str) -> dict[str, tuple[str, ...]]:
+        """The stale commits of derived view ``view``, each with why it is stale."""
+        return self.deriving.stale(view)
 
     def compact(self, view: str | None = None, *, version: int | None = None,
                 min_commits: int = 2) -> builtins.list[CompactionResult]:

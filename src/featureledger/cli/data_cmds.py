@@ -78,8 +78,11 @@ def _commit_table(commits: list[Any]) -> Table:
         t.add_column(col, overflow="fold")
     for c in commits:
         style = _STATUS_STYLE.get(c.status, "")
+        status = f"[{style}]{c.status}[/]"
+        if c.stale:  # a derived commit whose inputs changed: 'derive VIEW' recomputes it
+            status += f"\n[yellow]stale[/]: {show('; '.join(c.stale), 300)}"
         t.add_row(c.commit_id, c.view_ref, from_us(c.commit_time).strftime("%Y-%m-%d %H:%M:%S.%f"),
-                  str(c.row_count), str(c.rejected_count), f"[{style}]{c.status}[/]", c.user,
+                  str(c.row_count), str(c.rejected_count), status, c.user,
                   c.run_id or "-")
     return t
 

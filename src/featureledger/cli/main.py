@@ -21,6 +21,7 @@ from featureledger.cli.common import err_console, show_message
 COMMAND_MODULES = [
     "featureledger.cli.definitions_cmds",
     "featureledger.cli.data_cmds",
+    "featureledger.cli.derive_cmds",
     "featureledger.cli.tracking_cmds",
     "featureledger.cli.retrieval_cmds",
     "featureledger.cli.online_cmds",

@@ -88,16 +88,56 @@ class ApplyService:
         """What ``apply`` would do, with every change classified and, for each new
         feature-view version, where its data comes from (``PlanItem.notes``)."""
         check_row_checks_safe(definitions)
+        check_transformations_safe(definitions)
         plan = self.ctx.registry.definitions.plan(
             definitions, migrating=self._checked(migrations))
         check_planned_views(plan)
+        self._derived_notes(plan)
         return plan
+
+    def _derived_notes(self, plan: Plan) -> None:
+        """Notes on derived views: which of their commits a new parent version makes
+        stale, and which are stale already (a parent commit quarantined or rolled back)."""
+        from featureledger.registry.derivations import derivation, stale_reasons
+
+        registry = self.ctx.registry
+        views = {r.name: r for r in registry.definitions.list("feature_view")}
+        children: dict[str, list[str]] = {}
+        for r in views.values():
+            t = r.definition.transformation
+            for name, version in (t.parent_refs() if t is not None else []):
+                if version is None:
+                    children.setdefault(name, []).append(r.name)
+        for item in plan.items:
+            if item.kind != "feature_view":
+                continue
+            if item.action == "new_version" and item.to_version:
+                for child in children.get(item.name, []):
+                    live = registry.commits.list(child, statuses=("committed",))
+                    old = [c for c in live if any(
+                        p["view"] == item.name and int(p["version"]) < item.to_version
+                        for p in (derivation(c.source) or {}).get("parents", []))]
+                    if old:
+                        item.notes.append(
+                            f"derived view {child!r}: {len(old)} commit(s) read an older "
+                            f"version of {item.name}; they become stale with "
+                            f"{item.name}@{item.to_version}: run 'featureledger derive "
+                            f"{child}' to recompute them")
+            if item.name in views and views[item.name].definition.transformation is not None:
+                live = registry.commits.list(item.name, statuses=("committed",))
+                stale = {c: w for c, w in stale_reasons(registry.db, live).items() if w}
+                if stale:
+                    first = next(iter(stale.values()))[0]
+                    item.notes.append(
+                        f"derived view {item.name!r} has {len(stale)} stale commit(s) (e.g. "
+                        f"{first}); run 'featureledger derive {item.name}' to recompute them")
 
     def apply(self, definitions: list[Definition], *, allow_breaking: str | None = None,
               migrations: Mapping[str, str] | None = None) -> Plan:
         """Apply ``definitions`` atomically; ``migrations`` maps a view name to the SQL
         that fills its new version from the previous version's rows (relation ``old``)."""
         check_row_checks_safe(definitions)
+        check_transformations_safe(definitions)
         sql = self._checked(migrations)
         migrated: list[CommitRecord] = []
 
@@ -121,6 +161,7 @@ class ApplyService:
         for record in migrated:  # visible now that the transaction committed
             self.ctx.events.emit(CommitCompleted(commit=record, source="migration"))
         self._follow_online(plan)
+        self._derived_notes(plan)
         return plan
 
     def _checked(self, migrations: Mapping[str, str] | None) -> dict[str, str]:
@@ -238,6 +279,24 @@ def check_row_checks_safe(definitions: list[Definition]) -> None:
             for chk in d.checks:
                 check_expression(chk.expr, f"feature view {d.name!r}, row check "
                                            f"{chk.name!r}:", DefinitionError)
+
+
+def check_transformations_safe(definitions: list[Definition]) -> None:
+    """Refuse, before anything is planned, a derived view whose SQL the guard does not
+    accept (one SELECT over its parents, no table function, no COPY/ATTACH/INSTALL ...)."""
+    from featureledger.model.definitions import FeatureView
+
+    for d in definitions:
+        if isinstance(d, FeatureView) and d.transformation is not None \
+                and d.transformation.language == "sql":
+            t = d.transformation
+            relations = [name for name, _ in t.parent_refs()] + (["params"] if t.params else [])
+            what = f"the transformation of derived view {d.name!r}"
+            try:
+                single_select(t.code, what)
+            except RetrievalError as exc:
+                raise DefinitionError(str(exc)) from None
+            check_query(t.code, what, relations, DefinitionError)
 
 
 def check_planned_views(plan: Plan) -> None:

@@ -255,6 +255,11 @@ class IngestionService:
                 f"feature view {rec.ref} is retired and takes no new data; ingest into a "
                 "newer version"
             )
+        if rec.definition.transformation is not None:
+            raise IngestionError(
+                f"feature view {rec.ref} is a derived view: its rows are computed from "
+                f"{', '.join(rec.definition.transformation.parents)}, not ingested. Run "
+                f"'featureledger derive {rec.name}' (store.derive({rec.name!r}))")
         commit_id = new_id("cmt")
         run = current_run_id(run_id)
         self.ctx.events.emit(CommitStarted(commit_id=commit_id, view=rec.name,
@@ -417,12 +422,16 @@ class IngestionService:
     def commits(self, view: str | None = None, *, version: int | None = None,
                 status: str | tuple[str, ...] | None = None, run_id: str | None = None,
                 as_of: Any = None, limit: int | None = None) -> list[CommitRecord]:
-        """Commits, oldest first; every status unless ``status`` names some."""
+        """Commits, oldest first; every status unless ``status`` names some. A commit of
+        a derived view has ``stale`` set: why it is stale (empty when it is not)."""
+        from featureledger.registry.derivations import with_staleness
+
         statuses = (status,) if isinstance(status, str) else status
-        return self._registry.commits.list(
+        # a derived commit says whether it is stale (see registry/derivations.py)
+        return with_staleness(self._registry.db, self._registry.commits.list(  # type: ignore[no-any-return]
             view, version, as_of=to_us(as_of) if as_of is not None else None,
             statuses=statuses, run_id=run_id, limit=limit,
-        )
+        ))
 
     def get_commit(self, commit_id: str) -> CommitRecord:
         return self._registry.commits.get(commit_id)

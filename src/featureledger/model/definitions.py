@@ -345,7 +345,24 @@ class RowCheck(_Definition):
 
 
 class Transformation(_Definition):
-    """How a derived view is computed from its parents, stored verbatim."""
+    """How a derived view is computed from its parents, stored verbatim (and hashed).
+
+    ``parents`` name feature views, pinned (``"trips@2"``) or following the parent's
+    newest version (``"trips"``); the first parent *drives* the derivation (its commits
+    are derived incrementally, in event-time chunks for a backfill), the others are read
+    whole as lookups. ``language="sql"``: ``code`` is one SELECT in DuckDB's dialect over
+    relations named after the parents (run on the SQL sandbox; non-empty ``params`` are a
+    one-row relation ``params`` with a column per parameter). ``language="python"``:
+    ``code`` is the source text of a function (``function``, default ``transform``) that
+    takes one frame per parent (``frame``: ``arrow``, ``pandas`` or ``polars``), in the
+    order of ``parents``, and ``params=`` as a keyword when it declares it, and returns
+    one frame; it may import only the modules listed in ``imports``.
+
+    >>> t = Transformation(language="sql", parents=["trips", "profile@2"],
+    ...                    code="SELECT * FROM trips JOIN profile USING (driver_id)")
+    >>> t.parent_refs()
+    [('trips', None), ('profile', 2)]
+    """
 
     kind: ClassVar[str] = "transformation"
 
@@ -354,7 +371,101 @@ class Transformation(_Definition):
     parents: list[str]
     params: dict[str, Any] = PydField(default_factory=dict)
     window: str | None = None
+    imports: list[str] = PydField(default_factory=list)
+    """Top-level modules a Python transformation may import (recorded with versions)."""
+    function: str = "transform"
+    """The Python function to call."""
+    frame: Literal["arrow", "pandas", "polars"] = "arrow"
+    """What a Python transformation is given and returns."""
     description: str = ""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        # keys added later are in the spec only when set: a transformation applied before
+        # they existed keeps its definition hash
+        for key, default in (("imports", []), ("function", "transform"), ("frame", "arrow")):
+            if data.get(key) == default:
+                data.pop(key, None)
+        return data  # type: ignore[no-any-return]
+
+    @field_validator("parents")
+    @classmethod
+    def _parents(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("a transformation needs at least one parent view, e.g. "
+                             "parents=['trips'] or ['trips@2']")
+        names = []
+        for p in v:
+            name, sep, version = p.partition("@")
+            check_name("parent view", name)
+            if sep and not (version.isdigit() and int(version) > 0):
+                raise ValueError(f"parent {p!r} is not understood; write NAME or NAME@VERSION "
+                                 "(a version number from 1)")
+            names.append(name)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"parent view(s) {', '.join(dupes)} named twice; name each once")
+        return v
+
+    @field_validator("imports")
+    @classmethod
+    def _imports(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not all(_NAME_RE.match(part) for part in m.split(".")):
+                raise ValueError(f"import {m!r} is not a module name")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _code(self) -> Transformation:
+        if not self.code.strip():
+            raise ValueError("the transformation's code is empty")
+        if self.language == "python":
+            check_python_source(self.code, self.function, self.imports)
+        elif self.imports or self.function != "transform" or self.frame != "arrow":
+            raise ValueError("imports, function and frame apply only to a Python transformation")
+        return self
+
+    def parent_refs(self) -> list[tuple[str, int | None]]:
+        """``(view, version or None)`` per parent, in order (None follows the newest)."""
+        out: list[tuple[str, int | None]] = []
+        for p in self.parents:
+            name, _, version = p.partition("@")
+            out.append((name, int(version) if version else None))
+        return out
+
+
+def check_python_source(code: str, function: str, imports: list[str]) -> None:
+    """Refuse (ValueError) Python source that does not parse, does not define
+    ``function`` at top level, or imports a module not in ``imports``."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        raise ValueError(f"the Python code does not parse: line {exc.lineno}: {exc.msg}") from None
+    allowed = {m.split(".")[0] for m in imports}
+    for node in ast.walk(tree):
+        mods: list[str] = []
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                raise ValueError(f"line {node.lineno}: a relative import is not allowed; "
+                                 "import declared modules by name")
+            mods = [node.module or ""]
+        for m in mods:
+            if m.split(".")[0] not in allowed:
+                raise ValueError(f"line {getattr(node, 'lineno', '?')}: imports {m!r}, which "
+                                 "is not declared; "
+                                 f"add {m.split('.')[0]!r} to the transformation's imports")
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("__import__", "exec", "eval", "compile")):
+            raise ValueError(f"line {node.lineno}: {node.func.id}() is not allowed in a "
+                             "transformation; import declared modules with 'import'")
+    if not any(isinstance(n, (ast.FunctionDef,)) and n.name == function for n in tree.body):
+        raise ValueError(f"the Python code defines no top-level function {function!r}; "
+                         f"write 'def {function}(<one argument per parent>, params): ...'")
 
 
 # -- windowed aggregations (part of a view's definition) -----------------------------------

@@ -130,6 +130,10 @@ class CommitRecord:
     # then read its rows from the segment's files (see registry/segments.py). Not part of
     # equality: it says where the rows are, not what the commit is
     segment: SegmentRecord | None = field(default=None, compare=False)
+    # a derived commit whose inputs changed since it was computed: why (a parent commit
+    # quarantined or rolled back, a newer parent version); filled by listings that ask
+    # (see registry/derivations.py), None when not asked. Not part of equality
+    stale: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def view_ref(self) -> str:
@@ -146,7 +150,9 @@ class CommitRecord:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__
-             if k not in ("extra", "segment")}
+             if k not in ("extra", "segment", "stale")}
+        if self.stale is not None:
+            d["stale"] = list(self.stale)
         d["segment_id"] = self.segment.segment_id if self.segment else None
         d["commit_time_iso"] = from_us(self.commit_time).isoformat()
         return d
@@ -370,26 +376,33 @@ class CommitRepository:
             )
         if old.status == status:
             return old
-        t = schema.commits
         with self.db.write() as conn:
-            # read again under the write lock: the seal covers the row as it is now
-            row = conn.execute(
-                sa.select(t).where(self.db.scope(t), t.c.commit_id == commit_id)).one()
-            values = {**row._mapping, "status": status, "status_reason": reason,
-                      "status_changed_at": now_us()}
-            broken = seal_state(row._mapping) == SEAL_BROKEN
-            if broken and status == "committed":
-                raise tampered_error(_row(row), "restored")
-            # a broken row is hidden but never re-sealed: that would vouch for the edit
-            new_seal = row.row_digest if broken or row.row_digest is None else seal(values)
-            conn.execute(
-                t.update().where(self.db.scope(t), t.c.commit_id == commit_id)
-                .values(status=status, status_reason=reason,
-                        status_changed_at=values["status_changed_at"], row_digest=new_seal)
-            )
-            details: dict[str, Any] = {"from": old.status, "to": status, "reason": reason}
-            if broken:
-                details["row_seal"] = SEAL_BROKEN
-            self.db.audit(conn, f"commit_status:{status}", "commit", commit_id, details,
-                          actor=actor)
+            self.set_status_in(conn, commit_id, status, reason, actor=actor)
         return self.get(commit_id)
+
+    def set_status_in(self, conn: Connection, commit_id: str, status: str,
+                      reason: str | None = None, actor: str | None = None) -> None:
+        """:meth:`set_status` inside the caller's write transaction ``conn`` (a derived
+        commit superseded in the transaction that writes its replacement)."""
+        t = schema.commits
+        # read again under the write lock: the seal covers the row as it is now
+        row = conn.execute(
+            sa.select(t).where(self.db.scope(t), t.c.commit_id == commit_id)).one()
+        old = _row(row)
+        values = {**row._mapping, "status": status, "status_reason": reason,
+                  "status_changed_at": now_us()}
+        broken = seal_state(row._mapping) == SEAL_BROKEN
+        if broken and status == "committed":
+            raise tampered_error(_row(row), "restored")
+        # a broken row is hidden but never re-sealed: that would vouch for the edit
+        new_seal = row.row_digest if broken or row.row_digest is None else seal(values)
+        conn.execute(
+            t.update().where(self.db.scope(t), t.c.commit_id == commit_id)
+            .values(status=status, status_reason=reason,
+                    status_changed_at=values["status_changed_at"], row_digest=new_seal)
+        )
+        details: dict[str, Any] = {"from": old.status, "to": status, "reason": reason}
+        if broken:
+            details["row_seal"] = SEAL_BROKEN
+        self.db.audit(conn, f"commit_status:{status}", "commit", commit_id, details,
+                      actor=actor)
