@@ -241,3 +241,36 @@ def test_an_unknown_feature_names_the_aggregations(store):
     name = define(store, AGGS[:2])
     with pytest.raises(UnknownFeatureError, match="fare_sum_10m, fare_mean_10m"):
         store.get_online_features([f"{name}:fare_sum_1d"], [{"rider_id": 1}])
+
+
+def test_float_aggregates_are_the_same_bits_every_run(tmp_path):
+    """Floating-point sums depend on the order of the additions; a training set with them
+    must still reproduce bit for bit, on data large enough for DuckDB to use threads."""
+    import numpy as np
+
+    s = FeatureStore(tmp_path, config=load_config(tmp_path, environ={}))
+    try:
+        s.apply([Entity(name="rider", join_keys={"rider_id": "int64"})])
+        name = define(s, AGGS[:3])
+        rng = np.random.default_rng(3)
+        n = 400_000
+        for _ in range(2):
+            s.ingest(name, pa.table({
+                "rider_id": pa.array(rng.integers(0, 50, n), pa.int64()),
+                "event_timestamp": pa.array(
+                    1_709_251_200_000_000 + rng.choice(10**11, n, replace=False),
+                    pa.timestamp("us", tz="UTC")),
+                "fare": pa.array(rng.random(n) * 1e6, pa.float64()),
+                "trips": pa.array(rng.integers(0, 9, n), pa.int64()),
+                "zone": pa.array(["a"] * n, pa.string())}))
+        entities = pa.table({
+            "rider_id": pa.array(rng.integers(0, 50, 2000), pa.int64()),
+            "event_timestamp": pa.array(1_709_251_200_000_000 + rng.integers(0, 10**11, 2000),
+                                        pa.timestamp("us", tz="UTC"))})
+        refs = [f"{name}:{a.output_name}" for a in AGGS[:3]]
+        first = s.get_historical_features(entities, refs)
+        hashes = {s.reproduce(first.id).content_hash for _ in range(4)}
+        hashes.add(s.get_historical_features(entities, refs).content_hash)
+        assert hashes == {first.content_hash}
+    finally:
+        s.close()

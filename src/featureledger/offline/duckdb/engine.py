@@ -402,15 +402,23 @@ class DuckDBEngine:
         join_lo = lo[0] if len(set(lo)) == 1 else f"least({', '.join(sorted(set(lo)))})"
         one_span = len(spans) == 1
         select = [f"e.{quote_ident(ROW_COLUMN)}"]
+        floats = {"FLOAT", "DOUBLE", "REAL"}
         for a in aggregations:
             v = f"f._v{a.column}"
+            # Floating-point addition depends on its order, and a parallel aggregate adds in
+            # whatever order its threads meet the rows: the same training set could differ
+            # in the last bits from run to run and never reproduce. Summing each window in
+            # event-time order (unique per key once ties are resolved) gives the same bits
+            # every time, on any plan and any number of threads.
+            ordered = (" ORDER BY f._ft" if scan.duckdb_types[a.column].upper() in floats
+                       else "")
             expr = {
                 "count": f"count({v})",
-                "sum": f"sum({v})",
-                "mean": f"avg({v})",
+                "sum": f"sum({v}{ordered})",
+                "mean": f"avg({v}{ordered})",
                 "min": f"min({v})",
                 "max": f"max({v})",
-                "stddev": f"stddev_samp({v})",
+                "stddev": f"stddev_samp({v}{ordered})",
                 # the latest row's value, null or not (f._ft is unique per key in a window)
                 "last": f"max(CASE WHEN f._ft IS NOT NULL THEN struct_pack(t := f._ft, "
                         f"v := {v}) END).v",
