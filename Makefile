@@ -40,6 +40,7 @@ lint: install-dev
 bench: install-dev
 	$(BIN)/python bench/ingest.py --runs 5
 	$(BIN)/python bench/offline.py --runs 5
+	$(BIN)/python bench/compaction.py --runs 3
 	$(BIN)/python bench/aggregations.py --runs 3
 	$(BIN)/python bench/online.py
 	$(BIN)/python bench/push.py
