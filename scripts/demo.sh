@@ -3,7 +3,9 @@
 # store, SQLite online store): no server needed. Run it with `make demo`.
 set -euo pipefail
 
-DEMO_DIR=${DEMO_DIR:-demo-repo}
+# absolute: ingested files must lie inside the repository, and relative paths are read
+# relative to it, not to the folder the demo runs in
+DEMO_DIR=$(realpath -m "${DEMO_DIR:-demo-repo}")
 fl() { echo; echo "\$ featureledger $*"; featureledger "$@"; }
 step() { echo; echo "==== $* ===="; }
 

@@ -415,7 +415,8 @@ class DuckDBEngine:
             expr = {
                 "count": f"count({v})",
                 "sum": f"sum({v}{ordered})",
-                "mean": f"avg({v}{ordered})",
+                # the ordered sum over the count: one ordered aggregate shared with "sum"
+                "mean": f"avg({v})",
                 "min": f"min({v})",
                 "max": f"max({v})",
                 "stddev": f"stddev_samp({v}{ordered})",
@@ -424,10 +425,15 @@ class DuckDBEngine:
                         f"v := {v}) END).v",
                 "approx_count_distinct": f"count(DISTINCT {v})",
             }[a.function]
+            parts = [expr]
+            if a.function == "mean" and ordered:
+                # the ordered sum over the count: the one ordered aggregate "sum" needs too
+                parts = [f"sum({v}{ordered})", f"count({v})"]
             if not one_span:
                 t = t_of(a)
                 cond = f"f._ft <= {t} AND f._ft > {t} - {a.window_us}"
-                expr = _with_filter(expr, cond)
+                parts = [_with_filter(p, cond) for p in parts]
+            expr = parts[0] if len(parts) == 1 else f"({parts[0]} / {parts[1]})"
             select.append(f"CAST({expr} AS {to_duckdb(a.dtype)}) AS {quote_ident(a.output)}")
         if not scan.files:
             nothing = [f"CAST({'0' if a.function in ('count', 'approx_count_distinct') else 'NULL'}"
