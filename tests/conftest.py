@@ -85,6 +85,22 @@ def spark_engine():
     engine.close()
 
 
+@pytest.fixture(scope="session")
+def duckdb_engine():
+    """The DuckDB engine, one thread (built once per test session)."""
+    from featureledger.offline.duckdb import DuckDBEngine
+
+    engine = DuckDBEngine(threads=1)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session", params=["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
+def engine(request):
+    """Every offline engine in turn (each built once per test session)."""
+    return request.getfixturevalue(f"{request.param}_engine")
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""

@@ -10,7 +10,6 @@ import pytest
 
 from featureledger import Entity, FeatureStore, FeatureView, Field
 from featureledger.model.definitions import Transformation
-from featureledger.offline.duckdb import DuckDBEngine
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 US = 1_000_000
@@ -53,19 +52,6 @@ def table(rows: list[tuple[int, int, float | None, int | None]]) -> pa.Table:
         "km": pa.array([r[2] for r in rows], pa.float64()),
         "minutes": pa.array([r[3] for r in rows], pa.int64()),
     })
-
-
-@pytest.fixture(scope="session")
-def duckdb_engine():
-    engine = DuckDBEngine(threads=1)
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="session", params=["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
-def engine(request):
-    """Every offline engine in turn (the parents are read through the engine seam)."""
-    return request.getfixturevalue(f"{request.param}_engine")
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from featureledger.model.projection import ColumnSource
 from featureledger.model.types import to_arrow
 from featureledger.offline.dataset import content_hash
-from featureledger.offline.duckdb import DuckDBEngine
 from featureledger.offline.engine import ROW_COLUMN, ViewScan, WindowAggregate
 
 TS = pa.timestamp("us", tz="UTC")
@@ -35,19 +34,6 @@ DTYPES = ["float64", "int64", "float32", "int64"]
 DUCK = {"float64": "DOUBLE", "int64": "BIGINT", "float32": "FLOAT"}
 LEVEL_DEFAULT = 3
 _dirs = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def duckdb_engine():
-    engine = DuckDBEngine(threads=1)
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="session", params=["duckdb", pytest.param("spark", marks=pytest.mark.spark)])
-def engine(request):
-    """Every offline engine in turn (built once per test session)."""
-    return request.getfixturevalue(f"{request.param}_engine")
 
 
 def examples(engine: Any, many: int) -> dict[str, Any]:
