@@ -215,9 +215,7 @@ class CompactionService:
         if threshold is None:
             return None
         try:
-            loose = sum(1 for c in self.ctx.registry.commits.list(view, version, statuses=None)
-                        if c.segment is None and c.files and c.status != "pending")
-            if loose < threshold:
+            if self.ctx.registry.commits.loose_count(view, version) < threshold:
                 return None
             return self.compact_version(view, version, min_commits=threshold)
         except Exception as exc:  # the ingestion already succeeded; compaction can wait

@@ -332,6 +332,19 @@ class CommitRepository:
                 out.update(json.loads(files))
         return out
 
+    def loose_count(self, view: str, version: int) -> int:
+        """How many commits of ``view@version`` (pending ones aside) are not held by an
+        active compacted segment: a count and one small query, not the commits' rows (it
+        runs after every ingestion)."""
+        t = schema.commits
+        with self.db.read() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(t).where(
+                self.db.scope(t), t.c.view_name == view, t.c.view_version == version,
+                t.c.status != PENDING_STATUS)).scalar() or 0
+            held = sum(len(s.commit_ids) for s in self.segments.active(
+                conn, views=[(view, version)]))
+        return int(total) - held
+
     def live_files(self, grace_us: int) -> set[str]:
         """The files gc must keep (relative paths): every commit's own files, but those of a
         commit held by an active segment made more than ``grace_us`` ago; every active
