@@ -39,7 +39,9 @@ CHILD = textwrap.dedent("""
     from featureledger.config import ProjectConfig
 
     root, url, seed, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    store = FeatureStore(root, config=ProjectConfig(registry=url, root=Path(root)))
+    # every commit keeps its own files here (compaction's crash test is its own)
+    store = FeatureStore(root, config=ProjectConfig(
+        registry=url, root=Path(root), compaction={"auto_after_commits": None}))
     store.apply([Entity(name="driver", join_keys={"driver_id": "int64"}),
                  FeatureView(name="crashy", entities=["driver"],
                              fields=[Field(name="x", dtype="float64", min=0, max=1)])])
@@ -160,6 +162,7 @@ def test_sigkill_at_random_instants(tmp_path, sqlite_url) -> None:
         acked.update(got)
     assert kills == 30
     assert acked, "no ingestion completed before a kill; the windows are too short"
-    with FeatureStore(root, config=ProjectConfig(registry=sqlite_url, root=root)) as store:
+    with FeatureStore(root, config=ProjectConfig(
+            registry=sqlite_url, root=root, compaction={"auto_after_commits": None})) as store:
         check_commits_complete(store, acked)
         gc_and_check(store, acked)
