@@ -206,7 +206,10 @@ def fl_setup(repo: Path, data: Path):
         name="bench", entities=[ent], ttl=f"{TTL_DAYS}d",
         fields=[Field(name=f, dtype="float32" if i < 5 else "float64")
                 for i, f in enumerate(FEATURES)])])
-    store.ingest("bench", str(data))
+    import pyarrow.parquet as pq
+
+    # the rows as a table: files are read only from inside the repository
+    store.ingest("bench", pq.read_table(data))
     return store
 
 
