@@ -51,11 +51,18 @@ def require_redis() -> None:
 
 def require_pyspark() -> None:
     """Skip (fail under CI) when pyspark is not installed."""
+    import shutil
+
+    msg = None
     try:
         import pyspark  # noqa: F401
     except ImportError:
         msg = ("pyspark is not installed; install it with pip install 'featureledger[spark]' "
                "(Java 17 or newer must be on PATH) to run the Spark engine tests")
+    if msg is None and shutil.which("java") is None:
+        msg = ("Java is not on PATH; install Java 17 or newer (e.g. apt-get install "
+               "openjdk-17-jre-headless) to run the Spark engine tests")
+    if msg is not None:
         if os.environ.get("CI"):
             pytest.fail(f"{msg} (CI must run every backend)")
         pytest.skip(msg)
