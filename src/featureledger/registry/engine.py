@@ -430,7 +430,15 @@ class RegistryDB:
                 sa.select(t.c.generation).where(self.scope(t))).scalar() or 0)
 
     def audit(self, conn: Connection, action: str, kind: str, object_id: str,
-              details: dict[str, Any] | None = None, actor: str | None = None) -> None:
+              details: dict[str, Any] | None = None, actor: str | None = None, *,
+              decision: str = "allow", reason: str | None = None) -> None:
+        """Append an audit entry inside the caller's transaction: the entry and the change
+        it records commit together or not at all."""
+        body = dict(details or {})
+        if decision != "allow":
+            body["decision"] = decision
+        if reason is not None:
+            body["reason"] = reason
         conn.execute(
             schema.audit_log.insert().values(
                 project=self.project,
@@ -439,9 +447,18 @@ class RegistryDB:
                 action=action,
                 object_kind=kind,
                 object_id=object_id,
-                details=canonical_json(details or {}),
+                details=canonical_json(body),
             )
         )
+
+    def audit_now(self, action: str, kind: str, object_id: str,
+                  details: dict[str, Any] | None = None, actor: str | None = None, *,
+                  decision: str = "deny", reason: str | None = None) -> None:
+        """Append an audit entry in a transaction of its own (a denied request changes
+        nothing else); raises if it cannot be written."""
+        with self.write(bump=False) as conn:
+            self.audit(conn, action, kind, object_id, details, actor,
+                       decision=decision, reason=reason)
 
     def audit_trail(self, kind: str | None = None, object_id: str | None = None,
                     limit: int = 1000) -> list[dict[str, Any]]:
