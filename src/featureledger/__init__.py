@@ -29,6 +29,8 @@ __version__ = "0.1.0"
 # Result types: importable from here, loaded on first use so `import featureledger` stays
 # light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
 _LAZY = {
+    "AuditEntry": "featureledger.registry.audit",
+    "AuditVerification": "featureledger.registry.audit",
     "CommitRecord": "featureledger.registry.commits",
     "DefinitionRecord": "featureledger.registry.definitions",
     "Deployment": "featureledger.registry.tracking_records",
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializeResult
     from featureledger.online.response import FeatureStatus, OnlineResponse
+    from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
     from featureledger.registry.tracking_records import (
@@ -88,6 +91,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Aggregation",
+    "AuditEntry",
+    "AuditVerification",
     "CommitRecord",
     "DataFrameSource",
     "DefinitionRecord",
