@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from featureledger import Entity, FeatureStore, FeatureView, Field
@@ -117,8 +118,26 @@ def test_compaction_keeps_every_answer(tmp_path, seed):
 
         (result,) = store.compact(VIEW)
         assert result.segment_id is not None and result.commits == 12
-        assert result.files_before == 12 and result.files_after == -(-result.rows // 7)
+        # files of about 7 rows that never split a key: a key's rows are in one file
+        per_key: dict[int, int] = {}
+        for rows in commits:
+            for k, _, _ in rows:
+                per_key[k] = per_key.get(k, 0) + 1
+        starts, before_k = set(), 0
+        for k in sorted(per_key):
+            starts.add(before_k // 7)
+            before_k += per_key[k]
+        assert result.files_before == 12 and result.files_after == len(starts)
         seg = store.segments(VIEW)[0]
+        seen_keys: set[int] = set()
+        for f in seg.files:
+            part = pq.read_table(store.ctx.offline_store.path(f))
+            rows = list(zip(part.column("driver_id").to_pylist(),
+                            part.column("event_timestamp").to_pylist(),
+                            part.column("_commit_time").to_pylist(), strict=True))
+            assert rows == sorted(rows)  # by key, event time, commit time
+            assert not seen_keys & {r[0] for r in rows}
+            seen_keys |= {r[0] for r in rows}
         assert set(seg.commit_ids) == set(ids)  # the quarantined commit's rows too
         assert all(c.segment is not None for c in store.commits(VIEW, status=None))
 

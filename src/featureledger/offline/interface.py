@@ -22,7 +22,7 @@ has one, and the context says so at open time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class OfflineStore(Protocol):
 
     # -- writing ----------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
-                     tables: list[pa.Table] | pa.Table, *, compression: str = "snappy",
+                     tables: Iterable[pa.Table] | pa.Table, *, compression: str = "snappy",
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
@@ -79,8 +79,9 @@ class OfflineStore(Protocol):
         """Delete whatever an earlier, interrupted write of this commit left (the caller
         holds the commit id exclusively)."""
 
-    def read_table(self, relative: str) -> pa.Table:
-        """One stored Parquet file (a side file such as ``rejected.parquet``)."""
+    def read_table(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """One stored Parquet file (a side file such as ``rejected.parquet``, or a data
+        file compaction rewrites), only ``columns`` when given."""
 
     # -- reading guards and checks ----------------------------------------------------
     def reading(self, commits: Iterable[CommitRecord]) -> Any:

@@ -196,7 +196,7 @@ class S3OfflineStore:
 
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
-                     tables: list[pa.Table] | pa.Table, *, compression: str = "snappy",
+                     tables: Iterable[pa.Table] | pa.Table, *, compression: str = "snappy",
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
@@ -282,14 +282,14 @@ class S3OfflineStore:
         """Delete whatever an interrupted write of this commit left under its prefix."""
         self._remove_prefix(self.commit_dir(view, version, commit_id))
 
-    def read_table(self, relative: str) -> pa.Table:
+    def read_table(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
         """One stored Parquet object."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         with self._driver(f"reading {self.uri(relative)}"):
             data = self._fs.cat_file(self._key(relative))
-        return pq.read_table(pa.BufferReader(data))
+        return pq.read_table(pa.BufferReader(data), columns=columns)
 
     # -- reading guards -----------------------------------------------------------------
     def _listing(self, rel_dir: str) -> dict[str, dict[str, Any]]:

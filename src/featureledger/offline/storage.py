@@ -538,11 +538,11 @@ class ParquetOfflineStore:
             raise FileNotFoundError(str(path))
         return self.read_table(relative)
 
-    def read_table(self, relative: str) -> pa.Table:
+    def read_table(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
         """One stored Parquet file."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.root / relative)
+        return pq.read_table(self.root / relative, columns=columns)
 
     # -- reading ------------------------------------------------------------------------
     def require_files(self, commits: Iterable[CommitRecord]) -> None:
@@ -557,7 +557,7 @@ class ParquetOfflineStore:
 
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
-                     tables: list[pa.Table] | pa.Table, *, compression: str = "snappy",
+                     tables: Iterable[pa.Table] | pa.Table, *, compression: str = "snappy",
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
