@@ -225,6 +225,7 @@ class DuckDBEngine:
             ) from None
         self._db.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
+        self._filesystems = False  # a file system attached (attach_filesystem)
         self.version = duckdb.__version__
 
     def attach_filesystem(self, fs: Any) -> None:
@@ -232,6 +233,7 @@ class DuckDBEngine:
         s3 store's): DuckDB then opens ``s3://`` paths with it, no extension needed. The
         store hands it over once, when the context opens the engine; every cursor of this
         database sees it."""
+        self._filesystems = True  # paths are no longer all local
         protocols = fs.protocol if isinstance(fs.protocol, (list, tuple)) else [fs.protocol]
         registered = set(self._db.list_filesystems())
         if not any(p in registered or f"{p}://" in registered for p in protocols):
@@ -356,7 +358,8 @@ class DuckDBEngine:
         for i, s in enumerate(scans):
             if s.clustered and s.files:
                 cols = clustered_point_in_time(lambda sql: self._query(cur, sql), cur.register,
-                                               entities, ts_col, s, i, ts_bounds)
+                                               entities, ts_col, s, i, ts_bounds,
+                                               local=not self._filesystems)
                 if cols is not None:
                     out[i] = cols
         return out
