@@ -67,10 +67,12 @@ class OfflineStore(Protocol):
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
-                     row_group_size: int = 1_000_000) -> WrittenFiles:
+                     row_group_size: int = 1_000_000,
+                     use_dictionary: bool | Sequence[str] = True) -> WrittenFiles:
         """Write a commit's data files (``part-NNNNN.parquet``) and side files; they are
         read only once a registry row lists them. (Compaction writes a segment's files
-        through it too, with smaller row groups.)"""
+        through it too, with smaller row groups and dictionaries only for the columns
+        ``use_dictionary`` names.)"""
 
     def remove_commit_files(self, files: list[str]) -> None:
         """Delete an unregistered commit's files (after a failed registry write)."""

@@ -200,7 +200,8 @@ class S3OfflineStore:
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
-                     row_group_size: int = ROW_GROUP_SIZE) -> WrittenFiles:
+                     row_group_size: int = ROW_GROUP_SIZE,
+                     use_dictionary: bool | Sequence[str] = True) -> WrittenFiles:
         """Write a commit's objects straight under its own prefix (see the module doc).
 
         ``before_rename`` is called once every object is written (there is no rename:
@@ -229,7 +230,8 @@ class S3OfflineStore:
                     rel = f"{rel_dir}/part-{i:05d}.parquet"
                     data = _parquet_bytes(table, compression=compression,
                                           compression_level=compression_level,
-                                          row_group_size=row_group_size)
+                                          row_group_size=row_group_size,
+                                          use_dictionary=use_dictionary)
                     h.update(data)
                     sizes[rel] = len(data)
                     t = time.perf_counter()
@@ -527,8 +529,8 @@ class S3OfflineStore:
 
 
 def _parquet_bytes(table: pa.Table, *, compression: str = "snappy",
-                   compression_level: int | None = None, use_dictionary: bool = True,
-                   row_group_size: int = ROW_GROUP_SIZE) -> bytes:
+                   compression_level: int | None = None,
+                   use_dictionary: bool | Sequence[str] = True, row_group_size: int = ROW_GROUP_SIZE) -> bytes:
     """``table`` as one Parquet file's bytes, written as the local store writes files."""
     import pyarrow as pa
     import pyarrow.parquet as pq

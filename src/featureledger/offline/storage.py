@@ -561,7 +561,8 @@ class ParquetOfflineStore:
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
-                     row_group_size: int = ROW_GROUP_SIZE) -> WrittenFiles:
+                     row_group_size: int = ROW_GROUP_SIZE,
+                     use_dictionary: bool | Sequence[str] = True) -> WrittenFiles:
         """Write a commit's tables as Parquet, atomically appearing under its folder.
 
         ``tables`` become ``part-NNNNN.parquet`` (the commit's data files, digested in
@@ -597,7 +598,8 @@ class ParquetOfflineStore:
                 # the page cache is cheaper than hashing inside a Python write callback
                 pq.write_table(table, tmp / name, compression=compression,
                                compression_level=compression_level,
-                               row_group_size=row_group_size, write_statistics=True)
+                               row_group_size=row_group_size, write_statistics=True,
+                               use_dictionary=use_dictionary)
                 t = time.perf_counter()
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())

@@ -115,7 +115,8 @@ class _Files:
                 frn = frn[order]
             return narrow.select(keys), narrow.column("_fl_t").to_numpy(), frn
         with _read_errors(path):
-            table = pq.read_table(path, columns=[*keys, s.timestamp_field])
+            table = pq.ParquetFile(path).read(columns=[*keys, s.timestamp_field],
+                                              use_threads=False)
         t_col = table.column(s.timestamp_field).cast(pa.int64())
         mask = pc.is_valid(t_col)
         for k in keys:
@@ -143,7 +144,7 @@ class _Files:
             with _read_errors(path):
                 pf = pq.ParquetFile(path)
                 plain = all(_plain(pf.schema_arrow.field(f).type) for f in s.features)
-                table = pf.read(columns=list(s.features)) if plain else None
+                table = pf.read(columns=list(s.features), use_threads=False) if plain else None
             if table is not None:
                 table = table.take(pa.array(frn))
                 return pa.table({"_fl_i": rows, **{f"_v{j}": table.column(f)
