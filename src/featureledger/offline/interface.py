@@ -110,9 +110,10 @@ class OfflineStore(Protocol):
         checked. None when the file looks whole."""
 
     def gc(self, referenced_files: set[str], *, grace_seconds: float = 3600,
-           dry_run: bool = False) -> GcReport:
+           dry_run: bool = False, referenced_datasets: set[str] | None = None) -> GcReport:
         """Remove this project's commit folders that no registry row references, once
-        older than ``grace_seconds``."""
+        older than ``grace_seconds``; with ``referenced_datasets`` (the folders of every
+        dataset row's stored entity rows), also the dataset folders no row references."""
 
     # -- datasets ---------------------------------------------------------------------
     def stage_dataset(self, dataset_id: str, entities: pa.Table) -> Any:

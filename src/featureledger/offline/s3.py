@@ -460,25 +460,32 @@ class S3OfflineStore:
 
     # -- gc -----------------------------------------------------------------------------
     def gc(self, referenced_files: set[str], *, grace_seconds: float = 3600,
-           dry_run: bool = False) -> GcReport:
+           dry_run: bool = False, referenced_datasets: set[str] | None = None) -> GcReport:
         """Remove this project's commit prefixes that no registry row references.
 
         A prefix is kept while its newest object is younger than ``grace_seconds`` (by
         the objects' ``LastModified``, the server's clock): an ingestion may be between
         its last object and its registry write. Other projects' prefixes are never
-        looked at.
+        looked at. With ``referenced_datasets`` (the prefixes of the dataset rows' entity
+        objects), dataset prefixes no row references go too, after the same grace.
         """
         referenced_dirs = {f.rsplit("/", 1)[0] for f in referenced_files}
-        views = f"{self.project}/views"
         groups: dict[str, list[tuple[str, int, float]]] = {}
-        for rel, info in self._listing(views).items():
-            parts = rel.split("/")
-            if len(parts) < 6:  # <project>/views/<view>/v<N>/<commit>/<file>
-                continue
-            folder = "/".join(parts[:5])
-            modified = info.get("LastModified")
-            stamp = modified.timestamp() if modified is not None else 0.0
-            groups.setdefault(folder, []).append((rel, int(info["size"]), stamp))
+        # (prefix listed, path parts of a folder): <project>/views/<view>/v<N>/<commit>/...
+        # and <project>/datasets/<dataset>/...
+        where = [(f"{self.project}/views", 5)]
+        if referenced_datasets is not None:
+            where.append((f"{self.project}/datasets", 3))
+            referenced_dirs |= referenced_datasets
+        for prefix, depth in where:
+            for rel, info in self._listing(prefix).items():
+                parts = rel.split("/")
+                if len(parts) <= depth:
+                    continue
+                folder = "/".join(parts[:depth])
+                modified = info.get("LastModified")
+                stamp = modified.timestamp() if modified is not None else 0.0
+                groups.setdefault(folder, []).append((rel, int(info["size"]), stamp))
         now = time.time()
         removed, kept, freed = [], [], 0
         for folder in sorted(groups):
