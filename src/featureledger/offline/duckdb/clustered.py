@@ -201,12 +201,9 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
                 change[1:] |= pc.not_equal(col.slice(1), col.slice(0, m - 1)).to_numpy(
                     zero_copy_only=False)
         starts = np.flatnonzero(change)
-        runs = file_keys.take(pa.array(starts)).append_column(
-            "_fl_run", pa.array(np.arange(starts.size, dtype=np.int64)))
-        try:
-            hit = probe.join(runs, keys=keys, join_type="inner")
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            return None  # key types Arrow cannot join: the SQL path casts them
+        hit = _runs_of(probe, file_keys.take(pa.array(starts)), keys)
+        if hit is None:
+            return None
         if hit.num_rows == 0:
             continue
         t_min, t_max = int(t.min()), int(t.max())
@@ -232,6 +229,26 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
         if e_i.size:
             fetched.append(files.fetch(path, src, e_i, frn[pos]))
     return _assemble(query, scan, index, n, fetched, keyed_rows)
+
+
+def _runs_of(probe: pa.Table, runs: pa.Table, keys: list[str]) -> pa.Table | None:
+    """The entity rows whose keys are those of a run of the file, with the run's number
+    (``_fl_run``); None when Arrow cannot compare the key types (the SQL path casts)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        if len(keys) == 1:  # the runs' keys are distinct: a lookup, no join needed
+            at = pc.index_in(probe.column(keys[0]), value_set=runs.column(keys[0]))
+            found = pc.is_valid(at)
+            return probe.filter(found).append_column("_fl_run", at.filter(found).cast(
+                pa.int64()))
+        numbered = runs.append_column("_fl_run", pa.array(np.arange(runs.num_rows,
+                                                                    dtype=np.int64)))
+        return probe.join(numbered, keys=keys, join_type="inner")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
 
 
 def _assemble(query: Callable[[str], pa.Table], scan: ViewScan, index: int, n: int,
