@@ -2,10 +2,19 @@
 
 Every ingestion is its own commit folder, so a view fed in small batches ends up read as
 thousands of small files. ``compact`` rewrites the rows of a view version's commits (their
-own files, and the segments of earlier compactions) into one *segment*: files that each hold
-a contiguous range of join keys (clustered by key), sorted inside by event time, with
-row groups of ``compaction.row_group_rows`` rows whose statistics let the engine skip what
-no entity row can reach (the engine already filters on the entity time range).
+own files, and the segments of earlier compactions) into one *segment* in the clustered
+layout: files of about ``compaction.target_file_rows`` rows, each holding join keys no
+other file of the segment holds (a key is never split), its rows sorted by (keys, event
+time, created time with nulls first, commit time), in row groups of
+``compaction.row_group_rows`` rows. A point-in-time read of the whole segment then needs no
+sort: the last row at or before an entity time is found by a binary search, and it is the
+row a tie-break would pick (``offline/duckdb/clustered.py``). Each file's manifest entry
+records the order (``engine.KEY_CLUSTERED``); segments written before it are read as before.
+
+Memory is bounded by one output file, not by the view: the key columns are read first and
+cut into files' key ranges; then each input file is read once and its rows spilled, grouped
+by output file, to a local temporary folder (Arrow IPC); then each output file is gathered
+(memory-mapped), sorted and written in turn.
 
 What does not change:
 
