@@ -289,6 +289,20 @@ def null_last(v: Any) -> tuple[bool, Any]:
 
 
 # -- point in time -------------------------------------------------------------------------
+def check_pit(engine: Any, sc: Scenario, entities: pa.Table, ents: list[Any], a: ViewScan,
+              b: ViewScan, bounds: bool) -> tuple[pa.Table, tuple[int, int] | None]:
+    """The engine's point in time of scans ``a`` and ``b`` against the oracle; returns the
+    engine's table and the time bounds it was given."""
+    times = [t for _, t in ents if t is not None]
+    ts_bounds = (min(times), max(times)) if bounds and times else None
+    table = engine.point_in_time(entities, "ets", [a, b], ts_bounds).read_all()
+    got = table.sort_by(ROW_COLUMN).drop_columns([ROW_COLUMN]).to_pylist()
+    want = [{**x, **y} for x, y in zip(oracle_pit(sc, a, ents, 0, ts_bounds),
+                                       oracle_pit(sc, b, ents, 1, ts_bounds), strict=True)]
+    assert got == want
+    return table, ts_bounds
+
+
 def test_point_in_time_matches_the_oracle(engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("pit")
 
@@ -304,13 +318,7 @@ def test_point_in_time_matches_the_oracle(engine, tmp_path_factory):
                        compact=compact, cluster=cluster)
         b = write_scan(sc, root, ttl=None if ttl_b is None else ttl_b * SEC, prefix="b_",
                        files=b_files, cluster=cluster_b)
-        times = [t for _, t in ents if t is not None]
-        ts_bounds = (min(times), max(times)) if bounds and times else None
-        got = engine.point_in_time(entities, "ets", [a, b], ts_bounds).read_all()
-        got = got.sort_by(ROW_COLUMN).drop_columns([ROW_COLUMN]).to_pylist()
-        want = [{**x, **y} for x, y in zip(oracle_pit(sc, a, ents, 0, ts_bounds),
-                                           oracle_pit(sc, b, ents, 1, ts_bounds), strict=True)]
-        assert got == want
+        check_pit(engine, sc, entities, ents, a, b, bounds)
 
     check()
 
@@ -329,13 +337,7 @@ def test_point_in_time_on_the_clustered_layout_matches_the_oracle(engine, tmp_pa
         a = write_scan(sc, root, ttl=None if ttl is None else ttl * SEC, prefix="a_",
                        cluster=True)
         b = write_scan(sc, root, prefix="b_")  # beside a scan the SQL path reads
-        times = [t for _, t in ents if t is not None]
-        ts_bounds = (min(times), max(times)) if bounds and times else None
-        table = engine.point_in_time(entities, "ets", [a, b], ts_bounds).read_all()
-        got = table.sort_by(ROW_COLUMN).drop_columns([ROW_COLUMN]).to_pylist()
-        want = [{**x, **y} for x, y in zip(oracle_pit(sc, a, ents, 0, ts_bounds),
-                                           oracle_pit(sc, b, ents, 1, ts_bounds), strict=True)]
-        assert got == want
+        table, ts_bounds = check_pit(engine, sc, entities, ents, a, b, bounds)
         # the same Arrow schema and bytes as the same files read without the layout's help
         plain = engine.point_in_time(entities, "ets", [dataclasses.replace(a, clustered=False),
                                                        b], ts_bounds).read_all()
