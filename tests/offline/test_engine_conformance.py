@@ -10,6 +10,7 @@ computed from the engines' Arrow columns and must not depend on the engine.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -91,16 +92,55 @@ class Scenario:
 DECOY = 9999  # a commit compacted into the same file that the request does not read
 
 
+def clustered_files(sc: Scenario, folder: Any) -> list[str]:
+    """The rows of every commit as compaction lays out a segment: files of disjoint key
+    sets (here: key 1; keys 2 and 3; null keys), each sorted by key (nulls last), event
+    time, created time (nulls first) and commit."""
+    groups: list[list[Row]] = [[r for r in sc.rows if r.k == 1],
+                               [r for r in sc.rows if r.k in (2, 3)],
+                               [r for r in sc.rows if r.k is None]]
+    paths = []
+    for n, rows in enumerate(g for g in groups if g):
+        rows = sorted(rows, key=lambda r: (null_last(r.k), r.ts, r.created is not None,
+                                           r.created or 0, r.commit))
+        path = folder / f"cl{n}.parquet"
+        table = {"k": pa.array([r.k for r in rows], pa.int64()),
+                 "ts": pa.array([r.ts for r in rows], TS)}
+        if sc.created:
+            table["created"] = pa.array([r.created for r in rows], TS)
+        table.update({f: pa.array([getattr(r, f) for r in rows], to_arrow(t))
+                      for f, t in zip(FEATURES, DTYPES, strict=True)})
+        table["_commit_id"] = pa.array([sc.commit_id(r.commit) for r in rows], pa.string())
+        table["_commit_time"] = pa.array([sc.commit_time(r.commit) for r in rows], TS)
+        pq.write_table(pa.table(table), path, row_group_size=2)
+        paths.append(str(path))
+    return paths
+
+
 def write_scan(sc: Scenario, root: Any, *, ttl: int | None = None, prefix: str = "",
-               files: bool = True, compact: bool = False) -> ViewScan:
+               files: bool = True, compact: bool = False, cluster: bool = False) -> ViewScan:
     """Write each commit as one Parquet file and describe the scan as ViewScan.of would.
 
     With ``compact``, the commits of each source version go into one file, as compaction
     writes a segment, together with rows of a commit the request does not pick (which
     would win every key if it were read); the scan then lists the picked commits and their
-    ranks per file."""
+    ranks per file. With ``cluster`` (one source version, rows in every commit), every
+    commit is read from one segment in the clustered layout (:func:`clustered_files`)."""
     folder = root / f"s{next(_dirs)}"
     folder.mkdir()
+    times = [r.ts for r in sc.rows]
+    if cluster and files and sc.rows and set(sc.commits) == {0} and all(
+            any(r.commit == i for r in sc.rows) for i in range(len(sc.commits))):
+        paths = clustered_files(sc, folder)
+        every = tuple((sc.commit_id(i), i) for i in range(len(sc.commits)))
+        return ViewScan(
+            join_keys=["k"], timestamp_field="ts", features=list(FEATURES),
+            output_names=[f"{prefix}{f}" for f in FEATURES],
+            duckdb_types=[DUCK[t] for t in DTYPES], files=paths, ttl_us=ttl,
+            tie_break=sc.overlap(), file_ranks=[len(sc.commits) - 1] * len(paths),
+            event_range=(min(times), max(times)),
+            created_field="created" if sc.created else None,
+            file_commits=[every] * len(paths) if sc.overlap() else [], clustered=True)
     paths, ranks, used_by_file = [], [], []
     picks: list[tuple[tuple[str, int], ...] | None] = []
     units: list[tuple[int, list[int]]] = []  # (source version, commits) per file
@@ -147,7 +187,6 @@ def write_scan(sc: Scenario, root: Any, *, ttl: int | None = None, prefix: str =
            ColumnSource("level", None, None, "int64", LEVEL_DEFAULT)]
     projections = {0: tuple(own), 1: tuple(old)}
     identity = used in ([], [0])
-    times = [r.ts for r in sc.rows]
     return ViewScan(
         join_keys=["k"], timestamp_field="ts", features=list(FEATURES),
         output_names=[f"{prefix}{f}" for f in FEATURES],
@@ -164,8 +203,8 @@ value = st.one_of(st.none(), st.integers(-4, 4))
 
 
 @st.composite
-def scenarios(draw: Any, max_commits: int = 4) -> Scenario:
-    multi = draw(st.booleans())
+def scenarios(draw: Any, max_commits: int = 4, multi: bool | None = None) -> Scenario:
+    multi = draw(st.booleans()) if multi is None else multi
     created = draw(st.booleans())
     commits = draw(st.lists(st.integers(0, 1) if multi else st.just(0), max_size=max_commits))
     rows = []
@@ -250,6 +289,20 @@ def null_last(v: Any) -> tuple[bool, Any]:
 
 
 # -- point in time -------------------------------------------------------------------------
+def check_pit(engine: Any, sc: Scenario, entities: pa.Table, ents: list[Any], a: ViewScan,
+              b: ViewScan, bounds: bool) -> tuple[pa.Table, tuple[int, int] | None]:
+    """The engine's point in time of scans ``a`` and ``b`` against the oracle; returns the
+    engine's table and the time bounds it was given."""
+    times = [t for _, t in ents if t is not None]
+    ts_bounds = (min(times), max(times)) if bounds and times else None
+    table = engine.point_in_time(entities, "ets", [a, b], ts_bounds).read_all()
+    got = table.sort_by(ROW_COLUMN).drop_columns([ROW_COLUMN]).to_pylist()
+    want = [{**x, **y} for x, y in zip(oracle_pit(sc, a, ents, 0, ts_bounds),
+                                       oracle_pit(sc, b, ents, 1, ts_bounds), strict=True)]
+    assert got == want
+    return table, ts_bounds
+
+
 def test_point_in_time_matches_the_oracle(engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("pit")
 
@@ -257,20 +310,39 @@ def test_point_in_time_matches_the_oracle(engine, tmp_path_factory):
               suppress_health_check=[HealthCheck.too_slow])
     @given(sc=scenarios(), drawn=entity_rows, ttl=st.one_of(st.none(), st.integers(0, 6)),
            ttl_b=st.one_of(st.none(), st.integers(0, 6)), b_files=st.booleans(),
-           bounds=st.booleans(), compact=st.booleans())
-    def check(sc, drawn, ttl, ttl_b, b_files, bounds, compact):
+           bounds=st.booleans(), compact=st.booleans(), cluster=st.booleans(),
+           cluster_b=st.booleans())
+    def check(sc, drawn, ttl, ttl_b, b_files, bounds, compact, cluster, cluster_b):
         entities, ents = entity_table(drawn)
         a = write_scan(sc, root, ttl=None if ttl is None else ttl * SEC, prefix="a_",
-                       compact=compact)
+                       compact=compact, cluster=cluster)
         b = write_scan(sc, root, ttl=None if ttl_b is None else ttl_b * SEC, prefix="b_",
-                       files=b_files)
-        times = [t for _, t in ents if t is not None]
-        ts_bounds = (min(times), max(times)) if bounds and times else None
-        got = engine.point_in_time(entities, "ets", [a, b], ts_bounds).read_all()
-        got = got.sort_by(ROW_COLUMN).drop_columns([ROW_COLUMN]).to_pylist()
-        want = [{**x, **y} for x, y in zip(oracle_pit(sc, a, ents, 0, ts_bounds),
-                                           oracle_pit(sc, b, ents, 1, ts_bounds), strict=True)]
-        assert got == want
+                       files=b_files, cluster=cluster_b)
+        check_pit(engine, sc, entities, ents, a, b, bounds)
+
+    check()
+
+
+def test_point_in_time_on_the_clustered_layout_matches_the_oracle(engine, tmp_path_factory):
+    """A scan of one compacted segment read whole, in the clustered layout (the DuckDB
+    engine merges instead of sorting; ties, created times, the TTL and pruning alike)."""
+    root = tmp_path_factory.mktemp("clustered")
+
+    @settings(**examples(engine, 80), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(sc=scenarios(multi=False), drawn=entity_rows,
+           ttl=st.one_of(st.none(), st.integers(0, 6)), bounds=st.booleans())
+    def check(sc, drawn, ttl, bounds):
+        entities, ents = entity_table(drawn)
+        a = write_scan(sc, root, ttl=None if ttl is None else ttl * SEC, prefix="a_",
+                       cluster=True)
+        b = write_scan(sc, root, prefix="b_")  # beside a scan the SQL path reads
+        table, ts_bounds = check_pit(engine, sc, entities, ents, a, b, bounds)
+        # the same Arrow schema and bytes as the same files read without the layout's help
+        plain = engine.point_in_time(entities, "ets", [dataclasses.replace(a, clustered=False),
+                                                       b], ts_bounds).read_all()
+        assert table.schema == plain.schema
+        assert content_hash(table.sort_by(ROW_COLUMN)) == content_hash(plain.sort_by(ROW_COLUMN))
 
     check()
 

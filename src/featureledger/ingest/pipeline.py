@@ -480,7 +480,8 @@ class IngestionService:
         """
         # files a compaction replaced stay referenced for the same grace period
         referenced = self._registry.commits.live_files(int(grace_seconds * 1_000_000))
+        datasets = {p.rsplit("/", 1)[0] for p in self._registry.datasets.entity_paths()}
         report = self.ctx.offline_store.gc(referenced, grace_seconds=grace_seconds,
-                                           dry_run=dry_run)
+                                           dry_run=dry_run, referenced_datasets=datasets)
         self.ctx.events.emit(GcCompleted(report=report, dry_run=dry_run))
         return report

@@ -678,9 +678,11 @@ class RetrievalService:
             raise StorageError(f"internal: the join returned {result.num_rows} rows for {n} "
                                "entity rows; please report this")
         rows = result.column(ROW_COLUMN).to_numpy()
-        order = np.empty(n, dtype=np.int64)
-        order[rows] = np.arange(n, dtype=np.int64)  # inverse permutation: entity order
-        result = result.drop_columns([ROW_COLUMN]).take(pa.array(order))
+        result = result.drop_columns([ROW_COLUMN])
+        if not np.array_equal(rows, np.arange(n, dtype=np.int64)):  # else in entity order
+            order = np.empty(n, dtype=np.int64)
+            order[rows] = np.arange(n, dtype=np.int64)  # inverse permutation: entity order
+            result = result.take(pa.array(order))
         table = entities
         stats = []
         for i, r in enumerate(plan):

@@ -225,6 +225,7 @@ class DuckDBEngine:
             ) from None
         self._db.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
+        self._filesystems = False  # a file system attached (attach_filesystem)
         self.version = duckdb.__version__
 
     def attach_filesystem(self, fs: Any) -> None:
@@ -232,6 +233,7 @@ class DuckDBEngine:
         s3 store's): DuckDB then opens ``s3://`` paths with it, no extension needed. The
         store hands it over once, when the context opens the engine; every cursor of this
         database sees it."""
+        self._filesystems = True  # paths are no longer all local
         protocols = fs.protocol if isinstance(fs.protocol, (list, tuple)) else [fs.protocol]
         registered = set(self._db.list_filesystems())
         if not any(p in registered or f"{p}://" in registered for p in protocols):
@@ -336,9 +338,62 @@ class DuckDBEngine:
         """
         cur = self._cursor()
         name = "_fl_entities"
-        cur.register(name, entities)
-        sql = self.point_in_time_sql(name, ts_col, scans, ts_bounds)
-        return self._stream(cur, sql)
+        merged = self._clustered(cur, entities, ts_col, scans, ts_bounds)
+        if not merged:
+            cur.register(name, entities)
+            sql = self.point_in_time_sql(name, ts_col, scans, ts_bounds)
+            return self._stream(cur, sql)
+        try:
+            return self._combined(cur, entities, ts_col, scans, ts_bounds, merged)
+        finally:
+            cur.close()
+
+    def _clustered(self, cur: Any, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
+                   ts_bounds: tuple[int, int] | None) -> dict[int, list[tuple[str, Any]]]:
+        """The columns of each scan on the clustered layout, by a merge instead of an ASOF
+        sort (see :mod:`featureledger.offline.duckdb.clustered`), in entity-row order."""
+        from featureledger.offline.duckdb.clustered import clustered_point_in_time
+
+        out = {}
+        for i, s in enumerate(scans):
+            if s.clustered and s.files:
+                cols = clustered_point_in_time(lambda sql: self._query(cur, sql), cur.register,
+                                               entities, ts_col, s, i, ts_bounds,
+                                               local=not self._filesystems)
+                if cols is not None:
+                    out[i] = cols
+        return out
+
+    def _combined(self, cur: Any, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
+                  ts_bounds: tuple[int, int] | None,
+                  merged: dict[int, list[tuple[str, Any]]]) -> pa.RecordBatchReader:
+        """The merged scans' columns beside the SQL path's for the others, in entity order
+        and in the columns' usual order."""
+        import re
+
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rows = entities.column(ROW_COLUMN)
+        columns: dict[int, list[tuple[str, Any]]] = dict(merged)
+        rest = [i for i in range(len(scans)) if i not in merged]
+        if rest:
+            cur.register("_fl_entities", entities)
+            sql = self.point_in_time_sql("_fl_entities", ts_col, [scans[i] for i in rest],
+                                         ts_bounds)
+            table = self._query(cur, sql)
+            table = table.take(pc.index_in(rows, value_set=table.column(ROW_COLUMN)))
+            flag = re.compile(r"^(_fl_[a-z]+_)(\d+)$")
+            for j, i in enumerate(rest):
+                cols = [(o, table.column(o)) for o in scans[i].output_names]
+                for c in table.column_names:  # its flags, numbered as in the whole request
+                    m = flag.match(c)
+                    if m and int(m.group(2)) == j:
+                        cols.append((f"{m.group(1)}{i}", table.column(c)))
+                columns[i] = cols
+        fields = [(ROW_COLUMN, rows)] + [c for i in range(len(scans)) for c in columns[i]]
+        out = pa.table(dict(fields))
+        return pa.RecordBatchReader.from_batches(out.schema, out.to_batches(BATCH_ROWS))
 
     # -- windows ---------------------------------------------------------------------
     def window(self, scan: ViewScan, start_us: int | None, end_us: int | None
@@ -530,12 +585,13 @@ class DuckDBEngine:
             branches.append(f"SELECT {', '.join(cols)} FROM {_source(files, picks)}")
         return self._stream(self._cursor(), " UNION ALL ".join(branches)).read_all()
 
-    def _stream(self, cur: Any, sql: str) -> pa.RecordBatchReader:
+    @staticmethod
+    def _translated(cur: Any, run: Any) -> Any:
+        """``run()``, DuckDB's errors as the project's (the cursor closed on failure)."""
         import duckdb
-        import pyarrow as pa
 
         try:
-            reader = cur.sql(sql).to_arrow_reader(BATCH_ROWS)
+            return run()
         except duckdb.IOException as exc:
             cur.close()
             raise StorageError(
@@ -548,6 +604,16 @@ class DuckDBEngine:
                 f"the retrieval query failed in DuckDB: {exc}. Check that the entity "
                 "columns have the join keys' types"
             ) from None
+
+    def _query(self, cur: Any, sql: str) -> pa.Table:
+        """The whole result of ``sql`` as an Arrow table."""
+        table: pa.Table = self._translated(cur, lambda: cur.sql(sql).to_arrow_table())
+        return table
+
+    def _stream(self, cur: Any, sql: str) -> pa.RecordBatchReader:
+        import pyarrow as pa
+
+        reader = self._translated(cur, lambda: cur.sql(sql).to_arrow_reader(BATCH_ROWS))
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:

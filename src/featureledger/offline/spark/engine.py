@@ -367,8 +367,9 @@ class SparkEngine:
     # -- point in time ---------------------------------------------------------------
     def _feature_side(self, s: ViewScan, ts_bounds: tuple[int, int] | None) -> DataFrame:
         """The scan's rows as union members: keys, ``_t`` (event µs), ``_side``, the
-        tie-break order (``_o1`` created µs, ``_o2`` commit rank) and ``_f``, the struct an
-        entity row picks up (event µs, features, source index)."""
+        tie-break order where rows can tie (``_o1`` created µs with a created-timestamp
+        column, ``_o2`` commit rank when commits overlap) and ``_f``, the struct an entity
+        row picks up (event µs, features, source index)."""
         ts = _micros(s.timestamp_field)
         frames = []
         for src, rank, files, picks in s.groups(by_rank=s.tie_break):
@@ -385,13 +386,17 @@ class SparkEngine:
                 cond = cond & (ts <= F.lit(hi))
                 if s.ttl_us is not None:
                     cond = cond & (ts >= F.lit(lo - s.ttl_us))
-            created = (_micros(s.created_field) if s.created_field
-                       else F.lit(None).cast("bigint"))
+            # the tie-break columns only where rows can tie: constant sort keys still cost
+            # a comparison per row and bytes per shuffled row
+            order = []
+            if s.created_field:
+                order.append(_micros(s.created_field).alias("_o1"))
+            if s.tie_break:
+                order.append((F.col("_rank") if picks is not None else F.lit(rank or 0))
+                             .cast("int").alias("_o2"))
             frames.append(df.where(cond).select(
                 *(_col(k) for k in s.join_keys), ts.alias("_t"),
-                F.lit(_SIDE_FEATURE).alias("_side"), created.alias("_o1"),
-                (F.col("_rank") if picks is not None else F.lit(rank or 0)).cast("int")
-                .alias("_o2"), F.struct(*fields).alias("_f")))
+                F.lit(_SIDE_FEATURE).alias("_side"), *order, F.struct(*fields).alias("_f")))
         return self._union(frames)
 
     def point_in_time(self, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
@@ -416,7 +421,8 @@ class SparkEngine:
                 u = e.unionByName(self._feature_side(s, ts_bounds), allowMissingColumns=True)
                 w = (Window.partitionBy(*(_col(k) for k in s.join_keys))
                      .orderBy(F.col("_t").asc_nulls_first(), F.col("_side").asc(),
-                              F.col("_o1").asc_nulls_first(), F.col("_o2").asc())
+                              *([F.col("_o1").asc_nulls_first()] if s.created_field else []),
+                              *([F.col("_o2").asc()] if s.tie_break else []))
                      .rowsBetween(Window.unboundedPreceding, Window.currentRow))
                 df = (u.withColumn(f"_m{i}", F.last("_f", ignorenulls=True).over(w))
                       .where(F.col("_side") == _SIDE_ENTITY).select(*carried, f"_m{i}"))
