@@ -377,6 +377,9 @@ class Transformation(_Definition):
     """The Python function to call."""
     frame: Literal["arrow", "pandas", "polars"] = "arrow"
     """What a Python transformation is given and returns."""
+    columns: dict[str, list[str]] = PydField(default_factory=dict)
+    """A Python transformation's column lineage, declared (its code is opaque): output
+    column -> the ``parent.column`` names it is computed from. SQL's is read from the SQL."""
     description: str = ""
 
     @model_serializer(mode="wrap")
@@ -384,7 +387,8 @@ class Transformation(_Definition):
         data = handler(self)
         # keys added later are in the spec only when set: a transformation applied before
         # they existed keeps its definition hash
-        for key, default in (("imports", []), ("function", "transform"), ("frame", "arrow")):
+        for key, default in (("imports", []), ("function", "transform"), ("frame", "arrow"),
+                             ("columns", {})):
             if data.get(key) == default:
                 data.pop(key, None)
         return data  # type: ignore[no-any-return]
@@ -424,6 +428,18 @@ class Transformation(_Definition):
             check_python_source(self.code, self.function, self.imports)
         elif self.imports or self.function != "transform" or self.frame != "arrow":
             raise ValueError("imports, function and frame apply only to a Python transformation")
+        if self.columns and self.language != "python":
+            raise ValueError("columns= declares a Python transformation's column lineage; a "
+                             "SQL transformation's is read from its SQL, leave it out")
+        parents = {name for name, _ in self.parent_refs()}
+        for out, refs in self.columns.items():
+            check_name("output column", out)
+            for ref in refs:
+                view, dot, column = ref.partition(".")
+                if not dot or view not in parents:
+                    raise ValueError(f"columns[{out!r}] names {ref!r}; write PARENT.COLUMN "
+                                     f"with a parent among {', '.join(sorted(parents))}")
+                check_name("parent column", column)
         return self
 
     def parent_refs(self) -> list[tuple[str, int | None]]:
