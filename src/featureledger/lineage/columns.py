@@ -129,7 +129,7 @@ def sql_column_lineage(sql: str, schemas: Mapping[str, Mapping[str, str]],
     from sqlglot.lineage import lineage
     from sqlglot.optimizer.qualify import qualify
 
-    schema = {k: dict(v) for k, v in schemas.items()}
+    schema: dict[str, object] = {k: dict(v) for k, v in schemas.items()}
     try:
         tree = sqlglot.parse_one(sql, dialect="duckdb")
         tree = qualify(tree, schema=schema, dialect="duckdb", validate_qualify_columns=False)
