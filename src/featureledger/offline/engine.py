@@ -213,6 +213,18 @@ def exact_scale(min_exp: float | None, max_exp: float | None, non_finite: int,
     return scale
 
 
+def is_float(duckdb_type: str) -> bool:
+    return duckdb_type.upper() in ("FLOAT", "DOUBLE", "REAL")
+
+
+def exact_columns(scan: ViewScan, aggregations: Sequence[WindowAggregate]) -> list[int]:
+    """The float columns some sum or mean aggregates: every engine sums them exactly (see
+    :func:`exact_scale`) when it can, so that they are the same bits on every engine,
+    plan and run: the correctly rounded sum of the window's values."""
+    return sorted({a.column for a in aggregations if a.function in ("sum", "mean")
+                   and is_float(scan.duckdb_types[a.column])})
+
+
 def aggregate_lower_bound(aggregations: Sequence[WindowAggregate], lo: int) -> int:
     """The oldest event time (exclusive) any aggregation of an entity row at ``lo`` or
     later can reach: what an engine may prune below."""

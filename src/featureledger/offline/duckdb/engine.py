@@ -31,7 +31,9 @@ from featureledger.offline.engine import (
     ViewScan,
     WindowAggregate,
     aggregate_lower_bound,
+    exact_columns,
     exact_scale,
+    is_float,
     quote_ident,
     quote_string,
 )
@@ -387,7 +389,7 @@ class DuckDBEngine:
         effective feature rows of the same keys inside the widest window, grouped by
         entity row; an aggregation with a narrower window (or a slide) filters its rows.
 
-        ``scales`` (float column -> ``s``, see :func:`exact_scales`) sums those columns
+        ``scales`` (float column -> ``s``, see :func:`~featureledger.offline.engine.exact_scale`) sums those columns
         exactly: each value times ``2^s`` is an integer, summed as a HUGEINT (integer
         addition: the same total in any order, on any number of threads), then rounded
         once to the nearest double (through its decimal text, which DuckDB parses with
@@ -422,7 +424,7 @@ class DuckDBEngine:
             # (scales) or, failing that, added in event-time order (unique per key once
             # ties are resolved): the same bits every time, on any plan.
             exact = a.column in scales and a.function in ("sum", "mean")
-            ordered = (" ORDER BY f._ft" if _is_float(scan.duckdb_types[a.column])
+            ordered = (" ORDER BY f._ft" if is_float(scan.duckdb_types[a.column])
                        and not exact else "")
             expr = {
                 "count": f"count({v})",
@@ -572,19 +574,9 @@ class DuckDBEngine:
 
 
 # -- windowed aggregations: the feature side, exact float sums ----------------------------
-def _is_float(duckdb_type: str) -> bool:
-    return duckdb_type.upper() in ("FLOAT", "DOUBLE", "REAL")
-
-
 def _double(value: float) -> str:
     """An exact DOUBLE literal (a decimal literal would be a DECIMAL)."""
     return f"CAST('{value!r}' AS DOUBLE)"
-
-
-def exact_columns(scan: ViewScan, aggregations: Sequence[WindowAggregate]) -> list[int]:
-    """The float columns some sum or mean aggregates: those summed exactly when they can be."""
-    return sorted({a.column for a in aggregations if a.function in ("sum", "mean")
-                   and _is_float(scan.duckdb_types[a.column])})
 
 
 def _aggregated_source(scan: ViewScan, aggregations: Sequence[WindowAggregate],
