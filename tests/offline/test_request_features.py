@@ -145,3 +145,28 @@ def test_request_views_in_a_feature_set_are_pinned_like_views(store):
 
     with pytest.raises(UnknownFeatureError, match="no field 'nope'"):
         store.apply([FeatureSet(name="bad", features=["quote:nope"])])
+
+
+def test_inputs_appear_only_when_asked_for(store):
+    """A request view's input features are read to compute it, and left out of the
+    result unless they are asked for themselves; reproduce gives the same columns."""
+    at = B + dt.timedelta(minutes=100)
+    ents = pa.table({"rider_id": pa.array([1, 2], pa.int64()),
+                     "event_timestamp": pa.array([at] * 2, TS), "km": [2.0, 1.0]})
+    ds = store.get_historical_features(ents, ["quote:per_km"])
+    assert ds.to_arrow().column_names == ["rider_id", "event_timestamp", "km", "per_km"]
+    assert ds.manifest["features"] == ["quote@1:per_km"]
+    assert ds.to_arrow().column("per_km").to_pylist() == [2.0, None]
+    assert store.reproduce(ds.id).manifest["content_hash"] == ds.manifest["content_hash"]
+    both = store.get_historical_features(ents, ["quote:per_km", "trips:n"])
+    assert both.to_arrow().column_names == ["rider_id", "event_timestamp", "km", "n",
+                                            "per_km"]
+    store.materialize(end=at)
+    rows = [{"rider_id": 1}, {"rider_id": 2}]
+    online = store.get_online_features(["quote:per_km"], rows, request_data={"km": [2.0, 1.0]})
+    assert list(online.to_dict()) == ["rider_id", "per_km"]
+    assert online.to_dict()["per_km"] == [2.0, None]
+    asked = store.get_online_features(["trips:n", "quote:per_km"], rows,
+                                      request_data={"km": [2.0, 1.0]})
+    assert list(asked.to_dict()) == ["rider_id", "n", "per_km"]
+    assert asked.to_dict()["n"] == [3, 4]

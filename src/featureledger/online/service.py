@@ -143,7 +143,8 @@ class OnlineService:
         ``entity_rows`` is a list of dicts or a dict of columns. Values of ``NOT_FOUND``
         and ``OUTSIDE_TTL`` are None, or, with ``fill_defaults=True``, the field's
         declared default (the status stays). Request-time features (``request_view:field``)
-        are computed from the served values of their inputs (which come along) and
+        are computed from the served values of their inputs (which come along only when
+        asked for themselves) and
         ``request_data`` (a dict of request value -> a value for every row or a list).
         """
         if request_data is not None:
@@ -239,7 +240,8 @@ class OnlineService:
             for f, o in zip(q["fields"], q["outputs"], strict=True):
                 computed.append((o, f"{q['name']}@{q['version']}:{f}", q["version"],
                                  view.field(f).dtype, out.column(f).to_pylist()))
-        return response.with_computed(computed)
+        hidden = frozenset(by_ref[ref] for q in request for ref in q.get("hidden", ()))
+        return response.with_computed(computed, hidden)
 
     def get_online_features_nowait(self, features: Any = None, entity_rows: Any = None, *,
                                    feature_set: str | None = None,
