@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -563,7 +564,8 @@ def test_spark_without_pyspark_names_the_extra_to_install(monkeypatch):
 # loop over the rows in plain Python.
 AGG_FUNCTIONS = ["count", "sum", "mean", "min", "max", "stddev", "last",
                  "approx_count_distinct"]
-APPROX = {"mean", "stddev"}  # a division or a square root: equal to within rounding
+APPROX = {"stddev"}  # a square root of a running deviation: equal to within rounding
+FLOATS = {"float64", "float32"}  # summed exactly: the same bits as math.fsum
 
 
 def agg_dtype(function: str, column: int) -> str:
@@ -616,10 +618,11 @@ def oracle_aggregate(sc: Scenario, ents: list[tuple[int | None, int | None]],
                 v = values[max(range(len(inside)), key=lambda i: inside[i].ts)] if inside else None
             elif not present:
                 v = None
-            elif a.function == "sum":
-                v = sum(present)
+            elif a.function == "sum":  # floats: the correctly rounded sum, on every engine
+                v = math.fsum(present) if DTYPES[a.column] in FLOATS else sum(present)
             elif a.function == "mean":
-                v = sum(present) / len(present)
+                v = (math.fsum(present) if DTYPES[a.column] in FLOATS
+                     else sum(present)) / len(present)
             elif a.function == "min":
                 v = min(present)
             elif a.function == "max":
@@ -640,7 +643,9 @@ def assert_aggregates(got: list[dict[str, Any]], want: list[dict[str, Any]],
     for g, w in zip(got, want, strict=True):
         for a in aggs:
             x, y = g[a.output], w[a.output]
-            if a.function in APPROX and x is not None and y is not None:
+            approx = a.function in APPROX or (a.function == "mean"
+                                              and DTYPES[a.column] not in FLOATS)
+            if approx and x is not None and y is not None:
                 assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12), (a, x, y)
             else:
                 assert x == y, (a, g, w)
@@ -697,3 +702,79 @@ def test_window_ends_start_exclusive_end_inclusive_and_slides_round_down(engine,
             1 for kk, s in evs if kk == k and end - 10 * SEC < BASE + s * SEC <= end))
     assert got.column("c10_slide7").to_pylist() == want
     assert got.column("last10").to_pylist() == [4, 2, 2, None, 8, None, None, None]
+
+
+def _wide_floats(tmp_path, n: int, seed: int, extra: list[float] | None = None):
+    """Floats over twelve orders of magnitude, both signs, for 3 keys, one per µs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 9, n)
+    values = [*values.tolist(), *(extra or [])]
+    p = tmp_path / f"wide{seed}.parquet"
+    pq.write_table(pa.table({
+        "k": pa.array([i % 3 for i in range(len(values))], pa.int64()),
+        "ts": pa.array([BASE + i for i in range(len(values))], TS),
+        "v": pa.array(values, pa.float64())}), p)
+    scan = ViewScan(join_keys=["k"], timestamp_field="ts", features=["v"],
+                    output_names=["v"], duckdb_types=["DOUBLE"], files=[str(p)])
+    at = [(k, t) for k in range(3) for t in (len(values) // 3, len(values) // 2, len(values))]
+    entities = pa.table({"ets": pa.array([BASE + t for _, t in at], TS),
+                         "k": pa.array([k for k, _ in at], pa.int64()),
+                         ROW_COLUMN: pa.array(range(len(at)), pa.int64())})
+    aggs = [WindowAggregate(0, "sum", len(values) // 2, None, "s", "float64"),
+            WindowAggregate(0, "mean", len(values) // 2, None, "m", "float64"),
+            WindowAggregate(0, "sum", len(values) + 1, None, "s_all", "float64")]
+    want = []
+    for k, t in at:
+        for w in (len(values) // 2, len(values) + 1):
+            inside = [v for i, v in enumerate(values) if i % 3 == k and t - w < i <= t]
+            want.append(math.fsum(inside) if inside else None)
+    return scan, entities, aggs, values, at, want
+
+
+def test_float_sums_are_correctly_rounded_whatever_the_order(duckdb_engine, tmp_path):
+    """Exact sums: the correctly rounded sum of the window's values (math.fsum), though
+    the values span twelve orders of magnitude and both signs; the mean is that sum over
+    the count."""
+    scan, entities, aggs, values, at, want = _wide_floats(tmp_path, 30_000, 5)
+    got = duckdb_engine.window_aggregate(entities, "ets", scan, aggs).read_all().sort_by(
+        ROW_COLUMN)
+    s, m, s_all = (got.column(c).to_pylist() for c in ("s", "m", "s_all"))
+    assert s == want[0::2] and s_all == want[1::2]
+    counts = [sum(1 for i in range(30_000) if i % 3 == k and t - 15_000 < i <= t)
+              for k, t in at]
+    assert m == [x / n for x, n in zip(s, counts, strict=True)]
+    # the data tells the difference: a left-to-right sum is not the correctly rounded one
+    naive = [sum(v for i, v in enumerate(values) if i % 3 == k and t - 15_000 < i <= t)
+             for k, t in at]
+    assert s != naive
+
+
+def test_non_finite_floats_are_summed_in_event_order(duckdb_engine, tmp_path):
+    """An infinity in the column: no exact integer form, so the sum adds in event-time
+    order (IEEE: the same bits every run); inf + finite values is inf."""
+    scan, entities, aggs, values, at, _ = _wide_floats(tmp_path, 3_000, 6,
+                                                       extra=[float("inf")])
+    got = duckdb_engine.window_aggregate(entities, "ets", scan, aggs).read_all().sort_by(
+        ROW_COLUMN)
+    last = len(values) - 1  # the infinity: key last % 3, time `last`
+    for (k, t), x in zip(at, got.column("s_all").to_pylist(), strict=True):
+        ordered = 0.0
+        for i, v in enumerate(values):
+            if i % 3 == k and i <= t:
+                ordered += v
+        assert x == ordered or (x != x and ordered != ordered)
+        if k == last % 3 and t >= last:
+            assert x == float("inf")
+
+
+@pytest.mark.spark
+def test_float_sums_are_the_same_bits_on_duckdb_and_spark(duckdb_engine, spark_engine,
+                                                          tmp_path):
+    """Both engines sum floats exactly and round once: the same bits, not merely close."""
+    scan, entities, aggs, _, _, want = _wide_floats(tmp_path, 6_000, 7)
+    duck, spark = (e.window_aggregate(entities, "ets", scan, aggs).read_all()
+                   .sort_by(ROW_COLUMN) for e in (duckdb_engine, spark_engine))
+    assert duck.equals(spark)
+    assert duck.column("s").to_pylist() == want[0::2]

@@ -203,6 +203,51 @@ class WindowAggregate:
                                  "this")
 
 
+EXACT_BITS = 126  # a signed 128-bit integer (DuckDB HUGEINT, Spark DECIMAL(38, 0)), with room
+
+
+def exact_scale(min_exp: float | None, max_exp: float | None, non_finite: int,
+                count: int) -> int | None:
+    """The power of two ``s`` that makes every value of a float column an integer small
+    enough for ``count`` of them to add up exactly in :data:`EXACT_BITS` bits, given
+    ``floor(log2(|v|))`` over the column's non-zero finite values (min and max), how many
+    values are NaN or infinite, and how many there are. None when there is no such ``s``:
+    the column has non-finite values (whose sum IEEE defines by order-free rules the
+    integers cannot follow) or magnitudes too far apart.
+
+    A double's lowest set bit is at most 52 places below its leading one, at
+    ``2^floor(log2|v|)``; one more place covers ``log2`` rounding across a power of two.
+
+    >>> exact_scale(-7.0, 9.0, 0, 10_000_000)   # 0.01 .. 999.99, ten million of them
+    61
+    >>> exact_scale(-1074.0, 0.0, 0, 10) is None, exact_scale(0.0, 1.0, 1, 10) is None
+    (True, True)
+    >>> exact_scale(None, None, 0, 3)  # zeros and nulls only
+    0
+    """
+    if non_finite:
+        return None
+    if min_exp is None or max_exp is None:
+        return 0
+    scale = 54 - int(min_exp)
+    bits = int(max_exp) + 2 + scale + max(1, int(count)).bit_length()
+    if bits > EXACT_BITS or abs(scale) > 1000:
+        return None
+    return scale
+
+
+def is_float(duckdb_type: str) -> bool:
+    return duckdb_type.upper() in ("FLOAT", "DOUBLE", "REAL")
+
+
+def exact_columns(scan: ViewScan, aggregations: Sequence[WindowAggregate]) -> list[int]:
+    """The float columns some sum or mean aggregates: every engine sums them exactly (see
+    :func:`exact_scale`) when it can, so that they are the same bits on every engine,
+    plan and run: the correctly rounded sum of the window's values."""
+    return sorted({a.column for a in aggregations if a.function in ("sum", "mean")
+                   and is_float(scan.duckdb_types[a.column])})
+
+
 def aggregate_lower_bound(aggregations: Sequence[WindowAggregate], lo: int) -> int:
     """The oldest event time (exclusive) any aggregation of an entity row at ``lo`` or
     later can reach: what an engine may prune below."""

@@ -418,7 +418,7 @@ class RetrievalService:
                 table, stats = self._compute(entities, ts_col, plan, commits, bounds)
                 table = add_request_features(table, request)
                 feature_digests = column_digests(table.select(
-                    [o for r in plan for o in r.outputs]
+                    [o for r in plan for o in r.outputs if o in table.column_names]
                     + [o for q in request for o in q["outputs"]]))
             except BaseException:
                 if staged.exception() is None:
@@ -488,7 +488,9 @@ class RetrievalService:
             "dataset_id": ds_id,
             "hash_version": HASH_VERSION,
             "features": [f"{r.view}@{r.version}:{f}" for r in plan
-                         for f in [*r.features, *(a["name"] for a in r.aggregations)]]
+                         for f, o in zip([*r.features, *(a["name"] for a in r.aggregations)],
+                                         r.outputs, strict=True)
+                         if o in table.column_names]  # request views' inputs may be left out
                         + [f"{q['name']}@{q['version']}:{f}" for q in request
                            for f in q["fields"]],
             "request_views": list(request),
@@ -509,7 +511,8 @@ class RetrievalService:
             "content_hash": content,
             "arrow_schema": table.schema.to_string(show_schema_metadata=False),
             "null_counts": {name: table.column(name).null_count
-                            for name in [*(o for r in plan for o in r.outputs),
+                            for name in [*(o for r in plan for o in r.outputs
+                                           if o in table.column_names),
                                          *(o for q in request for o in q["outputs"])]},
             "null_features": _null_features(plan, commits, stats, table, as_of_us),
             "engine": {"name": self.engine.name, "version": self.engine.version},
@@ -731,7 +734,7 @@ def _null_features(plan: Sequence[_ViewRequest], commits: Sequence[Sequence[Comm
     for r, cs, st in zip(plan, commits, stats, strict=True):
         ref = f"{r.view}@{r.version}"
         for f, o in zip(r.features, r.output_names, strict=True):
-            if table.column(o).null_count < n:
+            if o not in table.column_names or table.column(o).null_count < n:
                 continue
             chain = r.chain()
             if not cs:

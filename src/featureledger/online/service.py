@@ -143,10 +143,13 @@ class OnlineService:
         ``entity_rows`` is a list of dicts or a dict of columns. Values of ``NOT_FOUND``
         and ``OUTSIDE_TTL`` are None, or, with ``fill_defaults=True``, the field's
         declared default (the status stays). Request-time features (``request_view:field``)
-        are computed from the served values of their inputs (which come along) and
+        are computed from the served values of their inputs (which come along only when
+        asked for themselves) and
         ``request_data`` (a dict of request value -> a value for every row or a list).
         """
         if request_data is not None:
+            if feature_set is not None:  # a set may list request-time features too
+                features = self._set_references(features, feature_set)
             return self._with_request_features(features, entity_rows, request_data or {},
                                                full_feature_names, fill_defaults)
         if deployment is not None or model is not None:
@@ -170,14 +173,21 @@ class OnlineService:
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
         if plan is None:
-            if self._requests_views(features):  # never a cached plan: checked on a miss
-                return self._with_request_features(features, entity_rows, {},
+            refs = features if feature_set is None else self._set_references(features,
+                                                                            feature_set)
+            if self._requests_views(refs):  # never a cached plan: checked on a miss
+                return self._with_request_features(refs, entity_rows, {},
                                                    full_feature_names, fill_defaults)
             plan = self.plan(features, feature_set=feature_set,
                              full_feature_names=full_feature_names)
         response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         return response
+
+    def _set_references(self, features: Any, feature_set: str) -> list[str]:
+        if features is not None:
+            raise RetrievalError("pass either features or feature_set, not both")
+        return list(feature_set_references(self.registry, feature_set))
 
     def _requests_views(self, features: Any) -> bool:
         """Whether ``features`` names a request view (cached until the registry changes)."""
@@ -230,7 +240,8 @@ class OnlineService:
             for f, o in zip(q["fields"], q["outputs"], strict=True):
                 computed.append((o, f"{q['name']}@{q['version']}:{f}", q["version"],
                                  view.field(f).dtype, out.column(f).to_pylist()))
-        return response.with_computed(computed)
+        hidden = frozenset(by_ref[ref] for q in request for ref in q.get("hidden", ()))
+        return response.with_computed(computed, hidden)
 
     def get_online_features_nowait(self, features: Any = None, entity_rows: Any = None, *,
                                    feature_set: str | None = None,

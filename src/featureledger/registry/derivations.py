@@ -5,7 +5,11 @@ A commit of a derived view records in its ``source`` exactly what it was compute
     {"type": "derive", "range": [lo, hi] | None,          # event-time µs, hi exclusive
      "parents": [{"view": "trips", "version": 2, "pinned": False, "role": "input",
                   "commits": ["cmt_...", ...]}, ...],
-     "transformation": "<definition hash of the derived view version>"}
+     "transformation": "<definition hash of the derived view version>",
+     "columns": {"method": "sqlglot", "columns": {...}, "dataset": [...]}}
+
+``columns`` is the column-level lineage the commit was computed with (see
+:mod:`featureledger.lineage.columns`; absent on commits derived before it was recorded).
 
 Staleness is computed when asked, from that record and the registry as it is now, never
 stored: a derived commit is stale when a parent commit it read is no longer ``committed``
@@ -41,6 +45,13 @@ def parent_commit_ids(source: dict[str, Any] | None) -> list[str]:
     if d is None:
         return []
     return [c for p in d.get("parents", []) for c in p.get("commits", [])]
+
+
+def column_record(source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The column lineage a derived commit records, None when it records none."""
+    d = derivation(source)
+    cols = d.get("columns") if d is not None else None
+    return cols if isinstance(cols, dict) else None
 
 
 def stale_reasons(db: RegistryDB, records: Sequence[Any]) -> dict[str, tuple[str, ...]]:
