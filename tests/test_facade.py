@@ -14,6 +14,7 @@ import pytest
 import featureledger
 from featureledger.definitions.apply import ApplyService
 from featureledger.derive import DeriveService
+from featureledger.governance.access import AccessControl
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.compaction import CompactionService
@@ -64,6 +65,8 @@ FORWARDS = {
     "reconcile": (LineageService, "reconcile"),
     "plan": (ApplyService, "plan"),
     "apply": (ApplyService, "apply"),
+    "deprecate": (ApplyService, "deprecate"),
+    "policy": (AccessControl, "policy"),
 }
 
 

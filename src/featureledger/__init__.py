@@ -43,6 +43,8 @@ _LAZY = {
     "OnlineResponse": "featureledger.online.response",
     "Plan": "featureledger.registry.definitions",
     "PlanItem": "featureledger.registry.definitions",
+    "Policy": "featureledger.governance.policy",
+    "PolicyRecord": "featureledger.registry.policies",
     "ReconcileReport": "featureledger.lineage.reconcile",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
@@ -51,6 +53,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from featureledger.governance.policy import Policy
     from featureledger.ingest.pipeline import IngestionResult
     from featureledger.lineage.graph import LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
     from featureledger.online.response import FeatureStatus, OnlineResponse
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
+    from featureledger.registry.policies import PolicyRecord
     from featureledger.registry.tracking_records import (
         Deployment,
         Experiment,
@@ -112,6 +116,8 @@ __all__ = [
     "OnlineResponse",
     "Plan",
     "PlanItem",
+    "Policy",
+    "PolicyRecord",
     "ReconcileReport",
     "RequestFeatureView",
     "RowCheck",
