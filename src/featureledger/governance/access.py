@@ -114,6 +114,13 @@ class AccessControl:
         """The applied policy version in force, or None (access is open)."""
         return self._current()[0]
 
+    def explain(self, principal: str, action: str, resource: Resource) -> Decision:
+        """The policy's decision, without enforcing or auditing it (allowed when no
+        policy is applied)."""
+        compiled = self._current()[1]
+        return Decision(True) if compiled is None else compiled.decide(principal, action,
+                                                                       resource)
+
     def enabled(self) -> bool:
         """Whether a policy is applied (else every request is allowed)."""
         return self._current()[1] is not None

@@ -287,7 +287,8 @@ class Resource:
         return f"{self.view}:{self.feature}" if self.feature != "*" else f"feature view {self.view}"
 
     def describe(self) -> str:
-        extra = [f"tags {', '.join(self.tags)}" if self.tags else "",
+        tags = [t for t in self.tags if "=" in t and not t.startswith("region=")]
+        extra = [f"tags {', '.join(tags)}" if tags else "",
                  f"owner {self.owner}" if self.owner else "",
                  f"region {self.region}" if self.region else ""]
         shown = "; ".join(e for e in extra if e)

@@ -74,8 +74,8 @@ class TokenMap:
         """The principal of ``token`` without hashing it (None: refused), or ``_MISS``
         when it must be verified first (:meth:`verify`)."""
         if self.policy_version is None:
-            for known, who in self._plain:
-                if hmac.compare_digest(known, token):
+            for plain, who in self._plain:
+                if hmac.compare_digest(plain, token):
                     return who
             return None
         digest = hashlib.sha256(token).digest()
