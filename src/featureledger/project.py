@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from featureledger.config import CONFIG_FILE
-from featureledger.governance.policy import POLICY_FILE
 from featureledger.errors import FeatureLedgerError, RepositoryLoadError
+from featureledger.governance.policy import POLICY_FILE
 from featureledger.model.definitions import (
     Definition,
     Entity,

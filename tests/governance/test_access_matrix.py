@@ -99,9 +99,9 @@ def test_sdk_matrix(store):
     # the SDK's own principal (principal=) is judged the same way as acting_as
     from featureledger.store import FeatureStore
 
-    with FeatureStore(store.repo_path, principal="alice") as alice:
-        with pytest.raises(PermissionDeniedError, match="alice"):
-            alice.get_online_features(["riders:name"], [{"rider_id": 1}])
+    with FeatureStore(store.repo_path, principal="alice") as alice, \
+            pytest.raises(PermissionDeniedError, match="alice"):
+        alice.get_online_features(["riders:name"], [{"rider_id": 1}])
 
 
 def test_cli_matrix(store, monkeypatch, capsys):
