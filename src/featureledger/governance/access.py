@@ -69,6 +69,8 @@ class AccessControl:
         self._record: PolicyRecord | None = None
         self._compiled: CompiledPolicy | None = None
         self._allowed: set[tuple[str, str, Resource]] = set()
+        # feature view definitions by (name, version or None), for this registry generation
+        self._views: dict[tuple[str, int | None], Any] = {}
 
     # -- who and what ---------------------------------------------------------------------
     def principal(self) -> str:
@@ -98,15 +100,24 @@ class AccessControl:
 
     # -- the policy in force ----------------------------------------------------------------
     def _current(self) -> tuple[PolicyRecord | None, CompiledPolicy | None]:
+        # A decision depends on the policy version and on the resource (its tags, owner and
+        # region are part of the key), not on the rest of the registry: the policy is read
+        # again when the registry changed, and compiled, with the decisions cached afresh,
+        # only when it is another version.
         generation = self.registry.generation()
         if generation != self._generation:
             with self._lock:
                 if generation != self._generation:
                     record = self.registry.policies.current()
-                    compiled = (None if record is None
-                                else Policy.model_validate(record.spec).compile())
-                    self._record, self._compiled = record, compiled
-                    self._allowed = set()
+                    old = self._record
+                    if (record is None) != (old is None) or (
+                            record is not None and old is not None
+                            and record.policy_hash != old.policy_hash):
+                        self._compiled = (None if record is None
+                                          else Policy.model_validate(record.spec).compile())
+                        self._allowed = set()
+                    self._record = record
+                    self._views = {}
                     self._generation = generation
         return self._record, self._compiled
 
@@ -131,8 +142,11 @@ class AccessControl:
         """Allow ``action`` on every resource, or audit one denial and raise
         PermissionDeniedError (``what`` says what was asked, e.g. 'historical retrieval')."""
         record, compiled = self._current()
-        if compiled is None or not resources:
-            return
+        if compiled is not None and resources:
+            self._require(record, compiled, action, resources, what, principal)
+
+    def _require(self, record: PolicyRecord | None, compiled: CompiledPolicy, action: str,
+                 resources: Sequence[Resource], what: str, principal: str | None) -> None:
         who = principal or self.principal()
         allowed = self._allowed
         denied: list[tuple[Resource, Decision]] = []
@@ -177,14 +191,19 @@ class AccessControl:
                       what: str) -> None:
         """``action`` (a read) on the features of each ``(view, version, features)``
         (version None: the latest; features None: every field)."""
-        if not self.enabled():
+        record, compiled = self._current()
+        if compiled is None:
             return
         resources: list[Resource] = []
         for name, version, features in views:
-            view = self.registry.definitions.get("feature_view", name, version).definition
+            view = self._views.get((name, version))
+            if view is None:
+                view = self._views[(name, version)] = self.registry.definitions.get(
+                    "feature_view", name, version).definition
             resources.extend(self.feature_resources(
                 view, view.feature_names if features is None else features))
-        self.require(action, resources, what=what)
+        if resources:
+            self._require(record, compiled, action, resources, what, None)
 
     def require_object(self, action: str, definition: Any, *, what: str,
                        kind: str = "feature_view") -> None:

@@ -30,9 +30,9 @@ _acting: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "featureledger_principal", default=None)
 
 
-def acting_principal() -> str | None:
-    """The principal this context acts as, if one was set with :func:`acting_as`."""
-    return _acting.get()
+# The principal this context acts as, if one was set with ``acting_as`` (the context
+# variable's own method: the online read path calls it on every request).
+acting_principal = _acting.get
 
 
 @contextlib.contextmanager
