@@ -176,8 +176,8 @@ def main() -> int:
                 read = store.get_online_features
                 for _ in range(200):  # warm-up: plan built, principal admitted
                     read(refs, next(it))
-                samples[case][mode].extend(_time_calls(lambda: read(refs, next(it)),
-                                                       args.calls // args.rounds))
+                samples[case][mode].extend(_time_calls(
+                    lambda read=read, it=it: read(refs, next(it)), args.calls // args.rounds))
     for store in stores.values():  # warm-up: each store's engine and file metadata
         store.get_historical_features(entities, refs)
     for rnd in range(args.historical_rounds):
