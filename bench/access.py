@@ -5,9 +5,10 @@ Run::
     .venv/bin/python bench/access.py                   # 4 rounds, 3,000 online calls each
     .venv/bin/python bench/access.py --rounds 6 --calls 5000 --historical-rounds 3
 
-Two stores with the same data (deterministic, seed 13): one view of ten features (f0-f4
-float32, f5-f9 float64) over 10,000 entities x 100 event times = 1,000,000 rows, ingested as
-one commit and materialized into the SQLite online store. Store ``off`` has no access
+Two stores with the same data (that of ``bench/offline.py`` at 1M rows, deterministic):
+one view of ten features (f0-f4 float32, f5-f9 float64) over 10,000 entities x 100 event
+times = 1,000,000 rows, ingested as one commit and materialized into the SQLite online
+store; its 100,000 entity rows for the retrieval. Store ``off`` has no access
 policy (open, as without access control); store ``on`` has a policy in force with five
 principals and four roles, including a deny rule on a ``pii`` tag and residency regions,
 and reads as a principal that the policy allows (so every read passes the check).
@@ -29,6 +30,7 @@ PyCasbin, and one decision per feature). Output: a table and ``bench/results/acc
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -37,15 +39,13 @@ import tempfile
 import time
 from pathlib import Path
 
+# the data of the offline benchmark (same folder): its rows, entity rows and feature names
+from offline import ENTITIES, ENTITY_ROWS, FEATURES, entity_table, feature_chunks
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-ENTITIES = 10_000
-SLOTS = 100
-ENTITY_ROWS = 100_000
+SLOTS = 100  # x ENTITIES = 1,000,000 feature rows
 SEED = 13
-START_US = 1_704_067_200_000_000  # 2024-01-01 UTC
-STEP_US = 3_600_000_000
-FEATURES = [f"f{i}" for i in range(10)]
 TARGET = 1.05
 READER = "reader"
 
@@ -68,32 +68,10 @@ POLICY = {
 
 
 def feature_table():
-    import numpy as np
+    """The 1M feature rows of ``bench/offline.py`` (its 1M size: 10,000 entities x 100)."""
     import pyarrow as pa
 
-    rng = np.random.default_rng(SEED)
-    n = ENTITIES * SLOTS
-    slot = np.repeat(np.arange(SLOTS, dtype=np.int64), ENTITIES)
-    cols = {"entity_id": pa.array(np.tile(np.arange(ENTITIES, dtype=np.int64), SLOTS)),
-            "event_timestamp": pa.array(START_US + slot * STEP_US, pa.int64()).cast(
-                pa.timestamp("us", tz="UTC"))}
-    for i in range(5):
-        cols[f"f{i}"] = pa.array(rng.random(n, dtype=np.float32))
-    for i in range(5, 10):
-        cols[f"f{i}"] = pa.array(rng.random(n))
-    return pa.table(cols)
-
-
-def entity_table():
-    import numpy as np
-    import pyarrow as pa
-
-    rng = np.random.default_rng([SEED, 1])
-    return pa.table({
-        "entity_id": pa.array(rng.integers(0, ENTITIES, ENTITY_ROWS, dtype=np.int64)),
-        "event_timestamp": pa.array(START_US + rng.integers(0, SLOTS * STEP_US, ENTITY_ROWS),
-                                    pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-    })
+    return pa.concat_tables(feature_chunks(SLOTS))
 
 
 def make_store(root: Path, table, *, policy: bool):
@@ -172,7 +150,7 @@ def main() -> int:
         for mode in order:
             store = stores[mode]
             for case, keysets in (("online_1", keys1), ("online_100", keys100)):
-                it = iter(keysets * (args.calls // len(keysets) + 1))
+                it = itertools.cycle(keysets)
                 read = store.get_online_features
                 for _ in range(200):  # warm-up: plan built, principal admitted
                     read(refs, next(it))
