@@ -349,6 +349,7 @@ __all__ = [
     "MissingDependencyError",
     "NameTooLongError",
     "NotFoundError",
+    "PermissionDeniedError",
     "ProjectScopeError",
     "RegistryReadOnlyError",
     "RepositoryLoadError",
@@ -504,5 +505,3 @@ class PermissionDeniedError(AccessDeniedError):
         self.action = action
         self.resources = resources
 
-
-__all__ += ["PermissionDeniedError"]
