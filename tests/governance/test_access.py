@@ -286,3 +286,25 @@ def test_explain_says_why(store, capsys):
     assert main(["policy", "show", "--repo", repo]) == 0
     shown = capsys.readouterr().out
     assert "pbkdf2" not in shown and "analyst" in shown
+
+
+def test_apply_is_judged_on_the_definition_before_and_after(store):
+    """A principal allowed to apply views owned by 'ops' cannot take over another owner's
+    view by making it 'ops': the current owner is judged too."""
+    file = store.repo_path / "policy.yaml"
+    file.write_text(file.read_text().replace(
+        "eve: {roles: [analyst],", "eve: {roles: [analyst, ops_apply],")
+        + "  ops_apply:\n    - actions: [apply]\n      resources: {owner: ops}\n")
+    store.apply()
+    defs = store.load_definitions()
+    takeover = [d.model_copy(update={"owner": "ops"}) if d.name == "riders" else d
+                for d in defs]
+    before = deny_entries(store)
+    with store.acting_as("eve"), pytest.raises(PermissionDeniedError, match="riders"):
+        store.apply(takeover)
+    _denied_once(store, before, "eve", "apply")
+    assert store.get_view("riders").definition.owner == "crm"
+    with store.acting_as("eve"):  # its own views it may change
+        store.apply([d.model_copy(update={"description": "by eve"}) if d.name == "trips"
+                     else d for d in defs])
+    assert store.get_view("trips").definition.description == "by eve"

@@ -178,9 +178,15 @@ class ApplyService:
         access = self.ctx.part(AccessControl)
         policy_item = self._policy_item(policy) if policy is not None else None
         if access.enabled():
-            preview = self.ctx.registry.definitions.plan(definitions, migrating=sql)
-            access.require("apply", [access.object_resource(i.definition, i.kind)
-                                     for i in preview.changed], what="an apply")
+            # each changed definition as it is now and as it would be: a change of owner,
+            # tags or region must be allowed on both sides
+            registry = self.ctx.registry.definitions
+            preview = registry.plan(definitions, migrating=sql)
+            access.require("apply", [
+                access.object_resource(d, i.kind) for i in preview.changed
+                for d in ([i.definition] if not i.from_version
+                          else [registry.get(i.kind, i.name, i.from_version).definition,
+                                i.definition])], what="an apply")
             if policy_item is not None and policy_item.action != "unchanged":
                 access.require_admin(what="an apply of the access policy")
 
