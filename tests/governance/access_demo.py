@@ -101,12 +101,13 @@ def entities() -> pa.Table:
                                                  pa.timestamp("us", tz="UTC"))})
 
 
-def make_repo(root: Path, *, cache: bool = False) -> FeatureStore:
+def make_repo(root: Path, *, cache: bool = False, registry: str | None = None) -> FeatureStore:
     """The demo repository with data ingested and materialized, its policy applied (by
     ``root``, before which access was open). Returns a store acting as ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "featureledger.yaml").write_text(
-        f"project: demo\nserving: {{cache: {str(cache).lower()}, poll_interval_s: 0}}\n")
+        f"project: demo\nserving: {{cache: {str(cache).lower()}, poll_interval_s: 0}}\n"
+        + (f"registry: '{registry}'\n" if registry else ""))
     (root / "defs.py").write_text(DEFINITIONS)
     data = root / "data"
     data.mkdir(exist_ok=True)

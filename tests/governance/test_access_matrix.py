@@ -32,6 +32,14 @@ def store(tmp_path):
     s.close()
 
 
+@pytest.fixture
+def any_store(tmp_path, registry_url):
+    """The demo repository on each registry backend (SQLite, PostgreSQL)."""
+    s = make_repo(tmp_path / "repo", registry=registry_url)
+    yield s
+    s.close()
+
+
 def _state(store):
     """What a denied request must leave as it was."""
     commits = [(c.commit_id, c.status) for c in store.registry.commits.list(None)]
@@ -69,7 +77,8 @@ def _sdk(store, principal, action, cls, n):
         store.registry.definitions.set_status("feature_view", view, 1, "active", "reset")
 
 
-def test_sdk_matrix(store):
+def test_sdk_matrix(any_store):
+    store = any_store
     cells = list(itertools.product(PRINCIPALS, ACTIONS, CLASSES))
     assert len(cells) == 6 * 6 * 3
     wrong = []
