@@ -15,6 +15,7 @@ import featureledger
 from featureledger.definitions.apply import ApplyService
 from featureledger.derive import DeriveService
 from featureledger.governance.audit import AuditService
+from featureledger.governance.access import AccessControl
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.compaction import CompactionService
@@ -67,6 +68,8 @@ FORWARDS = {
     "verify_audit": (AuditService, "verify_audit"),
     "plan": (ApplyService, "plan"),
     "apply": (ApplyService, "apply"),
+    "deprecate": (ApplyService, "deprecate"),
+    "policy": (AccessControl, "policy"),
 }
 
 

@@ -45,6 +45,8 @@ _LAZY = {
     "OnlineResponse": "featureledger.online.response",
     "Plan": "featureledger.registry.definitions",
     "PlanItem": "featureledger.registry.definitions",
+    "Policy": "featureledger.governance.policy",
+    "PolicyRecord": "featureledger.registry.policies",
     "ReconcileReport": "featureledger.lineage.reconcile",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
@@ -53,6 +55,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from featureledger.governance.policy import Policy
     from featureledger.ingest.pipeline import IngestionResult
     from featureledger.lineage.graph import LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
+    from featureledger.registry.policies import PolicyRecord
     from featureledger.registry.tracking_records import (
         Deployment,
         Experiment,
@@ -117,6 +121,8 @@ __all__ = [
     "OnlineResponse",
     "Plan",
     "PlanItem",
+    "Policy",
+    "PolicyRecord",
     "ReconcileReport",
     "RequestFeatureView",
     "RowCheck",

@@ -45,6 +45,7 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     │       ├── DefinitionTamperedError                 a definition's spec vs its hash
     │       └── CommitTamperedError                     a commit row vs its seal
     ├── AccessDeniedError             (PermissionError)
+    │   └── PermissionDeniedError                       403: the access policy denies the principal
     ├── StateError                                      operation not valid in this state
     ├── ProjectScopeError                               a registry query missed its project (a bug)
     │   (the HTTP server's own refusals, each with the status it is answered with:)
@@ -348,6 +349,7 @@ __all__ = [
     "MissingDependencyError",
     "NameTooLongError",
     "NotFoundError",
+    "PermissionDeniedError",
     "ProjectScopeError",
     "RegistryReadOnlyError",
     "RepositoryLoadError",
@@ -485,3 +487,21 @@ __all__ = sorted([
     "ServerOverloadedError",
     "UnsupportedMediaTypeError",
 ])
+
+
+# -- access control ---------------------------------------------------------------------------
+# (in the tree above: PermissionDeniedError under AccessDeniedError; kept here, at the end, so
+# parallel edits of this file merge cleanly)
+class PermissionDeniedError(AccessDeniedError):
+    """The applied access policy does not let the principal do this (HTTP 403). Raised before
+    anything is read or written; the denial is in the audit trail."""
+
+    code = "permission_denied"
+
+    def __init__(self, message: str, *, principal: str, action: str,
+                 resources: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.principal = principal
+        self.action = action
+        self.resources = resources
+

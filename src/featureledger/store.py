@@ -22,6 +22,7 @@ definitions never opens the online store. Ready backend instances can be handed 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from featureledger.definitions.apply import ApplyService
     from featureledger.derive import DeriveProgress, DeriveResult, DeriveService
     from featureledger.governance.audit import AuditService
+    from featureledger.governance.access import AccessControl
+    from featureledger.governance.policy import Policy
     from featureledger.ingest.pipeline import Duplicates, IngestionResult, IngestionService
     from featureledger.lineage.graph import Direction, LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from featureledger.online.stores import OnlineStore
     from featureledger.registry import CommitRecord, DefinitionRecord, Plan, Registry
     from featureledger.registry.audit import AuditEntry, AuditVerification
+    from featureledger.registry.policies import PolicyRecord
     from featureledger.registry.segments import SegmentRecord
     from featureledger.registry.tracking_records import (
         Deployment,
@@ -73,19 +77,24 @@ class FeatureStore:
     ``featureledger.yaml``; without one, embedded defaults under ``path/.featureledger``).
     ``offline_store``, ``offline_engine`` and ``online_store`` replace the configured
     backends with ready instances (closed by their owner, not by the store).
+
+    ``principal`` is who the store acts as: what the access policy judges and what commits,
+    runs and deployments record (default ``FEATURELEDGER_PRINCIPAL``, else the OS user;
+    ``actor`` is its older name).
     """
 
     def __init__(self, repo_path: str | Path = ".", *, config: ProjectConfig | None = None,
                  actor: str | None = None,
                  offline_store: OfflineStore | None = None,
                  offline_engine: OfflineEngine | None = None,
-                 online_store: OnlineStore | None = None) -> None:
+                 online_store: OnlineStore | None = None,
+                 principal: str | None = None) -> None:
         from featureledger.registry import Registry
 
         self.repo_path = Path(repo_path)
         self.config = config or load_config(self.repo_path)
-        registry = Registry(self.config.registry_url, project=self.config.project, actor=actor,
-                            source_base=self.config.root)
+        registry = Registry(self.config.registry_url, project=self.config.project,
+                            actor=principal or actor, source_base=self.config.root)
         self.ctx = StoreContext(self.config, registry, offline_store=offline_store,
                                 offline_engine=offline_engine, online_store=online_store)
         # integrations (OpenLineage, MLflow) listen to every part's events from the start
@@ -166,6 +175,13 @@ class FeatureStore:
         return self.ctx.part(DeriveService)
 
     @functools.cached_property
+    def access(self) -> AccessControl:
+        """The access check every read and write passes (the applied policy)."""
+        from featureledger.governance.access import AccessControl
+
+        return self.ctx.part(AccessControl)
+
+    @functools.cached_property
     def lineage_service(self) -> LineageService:
         """Lineage queries and reconciliation."""
         from featureledger.lineage.service import LineageService
@@ -179,23 +195,47 @@ class FeatureStore:
 
         return load_definitions(self.repo_path)
 
+    def load_policy(self) -> Policy | None:
+        """The access policy of the repository's ``policy.yaml`` (None when there is none)."""
+        from featureledger.governance.policy import load_policy_file
+
+        return load_policy_file(self.config.root)
+
     def plan(self, definitions: builtins.list[Definition] | None = None, *,
-             migrations: Mapping[str, str] | None = None) -> Plan:
+             migrations: Mapping[str, str] | None = None,
+             policy: Policy | None = None) -> Plan:
         """What ``apply`` would do, per object, with every change classified and, for each
-        new feature-view version, where its data comes from (``item.notes``)."""
-        return self.applying.plan(definitions or self.load_definitions(),
-                                  migrations=migrations)
+        new feature-view version, where its data comes from (``item.notes``). Without
+        ``definitions``, the repository's definitions and its ``policy.yaml``."""
+        return self.applying.plan(
+            definitions or self.load_definitions(), migrations=migrations,
+            policy=policy if policy is not None or definitions else self.load_policy())
 
     def apply(self, definitions: builtins.list[Definition] | None = None, *,
               allow_breaking: str | None = None,
-              migrations: Mapping[str, str] | None = None) -> Plan:
-        """Apply definitions (default: the repository's) atomically and idempotently.
+              migrations: Mapping[str, str] | None = None,
+              policy: Policy | None = None) -> Plan:
+        """Apply definitions (default: the repository's, with its ``policy.yaml``)
+        atomically and idempotently; ``policy`` becomes the access policy in force.
 
         ``migrations`` maps a view name to one SELECT over the relation ``old`` that fills
         a new version which would otherwise start empty (see featureledger.definitions.apply).
         """
-        return self.applying.apply(definitions or self.load_definitions(),
-                                   allow_breaking=allow_breaking, migrations=migrations)
+        return self.applying.apply(
+            definitions or self.load_definitions(), allow_breaking=allow_breaking,
+            migrations=migrations,
+            policy=policy if policy is not None or definitions else self.load_policy())
+
+    def policy(self) -> PolicyRecord | None:
+        """The access policy in force (None: access is open)."""
+        return self.access.policy()
+
+    def acting_as(self, principal: str) -> contextlib.AbstractContextManager[str | None]:
+        """A block in which this store acts as ``principal`` (judged by the access policy
+        and recorded as who did what), e.g. for a service answering many principals."""
+        from featureledger.registry.actor import acting_as
+
+        return acting_as(principal)
 
     def get_view(self, name: str, version: int | None = None) -> DefinitionRecord:
         """A feature view version (the latest by default)."""
@@ -227,7 +267,7 @@ class FeatureStore:
     def deprecate(self, name: str, version: int, reason: str,
                   kind: str = "feature_view") -> DefinitionRecord:
         """Mark a version deprecated (audited)."""
-        return self.registry.definitions.set_status(kind, name, version, "deprecated", reason)
+        return self.applying.deprecate(name, version, reason, kind)
 
     # -- ingestion ---------------------------------------------------------------------------
     def ingest(self, view: str, data: Any = None, *, version: int | None = None,

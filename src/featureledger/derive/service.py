@@ -54,6 +54,7 @@ from featureledger.derive import runner
 from featureledger.errors import DefinitionError, DerivationError, StateError
 from featureledger.events import CommitCompleted, CommitStatusChanged
 from featureledger.lineage.columns import column_lineage
+from featureledger.governance.access import AccessControl
 from featureledger.model.definitions import parse_ttl
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
@@ -186,6 +187,12 @@ class DeriveService:
             raise StateError(f"feature view {rec.ref} is retired and takes no new data; "
                              "apply a new version and derive that")
         runner.check_transformation(t, rec.name)
+        access = self.ctx.part(AccessControl)
+        if access.enabled():  # it writes the derived view from every field of its parents
+            access.require_object("write", rec.definition, what=f"the derivation of {rec.ref}")
+            access.require_reads("read_offline", (
+                (name, version, None) for name, version in t.parent_refs()),
+                what=f"the derivation of {rec.ref}")
         parents = self._parents(rec)
         units = self._units(start, end, chunk)
         backfill = units != [(None, None)]

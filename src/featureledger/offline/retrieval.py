@@ -40,6 +40,7 @@ from featureledger.errors import (
 )
 from featureledger.events import DatasetCreated
 from featureledger.frames import ACCEPTED, FrameError, read_frame
+from featureledger.governance.access import AccessControl
 from featureledger.model.ids import new_id
 from featureledger.model.projection import ColumnSource, VersionProjection
 from featureledger.model.references import FeatureRef
@@ -405,6 +406,7 @@ class RetrievalService:
         refs, fs_name = self._feature_refs(features, feature_set)
         refs, request = request_plan(self.ctx.registry, refs, full_feature_names)
         plan = self._plan(refs, full_feature_names)
+        self._require_read(plan, "a historical retrieval")
         entities, ts_col = self._entities(entity_df, timestamp_column, plan)
         resolve_request_inputs(request, plan, entities.column_names)
         as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
@@ -544,6 +546,7 @@ class RetrievalService:
             raise RetrievalError(
                 "a window reads one view version at a time; got "
                 f"{', '.join(f'{r.view}@{r.version}' for r in plan)}. Call once per view")
+        self._require_read(plan, "a window read")
         req = plan[0]
         start_us = None if start is None else to_us(start)
         end_us = None if end is None else to_us(end)
@@ -569,6 +572,8 @@ class RetrievalService:
     def get_dataset(self, dataset_id: str) -> TrainingDataset:
         """A recorded dataset: its manifest now, its rows rebuilt on first use."""
         rec = self.ctx.registry.datasets.get(dataset_id)
+        self._require_read([_ViewRequest.from_dict(v) for v in rec.manifest["views"]],
+                           f"a read of dataset {dataset_id}")
         return TrainingDataset(rec.dataset_id, rec.manifest,
                                _loader=lambda: self.reproduce(dataset_id).to_arrow())
 
@@ -581,6 +586,8 @@ class RetrievalService:
         """
         rec = self.ctx.registry.datasets.get(dataset_id)
         m = rec.manifest
+        self._require_read([_ViewRequest.from_dict(v) for v in m["views"]],
+                           f"the reproduction of dataset {dataset_id}")
         offline = self.ctx.offline_store
         rel = rec.entity_path or m["entity"]["path"]
         path = offline.uri(rel)
@@ -629,6 +636,14 @@ class RetrievalService:
         return TrainingDataset(dataset_id, m, _table=table)
 
     # -- internals -----------------------------------------------------------------------
+    def _require_read(self, plan: Sequence[_ViewRequest], what: str) -> None:
+        """The access check of every offline read: the principal may read each feature
+        (and each column an aggregation reads) of the plan, or nothing is read."""
+        self.ctx.part(AccessControl).require_reads("read_offline", (
+            (req.view, req.version,
+             [*req.features, *aggregated_columns(req.aggregations)]) for req in plan),
+            what=what)
+
     def _visible_commits(self, req: _ViewRequest, as_of_us: int | None,
                          bounds: tuple[int, int] | None) -> list[CommitRecord]:
         """Committed commits visible at ``as_of`` that can hold a row some entity can reach."""

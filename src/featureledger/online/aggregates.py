@@ -42,9 +42,11 @@ def is_aggregate_table(table: TableRef) -> bool:
 
 def aggregate_view(view: FeatureView) -> FeatureView:
     """A view whose fields are ``view``'s aggregations (their names and result dtypes):
-    how the read path decodes and lays out the aggregate records."""
+    how the read path decodes and lays out the aggregate records. Each keeps the tags of
+    the field it aggregates (an aggregate of a ``pii`` field is governed as one)."""
     return view.model_copy(update={
-        "fields": [Field(name=a.output_name, dtype=a.output_dtype(view.field(a.column).dtype))
+        "fields": [Field(name=a.output_name, dtype=a.output_dtype(view.field(a.column).dtype),
+                         tags=view.field(a.column).tags)
                    for a in view.aggregations],
         "aggregations": [], "ttl": None, "checks": [], "transformation": None})
 

@@ -40,6 +40,16 @@ class ViewGroup:
     positions: list[int] = field(default_factory=list)  # field positions, in output order
 
 
+class _Everyone(set[str]):
+    """The readers of a plan while no access policy is in force: every principal."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+EVERYONE: set[str] = _Everyone()
+
+
 @dataclass
 class ReadPlan:
     names: list[str]  # output names, request order
@@ -54,6 +64,9 @@ class ReadPlan:
     layout: Layout | None = None  # shared by every response of this plan
     # per output position: commits whose rows hold the field's default (status DEFAULT)
     defaulted: list[frozenset[str] | None] | None = None
+    # principals the access policy lets read every feature of this plan (checked on a
+    # principal's first read; a plan lives one registry generation, as the policy does)
+    readers: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         # everything a read needs beyond the references is derived here, once per plan

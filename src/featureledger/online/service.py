@@ -25,14 +25,16 @@ from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import InvalidReferenceError, RetrievalError
+from featureledger.governance.access import AccessControl
 from featureledger.online.cache import ChangeWatcher, OnlineCache
 from featureledger.online.catalog import ViewCatalog
-from featureledger.online.plan import ReadPlan, build_plan, feature_set_references
+from featureledger.online.plan import EVERYONE, ReadPlan, build_plan, feature_set_references
 from featureledger.online.push import Pusher
 from featureledger.online.read import read_online
 from featureledger.online.response import OnlineResponse
 from featureledger.online.stores import TableRef
 from featureledger.online.sync import CommitStatusSync
+from featureledger.registry.actor import acting_principal
 
 if TYPE_CHECKING:
     from featureledger.context import StoreContext
@@ -54,6 +56,8 @@ class OnlineService:
         self._request_view_names: frozenset[str] | None = None
         self._request_plans: dict[Any, Any] = {}
         self.catalog = ViewCatalog(self.registry)
+        self.access = ctx.part(AccessControl)
+        self._own_principal = self.registry.db.principal
         self.watcher = ChangeWatcher(self.registry, self.store, cfg.poll_interval_s,
                                      self._registry_changed, self._store_changed)
         self.sync = CommitStatusSync(ctx, self.store, self.catalog, self.invalidate,
@@ -113,7 +117,23 @@ class OnlineService:
                     )
             plan = build_plan(self.registry, refs, full_feature_names=full_feature_names)
             self._plans[key] = plan
+        if (acting_principal() or self._own_principal) not in plan.readers:
+            self._admit(plan)
         return plan
+
+    def _admit(self, plan: ReadPlan) -> None:
+        """The access check of an online read: once per principal and plan (a plan lives
+        one registry generation, and so does the policy it was checked against)."""
+        if not self.access.enabled():
+            plan.readers = EVERYONE  # open: until the registry (and so the plan) changes
+            return
+        who = acting_principal() or self._own_principal
+        self.access.require("read_online", [
+            r for g in plan.groups
+            for r in self.access.feature_resources(g.view, [g.view.fields[fi].name
+                                                            for _o, fi in g.columns])],
+            what="an online read", principal=who)
+        plan.readers.add(who)
 
     def model_features(self, model: str, entity_rows: Any, *, deployment: str | None = None,
                        full_feature_names: bool = False,
@@ -180,6 +200,8 @@ class OnlineService:
                                                    full_feature_names, fill_defaults)
             plan = self.plan(features, feature_set=feature_set,
                              full_feature_names=full_feature_names)
+        elif (acting_principal() or self._own_principal) not in plan.readers:
+            self._admit(plan)
         response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         return response
@@ -261,8 +283,8 @@ class OnlineService:
             return None
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
-        if plan is None:
-            return None
+        if plan is None or (acting_principal() or self._own_principal) not in plan.readers:
+            return None  # the full read checks the principal's access (and audits)
         return read_online(None, self.cache, plan, entity_rows, fill_defaults)
 
     def _features_of(self, model: str) -> tuple[list[str], list[str]]:
@@ -286,6 +308,7 @@ class OnlineService:
         self.watcher.check()
         name, version = view_version(view, version)
         rec = self.registry.definitions.get("feature_view", name, version)
+        self.access.require_object("write", rec.definition, what=f"a push to {rec.ref}")
         return self.pusher.push(TableRef(name, rec.version), rec.definition, rows,
                                 flush=flush)
 

@@ -14,6 +14,7 @@ from featureledger.registry.definitions import (
 )
 from featureledger.registry.engine import DEFAULT_PROJECT, RegistryDB
 from featureledger.registry.models import ModelRepository
+from featureledger.registry.policies import PolicyRepository
 from featureledger.registry.runs import RunRepository
 from featureledger.registry.usage import UsageRecorder
 
@@ -32,6 +33,7 @@ class Registry:
         self.usage = UsageRecorder(self.db)
         self.commits = CommitRepository(self.db)
         self.datasets = DatasetRepository(self.db)
+        self.policies = PolicyRepository(self.db)
 
     @property
     def actor(self) -> str:

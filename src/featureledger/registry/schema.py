@@ -389,8 +389,25 @@ deployment_usage = Table(
     Column("rows", BigInteger, nullable=False),
 )
 
+# -- access control (revision 0008): the applied access policy, versioned --------------------
+# One row per applied version of a project's policy (principals, roles, permissions, hashed
+# tokens). The newest version is in force; none means access is open. Tokens appear only as
+# salted hashes (governance/tokens.py), never in plain text.
+access_policies = Table(
+    "access_policies",
+    metadata,
+    _project(primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("policy_hash", String(64), nullable=False),  # sha256 of the canonical spec
+    Column("spec", Text, nullable=False),  # canonical JSON of the policy
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("reason", Text, nullable=True),
+)
+
 __all__ = [
     "PROJECT_LENGTH",
+    "access_policies",
     "audit_log",
     "commits",
     "dataset_commits",
