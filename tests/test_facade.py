@@ -14,6 +14,10 @@ import pytest
 import featureledger
 from featureledger.definitions.apply import ApplyService
 from featureledger.derive import DeriveService
+from featureledger.governance.catalog import CatalogService
+from featureledger.governance.deprecation import DeprecationService
+from featureledger.governance.report import GovernanceService
+from featureledger.governance.retention import RetentionService
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.compaction import CompactionService
@@ -62,6 +66,19 @@ FORWARDS = {
     "lineage": (LineageService, "lineage"),
     "impact": (LineageService, "impact"),
     "reconcile": (LineageService, "reconcile"),
+    "deprecate": (DeprecationService, "deprecate"),
+    "retire": (DeprecationService, "retire"),
+    "approve_deprecation": (DeprecationService, "approve"),
+    "withdraw_deprecation": (DeprecationService, "withdraw"),
+    "deprecations": (DeprecationService, "deprecations"),
+    "set_retention": (RetentionService, "set_policy"),
+    "retention_backlog": (RetentionService, "backlog"),
+    "apply_retention": (RetentionService, "apply"),
+    "search": (CatalogService, "search"),
+    "catalog_entries": (CatalogService, "entries"),
+    "catalog_show": (CatalogService, "show"),
+    "leaderboard": (CatalogService, "leaderboard"),
+    "governance_report": (GovernanceService, "report"),
     "plan": (ApplyService, "plan"),
     "apply": (ApplyService, "apply"),
 }

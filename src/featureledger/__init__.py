@@ -7,7 +7,11 @@ True
 
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import FeatureDataWarning, FeatureLedgerError
+from featureledger.errors import (
+    DeprecatedFeatureWarning,
+    FeatureDataWarning,
+    FeatureLedgerError,
+)
 from featureledger.model.definitions import (
     Aggregation,
     DataFrameSource,
@@ -29,12 +33,16 @@ __version__ = "0.1.0"
 # Result types: importable from here, loaded on first use so `import featureledger` stays
 # light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
 _LAZY = {
+    "CatalogEntry": "featureledger.governance.catalog",
     "CommitRecord": "featureledger.registry.commits",
     "DefinitionRecord": "featureledger.registry.definitions",
     "Deployment": "featureledger.registry.tracking_records",
+    "Deprecation": "featureledger.registry.lifecycle",
     "Experiment": "featureledger.registry.tracking_records",
+    "Expiry": "featureledger.governance.retention",
     "FeatureStatus": "featureledger.online.response",
     "GcReport": "featureledger.offline.storage",
+    "GovernanceReport": "featureledger.governance.report",
     "ImpactReport": "featureledger.lineage.service",
     "IngestionResult": "featureledger.ingest.pipeline",
     "LineageGraph": "featureledger.lineage.graph",
@@ -44,6 +52,8 @@ _LAZY = {
     "Plan": "featureledger.registry.definitions",
     "PlanItem": "featureledger.registry.definitions",
     "ReconcileReport": "featureledger.lineage.reconcile",
+    "RetentionPolicy": "featureledger.registry.lifecycle",
+    "RetentionReport": "featureledger.governance.retention",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
     "RunRecord": "featureledger.registry.tracking_records",
@@ -51,6 +61,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from featureledger.governance.catalog import CatalogEntry
+    from featureledger.governance.report import GovernanceReport
+    from featureledger.governance.retention import Expiry, RetentionReport
     from featureledger.ingest.pipeline import IngestionResult
     from featureledger.lineage.graph import LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -61,6 +74,7 @@ if TYPE_CHECKING:
     from featureledger.online.response import FeatureStatus, OnlineResponse
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
+    from featureledger.registry.lifecycle import Deprecation, RetentionPolicy
     from featureledger.registry.tracking_records import (
         Deployment,
         Experiment,
@@ -88,12 +102,16 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Aggregation",
+    "CatalogEntry",
     "CommitRecord",
     "DataFrameSource",
     "DefinitionRecord",
     "Deployment",
+    "DeprecatedFeatureWarning",
+    "Deprecation",
     "Entity",
     "Experiment",
+    "Expiry",
     "FeatureDataWarning",
     "FeatureLedgerError",
     "FeatureRef",
@@ -104,6 +122,7 @@ __all__ = [
     "Field",
     "FileSource",
     "GcReport",
+    "GovernanceReport",
     "ImpactReport",
     "IngestionResult",
     "LineageGraph",
@@ -114,6 +133,8 @@ __all__ = [
     "PlanItem",
     "ReconcileReport",
     "RequestFeatureView",
+    "RetentionPolicy",
+    "RetentionReport",
     "RowCheck",
     "Run",
     "RunComparison",

@@ -133,12 +133,17 @@ class ApplyService:
                         f"{first}); run 'featureledger derive {item.name}' to recompute them")
 
     def apply(self, definitions: list[Definition], *, allow_breaking: str | None = None,
-              migrations: Mapping[str, str] | None = None) -> Plan:
+              migrations: Mapping[str, str] | None = None, experiment: str | None = None,
+              hypothesis: str | None = None) -> Plan:
         """Apply ``definitions`` atomically; ``migrations`` maps a view name to the SQL
-        that fills its new version from the previous version's rows (relation ``old``)."""
+        that fills its new version from the previous version's rows (relation ``old``).
+        ``experiment`` (a name, created when new, or an ``exp_`` id) and ``hypothesis``
+        record, for every feature-view version this apply creates, what it was created to
+        test (in the catalog, and as a lineage edge from the experiment)."""
         check_row_checks_safe(definitions)
         check_transformations_safe(definitions)
         sql = self._checked(migrations)
+        experiment_id = self._experiment(experiment, hypothesis)
         migrated: list[CommitRecord] = []
 
         def migrate(conn: Connection, plan: Plan) -> None:
@@ -154,6 +159,12 @@ class ApplyService:
                             f"{item.name}@{item.from_version} already; a migration is only "
                             "for a version that would start empty. Drop the migration")
                     migrated.extend(self._migrate(conn, item, sql[item.name]))
+            if experiment_id is not None and hypothesis is not None:
+                for item in plan.items:
+                    if item.kind == "feature_view" and item.action in ("new", "new_version"):
+                        self.ctx.registry.lifecycle.record_hypothesis(
+                            conn, item.name, item.to_version or 1, experiment_id,
+                            hypothesis.strip())
 
         plan = self.ctx.registry.definitions.apply(
             definitions, allow_breaking=allow_breaking, migrating=sql,
@@ -163,6 +174,20 @@ class ApplyService:
         self._follow_online(plan)
         self._derived_notes(plan)
         return plan
+
+    def _experiment(self, experiment: str | None, hypothesis: str | None) -> str | None:
+        """The id of the experiment new versions are created for (created when new)."""
+        if experiment is None and hypothesis is None:
+            return None
+        if not experiment or not experiment.strip() or not hypothesis or not hypothesis.strip():
+            raise DefinitionError(
+                "an experiment and a hypothesis go together: pass both (CLI --experiment "
+                "NAME --hypothesis 'TEXT'), e.g. experiment='eta-v2', hypothesis='trip "
+                "distance improves ETA error'")
+        runs = self.ctx.registry.runs
+        if experiment.startswith("exp_"):
+            return runs.get_experiment(experiment).experiment_id
+        return runs.create_experiment(experiment.strip(), exist_ok=True).experiment_id
 
     def _checked(self, migrations: Mapping[str, str] | None) -> dict[str, str]:
         out = {}

@@ -156,9 +156,11 @@ class OnlineService:
                                      "model, not several")
             target: str = deployment if deployment is not None else model  # type: ignore[assignment]
             features, feature_versions = self._features_of(target)
-            response = read_online(self.store, self.cache,
-                                   self.plan(features, full_feature_names=full_feature_names),
-                                   entity_rows, fill_defaults)
+            plan = self.plan(features, full_feature_names=full_feature_names)
+            if plan.deprecated is not None:
+                self._deprecated_read(plan, entity_rows,
+                                      target if target.startswith("dep_") else None)
+            response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
             assert response is not None  # with a store, a read always answers
             if target.startswith("dep_"):
                 self.registry.usage.add(target, feature_versions, rows=len(response))
@@ -175,9 +177,21 @@ class OnlineService:
                                                    full_feature_names, fill_defaults)
             plan = self.plan(features, feature_set=feature_set,
                              full_feature_names=full_feature_names)
+        if plan.deprecated is not None:
+            self._deprecated_read(plan, entity_rows, None)
         response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         return response
+
+    def _deprecated_read(self, plan: ReadPlan, entity_rows: Any,
+                         deployment: str | None) -> None:
+        """A read of deprecated features: warned and counted; refused (before anything is
+        read) for a retired one unless ``deployment`` has an exception for it."""
+        assert plan.deprecated is not None
+        rows = (len(next(iter(entity_rows.values()), ())) if isinstance(entity_rows, dict)
+                else len(entity_rows) if isinstance(entity_rows, (list, tuple)) else 1)
+        self.registry.lifecycle.gate.on_read(plan.deprecated, reader="online",
+                                             deployment=deployment, rows=rows)
 
     def _requests_views(self, features: Any) -> bool:
         """Whether ``features`` names a request view (cached until the registry changes)."""
@@ -211,9 +225,10 @@ class OnlineService:
             got = self._request_plans[key] = request_plan(self.registry, list(features),
                                                           full_feature_names)
         stored, request = got
-        response = read_online(self.store, self.cache,
-                               self.plan(stored, full_feature_names=full_feature_names),
-                               entity_rows, fill_defaults)
+        plan = self.plan(stored, full_feature_names=full_feature_names)
+        if plan.deprecated is not None:
+            self._deprecated_read(plan, entity_rows, None)
+        response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         by_ref = {ref: name for name, ref in response.references.items()}
         computed = []
@@ -250,7 +265,7 @@ class OnlineService:
             return None
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
-        if plan is None:
+        if plan is None or plan.deprecated is not None:  # deprecated: the full path counts
             return None
         return read_online(None, self.cache, plan, entity_rows, fill_defaults)
 

@@ -48,6 +48,9 @@ from featureledger.registry.segments import SegmentRecord, SegmentRepository
 
 COMMIT_STATUSES = ("committed", "quarantined", "rolled_back")
 PENDING_STATUS = "pending"  # a push's commit before it lands (see the module docstring)
+# a commit whose data retention deleted: its row stays (datasets that read it say so), its
+# files are gone, and it never changes status again (governance/retention.py)
+EXPIRED_STATUS = "expired"
 
 # The columns a row's seal covers, in order: every column but the seal itself. A column
 # added later is appended here together with a new SEAL_VERSION, and rows sealed under the
@@ -387,6 +390,12 @@ class CommitRepository:
                 "yet. Flush the pushes (or restart the server holding them), then change "
                 "its status"
             )
+        if old.status == EXPIRED_STATUS:
+            raise StateError(
+                f"commit {commit_id} expired under its view's retention policy at "
+                f"{from_us(old.status_changed_at or 0).isoformat()}: its data files were "
+                "deleted, so it cannot be served again or change status. Ingest the rows "
+                "again as a new commit if they are still needed")
         if old.status == status:
             return old
         with self.db.write() as conn:
