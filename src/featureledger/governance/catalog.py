@@ -114,7 +114,7 @@ class CatalogService:
         """Everything the catalog knows about view or feature ``name`` (``view``,
         ``view:feature``; a version pins the leaderboard to it)."""
         registry = self.ctx.registry
-        view, version, feature = parse_target(name)
+        view, _version, feature = parse_target(name)
         versions = registry.definitions.versions("feature_view", view)
         latest = versions[-1]
         deps = registry.lifecycle.deprecations(views=[view], withdrawn=True)

@@ -156,11 +156,12 @@ class OnlineService:
                                      "model, not several")
             target: str = deployment if deployment is not None else model  # type: ignore[assignment]
             features, feature_versions = self._features_of(target)
-            plan = self.plan(features, full_feature_names=full_feature_names)
-            if plan.deprecated is not None:
-                self._deprecated_read(plan, entity_rows,
+            pinned = self.plan(features, full_feature_names=full_feature_names)
+            if pinned.deprecated is not None:
+                self._deprecated_read(pinned, entity_rows,
                                       target if target.startswith("dep_") else None)
-            response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
+            response = read_online(self.store, self.cache, pinned, entity_rows,
+                                   fill_defaults)
             assert response is not None  # with a store, a read always answers
             if target.startswith("dep_"):
                 self.registry.usage.add(target, feature_versions, rows=len(response))

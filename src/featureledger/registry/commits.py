@@ -199,6 +199,15 @@ def tampered_error(rec: CommitRecord, doing: str) -> CommitTamperedError:
         commit_id=rec.commit_id)
 
 
+def expired_error(rec: CommitRecord) -> StateError:
+    """The error for a status change of a commit retention expired."""
+    return StateError(
+        f"commit {rec.commit_id} ({rec.view_ref}) expired under its view's retention policy "
+        f"at {from_us(rec.status_changed_at or 0).isoformat()}: its data files were deleted, "
+        "so it cannot be served again or change status. Ingest the rows again as a new "
+        "commit if they are still needed")
+
+
 def require_sealed(commits: Sequence[CommitRecord] | Any, doing: str = "read") -> None:
     """Raise CommitTamperedError for the first of ``commits`` whose row seal is broken."""
     for c in commits:
@@ -391,11 +400,7 @@ class CommitRepository:
                 "its status"
             )
         if old.status == EXPIRED_STATUS:
-            raise StateError(
-                f"commit {commit_id} expired under its view's retention policy at "
-                f"{from_us(old.status_changed_at or 0).isoformat()}: its data files were "
-                "deleted, so it cannot be served again or change status. Ingest the rows "
-                "again as a new commit if they are still needed")
+            raise expired_error(old)
         if old.status == status:
             return old
         with self.db.write() as conn:

@@ -50,6 +50,7 @@ from featureledger.registry import schema
 from featureledger.registry.engine import RegistryDB
 from featureledger.registry.usage import UsageKey, UsageRecorder, upsert_counters
 
+
 @dataclass(frozen=True)
 class RetentionPolicy:
     """How long a view's commits are kept: ``keep_days`` or the newest ``keep_last``."""
