@@ -153,7 +153,7 @@ def test_compacted_segment_is_rewritten_without_expired_rows(tmp_path):
     store = make_store(tmp_path / "repo")
     try:
         ids = ingest(store, 5)
-        (result,) = store.compact(VIEW)
+        store.compact(VIEW)
         old_seg = store.segments(VIEW)[0]
         before = store.get_historical_features(entities([3, 4, 5, 9]), [f"{VIEW}:speed"])
         store.set_retention(VIEW, keep_last=3, reason="three")
