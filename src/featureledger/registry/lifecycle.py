@@ -428,8 +428,8 @@ class LifecycleRepository:
     def hypotheses(self, view: str | None = None) -> list[dict[str, Any]]:
         t, e = schema.version_hypotheses, schema.experiments
         q = (sa.select(t, e.c.name.label("experiment"))
-             .join(e, e.c.experiment_id == t.c.experiment_id, isouter=True)
-             .where(self.db.scope(t)).order_by(t.c.view_name, t.c.view_version))
+             .join(e, e.c.experiment_id == t.c.experiment_id)
+             .where(self.db.scope(t, e)).order_by(t.c.view_name, t.c.view_version))
         if view is not None:
             q = q.where(t.c.view_name == view)
         with self.db.read() as conn:
