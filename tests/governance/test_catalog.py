@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from featureledger import Entity, FeatureStore, FeatureView, Field
-from featureledger.config import load_config
 from featureledger.errors import DefinitionError, StateError
+from governance.stores import open_store
 from helpers import run_cli as fl
 
 T0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
@@ -33,13 +32,6 @@ def stats(extra: bool = False, rate_type: str = "float64") -> FeatureView:
 
 
 GEO = FeatureView(name="geo", entities=["driver"], fields=[Field(name="city", dtype="string")])
-
-
-def open_store(root: Path, registry_url: str | None = None, actor: str = "alice"
-               ) -> FeatureStore:
-    root.mkdir(parents=True, exist_ok=True)
-    overrides = {"registry": registry_url} if registry_url else None
-    return FeatureStore(root, config=load_config(root, overrides=overrides), actor=actor)
 
 
 def ingest(store: FeatureStore, view: str, **cols) -> str:

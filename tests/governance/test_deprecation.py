@@ -13,20 +13,13 @@ import pyarrow as pa
 import pytest
 
 from featureledger import DeprecatedFeatureWarning, Entity, FeatureStore, FeatureView, Field
-from featureledger.config import load_config
 from featureledger.errors import FeatureRetiredError, StateError, UnknownFeatureError
+from governance.stores import open_store
 
 T0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
 ROWS = {"driver_id": [1, 2], "event_timestamp": [T0, T0], "trips": [3, 4],
         "rate": [0.25, 0.5]}
 FUTURE = (dt.date.today() + dt.timedelta(days=30)).isoformat()
-
-
-def open_store(root: Path, registry_url: str | None = None, actor: str = "alice"
-               ) -> FeatureStore:
-    root.mkdir(parents=True, exist_ok=True)
-    overrides = {"registry": registry_url} if registry_url else None
-    return FeatureStore(root, config=load_config(root, overrides=overrides), actor=actor)
 
 
 def build(root: Path, registry_url: str | None = None) -> FeatureStore:
@@ -172,7 +165,7 @@ def test_approval_by_another_principal_and_reconcile(tmp_path, registry_url):
                                         "target": "stats@1"})]
         assert "requested by alice" in rep.problems[0].message
         assert store.governance_report().gauges()["unapproved_deprecations"] == 1
-        with pytest.raises(StateError, match="alice requested .* cannot approve it too"):
+        with pytest.raises(StateError, match=r"alice requested .* cannot approve it too"):
             store.approve_deprecation(dep.deprecation_id)
         approved = bob.approve_deprecation(dep.deprecation_id, "agreed")
         assert (approved.approved_by, approved.requested_by) == ("bob", "alice")
