@@ -309,3 +309,31 @@ def test_crash_leaves_every_commit_whole_or_expired(tmp_path, crash_at, compacte
         assert store.reconcile().ok
     finally:
         store.close()
+
+
+def test_expired_parent_commits_leave_derived_commits_fresh(tmp_path):
+    from featureledger import Transformation
+
+    store = make_store(tmp_path / "repo")
+    try:
+        fast = FeatureView(
+            name="fast", entities=["driver"], fields=[Field(name="kmh", dtype="float64")],
+            transformation=Transformation(
+                language="sql", parents=[VIEW],
+                code=f"SELECT driver_id, event_timestamp, speed * 2 AS kmh FROM {VIEW}"))
+        store.apply([Entity(name="driver", join_keys={"driver_id": "int64"}), fast])
+        ids = ingest(store, 3)
+        store.derive("fast")
+        derived = store.commits("fast")
+        assert len(derived) == 1 and derived[0].row_count == 6
+        store.set_retention(VIEW, keep_last=1, reason="raw speeds: latest only")
+        store.apply_retention()
+        assert [store.get_commit(c).status for c in ids] == ["expired", "expired", "committed"]
+        # retention of an input is not a wrong input: nothing to recompute
+        assert store.stale("fast") == {}
+        (again,) = store.commits("fast")
+        assert again.status == "committed" and again.stale == ()
+        rows = store.get_features_in_window("fast", None, None)
+        assert sorted(rows.column("kmh").to_pylist()) == [0.0, 1.0, 2.0, 4.0, 21.0, 41.0]
+    finally:
+        store.close()
