@@ -14,6 +14,7 @@ import pytest
 import featureledger
 from featureledger.definitions.apply import ApplyService
 from featureledger.derive import DeriveService
+from featureledger.governance.audit import AuditService
 from featureledger.governance.catalog import CatalogService
 from featureledger.governance.deprecation import DeprecationService
 from featureledger.governance.report import GovernanceService
@@ -79,6 +80,8 @@ FORWARDS = {
     "catalog_show": (CatalogService, "show"),
     "leaderboard": (CatalogService, "leaderboard"),
     "governance_report": (GovernanceService, "report"),
+    "audit_trail": (AuditService, "audit_trail"),
+    "verify_audit": (AuditService, "verify_audit"),
     "plan": (ApplyService, "plan"),
     "apply": (ApplyService, "apply"),
 }

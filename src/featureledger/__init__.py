@@ -33,6 +33,8 @@ __version__ = "0.1.0"
 # Result types: importable from here, loaded on first use so `import featureledger` stays
 # light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
 _LAZY = {
+    "AuditEntry": "featureledger.registry.audit",
+    "AuditVerification": "featureledger.registry.audit",
     "CatalogEntry": "featureledger.governance.catalog",
     "CommitRecord": "featureledger.registry.commits",
     "DefinitionRecord": "featureledger.registry.definitions",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializeResult
     from featureledger.online.response import FeatureStatus, OnlineResponse
+    from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
     from featureledger.registry.lifecycle import Deprecation, RetentionPolicy
@@ -102,6 +105,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Aggregation",
+    "AuditEntry",
+    "AuditVerification",
     "CatalogEntry",
     "CommitRecord",
     "DataFrameSource",

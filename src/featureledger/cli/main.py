@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "featureledger.cli.retrieval_cmds",
     "featureledger.cli.online_cmds",
     "featureledger.cli.lifecycle_cmds",
+    "featureledger.cli.audit_cmds",
 ]
 
 app = typer.Typer(
