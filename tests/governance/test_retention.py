@@ -115,6 +115,7 @@ def test_keep_last_expires_oldest_deletes_files_and_blocks_reproduce(tmp_path, r
         assert trail[0]["action"] == "commit_status:expired"
         assert trail[0]["details"]["reason"] == "retention: keep the last 2 commit(s)"
         assert store.reconcile().ok
+        assert store.verify_audit().ok
     finally:
         store.close()
 
@@ -307,6 +308,7 @@ def test_crash_leaves_every_commit_whole_or_expired(tmp_path, crash_at, compacte
             store.reproduce(earlier.id)
         store.gc(grace_seconds=0)
         assert store.reconcile().ok
+        assert store.verify_audit().ok
     finally:
         store.close()
 
