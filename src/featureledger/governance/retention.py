@@ -319,11 +319,12 @@ class RetentionService:
         offline = self.ctx.offline_store
         if not files:
             return []
-        present = [f for f in files if f not in set(offline.missing_files(files))]
+        missing = set(offline.missing_files(files))
+        present = [f for f in files if f not in missing]
         if present:
             offline.remove_commit_files(present)
-            left = offline.missing_files(present)
-            still = [f for f in present if f not in set(left)]
+            left = set(offline.missing_files(present))
+            still = [f for f in present if f not in left]
             report.undeleted += still
             report.files_deleted += len(present) - len(still)
         return present
