@@ -179,3 +179,17 @@ def test_approval_by_another_principal_and_reconcile(tmp_path, registry_url):
     finally:
         bob.close()
         store.close()
+
+
+def test_the_earliest_retirement_of_overlapping_deprecations_decides(tmp_path):
+    store = build(tmp_path / "repo")
+    try:
+        store.deprecate("stats", "whole view superseded", replacement="stats2")
+        store.deprecate("stats@1:rate", "biased", replacement="stats2:rate",
+                        retire_on="2001-01-01")
+        with pytest.raises(FeatureRetiredError, match="retired on 2001-01-01 .biased."):
+            offline(store)
+        with pytest.warns(DeprecatedFeatureWarning, match="whole view superseded"):
+            assert offline(store, "stats:trips") == [3, 4]
+    finally:
+        store.close()

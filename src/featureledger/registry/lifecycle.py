@@ -171,7 +171,9 @@ class DeprecationGate:
         views = {parse_reference(r).view for r in refs}
         if not views:
             return []
-        active = self.repo.deprecations(views=views)
+        # where several cover one feature, the one that retires it first decides
+        active = sorted(self.repo.deprecations(views=views),
+                        key=lambda d: (d.retire_on is None, d.retire_on or 0, d.requested_at))
         out = []
         for text in refs:
             r = parse_reference(text)
