@@ -2,8 +2,9 @@
 
 A commit row is inserted in the same registry transaction that makes the commit visible;
 its data files were written (under a temporary name, then renamed) before. Only the
-status may change afterwards (``committed`` -> ``quarantined`` / ``rolled_back`` and back),
-and every status change is audited.
+status may change afterwards (``committed`` -> ``quarantined`` / ``rolled_back`` and back,
+or ``expired`` for good when retention deletes its data), and every status change is
+audited.
 
 A push's commit has a row from the moment its buffer opens, with status ``pending`` (no
 files, no rows), so the online values pushed into it cite a commit the registry knows; it

@@ -92,7 +92,8 @@ commits = Table(
     Column("content_digest", String(64), nullable=False),  # sha256 over the stored files
     Column("min_event_ts", BigInteger, nullable=True),
     Column("max_event_ts", BigInteger, nullable=True),
-    Column("status", String(16), nullable=False),  # committed / quarantined / rolled_back
+    # committed / quarantined / rolled_back / expired (retention deleted its data)
+    Column("status", String(16), nullable=False),
     Column("status_reason", Text, nullable=True),
     Column("status_changed_at", BigInteger, nullable=True),
     # JSON {path: {"size": n[, "sha256": hex]}}: what reconcile checks the files against
