@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any
 from featureledger.derive import runner
 from featureledger.errors import DefinitionError, DerivationError, StateError
 from featureledger.events import CommitCompleted, CommitStatusChanged
-from featureledger.lineage.columns import column_lineage
 from featureledger.governance.access import AccessControl
+from featureledger.lineage.columns import column_lineage
 from featureledger.model.definitions import parse_ttl
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us

@@ -53,6 +53,7 @@ from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us
 from featureledger.offline.engine import KEY_CLUSTERED
 from featureledger.offline.storage import COMMIT_TIME_COLUMN, crash_point
+from featureledger.registry.commits import EXPIRED_STATUS
 from featureledger.registry.segments import SegmentRecord
 
 if TYPE_CHECKING:
@@ -249,8 +250,9 @@ class CompactionService:
         start = time.perf_counter()
         cfg = self.ctx.config.compaction
         registry, offline = self.ctx.registry, self.ctx.offline_store
+        # expired commits have no data left (retention deleted it)
         commits = [c for c in registry.commits.list(view, version, statuses=None)
-                   if c.status != "pending" and c.files]
+                   if c.status not in ("pending", EXPIRED_STATUS) and c.files]
         loose = [c for c in commits if c.segment is None]
         held = {c.segment.segment_id: c.segment for c in commits if c.segment is not None}
         files_before = sum(len(c.files) for c in loose) + sum(len(s.files)

@@ -1,4 +1,4 @@
-"""Commit-status sync: the online store follows quarantines, rollbacks and restores.
+"""Commit-status sync: the online store follows quarantines, rollbacks, restores and expiries.
 
 Keys written from a commit that is no longer served are recomputed from the commits still
 served (in every view version that serves that commit's rows), and commits served again
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from featureledger.registry.commits import CommitRecord
 
 HIDDEN_META = "hidden_commits"
-_HIDDEN = ("quarantined", "rolled_back")
+_HIDDEN = ("quarantined", "rolled_back", "expired")  # expired: retention deleted its data
 
 
 class CommitStatusSync:

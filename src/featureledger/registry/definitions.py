@@ -704,22 +704,27 @@ class DefinitionRepository:
     def set_status(self, kind: str, name: str, version: int, status: str,
                    reason: str | None = None) -> DefinitionRecord:
         """Deprecate or retire a version (the only edit a version ever receives)."""
+        self.get(kind, name, version)
+        with self.db.write() as conn:
+            self.set_status_in(conn, kind, name, version, status, reason)
+        return self.get(kind, name, version)
+
+    def set_status_in(self, conn: Connection, kind: str, name: str, version: int,
+                      status: str, reason: str | None = None) -> None:
+        """:meth:`set_status` inside the caller's write transaction (audited there)."""
         if status not in ("active", "deprecated", "retired"):
             raise DefinitionError(
                 f"status {status!r} is not valid; use active, deprecated or retired"
             )
-        self.get(kind, name, version)
         t = schema.definitions
-        with self.db.write() as conn:
-            conn.execute(
-                t.update()
-                .where(self.db.scope(t), t.c.kind == kind, t.c.name == name,
-                       t.c.version == version)
-                .values(status=status, status_reason=reason)
-            )
-            self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",
-                          {"reason": reason})
-        return self.get(kind, name, version)
+        conn.execute(
+            t.update()
+            .where(self.db.scope(t), t.c.kind == kind, t.c.name == name,
+                   t.c.version == version)
+            .values(status=status, status_reason=reason)
+        )
+        self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",
+                      {"reason": reason})
 
 
 def check_name_length(kind: str, name: str) -> None:

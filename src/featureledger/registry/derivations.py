@@ -13,7 +13,7 @@ A commit of a derived view records in its ``source`` exactly what it was compute
 
 Staleness is computed when asked, from that record and the registry as it is now, never
 stored: a derived commit is stale when a parent commit it read is no longer ``committed``
-(quarantined or rolled back) or when a parent it follows unpinned has a newer version
+(quarantined or rolled back; a parent commit retention expired does not count) or when a parent it follows unpinned has a newer version
 than the one it read. A stored flag would have to be set by every quarantine, rollback
 and apply, and cleared by every restore; the answer computed here cannot drift from the
 statuses it depends on, and costs two indexed queries per listing.
@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from featureledger.registry import schema
+from featureledger.registry.commits import EXPIRED_STATUS
 from featureledger.registry.engine import RegistryDB
 
 DERIVE_SOURCE = "derive"
@@ -85,7 +86,9 @@ def stale_reasons(db: RegistryDB, records: Sequence[Any]) -> dict[str, tuple[str
         for p in r.source.get("parents", []):
             for c in p.get("commits", []):
                 s = status.get(c, "missing")
-                if s != "committed":
+                # an expired parent is retention at work, not a wrong input: what was
+                # derived from it stays valid (and keeps its own retention)
+                if s not in ("committed", EXPIRED_STATUS):
                     why.append(f"parent commit {c} ({p['view']}@{p['version']}) is {s}")
             newest = latest.get(p["view"])
             if not p.get("pinned") and newest is not None and newest > int(p["version"]):
