@@ -61,6 +61,8 @@ from featureledger.model.timeutil import to_us
 from featureledger.offline.duckdb.guard import check_expression
 from featureledger.offline.duckdb.sandbox import SandboxError, query
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
+from featureledger.quality.policy import QualityPolicy
+from featureledger.quality.service import QualityService
 from featureledger.registry.commits import PENDING_STATUS, CommitRecord
 
 if TYPE_CHECKING:
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 
     from featureledger.context import StoreContext
     from featureledger.offline.interface import OfflineStore
+    from featureledger.registry.quality import QualityCheck
 
 MODES = ("strict", "drop_invalid")
 Duplicates = Literal["reject", "keep_last"]
@@ -84,6 +87,8 @@ class IngestionResult:
     profile: dict[str, Any]
     offline: OfflineStore  # the offline store, to read the rejected rows
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # the quality check of the commit, when its view has a quality policy
+    quality: QualityCheck | None = None
 
     @property
     def commit_id(self) -> str:
@@ -305,6 +310,12 @@ class IngestionService:
 
         fv = rec.definition
         t = time.perf_counter()
+        quality = self.ctx.part(QualityService)
+        policy = quality.policy(rec.name)
+        if policy is not None:  # before anything is written: the source's columns
+            quality.refuse_schema_drift(
+                quality.schema_drift(rec.name, inp.table.schema, version=rec.version,
+                                     column_map=column_map), rec.ref)
         table, map_step = apply_column_map(inp.table, column_map)
         steps: list[dict[str, Any]] = [map_step] if map_step else []
         rows = np.arange(table.num_rows, dtype=np.int64)
@@ -382,12 +393,28 @@ class IngestionService:
             schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
             .append(pa.field(COMMIT_TIME_COLUMN, pa.timestamp("us", tz="UTC"))),
             report=report, profile=profile))
+        check = None
+        if policy is not None:
+            record, check = self._check_quality(quality, record, policy, timings)
         # past a number of small commits, the version's files are compacted (after the
         # commit is durable and acknowledged above; a failure there changes nothing)
         from featureledger.offline.compaction import CompactionService
 
         self.ctx.part(CompactionService).maybe_compact(record.view_name, record.view_version)
-        return IngestionResult(record, report, profile, self.ctx.offline_store, timings)
+        return IngestionResult(record, report, profile, self.ctx.offline_store, timings,
+                               check)
+
+    def _check_quality(self, quality: QualityService, record: CommitRecord,
+                       policy: QualityPolicy, timings: dict[str, float]
+                       ) -> tuple[CommitRecord, QualityCheck | None]:
+        """The commit checked against its view's quality policy, quarantined (through
+        :meth:`quarantine`, as by hand) when the policy says so."""
+        t = time.perf_counter()
+        verdict = quality.check_commit(record, policy)
+        if verdict is not None and verdict.quarantine_reason:
+            record = self.quarantine(record.commit_id, verdict.quarantine_reason)
+        timings["quality"] = time.perf_counter() - t
+        return record, verdict.check if verdict is not None else None
 
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
                 report: ValidationReport, profiling: Future[Any], inp: InputData,

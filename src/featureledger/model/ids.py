@@ -16,7 +16,8 @@ import uuid
 
 from featureledger.errors import InvalidReferenceError
 
-ID_PREFIXES = frozenset({"exp", "run", "mdl", "dep", "cmt", "ds", "seg"})
+ID_PREFIXES = frozenset({"exp", "run", "mdl", "dep", "cmt", "ds", "seg",
+                         "qc", "alr", "flg"})  # quality checks, alerts, feature log
 
 _lock = threading.Lock()
 _last_ms = 0
