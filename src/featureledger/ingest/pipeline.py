@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 
     from featureledger.context import StoreContext
     from featureledger.offline.interface import OfflineStore
+    from featureledger.quality.schema_drift import SchemaDriftReport
     from featureledger.registry.quality import QualityCheck
 
 MODES = ("strict", "drop_invalid")
@@ -498,6 +499,57 @@ class IngestionService:
     def restore(self, commit_id: str, reason: str) -> CommitRecord:
         """Make a quarantined or rolled-back commit visible again."""
         return self._set_status(commit_id, "committed", reason, ("quarantined", "rolled_back"))
+
+    def rollback_data(self, view: str, *, to_commit: str | None = None, to_time: Any = None,
+                      reason: str) -> list[CommitRecord]:
+        """Roll ``view`` back to its data as of commit ``to_commit`` (or commit time
+        ``to_time``): every committed commit after it is marked rolled back, each through
+        :meth:`rollback` (audited; the online store follows; restoring one serves it
+        again). Nothing is deleted. Returns the commits rolled back, oldest first."""
+        if (to_commit is None) == (to_time is None):
+            raise StateError("name exactly one of to_commit (a commit id) and to_time")
+        if not reason or not str(reason).strip():
+            raise StateError("say why: rolling a view back needs a reason")
+        rec = self._registry.definitions.view(view)
+        chain = [p.version for p in self._registry.definitions.data_chain(rec.name)]
+        commits = self._registry.commits.list(rec.name, versions=chain)
+        if to_commit is not None:
+            target = self.get_commit(to_commit)
+            if target.view_name != rec.name:
+                raise StateError(f"commit {to_commit} belongs to {target.view_ref}, not to "
+                                 f"view {rec.name!r}")
+            after = [c for c in commits if (c.commit_time, c.commit_id)
+                     > (target.commit_time, target.commit_id)]
+        else:
+            cutoff = to_us(to_time)
+            after = [c for c in commits if c.commit_time > cutoff]
+        why = f"view rollback to {to_commit or to_time}: {reason}"
+        done = [self.rollback(c.commit_id, why) for c in after]
+        with self._registry.db.write(bump=False) as conn:
+            from featureledger.registry.lineage_edges import ROLLED_BACK, record_edges, view_node
+
+            # the view version points at the commits its rollback hid, in lineage
+            record_edges(conn, [(view_node(c.view_name, c.view_version), c.commit_id,
+                                 ROLLED_BACK, {"reason": why}) for c in done])
+            self._registry.db.audit(conn, "view_rollback:data", "feature_view", rec.name, {
+                "to_commit": to_commit, "to_time": str(to_time) if to_time is not None
+                else None, "rolled_back": [c.commit_id for c in done], "reason": reason})
+        return done
+
+    def schema_drift(self, view: str, data: Any = None, *, version: int | None = None,
+                     column_map: dict[str, str | None] | None = None,
+                     source_name: str | None = None) -> SchemaDriftReport:
+        """How ``data`` (as :meth:`ingest` takes it; None: the view's own source) differs
+        from ``view``'s definition: columns added, missing, renamed-looking or retyped,
+        each with what to do. Nothing is written."""
+        rec = self._registry.definitions.view(view, version)
+        config = self.ctx.config
+        inp = read_input(data, rec.definition, source_name=source_name, digest=False,
+                         base=config.root, allowed_prefixes=config.sources.allowed_prefixes)
+        sample = inp.table.slice(0, 10_000)
+        return self.ctx.part(QualityService).schema_drift(
+            rec.name, inp.table.schema, version=rec.version, column_map=column_map,
+            profile=profile_table(sample))
 
     def gc(self, grace_seconds: float = 3600, dry_run: bool = False) -> GcReport:
         """Remove commit folders that no registry row references and abandoned temp files.

@@ -50,14 +50,14 @@ from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import ValidationFailedError
 from featureledger.events import CommitCompleted
-from featureledger.ingest.profile import profile_table
-from featureledger.quality.service import QualityService
 from featureledger.frames import ACCEPTED, FrameError, read_frame
+from featureledger.ingest.profile import profile_table
 from featureledger.model.definitions import FeatureView
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us
 from featureledger.offline.storage import COMMIT_ID_COLUMN, COMMIT_TIME_COLUMN, crash_point
 from featureledger.online.stores import TableRef
+from featureledger.quality.service import QualityService
 from featureledger.registry.lineage_edges import push_source_uri
 
 if TYPE_CHECKING:

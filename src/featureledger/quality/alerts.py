@@ -19,6 +19,7 @@ counted), never blocking the caller.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -149,10 +150,8 @@ class WebhookNotifier:
         self._closed.set()
         t = self._thread
         if t is not None:
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
-            except queue.Full:
-                pass
             t.join(timeout)
 
 

@@ -129,9 +129,9 @@ def resolve(ctx: StoreContext, view: str, spec: str, *, version: int | None = No
                 raise QualityError(f"baseline {spec!r}: {end} is not a committed commit of "
                                    f"{rec.ref}; list them with 'featureledger commits "
                                    f"{rec.name}'")
-        lo = ids.index(a) if a else 0
-        hi = ids.index(b) + 1 if b else len(ids)
-        commits = all_commits[lo:hi]
+        first = ids.index(a) if a else 0
+        last = ids.index(b) + 1 if b else len(ids)
+        commits = all_commits[first:last]
     elif kind == "window":
         a, sep, b = arg.partition("..")
         if not sep:

@@ -189,5 +189,5 @@ def schema_drift(view: Any, source: pa.Schema, *, column_map: Mapping[str, str |
                 "retyped", origin[name], name, "error",
                 f"source type {t} where the field is {f.dtype}",
                 "cast the column in the source, or apply a new version of the view with "
-                f"the new type (a type change is classified by 'featureledger plan')"))
+                "the new type (a type change is classified by 'featureledger plan')"))
     return SchemaDriftReport(view.name, findings)

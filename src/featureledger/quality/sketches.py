@@ -146,7 +146,7 @@ class NumericSummary:
 
     @property
     def has_distribution(self) -> bool:
-        return self.exact is not None and self.exact.size > 0 or bool(self.parts)
+        return (self.exact is not None and self.exact.size > 0) or bool(self.parts)
 
     def merge(self, other: NumericSummary) -> NumericSummary:
         return NumericSummary(self.parts + other.parts, self.moments.merge(other.moments),
@@ -183,7 +183,7 @@ class NumericSummary:
                 pts.append(np.asarray(part.get_quantiles(list(_GRID))))
         return np.unique(np.concatenate(pts)) if pts else np.empty(0)
 
-    def quantiles(self, qs: Sequence[float]) -> np.ndarray:
+    def quantiles(self, qs: Sequence[float] | np.ndarray) -> np.ndarray:
         if self.exact is not None:
             return np.quantile(self.exact, qs)
         if len(self.parts) == 1 and not isinstance(self.parts[0][1], tuple):
