@@ -231,6 +231,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     metrics = ServerMetrics(lambda: online.cache.stats() if online.cache is not None else None)
     serving = Serving(store)
     metrics.watch(serving)
+    metrics.watch_alerts(store.alerting.open_counts)
 
     def refused(path: str, method: str, status: int, code: str) -> None:
         # answered by the guard before any route: counted under the fast path's own

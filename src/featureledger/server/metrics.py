@@ -37,6 +37,10 @@ class ServerMetrics:
         """Export the worker pools and circuit breakers of ``serving`` (a ``Serving``)."""
         self.registry.register(_ServingCollector(serving))
 
+    def watch_alerts(self, open_counts: Any) -> None:
+        """Export the open data-quality alerts (``open_counts()``: severity -> count)."""
+        self.registry.register(_AlertCollector(open_counts))
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.latency.labels(route, method).observe(seconds)
         self.requests.labels(route, method, str(status)).inc()
@@ -59,6 +63,27 @@ class _CacheCollector:
                                 value=stats["hits"])
         yield GaugeMetricFamily("featureledger_cache_misses", "Cache misses since start.",
                                 value=stats["misses"])
+
+
+class _AlertCollector:
+    """Open data-quality alerts by severity, read from the registry at scrape time (a
+    registry that does not answer leaves the gauge out rather than failing the scrape)."""
+
+    SEVERITIES = ("info", "warning", "critical")
+
+    def __init__(self, open_counts: Any) -> None:
+        self._counts = open_counts
+
+    def collect(self) -> Any:
+        try:
+            counts = self._counts()
+        except Exception:
+            return
+        g = GaugeMetricFamily("featureledger_open_alerts",
+                              "Open data-quality alerts, by severity.", labels=["severity"])
+        for sev in self.SEVERITIES:
+            g.add_metric([sev], counts.get(sev, 0))
+        yield g
 
 
 class _ServingCollector:
