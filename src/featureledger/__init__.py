@@ -29,10 +29,13 @@ __version__ = "0.1.0"
 # Result types: importable from here, loaded on first use so `import featureledger` stays
 # light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
 _LAZY = {
+    "Alert": "featureledger.registry.quality",
     "CommitRecord": "featureledger.registry.commits",
     "DefinitionRecord": "featureledger.registry.definitions",
     "Deployment": "featureledger.registry.tracking_records",
+    "DriftReport": "featureledger.quality.drift",
     "Experiment": "featureledger.registry.tracking_records",
+    "FeatureDrift": "featureledger.quality.drift",
     "FeatureStatus": "featureledger.online.response",
     "GcReport": "featureledger.offline.storage",
     "ImpactReport": "featureledger.lineage.service",
@@ -43,10 +46,15 @@ _LAZY = {
     "OnlineResponse": "featureledger.online.response",
     "Plan": "featureledger.registry.definitions",
     "PlanItem": "featureledger.registry.definitions",
+    "QualityCheck": "featureledger.registry.quality",
+    "QualityPolicy": "featureledger.quality.policy",
     "ReconcileReport": "featureledger.lineage.reconcile",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
     "RunRecord": "featureledger.registry.tracking_records",
+    "SchemaDriftReport": "featureledger.quality.schema_drift",
+    "Scoreboard": "featureledger.quality.scoreboard",
+    "SkewReport": "featureledger.quality.skew",
     "TrainingDataset": "featureledger.offline.dataset",
 }
 
@@ -59,8 +67,14 @@ if TYPE_CHECKING:
     from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializeResult
     from featureledger.online.response import FeatureStatus, OnlineResponse
+    from featureledger.quality.drift import DriftReport, FeatureDrift
+    from featureledger.quality.policy import QualityPolicy
+    from featureledger.quality.schema_drift import SchemaDriftReport
+    from featureledger.quality.scoreboard import Scoreboard
+    from featureledger.quality.skew import SkewReport
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
+    from featureledger.registry.quality import Alert, QualityCheck
     from featureledger.registry.tracking_records import (
         Deployment,
         Experiment,
@@ -88,13 +102,16 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Aggregation",
+    "Alert",
     "CommitRecord",
     "DataFrameSource",
     "DefinitionRecord",
     "Deployment",
+    "DriftReport",
     "Entity",
     "Experiment",
     "FeatureDataWarning",
+    "FeatureDrift",
     "FeatureLedgerError",
     "FeatureRef",
     "FeatureSet",
@@ -112,12 +129,17 @@ __all__ = [
     "OnlineResponse",
     "Plan",
     "PlanItem",
+    "QualityCheck",
+    "QualityPolicy",
     "ReconcileReport",
     "RequestFeatureView",
     "RowCheck",
     "Run",
     "RunComparison",
     "RunRecord",
+    "SchemaDriftReport",
+    "Scoreboard",
+    "SkewReport",
     "TrainingDataset",
     "Transformation",
     "new_id",

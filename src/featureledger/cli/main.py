@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "featureledger.cli.tracking_cmds",
     "featureledger.cli.retrieval_cmds",
     "featureledger.cli.online_cmds",
+    "featureledger.cli.quality_cmds",
 ]
 
 app = typer.Typer(

@@ -135,7 +135,7 @@ class SkewService:
         sample = set(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
         covered = len(sample & population)
         return {"join_keys": keys, "population_entities": len(population),
-                "dataset_entities": len(sample),
+                "dataset_entities": len(sample), "covered_entities": covered,
                 "coverage": covered / len(population) if population else None,
                 "unknown_entities": len(sample - population)}
 
