@@ -3,7 +3,7 @@
 For numbers (a normal sample shifted by half a standard deviation) and categories (a mix
 moving from (0.4, 0.3, 0.2, 0.1) to uniform), over 100 fixed seeds each: the shift is
 detected in at least 95, and an unshifted sample raises a false alert in at most 5, both
-from stored profiles (the JSON a commit keeps, KLL sketches and bounded counts) and
+from stored profiles (the JSON a commit keeps, t-digest sketches and bounded counts) and
 exactly from the data. Fixed seeds make every run the same.
 """
 
@@ -136,7 +136,7 @@ def test_null_rate_growth_drifts() -> None:
 def test_old_profiles_without_sketches_are_still_compared() -> None:
     rng = np.random.default_rng(3)
     old = _stored(pa.table({"x": rng.normal(size=20_000)}))
-    for key in ("kll", "kll_n"):
+    for key in ("tdigest", "tdigest_n"):
         old["columns"]["x"].pop(key)
     new = _stored(pa.table({"x": rng.normal(1.0, 1.0, 5_000)}))
     (f,) = compare(merge_profiles([old], ["x"]), merge_profiles([new], ["x"]), ["x"], {},

@@ -20,8 +20,8 @@ HyperLogLog ``approx_count_distinct``, one query for all columns). Then by type:
 * timestamps and dates: ``min``, ``max`` (ISO 8601);
 * booleans: ``true`` and ``false`` counts.
 
-For drift (:mod:`featureledger.quality.sketches`), numbers also carry a KLL quantile
-sketch (``kll``, ``kll_n``) and text the bounded value counts ``freq`` / ``freq_other``:
+For drift (:mod:`featureledger.quality.sketches`), numbers also carry a t-digest
+quantile sketch (``tdigest``, ``tdigest_n``) and text the bounded value counts ``freq`` / ``freq_other``:
 summaries that merge across commits, so drift is computed from stored profiles.
 
 The result is a JSON-ready dict (non-finite numbers become text such as ``"inf"``).

@@ -14,10 +14,14 @@ Findings, each with what to do:
   number, a number for a timestamp ...), which no exact cast turns into the field's type.
 
 >>> import pyarrow as pa
->>> from featureledger.model.definitions import FeatureView, Field
->>> fv = FeatureView(name="v", entities=[], fields=[Field(name="fare_amount", dtype="float64")])
->>> [f.kind for f in schema_drift(fv, pa.schema([("fare_amt", pa.float64())])).findings]
-['renamed']
+>>> from featureledger.model.definitions import Entity, FeatureView, Field
+>>> ride = Entity(name="ride", join_keys={"ride_id": "int64"})
+>>> fv = FeatureView(name="v", entities=[ride],
+...                  fields=[Field(name="fare_amount", dtype="float64")])
+>>> src = pa.schema([("ride_id", pa.int64()), ("event_timestamp", pa.timestamp("us")),
+...                  ("fare_amt", pa.float64())])
+>>> [(f.kind, f.column, f.field) for f in schema_drift(fv, src).findings]
+[('renamed', 'fare_amt', 'fare_amount')]
 """
 
 from __future__ import annotations

@@ -3,12 +3,16 @@ computed from stored profiles, without reading the data again.
 
 Per column, next to the plain statistics of :mod:`featureledger.ingest.profile`:
 
-* numbers: a KLL quantile sketch (Apache DataSketches, ``k`` = :data:`KLL_K`, normalised
-  rank error about 1.3%), serialised as base64 under ``kll``, built from the column's
-  values, or, above :data:`SKETCH_EXACT_LIMIT` values, from the profile's seeded uniform
-  sample of that many values (a sample's rank error, about 0.2%, is far below the
-  sketch's own). ``kll_n`` is how many values went in; the column's ``count`` minus its
-  ``nulls`` and ``nans`` is how many the sketch stands for;
+* numbers: a t-digest quantile sketch (Apache DataSketches ``tdigest_double``,
+  compression :data:`TDIGEST_K`), serialised as base64 under ``tdigest``, built from the
+  column's values, or, above :data:`SKETCH_EXACT_LIMIT` values, from the profile's seeded
+  uniform sample of that many values (a sample's rank error, about 0.2%, is below the
+  sketch's own). ``tdigest_n`` is how many values went in; the column's ``count`` minus
+  its ``nulls`` and ``nans`` is how many the sketch stands for. The t-digest rather than
+  DataSketches' KLL: KLL compacts at random (the Python binding takes no seed), so the
+  same rows would give a different profile each time, and a profile is deterministic;
+  the t-digest is deterministic, mergeable, faster to build and more precise in the tails
+  (a ``kll`` sketch in a stored profile is read too);
 * categories (text) and booleans: ``freq``, the counts of the :data:`FREQ_K` most frequent
   values, and ``freq_other``, the count of every other value, so a profile stays bounded
   whatever the cardinality.
@@ -37,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-KLL_K = 200
+TDIGEST_K = 200
 SKETCH_EXACT_LIMIT = 100_000
 FREQ_K = 100
 FREQ_VALUE_CHARS = 200  # longer values are counted in freq_other
@@ -45,22 +49,23 @@ SKETCH_VERSION = 1
 _GRID = np.linspace(0.0, 1.0, 101)
 
 
-def _kll() -> Any:
-    from datasketches import kll_doubles_sketch
+def _sketch_class(kind: str) -> Any:
+    import datasketches
 
-    return kll_doubles_sketch
+    return datasketches.tdigest_double if kind == "tdigest" else datasketches.kll_doubles_sketch
 
 
 def numeric_column_summary(values: np.ndarray) -> dict[str, Any]:
-    """``kll`` (base64) and ``kll_n`` for finite, non-null ``values`` (any numeric dtype)."""
-    sketch = _kll()(KLL_K)
+    """``tdigest`` (base64) and ``tdigest_n`` for finite, non-null ``values`` (any
+    numeric dtype)."""
+    sketch = _sketch_class("tdigest")(TDIGEST_K)
     if values.size:
         arr = np.ascontiguousarray(values, dtype=np.float64)
         if not arr.flags.writeable:  # the binding takes writable arrays only
             arr = arr.copy()
         sketch.update(arr)
-    return {"kll": base64.b64encode(sketch.serialize()).decode("ascii"),
-            "kll_n": int(values.size)}
+    return {"tdigest": base64.b64encode(sketch.serialize()).decode("ascii"),
+            "tdigest_n": int(values.size)}
 
 
 def categorical_column_summary(values: Sequence[Any], counts: Sequence[int]
@@ -124,11 +129,12 @@ class NumericSummary:
         out = cls(moments=m)
         if n <= 0:
             return out
-        if col.get("kll"):
-            sketch = _kll().deserialize(base64.b64decode(col["kll"]))
-            if not sketch.is_empty():
-                out.parts.append((float(n), sketch))
-            return out
+        for kind in ("tdigest", "kll"):
+            if col.get(kind):
+                sketch = _sketch_class(kind).deserialize(base64.b64decode(col[kind]))
+                if not sketch.is_empty():
+                    out.parts.append((float(n), sketch))
+                return out
         points = _legacy_points(col)
         if points is not None:
             out.parts.append((float(n), points))
@@ -165,7 +171,7 @@ class NumericSummary:
                 px, pp = part
                 c = np.interp(xs, px, pp, left=0.0, right=1.0)
             else:
-                c = np.asarray(part.get_cdf(list(map(float, xs)), True)[:-1])
+                c = np.asarray(part.get_cdf(list(map(float, xs)))[:-1])
             out += w * c
         return out / total
 
@@ -180,14 +186,14 @@ class NumericSummary:
             if isinstance(part, tuple):
                 pts.append(np.asarray(part[0]))
             else:
-                pts.append(np.asarray(part.get_quantiles(list(_GRID))))
+                pts.append(np.array([part.get_quantile(float(q)) for q in _GRID]))
         return np.unique(np.concatenate(pts)) if pts else np.empty(0)
 
     def quantiles(self, qs: Sequence[float] | np.ndarray) -> np.ndarray:
         if self.exact is not None:
             return np.quantile(self.exact, qs)
         if len(self.parts) == 1 and not isinstance(self.parts[0][1], tuple):
-            return np.asarray(self.parts[0][1].get_quantiles(list(qs)))
+            return np.array([self.parts[0][1].get_quantile(float(q)) for q in qs])
         xs = self.candidates()
         cs = self.cdf(xs)
         return np.interp(qs, cs, xs)
