@@ -6,7 +6,7 @@ Findings, each with what to do:
 * ``missing``: a field the source lacks (an error when the field is required and has no
   default: ingestion would reject every row; otherwise its values become the default or
   null);
-* ``added``: a source column the definition does not know (it is ignored);
+* ``added``: a source column the definition does not know (ingestion refuses it);
 * ``renamed``: a missing field and an added column that look like one another: the same
   kind of type and a similar name (``difflib`` ratio at least :data:`NAME_SIMILARITY`),
   or the same kind of type and values like the field's last stored values;
@@ -161,9 +161,7 @@ def schema_drift(view: Any, source: pa.Schema, *, column_map: Mapping[str, str |
             why = [f"name similarity {score:.2f}"] + (["values like the field's"] if alike
                                                       else [])
             findings.append(SchemaFinding(
-                "renamed", origin[a], m, "error" if m in structural or (
-                    m in fields and not fields[m].nullable and fields[m].default is None)
-                else "warning",
+                "renamed", origin[a], m, "error",
                 f"looks like field {m!r} renamed ({', '.join(why)})",
                 f"map it: column_map={{{origin[a]!r}: {m!r}}} (CLI --map {origin[a]}={m}), "
                 f"or apply a new version of the view that renames the field"))
@@ -183,7 +181,8 @@ def schema_drift(view: Any, source: pa.Schema, *, column_map: Mapping[str, str |
         if a in renamed:
             continue
         findings.append(SchemaFinding(
-            "added", origin[a], None, "info", f"not in the definition ({src[a]}); ignored",
+            "added", origin[a], None, "error",
+            f"not in the definition ({src[a]}): ingestion refuses an unknown column",
             "apply a new version of the view with this field to keep it, or drop it: "
             f"column_map={{{origin[a]!r}: None}}"))
     for name, t in src.items():
