@@ -96,13 +96,17 @@ class QualityService:
     def _report(self, view: str, base: Baseline, cur: Baseline, feats: list[str],
                 per: Mapping[str, Thresholds], default: Thresholds, exact: bool
                 ) -> DriftReport:
-        if exact:
-            b, c = (data_summaries(self.ctx, base, feats),
-                    data_summaries(self.ctx, cur, feats))
+        if exact:  # one feature at a time: two columns in memory, not every one
+            results = []
+            for f in feats:
+                b = data_summaries(self.ctx, base, [f])
+                c = data_summaries(self.ctx, cur, [f])
+                results += compare(b, c, [f], per, default)
         else:
-            b, c = profile_summaries(base, feats), profile_summaries(cur, feats)
+            results = compare(profile_summaries(base, feats), profile_summaries(cur, feats),
+                              feats, per, default)
         return DriftReport(view, base.to_dict(), cur.to_dict(),
-                           "data" if exact else "profile", compare(b, c, feats, per, default))
+                           "data" if exact else "profile", results)
 
     # -- the check of every commit ----------------------------------------------------------
     def check_commit(self, commit: CommitRecord, policy: QualityPolicy | None = None
