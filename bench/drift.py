@@ -124,7 +124,7 @@ def run_direct(rows: int, commits: int) -> dict[str, Any]:
 def _preload() -> None:
     """Import the statistics modules before timing, as the direct contender does (a
     process pays this once, at its first drift computation)."""
-    import scipy.spatial.distance  # noqa: F401
+    import scipy.spatial.distance
     import scipy.stats  # noqa: F401
 
 
@@ -146,9 +146,9 @@ def run_store(repo: str, specs: dict[str, str], exact: bool) -> dict[str, Any]:
 def run_ingest(policy: bool) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).parent))
     import duckdb  # noqa: F401 - imported before timing, as in bench/ingest.py
-    from ingest import make_table
 
     from featureledger import Entity, FeatureView, Field
+    from ingest import make_table
 
     _preload()
     table = make_table(1_000_000)

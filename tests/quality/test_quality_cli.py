@@ -6,6 +6,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+
 from helpers import run_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

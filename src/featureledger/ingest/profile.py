@@ -136,7 +136,7 @@ def _text(arr: pa.ChunkedArray, out: dict[str, Any], limit: int) -> None:
     )[:FREQ_K]
     top_vals = vals.take(order).to_pylist()
     top_cnts = cnts.take(order).to_pylist()
-    freq = categorical_column_summary(top_vals, top_cnts)
+    freq = categorical_column_summary(top_vals, top_cnts, max_chars=limit)
     freq["freq_other"] += len(values) - sum(top_cnts)
     out.update(freq)
     out["top_k"] = []

@@ -68,12 +68,13 @@ def numeric_column_summary(values: np.ndarray) -> dict[str, Any]:
             "tdigest_n": int(values.size)}
 
 
-def categorical_column_summary(values: Sequence[Any], counts: Sequence[int]
-                               ) -> dict[str, Any]:
+def categorical_column_summary(values: Sequence[Any], counts: Sequence[int], *,
+                               max_chars: int = FREQ_VALUE_CHARS) -> dict[str, Any]:
     """``freq`` (the :data:`FREQ_K` most frequent values, ties by value) and
-    ``freq_other`` from parallel lists of distinct values and their counts."""
+    ``freq_other`` from parallel lists of distinct values and their counts; a value longer
+    than ``max_chars`` is counted in ``freq_other`` (a profile stays small)."""
     pairs = [(v, int(c)) for v, c in zip(values, counts, strict=True)
-             if not (isinstance(v, str) and len(v) > FREQ_VALUE_CHARS)]
+             if not (isinstance(v, str) and len(v) > max_chars)]
     pairs.sort(key=lambda p: (-p[1], str(p[0])))
     kept = pairs[:FREQ_K]
     total = int(sum(int(c) for c in counts))
