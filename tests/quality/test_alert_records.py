@@ -53,3 +53,20 @@ def test_acknowledgement_is_audited_and_unknown_ids_are_refused(store):
     with pytest.raises(QualityError, match="severity"):
         store.alerting.raise_alert(rule="x", severity="loud", subject="s", message="m",
                                    evidence={})
+
+
+def test_checks_alerts_and_policies_on_every_registry_backend(make_store, registry_url, h):
+    store = make_store(registry=registry_url)
+    store.set_quality_policy("stats", {"on_drift": "alert", "baseline": "previous:2"})
+    assert store.quality_policy("stats").baseline == "previous:2"
+    store.ingest("stats", h.batch(1, hours=1, n=300))
+    r = store.ingest("stats", h.batch(2, hours=2, n=300, shift=2.0))
+    (check,) = store.quality_checks("stats", commit_ids=[r.commit_id])
+    assert check.status == "drift" and check.action == "alert"
+    assert check.result["drift"]["baseline"]["commits"] == 1
+    (alert,) = store.alerts(status="open", subject="stats")
+    assert alert.evidence["commit_id"] == r.commit_id
+    assert store.alerting.open_counts() == {"warning": 1}
+    store.set_quality_policy("stats", None)
+    assert store.quality_policy("stats") is None
+    assert store.ingest("stats", h.batch(3, hours=3, n=300, shift=5.0)).quality is None

@@ -60,6 +60,7 @@ def _verdicts(seed: int, shifted: bool, method: str) -> dict[str, bool]:
     return {f.feature: f.drifted for f in compare(b, c, feats, {}, Thresholds())}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["profile", "data"])
 def test_a_known_shift_is_detected_and_no_shift_is_quiet(method: str) -> None:
     detected = {"x": 0, "c": 0}

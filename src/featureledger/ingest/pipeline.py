@@ -116,7 +116,8 @@ class IngestionResult:
         return read_rejected(self.offline, self.commit)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.commit.to_dict(), "timings": self.timings}
+        return {**self.commit.to_dict(), "timings": self.timings,
+                "quality": self.quality.to_dict() if self.quality is not None else None}
 
 
 CommitResult = IngestionResult
