@@ -26,6 +26,10 @@ from featureledger.offline.compaction import CompactionService
 from featureledger.offline.retrieval import RetrievalService
 from featureledger.online.materialization import MaterializationService
 from featureledger.online.service import OnlineService
+from featureledger.quality.alerts import AlertService
+from featureledger.quality.scoreboard import ScoreboardService
+from featureledger.quality.service import QualityService
+from featureledger.quality.skew import SkewService
 from featureledger.store import FeatureStore
 from featureledger.tracking.service import TrackingService
 
@@ -86,6 +90,18 @@ FORWARDS = {
     "plan": (ApplyService, "plan"),
     "apply": (ApplyService, "apply"),
     "policy": (AccessControl, "policy"),
+    "rollback_definition": (ApplyService, "rollback_definition"),
+    "rollback_data": (IngestionService, "rollback_data"),
+    "schema_drift": (IngestionService, "schema_drift"),
+    "set_quality_policy": (QualityService, "set_policy"),
+    "quality_policy": (QualityService, "policy"),
+    "drift": (QualityService, "drift"),
+    "quality_checks": (QualityService, "checks"),
+    "alerts": (AlertService, "alerts"),
+    "acknowledge_alert": (AlertService, "acknowledge"),
+    "scoreboard": (ScoreboardService, "scoreboard"),
+    "training_bias": (SkewService, "training_bias"),
+    "serving_skew": (SkewService, "serving_skew"),
 }
 
 

@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 # Result types: importable from here, loaded on first use so `import featureledger` stays
 # light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
 _LAZY = {
+    "Alert": "featureledger.registry.quality",
     "AuditEntry": "featureledger.registry.audit",
     "AuditVerification": "featureledger.registry.audit",
     "CatalogEntry": "featureledger.governance.catalog",
@@ -40,8 +41,10 @@ _LAZY = {
     "DefinitionRecord": "featureledger.registry.definitions",
     "Deployment": "featureledger.registry.tracking_records",
     "Deprecation": "featureledger.registry.lifecycle",
+    "DriftReport": "featureledger.quality.drift",
     "Experiment": "featureledger.registry.tracking_records",
     "Expiry": "featureledger.governance.retention",
+    "FeatureDrift": "featureledger.quality.drift",
     "FeatureStatus": "featureledger.online.response",
     "GcReport": "featureledger.offline.storage",
     "GovernanceReport": "featureledger.governance.report",
@@ -55,12 +58,17 @@ _LAZY = {
     "PlanItem": "featureledger.registry.definitions",
     "Policy": "featureledger.governance.policy",
     "PolicyRecord": "featureledger.registry.policies",
+    "QualityCheck": "featureledger.registry.quality",
+    "QualityPolicy": "featureledger.quality.policy",
     "ReconcileReport": "featureledger.lineage.reconcile",
     "RetentionPolicy": "featureledger.registry.lifecycle",
     "RetentionReport": "featureledger.governance.retention",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
     "RunRecord": "featureledger.registry.tracking_records",
+    "SchemaDriftReport": "featureledger.quality.schema_drift",
+    "Scoreboard": "featureledger.quality.scoreboard",
+    "SkewReport": "featureledger.quality.skew",
     "TrainingDataset": "featureledger.offline.dataset",
 }
 
@@ -77,11 +85,17 @@ if TYPE_CHECKING:
     from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializeResult
     from featureledger.online.response import FeatureStatus, OnlineResponse
+    from featureledger.quality.drift import DriftReport, FeatureDrift
+    from featureledger.quality.policy import QualityPolicy
+    from featureledger.quality.schema_drift import SchemaDriftReport
+    from featureledger.quality.scoreboard import Scoreboard
+    from featureledger.quality.skew import SkewReport
     from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
     from featureledger.registry.lifecycle import Deprecation, RetentionPolicy
     from featureledger.registry.policies import PolicyRecord
+    from featureledger.registry.quality import Alert, QualityCheck
     from featureledger.registry.tracking_records import (
         Deployment,
         Experiment,
@@ -109,6 +123,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Aggregation",
+    "Alert",
     "AuditEntry",
     "AuditVerification",
     "CatalogEntry",
@@ -118,10 +133,12 @@ __all__ = [
     "Deployment",
     "DeprecatedFeatureWarning",
     "Deprecation",
+    "DriftReport",
     "Entity",
     "Experiment",
     "Expiry",
     "FeatureDataWarning",
+    "FeatureDrift",
     "FeatureLedgerError",
     "FeatureRef",
     "FeatureSet",
@@ -142,6 +159,8 @@ __all__ = [
     "PlanItem",
     "Policy",
     "PolicyRecord",
+    "QualityCheck",
+    "QualityPolicy",
     "ReconcileReport",
     "RequestFeatureView",
     "RetentionPolicy",
@@ -150,6 +169,9 @@ __all__ = [
     "Run",
     "RunComparison",
     "RunRecord",
+    "SchemaDriftReport",
+    "Scoreboard",
+    "SkewReport",
     "TrainingDataset",
     "Transformation",
     "new_id",

@@ -58,6 +58,11 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── ServerOverloadedError                           503: no worker free (transient)
     ├── DeadlineExceededError                           503: not done within the bound (transient)
     └── CircuitOpenError            (BackendUnavailableError) 503: a backend known to be down
+    (data quality:)
+    ├── QualityError                      (ValueError)  bad baseline, policy or threshold
+    ├── SchemaDriftError                  (IngestionError) the source's columns no longer
+    │                                                   match the definition
+    └── UnknownAlertError                 (NotFoundError) no alert with that id
 
 Warnings (``warnings.warn``, never raised by featureledger itself)::
 
@@ -555,3 +560,30 @@ class DeprecatedFeatureWarning(FeatureLedgerWarning):
 
 __all__ = sorted([*__all__, "CommitExpiredError", "DeprecatedFeatureWarning",
                   "FeatureLedgerWarning", "FeatureRetiredError"])
+class QualityError(ValueError, FeatureLedgerError):
+    """A data-quality request cannot be answered as given: a malformed baseline, a policy
+    or threshold that is not valid, a baseline with no data."""
+
+    code = "quality_error"
+    http_status = 400
+
+
+class SchemaDriftError(IngestionError):
+    """The source's columns no longer match the view's definition (added, missing,
+    renamed-looking or retyped); ``.report`` holds the findings, each with what to do.
+    Nothing was written."""
+
+    code = "schema_drift"
+    http_status = 422
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class UnknownAlertError(NotFoundError):
+    code = "unknown_alert"
+
+
+__all__ = sorted([*__all__, "QualityError", "SchemaDriftError", "UnknownAlertError"])
+

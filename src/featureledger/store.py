@@ -59,10 +59,18 @@ if TYPE_CHECKING:
     from featureledger.online.response import OnlineResponse
     from featureledger.online.service import OnlineService
     from featureledger.online.stores import OnlineStore
+    from featureledger.quality.alerts import AlertService
+    from featureledger.quality.drift import DriftReport
+    from featureledger.quality.policy import QualityPolicy
+    from featureledger.quality.schema_drift import SchemaDriftReport
+    from featureledger.quality.scoreboard import Scoreboard, ScoreboardService
+    from featureledger.quality.service import QualityService
+    from featureledger.quality.skew import SkewReport, SkewService
     from featureledger.registry import CommitRecord, DefinitionRecord, Plan, Registry
     from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.lifecycle import Deprecation, RetentionPolicy
     from featureledger.registry.policies import PolicyRecord
+    from featureledger.registry.quality import Alert, QualityCheck
     from featureledger.registry.segments import SegmentRecord
     from featureledger.registry.tracking_records import (
         Deployment,
@@ -213,6 +221,34 @@ class FeatureStore:
         from featureledger.governance.report import GovernanceService
 
         return self.ctx.part(GovernanceService)
+
+    @functools.cached_property
+    def quality(self) -> QualityService:
+        """Quality policies, drift, commit checks and schema drift."""
+        from featureledger.quality.service import QualityService
+
+        return self.ctx.part(QualityService)
+
+    @functools.cached_property
+    def alerting(self) -> AlertService:
+        """Alert records and their notifications."""
+        from featureledger.quality.alerts import AlertService
+
+        return self.ctx.part(AlertService)
+
+    @functools.cached_property
+    def scoring(self) -> ScoreboardService:
+        """Quality KPIs per view, commit, experiment and deployment."""
+        from featureledger.quality.scoreboard import ScoreboardService
+
+        return self.ctx.part(ScoreboardService)
+
+    @functools.cached_property
+    def skew_service(self) -> SkewService:
+        """Sampling bias of training sets and training-serving skew."""
+        from featureledger.quality.skew import SkewService
+
+        return self.ctx.part(SkewService)
 
     @functools.cached_property
     def lineage_service(self) -> LineageService:
@@ -584,6 +620,83 @@ class FeatureStore:
         """Deployment history, newest first."""
         return self.tracking.deployments(environment=environment, model=model,
                                          active_only=active_only)
+
+    # -- data quality ------------------------------------------------------------------------
+    def set_quality_policy(self, view: str,
+                           policy: Mapping[str, Any] | QualityPolicy | None
+                           ) -> QualityPolicy | None:
+        """Set (None: remove) ``view``'s quality policy: the baseline every new commit is
+        compared with, drift thresholds, and what drift or a validation failure rate does
+        (alert, quarantine); see ``featureledger.quality.policy``. Audited."""
+        return self.quality.set_policy(view, policy)
+
+    def quality_policy(self, view: str) -> QualityPolicy | None:
+        """``view``'s quality policy, or None."""
+        return self.quality.policy(view)
+
+    def drift(self, view: str, *, baseline: str = "previous", current: str = "latest",
+              version: int | None = None, exact: bool = False,
+              features: Sequence[str] | None = None,
+              thresholds: Mapping[str, Any] | None = None) -> DriftReport:
+        """Per-feature drift of ``view`` from ``baseline`` to ``current`` (``previous``,
+        ``commits:A..B``, ``window:START..END``, ``dataset:DS_ID`` ...), from the stored
+        profiles, or with ``exact`` from the rows."""
+        return self.quality.drift(view, baseline=baseline, current=current, version=version,
+                                  exact=exact, features=features, thresholds=thresholds)
+
+    def quality_checks(self, view: str | None = None, *,
+                       commit_ids: Sequence[str] | None = None,
+                       limit: int | None = None) -> builtins.list[QualityCheck]:
+        """The stored quality checks of commits, newest first."""
+        return self.quality.checks(view, commit_ids=commit_ids, limit=limit)
+
+    def schema_drift(self, view: str, data: Any = None, *, version: int | None = None,
+                     column_map: dict[str, str | None] | None = None,
+                     source_name: str | None = None) -> SchemaDriftReport:
+        """How ``data``'s columns differ from ``view``'s definition (added, missing,
+        renamed-looking, retyped), each with what to do; nothing is written."""
+        return self.ingestion.schema_drift(view, data, version=version,
+                                           column_map=column_map, source_name=source_name)
+
+    def alerts(self, *, status: str | None = None, subject: str | None = None,
+               limit: int | None = None) -> builtins.list[Alert]:
+        """Alerts, newest first (``status``: ``open`` or ``acknowledged``)."""
+        return self.alerting.alerts(status=status, subject=subject, limit=limit)
+
+    def acknowledge_alert(self, alert_id: str, reason: str | None = None) -> Alert:
+        """Acknowledge an alert (audited); a new occurrence opens a new one."""
+        return self.alerting.acknowledge(alert_id, reason)
+
+    def rollback_data(self, view: str, *, to_commit: str | None = None, to_time: Any = None,
+                      reason: str) -> builtins.list[CommitRecord]:
+        """Roll ``view``'s data back to commit ``to_commit`` or commit time ``to_time``:
+        later commits are rolled back (audited, in lineage; the online store follows;
+        nothing deleted)."""
+        return self.ingestion.rollback_data(view, to_commit=to_commit, to_time=to_time,
+                                            reason=reason)
+
+    def rollback_definition(self, view: str, to_version: int, *, reason: str) -> Plan:
+        """Make version ``to_version``'s definition current again, as a new version."""
+        return self.applying.rollback_definition(view, to_version, reason=reason)
+
+    def scoreboard(self, *, views: Sequence[str] | None = None,
+                   commits: int = 5) -> Scoreboard:
+        """Quality KPIs per view, its last ``commits`` commits, experiment and
+        deployment: validation pass rate, drift status, freshness, completeness, open
+        alerts."""
+        return self.scoring.scoreboard(views=views, commits=commits)
+
+    def training_bias(self, dataset_id: str, *, population: str = "previous:1000000",
+                      exact: bool = False) -> SkewReport:
+        """Distributions and entity coverage of a training dataset against the
+        population (a baseline spec of each view it read)."""
+        return self.skew_service.training_bias(dataset_id, population=population,
+                                               exact=exact)
+
+    def serving_skew(self, deployment: str, *, since: Any = None) -> SkewReport:
+        """Served values sampled into the feature log against the deployed model's
+        training data."""
+        return self.skew_service.serving_skew(deployment, since=since)
 
     # -- lineage -----------------------------------------------------------------------------
     def lineage(self, node: str, *, direction: Direction = "both", depth: int | None = None,

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "featureledger.cli.lifecycle_cmds",
     "featureledger.cli.audit_cmds",
     "featureledger.cli.governance_cmds",
+    "featureledger.cli.quality_cmds",
 ]
 
 app = typer.Typer(

@@ -162,6 +162,29 @@ class ApplyService:
                         f"derived view {item.name!r} has {len(stale)} stale commit(s) (e.g. "
                         f"{first}); run 'featureledger derive {item.name}' to recompute them")
 
+    def rollback_definition(self, view: str, to_version: int, *, reason: str) -> Plan:
+        """Make ``view``'s definition that of version ``to_version`` again, as a new version
+        (nothing is deleted; the new version carries the data the compatibility rules let
+        it read, and the online store follows as for any apply). The change is applied
+        even where it is breaking, with ``reason`` recorded, and audited as a rollback."""
+        from featureledger.errors import StateError
+
+        if not reason or not reason.strip():
+            raise StateError("say why: rolling a definition back needs a reason")
+        reg = self.ctx.registry
+        latest = reg.definitions.get("feature_view", view)
+        if to_version >= latest.version:
+            raise StateError(
+                f"{view}@{to_version} is not older than the latest version "
+                f"{latest.ref}; name an earlier version (see 'featureledger versions {view}')")
+        old = reg.definitions.get("feature_view", view, to_version)
+        plan = self.apply([old.definition], allow_breaking=f"rollback: {reason}")
+        reg.db.audit_now("view_rollback:definition", "feature_view", view,
+                         {"from_version": latest.version, "to_definition": to_version,
+                          "new_version": reg.definitions.get("feature_view", view).version,
+                          "reason": reason}, decision="allow")
+        return plan
+
     def apply(self, definitions: list[Definition], *, allow_breaking: str | None = None,
               migrations: Mapping[str, str] | None = None,
               policy: Policy | None = None, experiment: str | None = None,

@@ -51,11 +51,13 @@ from typing import TYPE_CHECKING, Any
 from featureledger.errors import ValidationFailedError
 from featureledger.events import CommitCompleted
 from featureledger.frames import ACCEPTED, FrameError, read_frame
+from featureledger.ingest.profile import profile_table
 from featureledger.model.definitions import FeatureView
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us
 from featureledger.offline.storage import COMMIT_ID_COLUMN, COMMIT_TIME_COLUMN, crash_point
 from featureledger.online.stores import TableRef
+from featureledger.quality.service import QualityService
 from featureledger.registry.actor import acting_principal
 from featureledger.registry.lineage_edges import push_source_uri
 
@@ -516,6 +518,8 @@ class Pusher:
         run = pending.run_id
         user = pending.principal or (existing.user if existing is not None
                                      else self.ctx.registry.actor)
+        quality = self.ctx.part(QualityService)
+        policy = quality.policy(table.view)  # a view with a quality policy is checked
 
         def build(commit_time: int, stored: Any, written: Any) -> CommitRecord:
             n = stored.num_rows
@@ -527,7 +531,9 @@ class Pusher:
                 steps=[{"step": "push", "params": {"batches": len(pending.tables)}}],
                 row_count=n, rejected_count=0,
                 validation={"mode": "strict", "rows_checked": n, "rows_valid": n},
-                profile={}, files=written.files, content_digest=written.content_digest,
+                profile=profile_table(rows, string_chars=self.ctx.config.bounds.profile_chars)
+                if policy is not None else {},
+                files=written.files, content_digest=written.content_digest,
                 min_event_ts=pc.min(ts).as_py(), max_event_ts=pc.max(ts).as_py(),
             )
 
@@ -539,6 +545,14 @@ class Pusher:
         crash_point("after_registry")
         self._write_online(table, view, stored)
         self.ctx.events.emit(CommitCompleted(commit=rec, source="push"))
+        if policy is not None:
+            verdict = quality.check_commit(rec, policy)
+            if verdict is not None and verdict.quarantine_reason:
+                # the usual quarantine: the online store goes back to the last good values
+                from featureledger.ingest.pipeline import IngestionService
+
+                rec = self.ctx.part(IngestionService).quarantine(rec.commit_id,
+                                                                 verdict.quarantine_reason)
         return rec
 
     def flush(self) -> list[CommitRecord]:

@@ -34,7 +34,9 @@ from featureledger.online.read import read_online
 from featureledger.online.response import OnlineResponse
 from featureledger.online.stores import TableRef
 from featureledger.online.sync import CommitStatusSync
+from featureledger.quality.feature_log import FeatureLogger
 from featureledger.registry.actor import acting_principal
+from featureledger.registry.quality import QualityRepository
 
 if TYPE_CHECKING:
     from featureledger.context import StoreContext
@@ -64,6 +66,11 @@ class OnlineService:
                                      self.cache)
         self.pusher = Pusher(ctx, self.store, self.catalog.view, self.invalidate,
                              self.catalog.carried_by)
+        q = ctx.config.quality
+        self.feature_log = FeatureLogger(
+            QualityRepository(ctx.registry.db), sample_rate=q.feature_log_sample_rate,
+            batch_rows=q.feature_log_batch_rows,
+            flush_interval_s=q.feature_log_flush_interval_s)
         self.watcher.refresh()
         # pushes a process that is gone acknowledged land first, as the commits their
         # online values cite; then quarantines and rollbacks are applied over them
@@ -188,6 +195,11 @@ class OnlineService:
             assert response is not None  # with a store, a read always answers
             if target.startswith("dep_"):
                 self.registry.usage.add(target, feature_versions, rows=len(response))
+            if self.feature_log.enabled:  # a sample of served vectors, for skew checks
+                self.feature_log.maybe_log(
+                    response.values, response.references,
+                    deployment_id=target if target.startswith("dep_") else None,
+                    model_id=target if not target.startswith("dep_") else None)
             return response
         # the plan lookup of ``plan()``, inlined: this is every request's path
         w = self.watcher
@@ -358,7 +370,10 @@ class OnlineService:
         try:
             self.pusher.close()
         finally:
-            self.watcher.close()
+            try:
+                self.feature_log.close()
+            finally:
+                self.watcher.close()
 
 
 def view_version(text: str, version: int | None) -> tuple[str, int | None]:

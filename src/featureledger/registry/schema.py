@@ -474,6 +474,75 @@ version_hypotheses = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("created_by", String(255), nullable=False),
 )
+# -- data quality (revision 0010) -------------------------------------------------------
+# A view's quality policy: drift thresholds, baseline, the limits that quarantine a commit.
+quality_policies = Table(
+    "quality_policies",
+    metadata,
+    _project(primary_key=True),
+    Column("view_name", String(255), primary_key=True),
+    Column("policy", Text, nullable=False),  # canonical JSON
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(255), nullable=False),
+)
+
+# The quality check of a commit (drift against the policy's baseline, rejected rows),
+# written when the commit is checked; the commit row itself is sealed and never changes.
+quality_checks = Table(
+    "quality_checks",
+    metadata,
+    Column("check_id", String(64), primary_key=True),
+    _project(),
+    Column("commit_id", String(64), nullable=False),
+    Column("view_name", String(255), nullable=False),
+    Column("view_version", Integer, nullable=False),
+    Column("checked_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # ok | drift | failed | skipped
+    Column("action", String(16), nullable=False),  # none | alert | quarantine
+    Column("result", Text, nullable=False),  # canonical JSON (the drift report and more)
+)
+Index("ix_quality_checks_commit", quality_checks.c.project, quality_checks.c.commit_id)
+Index("ix_quality_checks_view", quality_checks.c.project, quality_checks.c.view_name,
+      quality_checks.c.checked_at)
+
+# Alerts: one row per open problem (deduplicated on ``dedup_key`` while open), seen again
+# counts up ``occurrences``; acknowledged alerts stay as history.
+quality_alerts = Table(
+    "quality_alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    _project(),
+    Column("dedup_key", String(512), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),  # info | warning | critical
+    Column("subject", String(512), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # canonical JSON
+    Column("lineage_node", String(512), nullable=True),
+    Column("status", String(16), nullable=False),  # open | acknowledged
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("occurrences", Integer, nullable=False),
+    Column("acked_at", BigInteger, nullable=True),
+    Column("acked_by", String(255), nullable=True),
+)
+Index("ix_quality_alerts_open", quality_alerts.c.project, quality_alerts.c.status,
+      quality_alerts.c.dedup_key)
+
+# Sampled online requests (the feature log), written in batches: one row per sampled
+# entity row with the values served, to compare with a model's training data.
+feature_log = Table(
+    "feature_log",
+    metadata,
+    Column("log_id", String(64), primary_key=True),
+    _project(),
+    Column("logged_at", BigInteger, nullable=False),
+    Column("deployment_id", String(64), nullable=True),
+    Column("model_id", String(64), nullable=True),
+    Column("features", Text, nullable=False),  # canonical JSON: {reference: value}
+)
+Index("ix_feature_log_target", feature_log.c.project, feature_log.c.deployment_id,
+      feature_log.c.logged_at)
 
 __all__ = [
     "PROJECT_LENGTH",
@@ -489,12 +558,16 @@ __all__ = [
     "deprecated_reads",
     "deprecations",
     "experiments",
+    "feature_log",
     "lineage_edges",
     "metadata",
     "model_datasets",
     "model_features",
     "model_versions",
     "models",
+    "quality_alerts",
+    "quality_checks",
+    "quality_policies",
     "registry_state",
     "retention_policies",
     "run_external_ids",

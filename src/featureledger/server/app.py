@@ -255,6 +255,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
 
     serving.on_generation = follow_policy
     metrics.watch_governance(lambda: store.governance_report().gauges())
+    metrics.watch_alerts(store.alerting.open_counts)
 
     def refused(path: str, method: str, status: int, code: str) -> None:
         # answered by the guard before any route: counted under the fast path's own

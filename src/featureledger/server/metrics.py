@@ -42,6 +42,9 @@ class ServerMetrics:
         """Export governance metrics: ``gauges()`` returns ``{name: value}`` (a
         ``GovernanceReport.gauges()``), computed at most every ``max_age_s`` seconds."""
         self.registry.register(_GovernanceCollector(gauges, max_age_s))
+    def watch_alerts(self, open_counts: Any) -> None:
+        """Export the open data-quality alerts (``open_counts()``: severity -> count)."""
+        self.registry.register(_AlertCollector(open_counts))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.latency.labels(route, method).observe(seconds)
@@ -65,6 +68,27 @@ class _CacheCollector:
                                 value=stats["hits"])
         yield GaugeMetricFamily("featureledger_cache_misses", "Cache misses since start.",
                                 value=stats["misses"])
+
+
+class _AlertCollector:
+    """Open data-quality alerts by severity, read from the registry at scrape time (a
+    registry that does not answer leaves the gauge out rather than failing the scrape)."""
+
+    SEVERITIES = ("info", "warning", "critical")
+
+    def __init__(self, open_counts: Any) -> None:
+        self._counts = open_counts
+
+    def collect(self) -> Any:
+        try:
+            counts = self._counts()
+        except Exception:
+            return
+        g = GaugeMetricFamily("featureledger_open_alerts",
+                              "Open data-quality alerts, by severity.", labels=["severity"])
+        for sev in self.SEVERITIES:
+            g.add_metric([sev], counts.get(sev, 0))
+        yield g
 
 
 class _ServingCollector:
