@@ -47,6 +47,7 @@ _LAZY = {
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
     "RunRecord": "featureledger.registry.tracking_records",
+    "ScoredBatch": "featureledger.tracking.scoring",
     "TrainingDataset": "featureledger.offline.dataset",
 }
 
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         RunRecord,
     )
     from featureledger.tracking.run import Run
+    from featureledger.tracking.scoring import ScoredBatch
 
 
 def __getattr__(name: str) -> Any:
@@ -118,6 +120,7 @@ __all__ = [
     "Run",
     "RunComparison",
     "RunRecord",
+    "ScoredBatch",
     "TrainingDataset",
     "Transformation",
     "new_id",
