@@ -46,6 +46,7 @@ from featureledger.registry.runs import RunRepository
 
 log = logging.getLogger("featureledger.integrations.mlflow")
 SYSTEM = "mlflow"
+EXPERIMENT_SYSTEM = "mlflow_experiment"
 _TAG_LIMIT = 5000  # MLflow tag values are bounded; long lists are cut with a marker
 _BATCH = 900  # MLflow takes at most 1000 metrics (100 params, 100 tags) per log_batch
 CREATED_TAG = "featureledger.created"  # on an MLflow run featureledger started (and ends)
@@ -245,6 +246,9 @@ def link_run(ctx: Any, run_id: str, mlflow_id: str) -> None:
     runs.set_external_id(run_id, SYSTEM, mlflow_id)
     rec = runs.get_run(run_id)
     client = _client(ctx)
+    # the MLflow experiment too: OpenLineage names the MLflow run's job by it
+    runs.set_external_id(run_id, EXPERIMENT_SYSTEM,
+                         str(client.get_run(mlflow_id).info.experiment_id))
     log_batch(client, mlflow_id, params=rec.params,
               metrics=runs.metric_history(run_id, None),
               tags={**rec.tags, "featureledger.run_id": run_id,
