@@ -298,6 +298,9 @@ class ServerConfig(_Config):
     port: int = 6566
     tokens: dict[str, str] = Field(default_factory=dict)
     """Bearer token -> principal name. Required to bind a non-loopback address."""
+    public_docs: bool = False
+    """Serve ``/docs`` and ``/openapi.json`` without a token even when tokens are set (they
+    describe the API, not the data); by default they need one like every other route."""
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
     """Largest request body (bytes); a larger one is refused with 413 before it is read."""
     body_budget_bytes: int = Field(default=64 * 2**20, ge=1024)

@@ -351,10 +351,12 @@ class FeatureStore:
             fill_defaults=fill_defaults, request_data=request_data)
 
     def push(self, view: str, rows: Any, *, version: int | None = None,
-             flush: bool = False) -> str:
+             flush: bool = False, principal: str | None = None) -> str:
         """Validate rows, make them durable and write them online now; they land offline
-        as commits. Returns the id of the commit the rows belong to."""
-        return self.online.push(view, rows, version=version, flush=flush)
+        as commits. Returns the id of the commit the rows belong to, recorded as pushed
+        by ``principal`` (default: the store's actor)."""
+        return self.online.push(view, rows, version=version, flush=flush,
+                                principal=principal)
 
     def flush_pushes(self) -> builtins.list[CommitRecord]:
         """Land every buffered push offline now; returns the commits written."""

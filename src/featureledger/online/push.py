@@ -110,6 +110,7 @@ class PendingCommit:
     commit_id: str = field(default_factory=lambda: new_id("cmt"))
     commit_time: int = field(default_factory=now_us)
     run_id: str | None = None
+    principal: str | None = None  # who pushed (None: the store's actor)
     segment: Segment | None = None
     opened: float = field(default_factory=time.monotonic)
     tables: list[Any] = field(default_factory=list)
@@ -178,9 +179,12 @@ class PushBuffer:
             return lock
 
     # -- pushing -------------------------------------------------------------------------
-    def add(self, table: TableRef, view: FeatureView, data: pa.Table
-            ) -> tuple[PendingCommit, pa.Table]:
+    def add(self, table: TableRef, view: FeatureView, data: pa.Table,
+            principal: str | None = None) -> tuple[PendingCommit, pa.Table]:
         """Append a validated batch; on return it is durable in the push log.
+
+        A commit holds the rows of one principal (who it is recorded as pushed by): a push
+        by another principal than the pending commit's lands that commit first.
 
         Returns the pending commit and the rows as tagged for the online store. After an
         error the push is not acknowledged, but a batch that reached the log may still
@@ -197,8 +201,11 @@ class PushBuffer:
                 # so its commit lands from memory before a new one opens
                 self._retire(table, p)
                 p = None
+            if p is not None and p.principal != principal:
+                self._retire(table, p)
+                p = None
             if p is None:
-                p = self._open(table, view)
+                p = self._open(table, view, principal)
             segment = p.segment
             assert segment is not None
             token = segment.append(payload)
@@ -207,13 +214,15 @@ class PushBuffer:
         self._start_flusher()
         return p, tagged
 
-    def _open(self, table: TableRef, view: FeatureView) -> PendingCommit:
+    def _open(self, table: TableRef, view: FeatureView, principal: str | None) -> PendingCommit:
         # a provisional time after the previous landing of this table, so a value pushed
         # into this commit sorts after the same key and event time of the one before
         t = max(now_us(), self._last_time.get(table, 0) + 1)
-        p = PendingCommit(table, view, commit_time=t, run_id=self._run_id())
+        p = PendingCommit(table, view, commit_time=t, run_id=self._run_id(),
+                          principal=principal)
         p.segment = self.log.create(table.view, table.version, p.commit_id,
-                                    {"commit_time": t, "run_id": p.run_id})
+                                    {"commit_time": t, "run_id": p.run_id,
+                                     "principal": principal})
         try:
             self._open_row(p)  # the registry row (status pending) the online records cite
         except BaseException:
@@ -223,14 +232,20 @@ class PushBuffer:
             self._pending[table] = p
         return p
 
-    def land_with(self, table: TableRef, view: FeatureView, data: pa.Table) -> CommitRecord:
-        """Land ``data`` at once, with anything buffered for ``table``, as one commit."""
+    def land_with(self, table: TableRef, view: FeatureView, data: pa.Table,
+                  principal: str | None = None) -> CommitRecord:
+        """Land ``data`` at once, with anything buffered for ``table`` by the same
+        principal, as one commit."""
         with self.lock(table):
             p = self._pending.get(table)
+            if p is not None and p.principal != principal:
+                self._retire(table, p)
+                p = None
             transient = p is None
             if p is None:
                 p = PendingCommit(table, view, commit_time=max(
-                    now_us(), self._last_time.get(table, 0) + 1), run_id=self._run_id())
+                    now_us(), self._last_time.get(table, 0) + 1), run_id=self._run_id(),
+                    principal=principal)
             p.add(data)
             try:
                 rec = self._land(p)
@@ -419,15 +434,17 @@ class Pusher:
                                  drop_row=self._drop_row, max_rows=cfg.push_flush_rows,
                                  max_age_s=cfg.push_flush_interval_s, run_id=current_run_id)
 
-    def push(self, table: TableRef, view: FeatureView, rows: Any, *, flush: bool) -> str:
-        """Validate, log, write online; returns the commit the rows are (or will be) in."""
+    def push(self, table: TableRef, view: FeatureView, rows: Any, *, flush: bool,
+             principal: str | None = None) -> str:
+        """Validate, log, write online; returns the commit the rows are (or will be) in.
+        The commit is recorded as pushed by ``principal`` (the store's actor by default)."""
         from featureledger.errors import BackendUnavailableError, StorageError
 
         data = to_view_table(view, rows)
         if flush:
             # a commit per request: the commit is the durable record, no log round
-            return self.buffer.land_with(table, view, data).commit_id
-        pending, tagged = self.buffer.add(table, view, data)
+            return self.buffer.land_with(table, view, data, principal).commit_id
+        pending, tagged = self.buffer.add(table, view, data, principal)
         crash_point("push_after_log")
         try:
             self._write_online(table, view, tagged)
@@ -462,7 +479,8 @@ class Pusher:
         assert p.segment is not None
         open_pending(self.ctx, CommitRecord(
             commit_id=p.commit_id, view_name=p.table.view, view_version=p.table.version,
-            commit_time=p.commit_time, user=self.ctx.registry.actor, run_id=p.run_id,
+            commit_time=p.commit_time, user=p.principal or self.ctx.registry.actor,
+            run_id=p.run_id,
             source={"type": "push", "description": "rows pushed to the online API, "
                     "durable in the push log until they land",
                     "push_log": str(p.segment.path), "host": socket.gethostname(),
@@ -508,13 +526,14 @@ class Pusher:
         self.ctx.offline_store.clear_commit(table.view, table.version, pending.commit_id)
         ts = pc.cast(rows.column(view.timestamp_field), pa.int64())
         run = pending.run_id
+        who = pending.principal or self.ctx.registry.actor
 
         def build(commit_time: int, stored: Any, written: Any) -> CommitRecord:
             n = stored.num_rows
             return CommitRecord(
                 commit_id=pending.commit_id, view_name=table.view,
                 view_version=table.version, commit_time=commit_time,
-                user=self.ctx.registry.actor, run_id=run,
+                user=who, run_id=run,
                 source={"type": "push", "description": "rows pushed to the online API"},
                 steps=[{"step": "push", "params": {"batches": len(pending.tables)}}],
                 row_count=n, rejected_count=0,
@@ -525,9 +544,8 @@ class Pusher:
 
         rec, stored, _ = write_commit(
             self.ctx, view=table.view, version=table.version, commit_id=pending.commit_id,
-            rows=rows, build=build, run=run, audit={"source": "push"},
-            source_uri=push_source_uri(self.ctx.config.project, table.view,
-                                       self.ctx.registry.actor),
+            rows=rows, build=build, run=run, audit={"source": "push"}, actor=who,
+            source_uri=push_source_uri(self.ctx.config.project, table.view, who),
             replaces_pending=True)
         crash_point("after_registry")
         self._write_online(table, view, stored)
@@ -555,7 +573,9 @@ class Pusher:
                     pending = PendingCommit(table, self._view_of(table.view, table.version),
                                             commit_id=seg.commit_id,
                                             commit_time=int(h.get("commit_time") or now_us()),
-                                            run_id=h.get("run_id"), segment=seg.segment)
+                                            run_id=h.get("run_id"),
+                                            principal=h.get("principal"),
+                                            segment=seg.segment)
                     for batch in seg.batches:
                         pending.add(batch)
                     before = self._status(seg.commit_id)

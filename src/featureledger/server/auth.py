@@ -1,7 +1,8 @@
 """Who is calling: bearer tokens mapped to principals, one function for every path.
 
 ``principal_of(scope, tokens)`` is the only place a token is checked (constant-time
-comparison); the middleware and the lean online path both use it. ``check_bind`` refuses
+comparison); the middleware and the lean online path both use it. ``principal(scope)``
+is who a request is from once checked: the routes record writes as done by it. ``check_bind`` refuses
 to listen beyond loopback without tokens.
 """
 
@@ -46,6 +47,12 @@ class AuthMiddleware:
 UNAUTHENTICATED = error_body(
     "unauthenticated", "missing or unknown bearer token; send 'Authorization: Bearer "
     "<token>' with a token listed under server.tokens")
+
+
+def principal(scope: Any) -> str:
+    """Who the current request is from, as authentication found it (``anonymous`` when the
+    server has no tokens): what a write is recorded as done by."""
+    return str(scope.get("state", {}).get("principal") or "anonymous")
 
 
 def principal_of(scope: Any, tokens: list[tuple[bytes, str]]) -> str | None:
