@@ -197,7 +197,7 @@ def test_bind_failure_is_an_error_before_serving(store):
     taken.listen()
     announced = []
     try:
-        with pytest.raises(StateError, match="cannot listen on 127.0.0.1:.*another process"):
+        with pytest.raises(StateError, match=r"cannot listen on 127\.0\.0\.1:.*another process"):
             serve(store, "127.0.0.1", taken.getsockname()[1],
                   on_ready=lambda h, p: announced.append((h, p)))
     finally:

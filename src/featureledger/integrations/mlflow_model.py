@@ -19,6 +19,7 @@ This module imports ``mlflow.pyfunc`` when loaded: import it only to register or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -106,10 +107,8 @@ def register_model(client: Any, mlflow_run_id: str, name: str, artifact: Any,
         client.log_artifacts(mlflow_run_id, str(folder), ARTIFACT_PATH)
     source = f"{client.get_run(mlflow_run_id).info.artifact_uri}/{ARTIFACT_PATH}"
     if not client.search_registered_models(filter_string=f"name = '{_quote(name)}'"):
-        try:
-            client.create_registered_model(name)
-        except mlflow.exceptions.MlflowException:  # created meanwhile by another writer
-            pass
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            client.create_registered_model(name)  # (unless created meanwhile elsewhere)
     tags = {"featureledger.model_id": spec["model_id"],
             "featureledger.project": spec["project"],
             "featureledger.features": _cut(",".join(spec["features"])),

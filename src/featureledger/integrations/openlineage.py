@@ -495,15 +495,15 @@ def training_set_columns(views: Sequence[Any], by_view: dict[tuple[str, int], li
     out: dict[str, tuple[str, int, str, dict[str, Any] | None]] = {}
     requests = [v for v in views if isinstance(v, dict) and "output_names" in v]
     if requests:
-        for v in requests:
-            for f, name in zip(v["features"], v["output_names"], strict=False):
-                out[name] = (v["view"], v["version"], f, None)
-            for agg in v.get("aggregations") or []:
-                out[agg["output"]] = (v["view"], v["version"], agg["column"], agg)
+        for req in requests:
+            for f, name in zip(req["features"], req["output_names"], strict=False):
+                out[name] = (req["view"], req["version"], f, None)
+            for agg in req.get("aggregations") or []:
+                out[agg["output"]] = (req["view"], req["version"], agg["column"], agg)
         return out
-    for (v, n), feats in by_view.items():
+    for (view, n), feats in by_view.items():
         for f in feats:
-            out[f"{v}__{f}" if full else f] = (v, n, f, None)
+            out[f"{view}__{f}" if full else f] = (view, n, f, None)
     return out
 
 
