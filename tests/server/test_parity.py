@@ -219,6 +219,6 @@ def test_cli_serve_on_a_taken_port_fails_without_announcing(tmp_path):
                   code=None)
     finally:
         taken.close()
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "serving" not in proc.stdout
     assert "cannot listen on 127.0.0.1" in proc.stdout + proc.stderr

@@ -35,8 +35,15 @@ returns, so ``featureledger serve`` closes the store and exits 0. A push answere
 the signal is durable in the push log either way; draining makes it a commit too.
 
 Authentication: with ``server.tokens`` configured (token -> principal), every endpoint but
-the health endpoints and the OpenAPI document needs ``Authorization: Bearer <token>``;
-without tokens the server only binds a loopback address (``serve`` refuses anything else).
+the health endpoints and the docs page's static files needs ``Authorization: Bearer
+<token>`` (``/docs`` and ``/openapi.json`` too, unless ``server.public_docs``); without
+tokens the server only binds a loopback address (``serve`` refuses anything else). A push
+is recorded as done by the request's principal (:func:`.auth.principal`).
+
+Every route that takes a body takes JSON only, declared as such (415 otherwise, also
+without a ``Content-Type``). Float NaN and infinity, which JSON cannot hold, are the text
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` both ways. ``serve`` binds its socket before
+anything is announced or served: a port in use is a ``StateError``.
 """
 
 from __future__ import annotations
