@@ -201,6 +201,8 @@ def test_registered_model_resolves_and_scores(tmp_path, tracking_uri, monkeypatc
         assert spec["datasets"] == [{"dataset_id": ds.id, "stage": "training",
                                      "content_hash": ds.content_hash, "row_count": 2}]
         assert (Path(local) / "MLmodel").is_file()
+        assert (Path(local) / "requirements.txt").read_text().splitlines()[0].startswith(
+            "featureledger==")
         # models:/ resolves to the featureledger model and its features, no hand registration
         res = resolve(s, "models:/fraud-registered/1")
         assert res.model_id == model.model_id and res.run_id == run.run_id
@@ -275,3 +277,17 @@ def test_score_batch_with_a_loader_and_refusals(tmp_path, tracking_uri):
             s.score_batch(model.model_id, ents, loader=lambda _uri: Wrong())
     finally:
         s.close()
+
+
+def test_requirements_pin_featureledger_mlflow_and_the_models_package():
+    from importlib import metadata
+
+    from featureledger import __version__
+    from featureledger.integrations.mlflow_model import requirements
+
+    reqs = requirements(pd.DataFrame())  # a model whose class comes from pandas
+    assert reqs[0] == f"featureledger=={__version__}"
+    assert f"pandas=={metadata.version('pandas')}" in reqs
+    assert f"cloudpickle=={metadata.version('cloudpickle')}" in reqs
+    assert any(r.startswith(("mlflow==", "mlflow-skinny==")) for r in reqs)
+    assert not any(r.startswith("pandas") for r in requirements(TripsModel()))

@@ -63,7 +63,11 @@ class ScoredBatch:
         return len(self._frame)
 
 
-def _load(uri: str, loader: Callable[[str], Any] | None, tracking_uri: str | None) -> Any:
+def _load(uri: str, loader: Callable[[str], Any] | None, tracking_uri: str | None,
+          loaded: dict[str, Any]) -> Any:
+    """The model behind ``uri``; an MLflow model version once per service (``models:/N``
+    and ``runs:/`` artifacts do not change; an alias, ``models:/name@alias``, may move,
+    so it is loaded each time)."""
     if loader is not None:
         return loader(uri)
     from featureledger.offline.storage import local_path
@@ -72,7 +76,12 @@ def _load(uri: str, loader: Callable[[str], Any] | None, tracking_uri: str | Non
     if uri.startswith(MLFLOW_SCHEMES) or (local is not None and (local / "MLmodel").is_file()):
         from featureledger.integrations.mlflow_model import load_model
 
-        return load_model(str(local) if local is not None else uri, tracking_uri)
+        if uri in loaded:
+            return loaded[uri]
+        model = load_model(str(local) if local is not None else uri, tracking_uri)
+        if uri.startswith(MLFLOW_SCHEMES) and "@" not in uri:
+            loaded[uri] = model
+        return model
     raise TrackingError(
         f"cannot load the model at {uri!r}: it is not an MLflow model (models:/, runs:/ or a "
         "folder with an MLmodel file). Pass loader=, a function from the artifact URI to an "
@@ -128,7 +137,8 @@ def score(service: TrackingService, model: str, entity_df: Any, *,
     if not prediction_column:
         raise TrackingError("prediction_column must be a column name, e.g. 'prediction'")
     mv = service.get_model(model)
-    predictor = _load(mv.artifact_uri, loader, service.ctx.config.mlflow.tracking_uri)
+    predictor = _load(mv.artifact_uri, loader, service.ctx.config.mlflow.tracking_uri,
+                      service.loaded_models)
     if not callable(getattr(predictor, "predict", None)):
         raise TrackingError(f"the model loaded for {mv.ref} has no predict method; the loader "
                             "must return an object with predict(frame)")

@@ -119,6 +119,7 @@ class TrackingService:
         self.runs = ctx.registry.runs
         self.models = ctx.registry.models
         self.usage = ctx.registry.usage
+        self.loaded_models: dict[str, Any] = {}  # MLflow model URI -> model (score_batch)
         attach(ctx)
 
     # -- experiments -------------------------------------------------------------------
