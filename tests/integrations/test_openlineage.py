@@ -260,6 +260,9 @@ def test_sources_are_named_as_the_lineage_graph_names_them(tmp_path):
         "memory", f"sha256:{from_frame.source['digest']}", nodes[from_frame.commit_id])
     # a push: its endpoint; the principal is in the node id
     assert inputs(pushed) == ("push://ol", "driver_stats", nodes[pushed])
+    # a push's steps do not say which columns the rows had: no column lineage claimed
+    assert "columnLineage" not in done[pushed.partition("_")[2]]["outputs"][0]["facets"]
+    assert "columnLineage" in done[from_file.partition("_")[2]]["outputs"][0]["facets"]
     assert nodes[pushed].startswith("source:push://ol/driver_stats?principal=")
 
 

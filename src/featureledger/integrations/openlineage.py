@@ -300,7 +300,7 @@ class OpenLineageEmitter:
                                       rec.run_id)
         inputs = [self._source_dataset(node) for node in self._sources_of(cid)]
         out = self._view_dataset(view, version, OutputDataset, [cid])
-        if len(inputs) == 1:
+        if len(inputs) == 1 and e.source == "ingest":  # the steps say how columns were read
             out.facets.update(ingest_column_lineage(
                 inputs[0], [f.name for f in getattr(out.facets.get("schema"), "fields", [])],
                 rec.steps))
