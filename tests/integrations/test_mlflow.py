@@ -151,7 +151,11 @@ def test_params_metrics_and_tags_reach_the_linked_mlflow_run(tmp_path, tracking_
                 run.log_metric("loss", loss)
             run.log_metric("auc", 0.8, step=10, timestamp=T0)
             run.set_tag("stage", "candidate")
+            with s.start_run("mirror", params={"lr": 0.5}) as nested:
+                nested.log_metric("loss", 0.1)
         got = client.get_run(mrun.info.run_id)
+        # the nested run is not linked to the MLflow run its parent holds
+        assert s.get_run(nested.run_id).mlflow_run_id is None
     finally:
         s.close()
     assert got.data.params == {"lr": "0.1", "depth": "3", "layers": "[64,32]"}

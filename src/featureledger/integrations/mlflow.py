@@ -128,6 +128,8 @@ class MlflowLink:
             mlflow_id = active.info.run_id if active is not None else None
         if not mlflow_id:
             return
+        if event.parent_run_id and linked_run(self.ctx, event.parent_run_id) == mlflow_id:
+            return  # a nested run: its parent holds that MLflow run (params would clash)
         link_run(self.ctx, run_id, mlflow_id)
 
     def on_run_logged(self, event: RunLogged) -> None:
