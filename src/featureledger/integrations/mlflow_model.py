@@ -108,15 +108,13 @@ def requirements(model: Any) -> list[str]:
     """
     from importlib import metadata
 
-    from featureledger import __version__
-
     def pinned(dist: str) -> str | None:
         try:
             return f"{dist}=={metadata.version(dist)}"
         except metadata.PackageNotFoundError:
             return None
 
-    out = [f"featureledger=={__version__}", pinned("mlflow") or pinned("mlflow-skinny"),
+    out = [pinned("featureledger"), pinned("mlflow") or pinned("mlflow-skinny"),
            pinned("cloudpickle")]
     top = type(model).__module__.split(".")[0]
     for dist in sorted(metadata.packages_distributions().get(top, [])):
