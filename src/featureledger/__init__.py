@@ -7,7 +7,11 @@ True
 
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import FeatureDataWarning, FeatureLedgerError
+from featureledger.errors import (
+    DeprecatedFeatureWarning,
+    FeatureDataWarning,
+    FeatureLedgerError,
+)
 from featureledger.model.definitions import (
     Aggregation,
     DataFrameSource,
@@ -29,12 +33,18 @@ __version__ = "0.1.0"
 # Result types: importable from here, loaded on first use so `import featureledger` stays
 # light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
 _LAZY = {
+    "AuditEntry": "featureledger.registry.audit",
+    "AuditVerification": "featureledger.registry.audit",
+    "CatalogEntry": "featureledger.governance.catalog",
     "CommitRecord": "featureledger.registry.commits",
     "DefinitionRecord": "featureledger.registry.definitions",
     "Deployment": "featureledger.registry.tracking_records",
+    "Deprecation": "featureledger.registry.lifecycle",
     "Experiment": "featureledger.registry.tracking_records",
+    "Expiry": "featureledger.governance.retention",
     "FeatureStatus": "featureledger.online.response",
     "GcReport": "featureledger.offline.storage",
+    "GovernanceReport": "featureledger.governance.report",
     "ImpactReport": "featureledger.lineage.service",
     "IngestionResult": "featureledger.ingest.pipeline",
     "LineageGraph": "featureledger.lineage.graph",
@@ -46,6 +56,8 @@ _LAZY = {
     "Policy": "featureledger.governance.policy",
     "PolicyRecord": "featureledger.registry.policies",
     "ReconcileReport": "featureledger.lineage.reconcile",
+    "RetentionPolicy": "featureledger.registry.lifecycle",
+    "RetentionReport": "featureledger.governance.retention",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
     "RunRecord": "featureledger.registry.tracking_records",
@@ -53,7 +65,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from featureledger.governance.catalog import CatalogEntry
     from featureledger.governance.policy import Policy
+    from featureledger.governance.report import GovernanceReport
+    from featureledger.governance.retention import Expiry, RetentionReport
     from featureledger.ingest.pipeline import IngestionResult
     from featureledger.lineage.graph import LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -62,8 +77,10 @@ if TYPE_CHECKING:
     from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializeResult
     from featureledger.online.response import FeatureStatus, OnlineResponse
+    from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
+    from featureledger.registry.lifecycle import Deprecation, RetentionPolicy
     from featureledger.registry.policies import PolicyRecord
     from featureledger.registry.tracking_records import (
         Deployment,
@@ -92,12 +109,18 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Aggregation",
+    "AuditEntry",
+    "AuditVerification",
+    "CatalogEntry",
     "CommitRecord",
     "DataFrameSource",
     "DefinitionRecord",
     "Deployment",
+    "DeprecatedFeatureWarning",
+    "Deprecation",
     "Entity",
     "Experiment",
+    "Expiry",
     "FeatureDataWarning",
     "FeatureLedgerError",
     "FeatureRef",
@@ -108,6 +131,7 @@ __all__ = [
     "Field",
     "FileSource",
     "GcReport",
+    "GovernanceReport",
     "ImpactReport",
     "IngestionResult",
     "LineageGraph",
@@ -120,6 +144,8 @@ __all__ = [
     "PolicyRecord",
     "ReconcileReport",
     "RequestFeatureView",
+    "RetentionPolicy",
+    "RetentionReport",
     "RowCheck",
     "Run",
     "RunComparison",

@@ -69,11 +69,13 @@ def _sdk(store, principal, action, cls, n):
                        if d.name == view else d for d in defs]
             assert store.apply(changed).changed
         elif action == "deprecate":
-            store.deprecate(view, 1, "matrix")
+            store.deprecate(f"{view}@1", "matrix")
     # put back what an allowed cell changed, as root (allowed: no denial recorded)
     if action == "quarantine":
         store.restore(store.commits(view)[0].commit_id, "matrix reset")
     elif action == "deprecate":
+        for dep in store.deprecations(view=view):
+            store.withdraw_deprecation(dep.deprecation_id, "matrix reset")
         store.registry.definitions.set_status("feature_view", view, 1, "active", "reset")
 
 

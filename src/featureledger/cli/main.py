@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "featureledger.cli.tracking_cmds",
     "featureledger.cli.retrieval_cmds",
     "featureledger.cli.online_cmds",
+    "featureledger.cli.lifecycle_cmds",
+    "featureledger.cli.audit_cmds",
     "featureledger.cli.governance_cmds",
 ]
 

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from featureledger.context import StoreContext
     from featureledger.model.definitions import Definition, FeatureView
     from featureledger.offline.storage import WrittenFiles
-    from featureledger.registry import DefinitionRecord, Plan, PlanItem
+    from featureledger.registry import Plan, PlanItem
     from featureledger.registry.commits import CommitRecord
 
 
@@ -164,10 +164,14 @@ class ApplyService:
 
     def apply(self, definitions: list[Definition], *, allow_breaking: str | None = None,
               migrations: Mapping[str, str] | None = None,
-              policy: Policy | None = None) -> Plan:
+              policy: Policy | None = None, experiment: str | None = None,
+              hypothesis: str | None = None) -> Plan:
         """Apply ``definitions`` atomically; ``migrations`` maps a view name to the SQL
         that fills its new version from the previous version's rows (relation ``old``);
         ``policy`` becomes the access policy in force, in the same transaction (audited).
+        ``experiment`` (a name, created when new, or an ``exp_`` id) and ``hypothesis``
+        record, for every feature-view version this apply creates, what it was created to
+        test (in the catalog, and as a lineage edge from the experiment).
 
         With a policy in force, the principal needs ``apply`` on each definition that
         changes and ``admin`` to change the policy; a refusal applies nothing."""
@@ -189,6 +193,7 @@ class ApplyService:
                                 i.definition])], what="an apply")
             if policy_item is not None and policy_item.action != "unchanged":
                 access.require_admin(what="an apply of the access policy")
+        experiment_id = self._experiment(experiment, hypothesis)
 
         def migrate(conn: Connection, plan: Plan) -> None:
             # the views are complete here (join keys from their entities): a check that
@@ -209,6 +214,12 @@ class ApplyService:
                     conn, policy.to_spec(), reason=None,
                     changes=[{"change": c.change, "field": c.field, "detail": c.detail}
                              for c in policy_item.changes])
+            if experiment_id is not None and hypothesis is not None:
+                for item in plan.items:
+                    if item.kind == "feature_view" and item.action in ("new", "new_version"):
+                        self.ctx.registry.lifecycle.record_hypothesis(
+                            conn, item.name, item.to_version or 1, experiment_id,
+                            hypothesis.strip())
 
         plan = self.ctx.registry.definitions.apply(
             definitions, allow_breaking=allow_breaking, migrating=sql,
@@ -221,16 +232,19 @@ class ApplyService:
         self._derived_notes(plan)
         return plan
 
-    def deprecate(self, name: str, version: int, reason: str,
-                  kind: str = "feature_view") -> DefinitionRecord:
-        """Mark a version deprecated (audited); with a policy in force the principal needs
-        ``deprecate`` on it."""
-        definitions = self.ctx.registry.definitions
-        access = self.ctx.part(AccessControl)
-        if access.enabled():
-            access.require_object("deprecate", definitions.get(kind, name, version).definition,
-                                  kind=kind, what=f"deprecating {name}@{version}")
-        return definitions.set_status(kind, name, version, "deprecated", reason)
+    def _experiment(self, experiment: str | None, hypothesis: str | None) -> str | None:
+        """The id of the experiment new versions are created for (created when new)."""
+        if experiment is None and hypothesis is None:
+            return None
+        if not experiment or not experiment.strip() or not hypothesis or not hypothesis.strip():
+            raise DefinitionError(
+                "an experiment and a hypothesis go together: pass both (CLI --experiment "
+                "NAME --hypothesis 'TEXT'), e.g. experiment='eta-v2', hypothesis='trip "
+                "distance improves ETA error'")
+        runs = self.ctx.registry.runs
+        if experiment.startswith("exp_"):
+            return runs.get_experiment(experiment).experiment_id
+        return runs.create_experiment(experiment.strip(), exist_ok=True).experiment_id
 
     def _checked(self, migrations: Mapping[str, str] | None) -> dict[str, str]:
         out = {}

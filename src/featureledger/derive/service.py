@@ -54,6 +54,7 @@ from featureledger.derive import runner
 from featureledger.errors import DefinitionError, DerivationError, StateError
 from featureledger.events import CommitCompleted, CommitStatusChanged
 from featureledger.governance.access import AccessControl
+from featureledger.lineage.columns import column_lineage
 from featureledger.model.definitions import parse_ttl
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
@@ -377,7 +378,8 @@ class DeriveService:
         commit_id = new_id("cmt")
         run = current_run_id()
         source = {"type": DERIVE_SOURCE, "range": None if unit == (None, None) else list(unit),
-                  "parents": read, "transformation": rec.definition_hash}
+                  "parents": read, "transformation": rec.definition_hash,
+                  "columns": column_lineage(rec.definition, {p.name: p.view for p in parents})}
         steps = [{"step": "derive", "params": {
             "language": t.language, "code_sha256": runner.code_digest(t), "params": t.params,
             "parents": [f"{r['view']}@{r['version']}" for r in read],

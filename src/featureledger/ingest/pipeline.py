@@ -62,7 +62,12 @@ from featureledger.model.timeutil import to_us
 from featureledger.offline.duckdb.guard import check_expression
 from featureledger.offline.duckdb.sandbox import SandboxError, query
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
-from featureledger.registry.commits import PENDING_STATUS, CommitRecord
+from featureledger.registry.commits import (
+    EXPIRED_STATUS,
+    PENDING_STATUS,
+    CommitRecord,
+    expired_error,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -453,6 +458,8 @@ class IngestionService:
                 "yet. Flush the pushes (or restart the server holding them), then change "
                 "its status"
             )
+        if old.status == EXPIRED_STATUS:
+            raise expired_error(old)
         if old.status == status:
             return old
         if old.status not in allowed_from:
@@ -487,7 +494,8 @@ class IngestionService:
         self.ctx.part(AccessControl).require_admin(what="garbage collection")
         # files a compaction replaced stay referenced for the same grace period
         referenced = self._registry.commits.live_files(int(grace_seconds * 1_000_000))
+        datasets = {p.rsplit("/", 1)[0] for p in self._registry.datasets.entity_paths()}
         report = self.ctx.offline_store.gc(referenced, grace_seconds=grace_seconds,
-                                           dry_run=dry_run)
+                                           dry_run=dry_run, referenced_datasets=datasets)
         self.ctx.events.emit(GcCompleted(report=report, dry_run=dry_run))
         return report

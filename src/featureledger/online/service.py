@@ -163,10 +163,13 @@ class OnlineService:
         ``entity_rows`` is a list of dicts or a dict of columns. Values of ``NOT_FOUND``
         and ``OUTSIDE_TTL`` are None, or, with ``fill_defaults=True``, the field's
         declared default (the status stays). Request-time features (``request_view:field``)
-        are computed from the served values of their inputs (which come along) and
+        are computed from the served values of their inputs (which come along only when
+        asked for themselves) and
         ``request_data`` (a dict of request value -> a value for every row or a list).
         """
         if request_data is not None:
+            if feature_set is not None:  # a set may list request-time features too
+                features = self._set_references(features, feature_set)
             return self._with_request_features(features, entity_rows, request_data or {},
                                                full_feature_names, fill_defaults)
         if deployment is not None or model is not None:
@@ -176,9 +179,12 @@ class OnlineService:
                                      "model, not several")
             target: str = deployment if deployment is not None else model  # type: ignore[assignment]
             features, feature_versions = self._features_of(target)
-            response = read_online(self.store, self.cache,
-                                   self.plan(features, full_feature_names=full_feature_names),
-                                   entity_rows, fill_defaults)
+            pinned = self.plan(features, full_feature_names=full_feature_names)
+            if pinned.deprecated is not None:
+                self._deprecated_read(pinned, entity_rows,
+                                      target if target.startswith("dep_") else None)
+            response = read_online(self.store, self.cache, pinned, entity_rows,
+                                   fill_defaults)
             assert response is not None  # with a store, a read always answers
             if target.startswith("dep_"):
                 self.registry.usage.add(target, feature_versions, rows=len(response))
@@ -190,16 +196,35 @@ class OnlineService:
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
         if plan is None:
-            if self._requests_views(features):  # never a cached plan: checked on a miss
-                return self._with_request_features(features, entity_rows, {},
+            refs = features if feature_set is None else self._set_references(features,
+                                                                            feature_set)
+            if self._requests_views(refs):  # never a cached plan: checked on a miss
+                return self._with_request_features(refs, entity_rows, {},
                                                    full_feature_names, fill_defaults)
             plan = self.plan(features, feature_set=feature_set,
                              full_feature_names=full_feature_names)
         elif (acting_principal() or self._own_principal) not in plan.readers:
             self._admit(plan)
+        if plan.deprecated is not None:
+            self._deprecated_read(plan, entity_rows, None)
         response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         return response
+
+    def _set_references(self, features: Any, feature_set: str) -> list[str]:
+        if features is not None:
+            raise RetrievalError("pass either features or feature_set, not both")
+        return list(feature_set_references(self.registry, feature_set))
+
+    def _deprecated_read(self, plan: ReadPlan, entity_rows: Any,
+                         deployment: str | None) -> None:
+        """A read of deprecated features: warned and counted; refused (before anything is
+        read) for a retired one unless ``deployment`` has an exception for it."""
+        assert plan.deprecated is not None
+        rows = (len(next(iter(entity_rows.values()), ())) if isinstance(entity_rows, dict)
+                else len(entity_rows) if isinstance(entity_rows, (list, tuple)) else 1)
+        self.registry.lifecycle.gate.on_read(plan.deprecated, reader="online",
+                                             deployment=deployment, rows=rows)
 
     def _requests_views(self, features: Any) -> bool:
         """Whether ``features`` names a request view (cached until the registry changes)."""
@@ -233,9 +258,10 @@ class OnlineService:
             got = self._request_plans[key] = request_plan(self.registry, list(features),
                                                           full_feature_names)
         stored, request = got
-        response = read_online(self.store, self.cache,
-                               self.plan(stored, full_feature_names=full_feature_names),
-                               entity_rows, fill_defaults)
+        plan = self.plan(stored, full_feature_names=full_feature_names)
+        if plan.deprecated is not None:
+            self._deprecated_read(plan, entity_rows, None)
+        response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         by_ref = {ref: name for name, ref in response.references.items()}
         computed = []
@@ -252,7 +278,8 @@ class OnlineService:
             for f, o in zip(q["fields"], q["outputs"], strict=True):
                 computed.append((o, f"{q['name']}@{q['version']}:{f}", q["version"],
                                  view.field(f).dtype, out.column(f).to_pylist()))
-        return response.with_computed(computed)
+        hidden = frozenset(by_ref[ref] for q in request for ref in q.get("hidden", ()))
+        return response.with_computed(computed, hidden)
 
     def get_online_features_nowait(self, features: Any = None, entity_rows: Any = None, *,
                                    feature_set: str | None = None,
@@ -272,8 +299,11 @@ class OnlineService:
             return None
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
-        if plan is None or (acting_principal() or self._own_principal) not in plan.readers:
-            return None  # the full read checks the principal's access (and audits)
+        if plan is None or plan.deprecated is not None or (
+                acting_principal() or self._own_principal) not in plan.readers:
+            # the full read checks the principal's access (and audits) and counts
+            # deprecated reads
+            return None
         return read_online(None, self.cache, plan, entity_rows, fill_defaults)
 
     def _features_of(self, model: str) -> tuple[list[str], list[str]]:

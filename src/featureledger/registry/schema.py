@@ -66,6 +66,9 @@ registry_state = Table(
     metadata,
     _project(primary_key=True),
     Column("generation", BigInteger, nullable=False),
+    # the audit chain's head (revision 0007): last sequence number and entry hash
+    Column("audit_seq", BigInteger, nullable=True),
+    Column("audit_head", String(64), nullable=True),
 )
 
 # One immutable ingestion write into one view version.
@@ -89,7 +92,8 @@ commits = Table(
     Column("content_digest", String(64), nullable=False),  # sha256 over the stored files
     Column("min_event_ts", BigInteger, nullable=True),
     Column("max_event_ts", BigInteger, nullable=True),
-    Column("status", String(16), nullable=False),  # committed / quarantined / rolled_back
+    # committed / quarantined / rolled_back / expired (retention deleted its data)
+    Column("status", String(16), nullable=False),
     Column("status_reason", Text, nullable=True),
     Column("status_changed_at", BigInteger, nullable=True),
     # JSON {path: {"size": n[, "sha256": hex]}}: what reconcile checks the files against
@@ -178,7 +182,8 @@ lineage_edges = Table(
 )
 Index("ix_lineage_dst", lineage_edges.c.project, lineage_edges.c.dst)
 
-# Append-only audit trail of every registry change.
+# Append-only audit trail of every registry change and every denied request: one hash
+# chain per project (revision 0007; see registry/audit.py).
 audit_log = Table(
     "audit_log",
     metadata,
@@ -190,8 +195,13 @@ audit_log = Table(
     Column("object_kind", String(32), nullable=False),
     Column("object_id", String(255), nullable=False),
     Column("details", Text, nullable=False),
+    Column("seq", BigInteger, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("entry_hash", String(64), nullable=True),
+    Column("signature", String(64), nullable=True),
 )
 Index("ix_audit_object", audit_log.c.project, audit_log.c.object_kind, audit_log.c.object_id)
+Index("ix_audit_seq", audit_log.c.project, audit_log.c.seq, unique=True)
 
 # -- tracking (revision 0002): experiments, runs, models, deployments, usage -------------
 
@@ -396,6 +406,75 @@ access_policies = Table(
     Column("reason", Text, nullable=True),
 )
 
+# -- governance (revision 0009): retention, deprecation schedules, catalog -------------------
+# A commit's data deleted by retention keeps its row with status ``expired`` (the time in
+# ``status_changed_at``), so datasets that read it can say which commits expired and when.
+
+# Retention per feature view (every version): keep commits younger than ``keep_days``, or
+# the newest ``keep_last`` commits; a view without a row keeps everything.
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    _project(primary_key=True),
+    Column("view_name", String(255), primary_key=True),
+    Column("keep_days", Integer, nullable=True),
+    Column("keep_last", Integer, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("set_at", BigInteger, nullable=False),
+    Column("set_by", String(255), nullable=False),
+)
+
+# A deprecation (and, with ``retire_on``, its retirement) of a view, a view version, a
+# feature or a feature of one version (``view_version`` / ``feature`` NULL: every one).
+# Approval by a principal other than the requester is recorded beside it.
+deprecations = Table(
+    "deprecations",
+    metadata,
+    Column("deprecation_id", String(64), primary_key=True),
+    _project(),
+    Column("view_name", String(255), nullable=False),
+    Column("view_version", Integer, nullable=True),
+    Column("feature", String(255), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("replacement", String(512), nullable=True),
+    Column("retire_on", BigInteger, nullable=True),  # µs UTC; reads fail from then on
+    Column("requested_at", BigInteger, nullable=False),
+    Column("requested_by", String(255), nullable=False),
+    Column("forced_reason", Text, nullable=True),  # over active deployments that read it
+    Column("approved_at", BigInteger, nullable=True),
+    Column("approved_by", String(255), nullable=True),
+    Column("withdrawn_at", BigInteger, nullable=True),
+    Column("withdrawn_by", String(255), nullable=True),
+)
+Index("ix_deprecations_view", deprecations.c.project, deprecations.c.view_name)
+
+# Reads of deprecated features, counted per feature, reader (``offline``, ``online`` or a
+# deployment id) and hour: counters, never a row per read.
+deprecated_reads = Table(
+    "deprecated_reads",
+    metadata,
+    _project(primary_key=True),
+    Column("reader", String(64), primary_key=True),
+    Column("feature", String(512), primary_key=True),  # view@version:feature
+    Column("bucket_start", BigInteger, primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+)
+
+# The experiment and hypothesis a feature-view version was created for (apply
+# --experiment --hypothesis); also a lineage edge experiment -> view version.
+version_hypotheses = Table(
+    "version_hypotheses",
+    metadata,
+    _project(primary_key=True),
+    Column("view_name", String(255), primary_key=True),
+    Column("view_version", Integer, primary_key=True),
+    Column("experiment_id", String(64), nullable=False),
+    Column("hypothesis", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+)
+
 __all__ = [
     "PROJECT_LENGTH",
     "access_policies",
@@ -407,6 +486,8 @@ __all__ = [
     "deployment_exceptions",
     "deployment_usage",
     "deployments",
+    "deprecated_reads",
+    "deprecations",
     "experiments",
     "lineage_edges",
     "metadata",
@@ -415,9 +496,11 @@ __all__ = [
     "model_versions",
     "models",
     "registry_state",
+    "retention_policies",
     "run_external_ids",
     "run_metrics",
     "run_params",
     "run_tags",
     "runs",
+    "version_hypotheses",
 ]

@@ -254,6 +254,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
             _log.exception("the access policy could not be read; its tokens are not updated")
 
     serving.on_generation = follow_policy
+    metrics.watch_governance(lambda: store.governance_report().gauges())
 
     def refused(path: str, method: str, status: int, code: str) -> None:
         # answered by the guard before any route: counted under the fast path's own
