@@ -7,33 +7,28 @@ True
 
 from typing import TYPE_CHECKING, Any
 
-from featureledger.errors import FeatureDataWarning, FeatureLedgerError
-from featureledger.model.definitions import (
-    Aggregation,
-    DataFrameSource,
-    Entity,
-    FeatureSet,
-    FeatureView,
-    Field,
-    FileSource,
-    RequestFeatureView,
-    RowCheck,
-    Transformation,
-)
-from featureledger.model.ids import new_id
-from featureledger.model.references import FeatureRef, parse_reference
-from featureledger.store import FeatureStore
-
 __version__ = "0.1.0"
 
-# Result types: importable from here, loaded on first use so `import featureledger` stays
-# light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
+# Everything is loaded on first use, so `import featureledger` (and so every CLI command,
+# `featureledger --help` first) stays light: no pydantic, pyarrow, DuckDB or SQLAlchemy
+# until a name that needs them is used.
 _LAZY = {
+    "Aggregation": "featureledger.model.definitions",
     "CommitRecord": "featureledger.registry.commits",
+    "DataFrameSource": "featureledger.model.definitions",
     "DefinitionRecord": "featureledger.registry.definitions",
     "Deployment": "featureledger.registry.tracking_records",
+    "Entity": "featureledger.model.definitions",
     "Experiment": "featureledger.registry.tracking_records",
+    "FeatureDataWarning": "featureledger.errors",
+    "FeatureLedgerError": "featureledger.errors",
+    "FeatureRef": "featureledger.model.references",
+    "FeatureSet": "featureledger.model.definitions",
     "FeatureStatus": "featureledger.online.response",
+    "FeatureStore": "featureledger.store",
+    "FeatureView": "featureledger.model.definitions",
+    "Field": "featureledger.model.definitions",
+    "FileSource": "featureledger.model.definitions",
     "GcReport": "featureledger.offline.storage",
     "ImpactReport": "featureledger.lineage.service",
     "IngestionResult": "featureledger.ingest.pipeline",
@@ -44,17 +39,37 @@ _LAZY = {
     "Plan": "featureledger.registry.definitions",
     "PlanItem": "featureledger.registry.definitions",
     "ReconcileReport": "featureledger.lineage.reconcile",
+    "RequestFeatureView": "featureledger.model.definitions",
+    "RowCheck": "featureledger.model.definitions",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
     "RunRecord": "featureledger.registry.tracking_records",
     "TrainingDataset": "featureledger.offline.dataset",
+    "Transformation": "featureledger.model.definitions",
+    "new_id": "featureledger.model.ids",
+    "parse_reference": "featureledger.model.references",
 }
 
 if TYPE_CHECKING:
+    from featureledger.errors import FeatureDataWarning, FeatureLedgerError
     from featureledger.ingest.pipeline import IngestionResult
     from featureledger.lineage.graph import LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
     from featureledger.lineage.service import ImpactReport
+    from featureledger.model.definitions import (
+        Aggregation,
+        DataFrameSource,
+        Entity,
+        FeatureSet,
+        FeatureView,
+        Field,
+        FileSource,
+        RequestFeatureView,
+        RowCheck,
+        Transformation,
+    )
+    from featureledger.model.ids import new_id
+    from featureledger.model.references import FeatureRef, parse_reference
     from featureledger.offline.dataset import TrainingDataset
     from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializeResult
@@ -68,6 +83,7 @@ if TYPE_CHECKING:
         RunComparison,
         RunRecord,
     )
+    from featureledger.store import FeatureStore
     from featureledger.tracking.run import Run
 
 
