@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from featureledger.cli.common import (
     JsonOption,
@@ -16,10 +15,17 @@ from featureledger.cli.common import (
     err_console,
     open_store,
     print_json,
+    short_hash,
+    short_id,
     show,
     show_repr,
+    table,
+    when,
 )
 from featureledger.model.timeutil import from_us
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _STATUS_STYLE = {"committed": "green", "quarantined": "yellow", "rolled_back": "red",
                  "pending": "cyan"}  # a push not landed yet
@@ -50,10 +56,9 @@ def _sample_cell(sample: dict[str, Any]) -> str:
 def report_table(report: Any, title: str = "validation") -> Table:
     """A validation report as a table: one row per rule that failed, with sample rows (every
     value cut to ``bounds.value_chars``, with its size; markup escaped)."""
-    t = Table(title=f"{show(title)}: {report.rows_rejected} of {report.rows_checked} rows "
+    t = table("rule", "constraint", "failed", "first rows",
+              title=f"{show(title)}: {report.rows_rejected} of {report.rows_checked} rows "
                     "rejected")
-    for col in ("rule", "constraint", "failed", "first rows"):
-        t.add_column(col, overflow="fold")
     for r in report.failures:
         samples = "\n".join(_sample_cell(s) for s in r.sample)
         t.add_row(f"[red]{show(r.rule)}[/]", show(r.detail), str(r.failed), samples)
@@ -73,17 +78,16 @@ def _print_unparsed(report: Any, out: Any) -> None:
 
 
 def _commit_table(commits: list[Any]) -> Table:
-    t = Table(title="commits")
-    for col in ("commit", "view", "time (UTC)", "rows", "rejected", "status", "user", "run"):
-        t.add_column(col, overflow="fold")
+    t = table("commit", "view", "committed (UTC)", "rows", "rej.", "status", "user", "run",
+              title="commits", ids=("commit", "view", "committed (UTC)", "run"))
     for c in commits:
         style = _STATUS_STYLE.get(c.status, "")
         status = f"[{style}]{c.status}[/]"
         if c.stale:  # a derived commit whose inputs changed: 'derive VIEW' recomputes it
             status += f"\n[yellow]stale[/]: {show('; '.join(c.stale), 300)}"
-        t.add_row(c.commit_id, c.view_ref, from_us(c.commit_time).strftime("%Y-%m-%d %H:%M:%S.%f"),
-                  str(c.row_count), str(c.rejected_count), status, c.user,
-                  c.run_id or "-")
+        t.add_row(short_id(c.commit_id), c.view_ref, when(c.commit_time, seconds=False),
+                  str(c.row_count), str(c.rejected_count), status, show(c.user),
+                  short_id(c.run_id))
     return t
 
 
@@ -93,20 +97,22 @@ def _print_commit(c: Any) -> None:
                   + (f" ({c.status_reason})" if c.status_reason else ""))
     console.print(f"  committed {from_us(c.commit_time).isoformat()} by {c.user}"
                   + (f" in run {c.run_id}" if c.run_id else ""))
-    console.print(f"  rows {c.row_count}, rejected {c.rejected_count}; source "
-                  f"{c.source.get('uri')} (sha256 {str(c.source.get('digest'))[:16]}...)")
+    console.print(f"  rows {c.row_count}, rejected {c.rejected_count}")
+    console.print(f"  source {show(c.source.get('uri'))} (sha256 "
+                  f"{short_hash(c.source.get('digest'))})")
     for step in c.steps:
         where = f" {step['column']}" if "column" in step else ""
         console.print(f"  step {show(step['step'])}{show(where)}: "
                       f"{show(json.dumps(step.get('params', {}), default=str), 2_000)}")
-    console.print(f"  files: {', '.join(c.files)} (sha256 {c.content_digest[:16]}...)")
+    console.print(f"  content sha256 {short_hash(c.content_digest)}; files:")
+    for f in c.files:
+        console.print(f"    {show(f)}", soft_wrap=True)
     if c.validation.get("rejected_path"):
         console.print(f"  rejected rows: {c.validation['rejected_path']}")
     if c.validation.get("rows_unparsed"):
         console.print(f"  unparsed input lines: {c.validation['rows_unparsed']}")
-    t = Table(title="profile")
-    for col in ("column", "count", "nulls", "min", "max", "mean", "p50", "distinct~"):
-        t.add_column(col)
+    t = table("column", "count", "nulls", "min", "max", "mean", "p50", "distinct~",
+              title="profile")
     for name, p in c.profile.get("columns", {}).items():
         q = p.get("quantiles") or {}
         mean = p.get("mean")
@@ -249,12 +255,13 @@ def register(app: typer.Typer) -> None:
                     print_json([{k: v for k, v in s.to_dict().items()
                                  if k != "file_manifest"} for s in segs])
                     return
-                table = Table("segment", "view", "commits", "rows", "files", "created")
+                t = table("segment", "view", "commits", "rows", "files", "created (UTC)",
+                          ids=("segment", "view", "created (UTC)"))
                 for seg in segs:
-                    table.add_row(seg.segment_id, seg.view_ref, str(len(seg.commit_ids)),
-                                  str(seg.row_count), str(len(seg.files)),
-                                  from_us(seg.created_at).isoformat(timespec="seconds"))
-                console.print(table)
+                    t.add_row(short_id(seg.segment_id), seg.view_ref, str(len(seg.commit_ids)),
+                              str(seg.row_count), str(len(seg.files)),
+                              when(seg.created_at, seconds=False))
+                console.print(t)
                 return
             if retire is not None:
                 seg = store.retire_segment(retire, reason or "retired by hand")

@@ -6,9 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    show,
+    table,
+)
 
 _STATUS_STYLE = {"NULL": "dim", "NOT_FOUND": "red", "OUTSIDE_TTL": "yellow", "DEFAULT": "cyan"}
 
@@ -22,9 +29,8 @@ def _print_result(result: Any, as_json: bool) -> None:
     if as_json:
         print_json(doc)
         return
-    t = Table(title=f"materialized up to {doc['end']}")
-    for col in ("view", "commits", "keys", "written", "seconds"):
-        t.add_column(col, justify="left" if col == "view" else "right")
+    t = table("view", "commits", "keys", "written", "seconds",
+              title=f"materialized up to {doc['end']}", ids=("view",))
     for v in doc["views"]:
         t.add_row(v["view"], str(len(v["commits"])), str(v["keys"]), str(v["written"]),
                   f"{v['seconds']:.2f}")
@@ -96,11 +102,8 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 print_json(resp.to_json_dict())
                 return
-            t = Table(title="online features")
-            for k in resp.join_keys:
-                t.add_column(k)
-            for name in resp.names:
-                t.add_column(f"{name}\n[dim]v{resp.versions[name]}[/]")
+            t = table(*resp.join_keys, *(f"{name}\n[dim]v{resp.versions[name]}[/]"
+                                          for name in resp.names), title="online features")
             for i in range(len(resp)):
                 cells = [show(col[i]) for col in resp.entity_columns]
                 for name in resp.names:

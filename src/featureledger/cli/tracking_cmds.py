@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
-from featureledger.model.timeutil import from_us
-
-
-def _when(us: int | None) -> str:
-    return "-" if us is None else from_us(us).strftime("%Y-%m-%d %H:%M:%S")
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    short_id,
+    show,
+    table,
+)
+from featureledger.cli.common import when as _when
 
 
 def _fmt(v: Any) -> str:
@@ -59,14 +63,14 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([r.to_dict() for r in found])
             return
-        t = Table(title=f"{len(found)} run(s)")
-        for col in ("run", "experiment", "name", "status", "started", "metrics", "datasets",
-                    "models"):
-            t.add_column(col)
+        t = table("run", "name", "experiment", "status", "started (UTC)", "metrics",
+                  "data", "models", title=f"{len(found)} run(s)",
+                  ids=("run", "started (UTC)"))
         for r in found:
-            t.add_row(r.run_id, r.experiment, r.name, r.status, _when(r.start_time),
+            t.add_row(short_id(r.run_id), show(r.name), show(r.experiment), r.status,
+                      _when(r.start_time, seconds=False),
                       ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items()) or "-",
-                      str(len(r.datasets)), ", ".join(r.models) or "-")
+                      str(len(r.datasets)), "\n".join(short_id(m) for m in r.models) or "-")
         console.print(t)
 
     @runs.command("show")
@@ -104,9 +108,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(c.to_dict())
             return
-        t = Table(title=f"{run_a} vs {run_b}")
-        for col in ("", "name", "A", "B", ""):
-            t.add_column(col)
+        t = table("", "name", "A", "B", " ",
+                  title=f"A = {run_a}\nB = {run_b}")
 
         def mark(a: Any, b: Any) -> str:
             return "[yellow]differs[/]" if a != b else ""
@@ -118,8 +121,10 @@ def register(app: typer.Typer) -> None:
         for k, (a, b) in c.feature_versions.items():
             t.add_row("reads", k, "yes" if a else "no", "yes" if b else "no", mark(a, b))
         for view in sorted(set(c.commits_only_a) | set(c.commits_only_b)):
-            t.add_row("commits", view, "\n".join(c.commits_only_a.get(view, [])) or "-",
-                      "\n".join(c.commits_only_b.get(view, [])) or "-", "[yellow]differs[/]")
+            t.add_row("commits", view,
+                      "\n".join(map(short_id, c.commits_only_a.get(view, []))) or "-",
+                      "\n".join(map(short_id, c.commits_only_b.get(view, []))) or "-",
+                      "[yellow]differs[/]")
         console.print(t)
         console.print("Same data (identical commits read)." if c.same_data else
                       f"{c.commits_common} commit(s) in common; the rows above differ.")
@@ -132,11 +137,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([e.to_dict() for e in found])
             return
-        t = Table(title=f"{len(found)} experiment(s)")
-        for col in ("experiment", "name", "description", "created"):
-            t.add_column(col)
+        t = table("experiment", "name", "description", "created (UTC)",
+                  title=f"{len(found)} experiment(s)", ids=("experiment", "created (UTC)"))
         for e in found:
-            t.add_row(e.experiment_id, e.name, e.description or "-", _when(e.created_at))
+            t.add_row(short_id(e.experiment_id), show(e.name), show(e.description or "-"),
+                      _when(e.created_at, seconds=False))
         console.print(t)
 
     @app.command("models")
@@ -148,12 +153,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([m.to_dict() for m in found])
             return
-        t = Table(title=f"{len(found)} model version(s)")
-        for col in ("model", "id", "run", "feature set", "feature versions", "datasets"):
-            t.add_column(col)
+        t = table("model", "id", "run", "feature set", "feature versions", "datasets",
+                  title=f"{len(found)} model version(s)", ids=("id", "run"))
         for m in found:
-            t.add_row(m.ref, m.model_id, m.run_id or "-", m.feature_set or "-",
-                      ", ".join(m.feature_versions),
+            t.add_row(show(m.ref), short_id(m.model_id), short_id(m.run_id),
+                      show(m.feature_set or "-"), show(", ".join(m.feature_versions)),
                       ", ".join(f"{s}: {len(d)}" for s, d in m.datasets.items()) or "-")
         console.print(t)
 
@@ -193,12 +197,14 @@ def register(app: typer.Typer) -> None:
             print_json(out)
             return
         if isinstance(out, list):
-            t = Table(title=f"{len(out)} deployment(s)")
-            for col in ("deployment", "model", "environment", "status", "deployed", "ended"):
-                t.add_column(col)
+            t = table("deployment", "model", "environment", "status", "deployed (UTC)",
+                      "ended (UTC)", title=f"{len(out)} deployment(s)",
+                      ids=("deployment", "deployed (UTC)", "ended (UTC)"))
             for d in out:
-                t.add_row(d["deployment_id"], d["model_ref"], d["environment"], d["status"],
-                          _when(d["deployed_at"]), _when(d["ended_at"]))
+                t.add_row(short_id(d["deployment_id"]), show(d["model_ref"]),
+                          show(d["environment"]), d["status"],
+                          _when(d["deployed_at"], seconds=False),
+                          _when(d["ended_at"], seconds=False))
             console.print(t)
         else:
             console.print(f"{out['deployment_id']}: {out['model_ref']} in "
