@@ -117,7 +117,8 @@ def table(*columns: str, title: str | None = None, ids: tuple[str, ...] = ()) ->
     from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+              padding=(0, 1, 0, 0))
     for col in columns:
         if col in ids:
             t.add_column(col, no_wrap=True, overflow="ignore")

@@ -78,16 +78,26 @@ def _print_unparsed(report: Any, out: Any) -> None:
 
 
 def _commit_table(commits: list[Any]) -> Table:
-    t = table("commit", "view", "committed (UTC)", "rows", "rej.", "status", "user", "run",
-              title="commits", ids=("commit", "view", "committed (UTC)", "run"))
+    """Commits in 80 columns: the rejected count and the run only when some commit has
+    them."""
+    rejected = any(c.rejected_count for c in commits)
+    runs = any(c.run_id for c in commits)
+    cols = ["commit", "view", "committed (UTC)", "rows", *(["rejected"] if rejected else []),
+            "status", "by", *(["run"] if runs else [])]
+    t = table(*cols, title="commits", ids=("commit", "view", "committed (UTC)", "rows",
+                                            "status", "run"))
     for c in commits:
         style = _STATUS_STYLE.get(c.status, "")
         status = f"[{style}]{c.status}[/]"
+        stale = ""
         if c.stale:  # a derived commit whose inputs changed: 'derive VIEW' recomputes it
-            status += f"\n[yellow]stale[/]: {show('; '.join(c.stale), 300)}"
+            stale = f"[yellow]stale[/]: {show('; '.join(c.stale), 300)}"
         t.add_row(short_id(c.commit_id), c.view_ref, when(c.commit_time, seconds=False),
-                  str(c.row_count), str(c.rejected_count), status, show(c.user),
-                  short_id(c.run_id))
+                  str(c.row_count), *([str(c.rejected_count)] if rejected else []),
+                  status + (" [yellow]stale[/]" if c.stale else ""), show(c.user),
+                  *([short_id(c.run_id)] if runs else []))
+        if stale:
+            t.add_row("", stale, *[""] * (len(cols) - 2))
     return t
 
 

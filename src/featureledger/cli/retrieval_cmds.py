@@ -79,6 +79,19 @@ def _print_dataset(manifest: dict[str, Any]) -> None:
         console.print(t)
 
 
+def _per_view(features: list[str]) -> list[str]:
+    """``view@N (features)`` per view version read, from ``view@N:feature`` references.
+
+    >>> _per_view(["v@1:a", "v@1:b", "w@2:c"])
+    ['v@1 (2)', 'w@2 (1)']
+    """
+    views: dict[str, list[str]] = {}
+    for ref in features:
+        view, _, feature = ref.rpartition(":")
+        views.setdefault(view, []).append(feature)
+    return [f"{v} ({len(fs)})" for v, fs in views.items()]
+
+
 def _split(features: str | None) -> list[str] | None:
     if features is None:
         return None
@@ -184,10 +197,12 @@ def register(app: typer.Typer) -> None:
             print_json([{k: v for k, v in r.to_dict().items() if k != "manifest"}
                         for r in recs])
             return
-        t = table("dataset", "created (UTC)", "rows", "features", "commits", "run",
-                  title="datasets", ids=("dataset", "created (UTC)", "run"))
+        runs = any(r.run_id for r in recs)
+        t = table("dataset", "created (UTC)", "rows", "views (features)", "commits",
+                  *(["run"] if runs else []), title="datasets",
+                  ids=("dataset", "created (UTC)", "rows", "commits", "run"))
         for r in recs:
             t.add_row(short_id(r.dataset_id), when(r.created_at, seconds=False),
-                      str(r.row_count), show(", ".join(r.features)), str(len(r.commit_ids)),
-                      short_id(r.run_id))
+                      str(r.row_count), show("\n".join(_per_view(r.features))),
+                      str(len(r.commit_ids)), *([short_id(r.run_id)] if runs else []))
         console.print(t)

@@ -63,14 +63,17 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([r.to_dict() for r in found])
             return
-        t = table("run", "name", "experiment", "status", "started (UTC)", "metrics",
-                  "data", "models", title=f"{len(found)} run(s)",
-                  ids=("run", "started (UTC)"))
+        several = len({r.experiment for r in found}) > 1
+        title = (f"{len(found)} run(s)" if several or not found else
+                 f"{len(found)} run(s) of experiment {show(found[0].experiment)}")
+        t = table("run", "name", *(["experiment"] if several else []), "status",
+                  "started (UTC)", "metrics", title=title,
+                  ids=("run", "name", "status", "started (UTC)"))
         for r in found:
-            t.add_row(short_id(r.run_id), show(r.name), show(r.experiment), r.status,
+            t.add_row(short_id(r.run_id), show(r.name),
+                      *([show(r.experiment)] if several else []), r.status,
                       _when(r.start_time, seconds=False),
-                      ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items()) or "-",
-                      str(len(r.datasets)), "\n".join(short_id(m) for m in r.models) or "-")
+                      "\n".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items()) or "-")
         console.print(t)
 
     @runs.command("show")
@@ -97,7 +100,9 @@ def register(app: typer.Typer) -> None:
         for title, items in (("datasets", r.datasets), ("models", r.models),
                              ("commits written", r.commits)):
             if items:
-                console.print(f"  {title}: " + ", ".join(items))
+                console.print(f"  {title}:")
+                for item in items:
+                    console.print(f"    {show(item)}")
 
     @runs.command("compare")
     def runs_compare(run_a: str, run_b: str, repo: Path = RepoOption,
@@ -153,12 +158,14 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([m.to_dict() for m in found])
             return
-        t = table("model", "id", "run", "feature set", "feature versions", "datasets",
-                  title=f"{len(found)} model version(s)", ids=("id", "run"))
+        t = table("model", "id", "run", "reads", "datasets",
+                  title=f"{len(found)} model version(s)",
+                  ids=("model", "id", "run", "reads"))
         for m in found:
+            reads = ([f"set {m.feature_set}"] if m.feature_set else []) + m.feature_versions
             t.add_row(show(m.ref), short_id(m.model_id), short_id(m.run_id),
-                      show(m.feature_set or "-"), show(", ".join(m.feature_versions)),
-                      ", ".join(f"{s}: {len(d)}" for s, d in m.datasets.items()) or "-")
+                      show("\n".join(reads) or "-"),
+                      "\n".join(f"{s}: {len(d)}" for s, d in m.datasets.items()) or "-")
         console.print(t)
 
     @app.command("deploy")
@@ -197,14 +204,16 @@ def register(app: typer.Typer) -> None:
             print_json(out)
             return
         if isinstance(out, list):
+            ended = any(d["ended_at"] is not None for d in out)
             t = table("deployment", "model", "environment", "status", "deployed (UTC)",
-                      "ended (UTC)", title=f"{len(out)} deployment(s)",
-                      ids=("deployment", "deployed (UTC)", "ended (UTC)"))
+                      *(["ended (UTC)"] if ended else []), title=f"{len(out)} deployment(s)",
+                      ids=("deployment", "model", "environment", "status", "deployed (UTC)",
+                           "ended (UTC)"))
             for d in out:
                 t.add_row(short_id(d["deployment_id"]), show(d["model_ref"]),
                           show(d["environment"]), d["status"],
                           _when(d["deployed_at"], seconds=False),
-                          _when(d["ended_at"], seconds=False))
+                          *([_when(d["ended_at"], seconds=False)] if ended else []))
             console.print(t)
         else:
             console.print(f"{out['deployment_id']}: {out['model_ref']} in "
@@ -236,7 +245,9 @@ def register(app: typer.Typer) -> None:
             output.write_text(text, encoding="utf-8")
             console.print(f"wrote {output.absolute()}")
         else:
-            console.print(text, markup=False, highlight=False, soft_wrap=True)
+            # the text tree is wrapped between words to the terminal (ids stay whole); the
+            # machine formats are printed as they are
+            console.print(text, markup=False, highlight=False, soft_wrap=fmt != "text")
 
     @app.command("impact")
     def impact(
