@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,9 +115,13 @@ def _print_commit(c: Any) -> None:
         where = f" {step['column']}" if "column" in step else ""
         console.print(f"  step {show(step['step'])}{show(where)}: "
                       f"{show(json.dumps(step.get('params', {}), default=str), 2_000)}")
-    console.print(f"  content sha256 {short_hash(c.content_digest)}; files:")
+    # files live under a folder named after the commit: that folder once, then the names
+    folder = posixpath.commonpath(c.files) if len(c.files) > 1 else posixpath.dirname(
+        c.files[0]) if c.files else ""
+    console.print(f"  content sha256 {short_hash(c.content_digest)}; files in "
+                  f"{show(folder.replace(c.commit_id, '<commit>'))}/:")
     for f in c.files:
-        console.print(f"    {show(f)}", soft_wrap=True)
+        console.print(f"    {show(posixpath.relpath(f, folder) if folder else f)}")
     if c.validation.get("rejected_path"):
         console.print(f"  rejected rows: {c.validation['rejected_path']}")
     if c.validation.get("rows_unparsed"):
