@@ -14,6 +14,7 @@ import pytest
 import featureledger
 from featureledger.definitions.apply import ApplyService
 from featureledger.derive import DeriveService
+from featureledger.governance.audit import AuditService
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.compaction import CompactionService
@@ -62,6 +63,8 @@ FORWARDS = {
     "lineage": (LineageService, "lineage"),
     "impact": (LineageService, "impact"),
     "reconcile": (LineageService, "reconcile"),
+    "audit_trail": (AuditService, "audit_trail"),
+    "verify_audit": (AuditService, "verify_audit"),
     "plan": (ApplyService, "plan"),
     "apply": (ApplyService, "apply"),
 }

@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 # until a name that needs them is used.
 _LAZY = {
     "Aggregation": "featureledger.model.definitions",
+    "AuditEntry": "featureledger.registry.audit",
+    "AuditVerification": "featureledger.registry.audit",
     "CommitRecord": "featureledger.registry.commits",
     "DataFrameSource": "featureledger.model.definitions",
     "DefinitionRecord": "featureledger.registry.definitions",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializeResult
     from featureledger.online.response import FeatureStatus, OnlineResponse
+    from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
     from featureledger.registry.tracking_records import (
@@ -104,6 +107,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Aggregation",
+    "AuditEntry",
+    "AuditVerification",
     "CommitRecord",
     "DataFrameSource",
     "DefinitionRecord",

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from featureledger.definitions.apply import ApplyService
     from featureledger.derive import DeriveProgress, DeriveResult, DeriveService
+    from featureledger.governance.audit import AuditService
     from featureledger.ingest.pipeline import Duplicates, IngestionResult, IngestionService
     from featureledger.lineage.graph import Direction, LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from featureledger.online.service import OnlineService
     from featureledger.online.stores import OnlineStore
     from featureledger.registry import CommitRecord, DefinitionRecord, Plan, Registry
+    from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.segments import SegmentRecord
     from featureledger.registry.tracking_records import (
         Deployment,
@@ -454,3 +456,26 @@ class FeatureStore:
         """Check every commit, dataset and model artifact and every lineage reference;
         with ``deep`` also the files' digests."""
         return self.lineage_service.reconcile(deep=deep)
+
+    # -- audit ------------------------------------------------------------------------------
+    @functools.cached_property
+    def auditing(self) -> AuditService:
+        """The audit trail: entries and the chain's verification."""
+        from featureledger.governance.audit import AuditService
+
+        return self.ctx.part(AuditService)
+
+    def audit_trail(self, *, kind: str | None = None, object_id: str | None = None,
+                    action: str | None = None, actor: str | None = None,
+                    decision: str | None = None, since: int | None = None,
+                    limit: int = 1000) -> builtins.list[AuditEntry]:
+        """The newest ``limit`` audit entries matching every filter given, newest first."""
+        return self.auditing.audit_trail(kind=kind, object_id=object_id, action=action,
+                                         actor=actor, decision=decision, since=since,
+                                         limit=limit)
+
+    def verify_audit(self, *, key: str | None = None,
+                     anchor: str | None = None) -> AuditVerification:
+        """Verify the audit hash chain; names the first edited, deleted, inserted or
+        reordered entry."""
+        return self.auditing.verify_audit(key=key, anchor=anchor)

@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "featureledger.cli.tracking_cmds",
     "featureledger.cli.retrieval_cmds",
     "featureledger.cli.online_cmds",
+    "featureledger.cli.audit_cmds",
 ]
 
 app = typer.Typer(

@@ -465,17 +465,10 @@ class RegistryDB:
             body["decision"] = decision
         if reason is not None:
             body["reason"] = reason
-        conn.execute(
-            schema.audit_log.insert().values(
-                project=self.project,
-                at=now_us(),
-                actor=actor or self.actor,
-                action=action,
-                object_kind=kind,
-                object_id=object_id,
-                details=canonical_json(body),
-            )
-        )
+        from featureledger.registry import audit as chain
+
+        chain.append(self, conn, at=now_us(), actor=actor or self.actor, action=action,
+                     kind=kind, object_id=object_id, details=canonical_json(body))
 
     def audit_now(self, action: str, kind: str, object_id: str,
                   details: dict[str, Any] | None = None, actor: str | None = None, *,
@@ -489,7 +482,8 @@ class RegistryDB:
     def audit_trail(self, kind: str | None = None, object_id: str | None = None,
                     limit: int = 1000) -> list[dict[str, Any]]:
         t = schema.audit_log
-        q = sa.select(t).where(self.scope(t)).order_by(t.c.id.desc()).limit(limit)
+        q = sa.select(t).where(self.scope(t)).order_by(t.c.seq.desc(), t.c.id.desc()).limit(
+            limit)
         if kind:
             q = q.where(t.c.object_kind == kind)
         if object_id:

@@ -66,6 +66,9 @@ registry_state = Table(
     metadata,
     _project(primary_key=True),
     Column("generation", BigInteger, nullable=False),
+    # the audit chain's head (revision 0007): last sequence number and entry hash
+    Column("audit_seq", BigInteger, nullable=True),
+    Column("audit_head", String(64), nullable=True),
 )
 
 # One immutable ingestion write into one view version.
@@ -178,7 +181,8 @@ lineage_edges = Table(
 )
 Index("ix_lineage_dst", lineage_edges.c.project, lineage_edges.c.dst)
 
-# Append-only audit trail of every registry change.
+# Append-only audit trail of every registry change and every denied request: one hash
+# chain per project (revision 0007; see registry/audit.py).
 audit_log = Table(
     "audit_log",
     metadata,
@@ -190,8 +194,13 @@ audit_log = Table(
     Column("object_kind", String(32), nullable=False),
     Column("object_id", String(255), nullable=False),
     Column("details", Text, nullable=False),
+    Column("seq", BigInteger, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("entry_hash", String(64), nullable=True),
+    Column("signature", String(64), nullable=True),
 )
 Index("ix_audit_object", audit_log.c.project, audit_log.c.object_kind, audit_log.c.object_id)
+Index("ix_audit_seq", audit_log.c.project, audit_log.c.seq, unique=True)
 
 # -- tracking (revision 0002): experiments, runs, models, deployments, usage -------------
 
