@@ -191,8 +191,8 @@ def register(app: typer.Typer) -> None:
             print_json(result.to_dict())
             return
         superseded = result.report.rows_superseded
-        console.print(f"committed [bold]{result.commit_id}[/] to {result.view_ref}: "
-                      f"{result.row_count} rows, {result.rejected_count} rejected"
+        console.print(f"committed [bold]{result.commit_id}[/] to {result.view_ref}")
+        console.print(f"  {result.row_count} rows, {result.rejected_count} rejected"
                       + (f", {superseded} superseded by a later duplicate (dropped)"
                          if superseded else ""))
         if result.rejected_count:

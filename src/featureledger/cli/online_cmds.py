@@ -13,6 +13,7 @@ from featureledger.cli.common import (
     console,
     open_store,
     print_json,
+    short_id,
     show,
     table,
 )
@@ -102,24 +103,22 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 print_json(resp.to_json_dict())
                 return
-            t = table(*resp.join_keys, *(f"{name}\n[dim]v{resp.versions[name]}[/]"
-                                          for name in resp.names), title="online features")
+            # one row per entity and feature: any number of features fits 80 columns
+            t = table("entity", "feature", "value", "status", "commit", title="online features",
+                      ids=("feature", "status", "commit"))
             for i in range(len(resp)):
-                cells = [show(col[i]) for col in resp.entity_columns]
-                for name in resp.names:
+                entity = "\n".join(f"{k}={show(col[i])}"
+                                   for k, col in zip(resp.join_keys, resp.entity_columns,
+                                                     strict=True))
+                for j, name in enumerate(resp.names):
                     status = resp.statuses[name][i].value
                     value = resp.values[name][i]
-                    if status == "PRESENT":
-                        cells.append(show(value))
-                    elif value is not None:  # a default: the value, marked as one
-                        cells.append(f"{show(value)} [{_STATUS_STYLE[status]}]({status})[/]")
-                    else:
-                        cells.append(f"[{_STATUS_STYLE[status]}]{status}[/]")
-                t.add_row(*cells)
+                    style = _STATUS_STYLE.get(status, "")
+                    t.add_row(entity if j == 0 else "", f"{name}@{resp.versions[name]}",
+                              "-" if value is None else show(value),
+                              f"[{style}]{status}[/]" if style else status,
+                              short_id(resp.commits(name)[i]))
             console.print(t)
-            commits = sorted({c for n in resp.names for c in resp.commits(n) if c})
-            if commits:
-                console.print("[dim]from commit(s): " + ", ".join(commits) + "[/]")
 
     @app.command()
     def serve(
