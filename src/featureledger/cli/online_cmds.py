@@ -107,14 +107,13 @@ def register(app: typer.Typer) -> None:
             t = table("entity", "feature", "value", "status", "commit", title="online features",
                       ids=("feature", "status", "commit"))
             for i in range(len(resp)):
-                entity = "\n".join(f"{k}={show(col[i])}"
-                                   for k, col in zip(resp.join_keys, resp.entity_columns,
-                                                     strict=True))
+                key_lines = "\n".join(f"{k}={show(col[i])}" for k, col in
+                                      zip(resp.join_keys, resp.entity_columns, strict=True))
                 for j, name in enumerate(resp.names):
                     status = resp.statuses[name][i].value
                     value = resp.values[name][i]
                     style = _STATUS_STYLE.get(status, "")
-                    t.add_row(entity if j == 0 else "", f"{name}@{resp.versions[name]}",
+                    t.add_row(key_lines if j == 0 else "", f"{name}@{resp.versions[name]}",
                               "-" if value is None else show(value),
                               f"[{style}]{status}[/]" if style else status,
                               short_id(resp.commits(name)[i]))

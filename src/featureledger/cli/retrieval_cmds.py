@@ -47,7 +47,7 @@ def _summary(manifest: dict[str, Any]) -> list[str]:
         f"  content hash  {manifest['content_hash']}",
         f"  entity digest {manifest['entity']['digest']}",
         f"  feature set   {show(manifest.get('feature_set') or '-')}",
-        f"  as of         " + ("-" if as_of is None else from_us(as_of).isoformat()),
+        "  as of         " + ("-" if as_of is None else from_us(as_of).isoformat()),
         f"  read at       {from_us(manifest['read_at']).isoformat()}",
     ]
     if manifest.get("as_of_commit"):

@@ -70,7 +70,7 @@ def head_revision() -> str:
     revisions: dict[str, str | None] = {}
     for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
         found = {m.group(1): m.group(3) for m in _REVISION_LINE.finditer(path.read_text())}
-        if "revision" in found and found["revision"]:
+        if found.get("revision"):
             revisions[found["revision"]] = found.get("down_revision")
     heads = set(revisions) - {down for down in revisions.values() if down}
     if len(heads) == 1:
