@@ -5,7 +5,9 @@
 True
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from featureledger.model.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -90,20 +92,7 @@ if TYPE_CHECKING:
     from featureledger.tracking.run import Run
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featureledger' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_names(globals(), _LAZY, "featureledger")
 
 __all__ = [
     "Aggregation",

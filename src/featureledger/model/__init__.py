@@ -7,8 +7,9 @@ them must not load the definitions (and pydantic) with them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from featureledger.model.lazy import lazy_names
 
 _LAZY = {
     **dict.fromkeys(
@@ -39,18 +40,7 @@ if TYPE_CHECKING:
     from featureledger.model.references import FeatureRef, parse_reference, parse_references
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featureledger.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_names(globals(), _LAZY, "featureledger.model")
 
 __all__ = [
     "Aggregation",
