@@ -7,7 +7,7 @@ True
 
 from typing import TYPE_CHECKING
 
-from featureledger.model.lazy import lazy_names
+from featureledger.model.lazy import lazy_names as _lazy_names
 
 __version__ = "0.1.0"
 
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from featureledger.tracking.run import Run
 
 
-__getattr__, __dir__ = lazy_names(globals(), _LAZY, "featureledger")
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY, "featureledger")
 
 __all__ = [
     "Aggregation",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from featureledger.model.lazy import lazy_names
+from featureledger.model.lazy import lazy_names as _lazy_names
 
 _LAZY = {
     **dict.fromkeys(
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from featureledger.model.references import FeatureRef, parse_reference, parse_references
 
 
-__getattr__, __dir__ = lazy_names(globals(), _LAZY, "featureledger.model")
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY, "featureledger.model")
 
 __all__ = [
     "Aggregation",
