@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,18 +65,25 @@ def _env(src: Path | None) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], repo: Path, src: Path | None) -> float | None:
-    """Wall seconds of one fresh ``featureledger ARGS``; None when a baseline tree does
-    not have the command (``--version`` is new)."""
+def run_cli(args: list[str], repo: Path, src: Path | None) -> tuple[float, float] | None:
+    """(wall seconds, CPU seconds) of one fresh ``featureledger ARGS``; None when a
+    baseline tree does not have the command (``--version`` is new).
+
+    CPU time (user + system, of the process and its threads) is what the command costs
+    whatever else the machine runs; wall time is what the user waits, which on a loaded
+    machine includes waiting for a core."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "featureledger", *args], cwd=repo,
                           env=_env(src), capture_output=True, text=True)
     elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         if src is not None and "No such option" in proc.stderr:
             return None
         raise SystemExit(f"featureledger {' '.join(args)} failed:\n{proc.stderr}")
-    return elapsed
+    return elapsed, cpu
 
 
 def make_repo(tmp: Path) -> Path:
@@ -124,7 +132,7 @@ def main() -> None:
         contenders: dict[str, Path | None] = {"now": None}
         if args.baseline:
             contenders[args.baseline] = baseline_tree(args.baseline, tmp)
-        times: dict[tuple[str, str], list[float]] = {}
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(args.runs):
             for label, argv in COMMANDS:
                 for name, src in contenders.items():
@@ -144,8 +152,10 @@ def main() -> None:
             ts = times.get((label, name))
             if not ts:
                 continue
-            row[name] = {"median_s": round(statistics.median(ts), 3),
-                         "min_s": round(min(ts), 3), "runs": len(ts)}
+            wall, cpu = [t[0] for t in ts], [t[1] for t in ts]
+            row[name] = {"median_s": round(statistics.median(wall), 3),
+                         "min_s": round(min(wall), 3),
+                         "cpu_median_s": round(statistics.median(cpu), 3), "runs": len(ts)}
         if label in TARGETS:
             row["target_s"] = TARGETS[label]
         rows.append(row)
@@ -154,9 +164,9 @@ def main() -> None:
                          "min_s": round(min(warm), 3), "runs": len(warm)}})
 
     names = list(contenders)
-    header = ["command", *(f"{n}: median / min s" for n in names)]
+    header = ["command", *(f"{n}: wall median / min, CPU median (s)" for n in names)]
     if args.baseline:
-        header.append("ratio (median)")
+        header.append("ratio (wall, CPU)")
     header.append("target")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -164,10 +174,12 @@ def main() -> None:
         cells = [row["command"]]
         for n in names:
             r = row.get(n)
-            cells.append(f"{r['median_s']:.3f} / {r['min_s']:.3f}" if r else "-")
+            cpu = f", {r['cpu_median_s']:.3f}" if r and "cpu_median_s" in r else ""
+            cells.append(f"{r['median_s']:.3f} / {r['min_s']:.3f}{cpu}" if r else "-")
         if args.baseline:
             a, b = row.get("now"), row.get(args.baseline)
-            cells.append(f"{b['median_s'] / a['median_s']:.1f}x faster" if a and b else "-")
+            cells.append(f"{b['median_s'] / a['median_s']:.1f}x, "
+                         f"{b['cpu_median_s'] / a['cpu_median_s']:.1f}x" if a and b else "-")
         cells.append(f"< {row['target_s']} s" if "target_s" in row else "")
         print("| " + " | ".join(cells) + " |")
 
