@@ -46,6 +46,7 @@ bench: install-dev
 	$(BIN)/python bench/push.py
 	$(BIN)/python bench/lineage.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/access.py --rounds 6 --calls 6000 --historical-rounds 7
 
 clean:
 	rm -rf $(VENV) demo-repo .pytest_cache build *.egg-info

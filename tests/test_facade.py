@@ -14,7 +14,12 @@ import pytest
 import featureledger
 from featureledger.definitions.apply import ApplyService
 from featureledger.derive import DeriveService
+from featureledger.governance.access import AccessControl
 from featureledger.governance.audit import AuditService
+from featureledger.governance.catalog import CatalogService
+from featureledger.governance.deprecation import DeprecationService
+from featureledger.governance.report import GovernanceService
+from featureledger.governance.retention import RetentionService
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.compaction import CompactionService
@@ -63,10 +68,24 @@ FORWARDS = {
     "lineage": (LineageService, "lineage"),
     "impact": (LineageService, "impact"),
     "reconcile": (LineageService, "reconcile"),
+    "deprecate": (DeprecationService, "deprecate"),
+    "retire": (DeprecationService, "retire"),
+    "approve_deprecation": (DeprecationService, "approve"),
+    "withdraw_deprecation": (DeprecationService, "withdraw"),
+    "deprecations": (DeprecationService, "deprecations"),
+    "set_retention": (RetentionService, "set_policy"),
+    "retention_backlog": (RetentionService, "backlog"),
+    "apply_retention": (RetentionService, "apply"),
+    "search": (CatalogService, "search"),
+    "catalog_entries": (CatalogService, "entries"),
+    "catalog_show": (CatalogService, "show"),
+    "leaderboard": (CatalogService, "leaderboard"),
+    "governance_report": (GovernanceService, "report"),
     "audit_trail": (AuditService, "audit_trail"),
     "verify_audit": (AuditService, "verify_audit"),
     "plan": (ApplyService, "plan"),
     "apply": (ApplyService, "apply"),
+    "policy": (AccessControl, "policy"),
 }
 
 

@@ -18,12 +18,16 @@ _LAZY = {
     "Aggregation": "featureledger.model.definitions",
     "AuditEntry": "featureledger.registry.audit",
     "AuditVerification": "featureledger.registry.audit",
+    "CatalogEntry": "featureledger.governance.catalog",
     "CommitRecord": "featureledger.registry.commits",
     "DataFrameSource": "featureledger.model.definitions",
     "DefinitionRecord": "featureledger.registry.definitions",
     "Deployment": "featureledger.registry.tracking_records",
+    "DeprecatedFeatureWarning": "featureledger.errors",
+    "Deprecation": "featureledger.registry.lifecycle",
     "Entity": "featureledger.model.definitions",
     "Experiment": "featureledger.registry.tracking_records",
+    "Expiry": "featureledger.governance.retention",
     "FeatureDataWarning": "featureledger.errors",
     "FeatureLedgerError": "featureledger.errors",
     "FeatureRef": "featureledger.model.references",
@@ -34,6 +38,7 @@ _LAZY = {
     "Field": "featureledger.model.definitions",
     "FileSource": "featureledger.model.definitions",
     "GcReport": "featureledger.offline.storage",
+    "GovernanceReport": "featureledger.governance.report",
     "ImpactReport": "featureledger.lineage.service",
     "IngestionResult": "featureledger.ingest.pipeline",
     "LineageGraph": "featureledger.lineage.graph",
@@ -42,8 +47,12 @@ _LAZY = {
     "OnlineResponse": "featureledger.online.response",
     "Plan": "featureledger.registry.definitions",
     "PlanItem": "featureledger.registry.definitions",
+    "Policy": "featureledger.governance.policy",
+    "PolicyRecord": "featureledger.registry.policies",
     "ReconcileReport": "featureledger.lineage.reconcile",
     "RequestFeatureView": "featureledger.model.definitions",
+    "RetentionPolicy": "featureledger.registry.lifecycle",
+    "RetentionReport": "featureledger.governance.retention",
     "RowCheck": "featureledger.model.definitions",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
@@ -55,7 +64,15 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from featureledger.errors import FeatureDataWarning, FeatureLedgerError
+    from featureledger.errors import (
+        DeprecatedFeatureWarning,
+        FeatureDataWarning,
+        FeatureLedgerError,
+    )
+    from featureledger.governance.catalog import CatalogEntry
+    from featureledger.governance.policy import Policy
+    from featureledger.governance.report import GovernanceReport
+    from featureledger.governance.retention import Expiry, RetentionReport
     from featureledger.ingest.pipeline import IngestionResult
     from featureledger.lineage.graph import LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -81,6 +98,8 @@ if TYPE_CHECKING:
     from featureledger.registry.audit import AuditEntry, AuditVerification
     from featureledger.registry.commits import CommitRecord
     from featureledger.registry.definitions import DefinitionRecord, Plan, PlanItem
+    from featureledger.registry.lifecycle import Deprecation, RetentionPolicy
+    from featureledger.registry.policies import PolicyRecord
     from featureledger.registry.tracking_records import (
         Deployment,
         Experiment,
@@ -94,16 +113,21 @@ if TYPE_CHECKING:
 
 __getattr__, __dir__ = _lazy_names(globals(), _LAZY, "featureledger")
 
+
 __all__ = [
     "Aggregation",
     "AuditEntry",
     "AuditVerification",
+    "CatalogEntry",
     "CommitRecord",
     "DataFrameSource",
     "DefinitionRecord",
     "Deployment",
+    "DeprecatedFeatureWarning",
+    "Deprecation",
     "Entity",
     "Experiment",
+    "Expiry",
     "FeatureDataWarning",
     "FeatureLedgerError",
     "FeatureRef",
@@ -114,6 +138,7 @@ __all__ = [
     "Field",
     "FileSource",
     "GcReport",
+    "GovernanceReport",
     "ImpactReport",
     "IngestionResult",
     "LineageGraph",
@@ -122,8 +147,12 @@ __all__ = [
     "OnlineResponse",
     "Plan",
     "PlanItem",
+    "Policy",
+    "PolicyRecord",
     "ReconcileReport",
     "RequestFeatureView",
+    "RetentionPolicy",
+    "RetentionReport",
     "RowCheck",
     "Run",
     "RunComparison",

@@ -297,7 +297,10 @@ class ServerConfig(_Config):
     host: str = "127.0.0.1"
     port: int = 6566
     tokens: dict[str, str] = Field(default_factory=dict)
-    """Bearer token -> principal name. Required to bind a non-loopback address."""
+    """Bearer token -> principal name, in plain text, for a project without an access
+    policy; with a policy, tokens are salted hashes in ``policy.yaml`` instead
+    (``featureledger policy migrate-tokens`` moves these there). Some token is required to
+    bind a non-loopback address."""
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
     """Largest request body (bytes); a larger one is refused with 413 before it is read."""
     body_budget_bytes: int = Field(default=64 * 2**20, ge=1024)

@@ -31,7 +31,9 @@ COMMAND_MODULES = [
     "featureledger.cli.tracking_cmds",
     "featureledger.cli.retrieval_cmds",
     "featureledger.cli.online_cmds",
+    "featureledger.cli.lifecycle_cmds",
     "featureledger.cli.audit_cmds",
+    "featureledger.cli.governance_cmds",
 ]
 
 app = typer.Typer(
@@ -63,9 +65,15 @@ def _root(
              "--json always has them whole)."),
     version: bool = typer.Option(False, "--version", callback=_print_version,
                                  is_eager=True, help="Print the version and exit."),
+    principal: str = typer.Option(
+        None, "--principal", help="Act as this principal of the access policy (default: "
+        "FEATURELEDGER_PRINCIPAL, else the OS user)."),
 ) -> None:
     _state["debug"] = debug
     settings["full_ids"] = full_ids
+    if principal:
+        # the store reads its principal from this variable (registry/actor.py)
+        os.environ["FEATURELEDGER_PRINCIPAL"] = principal
     if repo:
         # commands read their --repo option from this variable when it is not given
         os.environ["FEATURELEDGER_REPO"] = repo

@@ -39,6 +39,7 @@ from featureledger.events import (
     CommitStatusChanged,
     GcCompleted,
 )
+from featureledger.governance.access import AccessControl
 from featureledger.ingest.casting import (
     COMMIT_ID_COLUMN,
     COMMIT_TIME_COLUMN,
@@ -61,7 +62,12 @@ from featureledger.model.timeutil import to_us
 from featureledger.offline.duckdb.guard import check_expression
 from featureledger.offline.duckdb.sandbox import SandboxError, query
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
-from featureledger.registry.commits import PENDING_STATUS, CommitRecord
+from featureledger.registry.commits import (
+    EXPIRED_STATUS,
+    PENDING_STATUS,
+    CommitRecord,
+    expired_error,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -250,6 +256,8 @@ class IngestionService:
             # refused before anything is read; the columns are checked once they are known
             check_expression(filter, "filter", IngestionError)
         rec = self._registry.definitions.view(view, version)
+        self.ctx.part(AccessControl).require_object("write", rec.definition,
+                                                    what=f"an ingestion into {rec.ref}")
         if rec.status == "retired":
             raise StateError(
                 f"feature view {rec.ref} is retired and takes no new data; ingest into a "
@@ -441,12 +449,17 @@ class IngestionService:
         if not reason or not str(reason).strip():
             raise StateError(f"say why: changing a commit to {status!r} needs a reason")
         old = self.get_commit(commit_id)
+        self.ctx.part(AccessControl).require_view(
+            "quarantine", old.view_name, old.view_version,
+            what=f"changing commit {commit_id} to {status}")
         if old.status == PENDING_STATUS:
             raise StateError(
                 f"commit {commit_id} is pending: its pushed rows have not landed offline "
                 "yet. Flush the pushes (or restart the server holding them), then change "
                 "its status"
             )
+        if old.status == EXPIRED_STATUS:
+            raise expired_error(old)
         if old.status == status:
             return old
         if old.status not in allowed_from:
@@ -478,9 +491,11 @@ class IngestionService:
         Folders younger than ``grace_seconds`` are kept, since an ingestion may be between
         its rename and its registry commit; use 0 only when no ingestion is running.
         """
+        self.ctx.part(AccessControl).require_admin(what="garbage collection")
         # files a compaction replaced stay referenced for the same grace period
         referenced = self._registry.commits.live_files(int(grace_seconds * 1_000_000))
+        datasets = {p.rsplit("/", 1)[0] for p in self._registry.datasets.entity_paths()}
         report = self.ctx.offline_store.gc(referenced, grace_seconds=grace_seconds,
-                                           dry_run=dry_run)
+                                           dry_run=dry_run, referenced_datasets=datasets)
         self.ctx.events.emit(GcCompleted(report=report, dry_run=dry_run))
         return report

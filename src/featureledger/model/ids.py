@@ -16,7 +16,7 @@ import uuid
 
 from featureledger.errors import InvalidReferenceError
 
-ID_PREFIXES = frozenset({"exp", "run", "mdl", "dep", "cmt", "ds", "seg"})
+ID_PREFIXES = frozenset({"exp", "run", "mdl", "dep", "cmt", "ds", "seg", "dpr"})  # dpr: deprecation
 
 _lock = threading.Lock()
 _last_ms = 0
