@@ -106,6 +106,8 @@ COMMANDS = [
     ("runs", "list"), ("experiments",), ("models",), ("deploy", "--list"),
     ("online", "get", "--feature-set", "ride_model_features", "-e",
      "driver_id=1001,customer_id=5001"),
+    ("catalog", "list"), ("catalog", "show", "driver_stats"), ("retention", "show"),
+    ("governance", "report"), ("audit", "list"),
 ]
 
 

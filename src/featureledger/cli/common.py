@@ -142,11 +142,11 @@ def json_ready(value: Any) -> Any:
     """
     if isinstance(value, dict):
         out: dict[str, Any] = {}
+        converted = {key for key, item in value.items() if _is_time(key, item)}
         for key, item in value.items():
-            if isinstance(key, str) and key.endswith("_iso") and key[:-4] in value:
+            if isinstance(key, str) and key.endswith("_iso") and key[:-4] in converted:
                 continue
-            if (isinstance(key, str) and isinstance(item, int) and not isinstance(item, bool)
-                    and item >= _MIN_US and (key in _TIME_KEYS or key.endswith(_TIME_SUFFIXES))):
+            if key in converted:
                 out[key] = from_us(item).isoformat()
                 out[f"{key}_us"] = item
             else:
@@ -157,6 +157,12 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     return value
+
+
+def _is_time(key: Any, value: Any) -> bool:
+    """A stored time: µs since the epoch under a time-like key."""
+    return (isinstance(key, str) and isinstance(value, int) and not isinstance(value, bool)
+            and value >= _MIN_US and (key in _TIME_KEYS or key.endswith(_TIME_SUFFIXES)))
 
 
 def print_json(value: Any) -> None:
