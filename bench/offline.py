@@ -29,7 +29,8 @@ the entity frame are setup, not timed), and peak memory is the child's peak RSS
   ``store.compact`` (files clustered by key, sorted by time, small row groups);
 * ``spark`` / ``spark_sql`` / ``featureledger_lowmem`` (only with ``--methods``): the Spark
   engine (local[2]) on the compacted store, a hand-written Spark SQL range join on the
-  plain file, and the DuckDB engine held to a ``memory_limit`` of 256MB (it spills);
+  plain file, and the DuckDB engine held to a ``memory_limit`` of 256MB on the commit
+  files as ingested (its ASOF join spills);
 * ``feast_file`` / ``feast_duckdb``: Feast 0.67 ``get_historical_features(...).to_df()``
   with its file (Dask) and DuckDB offline stores, run in ``bench/.venv-feast``.
 
@@ -226,10 +227,12 @@ def run_featureledger_compacted(d: Path, entities):
 
 
 def run_featureledger_lowmem(d: Path, entities):
-    """DuckDB held to a memory limit below the working set: it spills and finishes."""
+    """DuckDB held to a memory limit below the working set: it spills and finishes. On the
+    commit files as ingested, so that the ASOF join (a sort DuckDB spills) does the work;
+    the compacted layout's merge holds one file at a time anyway."""
     from featureledger.config import load_config
 
-    root = compacted_store(d)
+    root = d / "store"
     cfg = load_config(root, environ={}, overrides={
         "offline_engine": {"type": "duckdb", "memory_limit": LOWMEM,
                            "temp_directory": str(DATA / "spill")}})

@@ -371,3 +371,37 @@ def test_two_join_keys_compact_into_disjoint_key_ranges_with_the_same_answers(tm
         assert store.reproduce(before.id).content_hash == before.content_hash
     finally:
         store.close()
+
+
+def test_a_segment_whose_unread_commits_no_entity_row_can_reach_is_merged(tmp_path,
+                                                                          monkeypatch):
+    """Commits left out only because no entity row reaches them (newer than every entity
+    time, or older than the TTL allows) do not stop the merge over the clustered layout."""
+    import featureledger.offline.duckdb.clustered as clustered
+
+    merged = []
+    real = clustered.clustered_point_in_time
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        merged.append(out is not None)
+        return out
+
+    monkeypatch.setattr(clustered, "clustered_point_in_time", spy)
+    store = make_store(tmp_path / "repo")
+    try:
+        commits = [[(k, s, float(k * 100 + s)) for k in (1, 2, 3)] for s in (0, 30, 200, 400)]
+        ingest_all(store, commits)
+        ents = [(k, s) for k in (1, 2, 3, 4) for s in (210, 230, 250)]
+        df = {"driver_id": [k for k, _ in ents], "event_timestamp": [t(s) for _, s in ents]}
+        before = store.get_historical_features(df, [f"{VIEW}:speed"])
+        assert merged == []  # commit files as ingested: the ASOF join
+        store.compact(VIEW)
+        after = store.get_historical_features(df, [f"{VIEW}:speed"])
+        assert merged == [True]  # the commits at 0 s (past the TTL) and 400 s are idle
+        assert after.content_hash == before.content_hash
+        assert speeds(after) == [float(k * 100 + 200) if k < 4 and s - 200 <= 60 else None
+                                 for k, s in ents]
+        assert store.reproduce(after.id).content_hash == before.content_hash
+    finally:
+        store.close()

@@ -134,14 +134,32 @@ def _key_buckets(offline: Any, inputs: Sequence[str], keys: Sequence[str], file_
         "_fl_bucket", pa.array(before // file_rows, pa.int64()))
 
 
+def _batched(offline: Any, inputs: Sequence[str], batch_rows: int) -> Iterator[pa.Table]:
+    """The input files' rows in tables of about ``batch_rows`` rows (small commits read
+    together, so a thousand tiny files are not a thousand spill files)."""
+    import pyarrow as pa
+
+    pending: list[pa.Table] = []
+    held = 0
+    for rel in inputs:
+        table = offline.read_table(rel).replace_schema_metadata(None)
+        pending.append(table)
+        held += table.num_rows
+        if held >= batch_rows:
+            yield pa.concat_tables(pending, promote_options="default").combine_chunks()
+            pending, held = [], 0
+    if pending:
+        yield pa.concat_tables(pending, promote_options="default").combine_chunks()
+
+
 def _scatter(offline: Any, inputs: Sequence[str], keys: Sequence[str], ts: str,
-             buckets: pa.Table | None, spill: str
+             buckets: pa.Table | None, spill: str, batch_rows: int
              ) -> tuple[dict[int, list[tuple[str, int]]], pa.Schema | None, int, int | None,
                         int | None]:
     """Read each input file once and spill its rows, grouped by output file, to an Arrow
-    IPC file under ``spill`` (one record batch per output file it feeds). Returns, per
-    output file, ``(spill file, batch index)`` pieces, the row count and the event-time
-    range. Memory: one input file at a time."""
+    IPC file under ``spill`` (one record batch per output file it feeds), small files
+    ``batch_rows`` rows at a time. Returns, per output file, ``(spill file, batch index)``
+    pieces, the row count and the event-time range. Memory: one batch at a time."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -150,8 +168,7 @@ def _scatter(offline: Any, inputs: Sequence[str], keys: Sequence[str], ts: str,
     schema = None
     rows, lo, hi = 0, None, None
     last = 0 if buckets is None else int(pc.max(buckets.column("_fl_bucket")).as_py() or 0)
-    for n, rel in enumerate(inputs):
-        table = offline.read_table(rel).replace_schema_metadata(None)
+    for n, table in enumerate(_batched(offline, inputs, batch_rows)):
         schema = schema or table.schema
         rows += table.num_rows
         if table.num_rows == 0:
@@ -277,7 +294,7 @@ class CompactionService:
             with offline.reading(commits):
                 buckets = _key_buckets(offline, inputs, keys, cfg.target_file_rows)
                 pieces, schema, rows, lo, hi = _scatter(offline, inputs, keys, ts, buckets,
-                                                        spill)
+                                                        spill, cfg.target_file_rows)
             if rows != expected:
                 raise StorageError(
                     f"{view}@{version}: the files of its commits hold {rows} rows, the "

@@ -9,7 +9,7 @@ conformance suite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,10 +75,14 @@ class ViewScan:
            features: Sequence[str], output_names: Sequence[str], dtypes: Sequence[str],
            ttl_us: int | None, store: Any, commits: Sequence[CommitRecord],
            chain: Sequence[VersionProjection], tie_break: bool,
-           event_range: tuple[int, int] | None) -> ViewScan:
+           event_range: tuple[int, int] | None, idle: Collection[str] = ()) -> ViewScan:
         """The scan of ``commits`` (in commit order, of any version in ``chain``) read as
         the chain's first version: each commit's files projected from its own version.
-        ``store`` (the offline store) says where each commit's files are."""
+        ``store`` (the offline store) says where each commit's files are. ``idle``: ids
+        of visible commits left out because no entity row can reach their rows (every row
+        newer than the latest entity time, or older than the earliest less the TTL); a
+        segment holding only those besides ``commits`` still counts as read whole for the
+        clustered merge, which filters on the same bounds."""
         from featureledger.model.types import to_duckdb
 
         by_version = {p.version: p for p in chain}
@@ -111,8 +115,9 @@ class ViewScan:
         for seg, chosen in in_segments.values():
             # every row of the segment is wanted and no tie is ranked: read it whole
             whole = len(chosen) == len(seg.commit_ids) and not tie_break
-            clustered = (not loose and len(in_segments) == 1
-                         and len(chosen) == len(seg.commit_ids) and key_clustered(seg))
+            unread = set(seg.commit_ids) - {cid for cid, _ in chosen}
+            clustered = (not loose and len(in_segments) == 1 and unread <= set(idle)
+                         and key_clustered(seg))
             for p in store.data_uris(seg):
                 files.append(p)
                 ranks.append(max(r for _, r in chosen))

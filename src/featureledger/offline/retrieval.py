@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,13 +122,15 @@ class _ViewRequest:
         return [VersionProjection(self.version, tuple(
             ColumnSource(f, f, t, t) for f, t in zip(self.features, self.dtypes, strict=True)))]
 
-    def scan(self, store: Any, commits: Sequence[CommitRecord]) -> ViewScan:
+    def scan(self, store: Any, commits: Sequence[CommitRecord],
+             idle: Collection[str] = ()) -> ViewScan:
         return ViewScan.of(
             join_keys=list(self.join_keys), timestamp_field=self.timestamp_field,
             created_field=self.created_field, features=self.features,
             output_names=self.output_names, dtypes=self.dtypes, ttl_us=self.ttl_us,
             store=store, commits=commits, chain=self.chain(),
-            tie_break=commits_overlap(commits), event_range=_event_range(commits))
+            tie_break=commits_overlap(commits), event_range=_event_range(commits),
+            idle=idle)
 
     def aggregation_scan(self, store: Any, commits: Sequence[CommitRecord]) -> ViewScan:
         """The scan of the fields the aggregations read."""
@@ -413,13 +415,15 @@ class RetrievalService:
         resolve_request_inputs(request, plan, entities.column_names)
         as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
         bounds = _ts_bounds(entities, ts_col)
-        commits = [self._visible_commits(req, as_of_us, bounds) for req in plan]
+        idle: list[set[str]] = [set() for _ in plan]
+        commits = [self._visible_commits(req, as_of_us, bounds, idle[i])
+                   for i, req in enumerate(plan)]
         ds_id = new_id("ds")
         # Storing and hashing the entity rows overlaps the join (both release the GIL).
         with ThreadPoolExecutor(1, thread_name_prefix="featureledger-stage") as pool:
             staged = pool.submit(self._stage_entities, ds_id, entities)
             try:
-                table, stats = self._compute(entities, ts_col, plan, commits, bounds)
+                table, stats = self._compute(entities, ts_col, plan, commits, bounds, idle)
                 table = add_request_features(table, request)
                 feature_digests = column_digests(table.select(
                     [o for r in plan for o in r.outputs if o in table.column_names]
@@ -658,8 +662,11 @@ class RetrievalService:
                      reader="offline", rows=rows)
 
     def _visible_commits(self, req: _ViewRequest, as_of_us: int | None,
-                         bounds: tuple[int, int] | None) -> list[CommitRecord]:
-        """Committed commits visible at ``as_of`` that can hold a row some entity can reach."""
+                         bounds: tuple[int, int] | None, idle: set[str] | None = None
+                         ) -> list[CommitRecord]:
+        """Committed commits visible at ``as_of`` that can hold a row some entity can reach.
+        ``idle`` receives the ids of visible commits left out because no entity row can
+        reach any of their rows by the point-in-time bounds alone (see ViewScan.of)."""
         if bounds is None:  # no entity row has a time: nothing can match
             return []
         lo, hi = bounds
@@ -671,19 +678,26 @@ class RetrievalService:
         versions = [p.version for p in req.chain()]
         for c in self.ctx.registry.commits.list(req.view, versions=versions, as_of=as_of_us,
                                                 statuses=("committed",)):
-            if not c.row_count:
+            too_new = c.min_event_ts is not None and c.min_event_ts > hi
+            # every row is older than any entity time minus the TTL (or an aggregation's
+            # window: those rows are not harmless to a join that has no TTL)
+            too_old = (floor is not None and c.max_event_ts is not None
+                       and c.max_event_ts < floor)
+            if c.row_count and not too_new and not too_old:
+                out.append(c)
                 continue
-            if c.min_event_ts is not None and c.min_event_ts > hi:
-                continue
-            if floor is not None and c.max_event_ts is not None and c.max_event_ts < floor:
-                continue  # every row is older than any entity time minus the TTL
-            out.append(c)
+            ttl_old = (req.ttl_us is not None and c.max_event_ts is not None
+                       and c.max_event_ts < lo - req.ttl_us)
+            if idle is not None and (not c.row_count or too_new or ttl_old):
+                idle.add(c.commit_id)
         return out
 
     def _compute(self, entities: pa.Table, ts_col: str, plan: Sequence[_ViewRequest],
-                 commits: Sequence[Sequence[CommitRecord]], bounds: tuple[int, int] | None
+                 commits: Sequence[Sequence[CommitRecord]], bounds: tuple[int, int] | None,
+                 idle: Sequence[set[str]] | None = None
                  ) -> tuple[pa.Table, list[_ViewStats]]:
-        """The output table (entity columns, then features) and what matched, per view."""
+        """The output table (entity columns, then features) and what matched, per view
+        (``idle``: per view, the visible commits no entity row can reach)."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -694,7 +708,8 @@ class RetrievalService:
             ROW_COLUMN, pa.array(np.arange(n, dtype=np.int64)))
         # views asked only for aggregations take no part in the point-in-time join
         joined = [i for i, r in enumerate(plan) if r.features or not r.aggregations]
-        scans = [plan[i].scan(self.ctx.offline_store, commits[i]) for i in joined]
+        scans = [plan[i].scan(self.ctx.offline_store, commits[i],
+                              idle[i] if idle is not None else ()) for i in joined]
         aggregated: dict[int, pa.Table] = {}
         with self.ctx.offline_store.reading(c for cs in commits for c in cs):
             reader = self.engine.point_in_time(probe, ts_col, scans, bounds)
