@@ -588,7 +588,8 @@ async def _closed_loop(port: int, requests: list[bytes], seconds: float,
     while time.perf_counter() < stop + 1:
         await asyncio.sleep(0.05)
     s = sorted(lat)
-    return {"rps": len(lat) / (time.perf_counter() - start - 1), "p50_us": pct(s, 0.5) * 1e6,
+    return {"rps": len(lat) / (time.perf_counter() - start - 1), "requests": len(lat),
+            "p50_us": pct(s, 0.5) * 1e6,
             "p99_us": pct(s, 0.99) * 1e6, "errors": errors[0], "tool": "async client",
             "connections": conns}
 
@@ -616,6 +617,8 @@ def _wrk(port: int, path: str, body: bytes, seconds: float, cpu: int | None,
     unit = {"us": 1, "ms": 1e3, "s": 1e6}
     for line in proc.stdout.splitlines():
         parts = line.split()
+        if " requests in " in line:
+            out["requests"] = int(parts[0])
         if line.startswith("Requests/sec:"):
             out["rps"] = float(parts[1])
         elif len(parts) == 2 and parts[0] in ("50%", "99%"):
@@ -626,6 +629,25 @@ def _wrk(port: int, path: str, body: bytes, seconds: float, cpu: int | None,
             out["errors"] = int(parts[-1])
     out.setdefault("errors", 0)
     return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and its descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (ppid, _t) in stats.items() if ppid == p)
+    return total
 
 
 def _start_server(cmd: list[str], port: int, cpu: int | None) -> subprocess.Popen:
@@ -709,11 +731,19 @@ def bench_http(servers: dict[str, tuple[list[str], str]], seconds: float, rounds
                      "late_sends": sum(g["late_sends"] for g in got[n]),
                      "rps": statistics.median(g["rps"] for g in got[n]),
                      "target_rps": 500, "rounds": rounds, "seconds_per_round": seconds}
+            cpu0 = _cpu_seconds(procs[n].pid)
             if shutil.which("wrk"):
                 saturated = _wrk(ports[n], servers[n][1], bodies[0], max(seconds, 3),
                                  client_cpu)
             else:
                 saturated = _run_client(_closed_loop, ports[n], requests[n], max(seconds, 3))
+            # the server's CPU per request: what one core it had to itself would sustain,
+            # whatever share of the core the other processes on the machine took
+            used = _cpu_seconds(procs[n].pid) - cpu0
+            answered = saturated.get("requests", 0)
+            if used > 0 and answered:
+                saturated["cpu_us_per_request"] = used / answered * 1e6
+                saturated["rps_per_cpu_second"] = answered / used
             out[n] = {"http_500rps": fixed, "http_saturation": saturated}
         return out
     finally:
@@ -858,7 +888,7 @@ def print_table(res: dict) -> None:
     http = res.get("http", {})
     if http:
         print("\nHTTP, 1 entity x 10 features, ms: at 500 req/s p50 / p99 / best-round p99 / "
-              "p99.9; saturation req/s")
+              "p99.9; saturation req/s, and per CPU-second of the server")
     feast_p99 = http.get("feast", {}).get("http_500rps", {}).get("p99_us")
     for name, h in http.items():
         if "http_500rps" in h:
@@ -867,7 +897,8 @@ def print_table(res: dict) -> None:
                 if feast_p99 and name != "feast" else ""
             print(f"  {name:<22}{a['p50_us'] / 1000:6.2f} / {a['p99_us'] / 1000:6.2f} / "
                   f"{a['best_round_p99_us'] / 1000:6.2f} / {a['p999_us'] / 1000:6.2f}   "
-                  f"{b.get('rps', 0):8.0f}  ({a['requests']} requests, {a['errors']} errors, "
+                  f"{b.get('rps', 0):8.0f}  {b.get('rps_per_cpu_second', 0):8.0f} per "
+                  f"CPU-s  ({a['requests']} requests, {a['errors']} errors, "
                   f"{b['errors']} non-2xx at saturation){vs}")
         elif "http_error" in h:
             print(f"\n  {name} failed:", h["http_error"][-500:])

@@ -32,7 +32,9 @@ becomes the guard's JSON 500.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from featureledger.errors import RequestTimeoutError
@@ -100,6 +102,40 @@ class _Exchange:
             self.payload.append(message.get("body", b""))
 
 
+def run_eagerly(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Step ``coro`` until it first waits: ``(True, None)`` when it finished (its
+    exception, if any, is raised), else ``(False, what it waits on)``; what
+    ``asyncio.eager_task_factory`` does on Python 3.12."""
+    try:
+        waiting = coro.send(None)
+    except StopIteration:
+        return True, None
+    return False, waiting
+
+
+async def finish(coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+    """Drive ``coro`` on from where :func:`run_eagerly` left it, as its task would.
+
+    A coroutine suspended on an asyncio future reads the future's outcome itself when it
+    is resumed, so each step waits for the future (its error is the coroutine's to see)
+    and then resumes the coroutine.
+    """
+    while True:
+        if waiting is None:  # a bare yield (``asyncio.sleep(0)``): one turn of the loop
+            await asyncio.sleep(0)
+        else:
+            # what a task does with a future its coroutine yields: take it as awaited
+            waiting._asyncio_future_blocking = False
+            try:
+                await waiting
+            except BaseException:  # noqa: S110 - the coroutine reads the outcome itself
+                pass
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+
+
 class FastRoute:
     """What the protocol needs of the app for ``POST /features/online``."""
 
@@ -156,6 +192,7 @@ def fast_protocol(base: type[Any], route: FastRoute) -> type[Any]:
             if length is None or principal_of(scope, tokens) is None:
                 super().on_headers_complete()
                 return
+            self._fl_in_head = False
             self._fl_disarm()
             http_version = parser.get_http_version()
             scope["method"] = "POST"
@@ -198,13 +235,25 @@ def fast_protocol(base: type[Any], route: FastRoute) -> type[Any]:
             body = b"".join(cycle.body)  # type: ignore[arg-type]
             cycle.body = None  # taken: the budget is released when the answer is
             ex = _Exchange(body)
-            task = self.loop.create_task(self._fr_run(cycle, self.scope, ex))
+            coro = dispatch(self.scope, ex.receive, ex.send)
+            try:
+                done, waiting = run_eagerly(coro)
+            except Exception as exc:
+                self._fr_release(cycle)
+                self._fr_failed(cycle, ex, exc)
+                return
+            if done:  # answered without waiting: from the cache, or refused
+                self._fr_release(cycle)
+                self._fr_respond(cycle, ex)
+                return
+            task = self.loop.create_task(self._fr_finish(cycle, ex, coro, waiting))
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
 
-        async def _fr_run(self, cycle: FastCycle, scope: Any, ex: _Exchange) -> None:
+        async def _fr_finish(self, cycle: FastCycle, ex: _Exchange, coro: Any,
+                             waiting: Any) -> None:
             try:
-                await dispatch(scope, ex.receive, ex.send)
+                await finish(coro, waiting)
             except Exception as exc:
                 self._fr_failed(cycle, ex, exc)
                 return
