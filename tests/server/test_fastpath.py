@@ -151,7 +151,7 @@ def test_typed_errors_are_the_same(pair):
         body([1, 2]): 422,
     }
     for raw, expected in cases.items():
-        status, headers, answer = both(pair, post_request(PATH, raw))
+        status, _headers, answer = both(pair, post_request(PATH, raw))
         assert status == expected, (raw, answer)
         assert set(answer) == {"error"} and answer["error"]["message"]
     status, _h, answer = both(pair, post_request(PATH, body(
@@ -187,7 +187,6 @@ def test_auth_failures_are_the_same(pair):
 
 def test_overload_is_the_same_503(pair):
     doc = body({"features": ["driver_stats:trips"], "entities": {"driver_id": [1]}})
-    fast, normal = pair
     for served in pair:  # every read worker busy and no waiting place: shed at once
         reads = served.app.state.serving.reads
         reads.queue_size = 0
@@ -202,7 +201,6 @@ def test_overload_is_the_same_503(pair):
 
 
 def test_connection_close_pipelining_and_metrics(pair):
-    fast, normal = pair
     doc = body({"features": ["driver_stats:trips"], "entities": {"driver_id": [1]}})
     # two requests in one write: two answers, in order, on the same connection
     first = post_request(PATH, doc)

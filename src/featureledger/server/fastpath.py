@@ -33,6 +33,7 @@ becomes the guard's JSON 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -126,10 +127,8 @@ async def finish(coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
         else:
             # what a task does with a future its coroutine yields: take it as awaited
             waiting._asyncio_future_blocking = False
-            try:
+            with contextlib.suppress(BaseException):  # the coroutine reads the outcome
                 await waiting
-            except BaseException:  # noqa: S110 - the coroutine reads the outcome itself
-                pass
         try:
             waiting = coro.send(None)
         except StopIteration:
@@ -177,6 +176,9 @@ def fast_protocol(base: type[Any], route: FastRoute) -> type[Any]:
     tokens = route.tokens
 
     class FastRouteProtocol(base):  # type: ignore[misc, valid-type]
+        _fl_refused: bool
+        cycle: Any
+
         def on_headers_complete(self) -> None:
             if self._fl_refused:
                 return
