@@ -10,44 +10,28 @@ server really took the request on its fast route.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from typing import Any
 
 import orjson
 import pytest
 
-from server.harness import TOKEN, http_exchange, open_served_store, post_request
+from server.harness import TOKEN, LiveServer, http_exchange, open_served_store, post_request
 
 PATH = "/features/online"
 COMPARED = ("content-type", "content-length", "connection", "retry-after", "www-authenticate",
             "server")
 
 
-class Served:
-    """The store's app served by uvicorn on a real port, with or without the fast route."""
+class Served(LiveServer):
+    """A served store, with or without the fast route; counts what the fast route
+    answers (it must take every plain request)."""
 
     def __init__(self, store: Any, *, fast: bool) -> None:
-        import uvicorn
-
-        from featureledger.server.app import create_app, uvicorn_config
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.app = create_app(store)
-        self.config = uvicorn_config(self.app, store.config.server, host="127.0.0.1",
-                                     port=self.port, loop="asyncio", fast_route=fast)
-        self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "no server"
-            time.sleep(0.01)
+        super().__init__(store, fast_route=fast)
         self.fast_taken = 0
-        if fast:  # count the requests the fast route takes (it must take the plain ones)
-            cls = self.config.http_protocol_class
+        if fast:
+            cls = self.server.config.http_protocol_class
             assert cls.__name__ == "FastRouteProtocol"
             respond = cls._fr_respond
 
@@ -56,13 +40,6 @@ class Served:
                 respond(proto, *args)
 
             cls._fr_respond = counted
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 def _pair(tmp_path: Any, write_commit: Any, **server: Any) -> Any:

@@ -3,7 +3,8 @@
 Responses are JSON rendered by orjson. The online-features endpoint is answered ahead of
 the framework's middleware and router (``_OnlinePath``): it reads its body with orjson
 and checks it by hand (its schema is still published in the OpenAPI document), so the hot
-path builds no pydantic objects per request. Store calls never run on the event loop: a
+path builds no pydantic objects per request; under :func:`serve` the HTTP protocol frames
+a plain request to it itself (:mod:`.fastpath`). Store calls never run on the event loop: a
 request whose keys are all in the in-process cache is answered from memory there, every
 other call runs on a bounded worker pool (:mod:`.admission`).
 

@@ -1,23 +1,24 @@
-"""``POST /features/online`` answered inside the HTTP protocol, without an ASGI task.
+"""``POST /features/online`` answered inside the HTTP protocol.
 
-Where the time went (``py-spy record`` on ``featureledger serve``, one core, the cache
-on, requests back to back): of each request's CPU, about 70% was spent outside the
-read itself: uvicorn's per-request machinery (the scope, a ``RequestResponseCycle`` with
-its ``asyncio.Event``, a task created and scheduled for every request, two socket writes
-per response, a proxy-headers middleware) and the request guard's body deadline (an
-``asyncio.timeout`` context per ``receive``). The read and the JSON response were the
-other 30%.
+Where the time went (``py-spy record`` on ``featureledger serve`` pinned to one core, the
+cache on, 32 connections back to back): about 70% of the samples were in uvicorn's
+per-request machinery around the route, not in the route: building the scope, a
+``RequestResponseCycle`` with its ``asyncio.Event``, a task created and scheduled per
+request, the proxy-headers middleware, the request guard's body deadline (an
+``asyncio.timeout`` per ``receive``, 5%), and two socket writes per response (status
+line and headers, then the body: 19% between them). The read itself was about 8%, the
+JSON answer 8%, parsing the body 4%, the metrics 3%.
 
 So for this route the protocol (:func:`fast_protocol`, a subclass of the guarded
-httptools protocol) does the framing itself: it takes the body whole (it is small and
-declared), then runs the app's own handler for the route (``FeatureServerApp._dispatch``
--> ``_OnlinePath``: the same bearer-token check, parsing, read service, typed errors and
-metrics as ever) *eagerly*: the coroutine is stepped in place, and when it completes
-without waiting (a cache hit, any refusal) the answer is written at once, status line,
-headers and body in one write. Only a request that must wait (a store read on the worker
-pool: admission control, deadline and breakers as always) continues in a task. No
-behaviour of the route changes, only who carries its bytes; the tests hold the two paths
-side by side.
+httptools protocol) frames the request itself: it takes the body whole (it is small and
+declared), runs the app's own handler for the route (``FeatureServerApp._dispatch`` ->
+``_OnlinePath``: the same bearer-token check, parsing, online read service, typed errors
+and metrics) by stepping its coroutine in place (:func:`run_eagerly`, what Python 3.12's
+eager tasks do), and writes the answer in one piece. A request answered without waiting
+(a cache hit, any refusal) never becomes a task; one that must wait (a store read on the
+worker pool, with its admission control, deadline and breakers) continues in a task
+from where it stopped. Measured side by side on one core with the cache on: 108-111 µs
+of server CPU per request through uvicorn's cycle, 73-75 µs on this route.
 
 The protocol takes a request only when it is plain: ``POST /features/online`` exactly, a
 ``Content-Length`` within the inline limit and the body budget, no chunked body, no
@@ -26,8 +27,9 @@ request on the connection still being answered. Anything else goes the usual way
 through uvicorn and the request guard, which answers the limits (413, 408, 400, 503) and
 401s as before. What the guard does for a request the protocol takes, the protocol does:
 the body must arrive within ``server.body_timeout_s`` (408, connection closed), its bytes
-count against ``server.body_budget_bytes`` while held, and an exception nothing answered
-becomes the guard's JSON 500.
+count against ``server.body_budget_bytes`` until the answer, and an exception nothing
+answered becomes the guard's JSON 500. The tests send every exchange to a server with
+this route and one without and compare the answers.
 """
 
 from __future__ import annotations
