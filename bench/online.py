@@ -56,8 +56,10 @@ requests and the best-round p99. Saturation: ``wrk`` (2 threads, 32 connections)
 installed, else the same async client closed-loop over 32 connections; with it the
 server's CPU time per request (its process tree, from /proc), which says what one core
 of its own would sustain whatever share of the core other processes took.
-``--nice -10`` runs every server and the load generator at a higher priority (the same
-for all), which keeps a loaded machine's other processes from delaying them.
+Each server runs in a session of its own (its own scheduling autogroup, so it does not
+share the benchmark's); ``--nice -10`` runs every server and the load generator at a
+higher priority, on their autogroups too (the same for all), which keeps a loaded
+machine's other sessions from delaying them.
 
 Output: a table and ``bench/results/online.json``.
 """
@@ -167,11 +169,29 @@ def pin(cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
 
 
+def autogroup_nice(value: int | None = None) -> int | None:
+    """The nice value of this process's scheduling autogroup (set it when ``value`` is
+    given); None where the kernel has no autogroups."""
+    path = Path("/proc/self/autogroup")
+    try:
+        before = int(path.read_text().split()[-1])
+        if value is not None:
+            path.write_text(str(value))
+    except (OSError, ValueError):
+        return None
+    return before
+
+
 def pin_and_prioritize(cpu: int | None) -> None:
-    """``pin``, then the priority ``--nice`` asks for (the same for every contender)."""
+    """``pin``, then the priority ``--nice`` asks for (the same for every contender).
+
+    With the kernel's autogroups (one per session) a nice value only ranks a process
+    against its own session's, so a server started in a session of its own
+    (``start_new_session``) is given the priority on its autogroup too."""
     pin(cpu)
     if NICE:
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
+        autogroup_nice(NICE)
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -673,6 +693,7 @@ def _start_server(cmd: list[str], port: int, cpu: int | None) -> subprocess.Pope
     import httpx
 
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True,
                               preexec_fn=lambda: pin_and_prioritize(cpu))
     deadline = time.monotonic() + 120
     while True:
@@ -715,6 +736,7 @@ def bench_http(servers: dict[str, tuple[list[str], str]], seconds: float, rounds
               for _ in range(1000)]
     before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     priority = os.getpriority(os.PRIO_PROCESS, 0)
+    group = autogroup_nice(NICE) if NICE else None  # the load generator's session
     procs: dict[str, subprocess.Popen] = {}
     ports: dict[str, int] = {}
     out: dict[str, dict] = {}
@@ -770,6 +792,8 @@ def bench_http(servers: dict[str, tuple[list[str], str]], seconds: float, rounds
             os.sched_setaffinity(0, before)
         if NICE:
             os.setpriority(os.PRIO_PROCESS, 0, priority)
+            if group is not None:
+                autogroup_nice(group)
         for proc in procs.values():
             proc.terminate()
         for proc in procs.values():
