@@ -10,7 +10,9 @@ Shape (deterministic, seed 11): 10,000 entities, ``--commits`` commits of ``--ro
 each, ingested in event-time order (a view fed by a small batch every few minutes); features
 f0-f4 float32, f5-f9 float64; TTL 7 days; 100,000 entity rows at random times over the
 span. The store is built once under ``bench/.data/compaction`` and copied: one copy is
-compacted (timed, in this process), the other left as it is.
+compacted (timed, in a fresh process whose peak RSS is reported beside the size of the
+rows in memory: compaction streams, holding about one output file of ``--file-rows``
+rows), the other left as it is.
 
 Contenders, each a fresh process per run, round-robin (only the retrieval is timed):
 
@@ -88,7 +90,7 @@ def _config(root: Path):
     return ProjectConfig(root=root, compaction={"auto_after_commits": None})
 
 
-def prepare(commits: int, rows: int) -> tuple[Path, float, dict]:
+def prepare(commits: int, rows: int, file_rows: int) -> tuple[Path, float, dict]:
     """The data folder (small-commit and compacted stores, one Parquet file, entities) and
     the compaction's seconds and result."""
     import pyarrow as pa
@@ -96,7 +98,7 @@ def prepare(commits: int, rows: int) -> tuple[Path, float, dict]:
 
     from featureledger import FeatureStore
 
-    d = DATA / f"{commits}x{rows}"
+    d = DATA / f"{commits}x{rows}-{file_rows}"
     small, compacted = d / "small", d / "compacted"
     done = d / "compaction.json"
     if done.exists():
@@ -114,16 +116,51 @@ def prepare(commits: int, rows: int) -> tuple[Path, float, dict]:
     pq.write_table(pa.concat_tables(tables), d / "features.parquet", row_group_size=1_000_000)
     pq.write_table(_entities(commits), d / "entities.parquet")
     shutil.copytree(small, compacted)
-    store = FeatureStore(compacted, config=_config(compacted))
+    out = d / "compact_child.json"
+    subprocess.run([sys.executable, __file__, "--child", "compact", "--dir", str(d),
+                    "--out", str(out), "--file-rows", str(file_rows)], check=True)
+    info = json.loads(out.read_text())
+    done.write_text(json.dumps(info))
+    return d, info["seconds"], info
+
+
+def _rss() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def compact_child(d: Path, out: Path, file_rows: int) -> None:
+    """Compact the copy in this fresh process: seconds, and peak RSS against the rows'
+    size in memory (compaction streams: it holds about one output file, not the view)."""
+    import resource
+
+    import pyarrow.parquet as pq
+
+    from featureledger import FeatureStore
+
+    root = d / "compacted"
+    from featureledger.config import ProjectConfig
+
+    store = FeatureStore(root, config=ProjectConfig(root=root, compaction={
+        "auto_after_commits": None, "target_file_rows": file_rows}))
+    data_bytes = sum(pq.ParquetFile(store.ctx.offline_store.path(f)).metadata.row_group(i)
+                     .total_byte_size
+                     for c in store.commits("stats", status=None) for f in c.files
+                     for i in range(pq.ParquetFile(store.ctx.offline_store.path(f))
+                                    .metadata.num_row_groups))
+    before = _rss()
     start = time.perf_counter()
     (result,) = store.compact("stats")
     seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     store.close()
-    info = {"seconds": seconds, **{k: v for k, v in result.to_dict().items()
-                                   if k in ("commits", "rows", "files_before", "files_after",
-                                            "bytes")}}
-    done.write_text(json.dumps(info))
-    return d, seconds, info
+    out.write_text(json.dumps({
+        "seconds": seconds, "peak_rss": peak, "rss_before": before,
+        "peak_growth": peak - before, "data_bytes": data_bytes, "file_rows": file_rows,
+        **{k: v for k, v in result.to_dict().items()
+           if k in ("commits", "rows", "files_before", "files_after", "bytes")}}))
 
 
 def child(method: str, d: Path, out: Path) -> None:
@@ -168,14 +205,19 @@ def main() -> int:
     ap.add_argument("--commits", type=int, default=1000)
     ap.add_argument("--rows", type=int, default=1000, help="rows per commit")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--file-rows", type=int, default=100_000,
+                    help="compaction.target_file_rows (rows per compacted file)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "compact":
+        compact_child(args.dir, args.out, args.file_rows)
+        return 0
     if args.child:
         child(args.child, args.dir, args.out)
         return 0
-    d, compact_s, info = prepare(args.commits, args.rows)
+    d, compact_s, info = prepare(args.commits, args.rows, args.file_rows)
     runs: dict[str, list[dict]] = {m: [] for m in METHODS}
     tmp = d / "result.json"
     for _ in range(args.runs):
@@ -196,6 +238,9 @@ def main() -> int:
     print(f"compaction: {compact_s:.2f} s, {info['files_before']} -> {info['files_after']} "
           f"file(s); speed-up {med['small_commits'] / med['compacted']:.1f}x; "
           f"answers identical: {same}")
+    print(f"compaction memory: peak RSS {info['peak_rss'] / 2**20:.0f} MiB, growth during "
+          f"compact {info['peak_growth'] / 2**20:.0f} MiB for {info['data_bytes'] / 2**20:.0f} "
+          f"MiB of rows (uncompressed), {info['file_rows']:,} rows per file")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "compaction.json").write_text(json.dumps({
         "machine": platform.platform(), "commits": args.commits, "rows": args.rows,

@@ -165,13 +165,22 @@ def prepare(size: str) -> Path:
 
 
 # -- contenders (run in a child process) --------------------------------------------------
-_BASELINE = {"rss": 0}
+_BASELINE = {"rss": 0, "cpu": 0.0}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far, every thread (user + system)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def mark_baseline() -> None:
-    """Remember the RSS right before the timed call (imports and setup done)."""
+    """Remember the RSS and CPU time right before the timed call (imports and setup done)."""
     with open("/proc/self/statm") as f:
         _BASELINE["rss"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    _BASELINE["cpu"] = cpu_seconds()
 
 
 def run_featureledger(d: Path, entities):
@@ -357,11 +366,12 @@ def child(method: str, size: str, result: Path, save: Path | None) -> None:
     d = DATA / size
     entities = pq.read_table(d / "entities.parquet")
     elapsed, out = globals()[f"run_{method}"](d, entities)
+    cpu = cpu_seconds() - _BASELINE["cpu"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if save is not None:
         cols = ["row_id", *FEATURES]
         pq.write_table(out.select(cols).sort_by("row_id"), save)
-    result.write_text(json.dumps({"seconds": elapsed, "peak_rss": peak,
+    result.write_text(json.dumps({"seconds": elapsed, "cpu_s": cpu, "peak_rss": peak,
                                   "peak_delta": peak - _BASELINE["rss"],
                                   "rows": out.num_rows}))
 
@@ -465,6 +475,7 @@ def main() -> int:
             rss = [x["peak_rss"] for x in ok]
             delta = [x["peak_delta"] for x in ok]
             e = {"median_s": statistics.median(secs), "min_s": min(secs), "runs_s": secs,
+                 "cpu_median_s": statistics.median(x.get("cpu_s", 0.0) for x in ok),
                  "peak_rss_median": statistics.median(rss), "peak_rss_max": max(rss),
                  "peak_delta_median": statistics.median(delta)}
             if m != "featureledger" and "featureledger" in todo and outputs[m].exists() \
@@ -489,6 +500,9 @@ def main() -> int:
                            ("spark_vs_duckdb", "spark", "featureledger_compacted")):
             if "median_s" in meth.get(a, {}) and "median_s" in meth.get(b, {}):
                 entry[name] = meth[a]["median_s"] / meth[b]["median_s"]
+                if not name.startswith("spark") and meth[b]["cpu_median_s"]:
+                    # CPU time: steadier than wall time on a machine other jobs share
+                    entry[f"{name}_cpu"] = meth[a]["cpu_median_s"] / meth[b]["cpu_median_s"]
         if "peak_rss_median" in meth.get("featureledger_compacted", {}) and \
                 "peak_rss_median" in meth.get("duckdb_asof", {}):
             entry["compacted_memory_ratio"] = (meth["featureledger_compacted"]["peak_rss_median"]
@@ -512,7 +526,8 @@ def main() -> int:
 
 
 def print_table(sizes: dict) -> None:
-    head = (f"{'rows':>5} {'contender':18} {'median s':>9} {'min s':>8} {'peak GiB':>9} "
+    head = (f"{'rows':>5} {'contender':18} {'median s':>9} {'min s':>8} {'cpu s':>6} "
+            f"{'peak GiB':>9} "
             f"{'+GiB':>6} {'x fastest ref':>13} {'rows back':>9} {'mismatch':>8}")
     print(head)
     print("-" * len(head))
@@ -525,6 +540,7 @@ def print_table(sizes: dict) -> None:
             ratio = f"{e['median_s'] / fastest:.2f}" if fastest else "-"
             chk = e.get("check", {})
             print(f"{size:>5} {m:18} {e['median_s']:9.3f} {e['min_s']:8.3f} "
+                  f"{e.get('cpu_median_s', 0.0):6.2f} "
                   f"{e['peak_rss_median'] / 2**30:9.2f} {e['peak_delta_median'] / 2**30:6.2f} "
                   f"{ratio:>13} "
                   f"{chk.get('distinct_rows', ENTITY_ROWS):>9} "
@@ -543,7 +559,9 @@ def print_table(sizes: dict) -> None:
                            "join (target <= 1.2)"),
                           ("spark_vs_duckdb", "Spark engine / DuckDB engine, same layout")):
             if key in entry:
-                print(f"{'':>5} {what}: {entry[key]:.2f}x")
+                cpu = (f" (CPU time {entry[key + '_cpu']:.2f}x)" if key + "_cpu" in entry
+                       else "")
+                print(f"{'':>5} {what}: {entry[key]:.2f}x{cpu}")
         if "compacted_memory_ratio" in entry:
             print(f"{'':>5} compacted layout peak RSS / hand-written DuckDB: "
                   f"{entry['compacted_memory_ratio']:.2f}x (target <= 1.2)")

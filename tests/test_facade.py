@@ -14,13 +14,22 @@ import pytest
 import featureledger
 from featureledger.definitions.apply import ApplyService
 from featureledger.derive import DeriveService
+from featureledger.governance.access import AccessControl
 from featureledger.governance.audit import AuditService
+from featureledger.governance.catalog import CatalogService
+from featureledger.governance.deprecation import DeprecationService
+from featureledger.governance.report import GovernanceService
+from featureledger.governance.retention import RetentionService
 from featureledger.ingest.pipeline import IngestionService
 from featureledger.lineage.service import LineageService
 from featureledger.offline.compaction import CompactionService
 from featureledger.offline.retrieval import RetrievalService
 from featureledger.online.materialization import MaterializationService
 from featureledger.online.service import OnlineService
+from featureledger.quality.alerts import AlertService
+from featureledger.quality.scoreboard import ScoreboardService
+from featureledger.quality.service import QualityService
+from featureledger.quality.skew import SkewService
 from featureledger.store import FeatureStore
 from featureledger.tracking.service import TrackingService
 
@@ -63,10 +72,36 @@ FORWARDS = {
     "lineage": (LineageService, "lineage"),
     "impact": (LineageService, "impact"),
     "reconcile": (LineageService, "reconcile"),
+    "deprecate": (DeprecationService, "deprecate"),
+    "retire": (DeprecationService, "retire"),
+    "approve_deprecation": (DeprecationService, "approve"),
+    "withdraw_deprecation": (DeprecationService, "withdraw"),
+    "deprecations": (DeprecationService, "deprecations"),
+    "set_retention": (RetentionService, "set_policy"),
+    "retention_backlog": (RetentionService, "backlog"),
+    "apply_retention": (RetentionService, "apply"),
+    "search": (CatalogService, "search"),
+    "catalog_entries": (CatalogService, "entries"),
+    "catalog_show": (CatalogService, "show"),
+    "leaderboard": (CatalogService, "leaderboard"),
+    "governance_report": (GovernanceService, "report"),
     "audit_trail": (AuditService, "audit_trail"),
     "verify_audit": (AuditService, "verify_audit"),
     "plan": (ApplyService, "plan"),
     "apply": (ApplyService, "apply"),
+    "policy": (AccessControl, "policy"),
+    "rollback_definition": (ApplyService, "rollback_definition"),
+    "rollback_data": (IngestionService, "rollback_data"),
+    "schema_drift": (IngestionService, "schema_drift"),
+    "set_quality_policy": (QualityService, "set_policy"),
+    "quality_policy": (QualityService, "policy"),
+    "drift": (QualityService, "drift"),
+    "quality_checks": (QualityService, "checks"),
+    "alerts": (AlertService, "alerts"),
+    "acknowledge_alert": (AlertService, "acknowledge"),
+    "scoreboard": (ScoreboardService, "scoreboard"),
+    "training_bias": (SkewService, "training_bias"),
+    "serving_skew": (SkewService, "serving_skew"),
 }
 
 

@@ -18,7 +18,8 @@ def test_every_error_derives_from_the_root_and_has_a_code() -> None:
     everything = [getattr(errors, n) for n in errors.__all__]
     # warnings are warnings, not errors: each says what is suspicious, none is raised
     warns = [c for c in everything if issubclass(c, Warning)]
-    assert [c.__name__ for c in warns] == ["FeatureDataWarning"]
+    assert [c.__name__ for c in warns] == ["DeprecatedFeatureWarning", "FeatureDataWarning",
+                                           "FeatureLedgerWarning"]
     assert not any(issubclass(c, errors.FeatureLedgerError) for c in warns)
     classes = [c for c in everything if c not in warns]
     codes = set()

@@ -297,7 +297,10 @@ class ServerConfig(_Config):
     host: str = "127.0.0.1"
     port: int = 6566
     tokens: dict[str, str] = Field(default_factory=dict)
-    """Bearer token -> principal name. Required to bind a non-loopback address."""
+    """Bearer token -> principal name, in plain text, for a project without an access
+    policy; with a policy, tokens are salted hashes in ``policy.yaml`` instead
+    (``featureledger policy migrate-tokens`` moves these there). Some token is required to
+    bind a non-loopback address."""
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
     """Largest request body (bytes); a larger one is refused with 413 before it is read."""
     body_budget_bytes: int = Field(default=64 * 2**20, ge=1024)
@@ -353,6 +356,41 @@ class CompactionConfig(_Config):
     groups let the engine skip more of what no entity row can reach)."""
 
 
+class WebhookConfig(_Config):
+    url: str
+    """Where alerts are POSTed as JSON (http:// or https://)."""
+    timeout_s: float = Field(default=2.0, gt=0)
+    """Time allowed for one attempt (connect and answer)."""
+    retries: int = Field(default=3, ge=0)
+    """Attempts after the first one, for an error or a 5xx/429 answer."""
+    backoff_s: float = Field(default=0.5, ge=0)
+    """Wait before the first retry; doubled before each next one."""
+    deadline_s: float = Field(default=15.0, gt=0)
+    """Time after which an alert's delivery is given up, retries or not."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra request headers (e.g. an authorization token)."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("quality.webhook.url must start with http:// or https://")
+        return value
+
+
+class QualityConfig(_Config):
+    log_alerts: bool = True
+    """Write every new alert to the ``featureledger.quality`` logger (warning/error)."""
+    webhook: WebhookConfig | None = None
+    """POST every new alert here, off the ingestion path (see quality/alerts.py)."""
+    feature_log_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of online requests whose served values are logged for skew checks."""
+    feature_log_batch_rows: int = Field(default=1000, ge=1)
+    """Sampled rows written per registry transaction (never one write per request)."""
+    feature_log_flush_interval_s: float = Field(default=5.0, ge=0)
+    """A partial batch is written at the latest this long after its first row."""
+
+
 class ProjectConfig(_Config):
     project: str = "default"
     """Project name: scopes the registry, the offline store's folders and the online keys,
@@ -370,6 +408,8 @@ class ProjectConfig(_Config):
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     bounds: BoundsConfig = Field(default_factory=BoundsConfig)
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    """Alerts (log, webhook) and the sampled online feature log."""
     root: Path = Field(default=Path("."), exclude=True)
     """Folder of the config file; relative paths resolve against it."""
 

@@ -33,6 +33,8 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── IngestionError                                  data could not be read / mapped
     ├── RetrievalError                                  a retrieval request cannot be answered
     ├── ReproductionError                               a dataset cannot be rebuilt exactly
+    │   └── CommitExpiredError                          it read commits retention deleted
+    ├── FeatureRetiredError                             a read of a feature past retire_on
     ├── DerivationError                   (ValueError)  a derived view cannot be computed
     ├── TrackingError                     (ValueError)  invalid run / model / deployment input
     ├── ConcurrencyError                                lost a race; safe to retry (transient)
@@ -45,6 +47,7 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     │       ├── DefinitionTamperedError                 a definition's spec vs its hash
     │       └── CommitTamperedError                     a commit row vs its seal
     ├── AccessDeniedError             (PermissionError)
+    │   └── PermissionDeniedError                       403: the access policy denies the principal
     ├── StateError                                      operation not valid in this state
     ├── ProjectScopeError                               a registry query missed its project (a bug)
     │   (the HTTP server's own refusals, each with the status it is answered with:)
@@ -55,12 +58,20 @@ status mapping) and a ``transient`` flag that retry logic reads instead of the m
     ├── ServerOverloadedError                           503: no worker free (transient)
     ├── DeadlineExceededError                           503: not done within the bound (transient)
     └── CircuitOpenError            (BackendUnavailableError) 503: a backend known to be down
+    (data quality:)
+    ├── QualityError                      (ValueError)  bad baseline, policy or threshold
+    ├── SchemaDriftError                  (IngestionError) the source's columns no longer
+    │                                                   match the definition
+    └── UnknownAlertError                 (NotFoundError) no alert with that id
 
 Warnings (``warnings.warn``, never raised by featureledger itself)::
 
     UserWarning
-    └── FeatureDataWarning                              a training set has a feature that is
-                                                        null in every row (and why)
+    ├── FeatureDataWarning                              a training set has a feature that is
+    │                                                   null in every row (and why)
+    └── FeatureLedgerWarning
+        └── DeprecatedFeatureWarning                    a read of a deprecated feature (once
+                                                        per process and feature)
 """
 
 from __future__ import annotations
@@ -348,6 +359,7 @@ __all__ = [
     "MissingDependencyError",
     "NameTooLongError",
     "NotFoundError",
+    "PermissionDeniedError",
     "ProjectScopeError",
     "RegistryReadOnlyError",
     "RepositoryLoadError",
@@ -485,3 +497,93 @@ __all__ = sorted([
     "ServerOverloadedError",
     "UnsupportedMediaTypeError",
 ])
+
+
+# -- access control ---------------------------------------------------------------------------
+# (in the tree above: PermissionDeniedError under AccessDeniedError; kept here, at the end, so
+# parallel edits of this file merge cleanly)
+class PermissionDeniedError(AccessDeniedError):
+    """The applied access policy does not let the principal do this (HTTP 403). Raised before
+    anything is read or written; the denial is in the audit trail."""
+
+    code = "permission_denied"
+
+    def __init__(self, message: str, *, principal: str, action: str,
+                 resources: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.principal = principal
+        self.action = action
+        self.resources = resources
+
+# -- governance: retention and deprecation schedules --------------------------------------
+# (in the tree above: CommitExpiredError under ReproductionError; kept here, at the end, so
+# parallel edits of this file merge cleanly)
+
+
+class CommitExpiredError(ReproductionError):
+    """A dataset read commits whose data retention has deleted, so it cannot be rebuilt.
+
+    ``expired`` maps each such commit id to when it expired (µs since the epoch, UTC).
+    """
+
+    code = "commit_expired"
+    http_status = 410
+
+    def __init__(self, message: str, *, dataset_id: str, expired: dict[str, int]) -> None:
+        super().__init__(message)
+        self.dataset_id = dataset_id
+        self.expired = expired
+
+
+class FeatureRetiredError(FeatureLedgerError):
+    """A read asked for a feature past its retirement date, and the reader (a deployment)
+    has no recorded exception. ``feature`` is the pinned reference, ``replacement`` what to
+    read instead (None when the deprecation named none)."""
+
+    code = "feature_retired"
+    http_status = 410
+
+    def __init__(self, message: str, *, feature: str, replacement: str | None) -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.replacement = replacement
+
+
+class FeatureLedgerWarning(UserWarning):
+    """A featureledger warning (``warnings.warn``, never raised by featureledger itself)."""
+
+
+class DeprecatedFeatureWarning(FeatureLedgerWarning):
+    """A read of a deprecated feature (once per process and deprecation): the message
+    names the reason, the replacement and the retirement date."""
+
+
+__all__ = sorted([*__all__, "CommitExpiredError", "DeprecatedFeatureWarning",
+                  "FeatureLedgerWarning", "FeatureRetiredError"])
+class QualityError(ValueError, FeatureLedgerError):
+    """A data-quality request cannot be answered as given: a malformed baseline, a policy
+    or threshold that is not valid, a baseline with no data."""
+
+    code = "quality_error"
+    http_status = 400
+
+
+class SchemaDriftError(IngestionError):
+    """The source's columns no longer match the view's definition (added, missing,
+    renamed-looking or retyped); ``.report`` holds the findings, each with what to do.
+    Nothing was written."""
+
+    code = "schema_drift"
+    http_status = 422
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class UnknownAlertError(NotFoundError):
+    code = "unknown_alert"
+
+
+__all__ = sorted([*__all__, "QualityError", "SchemaDriftError", "UnknownAlertError"])
+

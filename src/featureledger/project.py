@@ -18,6 +18,7 @@ import yaml
 
 from featureledger.config import CONFIG_FILE
 from featureledger.errors import FeatureLedgerError, RepositoryLoadError
+from featureledger.governance.policy import POLICY_FILE
 from featureledger.model.definitions import (
     Definition,
     Entity,
@@ -32,7 +33,8 @@ _DEFINITION_TYPES = (Entity, FeatureView, FeatureSet)
 def definition_files(root: Path) -> list[Path]:
     files = []
     for p in sorted(root.iterdir()):
-        if not p.is_file() or p.name.startswith(("_", ".")) or p.name == CONFIG_FILE:
+        if not p.is_file() or p.name.startswith(("_", ".")) or p.name in (CONFIG_FILE,
+                                                                         POLICY_FILE):
             continue
         if p.suffix in (".py", ".yaml", ".yml"):
             files.append(p)

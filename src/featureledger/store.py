@@ -22,6 +22,7 @@ definitions never opens the online store. Ready backend instances can be handed 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +36,13 @@ if TYPE_CHECKING:
 
     from featureledger.definitions.apply import ApplyService
     from featureledger.derive import DeriveProgress, DeriveResult, DeriveService
+    from featureledger.governance.access import AccessControl
     from featureledger.governance.audit import AuditService
+    from featureledger.governance.catalog import CatalogEntry, CatalogService
+    from featureledger.governance.deprecation import DeprecationService
+    from featureledger.governance.policy import Policy
+    from featureledger.governance.report import GovernanceReport, GovernanceService
+    from featureledger.governance.retention import Expiry, RetentionReport, RetentionService
     from featureledger.ingest.pipeline import Duplicates, IngestionResult, IngestionService
     from featureledger.lineage.graph import Direction, LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
@@ -52,8 +59,18 @@ if TYPE_CHECKING:
     from featureledger.online.response import OnlineResponse
     from featureledger.online.service import OnlineService
     from featureledger.online.stores import OnlineStore
+    from featureledger.quality.alerts import AlertService
+    from featureledger.quality.drift import DriftReport
+    from featureledger.quality.policy import QualityPolicy
+    from featureledger.quality.schema_drift import SchemaDriftReport
+    from featureledger.quality.scoreboard import Scoreboard, ScoreboardService
+    from featureledger.quality.service import QualityService
+    from featureledger.quality.skew import SkewReport, SkewService
     from featureledger.registry import CommitRecord, DefinitionRecord, Plan, Registry
     from featureledger.registry.audit import AuditEntry, AuditVerification
+    from featureledger.registry.lifecycle import Deprecation, RetentionPolicy
+    from featureledger.registry.policies import PolicyRecord
+    from featureledger.registry.quality import Alert, QualityCheck
     from featureledger.registry.segments import SegmentRecord
     from featureledger.registry.tracking_records import (
         Deployment,
@@ -73,19 +90,24 @@ class FeatureStore:
     ``featureledger.yaml``; without one, embedded defaults under ``path/.featureledger``).
     ``offline_store``, ``offline_engine`` and ``online_store`` replace the configured
     backends with ready instances (closed by their owner, not by the store).
+
+    ``principal`` is who the store acts as: what the access policy judges and what commits,
+    runs and deployments record (default ``FEATURELEDGER_PRINCIPAL``, else the OS user;
+    ``actor`` is its older name).
     """
 
     def __init__(self, repo_path: str | Path = ".", *, config: ProjectConfig | None = None,
                  actor: str | None = None,
                  offline_store: OfflineStore | None = None,
                  offline_engine: OfflineEngine | None = None,
-                 online_store: OnlineStore | None = None) -> None:
+                 online_store: OnlineStore | None = None,
+                 principal: str | None = None) -> None:
         from featureledger.registry import Registry
 
         self.repo_path = Path(repo_path)
         self.config = config or load_config(self.repo_path)
-        registry = Registry(self.config.registry_url, project=self.config.project, actor=actor,
-                            source_base=self.config.root)
+        registry = Registry(self.config.registry_url, project=self.config.project,
+                            actor=principal or actor, source_base=self.config.root)
         self.ctx = StoreContext(self.config, registry, offline_store=offline_store,
                                 offline_engine=offline_engine, online_store=online_store)
         # integrations (OpenLineage, MLflow) listen to every part's events from the start
@@ -166,6 +188,69 @@ class FeatureStore:
         return self.ctx.part(DeriveService)
 
     @functools.cached_property
+    def access(self) -> AccessControl:
+        """The access check every read and write passes (the applied policy)."""
+        from featureledger.governance.access import AccessControl
+
+        return self.ctx.part(AccessControl)
+
+    @functools.cached_property
+    def retention(self) -> RetentionService:
+        """Retention policies and their enforcement."""
+        from featureledger.governance.retention import RetentionService
+
+        return self.ctx.part(RetentionService)
+
+    @functools.cached_property
+    def deprecation(self) -> DeprecationService:
+        """Deprecation schedules and their approvals."""
+        from featureledger.governance.deprecation import DeprecationService
+
+        return self.ctx.part(DeprecationService)
+
+    @functools.cached_property
+    def catalog(self) -> CatalogService:
+        """The catalog: search, explain, leaderboards."""
+        from featureledger.governance.catalog import CatalogService
+
+        return self.ctx.part(CatalogService)
+
+    @functools.cached_property
+    def governance(self) -> GovernanceService:
+        """Governance metrics."""
+        from featureledger.governance.report import GovernanceService
+
+        return self.ctx.part(GovernanceService)
+
+    @functools.cached_property
+    def quality(self) -> QualityService:
+        """Quality policies, drift, commit checks and schema drift."""
+        from featureledger.quality.service import QualityService
+
+        return self.ctx.part(QualityService)
+
+    @functools.cached_property
+    def alerting(self) -> AlertService:
+        """Alert records and their notifications."""
+        from featureledger.quality.alerts import AlertService
+
+        return self.ctx.part(AlertService)
+
+    @functools.cached_property
+    def scoring(self) -> ScoreboardService:
+        """Quality KPIs per view, commit, experiment and deployment."""
+        from featureledger.quality.scoreboard import ScoreboardService
+
+        return self.ctx.part(ScoreboardService)
+
+    @functools.cached_property
+    def skew_service(self) -> SkewService:
+        """Sampling bias of training sets and training-serving skew."""
+        from featureledger.quality.skew import SkewService
+
+        return self.ctx.part(SkewService)
+
+    @functools.cached_property
     def lineage_service(self) -> LineageService:
         """Lineage queries and reconciliation."""
         from featureledger.lineage.service import LineageService
@@ -179,23 +264,51 @@ class FeatureStore:
 
         return load_definitions(self.repo_path)
 
+    def load_policy(self) -> Policy | None:
+        """The access policy of the repository's ``policy.yaml`` (None when there is none)."""
+        from featureledger.governance.policy import load_policy_file
+
+        return load_policy_file(self.config.root)
+
     def plan(self, definitions: builtins.list[Definition] | None = None, *,
-             migrations: Mapping[str, str] | None = None) -> Plan:
+             migrations: Mapping[str, str] | None = None,
+             policy: Policy | None = None) -> Plan:
         """What ``apply`` would do, per object, with every change classified and, for each
-        new feature-view version, where its data comes from (``item.notes``)."""
-        return self.applying.plan(definitions or self.load_definitions(),
-                                  migrations=migrations)
+        new feature-view version, where its data comes from (``item.notes``). Without
+        ``definitions``, the repository's definitions and its ``policy.yaml``."""
+        return self.applying.plan(
+            definitions or self.load_definitions(), migrations=migrations,
+            policy=policy if policy is not None or definitions else self.load_policy())
 
     def apply(self, definitions: builtins.list[Definition] | None = None, *,
               allow_breaking: str | None = None,
-              migrations: Mapping[str, str] | None = None) -> Plan:
-        """Apply definitions (default: the repository's) atomically and idempotently.
+              migrations: Mapping[str, str] | None = None,
+              policy: Policy | None = None, experiment: str | None = None,
+              hypothesis: str | None = None) -> Plan:
+        """Apply definitions (default: the repository's, with its ``policy.yaml``)
+        atomically and idempotently; ``policy`` becomes the access policy in force.
 
         ``migrations`` maps a view name to one SELECT over the relation ``old`` that fills
         a new version which would otherwise start empty (see featureledger.definitions.apply).
+        ``experiment`` and ``hypothesis`` record what new feature-view versions are created
+        to test (catalog and lineage).
         """
-        return self.applying.apply(definitions or self.load_definitions(),
-                                   allow_breaking=allow_breaking, migrations=migrations)
+        return self.applying.apply(
+            definitions or self.load_definitions(), allow_breaking=allow_breaking,
+            migrations=migrations,
+            policy=policy if policy is not None or definitions else self.load_policy(),
+            experiment=experiment, hypothesis=hypothesis)
+
+    def policy(self) -> PolicyRecord | None:
+        """The access policy in force (None: access is open)."""
+        return self.access.policy()
+
+    def acting_as(self, principal: str) -> contextlib.AbstractContextManager[str | None]:
+        """A block in which this store acts as ``principal`` (judged by the access policy
+        and recorded as who did what), e.g. for a service answering many principals."""
+        from featureledger.registry.actor import acting_as
+
+        return acting_as(principal)
 
     def get_view(self, name: str, version: int | None = None) -> DefinitionRecord:
         """A feature view version (the latest by default)."""
@@ -224,10 +337,77 @@ class FeatureStore:
         return classify_view_change(self.get_view(name, a).definition,
                                     self.get_view(name, b).definition)
 
-    def deprecate(self, name: str, version: int, reason: str,
-                  kind: str = "feature_view") -> DefinitionRecord:
-        """Mark a version deprecated (audited)."""
-        return self.registry.definitions.set_status(kind, name, version, "deprecated", reason)
+    # -- governance: deprecation, retention, catalog, metrics ---------------------------
+    def deprecate(self, target: str, reason: str, *, replacement: str | None = None,
+                  retire_on: Any = None, force: str | None = None) -> Deprecation:
+        """Deprecate a view, view version or feature (``view``, ``view@N``,
+        ``view:feature``, ``view@N:feature``): reads warn and are counted; from
+        ``retire_on`` on they fail, naming ``replacement``. Refused over active deployments
+        unless ``force`` gives the reason. See ``DeprecationService.deprecate``."""
+        return self.deprecation.deprecate(target, reason, replacement=replacement,
+                                          retire_on=retire_on, force=force)
+
+    def retire(self, target: str, reason: str, *, replacement: str | None = None,
+               force: str | None = None) -> Deprecation:
+        """Deprecate ``target`` with a retirement date of now: its reads fail from now on."""
+        return self.deprecation.retire(target, reason, replacement=replacement, force=force)
+
+    def approve_deprecation(self, deprecation_id: str,
+                            reason: str | None = None) -> Deprecation:
+        """Approve a deprecation (as this store's principal, not its requester)."""
+        return self.deprecation.approve(deprecation_id, reason)
+
+    def withdraw_deprecation(self, deprecation_id: str, reason: str) -> Deprecation:
+        """End a deprecation (audited)."""
+        return self.deprecation.withdraw(deprecation_id, reason)
+
+    def deprecations(self, *, view: str | None = None,
+                     withdrawn: bool = False) -> builtins.list[Deprecation]:
+        """Deprecations in effect (every one with ``withdrawn``)."""
+        return self.deprecation.deprecations(view=view, withdrawn=withdrawn)
+
+    def set_retention(self, view: str, *, keep_days: int | None = None,
+                      keep_last: int | None = None, reason: str) -> RetentionPolicy | None:
+        """Keep ``view``'s commits ``keep_days`` days or its last ``keep_last`` (neither:
+        keep everything); audited with ``reason``."""
+        return self.retention.set_policy(view, keep_days=keep_days, keep_last=keep_last,
+                                         reason=reason)
+
+    def retention_backlog(self, *, view: str | None = None,
+                          at: Any = None) -> builtins.list[Expiry]:
+        """The commits retention expires now (or at ``at``)."""
+        return self.retention.backlog(view=view, at=at)
+
+    def apply_retention(self, *, view: str | None = None, dry_run: bool = False,
+                        force: str | None = None, at: Any = None) -> RetentionReport:
+        """Expire and delete what the retention policies say, one commit at a time; see
+        ``RetentionService.apply``."""
+        return self.retention.apply(view=view, dry_run=dry_run, force=force, at=at)
+
+    def search(self, text: str, *, tag: str | None = None,
+               owner: str | None = None) -> builtins.list[CatalogEntry]:
+        """Views and features whose name, description, tags or owner contain ``text``."""
+        return self.catalog.search(text, tag=tag, owner=owner)
+
+    def catalog_entries(self, *, tag: str | None = None, owner: str | None = None,
+                        kind: str | None = None) -> builtins.list[CatalogEntry]:
+        """Every view and feature, by tag and owner."""
+        return self.catalog.entries(tag=tag, owner=owner, kind=kind)
+
+    def catalog_show(self, name: str, *, metric: str | None = None) -> dict[str, Any]:
+        """Everything the catalog knows of a view or feature, with its leaderboard."""
+        return self.catalog.show(name, metric=metric)
+
+    def leaderboard(self, name: str, *, metric: str | None = None
+                    ) -> builtins.list[dict[str, Any]]:
+        """Runs that read a view or feature (version), with what else they read, their
+        models and metrics, best first on ``metric``."""
+        return self.catalog.leaderboard(name, metric=metric)
+
+    def governance_report(self, *, window_days: int = 7) -> GovernanceReport:
+        """Governance metrics: denied requests, deprecated reads, undocumented features,
+        retention backlog, unreviewed breaking changes, unapproved deprecations."""
+        return self.governance.report(window_days=window_days)
 
     # -- ingestion ---------------------------------------------------------------------------
     def ingest(self, view: str, data: Any = None, *, version: int | None = None,
@@ -440,6 +620,83 @@ class FeatureStore:
         """Deployment history, newest first."""
         return self.tracking.deployments(environment=environment, model=model,
                                          active_only=active_only)
+
+    # -- data quality ------------------------------------------------------------------------
+    def set_quality_policy(self, view: str,
+                           policy: Mapping[str, Any] | QualityPolicy | None
+                           ) -> QualityPolicy | None:
+        """Set (None: remove) ``view``'s quality policy: the baseline every new commit is
+        compared with, drift thresholds, and what drift or a validation failure rate does
+        (alert, quarantine); see ``featureledger.quality.policy``. Audited."""
+        return self.quality.set_policy(view, policy)
+
+    def quality_policy(self, view: str) -> QualityPolicy | None:
+        """``view``'s quality policy, or None."""
+        return self.quality.policy(view)
+
+    def drift(self, view: str, *, baseline: str = "previous", current: str = "latest",
+              version: int | None = None, exact: bool = False,
+              features: Sequence[str] | None = None,
+              thresholds: Mapping[str, Any] | None = None) -> DriftReport:
+        """Per-feature drift of ``view`` from ``baseline`` to ``current`` (``previous``,
+        ``commits:A..B``, ``window:START..END``, ``dataset:DS_ID`` ...), from the stored
+        profiles, or with ``exact`` from the rows."""
+        return self.quality.drift(view, baseline=baseline, current=current, version=version,
+                                  exact=exact, features=features, thresholds=thresholds)
+
+    def quality_checks(self, view: str | None = None, *,
+                       commit_ids: Sequence[str] | None = None,
+                       limit: int | None = None) -> builtins.list[QualityCheck]:
+        """The stored quality checks of commits, newest first."""
+        return self.quality.checks(view, commit_ids=commit_ids, limit=limit)
+
+    def schema_drift(self, view: str, data: Any = None, *, version: int | None = None,
+                     column_map: dict[str, str | None] | None = None,
+                     source_name: str | None = None) -> SchemaDriftReport:
+        """How ``data``'s columns differ from ``view``'s definition (added, missing,
+        renamed-looking, retyped), each with what to do; nothing is written."""
+        return self.ingestion.schema_drift(view, data, version=version,
+                                           column_map=column_map, source_name=source_name)
+
+    def alerts(self, *, status: str | None = None, subject: str | None = None,
+               limit: int | None = None) -> builtins.list[Alert]:
+        """Alerts, newest first (``status``: ``open`` or ``acknowledged``)."""
+        return self.alerting.alerts(status=status, subject=subject, limit=limit)
+
+    def acknowledge_alert(self, alert_id: str, reason: str | None = None) -> Alert:
+        """Acknowledge an alert (audited); a new occurrence opens a new one."""
+        return self.alerting.acknowledge(alert_id, reason)
+
+    def rollback_data(self, view: str, *, to_commit: str | None = None, to_time: Any = None,
+                      reason: str) -> builtins.list[CommitRecord]:
+        """Roll ``view``'s data back to commit ``to_commit`` or commit time ``to_time``:
+        later commits are rolled back (audited, in lineage; the online store follows;
+        nothing deleted)."""
+        return self.ingestion.rollback_data(view, to_commit=to_commit, to_time=to_time,
+                                            reason=reason)
+
+    def rollback_definition(self, view: str, to_version: int, *, reason: str) -> Plan:
+        """Make version ``to_version``'s definition current again, as a new version."""
+        return self.applying.rollback_definition(view, to_version, reason=reason)
+
+    def scoreboard(self, *, views: Sequence[str] | None = None,
+                   commits: int = 5) -> Scoreboard:
+        """Quality KPIs per view, its last ``commits`` commits, experiment and
+        deployment: validation pass rate, drift status, freshness, completeness, open
+        alerts."""
+        return self.scoring.scoreboard(views=views, commits=commits)
+
+    def training_bias(self, dataset_id: str, *, population: str = "previous:1000000",
+                      exact: bool = False) -> SkewReport:
+        """Distributions and entity coverage of a training dataset against the
+        population (a baseline spec of each view it read)."""
+        return self.skew_service.training_bias(dataset_id, population=population,
+                                               exact=exact)
+
+    def serving_skew(self, deployment: str, *, since: Any = None) -> SkewReport:
+        """Served values sampled into the feature log against the deployed model's
+        training data."""
+        return self.skew_service.serving_skew(deployment, since=since)
 
     # -- lineage -----------------------------------------------------------------------------
     def lineage(self, node: str, *, direction: Direction = "both", depth: int | None = None,

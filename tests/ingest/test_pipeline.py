@@ -238,15 +238,30 @@ def test_gc_removes_orphans_and_nothing_else(store) -> None:
     tmp = root / "_tmp" / "cmt_half.123"
     tmp.mkdir(parents=True)
     (tmp / "part-00000.parquet").write_bytes(b"y" * 5)
+    # a training set (its entity rows are referenced by its registry row), the entity
+    # rows of one whose registry write never happened, and a staging folder a crash left
+    frame = good_frame()
+    ds = store.get_historical_features(
+        {"driver_id": list(frame["driver_id"]),
+         "event_timestamp": list(frame["event_timestamp"])}, ["trips:n"])
+    lost = root / "datasets" / "ds_lost"
+    lost.mkdir()
+    (lost / "entities.parquet").write_bytes(b"z" * 7)
+    staged = root / "datasets" / ".ds_half.123.tmp"
+    staged.mkdir()
+    (staged / "entities.parquet").write_bytes(b"w" * 3)
     assert store.gc().removed == []  # younger than the default grace
     dry = store.gc(grace_seconds=0, dry_run=True)
-    assert sorted(dry.removed) == ["default/_tmp/cmt_half.123",
+    assert sorted(dry.removed) == ["default/_tmp/cmt_half.123", "default/datasets/.ds_half.123.tmp",
+                                   "default/datasets/ds_lost",
                                    "default/views/trips/v1/cmt_orphan"]
-    assert orphan.exists()
+    assert orphan.exists() and lost.exists()
     done = store.gc(grace_seconds=0)
-    assert sorted(done.removed) == sorted(dry.removed) and done.bytes_freed == 15
-    assert not orphan.exists() and not tmp.exists()
+    assert sorted(done.removed) == sorted(dry.removed) and done.bytes_freed == 25
+    assert not orphan.exists() and not tmp.exists() and not lost.exists()
+    assert not staged.exists()
     assert all(store.ctx.offline_store.path(f).is_file() for f in kept.files)
+    assert store.reproduce(ds.id).content_hash == ds.content_hash
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv", "glob", "view_source", "view_source_by_path",

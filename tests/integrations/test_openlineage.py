@@ -27,7 +27,7 @@ SPEC = Path(__file__).parent / "openlineage_spec"
 CORE = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 FACET_FILES = {"parent": "ParentRunFacet", "errorMessage": "ErrorMessageRunFacet",
                "jobType": "JobTypeJobFacet", "schema": "SchemaDatasetFacet",
-               "tags": "TagsRunFacet"}
+               "tags": "TagsRunFacet", "columnLineage": "ColumnLineageDatasetFacet"}
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 

@@ -86,7 +86,7 @@ def test_reconcile_clean_then_names_each_problem(tmp_path, registry_url):
         geo_file = s.ctx.offline_store.path(s.get_commit(o["c3"].commit_id).files[0])
         geo_file.write_bytes(geo_file.read_bytes() + b"x")
         # an active deployment reading a now-deprecated version, no exception recorded
-        s.deprecate("driver_stats", 1, "use v2")
+        s.deprecate("driver_stats@1", "use v2", force="redeploy on v2 planned")
         # a model trained on a dataset whose record vanished
         with s.registry.db.write() as conn:
             conn.execute(schema.model_datasets.insert().values(
@@ -95,7 +95,8 @@ def test_reconcile_clean_then_names_each_problem(tmp_path, registry_url):
         rep = s.reconcile()
         by_code = {p.code: p for p in rep.problems}
         assert set(by_code) == {"commit_files_missing", "commit_file_size_mismatch",
-                                "inactive_feature_version", "missing_dataset"}
+                                "inactive_feature_version", "missing_dataset",
+                                "deprecation_unapproved"}
         assert by_code["commit_files_missing"].ids["commit"] == o["c1"].commit_id
         assert rel in by_code["commit_files_missing"].message
         assert by_code["commit_file_size_mismatch"].ids["commit"] == o["c3"].commit_id

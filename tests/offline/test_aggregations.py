@@ -189,6 +189,36 @@ def test_online_equals_offline_at_the_materialization_time(store):
     assert [s.value for s in again.statuses["fare_sum_10m"]] == ["NULL"]
 
 
+def test_quarantine_rollback_and_restore_recompute_online_aggregates_of_their_keys(store):
+    """A status change re-serves the aggregates of the keys its commit touched, as of the
+    last materialization, without another materialize; other keys are left as they were."""
+    name = define(store)
+    ids = ingest_all(store, name)
+    at = m(12)
+    store.materialize(end=at, views=[name])
+    refs = [f"{name}:{a.output_name}" for a in AGGS]
+    rows = [{"rider_id": 1}, {"rider_id": 2}]
+
+    def online() -> list[dict]:
+        got = store.get_online_features(refs, rows).to_dict()
+        return [{a.output_name: got[a.output_name][i] for a in AGGS} for i in range(2)]
+
+    before = online()
+    for i, rider in enumerate((1, 2)):
+        same(before[i], oracle(rider, at, [0, 1]))
+    store.quarantine(ids[1], "test: second batch is bad")  # rider 1 at 4 min, rider 2 at 50
+    after = online()
+    same(after[0], oracle(1, at, [0]))
+    assert after[1] == before[1]  # rider 2's commit-1 row is past the window: unchanged
+    store.restore(ids[1], "test: it was fine")
+    same(online()[0], oracle(1, at, [0, 1]))
+    store.rollback(ids[0], "test: first batch is wrong")  # riders 1 and 2
+    gone = online()
+    same(gone[0], oracle(1, at, [1]))
+    same(gone[1], oracle(2, at, [1]))
+    assert gone[1]["trips_count_30m"] == 0
+
+
 def test_changing_aggregations_is_breaking_under_backward_and_keeps_the_data(store):
     name = define(store, AGGS[:1])
     ingest_all(store, name)

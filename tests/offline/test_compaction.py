@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from featureledger import Entity, FeatureStore, FeatureView, Field
@@ -117,8 +118,26 @@ def test_compaction_keeps_every_answer(tmp_path, seed):
 
         (result,) = store.compact(VIEW)
         assert result.segment_id is not None and result.commits == 12
-        assert result.files_before == 12 and result.files_after == -(-result.rows // 7)
+        # files of about 7 rows that never split a key: a key's rows are in one file
+        per_key: dict[int, int] = {}
+        for rows in commits:
+            for k, _, _ in rows:
+                per_key[k] = per_key.get(k, 0) + 1
+        starts, before_k = set(), 0
+        for k in sorted(per_key):
+            starts.add(before_k // 7)
+            before_k += per_key[k]
+        assert result.files_before == 12 and result.files_after == len(starts)
         seg = store.segments(VIEW)[0]
+        seen_keys: set[int] = set()
+        for f in seg.files:
+            part = pq.read_table(store.ctx.offline_store.path(f))
+            rows = list(zip(part.column("driver_id").to_pylist(),
+                            part.column("event_timestamp").to_pylist(),
+                            part.column("_commit_time").to_pylist(), strict=True))
+            assert rows == sorted(rows)  # by key, event time, commit time
+            assert not seen_keys & {r[0] for r in rows}
+            seen_keys |= {r[0] for r in rows}
         assert set(seg.commit_ids) == set(ids)  # the quarantined commit's rows too
         assert all(c.segment is not None for c in store.commits(VIEW, status=None))
 
@@ -311,3 +330,44 @@ def test_compaction_killed_at_any_point_never_loses_or_doubles_a_row(tmp_path):
             assert speeds(retrieve(reader)) == expected
         finally:
             reader.close()
+
+
+def test_two_join_keys_compact_into_disjoint_key_ranges_with_the_same_answers(tmp_path):
+    root = tmp_path / "repo"
+    cfg = ProjectConfig(root=root, compaction={"auto_after_commits": None,
+                                               "target_file_rows": 5, "row_group_rows": 2})
+    store = FeatureStore(root, config=cfg)
+    try:
+        store.apply([Entity(name="rider", join_keys={"rider_id": "int64", "city": "string"}),
+                     FeatureView(name="rides", entities=["rider"], ttl="30s",
+                                 fields=[Field(name="score", dtype="float64")])])
+        rng = random.Random(5)
+        for _ in range(6):
+            rows = {(rng.randint(1, 3), rng.choice(["ams", "ber", "cdg"]), rng.randint(0, 40))
+                    for _ in range(5)}
+            store.ingest("rides", pa.table({
+                "rider_id": pa.array([r[0] for r in rows], pa.int64()),
+                "city": pa.array([r[1] for r in rows], pa.string()),
+                "event_timestamp": pa.array([t(r[2]) for r in rows],
+                                            pa.timestamp("us", tz="UTC")),
+                "score": pa.array([rng.uniform(0, 1) for _ in rows], pa.float64())}))
+        entities = {"rider_id": [k for k in (1, 2, 3, 4) for _ in range(6)] * 2,
+                    "city": ["ams"] * 24 + ["ber"] * 24,
+                    "event_timestamp": [t(s) for s in (0, 9, 20, 33, 41, 75)] * 8}
+        before = store.get_historical_features(entities, ["rides:score"])
+        assert before.to_arrow().column("score").null_count < 48
+        (result,) = store.compact("rides")
+        seg = store.segments("rides")[0]
+        assert result.files_after == len(seg.files) > 1
+        seen: set[tuple] = set()
+        for f in seg.files:
+            part = pq.read_table(store.ctx.offline_store.path(f))
+            keys = set(zip(part.column("rider_id").to_pylist(), part.column("city").to_pylist(),
+                           strict=True))
+            assert not seen & keys  # no key tuple in two files
+            seen |= keys
+        after = store.get_historical_features(entities, ["rides:score"])
+        assert after.content_hash == before.content_hash
+        assert store.reproduce(before.id).content_hash == before.content_hash
+    finally:
+        store.close()

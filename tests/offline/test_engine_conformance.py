@@ -10,7 +10,9 @@ computed from the engines' Arrow columns and must not depend on the engine.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,16 +93,55 @@ class Scenario:
 DECOY = 9999  # a commit compacted into the same file that the request does not read
 
 
+def clustered_files(sc: Scenario, folder: Any) -> list[str]:
+    """The rows of every commit as compaction lays out a segment: files of disjoint key
+    sets (here: key 1; keys 2 and 3; null keys), each sorted by key (nulls last), event
+    time, created time (nulls first) and commit."""
+    groups: list[list[Row]] = [[r for r in sc.rows if r.k == 1],
+                               [r for r in sc.rows if r.k in (2, 3)],
+                               [r for r in sc.rows if r.k is None]]
+    paths = []
+    for n, rows in enumerate(g for g in groups if g):
+        rows = sorted(rows, key=lambda r: (null_last(r.k), r.ts, r.created is not None,
+                                           r.created or 0, r.commit))
+        path = folder / f"cl{n}.parquet"
+        table = {"k": pa.array([r.k for r in rows], pa.int64()),
+                 "ts": pa.array([r.ts for r in rows], TS)}
+        if sc.created:
+            table["created"] = pa.array([r.created for r in rows], TS)
+        table.update({f: pa.array([getattr(r, f) for r in rows], to_arrow(t))
+                      for f, t in zip(FEATURES, DTYPES, strict=True)})
+        table["_commit_id"] = pa.array([sc.commit_id(r.commit) for r in rows], pa.string())
+        table["_commit_time"] = pa.array([sc.commit_time(r.commit) for r in rows], TS)
+        pq.write_table(pa.table(table), path, row_group_size=2)
+        paths.append(str(path))
+    return paths
+
+
 def write_scan(sc: Scenario, root: Any, *, ttl: int | None = None, prefix: str = "",
-               files: bool = True, compact: bool = False) -> ViewScan:
+               files: bool = True, compact: bool = False, cluster: bool = False) -> ViewScan:
     """Write each commit as one Parquet file and describe the scan as ViewScan.of would.
 
     With ``compact``, the commits of each source version go into one file, as compaction
     writes a segment, together with rows of a commit the request does not pick (which
     would win every key if it were read); the scan then lists the picked commits and their
-    ranks per file."""
+    ranks per file. With ``cluster`` (one source version, rows in every commit), every
+    commit is read from one segment in the clustered layout (:func:`clustered_files`)."""
     folder = root / f"s{next(_dirs)}"
     folder.mkdir()
+    times = [r.ts for r in sc.rows]
+    if cluster and files and sc.rows and set(sc.commits) == {0} and all(
+            any(r.commit == i for r in sc.rows) for i in range(len(sc.commits))):
+        paths = clustered_files(sc, folder)
+        every = tuple((sc.commit_id(i), i) for i in range(len(sc.commits)))
+        return ViewScan(
+            join_keys=["k"], timestamp_field="ts", features=list(FEATURES),
+            output_names=[f"{prefix}{f}" for f in FEATURES],
+            duckdb_types=[DUCK[t] for t in DTYPES], files=paths, ttl_us=ttl,
+            tie_break=sc.overlap(), file_ranks=[len(sc.commits) - 1] * len(paths),
+            event_range=(min(times), max(times)),
+            created_field="created" if sc.created else None,
+            file_commits=[every] * len(paths) if sc.overlap() else [], clustered=True)
     paths, ranks, used_by_file = [], [], []
     picks: list[tuple[tuple[str, int], ...] | None] = []
     units: list[tuple[int, list[int]]] = []  # (source version, commits) per file
@@ -147,7 +188,6 @@ def write_scan(sc: Scenario, root: Any, *, ttl: int | None = None, prefix: str =
            ColumnSource("level", None, None, "int64", LEVEL_DEFAULT)]
     projections = {0: tuple(own), 1: tuple(old)}
     identity = used in ([], [0])
-    times = [r.ts for r in sc.rows]
     return ViewScan(
         join_keys=["k"], timestamp_field="ts", features=list(FEATURES),
         output_names=[f"{prefix}{f}" for f in FEATURES],
@@ -164,8 +204,8 @@ value = st.one_of(st.none(), st.integers(-4, 4))
 
 
 @st.composite
-def scenarios(draw: Any, max_commits: int = 4) -> Scenario:
-    multi = draw(st.booleans())
+def scenarios(draw: Any, max_commits: int = 4, multi: bool | None = None) -> Scenario:
+    multi = draw(st.booleans()) if multi is None else multi
     created = draw(st.booleans())
     commits = draw(st.lists(st.integers(0, 1) if multi else st.just(0), max_size=max_commits))
     rows = []
@@ -250,6 +290,20 @@ def null_last(v: Any) -> tuple[bool, Any]:
 
 
 # -- point in time -------------------------------------------------------------------------
+def check_pit(engine: Any, sc: Scenario, entities: pa.Table, ents: list[Any], a: ViewScan,
+              b: ViewScan, bounds: bool) -> tuple[pa.Table, tuple[int, int] | None]:
+    """The engine's point in time of scans ``a`` and ``b`` against the oracle; returns the
+    engine's table and the time bounds it was given."""
+    times = [t for _, t in ents if t is not None]
+    ts_bounds = (min(times), max(times)) if bounds and times else None
+    table = engine.point_in_time(entities, "ets", [a, b], ts_bounds).read_all()
+    got = table.sort_by(ROW_COLUMN).drop_columns([ROW_COLUMN]).to_pylist()
+    want = [{**x, **y} for x, y in zip(oracle_pit(sc, a, ents, 0, ts_bounds),
+                                       oracle_pit(sc, b, ents, 1, ts_bounds), strict=True)]
+    assert got == want
+    return table, ts_bounds
+
+
 def test_point_in_time_matches_the_oracle(engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("pit")
 
@@ -257,20 +311,39 @@ def test_point_in_time_matches_the_oracle(engine, tmp_path_factory):
               suppress_health_check=[HealthCheck.too_slow])
     @given(sc=scenarios(), drawn=entity_rows, ttl=st.one_of(st.none(), st.integers(0, 6)),
            ttl_b=st.one_of(st.none(), st.integers(0, 6)), b_files=st.booleans(),
-           bounds=st.booleans(), compact=st.booleans())
-    def check(sc, drawn, ttl, ttl_b, b_files, bounds, compact):
+           bounds=st.booleans(), compact=st.booleans(), cluster=st.booleans(),
+           cluster_b=st.booleans())
+    def check(sc, drawn, ttl, ttl_b, b_files, bounds, compact, cluster, cluster_b):
         entities, ents = entity_table(drawn)
         a = write_scan(sc, root, ttl=None if ttl is None else ttl * SEC, prefix="a_",
-                       compact=compact)
+                       compact=compact, cluster=cluster)
         b = write_scan(sc, root, ttl=None if ttl_b is None else ttl_b * SEC, prefix="b_",
-                       files=b_files)
-        times = [t for _, t in ents if t is not None]
-        ts_bounds = (min(times), max(times)) if bounds and times else None
-        got = engine.point_in_time(entities, "ets", [a, b], ts_bounds).read_all()
-        got = got.sort_by(ROW_COLUMN).drop_columns([ROW_COLUMN]).to_pylist()
-        want = [{**x, **y} for x, y in zip(oracle_pit(sc, a, ents, 0, ts_bounds),
-                                           oracle_pit(sc, b, ents, 1, ts_bounds), strict=True)]
-        assert got == want
+                       files=b_files, cluster=cluster_b)
+        check_pit(engine, sc, entities, ents, a, b, bounds)
+
+    check()
+
+
+def test_point_in_time_on_the_clustered_layout_matches_the_oracle(engine, tmp_path_factory):
+    """A scan of one compacted segment read whole, in the clustered layout (the DuckDB
+    engine merges instead of sorting; ties, created times, the TTL and pruning alike)."""
+    root = tmp_path_factory.mktemp("clustered")
+
+    @settings(**examples(engine, 80), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(sc=scenarios(multi=False), drawn=entity_rows,
+           ttl=st.one_of(st.none(), st.integers(0, 6)), bounds=st.booleans())
+    def check(sc, drawn, ttl, bounds):
+        entities, ents = entity_table(drawn)
+        a = write_scan(sc, root, ttl=None if ttl is None else ttl * SEC, prefix="a_",
+                       cluster=True)
+        b = write_scan(sc, root, prefix="b_")  # beside a scan the SQL path reads
+        table, ts_bounds = check_pit(engine, sc, entities, ents, a, b, bounds)
+        # the same Arrow schema and bytes as the same files read without the layout's help
+        plain = engine.point_in_time(entities, "ets", [dataclasses.replace(a, clustered=False),
+                                                       b], ts_bounds).read_all()
+        assert table.schema == plain.schema
+        assert content_hash(table.sort_by(ROW_COLUMN)) == content_hash(plain.sort_by(ROW_COLUMN))
 
     check()
 
@@ -491,7 +564,8 @@ def test_spark_without_pyspark_names_the_extra_to_install(monkeypatch):
 # loop over the rows in plain Python.
 AGG_FUNCTIONS = ["count", "sum", "mean", "min", "max", "stddev", "last",
                  "approx_count_distinct"]
-APPROX = {"mean", "stddev"}  # a division or a square root: equal to within rounding
+APPROX = {"stddev"}  # a square root of a running deviation: equal to within rounding
+FLOATS = {"float64", "float32"}  # summed exactly: the same bits as math.fsum
 
 
 def agg_dtype(function: str, column: int) -> str:
@@ -544,10 +618,11 @@ def oracle_aggregate(sc: Scenario, ents: list[tuple[int | None, int | None]],
                 v = values[max(range(len(inside)), key=lambda i: inside[i].ts)] if inside else None
             elif not present:
                 v = None
-            elif a.function == "sum":
-                v = sum(present)
+            elif a.function == "sum":  # floats: the correctly rounded sum, on every engine
+                v = math.fsum(present) if DTYPES[a.column] in FLOATS else sum(present)
             elif a.function == "mean":
-                v = sum(present) / len(present)
+                v = (math.fsum(present) if DTYPES[a.column] in FLOATS
+                     else sum(present)) / len(present)
             elif a.function == "min":
                 v = min(present)
             elif a.function == "max":
@@ -568,7 +643,9 @@ def assert_aggregates(got: list[dict[str, Any]], want: list[dict[str, Any]],
     for g, w in zip(got, want, strict=True):
         for a in aggs:
             x, y = g[a.output], w[a.output]
-            if a.function in APPROX and x is not None and y is not None:
+            approx = a.function in APPROX or (a.function == "mean"
+                                              and DTYPES[a.column] not in FLOATS)
+            if approx and x is not None and y is not None:
                 assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12), (a, x, y)
             else:
                 assert x == y, (a, g, w)
@@ -625,3 +702,79 @@ def test_window_ends_start_exclusive_end_inclusive_and_slides_round_down(engine,
             1 for kk, s in evs if kk == k and end - 10 * SEC < BASE + s * SEC <= end))
     assert got.column("c10_slide7").to_pylist() == want
     assert got.column("last10").to_pylist() == [4, 2, 2, None, 8, None, None, None]
+
+
+def _wide_floats(tmp_path, n: int, seed: int, extra: list[float] | None = None):
+    """Floats over twelve orders of magnitude, both signs, for 3 keys, one per µs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 9, n)
+    values = [*values.tolist(), *(extra or [])]
+    p = tmp_path / f"wide{seed}.parquet"
+    pq.write_table(pa.table({
+        "k": pa.array([i % 3 for i in range(len(values))], pa.int64()),
+        "ts": pa.array([BASE + i for i in range(len(values))], TS),
+        "v": pa.array(values, pa.float64())}), p)
+    scan = ViewScan(join_keys=["k"], timestamp_field="ts", features=["v"],
+                    output_names=["v"], duckdb_types=["DOUBLE"], files=[str(p)])
+    at = [(k, t) for k in range(3) for t in (len(values) // 3, len(values) // 2, len(values))]
+    entities = pa.table({"ets": pa.array([BASE + t for _, t in at], TS),
+                         "k": pa.array([k for k, _ in at], pa.int64()),
+                         ROW_COLUMN: pa.array(range(len(at)), pa.int64())})
+    aggs = [WindowAggregate(0, "sum", len(values) // 2, None, "s", "float64"),
+            WindowAggregate(0, "mean", len(values) // 2, None, "m", "float64"),
+            WindowAggregate(0, "sum", len(values) + 1, None, "s_all", "float64")]
+    want = []
+    for k, t in at:
+        for w in (len(values) // 2, len(values) + 1):
+            inside = [v for i, v in enumerate(values) if i % 3 == k and t - w < i <= t]
+            want.append(math.fsum(inside) if inside else None)
+    return scan, entities, aggs, values, at, want
+
+
+def test_float_sums_are_correctly_rounded_whatever_the_order(duckdb_engine, tmp_path):
+    """Exact sums: the correctly rounded sum of the window's values (math.fsum), though
+    the values span twelve orders of magnitude and both signs; the mean is that sum over
+    the count."""
+    scan, entities, aggs, values, at, want = _wide_floats(tmp_path, 30_000, 5)
+    got = duckdb_engine.window_aggregate(entities, "ets", scan, aggs).read_all().sort_by(
+        ROW_COLUMN)
+    s, m, s_all = (got.column(c).to_pylist() for c in ("s", "m", "s_all"))
+    assert s == want[0::2] and s_all == want[1::2]
+    counts = [sum(1 for i in range(30_000) if i % 3 == k and t - 15_000 < i <= t)
+              for k, t in at]
+    assert m == [x / n for x, n in zip(s, counts, strict=True)]
+    # the data tells the difference: a left-to-right sum is not the correctly rounded one
+    naive = [sum(v for i, v in enumerate(values) if i % 3 == k and t - 15_000 < i <= t)
+             for k, t in at]
+    assert s != naive
+
+
+def test_non_finite_floats_are_summed_in_event_order(duckdb_engine, tmp_path):
+    """An infinity in the column: no exact integer form, so the sum adds in event-time
+    order (IEEE: the same bits every run); inf + finite values is inf."""
+    scan, entities, aggs, values, at, _ = _wide_floats(tmp_path, 3_000, 6,
+                                                       extra=[float("inf")])
+    got = duckdb_engine.window_aggregate(entities, "ets", scan, aggs).read_all().sort_by(
+        ROW_COLUMN)
+    last = len(values) - 1  # the infinity: key last % 3, time `last`
+    for (k, t), x in zip(at, got.column("s_all").to_pylist(), strict=True):
+        ordered = 0.0
+        for i, v in enumerate(values):
+            if i % 3 == k and i <= t:
+                ordered += v
+        assert x == ordered or (x != x and ordered != ordered)
+        if k == last % 3 and t >= last:
+            assert x == float("inf")
+
+
+@pytest.mark.spark
+def test_float_sums_are_the_same_bits_on_duckdb_and_spark(duckdb_engine, spark_engine,
+                                                          tmp_path):
+    """Both engines sum floats exactly and round once: the same bits, not merely close."""
+    scan, entities, aggs, _, _, want = _wide_floats(tmp_path, 6_000, 7)
+    duck, spark = (e.window_aggregate(entities, "ets", scan, aggs).read_all()
+                   .sort_by(ROW_COLUMN) for e in (duckdb_engine, spark_engine))
+    assert duck.equals(spark)
+    assert duck.column("s").to_pylist() == want[0::2]

@@ -111,3 +111,62 @@ def test_malformed_request_views_are_refused(kwargs, message):
     with pytest.raises(DefinitionError, match=message):
         RequestFeatureView(name="bad", inputs=["trips:n"],
                            fields=[Field(name="x", dtype="int64")], **kwargs)
+
+
+def test_request_views_in_a_feature_set_are_pinned_like_views(store):
+    """A feature set lists request-time features; apply pins them to the request view's
+    version, and a new version of the request view does not move the set."""
+    from featureledger import FeatureSet
+
+    store.apply([FeatureSet(name="pricing", features=["quote:per_km", "trips:fare_sum_1h"])])
+    assert store.registry.definitions.get("feature_set", "pricing").definition.features == [
+        "quote@1:per_km", "trips@1:fare_sum_1h"]
+    at = B + dt.timedelta(minutes=100)
+    ents = pa.table({"rider_id": pa.array([1, 2], pa.int64()),
+                     "event_timestamp": pa.array([at] * 2, TS), "km": [2.0, 1.0]})
+    ds = store.get_historical_features(ents, feature_set="pricing")
+    assert ds.to_arrow().column("per_km").to_pylist() == [2.0, None]
+    assert "quote@1:per_km" in ds.manifest["features"]
+    store.materialize(end=at)
+    online = store.get_online_features(entity_rows=[{"rider_id": 1}, {"rider_id": 2}],
+                                       feature_set="pricing", request_data={"km": [2.0, 1.0]})
+    assert online.to_dict()["per_km"] == [2.0, None]
+    # a new version of the request view (another formula) leaves the pinned set alone
+    store.apply([RequestFeatureView(
+        name="quote", inputs=["trips:fare_sum_1h", "trips:n"],
+        request_schema={"km": "float64"},
+        fields=[Field(name="per_km", dtype="float64"), Field(name="busy", dtype="bool")],
+        sql={"per_km": "2 * fare_sum_1h / nullif(km, 0)", "busy": "coalesce(n, 0) > 2"})])
+    again = store.get_historical_features(ents, feature_set="pricing")
+    assert again.to_arrow().column("per_km").to_pylist() == [2.0, None]
+    newest = store.get_historical_features(ents, ["quote:per_km"])
+    assert newest.to_arrow().column("per_km").to_pylist() == [4.0, None]
+    from featureledger.errors import UnknownFeatureError
+
+    with pytest.raises(UnknownFeatureError, match="no field 'nope'"):
+        store.apply([FeatureSet(name="bad", features=["quote:nope"])])
+
+
+def test_inputs_appear_only_when_asked_for(store):
+    """A request view's input features are read to compute it, and left out of the
+    result unless they are asked for themselves; reproduce gives the same columns."""
+    at = B + dt.timedelta(minutes=100)
+    ents = pa.table({"rider_id": pa.array([1, 2], pa.int64()),
+                     "event_timestamp": pa.array([at] * 2, TS), "km": [2.0, 1.0]})
+    ds = store.get_historical_features(ents, ["quote:per_km"])
+    assert ds.to_arrow().column_names == ["rider_id", "event_timestamp", "km", "per_km"]
+    assert ds.manifest["features"] == ["quote@1:per_km"]
+    assert ds.to_arrow().column("per_km").to_pylist() == [2.0, None]
+    assert store.reproduce(ds.id).manifest["content_hash"] == ds.manifest["content_hash"]
+    both = store.get_historical_features(ents, ["quote:per_km", "trips:n"])
+    assert both.to_arrow().column_names == ["rider_id", "event_timestamp", "km", "n",
+                                            "per_km"]
+    store.materialize(end=at)
+    rows = [{"rider_id": 1}, {"rider_id": 2}]
+    online = store.get_online_features(["quote:per_km"], rows, request_data={"km": [2.0, 1.0]})
+    assert list(online.to_dict()) == ["rider_id", "per_km"]
+    assert online.to_dict()["per_km"] == [2.0, None]
+    asked = store.get_online_features(["trips:n", "quote:per_km"], rows,
+                                      request_data={"km": [2.0, 1.0]})
+    assert list(asked.to_dict()) == ["rider_id", "n", "per_km"]
+    assert asked.to_dict()["n"] == [3, 4]

@@ -81,6 +81,26 @@ def test_gc_keeps_young_and_referenced_folders(offline):
     assert offline.missing_files([*kept.files, *orphan.files]) == orphan.files
 
 
+def test_gc_collects_dataset_folders_no_row_references_after_the_grace_period(offline):
+    entities = pa.table({"driver_id": [1, 2]})
+    for ds in ("ds_kept", "ds_orphan"):
+        offline.publish_dataset(offline.stage_dataset(ds, entities))
+    kept = {offline.dataset_path("ds_kept").rsplit("/", 1)[0]}
+    # without the list of referenced datasets, dataset folders are not looked at
+    assert offline.gc(set(), grace_seconds=0).removed == []
+    young = offline.gc(set(), grace_seconds=3600, referenced_datasets=kept)
+    assert young.removed == [] and young.kept_recent == ["p/datasets/ds_orphan"]
+    dry = offline.gc(set(), grace_seconds=0, referenced_datasets=kept, dry_run=True)
+    assert dry.removed == ["p/datasets/ds_orphan"]
+    assert offline.read_dataset_entities(offline.dataset_path("ds_orphan")).num_rows == 2
+    old = offline.gc(set(), grace_seconds=0, referenced_datasets=kept)
+    assert old.removed == ["p/datasets/ds_orphan"] and old.bytes_freed > 0
+    with pytest.raises(FileNotFoundError):
+        offline.read_dataset_entities(offline.dataset_path("ds_orphan"))
+    assert offline.read_dataset_entities(offline.dataset_path("ds_kept")).to_pylist() == [
+        {"driver_id": 1}, {"driver_id": 2}]
+
+
 def test_dataset_entity_rows_stage_publish_read_discard(offline):
     entities = pa.table({"driver_id": [1, 2], "n": ["a", None]})
     token = offline.stage_dataset("ds_x", entities)

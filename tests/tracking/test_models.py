@@ -119,7 +119,7 @@ def test_deploy_refuses_deprecated_features_without_exception(store):
     with store.start_run("m") as run:
         ds = store.get_historical_features(ents(), "fraud")
         run.log_model("fraud", "s3://m/1", training_dataset=ds)
-    store.deprecate("driver_geo", 1, "city moved to driver_geo_v2")
+    store.deprecate("driver_geo@1", "city moved to driver_geo_v2")
     with pytest.raises(StateError, match=r"driver_geo@1 is deprecated \(city moved"):
         store.deploy("fraud@1", "production")
     dep = store.deploy("fraud@1", "production",

@@ -178,6 +178,12 @@ def register(app: typer.Typer) -> None:
             console.print(report_table(result.report, "dropped rows"))
             console.print(f"rejected rows kept in {result.rejected_path}")
         _print_unparsed(result.report, console)
+        if result.quality is not None:  # the view's quality policy checked the commit
+            q = result.quality
+            console.print(f"quality check: {q.status}"
+                          + (f"; [yellow]{result.commit.status}[/]: "
+                             f"{show(result.commit.status_reason or '', 500)}"
+                             if result.commit.status != "committed" else ""))
 
     @app.command()
     def commits(

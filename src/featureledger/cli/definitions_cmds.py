@@ -124,11 +124,18 @@ def register(app: typer.Typer) -> None:
             help="Apply changes that break a compatibility mode, recording REASON."),
         as_json: bool = JsonOption,
         migration: list[str] = MigrationOption,
+        experiment: str = typer.Option(
+            None, "--experiment", metavar="NAME",
+            help="The experiment new feature-view versions are created for."),
+        hypothesis: str = typer.Option(
+            None, "--hypothesis", metavar="TEXT",
+            help="What they are created to test (with --experiment)."),
     ) -> None:
         """Apply the repository's definitions (idempotent; all or nothing)."""
         store = open_store(repo)
         result = store.apply(allow_breaking=allow_breaking,
-                             migrations=_migrations(repo, migration))
+                             migrations=_migrations(repo, migration),
+                             experiment=experiment, hypothesis=hypothesis)
         _print_plan(result, "applied", as_json)
 
     @app.command("list")

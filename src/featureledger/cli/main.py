@@ -25,7 +25,10 @@ COMMAND_MODULES = [
     "featureledger.cli.tracking_cmds",
     "featureledger.cli.retrieval_cmds",
     "featureledger.cli.online_cmds",
+    "featureledger.cli.lifecycle_cmds",
     "featureledger.cli.audit_cmds",
+    "featureledger.cli.governance_cmds",
+    "featureledger.cli.quality_cmds",
 ]
 
 app = typer.Typer(
@@ -43,8 +46,14 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     repo: str = typer.Option(None, "--repo", "-r",
                              help="Feature repository folder for every command."),
+    principal: str = typer.Option(
+        None, "--principal", help="Act as this principal of the access policy (default: "
+        "FEATURELEDGER_PRINCIPAL, else the OS user)."),
 ) -> None:
     _state["debug"] = debug
+    if principal:
+        # the store reads its principal from this variable (registry/actor.py)
+        os.environ["FEATURELEDGER_PRINCIPAL"] = principal
     if repo:
         # commands read their --repo option from this variable when it is not given
         os.environ["FEATURELEDGER_REPO"] = repo

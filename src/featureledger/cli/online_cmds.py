@@ -133,12 +133,12 @@ def register(app: typer.Typer) -> None:
         connections, requests in flight finish, buffered pushes land offline, then exit 0.
         """
         from featureledger.server.app import serve as run
-        from featureledger.server.auth import check_bind
+        from featureledger.server.auth import check_bind, token_map
 
         with open_store(repo) as store:
             cfg = store.config.server
             bind = host or cfg.host
-            check_bind(bind, cfg.tokens)
+            check_bind(bind, token_map(store))
             # opening the online part replays the push log before the first request
             recovery = store.online.recovery
             if recovery:

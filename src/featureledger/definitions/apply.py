@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 from featureledger.errors import DefinitionError, RetrievalError
 from featureledger.events import CommitCompleted
+from featureledger.governance.access import AccessControl
+from featureledger.governance.policy import Policy, diff_policies
 from featureledger.ingest.validation import conform_strict
 from featureledger.model.ids import new_id
 from featureledger.offline.duckdb.guard import check_query
@@ -84,16 +86,44 @@ class ApplyService:
         self.ctx = ctx
 
     def plan(self, definitions: list[Definition], *,
-             migrations: Mapping[str, str] | None = None) -> Plan:
+             migrations: Mapping[str, str] | None = None,
+             policy: Policy | None = None) -> Plan:
         """What ``apply`` would do, with every change classified and, for each new
-        feature-view version, where its data comes from (``PlanItem.notes``)."""
+        feature-view version, where its data comes from (``PlanItem.notes``); with
+        ``policy``, also how the access policy would change (an item of kind
+        ``access_policy``)."""
         check_row_checks_safe(definitions)
         check_transformations_safe(definitions)
         plan = self.ctx.registry.definitions.plan(
             definitions, migrating=self._checked(migrations))
         check_planned_views(plan)
         self._derived_notes(plan)
+        if policy is not None:
+            plan.items.append(self._policy_item(policy))
         return plan
+
+    def _policy_item(self, policy: Policy) -> PlanItem:
+        """The plan item of the access policy: new, a new version (with what changes in
+        principals and roles; tokens counted, never shown) or unchanged."""
+        from featureledger.model.compat import Change
+        from featureledger.registry import PlanItem
+        from featureledger.registry.policies import policy_hash
+
+        current = self.ctx.registry.policies.current()
+        spec = policy.to_spec()
+        if current is not None and current.policy_hash == policy_hash(spec):
+            return PlanItem("access_policy", "policy", "unchanged", current.version,
+                            current.version, definition=policy)
+        changes = [Change(c["change"], c["field"], c["detail"])
+                   for c in diff_policies(current.spec if current else None, spec)]
+        item = PlanItem("access_policy", "policy", "new" if current is None else "new_version",
+                        current.version if current else None,
+                        (current.version if current else 0) + 1, changes=changes,
+                        definition=policy)
+        if current is None:
+            item.notes.append("access control starts: everything this policy does not grant "
+                              "is denied from now on, on every path (SDK, CLI, server)")
+        return item
 
     def _derived_notes(self, plan: Plan) -> None:
         """Notes on derived views: which of their commits a new parent version makes
@@ -132,14 +162,61 @@ class ApplyService:
                         f"derived view {item.name!r} has {len(stale)} stale commit(s) (e.g. "
                         f"{first}); run 'featureledger derive {item.name}' to recompute them")
 
+    def rollback_definition(self, view: str, to_version: int, *, reason: str) -> Plan:
+        """Make ``view``'s definition that of version ``to_version`` again, as a new version
+        (nothing is deleted; the new version carries the data the compatibility rules let
+        it read, and the online store follows as for any apply). The change is applied
+        even where it is breaking, with ``reason`` recorded, and audited as a rollback."""
+        from featureledger.errors import StateError
+
+        if not reason or not reason.strip():
+            raise StateError("say why: rolling a definition back needs a reason")
+        reg = self.ctx.registry
+        latest = reg.definitions.get("feature_view", view)
+        if to_version >= latest.version:
+            raise StateError(
+                f"{view}@{to_version} is not older than the latest version "
+                f"{latest.ref}; name an earlier version (see 'featureledger versions {view}')")
+        old = reg.definitions.get("feature_view", view, to_version)
+        plan = self.apply([old.definition], allow_breaking=f"rollback: {reason}")
+        reg.db.audit_now("view_rollback:definition", "feature_view", view,
+                         {"from_version": latest.version, "to_definition": to_version,
+                          "new_version": reg.definitions.get("feature_view", view).version,
+                          "reason": reason}, decision="allow")
+        return plan
+
     def apply(self, definitions: list[Definition], *, allow_breaking: str | None = None,
-              migrations: Mapping[str, str] | None = None) -> Plan:
+              migrations: Mapping[str, str] | None = None,
+              policy: Policy | None = None, experiment: str | None = None,
+              hypothesis: str | None = None) -> Plan:
         """Apply ``definitions`` atomically; ``migrations`` maps a view name to the SQL
-        that fills its new version from the previous version's rows (relation ``old``)."""
+        that fills its new version from the previous version's rows (relation ``old``);
+        ``policy`` becomes the access policy in force, in the same transaction (audited).
+        ``experiment`` (a name, created when new, or an ``exp_`` id) and ``hypothesis``
+        record, for every feature-view version this apply creates, what it was created to
+        test (in the catalog, and as a lineage edge from the experiment).
+
+        With a policy in force, the principal needs ``apply`` on each definition that
+        changes and ``admin`` to change the policy; a refusal applies nothing."""
         check_row_checks_safe(definitions)
         check_transformations_safe(definitions)
         sql = self._checked(migrations)
         migrated: list[CommitRecord] = []
+        access = self.ctx.part(AccessControl)
+        policy_item = self._policy_item(policy) if policy is not None else None
+        if access.enabled():
+            # each changed definition as it is now and as it would be: a change of owner,
+            # tags or region must be allowed on both sides
+            registry = self.ctx.registry.definitions
+            preview = registry.plan(definitions, migrating=sql)
+            access.require("apply", [
+                access.object_resource(d, i.kind) for i in preview.changed
+                for d in ([i.definition] if not i.from_version
+                          else [registry.get(i.kind, i.name, i.from_version).definition,
+                                i.definition])], what="an apply")
+            if policy_item is not None and policy_item.action != "unchanged":
+                access.require_admin(what="an apply of the access policy")
+        experiment_id = self._experiment(experiment, hypothesis)
 
         def migrate(conn: Connection, plan: Plan) -> None:
             # the views are complete here (join keys from their entities): a check that
@@ -154,15 +231,43 @@ class ApplyService:
                             f"{item.name}@{item.from_version} already; a migration is only "
                             "for a version that would start empty. Drop the migration")
                     migrated.extend(self._migrate(conn, item, sql[item.name]))
+            if policy is not None and policy_item is not None \
+                    and policy_item.action != "unchanged":
+                self.ctx.registry.policies.write(
+                    conn, policy.to_spec(), reason=None,
+                    changes=[{"change": c.change, "field": c.field, "detail": c.detail}
+                             for c in policy_item.changes])
+            if experiment_id is not None and hypothesis is not None:
+                for item in plan.items:
+                    if item.kind == "feature_view" and item.action in ("new", "new_version"):
+                        self.ctx.registry.lifecycle.record_hypothesis(
+                            conn, item.name, item.to_version or 1, experiment_id,
+                            hypothesis.strip())
 
         plan = self.ctx.registry.definitions.apply(
             definitions, allow_breaking=allow_breaking, migrating=sql,
             within=migrate)
+        if policy_item is not None:
+            plan.items.append(policy_item)
         for record in migrated:  # visible now that the transaction committed
             self.ctx.events.emit(CommitCompleted(commit=record, source="migration"))
         self._follow_online(plan)
         self._derived_notes(plan)
         return plan
+
+    def _experiment(self, experiment: str | None, hypothesis: str | None) -> str | None:
+        """The id of the experiment new versions are created for (created when new)."""
+        if experiment is None and hypothesis is None:
+            return None
+        if not experiment or not experiment.strip() or not hypothesis or not hypothesis.strip():
+            raise DefinitionError(
+                "an experiment and a hypothesis go together: pass both (CLI --experiment "
+                "NAME --hypothesis 'TEXT'), e.g. experiment='eta-v2', hypothesis='trip "
+                "distance improves ETA error'")
+        runs = self.ctx.registry.runs
+        if experiment.startswith("exp_"):
+            return runs.get_experiment(experiment).experiment_id
+        return runs.create_experiment(experiment.strip(), exist_ok=True).experiment_id
 
     def _checked(self, migrations: Mapping[str, str] | None) -> dict[str, str]:
         out = {}

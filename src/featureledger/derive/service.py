@@ -53,6 +53,8 @@ from typing import TYPE_CHECKING, Any
 from featureledger.derive import runner
 from featureledger.errors import DefinitionError, DerivationError, StateError
 from featureledger.events import CommitCompleted, CommitStatusChanged
+from featureledger.governance.access import AccessControl
+from featureledger.lineage.columns import column_lineage
 from featureledger.model.definitions import parse_ttl
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
@@ -185,6 +187,12 @@ class DeriveService:
             raise StateError(f"feature view {rec.ref} is retired and takes no new data; "
                              "apply a new version and derive that")
         runner.check_transformation(t, rec.name)
+        access = self.ctx.part(AccessControl)
+        if access.enabled():  # it writes the derived view from every field of its parents
+            access.require_object("write", rec.definition, what=f"the derivation of {rec.ref}")
+            access.require_reads("read_offline", (
+                (name, version, None) for name, version in t.parent_refs()),
+                what=f"the derivation of {rec.ref}")
         parents = self._parents(rec)
         units = self._units(start, end, chunk)
         backfill = units != [(None, None)]
@@ -370,7 +378,8 @@ class DeriveService:
         commit_id = new_id("cmt")
         run = current_run_id()
         source = {"type": DERIVE_SOURCE, "range": None if unit == (None, None) else list(unit),
-                  "parents": read, "transformation": rec.definition_hash}
+                  "parents": read, "transformation": rec.definition_hash,
+                  "columns": column_lineage(rec.definition, {p.name: p.view for p in parents})}
         steps = [{"step": "derive", "params": {
             "language": t.language, "code_sha256": runner.code_digest(t), "params": t.params,
             "parents": [f"{r['view']}@{r['version']}" for r in read],

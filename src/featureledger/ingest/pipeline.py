@@ -39,6 +39,7 @@ from featureledger.events import (
     CommitStatusChanged,
     GcCompleted,
 )
+from featureledger.governance.access import AccessControl
 from featureledger.ingest.casting import (
     COMMIT_ID_COLUMN,
     COMMIT_TIME_COLUMN,
@@ -61,13 +62,22 @@ from featureledger.model.timeutil import to_us
 from featureledger.offline.duckdb.guard import check_expression
 from featureledger.offline.duckdb.sandbox import SandboxError, query
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
-from featureledger.registry.commits import PENDING_STATUS, CommitRecord
+from featureledger.quality.policy import QualityPolicy
+from featureledger.quality.service import QualityService
+from featureledger.registry.commits import (
+    EXPIRED_STATUS,
+    PENDING_STATUS,
+    CommitRecord,
+    expired_error,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from featureledger.context import StoreContext
     from featureledger.offline.interface import OfflineStore
+    from featureledger.quality.schema_drift import SchemaDriftReport
+    from featureledger.registry.quality import QualityCheck
 
 MODES = ("strict", "drop_invalid")
 Duplicates = Literal["reject", "keep_last"]
@@ -84,6 +94,8 @@ class IngestionResult:
     profile: dict[str, Any]
     offline: OfflineStore  # the offline store, to read the rejected rows
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # the quality check of the commit, when its view has a quality policy
+    quality: QualityCheck | None = None
 
     @property
     def commit_id(self) -> str:
@@ -110,7 +122,8 @@ class IngestionResult:
         return read_rejected(self.offline, self.commit)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.commit.to_dict(), "timings": self.timings}
+        return {**self.commit.to_dict(), "timings": self.timings,
+                "quality": self.quality.to_dict() if self.quality is not None else None}
 
 
 CommitResult = IngestionResult
@@ -250,6 +263,8 @@ class IngestionService:
             # refused before anything is read; the columns are checked once they are known
             check_expression(filter, "filter", IngestionError)
         rec = self._registry.definitions.view(view, version)
+        self.ctx.part(AccessControl).require_object("write", rec.definition,
+                                                    what=f"an ingestion into {rec.ref}")
         if rec.status == "retired":
             raise StateError(
                 f"feature view {rec.ref} is retired and takes no new data; ingest into a "
@@ -305,6 +320,12 @@ class IngestionService:
 
         fv = rec.definition
         t = time.perf_counter()
+        quality = self.ctx.part(QualityService)
+        policy = quality.policy(rec.name)
+        if policy is not None:  # before anything is written: the source's columns
+            quality.refuse_schema_drift(
+                quality.schema_drift(rec.name, inp.table.schema, version=rec.version,
+                                     column_map=column_map), rec.ref)
         table, map_step = apply_column_map(inp.table, column_map)
         steps: list[dict[str, Any]] = [map_step] if map_step else []
         rows = np.arange(table.num_rows, dtype=np.int64)
@@ -382,12 +403,28 @@ class IngestionService:
             schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
             .append(pa.field(COMMIT_TIME_COLUMN, pa.timestamp("us", tz="UTC"))),
             report=report, profile=profile))
+        check = None
+        if policy is not None:
+            record, check = self._check_quality(quality, record, policy, timings)
         # past a number of small commits, the version's files are compacted (after the
         # commit is durable and acknowledged above; a failure there changes nothing)
         from featureledger.offline.compaction import CompactionService
 
         self.ctx.part(CompactionService).maybe_compact(record.view_name, record.view_version)
-        return IngestionResult(record, report, profile, self.ctx.offline_store, timings)
+        return IngestionResult(record, report, profile, self.ctx.offline_store, timings,
+                               check)
+
+    def _check_quality(self, quality: QualityService, record: CommitRecord,
+                       policy: QualityPolicy, timings: dict[str, float]
+                       ) -> tuple[CommitRecord, QualityCheck | None]:
+        """The commit checked against its view's quality policy, quarantined (through
+        :meth:`quarantine`, as by hand) when the policy says so."""
+        t = time.perf_counter()
+        verdict = quality.check_commit(record, policy)
+        if verdict is not None and verdict.quarantine_reason:
+            record = self.quarantine(record.commit_id, verdict.quarantine_reason)
+        timings["quality"] = time.perf_counter() - t
+        return record, verdict.check if verdict is not None else None
 
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
                 report: ValidationReport, profiling: Future[Any], inp: InputData,
@@ -441,12 +478,17 @@ class IngestionService:
         if not reason or not str(reason).strip():
             raise StateError(f"say why: changing a commit to {status!r} needs a reason")
         old = self.get_commit(commit_id)
+        self.ctx.part(AccessControl).require_view(
+            "quarantine", old.view_name, old.view_version,
+            what=f"changing commit {commit_id} to {status}")
         if old.status == PENDING_STATUS:
             raise StateError(
                 f"commit {commit_id} is pending: its pushed rows have not landed offline "
                 "yet. Flush the pushes (or restart the server holding them), then change "
                 "its status"
             )
+        if old.status == EXPIRED_STATUS:
+            raise expired_error(old)
         if old.status == status:
             return old
         if old.status not in allowed_from:
@@ -472,15 +514,68 @@ class IngestionService:
         """Make a quarantined or rolled-back commit visible again."""
         return self._set_status(commit_id, "committed", reason, ("quarantined", "rolled_back"))
 
+    def rollback_data(self, view: str, *, to_commit: str | None = None, to_time: Any = None,
+                      reason: str) -> list[CommitRecord]:
+        """Roll ``view`` back to its data as of commit ``to_commit`` (or commit time
+        ``to_time``): every committed commit after it is marked rolled back, each through
+        :meth:`rollback` (audited; the online store follows; restoring one serves it
+        again). Nothing is deleted. Returns the commits rolled back, oldest first."""
+        if (to_commit is None) == (to_time is None):
+            raise StateError("name exactly one of to_commit (a commit id) and to_time")
+        if not reason or not str(reason).strip():
+            raise StateError("say why: rolling a view back needs a reason")
+        rec = self._registry.definitions.view(view)
+        chain = [p.version for p in self._registry.definitions.data_chain(rec.name)]
+        commits = self._registry.commits.list(rec.name, versions=chain)
+        if to_commit is not None:
+            target = self.get_commit(to_commit)
+            if target.view_name != rec.name:
+                raise StateError(f"commit {to_commit} belongs to {target.view_ref}, not to "
+                                 f"view {rec.name!r}")
+            after = [c for c in commits if (c.commit_time, c.commit_id)
+                     > (target.commit_time, target.commit_id)]
+        else:
+            cutoff = to_us(to_time)
+            after = [c for c in commits if c.commit_time > cutoff]
+        why = f"view rollback to {to_commit or to_time}: {reason}"
+        done = [self.rollback(c.commit_id, why) for c in after]
+        with self._registry.db.write(bump=False) as conn:
+            from featureledger.registry.lineage_edges import ROLLED_BACK, record_edges, view_node
+
+            # the view version points at the commits its rollback hid, in lineage
+            record_edges(conn, [(view_node(c.view_name, c.view_version), c.commit_id,
+                                 ROLLED_BACK, {"reason": why}) for c in done])
+            self._registry.db.audit(conn, "view_rollback:data", "feature_view", rec.name, {
+                "to_commit": to_commit, "to_time": str(to_time) if to_time is not None
+                else None, "rolled_back": [c.commit_id for c in done], "reason": reason})
+        return done
+
+    def schema_drift(self, view: str, data: Any = None, *, version: int | None = None,
+                     column_map: dict[str, str | None] | None = None,
+                     source_name: str | None = None) -> SchemaDriftReport:
+        """How ``data`` (as :meth:`ingest` takes it; None: the view's own source) differs
+        from ``view``'s definition: columns added, missing, renamed-looking or retyped,
+        each with what to do. Nothing is written."""
+        rec = self._registry.definitions.view(view, version)
+        config = self.ctx.config
+        inp = read_input(data, rec.definition, source_name=source_name, digest=False,
+                         base=config.root, allowed_prefixes=config.sources.allowed_prefixes)
+        sample = inp.table.slice(0, 10_000)
+        return self.ctx.part(QualityService).schema_drift(
+            rec.name, inp.table.schema, version=rec.version, column_map=column_map,
+            profile=profile_table(sample))
+
     def gc(self, grace_seconds: float = 3600, dry_run: bool = False) -> GcReport:
         """Remove commit folders that no registry row references and abandoned temp files.
 
         Folders younger than ``grace_seconds`` are kept, since an ingestion may be between
         its rename and its registry commit; use 0 only when no ingestion is running.
         """
+        self.ctx.part(AccessControl).require_admin(what="garbage collection")
         # files a compaction replaced stay referenced for the same grace period
         referenced = self._registry.commits.live_files(int(grace_seconds * 1_000_000))
+        datasets = {p.rsplit("/", 1)[0] for p in self._registry.datasets.entity_paths()}
         report = self.ctx.offline_store.gc(referenced, grace_seconds=grace_seconds,
-                                           dry_run=dry_run)
+                                           dry_run=dry_run, referenced_datasets=datasets)
         self.ctx.events.emit(GcCompleted(report=report, dry_run=dry_run))
         return report

@@ -20,6 +20,10 @@ HyperLogLog ``approx_count_distinct``, one query for all columns). Then by type:
 * timestamps and dates: ``min``, ``max`` (ISO 8601);
 * booleans: ``true`` and ``false`` counts.
 
+For drift (:mod:`featureledger.quality.sketches`), numbers also carry a t-digest
+quantile sketch (``tdigest``, ``tdigest_n``) and text the bounded value counts ``freq`` / ``freq_other``:
+summaries that merge across commits, so drift is computed from stored profiles.
+
 The result is a JSON-ready dict (non-finite numbers become text such as ``"inf"``).
 
 >>> import pyarrow as pa
@@ -36,6 +40,13 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from featureledger.quality.sketches import (
+    FREQ_K,
+    SKETCH_VERSION,
+    categorical_column_summary,
+    numeric_column_summary,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -96,6 +107,8 @@ def _numeric(arr: pa.ChunkedArray, out: dict[str, Any]) -> None:
     exact = flat.size <= QUANTILE_EXACT_LIMIT
     if not exact:
         flat = flat[_sample_positions(flat.size)]
+    finite = isinstance(out["min"], (int, float)) and isinstance(out["max"], (int, float))
+    out.update(numeric_column_summary(flat if finite else flat[np.isfinite(flat)]))
     with np.errstate(invalid="ignore"):  # inf - inf while interpolating gives NaN, no warning
         qs = np.quantile(flat.astype(np.float64, copy=False), list(QUANTILES.values()))
     out["quantiles"] = {k: _num(q) for k, q in zip(QUANTILES, qs, strict=True)}
@@ -108,7 +121,7 @@ def _text(arr: pa.ChunkedArray, out: dict[str, Any], limit: int) -> None:
 
     values = arr.drop_null() if arr.null_count else arr
     if len(values) == 0:
-        out.update(min=None, max=None, top_k=[])
+        out.update(min=None, max=None, top_k=[], freq={}, freq_other=0)
         return
     mm = pc.min_max(values)
     for key in ("min", "max"):
@@ -120,11 +133,16 @@ def _text(arr: pa.ChunkedArray, out: dict[str, Any], limit: int) -> None:
     order = pc.sort_indices(
         pa.table({"v": vals, "c": cnts}),
         sort_keys=[("c", "descending"), ("v", "ascending")],
-    )[:TOP_K]
+    )[:FREQ_K]
+    top_vals = vals.take(order).to_pylist()
+    top_cnts = cnts.take(order).to_pylist()
+    freq = categorical_column_summary(top_vals, top_cnts, max_chars=limit)
+    freq["freq_other"] += len(values) - sum(top_cnts)
+    out.update(freq)
     out["top_k"] = []
-    for i in order:
-        value, size = _bounded(vals[i.as_py()].as_py(), limit)
-        entry = {"value": value, "count": cnts[i.as_py()].as_py()}
+    for value, count in zip(top_vals[:TOP_K], top_cnts[:TOP_K], strict=True):
+        shown, size = _bounded(value, limit)
+        entry = {"value": shown, "count": count}
         if size is not None:
             entry["chars"] = size
         out["top_k"].append(entry)
@@ -180,7 +198,8 @@ def profile_table(table: pa.Table, columns: list[str] | None = None, *,
     for name, d in distinct.result().items():
         cols[name]["distinct_estimate"] = d
     return {"rows": table.num_rows, "columns": cols,
-            "quantile_exact_limit": QUANTILE_EXACT_LIMIT, "sample_seed": SAMPLE_SEED}
+            "quantile_exact_limit": QUANTILE_EXACT_LIMIT, "sample_seed": SAMPLE_SEED,
+            "sketch_version": SKETCH_VERSION}
 
 
 def _column(arr: pa.ChunkedArray, string_chars: int) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from featureledger.events import (
 )
 from featureledger.model.references import parse_reference
 from featureledger.registry import schema
+from featureledger.registry.derivations import derivation
 from featureledger.registry.lineage_edges import INGESTED, openlineage_dataset
 
 log = logging.getLogger("featureledger.integrations.openlineage")
@@ -129,6 +130,40 @@ def _field(name: str, dtype: str, description: str | None = None) -> Any:
     key = dtype.split("[")[0].split("(")[0]
     return schema_dataset.SchemaDatasetFacetFields(
         name=name, type=_ARROW_TO_OL.get(key, dtype.upper()), description=description or None)
+
+
+# OpenLineage's names for how an input column reaches an output column (DIRECT) or
+# decides which rows there are (INDIRECT)
+_DIRECT = {"identity": "IDENTITY", "transformation": "TRANSFORMATION",
+           "aggregation": "AGGREGATION"}
+_INDIRECT = {"filter": "FILTER", "join": "JOIN", "group_by": "GROUP_BY"}
+
+
+def column_lineage_facet(record: dict[str, Any] | None,
+                         datasets: dict[str, tuple[str, str]]) -> Any:
+    """The ``columnLineage`` dataset facet of a derived commit's column lineage record
+    (:mod:`featureledger.lineage.columns`); ``datasets`` maps each parent view to its
+    input dataset's (namespace, name). None when the lineage is unknown (a Python
+    transformation that declares none, SQL sqlglot could not read)."""
+    if not record or record.get("method") not in ("sqlglot", "declared"):
+        return None
+    from openlineage.client.facet_v2 import column_lineage_dataset as cl
+
+    def field(i: dict[str, Any], kind: str, subtype: str) -> Any:
+        namespace, name = datasets.get(i["view"], ("", i["view"]))
+        desc = i.get("expression") or ""
+        return cl.InputField(namespace=namespace, name=name, field=i["column"],
+                             transformations=[cl.Transformation(
+                                 type=kind, subtype=subtype, description=desc,
+                                 masking=False)])
+
+    fields = {out: cl.Fields(inputFields=[field(i, "DIRECT", _DIRECT.get(i["kind"],
+                                                                        "TRANSFORMATION"))
+                                          for i in inputs])
+              for out, inputs in record.get("columns", {}).items()}
+    dataset = [field(d, "INDIRECT", _INDIRECT.get(d["kind"], "FILTER"))
+               for d in record.get("dataset", [])]
+    return cl.ColumnLineageDatasetFacet(fields=fields, dataset=dataset, producer=PRODUCER)
 
 
 class OpenLineageEmitter:
@@ -241,6 +276,9 @@ class OpenLineageEmitter:
 
     def on_commit_completed(self, e: CommitCompleted) -> None:
         rec = e.commit
+        if derivation(rec.source) is not None:
+            self.on_derived_commit(e)
+            return
         cid, view, version, run_id = (rec.commit_id, rec.view_name, rec.view_version,
                                       rec.run_id)
         inputs = [self._source_dataset(node) for node in self._sources_of(cid)]
@@ -261,6 +299,29 @@ class OpenLineageEmitter:
                            "errorMessage": error_message_run.ErrorMessageRunFacet(
                                message=str(err) or type(err).__name__,
                                programmingLanguage="python", producer=PRODUCER)})
+
+    # -- derivations (column lineage) -----------------------------------------------------
+    def on_derived_commit(self, e: CommitCompleted) -> None:
+        """A derived commit: job ``derive.<view>``, the parent view versions it read (with
+        the commits) as inputs, the derived view version as output, carrying the
+        ``columnLineage`` facet of the column lineage the commit recorded."""
+        rec = e.commit
+        cid, view, version, run_id = (rec.commit_id, rec.view_name, rec.view_version,
+                                      rec.run_id)
+        parents = derivation(rec.source).get("parents", [])  # type: ignore[union-attr]
+        inputs = [self._view_dataset(p["view"], int(p["version"]), InputDataset,
+                                     list(p.get("commits", [])))
+                  for p in parents]
+        out = self._view_dataset(view, version, OutputDataset, [cid])
+        facet = column_lineage_facet(rec.source.get("columns"), {
+            p["view"]: (d.namespace, d.name) for p, d in zip(parents, inputs, strict=True)})
+        if facet is not None:
+            out.facets["columnLineage"] = facet
+        versions = [f"{view}@{version}", *(f"{p['view']}@{p['version']}" for p in parents)]
+        self._emit(RunState.COMPLETE, _uuid(cid), self._job(f"derive.{view}", "DERIVATION"),
+                   inputs=inputs, outputs=[out],
+                   facets={**self._fl(commitIds=[cid], runId=run_id, featureVersions=versions),
+                           **self._parent(run_id)})
 
     # -- materialization -----------------------------------------------------------------
     def on_materialize(self, e: MaterializeCompleted) -> None:

@@ -10,7 +10,13 @@ Registry checks, each one set-based SQL:
 * ``missing_commit``: a dataset listing a commit that is not recorded;
 * ``missing_model`` / ``missing_run``: a deployment's model, or a model's run, is gone;
 * ``inactive_feature_version``: an active deployment reads a deprecated or retired view
-  version without a recorded exception.
+  version without a recorded exception;
+* ``deprecation_unapproved`` / ``retirement_unapproved``: a deprecation (or a retirement
+  in effect) that no principal other than its requester approved;
+  ``deprecation_unrecorded``: a deprecated or retired version that no recorded deprecation
+  covers (see ``registry/lifecycle.py``).
+
+Expired commits (retention deleted their data) have no files to check.
 
 Tamper checks, over every definition version and every commit row:
 
@@ -63,6 +69,7 @@ from featureledger.offline.storage import local_path, path_digest
 from featureledger.registry import schema
 from featureledger.registry.commits import (
     COMMIT_STATUSES,
+    EXPIRED_STATUS,
     SEAL_BROKEN,
     SEAL_NONE,
     seal_state,
@@ -251,13 +258,15 @@ def _commit_row_checks(conn: Connection) -> tuple[list[Problem], list[Problem], 
                 f"{label} was written before commit rows were sealed (registry revision "
                 "0005); its fields cannot be checked, only its files", ids))
         expected = audited.get(r.commit_id, "committed")
-        if expected in COMMIT_STATUSES and r.status != expected:
+        if expected in (*COMMIT_STATUSES, EXPIRED_STATUS) and r.status != expected:
+            fix = (f"Set it back with featureledger {_STATUS_VERB[expected]} {r.commit_id} "
+                   "--reason 'status edited' (or restore the row from a backup)"
+                   if expected in _STATUS_VERB else
+                   "Its data was deleted by retention; restore the row from a backup")
             problems.append(Problem(
                 "commit_status_unaudited",
                 f"{label} is {r.status!r} in its row, but its audit trail ends with "
-                f"{expected!r}: the status was changed outside featureledger. Set it back "
-                f"with featureledger {_STATUS_VERB[expected]} {r.commit_id} --reason "
-                "'status edited' (or restore the row from a backup)", ids))
+                f"{expected!r}: the status was changed outside featureledger. {fix}", ids))
     return problems, notices, len(rows)
 
 
@@ -321,6 +330,8 @@ def _commits(conn: Connection) -> list[_CommitFiles]:
             side = [side_of_old[r.commit_id]] if r.commit_id in side_of_old else []
         if r.commit_id in held:
             files = []
+        if r.status == EXPIRED_STATUS:  # retention deleted its files on purpose
+            files, side = [], []
         out.append(_CommitFiles(r.commit_id, f"{r.view_name}@{r.view_version}", r.status,
                                 files, side, r.content_digest, manifest))
     return out
@@ -553,6 +564,8 @@ def reconcile(ctx: Any, *, deep: bool = False) -> ReconcileReport:
         datasets = _datasets(conn, deep)
         artifacts = _artifacts(conn)
         report.problems += _deployment_checks(conn)
+        report.problems += [Problem(code, message, ids) for code, message, ids in
+                            ctx.registry.lifecycle.approval_problems(conn)]
         definition_problems, n_definitions = _definition_checks(conn)
         report.problems += definition_problems
         row_problems, report.notices, _ = _commit_row_checks(conn)

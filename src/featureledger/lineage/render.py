@@ -66,6 +66,7 @@ def to_text(graph: LineageGraph) -> str:
 
     for root in graph.roots:
         lines.append(show(root))
+        lines += column_lines(graph.nodes.get(root, {}).get("columns"))
         if graph.direction in ("upstream", "both", "path"):
             tree(root, parents, "<-", 1, {root})
         if graph.direction in ("downstream", "both", "path"):
@@ -75,6 +76,37 @@ def to_text(graph: LineageGraph) -> str:
     if not graph.edges:
         lines.append("  (no lineage edges)")
     return "\n".join(lines)
+
+
+def column_lines(record: dict[str, Any] | None, indent: str = "  ") -> list[str]:
+    """A derived view's (or commit's) column lineage as text lines: each output column
+    with the parent columns it is computed from and how.
+
+    >>> for line in column_lines({"method": "sqlglot", "columns": {"fare2": [
+    ...         {"view": "trips", "column": "fare", "kind": "transformation",
+    ...          "expression": "fare * 2"}]}, "dataset": []}):
+    ...     print(line)
+      columns (from the SQL, sqlglot):
+        fare2 <- trips.fare  (transformation: fare * 2)
+    """
+    if not record:
+        return []
+    method = record.get("method")
+    if method == "unknown":
+        why = record.get("reason") or ("a Python transformation's columns are not known "
+                                       "unless its definition declares them (columns=)")
+        return [f"{indent}columns: unknown ({why})"]
+    how = {"sqlglot": "from the SQL, sqlglot", "declared": "declared by the definition"}
+    lines = [f"{indent}columns ({how.get(str(method), method)}):"]
+    for out, inputs in record.get("columns", {}).items():
+        if not inputs:
+            lines.append(f"{indent}  {out} <- (no parent column: a constant or parameter)")
+        for i in inputs:
+            expr = f": {i['expression']}" if i.get("expression") else ""
+            lines.append(f"{indent}  {out} <- {i['view']}.{i['column']}  ({i['kind']}{expr})")
+    for d in record.get("dataset", []):
+        lines.append(f"{indent}  (rows) <- {d['view']}.{d['column']}  ({d['kind']})")
+    return lines
 
 
 def _ids(graph: LineageGraph) -> dict[str, str]:

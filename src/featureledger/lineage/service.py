@@ -111,16 +111,83 @@ class LineageService:
     # -- queries ----------------------------------------------------------------------------
     def lineage(self, node: str, *, direction: Direction = "both", depth: int | None = None,
                 describe: bool = True) -> LineageGraph:
-        """The graph upstream and/or downstream of ``node``, with metadata per node."""
+        """The graph upstream and/or downstream of ``node``, with metadata per node.
+
+        ``node`` may also be a feature (``view:feature`` or ``view@N:feature``): the graph
+        is its view version's, and the root's ``columns`` (a derived view's column
+        lineage) are narrowed to that feature.
+        """
         if direction not in ("upstream", "downstream", "both"):
             raise TrackingError(f"direction {direction!r} is not valid; use upstream, "
                                 "downstream or both")
+        node, feature = self._feature_node(node)
         with self.db.read() as conn:
             root = self.resolve_node(node, conn)
             graph = lineage(conn, root, direction, max_depth=depth)
             if describe:
                 graph.nodes = describe_nodes(conn, graph.node_ids(), root=self.ctx.config.root)
+        if describe:
+            self._describe_columns(graph, feature)
         return graph
+
+    def _feature_node(self, node: str) -> tuple[str, str | None]:
+        """``(view node, feature)`` for a feature reference, else ``(node, None)``."""
+        text = node.strip()
+        if text.startswith(_ID_PREFIXES) or text.startswith(_KIND_PREFIXES) or ":" not in text:
+            return node, None
+        from featureledger.model.references import parse_reference
+
+        ref = parse_reference(text)
+        version = ref.version or self.ctx.registry.definitions.view(ref.view).version
+        rec = self.ctx.registry.definitions.view(ref.view, version)
+        rec.definition.require_feature(ref.feature)
+        return f"view:{ref.view}@{version}", ref.feature
+
+    def column_lineage(self, view: str) -> dict[str, Any]:
+        """The column lineage of derived view version ``view`` (``name`` or ``name@N``)
+        against its parents' definitions as they resolve now (see
+        :mod:`featureledger.lineage.columns`); a derived commit records the one it was
+        computed with."""
+        from featureledger.lineage.columns import column_lineage
+
+        name, _, version = view.partition("@")
+        defs = self.ctx.registry.definitions
+        rec = defs.view(name, int(version) if version.isdigit() else None)
+        t = rec.definition.transformation
+        if t is None:
+            raise TrackingError(f"feature view {rec.ref} is not derived (it has no "
+                                "transformation), so it has no column lineage")
+        parents = {p: defs.view(p, v).definition for p, v in t.parent_refs()}
+        return column_lineage(rec.definition, parents)
+
+    def _describe_columns(self, graph: LineageGraph, feature: str | None) -> None:
+        """Column lineage on derived view nodes (from the definitions) and derived commit
+        nodes (what the commit recorded)."""
+        from featureledger.registry.derivations import column_record
+
+        ids = [n for n, meta in graph.nodes.items() if meta.get("kind") == "commit"]
+        t = schema.commits
+        sources: dict[str, Any] = {}
+        with self.db.read() as conn:
+            for i in range(0, len(ids), 500):
+                sources.update(conn.execute(sa.select(t.c.commit_id, t.c.source).where(
+                    scope(conn, t), t.c.commit_id.in_(ids[i:i + 500]))).all())
+        for n, meta in graph.nodes.items():
+            cols: dict[str, Any] | None = None
+            if meta.get("kind") == "view" and meta.get("derived"):
+                try:
+                    cols = self.column_lineage(n[len("view:"):])
+                except NotFoundError:  # a parent that no longer resolves
+                    cols = None
+            elif n in sources:
+                cols = column_record(json.loads(sources[n]))
+            if cols is None:
+                continue
+            if feature is not None and n in graph.roots:
+                meta["feature"] = feature
+                cols = {**cols, "columns": {k: v for k, v in cols["columns"].items()
+                                            if k == feature}}
+            meta["columns"] = cols
 
     def upstream(self, node: str, **options: Any) -> LineageGraph:
         return self.lineage(node, direction="upstream", **options)
@@ -133,6 +200,7 @@ class LineageService:
         with self.db.read() as conn:
             graph = path(conn, self.resolve_node(a, conn), self.resolve_node(b, conn))
             graph.nodes = describe_nodes(conn, graph.node_ids(), root=self.ctx.config.root)
+        self._describe_columns(graph, None)
         return graph
 
     def impact(self, node: str, *, commit_status: str | None = None) -> ImpactReport:
@@ -253,7 +321,7 @@ def describe_nodes(conn: Connection, node_ids: list[str], *, root: Any = None
         for n in by_kind.get(kind, []):
             name, _, version = n[len(prefix):].rpartition("@")
             r = conn.execute(sa.select(d.c.status, d.c.created_at, d.c.created_by,
-                                       d.c.definition_hash, d.c.stale).where(
+                                       d.c.definition_hash, d.c.stale, d.c.spec).where(
                 scope(conn, d), d.c.kind == dkind, d.c.name == name,
                 d.c.version == (int(version) if version.isdigit() else -1))).first()
             out[n]["label"] = n[len(prefix):]
@@ -261,6 +329,8 @@ def describe_nodes(conn: Connection, node_ids: list[str], *, root: Any = None
                 out[n].update(status=r.status, created_at=_iso(r.created_at),
                               created_by=r.created_by, definition_hash=r.definition_hash,
                               stale=bool(r.stale))
+                if kind == "view":
+                    out[n]["derived"] = bool(json.loads(r.spec).get("transformation"))
     for n in by_kind.get("source", []):
         uri = n[len("source:"):]
         out[n].update(label=source_label(uri, root), uri=uri)

@@ -16,7 +16,9 @@ import uuid
 
 from featureledger.errors import InvalidReferenceError
 
-ID_PREFIXES = frozenset({"exp", "run", "mdl", "dep", "cmt", "ds", "seg"})
+# dpr: deprecations; qc, alr, flg: quality checks, alerts, feature log
+ID_PREFIXES = frozenset({"exp", "run", "mdl", "dep", "cmt", "ds", "seg", "dpr",
+                         "qc", "alr", "flg"})
 
 _lock = threading.Lock()
 _last_ms = 0

@@ -2,10 +2,19 @@
 
 Every ingestion is its own commit folder, so a view fed in small batches ends up read as
 thousands of small files. ``compact`` rewrites the rows of a view version's commits (their
-own files, and the segments of earlier compactions) into one *segment*: files that each hold
-a contiguous range of join keys (clustered by key), sorted inside by event time, with
-row groups of ``compaction.row_group_rows`` rows whose statistics let the engine skip what
-no entity row can reach (the engine already filters on the entity time range).
+own files, and the segments of earlier compactions) into one *segment* in the clustered
+layout: files of about ``compaction.target_file_rows`` rows, each holding join keys no
+other file of the segment holds (a key is never split), its rows sorted by (keys, event
+time, created time with nulls first, commit time), in row groups of
+``compaction.row_group_rows`` rows. A point-in-time read of the whole segment then needs no
+sort: the last row at or before an entity time is found by a binary search, and it is the
+row a tie-break would pick (``offline/duckdb/clustered.py``). Each file's manifest entry
+records the order (``engine.KEY_CLUSTERED``); segments written before it are read as before.
+
+Memory is bounded by one output file, not by the view: the key columns are read first and
+cut into files' key ranges; then each input file is read once and its rows spilled, grouped
+by output file, to a local temporary folder (Arrow IPC); then each output file is gathered
+(memory-mapped), sorted and written in turn.
 
 What does not change:
 
@@ -33,15 +42,18 @@ commit is durable; a failed compaction is logged and changes nothing).
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import StateError, StorageError
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us
+from featureledger.offline.engine import KEY_CLUSTERED
 from featureledger.offline.storage import COMMIT_TIME_COLUMN, crash_point
+from featureledger.registry.commits import EXPIRED_STATUS
 from featureledger.registry.segments import SegmentRecord
 
 if TYPE_CHECKING:
@@ -73,16 +85,124 @@ class CompactionResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _cluster(table: pa.Table, keys: Sequence[str], ts: str, file_rows: int
-             ) -> list[pa.Table]:
-    """``table`` cut into files of ``file_rows`` rows over contiguous join-key ranges, each
-    sorted by event time (then keys and commit time, so the bytes are deterministic)."""
-    by_key = table.sort_by([*((k, "ascending") for k in keys), (ts, "ascending"),
-                            (COMMIT_TIME_COLUMN, "ascending")])
-    order = [(ts, "ascending"), *((k, "ascending") for k in keys),
-             (COMMIT_TIME_COLUMN, "ascending")]
-    return [by_key.slice(i, file_rows).sort_by(order)
-            for i in range(0, max(by_key.num_rows, 1), file_rows)]
+def clustered_order(table: pa.Table, keys: Sequence[str], ts: str, created: str | None
+                    ) -> pa.Table:
+    """``table`` in the clustered order (see :attr:`ViewScan.clustered`): by join keys
+    (nulls last), event time, created time (nulls first: they lose a tie) and commit
+    time; a stable sort, so the bytes written are the same for the same input."""
+    import pyarrow.compute as pc
+
+    sort = [*((k, "ascending", "at_end") for k in keys), (ts, "ascending", "at_end")]
+    if created is not None:  # a null created time loses a tie: it sorts first
+        sort.append((created, "ascending", "at_start"))
+    sort.append((COMMIT_TIME_COLUMN, "ascending", "at_end"))
+    return table.take(pc.sort_indices(table, sort_keys=sort))
+
+
+def _dictionary_columns(schema: pa.Schema | None) -> list[str] | bool:
+    """Columns worth a dictionary: all but floating-point ones, whose values rarely repeat
+    (a dictionary there makes the file larger and slower to read, measured: 90.6 MB vs
+    68.5 MB and 40 vs 28 ms per million rows of ten random float columns)."""
+    import pyarrow as pa
+
+    if schema is None:
+        return True
+    return [f.name for f in schema if not pa.types.is_floating(f.type)]
+
+
+def _key_buckets(offline: Any, inputs: Sequence[str], keys: Sequence[str], file_rows: int
+                 ) -> pa.Table | None:
+    """Which output file each join-key tuple goes to: the keys in order, cut into runs of
+    about ``file_rows`` rows without splitting a key. Reads only the key columns. None
+    when everything fits in one file."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts = []
+    for rel in inputs:
+        t = offline.read_table(rel, columns=list(keys))
+        counts.append(t.group_by(list(keys), use_threads=False).aggregate([([], "count_all")]))
+    table = pa.concat_tables(counts, promote_options="default")
+    if (pc.sum(table.column("count_all")).as_py() or 0) <= file_rows:
+        return None
+    table = table.group_by(list(keys), use_threads=False).aggregate([("count_all", "sum")])
+    table = table.sort_by([(k, "ascending") for k in keys])
+    n = table.column("count_all_sum").to_numpy()
+    before = np.cumsum(n) - n
+    return table.select(list(keys)).append_column(
+        "_fl_bucket", pa.array(before // file_rows, pa.int64()))
+
+
+def _scatter(offline: Any, inputs: Sequence[str], keys: Sequence[str], ts: str,
+             buckets: pa.Table | None, spill: str
+             ) -> tuple[dict[int, list[tuple[str, int]]], pa.Schema | None, int, int | None,
+                        int | None]:
+    """Read each input file once and spill its rows, grouped by output file, to an Arrow
+    IPC file under ``spill`` (one record batch per output file it feeds). Returns, per
+    output file, ``(spill file, batch index)`` pieces, the row count and the event-time
+    range. Memory: one input file at a time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pieces: dict[int, list[tuple[str, int]]] = {}
+    schema = None
+    rows, lo, hi = 0, None, None
+    last = 0 if buckets is None else int(pc.max(buckets.column("_fl_bucket")).as_py() or 0)
+    for n, rel in enumerate(inputs):
+        table = offline.read_table(rel).replace_schema_metadata(None)
+        schema = schema or table.schema
+        rows += table.num_rows
+        if table.num_rows == 0:
+            continue
+        mm = pc.min_max(table.column(ts).cast(pa.int64()))
+        if mm["min"].as_py() is not None:
+            lo = min(x for x in (lo, mm["min"].as_py()) if x is not None)
+            hi = max(x for x in (hi, mm["max"].as_py()) if x is not None)
+        if buckets is None:
+            parts = [(0, table)]
+        else:
+            index = table.select(list(keys)).append_column(
+                "_fl_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+            hit = index.join(buckets, keys=list(keys), join_type="left outer")
+            bucket = pc.fill_null(hit.column("_fl_bucket"), last).to_numpy()  # null keys
+            row = hit.column("_fl_row").to_numpy()
+            order = np.lexsort((row, bucket))
+            bucket, row = bucket[order], row[order]
+            cuts = np.flatnonzero(np.diff(bucket)) + 1
+            parts = [(int(bucket[a]), table.take(pa.array(row[a:b])))
+                     for a, b in zip(np.r_[0, cuts], np.r_[cuts, bucket.size], strict=True)
+                     if b > a]
+        path = f"{spill}/in-{n:06d}.arrow"
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            for i, (b, part) in enumerate(parts):
+                writer.write_table(part.combine_chunks(), max_chunksize=max(part.num_rows, 1))
+                pieces.setdefault(b, []).append((path, i))
+    return pieces, schema, rows, lo, hi
+
+
+def _gathered(pieces: dict[int, list[tuple[str, int]]], schema: pa.Schema | None,
+              keys: Sequence[str], ts: str, created: str | None, counts: list[int]
+              ) -> Iterator[pa.Table]:
+    """Each output file's rows, in the clustered order, one file at a time (``counts``
+    receives each one's row count as it is produced); one empty file for no rows."""
+    import pyarrow as pa
+
+    if not pieces and schema is not None:
+        counts.append(0)
+        yield schema.empty_table()
+    for b in sorted(pieces):
+        parts = []
+        for path, i in pieces[b]:
+            # mapped, not read: the pages are the page cache's, and the sort copies them
+            parts.append(pa.Table.from_batches([pa.ipc.open_file(pa.memory_map(path))
+                                                .get_batch(i)]))
+        table = clustered_order(pa.concat_tables(parts, promote_options="default"), keys, ts,
+                                created)
+        counts.append(table.num_rows)
+        yield table
+        del table, parts
 
 
 class CompactionService:
@@ -130,8 +250,9 @@ class CompactionService:
         start = time.perf_counter()
         cfg = self.ctx.config.compaction
         registry, offline = self.ctx.registry, self.ctx.offline_store
+        # expired commits have no data left (retention deleted it)
         commits = [c for c in registry.commits.list(view, version, statuses=None)
-                   if c.status != "pending" and c.files]
+                   if c.status not in ("pending", EXPIRED_STATUS) and c.files]
         loose = [c for c in commits if c.segment is None]
         held = {c.segment.segment_id: c.segment for c in commits if c.segment is not None}
         files_before = sum(len(c.files) for c in loose) + sum(len(s.files)
@@ -144,45 +265,43 @@ class CompactionService:
         rec = registry.definitions.get("feature_view", view, version)
         keys = list(rec.definition.join_keys)
         ts = rec.definition.timestamp_field
-        tables: list[pa.Table] = []
+        created = rec.definition.created_timestamp_field
         units: list[Any] = [*loose, *held.values()]
-        with offline.reading(commits):
-            for unit in units:
-                for rel in unit.files:
-                    tables.append(offline.read_table(rel))
-        try:
-            table = pa.concat_tables(tables, promote_options="default")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise StorageError(
-                f"the commits of {view}@{version} do not share one schema ({exc}); they are "
-                "left as they are. Report this with 'featureledger commits "
-                f"{view}' attached") from None
-        table = table.combine_chunks()
+        inputs = [rel for unit in units for rel in unit.files]
         expected = sum(c.row_count for c in loose) + sum(s.row_count for s in held.values())
-        if table.num_rows != expected:
-            raise StorageError(
-                f"{view}@{version}: the files of its commits hold {table.num_rows} rows, "
-                f"the registry records {expected}; nothing was compacted. Run "
-                "'featureledger reconcile --deep' to find the commit whose files changed")
-        parts = _cluster(table, keys, ts, cfg.target_file_rows)
         segment_id = new_id("seg")
-        written = offline.write_commit(view, version, segment_id, parts,
-                                       row_group_size=cfg.row_group_rows)
+        # Bounded memory: the key columns first (to cut the key space into files), then
+        # each input file once, its rows spilled to local disk grouped by output file,
+        # then each output file gathered, sorted and written in turn.
+        with tempfile.TemporaryDirectory(prefix="featureledger-compact-") as spill:
+            with offline.reading(commits):
+                buckets = _key_buckets(offline, inputs, keys, cfg.target_file_rows)
+                pieces, schema, rows, lo, hi = _scatter(offline, inputs, keys, ts, buckets,
+                                                        spill)
+            if rows != expected:
+                raise StorageError(
+                    f"{view}@{version}: the files of its commits hold {rows} rows, the "
+                    f"registry records {expected}; nothing was compacted. Run "
+                    "'featureledger reconcile --deep' to find the commit whose files changed")
+            counts: list[int] = []
+            try:
+                written = offline.write_commit(
+                    view, version, segment_id, _gathered(pieces, schema, keys, ts, created, counts),
+                    row_group_size=cfg.row_group_rows, use_dictionary=_dictionary_columns(schema))
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise StorageError(
+                    f"the commits of {view}@{version} do not share one schema ({exc}); they "
+                    f"are left as they are. Report this with 'featureledger commits {view}' "
+                    "attached") from None
         manifest = written.manifest()
-        for rel, part in zip(written.files, parts, strict=True):
-            manifest[rel]["rows"] = part.num_rows
+        for rel, n in zip(written.files, counts, strict=True):
+            manifest[rel].update(rows=n, order=KEY_CLUSTERED)
         member_ids = tuple(c.commit_id for c in commits)  # commit order
-        tcol = table.column(ts)
-        import pyarrow.compute as pc
-
-        lo, hi = pc.min(tcol).value, pc.max(tcol).value
         seg = SegmentRecord(
             segment_id=segment_id, view_name=view, view_version=version,
             created_at=now_us(), commit_ids=member_ids, files=written.files,
             file_manifest=manifest, content_digest=written.content_digest,
-            row_count=table.num_rows,
-            min_event_ts=None if lo is None else _us(lo),
-            max_event_ts=None if hi is None else _us(hi))
+            row_count=rows, min_event_ts=lo, max_event_ts=hi)
         try:
             with registry.db.write(lock_key=f"commit:{view}") as conn:
                 now_active = {s.segment_id for s in registry.commits.segments.active(
@@ -196,7 +315,7 @@ class CompactionService:
                 registry.commits.segments.retire(conn, sorted(held))
                 registry.db.audit(conn, "compact", "feature_view", f"{view}@{version}", {
                     "segment": segment_id, "commits": len(member_ids),
-                    "rows": table.num_rows, "files": len(written.files),
+                    "rows": rows, "files": len(written.files),
                     "retired": sorted(held)})
                 crash_point("before_registry")
         except BaseException:
@@ -204,7 +323,7 @@ class CompactionService:
             raise
         crash_point("after_registry")
         return CompactionResult(
-            view, version, segment_id, commits=len(member_ids), rows=table.num_rows,
+            view, version, segment_id, commits=len(member_ids), rows=rows,
             files_before=files_before, files_after=len(written.files), bytes=written.bytes,
             seconds=time.perf_counter() - start, retired=sorted(held))
 
@@ -256,9 +375,3 @@ def replace_segment(c: CommitRecord) -> CommitRecord:
     import dataclasses
 
     return dataclasses.replace(c, segment=None)
-
-
-def _us(value: Any) -> int:
-    from featureledger.model.timeutil import to_us
-
-    return int(to_us(value))

@@ -54,6 +54,12 @@ class ViewScan:
     # holds the rows of many commits, of which a request may read some (as_of, quarantine)
     # and which tie by commit rank row by row. Empty list: no compacted files.
     file_commits: list[tuple[tuple[str, int], ...] | None] = field(default_factory=list)
+    # every file is a file of one compacted segment holding exactly the commits read, each
+    # file a range of join keys no other file holds, its rows sorted by (keys, event time,
+    # created time with nulls first, commit time): the last row at or before a time is
+    # the one point in time wants, ties included (``file_commits`` still ranks the rows
+    # for engines that do not use the order)
+    clustered: bool = False
 
     def order_bits(self, ts_bounds: tuple[int, int] | None) -> int | None:
         """Bits for the commit rank when ``(event_us << bits) + rank`` fits in a BIGINT;
@@ -89,19 +95,24 @@ class ViewScan:
         srcs: list[int] = []
         picks: list[tuple[tuple[str, int], ...] | None] = []
         in_segments: dict[str, tuple[Any, list[tuple[str, int]]]] = {}
+        loose = False
         for i, c in enumerate(commits):
             seg = c.segment
             if seg is not None:  # read from the compacted segment holding its rows
                 in_segments.setdefault(seg.segment_id, (seg, []))[1].append((c.commit_id, i))
                 continue
+            loose = True
             for p in store.data_uris(c):
                 files.append(p)
                 ranks.append(i)
                 srcs.append(index[c.view_version])
                 picks.append(None)
+        clustered = False
         for seg, chosen in in_segments.values():
             # every row of the segment is wanted and no tie is ranked: read it whole
             whole = len(chosen) == len(seg.commit_ids) and not tie_break
+            clustered = (not loose and len(in_segments) == 1
+                         and len(chosen) == len(seg.commit_ids) and key_clustered(seg))
             for p in store.data_uris(seg):
                 files.append(p)
                 ranks.append(max(r for _, r in chosen))
@@ -116,7 +127,8 @@ class ViewScan:
             sources=[] if own_identity else [by_version[v].select(features).columns
                                              for v in used],
             file_sources=[] if own_identity else srcs,
-            file_commits=picks if any(p is not None for p in picks) else [])
+            file_commits=picks if any(p is not None for p in picks) else [],
+            clustered=clustered)
 
     @property
     def multi_source(self) -> bool:
@@ -146,6 +158,17 @@ class ViewScan:
             key = (src, None if pick is not None or not by_rank else rank, pick)
             groups.setdefault(key, []).append(f)
         return [(src, rank, files, pick) for (src, rank, pick), files in groups.items()]
+
+
+KEY_CLUSTERED = "keys,time,created,commit"  # a compacted file's row order (its manifest)
+
+
+def key_clustered(segment: Any) -> bool:
+    """Whether every file of ``segment`` (a SegmentRecord) is written in the clustered
+    order (see :attr:`ViewScan.clustered`); segments written before it was are not."""
+    manifest = segment.file_manifest or {}
+    return bool(segment.files) and all(
+        manifest.get(f, {}).get("order") == KEY_CLUSTERED for f in segment.files)
 
 
 AGGREGATION_FUNCTIONS = ("count", "sum", "mean", "min", "max", "stddev", "last",
@@ -178,6 +201,51 @@ class WindowAggregate:
                 self.slide_us is not None and self.slide_us <= 0):
             raise RetrievalError(f"internal: aggregation {self} is not valid; please report "
                                  "this")
+
+
+EXACT_BITS = 126  # a signed 128-bit integer (DuckDB HUGEINT, Spark DECIMAL(38, 0)), with room
+
+
+def exact_scale(min_exp: float | None, max_exp: float | None, non_finite: int,
+                count: int) -> int | None:
+    """The power of two ``s`` that makes every value of a float column an integer small
+    enough for ``count`` of them to add up exactly in :data:`EXACT_BITS` bits, given
+    ``floor(log2(|v|))`` over the column's non-zero finite values (min and max), how many
+    values are NaN or infinite, and how many there are. None when there is no such ``s``:
+    the column has non-finite values (whose sum IEEE defines by order-free rules the
+    integers cannot follow) or magnitudes too far apart.
+
+    A double's lowest set bit is at most 52 places below its leading one, at
+    ``2^floor(log2|v|)``; one more place covers ``log2`` rounding across a power of two.
+
+    >>> exact_scale(-7.0, 9.0, 0, 10_000_000)   # 0.01 .. 999.99, ten million of them
+    61
+    >>> exact_scale(-1074.0, 0.0, 0, 10) is None, exact_scale(0.0, 1.0, 1, 10) is None
+    (True, True)
+    >>> exact_scale(None, None, 0, 3)  # zeros and nulls only
+    0
+    """
+    if non_finite:
+        return None
+    if min_exp is None or max_exp is None:
+        return 0
+    scale = 54 - int(min_exp)
+    bits = int(max_exp) + 2 + scale + max(1, int(count)).bit_length()
+    if bits > EXACT_BITS or abs(scale) > 1000:
+        return None
+    return scale
+
+
+def is_float(duckdb_type: str) -> bool:
+    return duckdb_type.upper() in ("FLOAT", "DOUBLE", "REAL")
+
+
+def exact_columns(scan: ViewScan, aggregations: Sequence[WindowAggregate]) -> list[int]:
+    """The float columns some sum or mean aggregates: every engine sums them exactly (see
+    :func:`exact_scale`) when it can, so that they are the same bits on every engine,
+    plan and run: the correctly rounded sum of the window's values."""
+    return sorted({a.column for a in aggregations if a.function in ("sum", "mean")
+                   and is_float(scan.duckdb_types[a.column])})
 
 
 def aggregate_lower_bound(aggregations: Sequence[WindowAggregate], lo: int) -> int:

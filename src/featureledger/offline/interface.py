@@ -22,7 +22,7 @@ has one, and the context says so at open time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -63,14 +63,16 @@ class OfflineStore(Protocol):
 
     # -- writing ----------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
-                     tables: list[pa.Table] | pa.Table, *, compression: str = "snappy",
+                     tables: Iterable[pa.Table] | pa.Table, *, compression: str = "snappy",
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
-                     row_group_size: int = 1_000_000) -> WrittenFiles:
+                     row_group_size: int = 1_000_000,
+                     use_dictionary: bool | Sequence[str] = True) -> WrittenFiles:
         """Write a commit's data files (``part-NNNNN.parquet``) and side files; they are
         read only once a registry row lists them. (Compaction writes a segment's files
-        through it too, with smaller row groups.)"""
+        through it too, with smaller row groups and dictionaries only for the columns
+        ``use_dictionary`` names.)"""
 
     def remove_commit_files(self, files: list[str]) -> None:
         """Delete an unregistered commit's files (after a failed registry write)."""
@@ -79,8 +81,9 @@ class OfflineStore(Protocol):
         """Delete whatever an earlier, interrupted write of this commit left (the caller
         holds the commit id exclusively)."""
 
-    def read_table(self, relative: str) -> pa.Table:
-        """One stored Parquet file (a side file such as ``rejected.parquet``)."""
+    def read_table(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """One stored Parquet file (a side file such as ``rejected.parquet``, or a data
+        file compaction rewrites), only ``columns`` when given."""
 
     # -- reading guards and checks ----------------------------------------------------
     def reading(self, commits: Iterable[CommitRecord]) -> Any:
@@ -107,9 +110,10 @@ class OfflineStore(Protocol):
         checked. None when the file looks whole."""
 
     def gc(self, referenced_files: set[str], *, grace_seconds: float = 3600,
-           dry_run: bool = False) -> GcReport:
+           dry_run: bool = False, referenced_datasets: set[str] | None = None) -> GcReport:
         """Remove this project's commit folders that no registry row references, once
-        older than ``grace_seconds``."""
+        older than ``grace_seconds``; with ``referenced_datasets`` (the folders of every
+        dataset row's stored entity rows), also the dataset folders no row references."""
 
     # -- datasets ---------------------------------------------------------------------
     def stage_dataset(self, dataset_id: str, entities: pa.Table) -> Any:

@@ -154,7 +154,8 @@ def request_plan(registry: Any, refs: list[str], full_feature_names: bool
     """Split ``refs`` into stored-feature references (with every input the requested
     request views need added, once) and the request views asked for, each as a JSON-ready
     dict (its definition, the fields asked for and their output columns) that the
-    manifest keeps, so ``reproduce`` computes them again."""
+    manifest keeps, so ``reproduce`` computes them again. Inputs not asked for themselves
+    are listed under ``hidden``: they are read, and left out of the result."""
     from featureledger.model.references import parse_reference
 
     parsed = [parse_reference(r) for r in refs]
@@ -164,6 +165,7 @@ def request_plan(registry: Any, refs: list[str], full_feature_names: bool
         return refs, []
     stored = [str(r) for r in parsed if r.view not in names]
     pinned = {str(registry.definitions.resolve(r)[0]) for r in stored}
+    asked = set(pinned)
     by_view: dict[str, dict[str, Any]] = {}
     for r in wanted:
         rec = registry.definitions.get("request_view", r.view, r.version)
@@ -180,6 +182,8 @@ def request_plan(registry: Any, refs: list[str], full_feature_names: bool
                 pinned.add(p)
                 stored.append(p)
             q["inputs"][parse_reference(ref).feature] = p
+            if p not in asked:  # read for the transformation only: not a result column
+                q.setdefault("hidden", []).append(p)
     return stored, list(by_view.values())
 
 
@@ -195,6 +199,8 @@ def resolve_request_inputs(request: list[dict[str, Any]], plan: Any,
     taken = set(entity_columns) | {o for r in plan for o in r.outputs}
     for q in request:
         q["columns"] = {name: where[ref] for name, ref in q["inputs"].items()}
+        if q.get("hidden"):
+            q["drop"] = [where[ref][0] for ref in q["hidden"]]
         clash = [o for o in q["outputs"] if o in taken]
         if clash:
             raise RetrievalError(
@@ -206,7 +212,8 @@ def resolve_request_inputs(request: list[dict[str, Any]], plan: Any,
 
 def add_request_features(table: pa.Table, request: Any) -> pa.Table:
     """``table`` with the columns of each request view in ``request`` appended (inputs
-    from its feature columns, request values from its entity columns)."""
+    from its feature columns, request values from its entity columns), and without the
+    input features no one asked for (``drop``)."""
     from featureledger.model.definitions import RequestFeatureView
 
     for q in request:
@@ -219,4 +226,7 @@ def add_request_features(table: pa.Table, request: Any) -> pa.Table:
         out = compute_request_features(view, inputs)
         for f, o in zip(q["fields"], q["outputs"], strict=True):
             table = table.append_column(o, out.column(f))
-    return table
+    # inputs read only for the transformations leave (datasets made before this was so
+    # record no "drop", and reproduce keeps their columns)
+    drop = {c for q in request for c in q.get("drop", ())}
+    return table.drop_columns([c for c in table.column_names if c in drop]) if drop else table

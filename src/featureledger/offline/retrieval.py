@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from featureledger.context import current_run_id
 from featureledger.errors import (
+    CommitExpiredError,
     FeatureDataWarning,
     FeatureLedgerError,
     ReproductionError,
@@ -40,6 +41,7 @@ from featureledger.errors import (
 )
 from featureledger.events import DatasetCreated
 from featureledger.frames import ACCEPTED, FrameError, read_frame
+from featureledger.governance.access import AccessControl
 from featureledger.model.ids import new_id
 from featureledger.model.projection import ColumnSource, VersionProjection
 from featureledger.model.references import FeatureRef
@@ -405,7 +407,9 @@ class RetrievalService:
         refs, fs_name = self._feature_refs(features, feature_set)
         refs, request = request_plan(self.ctx.registry, refs, full_feature_names)
         plan = self._plan(refs, full_feature_names)
+        self._require_read(plan, "a historical retrieval")
         entities, ts_col = self._entities(entity_df, timestamp_column, plan)
+        self._check_lifecycle(plan, entities.num_rows)
         resolve_request_inputs(request, plan, entities.column_names)
         as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
         bounds = _ts_bounds(entities, ts_col)
@@ -418,7 +422,7 @@ class RetrievalService:
                 table, stats = self._compute(entities, ts_col, plan, commits, bounds)
                 table = add_request_features(table, request)
                 feature_digests = column_digests(table.select(
-                    [o for r in plan for o in r.outputs]
+                    [o for r in plan for o in r.outputs if o in table.column_names]
                     + [o for q in request for o in q["outputs"]]))
             except BaseException:
                 if staged.exception() is None:
@@ -488,7 +492,9 @@ class RetrievalService:
             "dataset_id": ds_id,
             "hash_version": HASH_VERSION,
             "features": [f"{r.view}@{r.version}:{f}" for r in plan
-                         for f in [*r.features, *(a["name"] for a in r.aggregations)]]
+                         for f, o in zip([*r.features, *(a["name"] for a in r.aggregations)],
+                                         r.outputs, strict=True)
+                         if o in table.column_names]  # request views' inputs may be left out
                         + [f"{q['name']}@{q['version']}:{f}" for q in request
                            for f in q["fields"]],
             "request_views": list(request),
@@ -509,7 +515,8 @@ class RetrievalService:
             "content_hash": content,
             "arrow_schema": table.schema.to_string(show_schema_metadata=False),
             "null_counts": {name: table.column(name).null_count
-                            for name in [*(o for r in plan for o in r.outputs),
+                            for name in [*(o for r in plan for o in r.outputs
+                                           if o in table.column_names),
                                          *(o for q in request for o in q["outputs"])]},
             "null_features": _null_features(plan, commits, stats, table, as_of_us),
             "engine": {"name": self.engine.name, "version": self.engine.version},
@@ -541,7 +548,9 @@ class RetrievalService:
             raise RetrievalError(
                 "a window reads one view version at a time; got "
                 f"{', '.join(f'{r.view}@{r.version}' for r in plan)}. Call once per view")
+        self._require_read(plan, "a window read")
         req = plan[0]
+        self._check_lifecycle(plan, 0)
         start_us = None if start is None else to_us(start)
         end_us = None if end is None else to_us(end)
         as_of_us, _ = _as_of(self.ctx.registry, as_of)
@@ -566,6 +575,8 @@ class RetrievalService:
     def get_dataset(self, dataset_id: str) -> TrainingDataset:
         """A recorded dataset: its manifest now, its rows rebuilt on first use."""
         rec = self.ctx.registry.datasets.get(dataset_id)
+        self._require_read([_ViewRequest.from_dict(v) for v in rec.manifest["views"]],
+                           f"a read of dataset {dataset_id}")
         return TrainingDataset(rec.dataset_id, rec.manifest,
                                _loader=lambda: self.reproduce(dataset_id).to_arrow())
 
@@ -573,11 +584,15 @@ class RetrievalService:
         """Rebuild a dataset from exactly the commits it recorded; same content hash.
 
         Raises ReproductionError when the stored entity rows are gone or changed, or when
-        the rebuilt rows do not hash to the recorded content hash; CommitFileError (a
+        the rebuilt rows do not hash to the recorded content hash; CommitExpiredError (a
+        ReproductionError) naming the commits and when they expired, before reading
+        anything, when retention deleted the data of a commit it read; CommitFileError (a
         StorageError) when a commit's file is missing or unreadable.
         """
         rec = self.ctx.registry.datasets.get(dataset_id)
         m = rec.manifest
+        self._require_read([_ViewRequest.from_dict(v) for v in m["views"]],
+                           f"the reproduction of dataset {dataset_id}")
         offline = self.ctx.offline_store
         rel = rec.entity_path or m["entity"]["path"]
         path = offline.uri(rel)
@@ -614,6 +629,7 @@ class RetrievalService:
                     f"dataset {dataset_id} read commits that are no longer in the registry "
                     f"({exc}); it cannot be rebuilt exactly") from None
             commits.append(cs)
+        _refuse_expired(dataset_id, [c for cs in commits for c in cs])
         ts_col = m["entity"]["timestamp_column"]
         table, _ = self._compute(entities, ts_col, plan, commits, _ts_bounds(entities, ts_col))
         table = add_request_features(table, m.get("request_views", []))
@@ -626,6 +642,21 @@ class RetrievalService:
         return TrainingDataset(dataset_id, m, _table=table)
 
     # -- internals -----------------------------------------------------------------------
+    def _require_read(self, plan: Sequence[_ViewRequest], what: str) -> None:
+        """The access check of every offline read: the principal may read each feature
+        (and each column an aggregation reads) of the plan, or nothing is read."""
+        self.ctx.part(AccessControl).require_reads("read_offline", (
+            (req.view, req.version,
+             [*req.features, *aggregated_columns(req.aggregations)]) for req in plan),
+            what=what)
+    def _check_lifecycle(self, plan: Sequence[_ViewRequest], rows: int) -> None:
+        """Deprecated features in ``plan`` warn and are counted; retired ones fail here,
+        before any data is read (see ``registry/lifecycle.py``)."""
+        gate = self.ctx.registry.lifecycle.gate
+        gate.on_read(gate.matches(f"{r.view}@{r.version}:{f}" for r in plan
+                                  for f in [*r.features, *(a["name"] for a in r.aggregations)]),
+                     reader="offline", rows=rows)
+
     def _visible_commits(self, req: _ViewRequest, as_of_us: int | None,
                          bounds: tuple[int, int] | None) -> list[CommitRecord]:
         """Committed commits visible at ``as_of`` that can hold a row some entity can reach."""
@@ -678,9 +709,11 @@ class RetrievalService:
             raise StorageError(f"internal: the join returned {result.num_rows} rows for {n} "
                                "entity rows; please report this")
         rows = result.column(ROW_COLUMN).to_numpy()
-        order = np.empty(n, dtype=np.int64)
-        order[rows] = np.arange(n, dtype=np.int64)  # inverse permutation: entity order
-        result = result.drop_columns([ROW_COLUMN]).take(pa.array(order))
+        result = result.drop_columns([ROW_COLUMN])
+        if not np.array_equal(rows, np.arange(n, dtype=np.int64)):  # else in entity order
+            order = np.empty(n, dtype=np.int64)
+            order[rows] = np.arange(n, dtype=np.int64)  # inverse permutation: entity order
+            result = result.take(pa.array(order))
         table = entities
         stats = []
         for i, r in enumerate(plan):
@@ -718,6 +751,25 @@ class RetrievalService:
         return token, column_digests(entities)
 
 
+def _refuse_expired(dataset_id: str, commits: Sequence[CommitRecord]) -> None:
+    """Raise CommitExpiredError when retention deleted the data of any of ``commits``."""
+    from featureledger.registry.commits import EXPIRED_STATUS
+
+    expired = {c.commit_id: (c, int(c.status_changed_at or 0)) for c in commits
+               if c.status == EXPIRED_STATUS}
+    if not expired:
+        return
+    listed = "; ".join(
+        f"{cid} ({c.view_ref}, expired {dt.datetime.fromtimestamp(at / 1e6, dt.UTC).isoformat()})"
+        for cid, (c, at) in list(expired.items())[:20])
+    more = f" and {len(expired) - 20} more" if len(expired) > 20 else ""
+    raise CommitExpiredError(
+        f"dataset {dataset_id} cannot be reproduced: retention deleted the data of "
+        f"{len(expired)} commit(s) it read: {listed}{more}. Its rows cannot be rebuilt "
+        "exactly (nothing partial is returned); build a new training set from the commits "
+        "kept now", dataset_id=dataset_id, expired={cid: at for cid, (_c, at) in expired.items()})
+
+
 def _null_features(plan: Sequence[_ViewRequest], commits: Sequence[Sequence[CommitRecord]],
                    stats: Sequence[_ViewStats], table: pa.Table, as_of_us: int | None
                    ) -> list[dict[str, str]]:
@@ -729,7 +781,7 @@ def _null_features(plan: Sequence[_ViewRequest], commits: Sequence[Sequence[Comm
     for r, cs, st in zip(plan, commits, stats, strict=True):
         ref = f"{r.view}@{r.version}"
         for f, o in zip(r.features, r.output_names, strict=True):
-            if table.column(o).null_count < n:
+            if o not in table.column_names or table.column(o).null_count < n:
                 continue
             chain = r.chain()
             if not cs:

@@ -196,11 +196,12 @@ class S3OfflineStore:
 
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
-                     tables: list[pa.Table] | pa.Table, *, compression: str = "snappy",
+                     tables: Iterable[pa.Table] | pa.Table, *, compression: str = "snappy",
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
-                     row_group_size: int = ROW_GROUP_SIZE) -> WrittenFiles:
+                     row_group_size: int = ROW_GROUP_SIZE,
+                     use_dictionary: bool | Sequence[str] = True) -> WrittenFiles:
         """Write a commit's objects straight under its own prefix (see the module doc).
 
         ``before_rename`` is called once every object is written (there is no rename:
@@ -229,7 +230,8 @@ class S3OfflineStore:
                     rel = f"{rel_dir}/part-{i:05d}.parquet"
                     data = _parquet_bytes(table, compression=compression,
                                           compression_level=compression_level,
-                                          row_group_size=row_group_size)
+                                          row_group_size=row_group_size,
+                                          use_dictionary=use_dictionary)
                     h.update(data)
                     sizes[rel] = len(data)
                     t = time.perf_counter()
@@ -282,14 +284,14 @@ class S3OfflineStore:
         """Delete whatever an interrupted write of this commit left under its prefix."""
         self._remove_prefix(self.commit_dir(view, version, commit_id))
 
-    def read_table(self, relative: str) -> pa.Table:
+    def read_table(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
         """One stored Parquet object."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         with self._driver(f"reading {self.uri(relative)}"):
             data = self._fs.cat_file(self._key(relative))
-        return pq.read_table(pa.BufferReader(data))
+        return pq.read_table(pa.BufferReader(data), columns=columns)
 
     # -- reading guards -----------------------------------------------------------------
     def _listing(self, rel_dir: str) -> dict[str, dict[str, Any]]:
@@ -458,25 +460,32 @@ class S3OfflineStore:
 
     # -- gc -----------------------------------------------------------------------------
     def gc(self, referenced_files: set[str], *, grace_seconds: float = 3600,
-           dry_run: bool = False) -> GcReport:
+           dry_run: bool = False, referenced_datasets: set[str] | None = None) -> GcReport:
         """Remove this project's commit prefixes that no registry row references.
 
         A prefix is kept while its newest object is younger than ``grace_seconds`` (by
         the objects' ``LastModified``, the server's clock): an ingestion may be between
         its last object and its registry write. Other projects' prefixes are never
-        looked at.
+        looked at. With ``referenced_datasets`` (the prefixes of the dataset rows' entity
+        objects), dataset prefixes no row references go too, after the same grace.
         """
         referenced_dirs = {f.rsplit("/", 1)[0] for f in referenced_files}
-        views = f"{self.project}/views"
         groups: dict[str, list[tuple[str, int, float]]] = {}
-        for rel, info in self._listing(views).items():
-            parts = rel.split("/")
-            if len(parts) < 6:  # <project>/views/<view>/v<N>/<commit>/<file>
-                continue
-            folder = "/".join(parts[:5])
-            modified = info.get("LastModified")
-            stamp = modified.timestamp() if modified is not None else 0.0
-            groups.setdefault(folder, []).append((rel, int(info["size"]), stamp))
+        # (prefix listed, path parts of a folder): <project>/views/<view>/v<N>/<commit>/...
+        # and <project>/datasets/<dataset>/...
+        where = [(f"{self.project}/views", 5)]
+        if referenced_datasets is not None:
+            where.append((f"{self.project}/datasets", 3))
+            referenced_dirs |= referenced_datasets
+        for prefix, depth in where:
+            for rel, info in self._listing(prefix).items():
+                parts = rel.split("/")
+                if len(parts) <= depth:
+                    continue
+                folder = "/".join(parts[:depth])
+                modified = info.get("LastModified")
+                stamp = modified.timestamp() if modified is not None else 0.0
+                groups.setdefault(folder, []).append((rel, int(info["size"]), stamp))
         now = time.time()
         removed, kept, freed = [], [], 0
         for folder in sorted(groups):
@@ -527,8 +536,8 @@ class S3OfflineStore:
 
 
 def _parquet_bytes(table: pa.Table, *, compression: str = "snappy",
-                   compression_level: int | None = None, use_dictionary: bool = True,
-                   row_group_size: int = ROW_GROUP_SIZE) -> bytes:
+                   compression_level: int | None = None,
+                   use_dictionary: bool | Sequence[str] = True, row_group_size: int = ROW_GROUP_SIZE) -> bytes:
     """``table`` as one Parquet file's bytes, written as the local store writes files."""
     import pyarrow as pa
     import pyarrow.parquet as pq

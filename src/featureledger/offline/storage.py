@@ -538,11 +538,11 @@ class ParquetOfflineStore:
             raise FileNotFoundError(str(path))
         return self.read_table(relative)
 
-    def read_table(self, relative: str) -> pa.Table:
+    def read_table(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
         """One stored Parquet file."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.root / relative)
+        return pq.read_table(self.root / relative, columns=columns)
 
     # -- reading ------------------------------------------------------------------------
     def require_files(self, commits: Iterable[CommitRecord]) -> None:
@@ -557,11 +557,12 @@ class ParquetOfflineStore:
 
     # -- writing ------------------------------------------------------------------------
     def write_commit(self, view: str, version: int, commit_id: str,
-                     tables: list[pa.Table] | pa.Table, *, compression: str = "snappy",
+                     tables: Iterable[pa.Table] | pa.Table, *, compression: str = "snappy",
                      compression_level: int | None = None,
                      extra_tables: dict[str, pa.Table] | None = None,
                      before_rename: Any = None,
-                     row_group_size: int = ROW_GROUP_SIZE) -> WrittenFiles:
+                     row_group_size: int = ROW_GROUP_SIZE,
+                     use_dictionary: bool | Sequence[str] = True) -> WrittenFiles:
         """Write a commit's tables as Parquet, atomically appearing under its folder.
 
         ``tables`` become ``part-NNNNN.parquet`` (the commit's data files, digested in
@@ -597,7 +598,8 @@ class ParquetOfflineStore:
                 # the page cache is cheaper than hashing inside a Python write callback
                 pq.write_table(table, tmp / name, compression=compression,
                                compression_level=compression_level,
-                               row_group_size=row_group_size, write_statistics=True)
+                               row_group_size=row_group_size, write_statistics=True,
+                               use_dictionary=use_dictionary)
                 t = time.perf_counter()
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())
@@ -705,7 +707,7 @@ class ParquetOfflineStore:
         )
 
     def gc(self, referenced_files: set[str], *, grace_seconds: float = 3600,
-           dry_run: bool = False) -> GcReport:
+           dry_run: bool = False, referenced_datasets: set[str] | None = None) -> GcReport:
         """Remove this project's commit folders that no registry row references, and its
         abandoned temp folders.
 
@@ -714,7 +716,10 @@ class ParquetOfflineStore:
         is looked at only when this project's commits live there, since then this project
         owns the rows that registry had before projects. Folders younger than
         ``grace_seconds`` are kept: an ingestion may be between its rename and its
-        registry write.
+        registry write. With ``referenced_datasets`` (store-relative folders of the
+        dataset rows' entity files), dataset folders no row references go too, and staged
+        ones a crash left: a retrieval is between its publish and its registry write for
+        less than the grace period.
         """
         referenced_dirs = {str(Path(f).parent) for f in referenced_files}
         legacy = any(f.startswith(LEGACY_VIEWS + "/") for f in referenced_files)
@@ -724,11 +729,16 @@ class ParquetOfflineStore:
         for tmp_root in tmp_roots:
             if tmp_root.exists():
                 candidates += [str(p.relative_to(self.root)) for p in tmp_root.iterdir()]
+        datasets = self.root / self.project / "datasets"
+        if referenced_datasets is not None and datasets.is_dir():
+            candidates += [rel for p in datasets.iterdir() if p.is_dir()
+                           and (rel := str(p.relative_to(self.root))) not in referenced_datasets]
         removed, kept, freed = [], [], 0
         for rel in candidates:
             p = self.root / rel
-            try:
-                age = now - p.stat().st_mtime
+            try:  # the newest of the folder and its files: a write inside keeps it young
+                age = now - max([p.stat().st_mtime, *(f.stat().st_mtime for f in p.rglob("*"))]
+                                if p.is_dir() else [p.stat().st_mtime])
             except FileNotFoundError:
                 continue
             if age < grace_seconds:

@@ -42,9 +42,11 @@ def is_aggregate_table(table: TableRef) -> bool:
 
 def aggregate_view(view: FeatureView) -> FeatureView:
     """A view whose fields are ``view``'s aggregations (their names and result dtypes):
-    how the read path decodes and lays out the aggregate records."""
+    how the read path decodes and lays out the aggregate records. Each keeps the tags of
+    the field it aggregates (an aggregate of a ``pii`` field is governed as one)."""
     return view.model_copy(update={
-        "fields": [Field(name=a.output_name, dtype=a.output_dtype(view.field(a.column).dtype))
+        "fields": [Field(name=a.output_name, dtype=a.output_dtype(view.field(a.column).dtype),
+                         tags=view.field(a.column).tags)
                    for a in view.aggregations],
         "aggregations": [], "ttl": None, "checks": [], "transformation": None})
 
@@ -57,9 +59,9 @@ def _specs(view: FeatureView) -> list[dict[str, Any]]:
 
 def aggregates_at(engine: OfflineEngine, offline: OfflineStore, view: FeatureView,
                   chain: Sequence[VersionProjection], commits: Sequence[CommitRecord],
-                  at_us: int) -> pa.Table:
-    """Every key of ``commits`` with each aggregation's value at ``at_us``: the join keys,
-    then one column per aggregation."""
+                  at_us: int, keys: Sequence[tuple[Any, ...]] | None = None) -> pa.Table:
+    """Every key of ``commits`` (or the given ``keys``) with each aggregation's value at
+    ``at_us``: the join keys, then one column per aggregation."""
     import pyarrow as pa
 
     from featureledger.model.types import to_arrow
@@ -80,7 +82,8 @@ def aggregates_at(engine: OfflineEngine, offline: OfflineStore, view: FeatureVie
             event_range=None)
 
     with offline.reading(commits):
-        keys = engine.distinct_keys(scan_of(commits)) if commits else []
+        if keys is None:
+            keys = engine.distinct_keys(scan_of(commits)) if commits else []
         keys = [k for k in keys if None not in k]
         n = len(keys)
         cols = list(zip(*keys, strict=True)) if keys else [() for _ in view.join_keys]
@@ -115,3 +118,20 @@ def write_aggregates(store: OnlineStore, table: TableRef, view: FeatureView,
     for i in range(0, len(records), _BATCH):
         written += store.write(target, records[i:i + _BATCH], force=True)
     return written
+
+
+def refresh_aggregates(engine: OfflineEngine, offline: OfflineStore, store: OnlineStore,
+                       table: TableRef, view: FeatureView, chain: Sequence[VersionProjection],
+                       commits: Sequence[CommitRecord], at_us: int,
+                       keys: Sequence[tuple[Any, ...]] | None) -> int:
+    """Recompute the aggregate records of ``keys`` (None: every key; the table is then
+    rebuilt) as of ``at_us``, the time the last materialization computed them for, from
+    ``commits`` (the commits served now): what a quarantine, rollback or restore of a
+    commit changes, without waiting for the next materialization. A key whose windows
+    emptied gets ``count`` 0 and nulls, as a materialization gives it."""
+    live = [c for c in commits if c.row_count
+            and (c.min_event_ts is None or c.min_event_ts <= at_us)]
+    values = aggregates_at(engine, offline, view, chain, live, at_us, keys)
+    if keys is None:
+        store.delete(aggregate_table(table))
+    return write_aggregates(store, table, view, values, at_us, live[-1] if live else None)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import RetrievalError
 from featureledger.events import MaterializeCompleted
+from featureledger.governance.access import AccessControl
 from featureledger.model.timeutil import from_us, now_us, to_us
 from featureledger.online.aggregates import aggregate_table, aggregates_at, write_aggregates
 from featureledger.online.materialize import Materializer, TableResult, ViewProgress
@@ -132,6 +133,11 @@ class MaterializationService:
         self.online.watcher.check()
         self.online.sync.run()
         tables = self._tables(views)
+        access = self.ctx.part(AccessControl)
+        if access.enabled():
+            access.require("write", [access.object_resource(
+                self.online.catalog.view(t.view, t.version)) for t in tables],
+                what="a materialization")
         result = MaterializeResult(start, end)
         bar = _progress_bar(progress, len(tables))
         try:

@@ -40,6 +40,16 @@ class ViewGroup:
     positions: list[int] = field(default_factory=list)  # field positions, in output order
 
 
+class _Everyone(set[str]):
+    """The readers of a plan while no access policy is in force: every principal."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+EVERYONE: set[str] = _Everyone()
+
+
 @dataclass
 class ReadPlan:
     names: list[str]  # output names, request order
@@ -54,6 +64,12 @@ class ReadPlan:
     layout: Layout | None = None  # shared by every response of this plan
     # per output position: commits whose rows hold the field's default (status DEFAULT)
     defaulted: list[frozenset[str] | None] | None = None
+    # principals the access policy lets read every feature of this plan (checked on a
+    # principal's first read; a plan lives one registry generation, as the policy does)
+    readers: set[str] = field(default_factory=set)
+    # (pinned reference, deprecation) of each deprecated feature read; None: none (a read
+    # then passes the deprecation gate without a look, see registry/lifecycle.py)
+    deprecated: list[tuple[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         # everything a read needs beyond the references is derived here, once per plan
@@ -151,7 +167,8 @@ def build_plan(registry: Any, features: list[str] | tuple[str, ...], *,
         group_of.append(list(groups).index(table))
     defaulted = _defaulted_commits(registry, list(groups.values()), len(names))
     return ReadPlan(names, out_refs, versions, dtypes, defaults, group_of,
-                    list(groups.values()), join_keys, defaulted=defaulted)
+                    list(groups.values()), join_keys, defaulted=defaulted,
+                    deprecated=registry.lifecycle.gate.matches(out_refs) or None)
 
 
 def _defaulted_commits(registry: Any, groups: list[ViewGroup], n: int

@@ -51,11 +51,14 @@ from typing import TYPE_CHECKING, Any
 from featureledger.errors import ValidationFailedError
 from featureledger.events import CommitCompleted
 from featureledger.frames import ACCEPTED, FrameError, read_frame
+from featureledger.ingest.profile import profile_table
 from featureledger.model.definitions import FeatureView
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import now_us
 from featureledger.offline.storage import COMMIT_ID_COLUMN, COMMIT_TIME_COLUMN, crash_point
 from featureledger.online.stores import TableRef
+from featureledger.quality.service import QualityService
+from featureledger.registry.actor import acting_principal
 from featureledger.registry.lineage_edges import push_source_uri
 
 if TYPE_CHECKING:
@@ -114,6 +117,9 @@ class PendingCommit:
     opened: float = field(default_factory=time.monotonic)
     tables: list[Any] = field(default_factory=list)
     rows: int = 0
+    # who pushed the first rows (the principal a server request acts as; None: the store's
+    # own): the commit names them, also when it lands later in another thread
+    principal: str | None = field(default_factory=acting_principal)
 
     def add(self, table: pa.Table) -> pa.Table:
         """Append rows (tagged with this commit) and return them as stored."""
@@ -213,7 +219,8 @@ class PushBuffer:
         t = max(now_us(), self._last_time.get(table, 0) + 1)
         p = PendingCommit(table, view, commit_time=t, run_id=self._run_id())
         p.segment = self.log.create(table.view, table.version, p.commit_id,
-                                    {"commit_time": t, "run_id": p.run_id})
+                                    {"commit_time": t, "run_id": p.run_id,
+                                     "principal": p.principal})
         try:
             self._open_row(p)  # the registry row (status pending) the online records cite
         except BaseException:
@@ -462,7 +469,8 @@ class Pusher:
         assert p.segment is not None
         open_pending(self.ctx, CommitRecord(
             commit_id=p.commit_id, view_name=p.table.view, view_version=p.table.version,
-            commit_time=p.commit_time, user=self.ctx.registry.actor, run_id=p.run_id,
+            commit_time=p.commit_time, user=p.principal or self.ctx.registry.actor,
+            run_id=p.run_id,
             source={"type": "push", "description": "rows pushed to the online API, "
                     "durable in the push log until they land",
                     "push_log": str(p.segment.path), "host": socket.gethostname(),
@@ -508,30 +516,43 @@ class Pusher:
         self.ctx.offline_store.clear_commit(table.view, table.version, pending.commit_id)
         ts = pc.cast(rows.column(view.timestamp_field), pa.int64())
         run = pending.run_id
+        user = pending.principal or (existing.user if existing is not None
+                                     else self.ctx.registry.actor)
+        quality = self.ctx.part(QualityService)
+        policy = quality.policy(table.view)  # a view with a quality policy is checked
 
         def build(commit_time: int, stored: Any, written: Any) -> CommitRecord:
             n = stored.num_rows
             return CommitRecord(
                 commit_id=pending.commit_id, view_name=table.view,
                 view_version=table.version, commit_time=commit_time,
-                user=self.ctx.registry.actor, run_id=run,
+                user=user, run_id=run,
                 source={"type": "push", "description": "rows pushed to the online API"},
                 steps=[{"step": "push", "params": {"batches": len(pending.tables)}}],
                 row_count=n, rejected_count=0,
                 validation={"mode": "strict", "rows_checked": n, "rows_valid": n},
-                profile={}, files=written.files, content_digest=written.content_digest,
+                profile=profile_table(rows, string_chars=self.ctx.config.bounds.profile_chars)
+                if policy is not None else {},
+                files=written.files, content_digest=written.content_digest,
                 min_event_ts=pc.min(ts).as_py(), max_event_ts=pc.max(ts).as_py(),
             )
 
         rec, stored, _ = write_commit(
             self.ctx, view=table.view, version=table.version, commit_id=pending.commit_id,
             rows=rows, build=build, run=run, audit={"source": "push"},
-            source_uri=push_source_uri(self.ctx.config.project, table.view,
-                                       self.ctx.registry.actor),
+            source_uri=push_source_uri(self.ctx.config.project, table.view, user),
             replaces_pending=True)
         crash_point("after_registry")
         self._write_online(table, view, stored)
         self.ctx.events.emit(CommitCompleted(commit=rec, source="push"))
+        if policy is not None:
+            verdict = quality.check_commit(rec, policy)
+            if verdict is not None and verdict.quarantine_reason:
+                # the usual quarantine: the online store goes back to the last good values
+                from featureledger.ingest.pipeline import IngestionService
+
+                rec = self.ctx.part(IngestionService).quarantine(rec.commit_id,
+                                                                 verdict.quarantine_reason)
         return rec
 
     def flush(self) -> list[CommitRecord]:
@@ -555,7 +576,8 @@ class Pusher:
                     pending = PendingCommit(table, self._view_of(table.view, table.version),
                                             commit_id=seg.commit_id,
                                             commit_time=int(h.get("commit_time") or now_us()),
-                                            run_id=h.get("run_id"), segment=seg.segment)
+                                            run_id=h.get("run_id"), segment=seg.segment,
+                                            principal=h.get("principal"))
                     for batch in seg.batches:
                         pending.add(batch)
                     before = self._status(seg.commit_id)

@@ -110,12 +110,13 @@ class OnlineResponse:
     def join_keys(self) -> list[str]:
         return self._layout.join_keys
 
-    def with_computed(self, columns: list[tuple[str, str, int, str, list[Any]]]
-                      ) -> OnlineResponse:
+    def with_computed(self, columns: list[tuple[str, str, int, str, list[Any]]],
+                      hide: frozenset[str] = frozenset()) -> OnlineResponse:
         """This response with computed features appended (request-time features):
         ``(name, reference, version, dtype, values)`` each. Their status is PRESENT or
-        NULL by value; they come from no commit."""
-        if not columns:
+        NULL by value; they come from no commit. ``hide`` names features read only to
+        compute them, left out of the response."""
+        if not columns and not hide:
             return self
         lay = self._layout
         g = len(self._codes)
@@ -127,7 +128,18 @@ class OnlineResponse:
                         None if lay.dtypes is None else [*lay.dtypes, *(c[3] for c in columns)],
                         None if lay.defaulted is None
                         else [*lay.defaulted, *([None] * len(columns))])
-        return OnlineResponse(layout, [*self._values, *(list(c[4]) for c in columns)],
+        values = [*self._values, *(list(c[4]) for c in columns)]
+        if hide:  # the groups (codes, records) stay: only the named features leave
+            keep = [i for i, name in enumerate(layout.names) if name not in hide]
+            def kept(part: list[Any]) -> list[Any]:
+                return [part[j] for j in keep]
+
+            layout = Layout(layout.join_keys, kept(layout.names), kept(layout.references),
+                            kept(layout.versions), kept(layout.group),
+                            None if layout.dtypes is None else kept(layout.dtypes),
+                            None if layout.defaulted is None else kept(layout.defaulted))
+            values = [values[j] for j in keep]
+        return OnlineResponse(layout, values,
                               [*self._codes, None], [*self._records, [None] * n],
                               entity_rows=self._entity_rows, entity_columns=self._entity_cols)
 

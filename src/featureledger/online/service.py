@@ -25,14 +25,18 @@ from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import InvalidReferenceError, RetrievalError
+from featureledger.governance.access import AccessControl
 from featureledger.online.cache import ChangeWatcher, OnlineCache
 from featureledger.online.catalog import ViewCatalog
-from featureledger.online.plan import ReadPlan, build_plan, feature_set_references
+from featureledger.online.plan import EVERYONE, ReadPlan, build_plan, feature_set_references
 from featureledger.online.push import Pusher
 from featureledger.online.read import read_online
 from featureledger.online.response import OnlineResponse
 from featureledger.online.stores import TableRef
 from featureledger.online.sync import CommitStatusSync
+from featureledger.quality.feature_log import FeatureLogger
+from featureledger.registry.actor import acting_principal
+from featureledger.registry.quality import QualityRepository
 
 if TYPE_CHECKING:
     from featureledger.context import StoreContext
@@ -54,12 +58,19 @@ class OnlineService:
         self._request_view_names: frozenset[str] | None = None
         self._request_plans: dict[Any, Any] = {}
         self.catalog = ViewCatalog(self.registry)
+        self.access = ctx.part(AccessControl)
+        self._own_principal = self.registry.db.principal
         self.watcher = ChangeWatcher(self.registry, self.store, cfg.poll_interval_s,
                                      self._registry_changed, self._store_changed)
         self.sync = CommitStatusSync(ctx, self.store, self.catalog, self.invalidate,
                                      self.cache)
         self.pusher = Pusher(ctx, self.store, self.catalog.view, self.invalidate,
                              self.catalog.carried_by)
+        q = ctx.config.quality
+        self.feature_log = FeatureLogger(
+            QualityRepository(ctx.registry.db), sample_rate=q.feature_log_sample_rate,
+            batch_rows=q.feature_log_batch_rows,
+            flush_interval_s=q.feature_log_flush_interval_s)
         self.watcher.refresh()
         # pushes a process that is gone acknowledged land first, as the commits their
         # online values cite; then quarantines and rollbacks are applied over them
@@ -113,7 +124,23 @@ class OnlineService:
                     )
             plan = build_plan(self.registry, refs, full_feature_names=full_feature_names)
             self._plans[key] = plan
+        if (acting_principal() or self._own_principal) not in plan.readers:
+            self._admit(plan)
         return plan
+
+    def _admit(self, plan: ReadPlan) -> None:
+        """The access check of an online read: once per principal and plan (a plan lives
+        one registry generation, and so does the policy it was checked against)."""
+        if not self.access.enabled():
+            plan.readers = EVERYONE  # open: until the registry (and so the plan) changes
+            return
+        who = acting_principal() or self._own_principal
+        self.access.require("read_online", [
+            r for g in plan.groups
+            for r in self.access.feature_resources(g.view, [g.view.fields[fi].name
+                                                            for _o, fi in g.columns])],
+            what="an online read", principal=who)
+        plan.readers.add(who)
 
     def model_features(self, model: str, entity_rows: Any, *, deployment: str | None = None,
                        full_feature_names: bool = False,
@@ -143,10 +170,13 @@ class OnlineService:
         ``entity_rows`` is a list of dicts or a dict of columns. Values of ``NOT_FOUND``
         and ``OUTSIDE_TTL`` are None, or, with ``fill_defaults=True``, the field's
         declared default (the status stays). Request-time features (``request_view:field``)
-        are computed from the served values of their inputs (which come along) and
+        are computed from the served values of their inputs (which come along only when
+        asked for themselves) and
         ``request_data`` (a dict of request value -> a value for every row or a list).
         """
         if request_data is not None:
+            if feature_set is not None:  # a set may list request-time features too
+                features = self._set_references(features, feature_set)
             return self._with_request_features(features, entity_rows, request_data or {},
                                                full_feature_names, fill_defaults)
         if deployment is not None or model is not None:
@@ -156,12 +186,20 @@ class OnlineService:
                                      "model, not several")
             target: str = deployment if deployment is not None else model  # type: ignore[assignment]
             features, feature_versions = self._features_of(target)
-            response = read_online(self.store, self.cache,
-                                   self.plan(features, full_feature_names=full_feature_names),
-                                   entity_rows, fill_defaults)
+            pinned = self.plan(features, full_feature_names=full_feature_names)
+            if pinned.deprecated is not None:
+                self._deprecated_read(pinned, entity_rows,
+                                      target if target.startswith("dep_") else None)
+            response = read_online(self.store, self.cache, pinned, entity_rows,
+                                   fill_defaults)
             assert response is not None  # with a store, a read always answers
             if target.startswith("dep_"):
                 self.registry.usage.add(target, feature_versions, rows=len(response))
+            if self.feature_log.enabled:  # a sample of served vectors, for skew checks
+                self.feature_log.maybe_log(
+                    response.values, response.references,
+                    deployment_id=target if target.startswith("dep_") else None,
+                    model_id=target if not target.startswith("dep_") else None)
             return response
         # the plan lookup of ``plan()``, inlined: this is every request's path
         w = self.watcher
@@ -170,14 +208,35 @@ class OnlineService:
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
         if plan is None:
-            if self._requests_views(features):  # never a cached plan: checked on a miss
-                return self._with_request_features(features, entity_rows, {},
+            refs = features if feature_set is None else self._set_references(features,
+                                                                            feature_set)
+            if self._requests_views(refs):  # never a cached plan: checked on a miss
+                return self._with_request_features(refs, entity_rows, {},
                                                    full_feature_names, fill_defaults)
             plan = self.plan(features, feature_set=feature_set,
                              full_feature_names=full_feature_names)
+        elif (acting_principal() or self._own_principal) not in plan.readers:
+            self._admit(plan)
+        if plan.deprecated is not None:
+            self._deprecated_read(plan, entity_rows, None)
         response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         return response
+
+    def _set_references(self, features: Any, feature_set: str) -> list[str]:
+        if features is not None:
+            raise RetrievalError("pass either features or feature_set, not both")
+        return list(feature_set_references(self.registry, feature_set))
+
+    def _deprecated_read(self, plan: ReadPlan, entity_rows: Any,
+                         deployment: str | None) -> None:
+        """A read of deprecated features: warned and counted; refused (before anything is
+        read) for a retired one unless ``deployment`` has an exception for it."""
+        assert plan.deprecated is not None
+        rows = (len(next(iter(entity_rows.values()), ())) if isinstance(entity_rows, dict)
+                else len(entity_rows) if isinstance(entity_rows, (list, tuple)) else 1)
+        self.registry.lifecycle.gate.on_read(plan.deprecated, reader="online",
+                                             deployment=deployment, rows=rows)
 
     def _requests_views(self, features: Any) -> bool:
         """Whether ``features`` names a request view (cached until the registry changes)."""
@@ -211,9 +270,10 @@ class OnlineService:
             got = self._request_plans[key] = request_plan(self.registry, list(features),
                                                           full_feature_names)
         stored, request = got
-        response = read_online(self.store, self.cache,
-                               self.plan(stored, full_feature_names=full_feature_names),
-                               entity_rows, fill_defaults)
+        plan = self.plan(stored, full_feature_names=full_feature_names)
+        if plan.deprecated is not None:
+            self._deprecated_read(plan, entity_rows, None)
+        response = read_online(self.store, self.cache, plan, entity_rows, fill_defaults)
         assert response is not None  # with a store, a read always answers
         by_ref = {ref: name for name, ref in response.references.items()}
         computed = []
@@ -230,7 +290,8 @@ class OnlineService:
             for f, o in zip(q["fields"], q["outputs"], strict=True):
                 computed.append((o, f"{q['name']}@{q['version']}:{f}", q["version"],
                                  view.field(f).dtype, out.column(f).to_pylist()))
-        return response.with_computed(computed)
+        hidden = frozenset(by_ref[ref] for q in request for ref in q.get("hidden", ()))
+        return response.with_computed(computed, hidden)
 
     def get_online_features_nowait(self, features: Any = None, entity_rows: Any = None, *,
                                    feature_set: str | None = None,
@@ -250,7 +311,10 @@ class OnlineService:
             return None
         plan = self._plans.get((tuple(features) if features.__class__ is list else features,
                                 feature_set, full_feature_names))
-        if plan is None:
+        if plan is None or plan.deprecated is not None or (
+                acting_principal() or self._own_principal) not in plan.readers:
+            # the full read checks the principal's access (and audits) and counts
+            # deprecated reads
             return None
         return read_online(None, self.cache, plan, entity_rows, fill_defaults)
 
@@ -275,6 +339,7 @@ class OnlineService:
         self.watcher.check()
         name, version = view_version(view, version)
         rec = self.registry.definitions.get("feature_view", name, version)
+        self.access.require_object("write", rec.definition, what=f"a push to {rec.ref}")
         return self.pusher.push(TableRef(name, rec.version), rec.definition, rows,
                                 flush=flush)
 
@@ -305,7 +370,10 @@ class OnlineService:
         try:
             self.pusher.close()
         finally:
-            self.watcher.close()
+            try:
+                self.feature_log.close()
+            finally:
+                self.watcher.close()
 
 
 def view_version(text: str, version: int | None) -> tuple[str, int | None]:

@@ -1,4 +1,4 @@
-"""Commit-status sync: the online store follows quarantines, rollbacks and restores.
+"""Commit-status sync: the online store follows quarantines, rollbacks, restores and expiries.
 
 Keys written from a commit that is no longer served are recomputed from the commits still
 served (in every view version that serves that commit's rows), and commits served again
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from featureledger.registry.commits import CommitRecord
 
 HIDDEN_META = "hidden_commits"
-_HIDDEN = ("quarantined", "rolled_back")
+_HIDDEN = ("quarantined", "rolled_back", "expired")  # expired: retention deleted its data
 
 
 class CommitStatusSync:
@@ -77,9 +77,16 @@ class CommitStatusSync:
                 for table, commits in restored.items():
                     progress = ViewProgress.load(self.store, table)
                     view = self.catalog.view(table.view, table.version)
-                    self.materializer().load(table, view, self.catalog.chain(table), commits,
+                    chain = self.catalog.chain(table)
+                    self.materializer().load(table, view, chain, commits,
                                               end=progress.end if progress else None)
                     self.invalidate(table)
+                    if view.aggregations:
+                        served = [c for c in self.registry.commits.list(
+                            table.view, versions=[p.version for p in chain])
+                            if not c.tampered]
+                        self._refresh_aggregates(table, view, chain, served, progress,
+                                                 self._commit_keys(view, commits))
             self.store.set_meta(HIDDEN_META, json.dumps(sorted(hidden)))
             if self.cache is not None:
                 self.cache.invalidate_all()
@@ -120,6 +127,20 @@ class CommitStatusSync:
         if gone:
             self.store.delete(table, gone)
         self.invalidate(table)
+        self._refresh_aggregates(table, view, chain, visible, progress, keys)
+
+    def _refresh_aggregates(self, table: TableRef, view: Any, chain: Any,
+                            visible: list[CommitRecord], progress: ViewProgress | None,
+                            keys: list[tuple[Any, ...]] | None) -> None:
+        """The aggregates of the keys a status change touched, recomputed as of the last
+        materialization (see :func:`featureledger.online.aggregates.refresh_aggregates`)."""
+        if not view.aggregations or progress is None or progress.end is None:
+            return
+        from featureledger.online.aggregates import aggregate_table, refresh_aggregates
+
+        refresh_aggregates(self.ctx.engine, self.ctx.offline_store, self.store, table, view,
+                           chain, visible, progress.end, keys)
+        self.invalidate(aggregate_table(table))
 
     def _commit_keys(self, view: Any, commits: list[CommitRecord]) -> list[tuple[Any, ...]]:
         """The distinct keys the rows of ``commits`` hold."""

@@ -13,7 +13,9 @@ from featureledger.registry.definitions import (
     PlanItem,
 )
 from featureledger.registry.engine import DEFAULT_PROJECT, RegistryDB
+from featureledger.registry.lifecycle import LifecycleRepository
 from featureledger.registry.models import ModelRepository
+from featureledger.registry.policies import PolicyRepository
 from featureledger.registry.runs import RunRepository
 from featureledger.registry.usage import UsageRecorder
 
@@ -32,6 +34,9 @@ class Registry:
         self.usage = UsageRecorder(self.db)
         self.commits = CommitRepository(self.db)
         self.datasets = DatasetRepository(self.db)
+        self.policies = PolicyRepository(self.db)
+        # retention policies, deprecations (and the gate reads pass), hypotheses
+        self.lifecycle = LifecycleRepository(self.db)
 
     @property
     def actor(self) -> str:
@@ -47,6 +52,7 @@ class Registry:
     def close(self) -> None:
         try:
             self.usage.flush()
+            self.lifecycle.gate.flush()
         finally:
             self.db.dispose()
 

@@ -2,8 +2,9 @@
 
 A commit row is inserted in the same registry transaction that makes the commit visible;
 its data files were written (under a temporary name, then renamed) before. Only the
-status may change afterwards (``committed`` -> ``quarantined`` / ``rolled_back`` and back),
-and every status change is audited.
+status may change afterwards (``committed`` -> ``quarantined`` / ``rolled_back`` and back,
+or ``expired`` for good when retention deletes its data), and every status change is
+audited.
 
 A push's commit has a row from the moment its buffer opens, with status ``pending`` (no
 files, no rows), so the online values pushed into it cite a commit the registry knows; it
@@ -48,6 +49,9 @@ from featureledger.registry.segments import SegmentRecord, SegmentRepository
 
 COMMIT_STATUSES = ("committed", "quarantined", "rolled_back")
 PENDING_STATUS = "pending"  # a push's commit before it lands (see the module docstring)
+# a commit whose data retention deleted: its row stays (datasets that read it say so), its
+# files are gone, and it never changes status again (governance/retention.py)
+EXPIRED_STATUS = "expired"
 
 # The columns a row's seal covers, in order: every column but the seal itself. A column
 # added later is appended here together with a new SEAL_VERSION, and rows sealed under the
@@ -194,6 +198,15 @@ def tampered_error(rec: CommitRecord, doing: str) -> CommitTamperedError:
         "audit_log lists its status changes), or keep it out of reads: "
         f"featureledger quarantine {rec.commit_id} --reason 'row edited'",
         commit_id=rec.commit_id)
+
+
+def expired_error(rec: CommitRecord) -> StateError:
+    """The error for a status change of a commit retention expired."""
+    return StateError(
+        f"commit {rec.commit_id} ({rec.view_ref}) expired under its view's retention policy "
+        f"at {from_us(rec.status_changed_at or 0).isoformat()}: its data files were deleted, "
+        "so it cannot be served again or change status. Ingest the rows again as a new "
+        "commit if they are still needed")
 
 
 def require_sealed(commits: Sequence[CommitRecord] | Any, doing: str = "read") -> None:
@@ -387,6 +400,8 @@ class CommitRepository:
                 "yet. Flush the pushes (or restart the server holding them), then change "
                 "its status"
             )
+        if old.status == EXPIRED_STATUS:
+            raise expired_error(old)
         if old.status == status:
             return old
         with self.db.write() as conn:

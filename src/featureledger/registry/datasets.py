@@ -142,6 +142,21 @@ class DatasetRepository:
             commits = self._commit_ids(conn, [r.dataset_id for r in rows])
         return [_record(r, commits.get(r.dataset_id, [])) for r in rows]
 
+    def entity_paths(self) -> set[str]:
+        """The stored entity rows' paths (store-relative) of every dataset of the project:
+        what ``gc`` must keep."""
+        t = schema.datasets
+        out = set()
+        with self.db.read() as conn:
+            for ds, path in conn.execute(sa.select(t.c.dataset_id, t.c.entity_path)
+                                         .where(self.db.scope(t))):
+                if path is None:  # rows from before the column: the manifest has it
+                    row = conn.execute(sa.select(t.c.manifest).where(
+                        self.db.scope(t), t.c.dataset_id == ds)).scalar_one()
+                    path = json.loads(row)["entity"]["path"]
+                out.add(path)
+        return out
+
     def _commit_ids(self, conn: Any, dataset_ids: Sequence[str]) -> dict[str, Sequence[str]]:
         dc = schema.dataset_commits
         out: dict[str, Any] = {}

@@ -453,6 +453,10 @@ class DefinitionRepository:
             current = self._current_pins(conn, d.name)
             for text in d.features:
                 r = parse_reference(text)
+                request = self._request_view_pin(conn, r, pending)
+                if request is not None:  # a request-time feature: pinned like a view's
+                    pinned.append(request)
+                    continue
                 v = pending.get(("feature_view", r.view))
                 latest = self._latest_row(conn, "feature_view", r.view)
                 if r.version is None:
@@ -490,6 +494,28 @@ class DefinitionRepository:
                 pinned.append(str(r.pinned(version)))
             return d.model_copy(update={"features": pinned})
         return d
+
+    def _request_view_pin(self, conn: Connection, r: Any,
+                          pending: dict[tuple[str, str], Definition]) -> str | None:
+        """``r`` pinned to a request view's version (the one this apply makes, else the
+        newest, else the one named), or None when ``r`` names no request view."""
+        from featureledger.model.definitions import RequestFeatureView
+
+        planned = pending.get(("request_view", r.view))
+        latest = self._latest_row(conn, "request_view", r.view)
+        if planned is None and latest is None:
+            return None
+        view: Any = planned
+        version = self._planned_version(conn, planned, latest) if planned is not None else 0
+        if planned is None:
+            view, version = _row_to_record(latest).definition, latest.version
+        if r.version is not None and r.version != version:
+            view = self.get("request_view", r.view, r.version, conn=conn).definition
+            version = r.version
+        if not isinstance(view, RequestFeatureView):
+            return None
+        view.field(r.feature)  # UnknownFeatureError names the fields
+        return str(r.pinned(version))
 
     def _current_pins(self, conn: Connection, name: str) -> dict[tuple[str, str], int]:
         """(view, feature) -> version the latest version of feature set ``name`` pins."""
@@ -678,22 +704,27 @@ class DefinitionRepository:
     def set_status(self, kind: str, name: str, version: int, status: str,
                    reason: str | None = None) -> DefinitionRecord:
         """Deprecate or retire a version (the only edit a version ever receives)."""
+        self.get(kind, name, version)
+        with self.db.write() as conn:
+            self.set_status_in(conn, kind, name, version, status, reason)
+        return self.get(kind, name, version)
+
+    def set_status_in(self, conn: Connection, kind: str, name: str, version: int,
+                      status: str, reason: str | None = None) -> None:
+        """:meth:`set_status` inside the caller's write transaction (audited there)."""
         if status not in ("active", "deprecated", "retired"):
             raise DefinitionError(
                 f"status {status!r} is not valid; use active, deprecated or retired"
             )
-        self.get(kind, name, version)
         t = schema.definitions
-        with self.db.write() as conn:
-            conn.execute(
-                t.update()
-                .where(self.db.scope(t), t.c.kind == kind, t.c.name == name,
-                       t.c.version == version)
-                .values(status=status, status_reason=reason)
-            )
-            self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",
-                          {"reason": reason})
-        return self.get(kind, name, version)
+        conn.execute(
+            t.update()
+            .where(self.db.scope(t), t.c.kind == kind, t.c.name == name,
+                   t.c.version == version)
+            .values(status=status, status_reason=reason)
+        )
+        self.db.audit(conn, f"set_status:{status}", kind, f"{name}@{version}",
+                      {"reason": reason})
 
 
 def check_name_length(kind: str, name: str) -> None:

@@ -5,11 +5,15 @@ A commit of a derived view records in its ``source`` exactly what it was compute
     {"type": "derive", "range": [lo, hi] | None,          # event-time µs, hi exclusive
      "parents": [{"view": "trips", "version": 2, "pinned": False, "role": "input",
                   "commits": ["cmt_...", ...]}, ...],
-     "transformation": "<definition hash of the derived view version>"}
+     "transformation": "<definition hash of the derived view version>",
+     "columns": {"method": "sqlglot", "columns": {...}, "dataset": [...]}}
+
+``columns`` is the column-level lineage the commit was computed with (see
+:mod:`featureledger.lineage.columns`; absent on commits derived before it was recorded).
 
 Staleness is computed when asked, from that record and the registry as it is now, never
 stored: a derived commit is stale when a parent commit it read is no longer ``committed``
-(quarantined or rolled back) or when a parent it follows unpinned has a newer version
+(quarantined or rolled back; a parent commit retention expired does not count) or when a parent it follows unpinned has a newer version
 than the one it read. A stored flag would have to be set by every quarantine, rollback
 and apply, and cleared by every restore; the answer computed here cannot drift from the
 statuses it depends on, and costs two indexed queries per listing.
@@ -24,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from featureledger.registry import schema
+from featureledger.registry.commits import EXPIRED_STATUS
 from featureledger.registry.engine import RegistryDB
 
 DERIVE_SOURCE = "derive"
@@ -41,6 +46,13 @@ def parent_commit_ids(source: dict[str, Any] | None) -> list[str]:
     if d is None:
         return []
     return [c for p in d.get("parents", []) for c in p.get("commits", [])]
+
+
+def column_record(source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The column lineage a derived commit records, None when it records none."""
+    d = derivation(source)
+    cols = d.get("columns") if d is not None else None
+    return cols if isinstance(cols, dict) else None
 
 
 def stale_reasons(db: RegistryDB, records: Sequence[Any]) -> dict[str, tuple[str, ...]]:
@@ -74,7 +86,9 @@ def stale_reasons(db: RegistryDB, records: Sequence[Any]) -> dict[str, tuple[str
         for p in r.source.get("parents", []):
             for c in p.get("commits", []):
                 s = status.get(c, "missing")
-                if s != "committed":
+                # an expired parent is retention at work, not a wrong input: what was
+                # derived from it stays valid (and keeps its own retention)
+                if s not in ("committed", EXPIRED_STATUS):
                     why.append(f"parent commit {c} ({p['view']}@{p['version']}) is {s}")
             newest = latest.get(p["view"])
             if not p.get("pinned") and newest is not None and newest > int(p["version"]):

@@ -34,8 +34,9 @@ from featureledger.errors import (
     ValueTooLongError,
 )
 from featureledger.model.hashing import canonical_json
-from featureledger.model.timeutil import current_user, now_us
+from featureledger.model.timeutil import now_us
 from featureledger.registry import schema
+from featureledger.registry.actor import acting_principal, default_principal
 from featureledger.registry.scope import INFO_KEY, SKIP_KEY, check_statement, scope
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -236,13 +237,19 @@ class RegistryDB:
         self.url = url
         self._write_listeners: list[Callable[[], None]] = []
         self.project = check_project_name(project)
-        self.actor = actor or current_user()
+        self.principal = default_principal(actor)
         self.engine = create_registry_engine(url)
         self.dialect = self.engine.dialect.name
         sa.event.listen(self.engine, "before_execute", check_statement)
         sa.event.listen(self.engine, "before_execute", check_lengths)
         if migrate:
             self.migrate()
+
+    @property
+    def actor(self) -> str:
+        """Who is acting: the principal this context acts as (``acting_as``), else the
+        store's own (``principal=``, ``FEATURELEDGER_PRINCIPAL``, else the OS user)."""
+        return acting_principal() or self.principal
 
     def scope(self, *tables: Any) -> Any:
         """The condition keeping only this project's rows of ``tables``; every query over

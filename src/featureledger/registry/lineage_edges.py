@@ -67,6 +67,8 @@ IN_SET = "in_set"  # view version -> feature set version
 CONSUMES = "consumes"  # feature set version -> model
 MIGRATED = "migrated"  # commit of an old version -> commit a migration made from it
 DERIVED_FROM = "derived_from"  # parent commit -> derived commit computed from its rows
+MOTIVATED = "motivated"  # experiment -> view version created to test its hypothesis
+ROLLED_BACK = "rolled_back"  # view version -> commit a view rollback hid
 
 
 def view_node(name: str, version: int) -> str:

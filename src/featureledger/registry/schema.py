@@ -92,7 +92,8 @@ commits = Table(
     Column("content_digest", String(64), nullable=False),  # sha256 over the stored files
     Column("min_event_ts", BigInteger, nullable=True),
     Column("max_event_ts", BigInteger, nullable=True),
-    Column("status", String(16), nullable=False),  # committed / quarantined / rolled_back
+    # committed / quarantined / rolled_back / expired (retention deleted its data)
+    Column("status", String(16), nullable=False),
     Column("status_reason", Text, nullable=True),
     Column("status_changed_at", BigInteger, nullable=True),
     # JSON {path: {"size": n[, "sha256": hex]}}: what reconcile checks the files against
@@ -389,8 +390,163 @@ deployment_usage = Table(
     Column("rows", BigInteger, nullable=False),
 )
 
+# -- access control (revision 0008): the applied access policy, versioned --------------------
+# One row per applied version of a project's policy (principals, roles, permissions, hashed
+# tokens). The newest version is in force; none means access is open. Tokens appear only as
+# salted hashes (governance/tokens.py), never in plain text.
+access_policies = Table(
+    "access_policies",
+    metadata,
+    _project(primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("policy_hash", String(64), nullable=False),  # sha256 of the canonical spec
+    Column("spec", Text, nullable=False),  # canonical JSON of the policy
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("reason", Text, nullable=True),
+)
+
+# -- governance (revision 0009): retention, deprecation schedules, catalog -------------------
+# A commit's data deleted by retention keeps its row with status ``expired`` (the time in
+# ``status_changed_at``), so datasets that read it can say which commits expired and when.
+
+# Retention per feature view (every version): keep commits younger than ``keep_days``, or
+# the newest ``keep_last`` commits; a view without a row keeps everything.
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    _project(primary_key=True),
+    Column("view_name", String(255), primary_key=True),
+    Column("keep_days", Integer, nullable=True),
+    Column("keep_last", Integer, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("set_at", BigInteger, nullable=False),
+    Column("set_by", String(255), nullable=False),
+)
+
+# A deprecation (and, with ``retire_on``, its retirement) of a view, a view version, a
+# feature or a feature of one version (``view_version`` / ``feature`` NULL: every one).
+# Approval by a principal other than the requester is recorded beside it.
+deprecations = Table(
+    "deprecations",
+    metadata,
+    Column("deprecation_id", String(64), primary_key=True),
+    _project(),
+    Column("view_name", String(255), nullable=False),
+    Column("view_version", Integer, nullable=True),
+    Column("feature", String(255), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("replacement", String(512), nullable=True),
+    Column("retire_on", BigInteger, nullable=True),  # µs UTC; reads fail from then on
+    Column("requested_at", BigInteger, nullable=False),
+    Column("requested_by", String(255), nullable=False),
+    Column("forced_reason", Text, nullable=True),  # over active deployments that read it
+    Column("approved_at", BigInteger, nullable=True),
+    Column("approved_by", String(255), nullable=True),
+    Column("withdrawn_at", BigInteger, nullable=True),
+    Column("withdrawn_by", String(255), nullable=True),
+)
+Index("ix_deprecations_view", deprecations.c.project, deprecations.c.view_name)
+
+# Reads of deprecated features, counted per feature, reader (``offline``, ``online`` or a
+# deployment id) and hour: counters, never a row per read.
+deprecated_reads = Table(
+    "deprecated_reads",
+    metadata,
+    _project(primary_key=True),
+    Column("reader", String(64), primary_key=True),
+    Column("feature", String(512), primary_key=True),  # view@version:feature
+    Column("bucket_start", BigInteger, primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+)
+
+# The experiment and hypothesis a feature-view version was created for (apply
+# --experiment --hypothesis); also a lineage edge experiment -> view version.
+version_hypotheses = Table(
+    "version_hypotheses",
+    metadata,
+    _project(primary_key=True),
+    Column("view_name", String(255), primary_key=True),
+    Column("view_version", Integer, primary_key=True),
+    Column("experiment_id", String(64), nullable=False),
+    Column("hypothesis", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+)
+# -- data quality (revision 0010) -------------------------------------------------------
+# A view's quality policy: drift thresholds, baseline, the limits that quarantine a commit.
+quality_policies = Table(
+    "quality_policies",
+    metadata,
+    _project(primary_key=True),
+    Column("view_name", String(255), primary_key=True),
+    Column("policy", Text, nullable=False),  # canonical JSON
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(255), nullable=False),
+)
+
+# The quality check of a commit (drift against the policy's baseline, rejected rows),
+# written when the commit is checked; the commit row itself is sealed and never changes.
+quality_checks = Table(
+    "quality_checks",
+    metadata,
+    Column("check_id", String(64), primary_key=True),
+    _project(),
+    Column("commit_id", String(64), nullable=False),
+    Column("view_name", String(255), nullable=False),
+    Column("view_version", Integer, nullable=False),
+    Column("checked_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # ok | drift | failed | skipped
+    Column("action", String(16), nullable=False),  # none | alert | quarantine
+    Column("result", Text, nullable=False),  # canonical JSON (the drift report and more)
+)
+Index("ix_quality_checks_commit", quality_checks.c.project, quality_checks.c.commit_id)
+Index("ix_quality_checks_view", quality_checks.c.project, quality_checks.c.view_name,
+      quality_checks.c.checked_at)
+
+# Alerts: one row per open problem (deduplicated on ``dedup_key`` while open), seen again
+# counts up ``occurrences``; acknowledged alerts stay as history.
+quality_alerts = Table(
+    "quality_alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    _project(),
+    Column("dedup_key", String(512), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),  # info | warning | critical
+    Column("subject", String(512), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # canonical JSON
+    Column("lineage_node", String(512), nullable=True),
+    Column("status", String(16), nullable=False),  # open | acknowledged
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("occurrences", Integer, nullable=False),
+    Column("acked_at", BigInteger, nullable=True),
+    Column("acked_by", String(255), nullable=True),
+)
+Index("ix_quality_alerts_open", quality_alerts.c.project, quality_alerts.c.status,
+      quality_alerts.c.dedup_key)
+
+# Sampled online requests (the feature log), written in batches: one row per sampled
+# entity row with the values served, to compare with a model's training data.
+feature_log = Table(
+    "feature_log",
+    metadata,
+    Column("log_id", String(64), primary_key=True),
+    _project(),
+    Column("logged_at", BigInteger, nullable=False),
+    Column("deployment_id", String(64), nullable=True),
+    Column("model_id", String(64), nullable=True),
+    Column("features", Text, nullable=False),  # canonical JSON: {reference: value}
+)
+Index("ix_feature_log_target", feature_log.c.project, feature_log.c.deployment_id,
+      feature_log.c.logged_at)
+
 __all__ = [
     "PROJECT_LENGTH",
+    "access_policies",
     "audit_log",
     "commits",
     "dataset_commits",
@@ -399,17 +555,25 @@ __all__ = [
     "deployment_exceptions",
     "deployment_usage",
     "deployments",
+    "deprecated_reads",
+    "deprecations",
     "experiments",
+    "feature_log",
     "lineage_edges",
     "metadata",
     "model_datasets",
     "model_features",
     "model_versions",
     "models",
+    "quality_alerts",
+    "quality_checks",
+    "quality_policies",
     "registry_state",
+    "retention_policies",
     "run_external_ids",
     "run_metrics",
     "run_params",
     "run_tags",
     "runs",
+    "version_hypotheses",
 ]

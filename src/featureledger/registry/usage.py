@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,20 +39,27 @@ def record_usage(db: RegistryDB, counts: Mapping[UsageKey, tuple[int, int]]) -> 
     One transaction; an insert-or-increment per key, so concurrent writers add up.
     Returns the number of counters touched.
     """
+    return upsert_counters(db, schema.deployment_usage,
+                           ("deployment_id", "feature_version", "bucket_start"), counts)
+
+
+def upsert_counters(db: RegistryDB, table: Any, key_columns: tuple[str, str, str],
+                    counts: Mapping[UsageKey, tuple[int, int]]) -> int:
+    """Add ``(requests, rows)`` to the counters of ``table`` keyed by the project and
+    ``key_columns``, in one transaction (an insert-or-increment per key)."""
     if not counts:
         return 0
-    t = schema.deployment_usage
-    rows = [{"project": db.project, "deployment_id": d, "feature_version": fv,
-             "bucket_start": b, "requests": int(req), "rows": int(n)}
-            for (d, fv, b), (req, n) in counts.items()]
+    t = table
+    rows = [{"project": db.project, **dict(zip(key_columns, key, strict=True)),
+             "requests": int(req), "rows": int(n)}
+            for key, (req, n) in counts.items()]
     with db.write(bump=False) as conn:  # counters change no definition or data
         from sqlalchemy.dialects import postgresql, sqlite
 
         dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(t)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.project, t.c.deployment_id, t.c.feature_version,
-                            t.c.bucket_start],
+            index_elements=[t.c.project, *(t.c[k] for k in key_columns)],
             set_={"requests": t.c.requests + stmt.excluded.requests,
                   "rows": t.c.rows + stmt.excluded.rows})
         conn.execute(stmt, rows)
@@ -74,8 +81,12 @@ class UsageRecorder:
     """Aggregates usage in memory and flushes it as counters."""
 
     def __init__(self, db: RegistryDB, *, bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
-                 flush_interval_s: float = 10.0) -> None:
+                 flush_interval_s: float = 10.0,
+                 record: Callable[[RegistryDB, Mapping[UsageKey, tuple[int, int]]], int]
+                 = record_usage) -> None:
         self.db = db
+        # the upsert of the summed counts (default: the deployments' usage counters)
+        self._record = record
         self.bucket_seconds = bucket_seconds
         self.flush_interval_s = flush_interval_s
         self._pending: Counter[tuple[UsageKey, str]] = Counter()
@@ -84,7 +95,8 @@ class UsageRecorder:
 
     def add(self, deployment_id: str, feature_versions: Iterable[str], rows: int = 1,
             at_us: int | None = None) -> None:
-        """Count one request of ``rows`` entity rows reading ``feature_versions``."""
+        """Count one request of ``rows`` entity rows reading ``feature_versions`` (for
+        another ``record``: one read by reader ``deployment_id`` of those features)."""
         b = bucket_start(now_us() if at_us is None else at_us, self.bucket_seconds)
         with self._lock:
             for fv in dict.fromkeys(feature_versions):
@@ -103,7 +115,7 @@ class UsageRecorder:
             req, rows = counts.get(key, (0, 0))
             counts[key] = (req + n, rows) if what == "requests" else (req, rows + n)
         try:
-            return record_usage(self.db, counts)
+            return self._record(self.db, counts)
         except Exception:
             with self._lock:  # keep the counts for the next flush rather than lose them
                 self._pending.update(pending)

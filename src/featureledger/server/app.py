@@ -35,9 +35,12 @@ requests in flight finish (up to ``DRAIN_TIMEOUT_S``), lands every buffered push
 returns, so ``featureledger serve`` closes the store and exits 0. A push answered before
 the signal is durable in the push log either way; draining makes it a commit too.
 
-Authentication: with ``server.tokens`` configured (token -> principal), every endpoint but
-the health endpoints and the OpenAPI document needs ``Authorization: Bearer <token>``;
-without tokens the server only binds a loopback address (``serve`` refuses anything else).
+Authentication: with tokens (the hashed tokens of the access policy's principals, or
+without a policy ``server.tokens``), every endpoint but the health endpoints and the
+OpenAPI document needs ``Authorization: Bearer <token>``, and the request acts as the
+token's principal (:mod:`.auth`); the access policy then decides what it may read or push
+(403 ``permission_denied`` otherwise, audited). Without tokens the server only binds a
+loopback address (``serve`` refuses anything else).
 """
 
 from __future__ import annotations
@@ -58,8 +61,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featureledger.errors import FeatureLedgerError
+from featureledger.registry.actor import acting_as
 from featureledger.server import schemas
-from featureledger.server.auth import UNAUTHENTICATED, AuthMiddleware, check_bind, principal_of
+from featureledger.server.auth import (
+    UNAUTHENTICATED,
+    AuthMiddleware,
+    TokenMap,
+    as_principal,
+    authenticate,
+    check_bind,
+    token_map,
+)
 from featureledger.server.guard import (
     RequestGuard,
     check_json_content_type,
@@ -130,12 +142,12 @@ class _OnlinePath:
 
     PATH = "/features/online"
 
-    def __init__(self, serving: Serving, tokens: dict[str, str],
+    def __init__(self, serving: Serving, tokens: TokenMap,
                  metrics: ServerMetrics) -> None:
         self.serving = serving
         self.online = serving.online
         self.max_rows = serving.config.max_entity_rows
-        self.tokens = [(k.encode(), v) for k, v in tokens.items()]
+        self.tokens = tokens
         self.metrics = metrics
         self._latency = metrics.latency.labels(self.PATH, "POST")
         self._counts: dict[int, Any] = {}
@@ -152,14 +164,16 @@ class _OnlinePath:
         """The response body for a request body (raises the errors to answer)."""
         check_json_content_type(scope)
         data = parse_online(body, self.max_rows)
-        resp = self.online.get_online_features_nowait(
-            data.get("features"), data["entities"], feature_set=data.get("feature_set"),
-            full_feature_names=data.get("full_feature_names", False),
-            fill_defaults=data.get("fill_defaults", False))
+        who = scope.get("state", {}).get("principal")
+        with acting_as(who):  # the cached answer is only given to an admitted principal
+            resp = self.online.get_online_features_nowait(
+                data.get("features"), data["entities"], feature_set=data.get("feature_set"),
+                full_feature_names=data.get("full_feature_names", False),
+                fill_defaults=data.get("fill_defaults", False))
         if resp is not None:
             return orjson.dumps(resp.to_json_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
         serving = self.serving
-        result: bytes = await serving.reads.run(self.read, data,
+        result: bytes = await serving.reads.run(as_principal(who, self.read), data,
                                                 needs=(serving.online_store,),
                                                 deadline=serving.deadline())
         return result
@@ -168,9 +182,9 @@ class _OnlinePath:
         t0 = time.perf_counter()
         headers = [(b"content-type", b"application/json")]
         scope.setdefault("state", {})
-        who = principal_of(scope, self.tokens)
+        ok, who = await authenticate(scope, self.tokens)
         status = 200
-        if who is None:
+        if not ok:
             self.metrics.errors.labels("auth", "unauthenticated").inc()
             status, payload = 401, UNAUTHENTICATED
             headers.append((b"www-authenticate", b"Bearer"))
@@ -228,10 +242,21 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     from featureledger import __version__
 
     online = store.online
-    tokens: dict[str, str] = dict(store.config.server.tokens)
+    tokens = token_map(store)
     metrics = ServerMetrics(lambda: online.cache.stats() if online.cache is not None else None)
     serving = Serving(store)
     metrics.watch(serving)
+    access = store.access
+
+    def follow_policy(_generation: int) -> None:
+        try:
+            tokens.use_policy(access.policy())
+        except Exception:  # the old tokens stay in use; the next probe tries again
+            _log.exception("the access policy could not be read; its tokens are not updated")
+
+    serving.on_generation = follow_policy
+    metrics.watch_governance(lambda: store.governance_report().gauges())
+    metrics.watch_alerts(store.alerting.open_counts)
 
     def refused(path: str, method: str, status: int, code: str) -> None:
         # answered by the guard before any route: counted under the fast path's own
@@ -265,6 +290,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     app.state.store = store
     app.state.metrics = metrics
     app.state.serving = serving
+    app.state.tokens = tokens
     app.guard = serving.guard
     fast = app.online_path = _OnlinePath(serving, tokens, metrics)
 
@@ -339,7 +365,8 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
         check_json_content_type(request.scope)
         body = await request.body()
         commit_id = await serving.writes.run(
-            serving.push, view, body, needs=(serving.online_store, serving.registry),
+            as_principal(request.scope["state"].get("principal"), serving.push), view, body,
+            needs=(serving.online_store, serving.registry),
             deadline=serving.deadline(), cut_short=False)
         return OrjsonResponse({"commit_id": commit_id})
 
@@ -473,7 +500,7 @@ def serve(store: Any, host: str | None = None, port: int | None = None, *,
     cfg = store.config.server
     host = host or cfg.host
     port = port if port is not None else cfg.port
-    check_bind(host, cfg.tokens)
+    check_bind(host, token_map(store))
     # uvloop and httptools (the server extra) when installed: a faster event loop and
     # HTTP parser; uvicorn's pure-Python fallbacks otherwise. No access log: a line per
     # request costs more than the read it logs (the metrics count every request).

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the feature server: latency, requests, errors, cache, admission.
+"""Prometheus metrics of the feature server: latency, requests, errors, cache, admission,
+and governance gauges (denied requests, deprecated reads, retention backlog, ...).
 
 Each app has its own ``CollectorRegistry`` (two apps in one process never clash). The
 middleware is plain ASGI: it times the request, reads the route template that FastAPI
@@ -11,7 +12,7 @@ breakers are read at scrape time.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -37,6 +38,14 @@ class ServerMetrics:
         """Export the worker pools and circuit breakers of ``serving`` (a ``Serving``)."""
         self.registry.register(_ServingCollector(serving))
 
+    def watch_governance(self, gauges: Any, *, max_age_s: float = 30.0) -> None:
+        """Export governance metrics: ``gauges()`` returns ``{name: value}`` (a
+        ``GovernanceReport.gauges()``), computed at most every ``max_age_s`` seconds."""
+        self.registry.register(_GovernanceCollector(gauges, max_age_s))
+    def watch_alerts(self, open_counts: Any) -> None:
+        """Export the open data-quality alerts (``open_counts()``: severity -> count)."""
+        self.registry.register(_AlertCollector(open_counts))
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.latency.labels(route, method).observe(seconds)
         self.requests.labels(route, method, str(status)).inc()
@@ -59,6 +68,27 @@ class _CacheCollector:
                                 value=stats["hits"])
         yield GaugeMetricFamily("featureledger_cache_misses", "Cache misses since start.",
                                 value=stats["misses"])
+
+
+class _AlertCollector:
+    """Open data-quality alerts by severity, read from the registry at scrape time (a
+    registry that does not answer leaves the gauge out rather than failing the scrape)."""
+
+    SEVERITIES = ("info", "warning", "critical")
+
+    def __init__(self, open_counts: Any) -> None:
+        self._counts = open_counts
+
+    def collect(self) -> Any:
+        try:
+            counts = self._counts()
+        except Exception:
+            return
+        g = GaugeMetricFamily("featureledger_open_alerts",
+                              "Open data-quality alerts, by severity.", labels=["severity"])
+        for sev in self.SEVERITIES:
+            g.add_metric([sev], counts.get(sev, 0))
+        yield g
 
 
 class _ServingCollector:
@@ -90,6 +120,40 @@ class _ServingCollector:
             opened.add_metric([name], breaker.opened_count)
         yield state
         yield opened
+
+
+class _GovernanceCollector:
+    """Governance gauges (``featureledger_governance_<name>``), read at scrape time from a
+    report no older than ``max_age_s`` (a report reads the registry: not once per scrape)."""
+
+    _HELP: ClassVar[dict[str, str]] = {
+        "denied_requests": "Audit entries of denied requests.",
+        "deprecated_reads": "Reads of deprecated features in the last 7 days.",
+        "deprecated_features_read": "Deprecated features read in the last 7 days.",
+        "undocumented": "Views and features without an owner or a description.",
+        "retention_backlog_commits": "Commits the retention policies expire now.",
+        "retention_backlog_rows": "Rows of the commits the retention policies expire now.",
+        "unreviewed_breaking_changes": "Breaking changes no other principal reviewed.",
+        "unapproved_deprecations": "Deprecations in effect without an approval.",
+    }
+
+    def __init__(self, gauges: Any, max_age_s: float) -> None:
+        self._gauges = gauges
+        self._max_age_s = max_age_s
+        self._cached: tuple[float, dict[str, float]] | None = None
+
+    def describe(self) -> list[Any]:
+        # registering would otherwise run a whole report to learn the metric names
+        return []
+
+    def collect(self) -> Any:
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > self._max_age_s:
+            self._cached = (now, dict(self._gauges()))
+        for name, value in self._cached[1].items():
+            yield GaugeMetricFamily(f"featureledger_governance_{name}",
+                                    self._HELP.get(name, name.replace("_", " ")),
+                                    value=float(value))
 
 
 class MetricsMiddleware:

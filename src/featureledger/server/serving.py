@@ -77,11 +77,20 @@ class Serving:
         probe = getattr(online.store, "probe", None) or online.store.ping
         offline = store.ctx.offline_store.probe
 
+        # told each registry generation the background probe reads (the token map follows
+        # the access policy through it)
+        self.on_generation: Any = None
         self.monitor = HealthMonitor(
-            {"registry": online.registry.generation, "online_store": probe,
+            {"registry": self._registry_probe, "online_store": probe,
              "offline_store": offline},
             self.breakers, interval_s=cfg.health_interval_s,
             timeout_s=cfg.request_timeout_s, extras=self._extras)
+
+    def _registry_probe(self) -> int:
+        generation = self.online.registry.generation()
+        if self.on_generation is not None:
+            self.on_generation(generation)
+        return generation
 
     def _extras(self) -> dict[str, Any]:
         pusher = self.online.pusher

@@ -31,6 +31,9 @@ from featureledger.offline.engine import (
     ViewScan,
     WindowAggregate,
     aggregate_lower_bound,
+    exact_columns,
+    exact_scale,
+    is_float,
     quote_ident,
     quote_string,
 )
@@ -225,6 +228,7 @@ class DuckDBEngine:
             ) from None
         self._db.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
+        self._filesystems = False  # a file system attached (attach_filesystem)
         self.version = duckdb.__version__
 
     def attach_filesystem(self, fs: Any) -> None:
@@ -232,6 +236,7 @@ class DuckDBEngine:
         s3 store's): DuckDB then opens ``s3://`` paths with it, no extension needed. The
         store hands it over once, when the context opens the engine; every cursor of this
         database sees it."""
+        self._filesystems = True  # paths are no longer all local
         protocols = fs.protocol if isinstance(fs.protocol, (list, tuple)) else [fs.protocol]
         registered = set(self._db.list_filesystems())
         if not any(p in registered or f"{p}://" in registered for p in protocols):
@@ -336,9 +341,62 @@ class DuckDBEngine:
         """
         cur = self._cursor()
         name = "_fl_entities"
-        cur.register(name, entities)
-        sql = self.point_in_time_sql(name, ts_col, scans, ts_bounds)
-        return self._stream(cur, sql)
+        merged = self._clustered(cur, entities, ts_col, scans, ts_bounds)
+        if not merged:
+            cur.register(name, entities)
+            sql = self.point_in_time_sql(name, ts_col, scans, ts_bounds)
+            return self._stream(cur, sql)
+        try:
+            return self._combined(cur, entities, ts_col, scans, ts_bounds, merged)
+        finally:
+            cur.close()
+
+    def _clustered(self, cur: Any, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
+                   ts_bounds: tuple[int, int] | None) -> dict[int, list[tuple[str, Any]]]:
+        """The columns of each scan on the clustered layout, by a merge instead of an ASOF
+        sort (see :mod:`featureledger.offline.duckdb.clustered`), in entity-row order."""
+        from featureledger.offline.duckdb.clustered import clustered_point_in_time
+
+        out = {}
+        for i, s in enumerate(scans):
+            if s.clustered and s.files:
+                cols = clustered_point_in_time(lambda sql: self._query(cur, sql), cur.register,
+                                               entities, ts_col, s, i, ts_bounds,
+                                               local=not self._filesystems)
+                if cols is not None:
+                    out[i] = cols
+        return out
+
+    def _combined(self, cur: Any, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
+                  ts_bounds: tuple[int, int] | None,
+                  merged: dict[int, list[tuple[str, Any]]]) -> pa.RecordBatchReader:
+        """The merged scans' columns beside the SQL path's for the others, in entity order
+        and in the columns' usual order."""
+        import re
+
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rows = entities.column(ROW_COLUMN)
+        columns: dict[int, list[tuple[str, Any]]] = dict(merged)
+        rest = [i for i in range(len(scans)) if i not in merged]
+        if rest:
+            cur.register("_fl_entities", entities)
+            sql = self.point_in_time_sql("_fl_entities", ts_col, [scans[i] for i in rest],
+                                         ts_bounds)
+            table = self._query(cur, sql)
+            table = table.take(pc.index_in(rows, value_set=table.column(ROW_COLUMN)))
+            flag = re.compile(r"^(_fl_[a-z]+_)(\d+)$")
+            for j, i in enumerate(rest):
+                cols = [(o, table.column(o)) for o in scans[i].output_names]
+                for c in table.column_names:  # its flags, numbered as in the whole request
+                    m = flag.match(c)
+                    if m and int(m.group(2)) == j:
+                        cols.append((f"{m.group(1)}{i}", table.column(c)))
+                columns[i] = cols
+        fields = [(ROW_COLUMN, rows)] + [c for i in range(len(scans)) for c in columns[i]]
+        out = pa.table(dict(fields))
+        return pa.RecordBatchReader.from_batches(out.schema, out.to_batches(BATCH_ROWS))
 
     # -- windows ---------------------------------------------------------------------
     def window(self, scan: ViewScan, start_us: int | None, end_us: int | None
@@ -380,12 +438,23 @@ class DuckDBEngine:
     # -- windowed aggregations -------------------------------------------------------------
     def window_aggregate_sql(self, entity_table: str, ts_col: str, scan: ViewScan,
                              aggregations: Sequence[WindowAggregate],
-                             ts_bounds: tuple[int, int] | None) -> str:
+                             ts_bounds: tuple[int, int] | None,
+                             scales: dict[int, int] | None = None) -> str:
         """The SQL of :meth:`window_aggregate`: a range join of the entity rows with the
         effective feature rows of the same keys inside the widest window, grouped by
-        entity row; an aggregation with a narrower window (or a slide) filters its rows."""
+        entity row; an aggregation with a narrower window (or a slide) filters its rows.
+
+        ``scales`` (float column -> ``s``, see :func:`~featureledger.offline.engine.exact_scale`) sums those columns
+        exactly: each value times ``2^s`` is an integer, summed as a HUGEINT (integer
+        addition: the same total in any order, on any number of threads), then rounded
+        once to the nearest double (through its decimal text, which DuckDB parses with
+        correct rounding) and scaled back. The sum is then the correctly rounded sum of
+        the values, whatever the plan, and the mean that over the count. A float column
+        without a scale (non-finite values, or a range of magnitudes too wide for 126
+        bits) is summed in event-time order instead: the same bits every run, slower."""
         from featureledger.model.types import to_duckdb
 
+        scales = scales or {}
         keys = [quote_ident(k) for k in scan.join_keys]
         e_cols = [quote_ident(ROW_COLUMN), f"epoch_us({quote_ident(ts_col)}) AS _et", *keys]
         slides = sorted({a.slide_us for a in aggregations if a.slide_us is not None})
@@ -402,20 +471,19 @@ class DuckDBEngine:
         join_lo = lo[0] if len(set(lo)) == 1 else f"least({', '.join(sorted(set(lo)))})"
         one_span = len(spans) == 1
         select = [f"e.{quote_ident(ROW_COLUMN)}"]
-        floats = {"FLOAT", "DOUBLE", "REAL"}
         for a in aggregations:
             v = f"f._v{a.column}"
             # Floating-point addition depends on its order, and a parallel aggregate adds in
             # whatever order its threads meet the rows: the same training set could differ
-            # in the last bits from run to run and never reproduce. Summing each window in
-            # event-time order (unique per key once ties are resolved) gives the same bits
-            # every time, on any plan and any number of threads.
-            ordered = (" ORDER BY f._ft" if scan.duckdb_types[a.column].upper() in floats
-                       else "")
+            # in the last bits from run to run and never reproduce. Float sums are exact
+            # (scales) or, failing that, added in event-time order (unique per key once
+            # ties are resolved): the same bits every time, on any plan.
+            exact = a.column in scales and a.function in ("sum", "mean")
+            ordered = (" ORDER BY f._ft" if is_float(scan.duckdb_types[a.column])
+                       and not exact else "")
             expr = {
                 "count": f"count({v})",
                 "sum": f"sum({v}{ordered})",
-                # the ordered sum over the count: one ordered aggregate shared with "sum"
                 "mean": f"avg({v})",
                 "min": f"min({v})",
                 "max": f"max({v})",
@@ -426,13 +494,19 @@ class DuckDBEngine:
                 "approx_count_distinct": f"count(DISTINCT {v})",
             }[a.function]
             parts = [expr]
-            if a.function == "mean" and ordered:
+            if exact:
+                parts = [f"sum(f._x{a.column})"] + (
+                    [f"count({v})"] if a.function == "mean" else [])
+            elif a.function == "mean" and ordered:
                 # the ordered sum over the count: the one ordered aggregate "sum" needs too
                 parts = [f"sum({v}{ordered})", f"count({v})"]
             if not one_span:
                 t = t_of(a)
                 cond = f"f._ft <= {t} AND f._ft > {t} - {a.window_us}"
                 parts = [_with_filter(p, cond) for p in parts]
+            if exact:
+                parts[0] = (f"(CAST(CAST({parts[0]} AS VARCHAR) AS DOUBLE) * "
+                            f"{_double(2.0 ** -scales[a.column])})")
             expr = parts[0] if len(parts) == 1 else f"({parts[0]} / {parts[1]})"
             select.append(f"CAST({expr} AS {to_duckdb(a.dtype)}) AS {quote_ident(a.output)}")
         if not scan.files:
@@ -441,30 +515,7 @@ class DuckDBEngine:
                        for a in aggregations]
             return (f"SELECT {quote_ident(ROW_COLUMN)}, {', '.join(nothing)} "
                     f"FROM {entity_table}")
-        ts = quote_ident(scan.timestamp_field)
-        conds = [f"{k} IS NOT NULL" for k in keys] + [f"{ts} IS NOT NULL"]
-        if ts_bounds is not None:
-            conds.append(f"{ts} <= {_ts_literal(ts_bounds[1])}")
-            conds.append(f"{ts} > {_ts_literal(aggregate_lower_bound(aggregations, ts_bounds[0]))}")
-        where = " WHERE " + " AND ".join(conds)
-        dedupe = scan.tie_break or scan.created_field is not None
-        columns = sorted({a.column for a in aggregations})
-        branches = []
-        for src, rank, files, picks in scan.groups(by_rank=scan.tie_break):
-            exprs = feature_sql(scan, src)
-            f_cols = [*keys, f"epoch_us({ts}) AS _ft"]
-            f_cols += [f"{exprs[c]} AS _v{c}" for c in columns]
-            if scan.created_field is not None:
-                f_cols.append(f"{quote_ident(scan.created_field)} AS _cts")
-            if scan.tie_break:
-                f_cols.append(f"{'_rank' if rank is None else int(rank)} AS _rk")
-            branches.append(f"SELECT {', '.join(f_cols)} FROM {_source(files, picks)}{where}")
-        source = " UNION ALL ".join(branches)
-        if dedupe:
-            order = ", ".join((["_cts DESC NULLS LAST"] if scan.created_field else [])
-                              + (["_rk DESC"] if scan.tie_break else []))
-            source = (f"SELECT * FROM ({source}) QUALIFY row_number() OVER (PARTITION BY "
-                      f"{', '.join([*keys, '_ft'])} ORDER BY {order}) = 1")
+        source = _aggregated_source(scan, aggregations, ts_bounds, scales)
         on = " AND ".join([f"e.{k} = f.{k}" for k in keys]
                           + [f"f._ft <= {join_hi}", f"f._ft > {join_lo}"])
         return (f"SELECT {', '.join(select)} FROM (SELECT {', '.join(e_cols)} FROM "
@@ -479,8 +530,27 @@ class DuckDBEngine:
         cur = self._cursor()
         name = "_fl_agg_entities"
         cur.register(name, entities)
+        scales = {}
+        wanted = exact_columns(scan, aggregations)
+        if wanted and scan.files:
+            branches = _aggregated_source(scan, aggregations, ts_bounds, {}, dedupe=False)
+            stats = ", ".join(
+                f"min(floor(log2(abs(_v{c})))) FILTER (WHERE _v{c} <> 0 AND isfinite(_v{c})), "
+                f"max(floor(log2(abs(_v{c})))) FILTER (WHERE _v{c} <> 0 AND isfinite(_v{c})), "
+                f"count(_v{c}) FILTER (WHERE NOT isfinite(_v{c})), count(_v{c})"
+                for c in wanted)
+            try:
+                row = list(self._stream(self._cursor(), f"SELECT {stats} FROM ({branches})")
+                           .read_all().to_pylist()[0].values())
+            except BaseException:
+                cur.close()
+                raise
+            for i, c in enumerate(wanted):
+                scale = exact_scale(*row[4 * i:4 * i + 4])
+                if scale is not None:
+                    scales[c] = scale
         return self._stream(cur, self.window_aggregate_sql(name, ts_col, scan, aggregations,
-                                                           ts_bounds))
+                                                           ts_bounds, scales))
 
     # -- latest value per key, keys ------------------------------------------------------
     def latest_per_key(self, scan: ViewScan, *, start: int | None = None,
@@ -530,12 +600,13 @@ class DuckDBEngine:
             branches.append(f"SELECT {', '.join(cols)} FROM {_source(files, picks)}")
         return self._stream(self._cursor(), " UNION ALL ".join(branches)).read_all()
 
-    def _stream(self, cur: Any, sql: str) -> pa.RecordBatchReader:
+    @staticmethod
+    def _translated(cur: Any, run: Any) -> Any:
+        """``run()``, DuckDB's errors as the project's (the cursor closed on failure)."""
         import duckdb
-        import pyarrow as pa
 
         try:
-            reader = cur.sql(sql).to_arrow_reader(BATCH_ROWS)
+            return run()
         except duckdb.IOException as exc:
             cur.close()
             raise StorageError(
@@ -549,6 +620,16 @@ class DuckDBEngine:
                 "columns have the join keys' types"
             ) from None
 
+    def _query(self, cur: Any, sql: str) -> pa.Table:
+        """The whole result of ``sql`` as an Arrow table."""
+        table: pa.Table = self._translated(cur, lambda: cur.sql(sql).to_arrow_table())
+        return table
+
+    def _stream(self, cur: Any, sql: str) -> pa.RecordBatchReader:
+        import pyarrow as pa
+
+        reader = self._translated(cur, lambda: cur.sql(sql).to_arrow_reader(BATCH_ROWS))
+
         def batches() -> Iterator[pa.RecordBatch]:
             try:
                 yield from reader
@@ -556,6 +637,48 @@ class DuckDBEngine:
                 cur.close()
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+# -- windowed aggregations: the feature side, exact float sums ----------------------------
+def _double(value: float) -> str:
+    """An exact DOUBLE literal (a decimal literal would be a DECIMAL)."""
+    return f"CAST('{value!r}' AS DOUBLE)"
+
+
+def _aggregated_source(scan: ViewScan, aggregations: Sequence[WindowAggregate],
+                       ts_bounds: tuple[int, int] | None, scales: dict[int, int], *,
+                       dedupe: bool = True) -> str:
+    """The effective feature rows an aggregation reads: join keys, ``_ft`` (event µs),
+    ``_v<i>`` per aggregated column and ``_x<i>`` (the value times ``2^scale``, a
+    HUGEINT) per exactly summed one. ``dedupe=False``: every row, ties not resolved."""
+    keys = [quote_ident(k) for k in scan.join_keys]
+    ts = quote_ident(scan.timestamp_field)
+    conds = [f"{k} IS NOT NULL" for k in keys] + [f"{ts} IS NOT NULL"]
+    if ts_bounds is not None:
+        conds.append(f"{ts} <= {_ts_literal(ts_bounds[1])}")
+        conds.append(f"{ts} > {_ts_literal(aggregate_lower_bound(aggregations, ts_bounds[0]))}")
+    where = " WHERE " + " AND ".join(conds)
+    dedupe = dedupe and (scan.tie_break or scan.created_field is not None)
+    columns = sorted({a.column for a in aggregations})
+    branches = []
+    for src, rank, files, picks in scan.groups(by_rank=scan.tie_break):
+        exprs = feature_sql(scan, src)
+        f_cols = [*keys, f"epoch_us({ts}) AS _ft"]
+        f_cols += [f"{exprs[c]} AS _v{c}" for c in columns]
+        f_cols += [f"CAST({exprs[c]} * {_double(2.0 ** scale)} AS HUGEINT) AS _x{c}"
+                   for c, scale in sorted(scales.items())]
+        if dedupe and scan.created_field is not None:
+            f_cols.append(f"{quote_ident(scan.created_field)} AS _cts")
+        if dedupe and scan.tie_break:
+            f_cols.append(f"{'_rank' if rank is None else int(rank)} AS _rk")
+        branches.append(f"SELECT {', '.join(f_cols)} FROM {_source(files, picks)}{where}")
+    source = " UNION ALL ".join(branches)
+    if dedupe:
+        order = ", ".join((["_cts DESC NULLS LAST"] if scan.created_field else [])
+                          + (["_rk DESC"] if scan.tie_break else []))
+        source = (f"SELECT * FROM ({source}) QUALIFY row_number() OVER (PARTITION BY "
+                  f"{', '.join([*keys, '_ft'])} ORDER BY {order}) = 1")
+    return source
 
 
 # -- what a failed read says about the files it read (see offline/storage.py commit_reads)

@@ -50,6 +50,8 @@ from featureledger.offline.engine import (
     ViewScan,
     WindowAggregate,
     aggregate_lower_bound,
+    exact_columns,
+    exact_scale,
 )
 
 if TYPE_CHECKING:
@@ -255,8 +257,43 @@ def _normalized(table: pa.Table, types: dict[str, pa.DataType] | None = None) ->
     return table if table.schema == target else table.cast(target)
 
 
-def _window_function(a: WindowAggregate, w: Any) -> Column:
+_EXACT_PARTS = ((64, "_xa"), (32, "_xb"), (0, "_xc"))  # x = a * 2^64 + b * 2^32 + c
+
+
+def _exact_parts(v: Column, scale: int) -> list[Column]:
+    """``v * 2^scale`` (an integer below 2^126, see :func:`exact_scale`) as three exact
+    DECIMAL(20, 0) parts ``a * 2^64 + b * 2^32 + c``: each part is a whole double taken
+    from ``x``'s own bits, cast through BIGINT (Spark casts a double to DECIMAL through its
+    shortest decimal text, which is not exact above 2^53)."""
+    x = v * F.lit(2.0 ** scale)
+    a = F.floor(x / F.lit(2.0 ** 64))
+    r = x - a * F.lit(2.0 ** 64)  # the low 64 bits: exact, in [0, 2^64)
+    b = F.floor(r / F.lit(2.0 ** 32))
+    c = r - b * F.lit(2.0 ** 32)
+    return [p.cast("bigint").cast("decimal(20,0)") for p in (a, b, c)]
+
+
+def _exact_sum(a: WindowAggregate, w: Any, scale: int) -> Column:
+    """The exact sum of ``a``'s column over ``w``, rounded once to a double: the integer
+    total (DECIMAL(38, 0)) converted with correct rounding (Java's BigDecimal), scaled
+    back; the mean divides it by the count, as DuckDB does."""
+    parts = []
+    for shift, name in _EXACT_PARTS:
+        part = F.sum(F.col(f"{name}{a.column}")).over(w).cast("decimal(38,0)")
+        if shift:
+            part = (part * F.lit(str(2 ** shift)).cast("decimal(38,0)")).cast("decimal(38,0)")
+        parts.append(part)
+    total = ((parts[0] + parts[1]).cast("decimal(38,0)") + parts[2]).cast("decimal(38,0)")
+    value = total.cast("double") * F.lit(2.0 ** -scale)
+    if a.function == "mean":
+        value = value / F.count(F.col(f"_v{a.column}")).over(w)
+    return value.cast(spark_type(a.dtype))
+
+
+def _window_function(a: WindowAggregate, w: Any, scales: dict[int, int]) -> Column:
     """The Spark aggregate of ``a`` over the window frame ``w``, cast to its type."""
+    if a.function in ("sum", "mean") and a.column in scales:
+        return _exact_sum(a, w, scales[a.column])
     v = F.col(f"_v{a.column}")
     feature = F.col("_side") == _SIDE_FEATURE
     if a.function == "last":  # the latest feature row's value, null or not
@@ -367,8 +404,9 @@ class SparkEngine:
     # -- point in time ---------------------------------------------------------------
     def _feature_side(self, s: ViewScan, ts_bounds: tuple[int, int] | None) -> DataFrame:
         """The scan's rows as union members: keys, ``_t`` (event µs), ``_side``, the
-        tie-break order (``_o1`` created µs, ``_o2`` commit rank) and ``_f``, the struct an
-        entity row picks up (event µs, features, source index)."""
+        tie-break order where rows can tie (``_o1`` created µs with a created-timestamp
+        column, ``_o2`` commit rank when commits overlap) and ``_f``, the struct an entity
+        row picks up (event µs, features, source index)."""
         ts = _micros(s.timestamp_field)
         frames = []
         for src, rank, files, picks in s.groups(by_rank=s.tie_break):
@@ -385,13 +423,17 @@ class SparkEngine:
                 cond = cond & (ts <= F.lit(hi))
                 if s.ttl_us is not None:
                     cond = cond & (ts >= F.lit(lo - s.ttl_us))
-            created = (_micros(s.created_field) if s.created_field
-                       else F.lit(None).cast("bigint"))
+            # the tie-break columns only where rows can tie: constant sort keys still cost
+            # a comparison per row and bytes per shuffled row
+            order = []
+            if s.created_field:
+                order.append(_micros(s.created_field).alias("_o1"))
+            if s.tie_break:
+                order.append((F.col("_rank") if picks is not None else F.lit(rank or 0))
+                             .cast("int").alias("_o2"))
             frames.append(df.where(cond).select(
                 *(_col(k) for k in s.join_keys), ts.alias("_t"),
-                F.lit(_SIDE_FEATURE).alias("_side"), created.alias("_o1"),
-                (F.col("_rank") if picks is not None else F.lit(rank or 0)).cast("int")
-                .alias("_o2"), F.struct(*fields).alias("_f")))
+                F.lit(_SIDE_FEATURE).alias("_side"), *order, F.struct(*fields).alias("_f")))
         return self._union(frames)
 
     def point_in_time(self, entities: pa.Table, ts_col: str, scans: Sequence[ViewScan],
@@ -416,7 +458,8 @@ class SparkEngine:
                 u = e.unionByName(self._feature_side(s, ts_bounds), allowMissingColumns=True)
                 w = (Window.partitionBy(*(_col(k) for k in s.join_keys))
                      .orderBy(F.col("_t").asc_nulls_first(), F.col("_side").asc(),
-                              F.col("_o1").asc_nulls_first(), F.col("_o2").asc())
+                              *([F.col("_o1").asc_nulls_first()] if s.created_field else []),
+                              *([F.col("_o2").asc()] if s.tie_break else []))
                      .rowsBetween(Window.unboundedPreceding, Window.currentRow))
                 df = (u.withColumn(f"_m{i}", F.last("_f", ignorenulls=True).over(w))
                       .where(F.col("_side") == _SIDE_ENTITY).select(*carried, f"_m{i}"))
@@ -516,6 +559,12 @@ class SparkEngine:
             ent = self._from_arrow(entities.select([ROW_COLUMN, ts_col, *keys])).select(
                 _col(ROW_COLUMN), _micros(ts_col).alias("_et"), *(_col(k) for k in keys))
             feats = self._aggregated_rows(scan, aggregations, ts_bounds) if scan.files else None
+            scales = self._exact_scales(feats, exact_columns(scan, aggregations))
+            for c, scale in scales.items():
+                parts = _exact_parts(F.col(f"_v{c}"), scale)
+                feats = feats.select(  # type: ignore[union-attr]
+                    "*", *(p.alias(f"{name}{c}")
+                           for p, (_, name) in zip(parts, _EXACT_PARTS, strict=True)))
             result = ent.select(_col(ROW_COLUMN))
             by_slide: dict[int | None, list[WindowAggregate]] = {}
             for a in aggregations:
@@ -535,13 +584,35 @@ class SparkEngine:
                 cols = []
                 for a in aggs:
                     w = order.rangeBetween(-(a.window_us - 1), Window.currentRow)
-                    cols.append(_window_function(a, w).alias(a.output))
+                    cols.append(_window_function(a, w, scales).alias(a.output))
                 part = (u.select(_col(ROW_COLUMN), "_side", *cols)
                         .where(F.col("_side") == _SIDE_ENTITY).drop("_side"))
                 result = result.join(part, ROW_COLUMN)
             table = self._to_arrow(result.select(*(_col(n) for n, _ in fields)))
         schema = _arrow_schema(fields)
         return self._reader(table.cast(schema) if table.schema != schema else table)
+
+    @staticmethod
+    def _exact_scales(feats: DataFrame | None, columns: Sequence[int]) -> dict[int, int]:
+        """Per float column summed exactly, its scale (see :func:`exact_scale`), from the
+        same statistics DuckDB computes."""
+        if feats is None or not columns:
+            return {}
+        stats = []
+        for c in columns:
+            v = F.col(f"_v{c}")
+            bad = F.isnan(v) | (F.abs(v) == F.lit(float("inf")))
+            ok = v.isNotNull() & (v != 0) & ~bad
+            e = F.floor(F.log2(F.abs(v)))
+            stats += [F.min(F.when(ok, e)), F.max(F.when(ok, e)),
+                      F.count(F.when(bad, 1)), F.count(v)]
+        row = feats.agg(*stats).collect()[0]
+        out = {}
+        for i, c in enumerate(columns):
+            scale = exact_scale(*row[4 * i:4 * i + 4])
+            if scale is not None:
+                out[c] = scale
+        return out
 
     def _aggregated_rows(self, scan: ViewScan, aggregations: Sequence[WindowAggregate],
                          ts_bounds: tuple[int, int] | None) -> DataFrame:

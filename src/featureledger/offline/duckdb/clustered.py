@@ -1,0 +1,280 @@
+"""Point in time on the store's own layout: a merge instead of a sort.
+
+DuckDB's ``ASOF JOIN`` sorts the feature rows by keys and time on every call; on one plain
+file that sort is most of the time a retrieval takes. A compacted segment (see
+:mod:`featureledger.offline.compaction`) is already in that order: each of its files holds
+join keys no other file of the segment holds, sorted by (keys, event time, created time,
+commit time). So when a scan reads exactly one segment whole (:attr:`ViewScan.clustered`),
+the row an entity row needs is found by a binary search, file by file:
+
+1. read the keys and event time of the file (narrow; ``file_row_number`` restores the
+   file's order, which a parallel scan does not keep);
+2. number the runs of equal keys (the rows of one key are contiguous) and join the entity
+   rows to those numbers (a hash join with the file's distinct keys);
+3. pack (run number, event time) into one integer, ascending along the file; the last row
+   at or before the entity row's (run, time) is ``searchsorted(..., 'right') - 1``, the
+   entity row's key matched when that row is inside its run;
+4. read the features of only the matched rows (a join on ``file_row_number``).
+
+Ties need no extra work: among rows with the same keys and event time the file holds the
+winner (the later created time, null lowest, then the later commit) last, which is the
+row the search lands on. Rows that ``ts_bounds`` prunes in the SQL path (older than the
+earliest entity time minus the TTL) are left out of the search as well, so "matched on
+keys but too old" means the same on both paths.
+
+When the layout does not hold what it promises (a key type with no total order in Arrow's
+sense, times too wide to pack, a file not in order) the caller falls back to the SQL path;
+the answers are the same either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from featureledger.errors import StorageError
+from featureledger.offline.engine import ViewScan, quote_ident, quote_string
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_PACK_LIMIT = 1 << 62  # (runs x time span) must stay below this to pack into an int64
+
+
+def _order_of(frn: Any) -> Any:
+    """The permutation that puts rows back in file order (None when they are in it)."""
+    import numpy as np
+
+    if frn.size < 2 or bool(np.all(frn[1:] > frn[:-1])):
+        return None
+    return np.argsort(frn, kind="stable")  # runs of ordered rows: a merge, not a full sort
+
+
+def _plain(t: pa.DataType) -> bool:
+    """Arrow types a Parquet file gives back exactly as DuckDB would (no list field names,
+    no large strings): what the local read may hand over without going through DuckDB."""
+    import pyarrow as pa
+
+    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+            or pa.types.is_string(t) or pa.types.is_date32(t)
+            or t == pa.timestamp("us", tz="UTC"))
+
+
+@contextmanager
+def _read_errors(path: str) -> Iterator[None]:
+    """pyarrow's errors reading a commit file as a StorageError (the offline store's read
+    guard then names the commit when a stat or the footer shows what is wrong)."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"reading the offline store failed: {path}: {exc}. A commit's "
+                           "files may have been removed or damaged; check them with "
+                           "'featureledger reconcile --deep'") from exc
+
+
+class _Files:
+    """How the merge reads a file: with pyarrow for a local file (in file order, no row
+    numbers needed), else through DuckDB (any file system DuckDB reads, e.g. S3)."""
+
+    def __init__(self, query: Callable[[str], pa.Table], register: Callable[[str, Any], None],
+                 scan: ViewScan, local: bool) -> None:
+        self.query, self.register, self.scan, self.local = query, register, scan, local
+
+    def narrow(self, path: str, ts_bounds: tuple[int, int] | None
+               ) -> tuple[pa.Table, Any, Any]:
+        """The keys (a table), event µs and file row numbers of the rows that can match:
+        keys and time not null, within ``ts_bounds`` (less the TTL), in file order."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        s = self.scan
+        keys = list(s.join_keys)
+        lo = hi = None
+        if ts_bounds is not None:
+            hi = ts_bounds[1]
+            lo = None if s.ttl_us is None else ts_bounds[0] - s.ttl_us
+        if not self.local:
+            ts = quote_ident(s.timestamp_field)
+            conds = [f"{quote_ident(k)} IS NOT NULL" for k in keys] + [f"{ts} IS NOT NULL"]
+            if hi is not None:
+                conds.append(f"epoch_us({ts}) <= {int(hi)}")
+            if lo is not None:
+                conds.append(f"epoch_us({ts}) >= {int(lo)}")
+            narrow = self.query(
+                f"SELECT file_row_number AS _fl_frn, {', '.join(quote_ident(k) for k in keys)},"
+                f" epoch_us({ts}) AS _fl_t FROM {self.source(path)} WHERE {' AND '.join(conds)}")
+            frn = narrow.column("_fl_frn").to_numpy()
+            order = _order_of(frn)
+            if order is not None:
+                narrow = narrow.take(pa.array(order))
+                frn = frn[order]
+            return narrow.select(keys), narrow.column("_fl_t").to_numpy(), frn
+        with _read_errors(path):
+            table = pq.ParquetFile(path).read(columns=[*keys, s.timestamp_field],
+                                              use_threads=False)
+        t_col = table.column(s.timestamp_field).cast(pa.int64())
+        mask = pc.is_valid(t_col)
+        for k in keys:
+            mask = pc.and_(mask, pc.is_valid(table.column(k)))
+        if hi is not None:
+            mask = pc.and_(mask, pc.less_equal(t_col, hi))
+        if lo is not None:
+            mask = pc.and_(mask, pc.greater_equal(t_col, lo))
+        if pc.all(mask).as_py() is not False:
+            frn = np.arange(table.num_rows, dtype=np.int64)
+            return table.select(keys), t_col.to_numpy(), frn
+        frn = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        pick = pa.array(frn)
+        return table.select(keys).take(pick), t_col.take(pick).to_numpy(), frn
+
+    def fetch(self, path: str, src: int, rows: Any, frn: Any) -> pa.Table:
+        """``_fl_i`` (= ``rows``) and the features ``_v<j>`` of file rows ``frn``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from featureledger.offline.duckdb.engine import feature_sql
+
+        s = self.scan
+        if self.local and not s.sources:
+            with _read_errors(path):
+                pf = pq.ParquetFile(path)
+                plain = all(_plain(pf.schema_arrow.field(f).type) for f in s.features)
+                table = pf.read(columns=list(s.features), use_threads=False) if plain else None
+            if table is not None:
+                table = table.take(pa.array(frn))
+                return pa.table({"_fl_i": rows, **{f"_v{j}": table.column(f)
+                                                   for j, f in enumerate(s.features)}})
+        self.register("_fl_matches", pa.table({"_fl_i": rows, "_fl_frn": frn}))
+        cols = ", ".join(f"{expr} AS _v{j}" for j, expr in enumerate(feature_sql(s, src)))
+        return self.query(f"SELECT _m._fl_i, {cols} FROM {self.source(path)} _p JOIN "
+                          "_fl_matches _m ON _p.file_row_number = _m._fl_frn")
+
+    @staticmethod
+    def source(path: str) -> str:
+        return f"read_parquet([{quote_string(path)}], file_row_number=true)"
+
+
+def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable[[str, Any],
+                            None], entities: pa.Table, ts_col: str, scan: ViewScan, index: int,
+                            ts_bounds: tuple[int, int] | None, *, local: bool
+                            ) -> list[tuple[str, Any]] | None:
+    """Scan ``index``'s result columns (its outputs, ``_fl_matched_<i>``, ``_fl_keyed_<i>``
+    with a TTL) in the order of ``entities``' rows, or None when the layout does not allow
+    the merge (the caller then runs the SQL path). ``query`` runs SQL to Arrow,
+    ``register`` names an Arrow table for it; ``local``: the files are local paths."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if scan.multi_source or not scan.clustered:
+        return None
+    keys = list(scan.join_keys)
+    n = entities.num_rows
+    key_types = [entities.schema.field(k).type for k in keys]
+    if any(pa.types.is_floating(t) or pa.types.is_nested(t) for t in key_types):
+        return None  # NaN keys: equality is not what a hash join calls equal
+    ets = entities.column(ts_col).cast(pa.int64())
+    valid = pc.is_valid(ets)
+    for k in keys:
+        valid = pc.and_(valid, pc.is_valid(entities.column(k)))
+    probe = pa.table({**{k: entities.column(k) for k in keys}, "_fl_et": ets,
+                      "_fl_i": pa.array(np.arange(n, dtype=np.int64))}).filter(valid)
+    files = _Files(query, register, scan, local)
+    fetched: list[pa.Table] = []
+    keyed_rows: list[Any] = []
+    srcs = scan.file_sources or [0] * len(scan.files)
+    for path, src in zip(scan.files, srcs, strict=True):
+        file_keys, t, frn = files.narrow(path, ts_bounds)
+        m = file_keys.num_rows
+        if m == 0:
+            continue
+        change = np.zeros(m, dtype=bool)
+        change[0] = True
+        for k in keys:
+            col = file_keys.column(k).combine_chunks()
+            if m > 1:
+                change[1:] |= pc.not_equal(col.slice(1), col.slice(0, m - 1)).to_numpy(
+                    zero_copy_only=False)
+        starts = np.flatnonzero(change)
+        hit = _runs_of(probe, file_keys.take(pa.array(starts)), keys)
+        if hit is None:
+            return None
+        if hit.num_rows == 0:
+            continue
+        t_min, t_max = int(t.min()), int(t.max())
+        span = t_max - t_min + 1
+        if starts.size * span >= _PACK_LIMIT:
+            return None
+        packed = (np.cumsum(change, dtype=np.int64) - 1) * span + (t - t_min)
+        if m > 1 and not bool(np.all(packed[1:] >= packed[:-1])):
+            return None  # not the promised order: let SQL sort it
+        e_run = hit.column("_fl_run").to_numpy()
+        e_t = hit.column("_fl_et").to_numpy()
+        e_i = hit.column("_fl_i").to_numpy()
+        wanted = e_run * span + np.clip(e_t - t_min, -1, span - 1)
+        order = np.argsort(wanted)  # sorted needles: the searches walk the file once
+        e_run, e_t, e_i, wanted = e_run[order], e_t[order], e_i[order], wanted[order]
+        pos = np.searchsorted(packed, wanted, side="right") - 1
+        found = pos >= starts[e_run]
+        pos, e_t, e_i = pos[found], e_t[found], e_i[found]
+        keyed_rows.append(e_i)
+        if scan.ttl_us is not None:
+            fresh = e_t - t[pos] <= scan.ttl_us
+            pos, e_i = pos[fresh], e_i[fresh]
+        if e_i.size:
+            fetched.append(files.fetch(path, src, e_i, frn[pos]))
+    return _assemble(query, scan, index, n, fetched, keyed_rows)
+
+
+def _runs_of(probe: pa.Table, runs: pa.Table, keys: list[str]) -> pa.Table | None:
+    """The entity rows whose keys are those of a run of the file, with the run's number
+    (``_fl_run``); None when Arrow cannot compare the key types (the SQL path casts)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        if len(keys) == 1:  # the runs' keys are distinct: a lookup, no join needed
+            at = pc.index_in(probe.column(keys[0]), value_set=runs.column(keys[0]))
+            found = pc.is_valid(at)
+            return probe.filter(found).append_column("_fl_run", at.filter(found).cast(
+                pa.int64()))
+        numbered = runs.append_column("_fl_run", pa.array(np.arange(runs.num_rows,
+                                                                    dtype=np.int64)))
+        return probe.join(numbered, keys=keys, join_type="inner")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+
+
+def _assemble(query: Callable[[str], pa.Table], scan: ViewScan, index: int, n: int,
+              fetched: list[pa.Table], keyed_rows: list[Any]) -> list[tuple[str, Any]]:
+    """The scan's columns in entity-row order from the matched rows' features."""
+    import numpy as np
+    import pyarrow as pa
+
+    from featureledger.offline.duckdb.engine import feature_sql
+
+    if fetched:
+        table = pa.concat_tables(fetched)
+    else:  # nothing matched: the features' types from an empty read
+        cols = ", ".join(f"{expr} AS _v{j}" for j, expr in enumerate(feature_sql(scan, 0)))
+        table = query(f"SELECT NULL::BIGINT AS _fl_i, {cols} FROM "
+                      f"read_parquet([{quote_string(scan.files[0])}]) LIMIT 0")
+    at = np.full(n, -1, dtype=np.int64)
+    at[table.column("_fl_i").to_numpy()] = np.arange(table.num_rows, dtype=np.int64)
+    missing = at < 0
+    take = pa.array(at, mask=missing)
+    out: list[tuple[str, Any]] = [
+        (o, table.column(f"_v{j}").take(take)) for j, o in enumerate(scan.output_names)]
+    out.append((f"_fl_matched_{index}", pa.array(~missing)))
+    if scan.ttl_us is not None:
+        keyed = np.zeros(n, dtype=bool)
+        for rows in keyed_rows:
+            keyed[rows] = True
+        out.append((f"_fl_keyed_{index}", pa.array(keyed)))
+    return out
