@@ -22,10 +22,13 @@ of server CPU per request through uvicorn's cycle, 73-75 µs on this route.
 
 The protocol takes a request only when it is plain: ``POST /features/online`` exactly, a
 ``Content-Length`` within the inline limit and the body budget, no chunked body, no
-``Expect: 100-continue``, a known bearer token (when tokens are set), and no earlier
-request on the connection still being answered. Anything else goes the usual way
+``Expect: 100-continue``, and no earlier request on the connection still being
+answered. The route authenticates as always; a request whose token the token map cannot
+resolve at once (one seen for the first time, verified against the policy's hashes on a
+thread) runs in a task from its start, and every request runs in a context of its own
+(who it acts as is a context variable), as under a task. Anything else goes the usual way
 through uvicorn and the request guard, which answers the limits (413, 408, 400, 503) and
-401s as before. What the guard does for a request the protocol takes, the protocol does:
+a chunked or oversized body as before. What the guard does for a request the protocol takes, the protocol does:
 the body must arrive within ``server.body_timeout_s`` (408, connection closed), its bytes
 count against ``server.body_budget_bytes`` until the answer, and an exception nothing
 answered becomes the guard's JSON 500. The tests send every exchange to a server with
@@ -36,12 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
 from featureledger.errors import RequestTimeoutError
-from featureledger.server.auth import principal_of
 from featureledger.server.guard import describe, error_body
 
 _log = logging.getLogger("featureledger.server")
@@ -116,13 +119,18 @@ def run_eagerly(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
     return False, waiting
 
 
-async def finish(coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
-    """Drive ``coro`` on from where :func:`run_eagerly` left it, as its task would.
+async def finish(coro: Coroutine[Any, Any, Any], waiting: Any,
+                 started: bool = True) -> None:
+    """Drive ``coro`` on from where :func:`run_eagerly` left it, as its task would (from
+    its start when not ``started``).
 
     A coroutine suspended on an asyncio future reads the future's outcome itself when it
     is resumed, so each step waits for the future (its error is the coroutine's to see)
     and then resumes the coroutine.
     """
+    if not started:
+        await coro
+        return
     while True:
         if waiting is None:  # a bare yield (``asyncio.sleep(0)``): one turn of the loop
             await asyncio.sleep(0)
@@ -146,10 +154,27 @@ class FastRoute:
         self.dispatch = app._dispatch  # the app past its guard: routing, then the route
         self.refused = guard._on_refused  # (path, method, status, code): the metrics
         self.path = online.PATH.encode()
-        self.tokens = online.tokens
+        self.tokens = online.tokens  # a TokenMap
         self.budget = guard.budget
         self.max_body = min(guard.max_body_bytes, MAX_INLINE_BODY)
         self.body_timeout_s = guard.body_timeout_s
+
+    def eager(self, scope: Any) -> bool:
+        """Whether the route can be stepped in place: no token, or one the token map
+        resolves at once (a token seen for the first time is verified on a thread,
+        which needs a task)."""
+        tokens = self.tokens
+        if not tokens:
+            return True
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                token = token.strip()
+                if scheme.lower() != b"bearer" or not token:
+                    return True  # refused at once
+                found = tokens.lookup(token)
+                return found is None or isinstance(found, str)
+        return True
 
     def admits(self, headers: list[tuple[bytes, bytes]]) -> int | None:
         """The declared body length when the request is plain enough, else None."""
@@ -175,7 +200,6 @@ def fast_protocol(base: type[Any], route: FastRoute) -> type[Any]:
 
     path = route.path
     dispatch = route.dispatch
-    tokens = route.tokens
 
     class FastRouteProtocol(base):  # type: ignore[misc, valid-type]
         _fl_refused: bool
@@ -193,7 +217,7 @@ def fast_protocol(base: type[Any], route: FastRoute) -> type[Any]:
                 return
             scope = self.scope
             length = route.admits(scope["headers"])
-            if length is None or principal_of(scope, tokens) is None:
+            if length is None:
                 super().on_headers_complete()
                 return
             self._fl_in_head = False
@@ -240,24 +264,32 @@ def fast_protocol(base: type[Any], route: FastRoute) -> type[Any]:
             cycle.body = None  # taken: the budget is released when the answer is
             ex = _Exchange(body)
             coro = dispatch(self.scope, ex.receive, ex.send)
-            try:
-                done, waiting = run_eagerly(coro)
-            except Exception as exc:
-                self._fr_release(cycle)
-                self._fr_failed(cycle, ex, exc)
-                return
-            if done:  # answered without waiting: from the cache, or refused
-                self._fr_release(cycle)
-                self._fr_respond(cycle, ex)
-                return
-            task = self.loop.create_task(self._fr_finish(cycle, ex, coro, waiting))
+            # the request's own context, as a task would have (the route may set context
+            # variables, e.g. who it acts as); the task that continues it runs in it too
+            ctx = contextvars.copy_context()
+            started = route.eager(self.scope)
+            if started:
+                try:
+                    done, waiting = ctx.run(run_eagerly, coro)
+                except Exception as exc:
+                    self._fr_release(cycle)
+                    self._fr_failed(cycle, ex, exc)
+                    return
+                if done:  # answered without waiting: from the cache, or refused
+                    self._fr_release(cycle)
+                    self._fr_respond(cycle, ex)
+                    return
+            else:  # the token must be checked on a thread first: a task from the start
+                done, waiting = False, None
+            task = self.loop.create_task(
+                self._fr_finish(cycle, ex, coro, waiting, started), context=ctx)
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
 
         async def _fr_finish(self, cycle: FastCycle, ex: _Exchange, coro: Any,
-                             waiting: Any) -> None:
+                             waiting: Any, started: bool) -> None:
             try:
-                await finish(coro, waiting)
+                await finish(coro, waiting, started)
             except Exception as exc:
                 self._fr_failed(cycle, ex, exc)
                 return
