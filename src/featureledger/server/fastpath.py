@@ -26,10 +26,10 @@ The protocol takes a request only when it is plain: ``POST /features/online`` ex
 answered. The route authenticates as always; a request whose token the token map cannot
 resolve at once (one seen for the first time, verified against the policy's hashes on a
 thread) runs in a task from its start, and every request runs in a context of its own
-(who it acts as is a context variable), as under a task. Anything else goes the usual way
-through uvicorn and the request guard, which answers the limits (413, 408, 400, 503) and
-a chunked or oversized body as before. What the guard does for a request the protocol takes, the protocol does:
-the body must arrive within ``server.body_timeout_s`` (408, connection closed), its bytes
+(who it acts as is a context variable), as under a task. Anything else goes the usual
+way through uvicorn and the request guard, which answers the limits (413, 408, 400, 503)
+as before. What the guard does for a request the protocol takes, the protocol does: the
+body must arrive within ``server.body_timeout_s`` (408, connection closed), its bytes
 count against ``server.body_budget_bytes`` until the answer, and an exception nothing
 answered becomes the guard's JSON 500. The tests send every exchange to a server with
 this route and one without and compare the answers.
