@@ -104,7 +104,7 @@ def main(repo: Path) -> None:
     deployment = store.deploy(model.model_id, "production")
     print(f"deployment {deployment.deployment_id} in {deployment.environment}")
 
-    batch = store.score_batch(model.model_id, test_rows.slice(0, 5)).to_pandas()
+    batch = store.batch_features(model.model_id, test_rows.slice(0, 5)).to_pandas()
     xb, _, _ = standardise(batch[FEATURES].to_numpy(dtype=float), mean, std)
     batch["score"] = 1 / (1 + np.exp(-(xb @ w + b)))
     print("scored batch (features read point in time, without naming them again):")

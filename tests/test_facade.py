@@ -65,6 +65,7 @@ FORWARDS = {
     "get_model": (TrackingService, "get_model"),
     "list_models": (TrackingService, "list_models"),
     "score_batch": (TrackingService, "score_batch"),
+    "batch_features": (TrackingService, "batch_features"),
     "deploy": (TrackingService, "deploy"),
     "undeploy": (TrackingService, "undeploy"),
     "get_deployment": (TrackingService, "get_deployment"),

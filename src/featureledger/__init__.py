@@ -69,6 +69,7 @@ _LAZY = {
     "SchemaDriftReport": "featureledger.quality.schema_drift",
     "Scoreboard": "featureledger.quality.scoreboard",
     "SkewReport": "featureledger.quality.skew",
+    "ScoredBatch": "featureledger.tracking.scoring",
     "TrainingDataset": "featureledger.offline.dataset",
 }
 
@@ -104,6 +105,7 @@ if TYPE_CHECKING:
         RunRecord,
     )
     from featureledger.tracking.run import Run
+    from featureledger.tracking.scoring import ScoredBatch
 
 
 def __getattr__(name: str) -> Any:
@@ -171,6 +173,7 @@ __all__ = [
     "RunRecord",
     "SchemaDriftReport",
     "Scoreboard",
+    "ScoredBatch",
     "SkewReport",
     "TrainingDataset",
     "Transformation",

@@ -301,6 +301,9 @@ class ServerConfig(_Config):
     policy; with a policy, tokens are salted hashes in ``policy.yaml`` instead
     (``featureledger policy migrate-tokens`` moves these there). Some token is required to
     bind a non-loopback address."""
+    public_docs: bool = False
+    """Serve ``/docs`` and ``/openapi.json`` without a token even when tokens are set (they
+    describe the API, not the data); by default they need one like every other route."""
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024)
     """Largest request body (bytes); a larger one is refused with 413 before it is read."""
     body_budget_bytes: int = Field(default=64 * 2**20, ge=1024)

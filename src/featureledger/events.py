@@ -126,6 +126,19 @@ class RunStarted(Event):
     parent_run_id: str | None
     params: Mapping[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunLogged(Event):
+    """Params, metric points or tags were logged on a run (as stored: params and tags as
+    text, each metric point with its step and its time in µs)."""
+
+    name: ClassVar[str] = "run.logged"
+    run_id: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    metrics: Sequence[Any] = ()  # MetricPoint
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ if TYPE_CHECKING:
         RunRecord,
     )
     from featureledger.tracking.run import Run
+    from featureledger.tracking.scoring import ScoredBatch
     from featureledger.tracking.service import TrackingService
 
 
@@ -532,10 +533,12 @@ class FeatureStore:
             fill_defaults=fill_defaults, request_data=request_data)
 
     def push(self, view: str, rows: Any, *, version: int | None = None,
-             flush: bool = False) -> str:
+             flush: bool = False, principal: str | None = None) -> str:
         """Validate rows, make them durable and write them online now; they land offline
-        as commits. Returns the id of the commit the rows belong to."""
-        return self.online.push(view, rows, version=version, flush=flush)
+        as commits. Returns the id of the commit the rows belong to, recorded as pushed
+        by ``principal`` (default: the store's actor)."""
+        return self.online.push(view, rows, version=version, flush=flush,
+                                principal=principal)
 
     def flush_pushes(self) -> builtins.list[CommitRecord]:
         """Land every buffered push offline now; returns the commits written."""
@@ -591,13 +594,23 @@ class FeatureStore:
                                           full_feature_names=full_feature_names,
                                           fill_defaults=fill_defaults)
 
-    def score_batch(self, model: str, entity_df: Any, *, as_of: Any = None,
-                    full_feature_names: bool = False, run_id: str | None = None,
-                    timestamp_column: str | None = None) -> TrainingDataset:
+    def batch_features(self, model: str, entity_df: Any, *, as_of: Any = None,
+                       full_feature_names: bool = False, run_id: str | None = None,
+                       timestamp_column: str | None = None) -> TrainingDataset:
         """The model's input for ``entity_df``, point in time, without naming features."""
-        return self.tracking.score_batch(model, entity_df, as_of=as_of,
-                                         full_feature_names=full_feature_names,
-                                         run_id=run_id, timestamp_column=timestamp_column)
+        return self.tracking.batch_features(model, entity_df, as_of=as_of,
+                                            full_feature_names=full_feature_names,
+                                            run_id=run_id, timestamp_column=timestamp_column)
+
+    def score_batch(self, model: str, entity_df: Any, *,
+                    loader: Callable[[str], Any] | None = None, as_of: Any = None,
+                    run_id: str | None = None, timestamp_column: str | None = None,
+                    prediction_column: str = "prediction") -> ScoredBatch:
+        """Predictions for ``entity_df`` beside its rows and the model's features (point in
+        time), the model loaded through MLflow's pyfunc flavour or by ``loader``."""
+        return self.tracking.score_batch(model, entity_df, loader=loader, as_of=as_of,
+                                         run_id=run_id, timestamp_column=timestamp_column,
+                                         prediction_column=prediction_column)
 
     def deploy(self, model: str, environment: str = "production", *,
                exceptions: Mapping[str, str] | None = None, description: str = "",

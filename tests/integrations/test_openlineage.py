@@ -19,7 +19,7 @@ from referencing import Registry, Resource
 
 from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
-from featureledger.errors import FeatureLedgerError
+from featureledger.errors import FeatureDataWarning, FeatureLedgerError
 from featureledger.integrations import attach
 from featureledger.registry import schema
 
@@ -27,7 +27,8 @@ SPEC = Path(__file__).parent / "openlineage_spec"
 CORE = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 FACET_FILES = {"parent": "ParentRunFacet", "errorMessage": "ErrorMessageRunFacet",
                "jobType": "JobTypeJobFacet", "schema": "SchemaDatasetFacet",
-               "tags": "TagsRunFacet", "columnLineage": "ColumnLineageDatasetFacet"}
+               "tags": "TagsRunFacet", "version": "DatasetVersionDatasetFacet",
+               "columnLineage": "ColumnLineageDatasetFacet"}
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
@@ -259,4 +260,120 @@ def test_sources_are_named_as_the_lineage_graph_names_them(tmp_path):
         "memory", f"sha256:{from_frame.source['digest']}", nodes[from_frame.commit_id])
     # a push: its endpoint; the principal is in the node id
     assert inputs(pushed) == ("push://ol", "driver_stats", nodes[pushed])
+    # a push's steps do not say which columns the rows had: no column lineage claimed
+    assert "columnLineage" not in done[pushed.partition("_")[2]]["outputs"][0]["facets"]
+    assert "columnLineage" in done[from_file.partition("_")[2]]["outputs"][0]["facets"]
     assert nodes[pushed].startswith("source:push://ol/driver_stats?principal=")
+
+
+def _events(path: Path) -> list[dict]:
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    for e in events:
+        validate(e)
+    return events
+
+
+def _complete(events: list[dict], job: str) -> list[dict]:
+    return [e for e in events if e["job"]["name"] == job and e["eventType"] == "COMPLETE"]
+
+
+def test_version_and_column_lineage_facets(tmp_path):
+    log_file = tmp_path / "facets.jsonl"
+    s = make_store(tmp_path, {"type": "file", "log_file_path": str(log_file), "append": True})
+    try:
+        # a renamed key, an int32 column cast to int64, no rating column (filled with null)
+        frame = pd.DataFrame({"drv": [1, 2], "event_timestamp": [T0, T0],
+                              "trips": pd.array([3, 4], dtype="int32")})
+        commit = s.ingest("driver_stats", frame, column_map={"drv": "driver_id"}).commit
+        ents = pd.DataFrame({"driver_id": [1, 2], "event_timestamp": [T0 + dt.timedelta(1)] * 2})
+        with pytest.warns(FeatureDataWarning, match="rating is null in every one"):
+            ds = s.get_historical_features(ents, "fraud")
+    finally:
+        s.close()
+    events = _events(log_file)
+    [ingest] = _complete(events, "ol.ingest.driver_stats")
+    [out] = ingest["outputs"]
+    assert out["facets"]["version"]["datasetVersion"] == commit.commit_id
+    [src] = ingest["inputs"]
+    lineage = out["facets"]["columnLineage"]["fields"]
+    assert set(lineage) == {"driver_id", "event_timestamp", "trips"}  # rating: not in input
+    assert lineage["driver_id"]["inputFields"] == [{
+        "namespace": src["namespace"], "name": src["name"], "field": "drv",
+        "transformations": [{"type": "DIRECT", "subtype": "IDENTITY", "masking": False}]}]
+    [how] = lineage["trips"]["inputFields"][0]["transformations"]
+    assert (how["subtype"], how["description"]) == ("TRANSFORMATION",
+                                                    "cast from int32 to int64")
+    [train] = _complete(events, "ol.training_set.fraud")
+    [view_in] = train["inputs"]
+    assert view_in["facets"]["version"]["datasetVersion"] == commit.commit_id
+    [ds_out] = train["outputs"]
+    assert ds_out["facets"]["version"]["datasetVersion"] == ds.content_hash
+    cols = ds_out["facets"]["columnLineage"]["fields"]
+    assert {k: [(f["namespace"], f["name"], f["field"]) for f in v["inputFields"]]
+            for k, v in cols.items()} == {
+        "trips": [("featureledger://ol", "driver_stats@1", "trips")],
+        "rating": [("featureledger://ol", "driver_stats@1", "rating")]}
+
+
+def strip(facet: dict) -> dict:
+    """A parent facet's run and job ids (without the empty facets the client adds)."""
+    return {"run": {"runId": facet["run"]["runId"]},
+            "job": {k: facet["job"][k] for k in ("namespace", "name")}}
+
+
+# MLflow's own SQLAlchemy models use a loader strategy that SQLAlchemy 2.1 deprecates
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+@pytest.mark.slow
+def test_parent_and_root_link_jobs_to_the_experiment_and_mlflow_runs(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_file = tmp_path / "parents.jsonl"
+    cfg = load_config(tmp_path, overrides={"project": "ol", "mlflow": {"tracking_uri": uri},
+                                           "openlineage": {
+        "enabled": True, "namespace": "fl-test",
+        "transport": {"type": "file", "log_file_path": str(log_file), "append": True}}})
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment("ol", artifact_location=(tmp_path / "art").as_uri())
+    mlflow_run = client.create_run(exp_id).info.run_id
+    s = FeatureStore(tmp_path, config=cfg)
+    attach(s.ctx)
+    s.apply([Entity(name="driver", join_keys={"driver_id": "int64"}),
+             FeatureView(name="driver_stats", entities=["driver"],
+                         fields=[Field(name="trips", dtype="int64"),
+                                 Field(name="rating", dtype="float64")])])
+    try:
+        with s.start_run("outer", mlflow_run_id=mlflow_run) as outer, \
+                s.start_run("inner") as inner:
+            commit = s.ingest("driver_stats", rows()).commit
+    finally:
+        s.close()
+    events = _events(log_file)
+    mlflow_uuid = "-".join([mlflow_run[:8], mlflow_run[8:12], mlflow_run[12:16],
+                            mlflow_run[16:20], mlflow_run[20:]])
+    root = {"run": {"runId": mlflow_uuid},
+            "job": {"namespace": "mlflow", "name": f"experiments/{exp_id}"}}
+    [ingest] = _complete(events, "ol.ingest.driver_stats")
+    parent = ingest["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == inner.run_id.partition("_")[2] == \
+        commit.run_id.partition("_")[2]
+    assert {k: parent["job"][k] for k in ("namespace", "name")} == {
+        "namespace": "fl-test", "name": "ol.experiment.inner"}
+    assert strip(parent["root"]) == root
+    # the inner run's parent is the outer run; the outer run's parent is the MLflow run
+    [inner_done] = _complete(events, "ol.experiment.inner")
+    assert inner_done["run"]["facets"]["parent"]["run"]["runId"] == \
+        outer.run_id.partition("_")[2]
+    assert strip(inner_done["run"]["facets"]["parent"]["root"]) == root
+    outer_start = next(e for e in events if e["job"]["name"] == "ol.experiment.outer"
+                       and e["eventType"] == "START")
+    assert strip(outer_start["run"]["facets"]["parent"]) == root
+
+
+def test_dataset_names_follow_the_openlineage_naming_spec():
+    from featureledger.registry.lineage_edges import openlineage_dataset
+
+    assert openlineage_dataset("file:///data/x%20y.parquet") == ("file", "/data/x y.parquet")
+    assert openlineage_dataset("s3://bucket/raw/trips/part-0.parquet") == (
+        "s3://bucket", "raw/trips/part-0.parquet")
+    assert openlineage_dataset("gs://bucket/t.csv") == ("gs://bucket", "t.csv")
+    assert openlineage_dataset("memory:sha256:ab12") == ("memory", "sha256:ab12")

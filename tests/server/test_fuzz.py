@@ -27,11 +27,13 @@ CHECKS = [not_a_server_error, response_schema_conformance, status_code_conforman
 def operations(store):
     from featureledger.server.app import create_app
 
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(store))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(store),
+                                            headers={"Authorization": f"Bearer {TOKEN}"})
     ops = [r.ok() for r in schema.get_all_operations()]
     assert {(o.method.upper(), o.path) for o in ops} >= {
         ("POST", "/features/online"), ("POST", "/push/{view}"), ("GET", "/health"),
-        ("GET", "/metrics"), ("GET", "/catalog/{kind}/{name}")}
+        ("GET", "/metrics"), ("GET", "/catalog/{kind}/{name}"), ("GET", "/models/{model}"),
+        ("GET", "/deployments/{deployment_id}")}
     return ops
 
 

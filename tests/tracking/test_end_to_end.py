@@ -83,9 +83,9 @@ def test_full_story(tmp_path, registry_url, capsys):
         assert rec.status == "finished" and rec.metrics == {"auc": 0.74}
         assert rec.datasets == [train.id] and rec.models == ["fraud@1"]
 
-        # score_batch equals a hand-written retrieval, and both equal the oracle
+        # batch_features equals a hand-written retrieval, and both equal the oracle
         score_df = pd.DataFrame({"driver_id": [3, 2, 1], "event_timestamp": [day(5)] * 3})
-        scored = s.score_batch("fraud", score_df).to_pandas()
+        scored = s.batch_features("fraud", score_df).to_pandas()
         by_hand = s.get_historical_features(
             score_df, ["driver_stats@1:trips", "driver_stats@1:rating", "driver_geo@1:city"]
         ).to_pandas()

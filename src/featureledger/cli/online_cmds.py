@@ -143,12 +143,15 @@ def register(app: typer.Typer) -> None:
             recovery = store.online.recovery
             if recovery:
                 console.print(f"push log: {recovery.summary()}")
-            console.print(f"serving {store.repo_path.absolute()} on http://{bind}:"
-                          f"{port if port is not None else cfg.port} (OpenAPI at /docs)")
-            console.print(
-                f"reads answered within {cfg.request_timeout_s:g}s; bodies up to "
-                f"{cfg.max_body_bytes / 2**20:g} MiB, {cfg.max_entity_rows} keys per read, "
-                f"{cfg.max_push_rows} rows per push; {cfg.workers} workers per pool, "
-                f"{cfg.queue_size} waiting at most", highlight=False)
-            run(store, bind, port)
+
+            def ready(bound_host: str, bound_port: int) -> None:  # once the port is bound
+                console.print(f"serving {store.repo_path.absolute()} on http://{bound_host}:"
+                              f"{bound_port} (OpenAPI at /docs)")
+                console.print(
+                    f"reads answered within {cfg.request_timeout_s:g}s; bodies up to "
+                    f"{cfg.max_body_bytes / 2**20:g} MiB, {cfg.max_entity_rows} keys per read, "
+                    f"{cfg.max_push_rows} rows per push; {cfg.workers} workers per pool, "
+                    f"{cfg.queue_size} waiting at most", highlight=False)
+
+            run(store, bind, port, on_ready=ready)
             console.print("stopped: requests finished, every push landed offline")

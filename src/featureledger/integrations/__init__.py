@@ -18,14 +18,16 @@ class _Attached:
 def attach(ctx: Any) -> None:
     """Subscribe the enabled integrations to ``ctx.events`` (idempotent per context)."""
     def build(c: Any) -> _Attached:
-        if c.config.openlineage.enabled:
-            from featureledger.integrations.openlineage import OpenLineageEmitter
-
-            c.part(OpenLineageEmitter, OpenLineageEmitter.attach)
+        # the MLflow link first: a run it links as the run starts is linked before
+        # OpenLineage reports the start (with the MLflow run as its parent)
         if c.config.mlflow.autolink:
             from featureledger.integrations.mlflow import MlflowLink
 
             c.part(MlflowLink, MlflowLink.attach)
+        if c.config.openlineage.enabled:
+            from featureledger.integrations.openlineage import OpenLineageEmitter
+
+            c.part(OpenLineageEmitter, OpenLineageEmitter.attach)
         return _Attached()
 
     ctx.part(_Attached, build)

@@ -2,13 +2,20 @@
 
 When an MLflow run is active as a featureledger run starts (or ``start_run(...,
 mlflow_run_id=...)`` names one), featureledger stores the MLflow run id and, as the run
-builds training sets and logs models, writes onto the MLflow run:
+logs and builds training sets and models, writes onto the MLflow run:
 
+* its params, metrics (every point, with its step and time) and tags, as they are logged
+  (``log_batch``), those given to ``start_run`` included;
 * each training dataset as an MLflow dataset input (``mlflow.log_input``), named by its
   ``ds_`` id, with its digest, schema, row count and a ``featureledger://`` source;
 * tags ``featureledger.run_id``, ``featureledger.feature_set``,
   ``featureledger.feature_versions``, ``featureledger.features``, ``featureledger.datasets``,
   ``featureledger.dataset.<ds_id>.content_hash`` and ``featureledger.models``.
+
+``log_model(..., registered_model_name=...)`` logs the model through MLflow and registers
+it in MLflow's model registry (:mod:`.mlflow_model`); a run not linked yet then gets an
+MLflow run of its own (in the MLflow experiment named after its experiment), which
+featureledger ends when the run ends.
 
 ``resolve(store, ref)`` goes the other way: from an MLflow run id or model URI
 (``runs:/<id>/model``, ``models:/<name>/<version>``) to the exact feature versions and
@@ -26,13 +33,23 @@ from typing import Any
 import sqlalchemy as sa
 
 from featureledger.errors import MissingDependencyError, UnknownRunError
-from featureledger.events import DatasetCreated, ModelLogged, RunStarted
+from featureledger.events import (
+    DatasetCreated,
+    ModelLogged,
+    RunCompleted,
+    RunFailed,
+    RunLogged,
+    RunStarted,
+)
 from featureledger.registry import schema
 from featureledger.registry.runs import RunRepository
 
 log = logging.getLogger("featureledger.integrations.mlflow")
 SYSTEM = "mlflow"
+EXPERIMENT_SYSTEM = "mlflow_experiment"
 _TAG_LIMIT = 5000  # MLflow tag values are bounded; long lists are cut with a marker
+_BATCH = 900  # MLflow takes at most 1000 metrics (100 params, 100 tags) per log_batch
+CREATED_TAG = "featureledger.created"  # on an MLflow run featureledger started (and ends)
 
 
 def _mlflow() -> Any:
@@ -97,6 +114,9 @@ class MlflowLink:
         ctx.events.subscribe(RunStarted, link.on_run_started)
         ctx.events.subscribe(DatasetCreated, link.on_dataset_created)
         ctx.events.subscribe(ModelLogged, link.on_model_logged)
+        ctx.events.subscribe(RunLogged, link.on_run_logged)
+        ctx.events.subscribe(RunCompleted, link.on_run_ended)
+        ctx.events.subscribe(RunFailed, link.on_run_ended)
         return link
 
     # -- listeners --------------------------------------------------------------------
@@ -108,20 +128,27 @@ class MlflowLink:
             mlflow_id = active.info.run_id if active is not None else None
         if not mlflow_id:
             return
-        self.runs.set_external_id(run_id, SYSTEM, mlflow_id)
+        if event.parent_run_id and linked_run(self.ctx, event.parent_run_id) == mlflow_id:
+            return  # a nested run: its parent holds that MLflow run (params would clash)
+        link_run(self.ctx, run_id, mlflow_id)
+
+    def on_run_logged(self, event: RunLogged) -> None:
+        mlflow_id = self._linked(event.run_id)
+        if mlflow_id is not None:
+            log_batch(_client(self.ctx), mlflow_id, params=event.params,
+                      metrics=event.metrics, tags=event.tags)
+
+    def on_run_ended(self, event: RunCompleted | RunFailed) -> None:
+        mlflow_id = self._linked(event.run_id)
+        if mlflow_id is None:
+            return
         client = _client(self.ctx)
-        client.set_tag(mlflow_id, "featureledger.run_id", run_id)
-        client.set_tag(mlflow_id, "featureledger.experiment", event.experiment)
-        client.set_tag(mlflow_id, "featureledger.project", self.ctx.config.project)
+        if client.get_run(mlflow_id).data.tags.get(CREATED_TAG) == "true":
+            client.set_terminated(mlflow_id, "FINISHED" if event.status == "finished" else
+                                  "KILLED" if event.status == "killed" else "FAILED")
 
     def _linked(self, run_id: str | None) -> str | None:
-        if not run_id:
-            return None
-        x = schema.run_external_ids
-        db = self.ctx.registry.db
-        with db.read() as conn:
-            return conn.execute(sa.select(x.c.external_id).where(
-                db.scope(x), x.c.run_id == run_id, x.c.system == SYSTEM)).scalar()
+        return linked_run(self.ctx, run_id)
 
     def on_dataset_created(self, event: DatasetCreated) -> None:
         ds_id = event.dataset_id
@@ -190,6 +217,66 @@ class MlflowLink:
             client.set_tag(mlflow_id, k, v)
 
 
+def linked_run(ctx: Any, run_id: str | None) -> str | None:
+    """The MLflow run id linked to a featureledger run, if any."""
+    if not run_id:
+        return None
+    x = schema.run_external_ids
+    db = ctx.registry.db
+    with db.read() as conn:
+        found = conn.execute(sa.select(x.c.external_id).where(
+            db.scope(x), x.c.run_id == run_id, x.c.system == SYSTEM)).scalar()
+    return str(found) if found is not None else None
+
+
+def log_batch(client: Any, mlflow_id: str, *, params: Any = None, metrics: Any = (),
+              tags: Any = None) -> None:
+    """Params, metric points and tags onto an MLflow run, in batches MLflow accepts."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    ps = [Param(k, _cut(v)) for k, v in (params or {}).items()]
+    ms = [Metric(p.key, p.value, p.timestamp // 1000, p.step) for p in metrics]
+    ts = [RunTag(k, _cut(v)) for k, v in (tags or {}).items()]
+    while ps or ms or ts:
+        client.log_batch(mlflow_id, metrics=ms[:_BATCH], params=ps[:90], tags=ts[:90])
+        ms, ps, ts = ms[_BATCH:], ps[90:], ts[90:]
+
+
+def link_run(ctx: Any, run_id: str, mlflow_id: str) -> None:
+    """Record the link both ways and copy what the run logged so far onto the MLflow run."""
+    runs = RunRepository(ctx.registry.db)
+    runs.set_external_id(run_id, SYSTEM, mlflow_id)
+    rec = runs.get_run(run_id)
+    client = _client(ctx)
+    # the MLflow experiment too: OpenLineage names the MLflow run's job by it
+    runs.set_external_id(run_id, EXPERIMENT_SYSTEM,
+                         str(client.get_run(mlflow_id).info.experiment_id))
+    log_batch(client, mlflow_id, params=rec.params,
+              metrics=runs.metric_history(run_id, None),
+              tags={**rec.tags, "featureledger.run_id": run_id,
+                    "featureledger.experiment": rec.experiment,
+                    "featureledger.project": ctx.config.project})
+
+
+def ensure_linked(ctx: Any, run_id: str) -> str:
+    """The MLflow run linked to ``run_id``; one started (in the MLflow experiment named
+    after the run's experiment) and linked when there is none. featureledger ends a run it
+    started when its own run ends."""
+    found = linked_run(ctx, run_id)
+    if found is not None:
+        return found
+    rec = RunRepository(ctx.registry.db).get_run(run_id)
+    client = _client(ctx)
+    exp = client.get_experiment_by_name(rec.experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(rec.experiment)
+    mlflow_id = str(client.create_run(exp_id, run_name=rec.name,
+                                      tags={CREATED_TAG: "true"}).info.run_id)
+    link_run(ctx, run_id, mlflow_id)
+    if rec.status != "running":
+        client.set_terminated(mlflow_id, "FINISHED" if rec.status == "finished" else "FAILED")
+    return mlflow_id
+
+
 @dataclass
 class Resolution:
     """What featureledger knows about a run: its exact features, datasets and models."""
@@ -201,6 +288,7 @@ class Resolution:
     feature_sets: list[str]
     datasets: list[dict[str, Any]] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
+    model_id: str | None = None  # the featureledger model a ``models:/`` URI names
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -250,7 +338,18 @@ def resolve_run(ctx: Any, run_id: str) -> Resolution:
         feature_versions=versions, features=list(features), feature_sets=list(sets),
         datasets=datasets,
         models=[{"model_id": m.model_id, "ref": f"{m.name}@{m.version}",
-                 "artifact_uri": m.artifact_uri} for m in models])
+                 "artifact_uri": m.artifact_uri, "features": json.loads(m.features)}
+                for m in models])
+
+
+def _model_version(client: Any, ref: str) -> Any:
+    """The MLflow model version behind ``models:/name/N`` or ``models:/name@alias``."""
+    body = ref[len("models:/"):].strip("/")
+    if "@" in body.split("/")[0]:
+        name, _, alias = body.split("/")[0].partition("@")
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = body.partition("/")
+    return client.get_model_version(name, version.split("/")[0])
 
 
 def mlflow_run_id_of(ctx: Any, ref: str) -> str:
@@ -260,13 +359,7 @@ def mlflow_run_id_of(ctx: Any, ref: str) -> str:
         return ref[len("runs:/"):].split("/")[0]
     client = _client(ctx)
     if ref.startswith("models:/"):
-        body = ref[len("models:/"):].strip("/")
-        if "@" in body.split("/")[0]:
-            name, _, alias = body.split("/")[0].partition("@")
-            mv = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, version = body.partition("/")
-            mv = client.get_model_version(name, version.split("/")[0])
+        mv = _model_version(client, ref)
         if mv.run_id:
             return str(mv.run_id)
         raise UnknownRunError(f"MLflow model {ref!r} names no source run; featureledger can "
@@ -277,7 +370,9 @@ def mlflow_run_id_of(ctx: Any, ref: str) -> str:
 
 
 def resolve(store_or_ctx: Any, ref: str) -> Resolution:
-    """The exact feature versions and datasets behind an MLflow run id or model URI."""
+    """The exact feature versions and datasets behind an MLflow run id or model URI; for a
+    ``models:/`` URI of a model registered by ``log_model``, also the featureledger model
+    (``model_id``)."""
     ctx = getattr(store_or_ctx, "ctx", store_or_ctx)
     mlflow_id = mlflow_run_id_of(ctx, ref)
     run_id = RunRepository(ctx.registry.db).find_by_external_id(SYSTEM, mlflow_id)
@@ -288,4 +383,11 @@ def resolve(store_or_ctx: Any, ref: str) -> Resolution:
         raise UnknownRunError(f"MLflow run {mlflow_id!r} is not linked to a featureledger run; "
                               "start the featureledger run while the MLflow run is active, "
                               "or pass start_run(..., mlflow_run_id=...)")
-    return resolve_run(ctx, run_id)
+    res = resolve_run(ctx, run_id)
+    if ref.startswith("models:/"):
+        res.model_id = _model_version(_client(ctx), ref).tags.get("featureledger.model_id")
+        model = next((m for m in res.models if m["model_id"] == res.model_id), None)
+        if model is not None:
+            res.features = list(model["features"])
+            res.feature_versions = list(dict.fromkeys(f.split(":")[0] for f in res.features))
+    return res

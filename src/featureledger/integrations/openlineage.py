@@ -19,18 +19,34 @@ failed                      <experiment>``
 ==========================  ===========================  ===================================
 
 Every event carries a ``featureledger`` run facet (feature versions, commit ids, dataset
-and run ids); jobs inside a featureledger run name it in a ``parent`` facet. Sources are
-named as the lineage graph names them (:mod:`featureledger.registry.lineage_edges`), mapped
-to OpenLineage's dataset naming: a local file is namespace ``file`` and its absolute path,
-a push namespace ``push://<project>`` and the view, in-memory data namespace ``memory`` and
-``sha256:<digest>``; the ``featureledger`` dataset facet carries the graph's node id. Run ids are
-the UUIDv7 inside the featureledger id, so both sides use the same identity.
+and run ids). Runs nest as OpenLineage's ``parent`` facet says: a job inside a
+featureledger run (ingestion, training set, model) has that run (job
+``<project>.experiment.<experiment>``) as parent, and as ``root`` the MLflow run linked to
+the outermost featureledger run (namespace ``mlflow``, job ``experiments/<MLflow experiment
+id>``, run id the MLflow run id as a UUID), or that outermost run when none is linked; an
+experiment run has its parent run, or else its MLflow run, as parent.
+
+Datasets are named by OpenLineage's naming spec, so they join other producers' graphs:
+sources as the lineage graph names them (:mod:`featureledger.registry.lineage_edges`) -- a
+local file is namespace ``file`` and its absolute path, object storage ``s3://<bucket>``
+and the key, a push ``push://<project>`` and the view, in-memory data ``memory`` and
+``sha256:<digest>`` -- and featureledger's own datasets in the namespace
+``featureledger://<project>``: ``view@N``, ``ds_...``, ``model:name@N``. The
+``featureledger`` dataset facet carries the graph's node id; the ``version`` facet the
+commit id of an ingestion's output, the newest commit read of a view a training set read,
+and the content hash of a training set; the ``columnLineage`` facet where it is known
+(an ingestion: each column from the source column it was read as, through the column map
+and casts; a training set: each feature from its view version's field, each windowed
+aggregation from the field it aggregates). Run ids are the UUIDv7 inside the featureledger
+id, so both sides use the same identity.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attr
@@ -72,6 +88,8 @@ try:
     from openlineage.client.facet_v2 import (
         DatasetFacet,
         RunFacet,
+        column_lineage_dataset,
+        dataset_version_dataset,
         error_message_run,
         job_type_job,
         parent_run,
@@ -205,21 +223,58 @@ class OpenLineageEmitter:
                                                     jobType=job_type, producer=PRODUCER)})
 
     def _parent(self, run_id: str | None) -> dict[str, Any]:
-        if not run_id:
+        """The ``parent`` facet of a job run inside featureledger run ``run_id``: the run
+        (job ``<project>.experiment.<experiment>``) as parent, and as root the MLflow run
+        linked to the outermost featureledger run, or that run itself."""
+        chain = self._run_chain(run_id)
+        if not chain:
             return {}
-        exp = None
-        with self.ctx.registry.db.read() as conn:
-            exp = conn.execute(sa.select(schema.experiments.c.name).join(
-                schema.runs, schema.runs.c.experiment_id == schema.experiments.c.experiment_id)
-                .where(self.ctx.registry.db.scope(schema.experiments, schema.runs),
-                       schema.runs.c.run_id == run_id)).scalar()
-        if exp is None:
-            return {}
-        return {"parent": parent_run.ParentRunFacet(
-            run=parent_run.Run(runId=_uuid(run_id)),
-            job=parent_run.Job(namespace=self.namespace,
-                               name=f"{self.project}.experiment.{exp}"),
-            producer=PRODUCER)}
+        (rid, exp, _), outermost = chain[0], chain[-1]
+        return self._parent_facet((_uuid(rid), self.namespace, f"{self.project}.experiment.{exp}"),
+                                  self._mlflow_job(outermost[0]) or self._fl_job(outermost))
+
+    def _fl_job(self, link: tuple[str, str, str | None]) -> tuple[str, str, str]:
+        return _uuid(link[0]), self.namespace, f"{self.project}.experiment.{link[1]}"
+
+    def _parent_facet(self, parent: tuple[str, str, str],
+                      root: tuple[str, str, str] | None) -> dict[str, Any]:
+        facet = parent_run.ParentRunFacet(
+            run=parent_run.Run(runId=parent[0]),
+            job=parent_run.Job(namespace=parent[1], name=parent[2]), producer=PRODUCER)
+        if root is not None:
+            facet.root = parent_run.Root(run=parent_run.RootRun(runId=root[0]),
+                                         job=parent_run.RootJob(namespace=root[1],
+                                                                name=root[2]))
+        return {"parent": facet}
+
+    def _run_chain(self, run_id: str | None) -> list[tuple[str, str, str | None]]:
+        """(run id, experiment, parent run id) from ``run_id`` up to its outermost run."""
+        out: list[tuple[str, str, str | None]] = []
+        r, e = schema.runs, schema.experiments
+        db = self.ctx.registry.db
+        with db.read() as conn:
+            while run_id and len(out) < 100 and run_id not in {x[0] for x in out}:
+                row = conn.execute(sa.select(e.c.name, r.c.parent_run_id).join(
+                    r, r.c.experiment_id == e.c.experiment_id).where(
+                    db.scope(e, r), r.c.run_id == run_id)).first()
+                if row is None:
+                    break
+                out.append((run_id, row.name, row.parent_run_id))
+                run_id = row.parent_run_id
+        return out
+
+    def _mlflow_job(self, run_id: str) -> tuple[str, str, str] | None:
+        """(run uuid, namespace, job name) of the MLflow run linked to ``run_id``."""
+        x = schema.run_external_ids
+        db = self.ctx.registry.db
+        with db.read() as conn:
+            ids = dict(conn.execute(sa.select(x.c.system, x.c.external_id).where(
+                db.scope(x), x.c.run_id == run_id)).all())
+        mlflow_id = ids.get("mlflow")
+        if not mlflow_id:
+            return None
+        return (mlflow_run_uuid(mlflow_id), MLFLOW_NAMESPACE,
+                f"experiments/{ids.get('mlflow_experiment', 'unknown')}")
 
     def _emit(self, state: Any, run_uuid: str, job: Any, *, inputs: list[Any] | None = None,
               outputs: list[Any] | None = None, facets: dict[str, Any] | None = None) -> None:
@@ -234,7 +289,7 @@ class OpenLineageEmitter:
                       features: list[str] | None = None) -> Any:
         facets: dict[str, Any] = {"featureledger": FeatureLedgerDatasetFacet(
             nodeId=f"view:{view}@{version}", commitIds=list(commit_ids or []),
-            producer=PRODUCER)}
+            producer=PRODUCER), **version_facet(max(commit_ids) if commit_ids else None)}
         try:
             rec = self.ctx.registry.definitions.get("feature_view", view, version)
             fv = rec.definition
@@ -283,6 +338,10 @@ class OpenLineageEmitter:
                                       rec.run_id)
         inputs = [self._source_dataset(node) for node in self._sources_of(cid)]
         out = self._view_dataset(view, version, OutputDataset, [cid])
+        if len(inputs) == 1 and e.source == "ingest":  # the steps say how columns were read
+            out.facets.update(ingest_column_lineage(
+                inputs[0], [f.name for f in getattr(out.facets.get("schema"), "fields", [])],
+                rec.steps))
         self._emit(RunState.COMPLETE, _uuid(cid), self._job(f"ingest.{view}", "INGESTION"),
                    inputs=inputs, outputs=[out],
                    facets={**self._fl(commitIds=[cid], runId=run_id,
@@ -356,18 +415,19 @@ class OpenLineageEmitter:
         types = {(d.name, f.name): f for d in ins
                  for f in getattr(d.facets.get("schema"), "fields", None) or []}
         full = bool(rec.manifest.get("full_feature_names"))
+        columns = training_set_columns(views, by_view, full)
         fields = []
-        for (v, n), feats in by_view.items():
-            for f in feats:
-                known = types.get((f"{v}@{n}", f))
-                fields.append(schema_dataset.SchemaDatasetFacetFields(
-                    name=f"{v}__{f}" if full else f,
-                    type=known.type if known is not None else None))
+        for out_name, (v, n, f, _agg) in columns.items():
+            known = types.get((f"{v}@{n}", f))
+            fields.append(schema_dataset.SchemaDatasetFacetFields(
+                name=out_name, type=known.type if known is not None and _agg is None else None))
         out = OutputDataset(namespace=self.ds_namespace, name=rec.dataset_id, facets={
             "schema": schema_dataset.SchemaDatasetFacet(fields=fields, producer=PRODUCER),
             "featureledger": FeatureLedgerDatasetFacet(nodeId=rec.dataset_id,
                                                        commitIds=list(rec.commit_ids),
-                                                       producer=PRODUCER)})
+                                                       producer=PRODUCER),
+            **version_facet(rec.content_hash),
+            **training_set_column_lineage(self.ds_namespace, columns)})
         job = self._job(f"training_set.{(rec.feature_set or 'adhoc').split('@')[0]}",
                         "TRAINING_SET")
         facets = {**self._fl(featureVersions=[f"{v}@{n}" for v, n in by_view],
@@ -401,9 +461,126 @@ class OpenLineageEmitter:
                        schema.runs.c.run_id == run_id)).scalar()
         state = {"run.started": RunState.START, "run.completed": RunState.COMPLETE,
                  "run.failed": RunState.FAIL}[e.name]
-        facets = self._fl(runId=run_id)
+        facets = {**self._fl(runId=run_id), **self._run_parent(run_id, e)}
         if isinstance(e, RunFailed) and e.error:
             facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
                 message=str(e.error), programmingLanguage="python", producer=PRODUCER)
         self._emit(state, _uuid(run_id), self._job(f"experiment.{exp}", "EXPERIMENT"),
                    facets=facets)
+
+    def _run_parent(self, run_id: str, e: Any) -> dict[str, Any]:
+        """An experiment run's ``parent``: its parent featureledger run, else the MLflow run
+        it is linked to (the root: the outermost run's MLflow run, else that run)."""
+        chain = self._run_chain(run_id)
+        if not chain:
+            return {}
+        outermost = chain[-1]
+        root = self._mlflow_job(outermost[0]) or self._fl_job(outermost)
+        if len(chain) > 1:
+            return self._parent_facet(self._fl_job(chain[1]), root)
+        mlflow_job = self._mlflow_job(run_id)
+        if mlflow_job is None and isinstance(e, RunStarted) and e.mlflow_run_id:
+            mlflow_job = (mlflow_run_uuid(e.mlflow_run_id), MLFLOW_NAMESPACE,
+                          "experiments/unknown")
+        return self._parent_facet(mlflow_job, mlflow_job) if mlflow_job else {}
+
+
+# -- facets that need no emitter ----------------------------------------------------------
+MLFLOW_NAMESPACE = "mlflow"
+
+
+def mlflow_run_uuid(mlflow_run_id: str) -> str:
+    """The UUID form of an MLflow run id (32 hex digits); another id is mapped to a stable
+    UUID (uuid5) of itself.
+
+    >>> mlflow_run_uuid("0a1b2c3d4e5f60718293a4b5c6d7e8f9")
+    '0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9'
+    """
+    try:
+        return str(uuid.UUID(hex=mlflow_run_id))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mlflow:{mlflow_run_id}"))
+
+
+def version_facet(version: str | None) -> dict[str, Any]:
+    """The dataset version facet (a commit id for a view, a content hash for a training
+    set); nothing when the version is not known."""
+    if not version:
+        return {}
+    return {"version": dataset_version_dataset.DatasetVersionDatasetFacet(
+        datasetVersion=version, producer=PRODUCER)}
+
+
+def _transform(subtype: str, description: str | None = None) -> Any:
+    return column_lineage_dataset.Transformation(type="DIRECT", subtype=subtype,
+                                                 description=description, masking=False)
+
+
+def ingest_column_lineage(source: Any, columns: Iterable[str],
+                          steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Column lineage of an ingestion: each stored column from the source column it was
+    read from (renamed by the column map; ``TRANSFORMATION`` when it was cast), none for a
+    column the source did not have (filled with its default or null)."""
+    renamed: dict[str, str] = {}
+    casts: dict[str, str] = {}
+    absent: set[str] = set()
+    for step in steps:
+        kind = step.get("step")
+        if kind == "map_columns":
+            renamed.update({dst: src for src, dst in step.get("params", {}).items() if dst})
+        elif kind == "cast":
+            params = step.get("params", {})
+            casts[step["column"]] = f"cast from {params.get('from')} to {params.get('to')}"
+        elif kind in ("fill_default", "fill_null"):
+            absent.add(step["column"])
+    fields = {}
+    for col in columns:
+        if col in absent:
+            continue
+        how = (_transform("TRANSFORMATION", casts[col]) if col in casts
+               else _transform("IDENTITY"))
+        fields[col] = column_lineage_dataset.Fields(inputFields=[
+            column_lineage_dataset.InputField(namespace=source.namespace, name=source.name,
+                                              field=renamed.get(col, col),
+                                              transformations=[how])])
+    if not fields:
+        return {}
+    return {"columnLineage": column_lineage_dataset.ColumnLineageDatasetFacet(
+        fields=fields, producer=PRODUCER)}
+
+
+def training_set_columns(views: Sequence[Any], by_view: dict[tuple[str, int], list[str]],
+                         full: bool) -> dict[str, tuple[str, int, str, dict[str, Any] | None]]:
+    """Output column -> (view, version, field read, aggregation or None), from the
+    manifest's view requests (older manifests: from the feature references)."""
+    out: dict[str, tuple[str, int, str, dict[str, Any] | None]] = {}
+    requests = [v for v in views if isinstance(v, dict) and "output_names" in v]
+    if requests:
+        for req in requests:
+            for f, name in zip(req["features"], req["output_names"], strict=False):
+                out[name] = (req["view"], req["version"], f, None)
+            for agg in req.get("aggregations") or []:
+                out[agg["output"]] = (req["view"], req["version"], agg["column"], agg)
+        return out
+    for (view, n), feats in by_view.items():
+        for f in feats:
+            out[f"{view}__{f}" if full else f] = (view, n, f, None)
+    return out
+
+
+def training_set_column_lineage(namespace: str, columns: dict[str, tuple[str, int, str, Any]]
+                                ) -> dict[str, Any]:
+    """Column lineage of a training set: each feature column from its view version's field
+    (``IDENTITY``), each windowed aggregation from the field it aggregates
+    (``AGGREGATION``)."""
+    fields = {}
+    for name, (view, version, field, agg) in columns.items():
+        how = (_transform("AGGREGATION", f"{agg['function']} over a {agg['window_us']} µs "
+                          "window") if agg else _transform("IDENTITY"))
+        fields[name] = column_lineage_dataset.Fields(inputFields=[
+            column_lineage_dataset.InputField(namespace=namespace, name=f"{view}@{version}",
+                                              field=field, transformations=[how])])
+    if not fields:
+        return {}
+    return {"columnLineage": column_lineage_dataset.ColumnLineageDatasetFacet(
+        fields=fields, producer=PRODUCER)}

@@ -184,9 +184,12 @@ class PushBuffer:
             return lock
 
     # -- pushing -------------------------------------------------------------------------
-    def add(self, table: TableRef, view: FeatureView, data: pa.Table
-            ) -> tuple[PendingCommit, pa.Table]:
+    def add(self, table: TableRef, view: FeatureView, data: pa.Table,
+            principal: str | None = None) -> tuple[PendingCommit, pa.Table]:
         """Append a validated batch; on return it is durable in the push log.
+
+        A commit holds the rows of one principal (who it is recorded as pushed by): a push
+        by another principal than the pending commit's lands that commit first.
 
         Returns the pending commit and the rows as tagged for the online store. After an
         error the push is not acknowledged, but a batch that reached the log may still
@@ -203,8 +206,11 @@ class PushBuffer:
                 # so its commit lands from memory before a new one opens
                 self._retire(table, p)
                 p = None
+            if p is not None and p.principal != principal:
+                self._retire(table, p)
+                p = None
             if p is None:
-                p = self._open(table, view)
+                p = self._open(table, view, principal)
             segment = p.segment
             assert segment is not None
             token = segment.append(payload)
@@ -213,11 +219,12 @@ class PushBuffer:
         self._start_flusher()
         return p, tagged
 
-    def _open(self, table: TableRef, view: FeatureView) -> PendingCommit:
+    def _open(self, table: TableRef, view: FeatureView, principal: str | None) -> PendingCommit:
         # a provisional time after the previous landing of this table, so a value pushed
         # into this commit sorts after the same key and event time of the one before
         t = max(now_us(), self._last_time.get(table, 0) + 1)
-        p = PendingCommit(table, view, commit_time=t, run_id=self._run_id())
+        p = PendingCommit(table, view, commit_time=t, run_id=self._run_id(),
+                          principal=principal)
         p.segment = self.log.create(table.view, table.version, p.commit_id,
                                     {"commit_time": t, "run_id": p.run_id,
                                      "principal": p.principal})
@@ -230,14 +237,20 @@ class PushBuffer:
             self._pending[table] = p
         return p
 
-    def land_with(self, table: TableRef, view: FeatureView, data: pa.Table) -> CommitRecord:
-        """Land ``data`` at once, with anything buffered for ``table``, as one commit."""
+    def land_with(self, table: TableRef, view: FeatureView, data: pa.Table,
+                  principal: str | None = None) -> CommitRecord:
+        """Land ``data`` at once, with anything buffered for ``table`` by the same
+        principal, as one commit."""
         with self.lock(table):
             p = self._pending.get(table)
+            if p is not None and p.principal != principal:
+                self._retire(table, p)
+                p = None
             transient = p is None
             if p is None:
                 p = PendingCommit(table, view, commit_time=max(
-                    now_us(), self._last_time.get(table, 0) + 1), run_id=self._run_id())
+                    now_us(), self._last_time.get(table, 0) + 1), run_id=self._run_id(),
+                    principal=principal)
             p.add(data)
             try:
                 rec = self._land(p)
@@ -426,15 +439,19 @@ class Pusher:
                                  drop_row=self._drop_row, max_rows=cfg.push_flush_rows,
                                  max_age_s=cfg.push_flush_interval_s, run_id=current_run_id)
 
-    def push(self, table: TableRef, view: FeatureView, rows: Any, *, flush: bool) -> str:
-        """Validate, log, write online; returns the commit the rows are (or will be) in."""
+    def push(self, table: TableRef, view: FeatureView, rows: Any, *, flush: bool,
+             principal: str | None = None) -> str:
+        """Validate, log, write online; returns the commit the rows are (or will be) in.
+        The commit is recorded as pushed by ``principal`` (the store's actor by default)."""
         from featureledger.errors import BackendUnavailableError, StorageError
 
+        if principal is None:  # a server request's principal, else the store's own
+            principal = acting_principal()
         data = to_view_table(view, rows)
         if flush:
             # a commit per request: the commit is the durable record, no log round
-            return self.buffer.land_with(table, view, data).commit_id
-        pending, tagged = self.buffer.add(table, view, data)
+            return self.buffer.land_with(table, view, data, principal).commit_id
+        pending, tagged = self.buffer.add(table, view, data, principal)
         crash_point("push_after_log")
         try:
             self._write_online(table, view, tagged)
@@ -539,7 +556,7 @@ class Pusher:
 
         rec, stored, _ = write_commit(
             self.ctx, view=table.view, version=table.version, commit_id=pending.commit_id,
-            rows=rows, build=build, run=run, audit={"source": "push"},
+            rows=rows, build=build, run=run, audit={"source": "push"}, actor=user,
             source_uri=push_source_uri(self.ctx.config.project, table.view, user),
             replaces_pending=True)
         crash_point("after_registry")

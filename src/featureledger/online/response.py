@@ -33,7 +33,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 from typing import Any, NamedTuple
+
+from featureledger.model.types import FLOAT_DTYPES
 
 
 class FeatureStatus(enum.StrEnum):
@@ -262,6 +265,8 @@ class OnlineResponse:
             values = self._values[j]
             if _converted(dtypes[j]):
                 values = _jsonable(values, dtypes[j])
+            elif dtypes[j] in FLOAT_DTYPES:
+                values = json_floats(values)
             g = layout.group[j]
             prov = per_group.get(g)
             if prov is None:
@@ -343,6 +348,29 @@ def _converted(dtype: str) -> bool:
     return dtype_codec(dtype) is not None
 
 
+# JSON has no NaN or infinity: the HTTP API writes them as text, as protobuf's JSON
+# mapping does for float and double ("NaN", "Infinity", "-Infinity"), so a NaN is never
+# confused with a null (which has its own status)
+NAN_TEXT, INF_TEXT, NEG_INF_TEXT = "NaN", "Infinity", "-Infinity"
+
+
+def float_text(v: float) -> str:
+    return NAN_TEXT if v != v else (INF_TEXT if v > 0 else NEG_INF_TEXT)
+
+
+def json_floats(values: list[Any]) -> list[Any]:
+    """Float values JSON can hold: NaN and infinities as text (the list itself when every
+    value is finite or null).
+
+    >>> json_floats([1.5, None, float("nan"), float("-inf")])
+    [1.5, None, 'NaN', '-Infinity']
+    """
+    isfinite = math.isfinite
+    if all(v is None or isfinite(v) for v in values):
+        return values
+    return [v if v is None or isfinite(v) else float_text(v) for v in values]
+
+
 def _jsonable(values: list[Any], dtype: str) -> list[Any]:
     import base64
     import datetime as dt
@@ -352,6 +380,8 @@ def _jsonable(values: list[Any], dtype: str) -> list[Any]:
             return None
         if isinstance(v, list):
             return [conv(x) for x in v]
+        if isinstance(v, float) and not math.isfinite(v):
+            return float_text(v)
         if isinstance(v, (bytes, bytearray)):
             return base64.b64encode(v).decode()
         if isinstance(v, (dt.datetime, dt.date)):

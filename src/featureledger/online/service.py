@@ -332,16 +332,18 @@ class OnlineService:
 
     # -- push --------------------------------------------------------------------------
     def push(self, view: str, rows: Any, *, version: int | None = None,
-             flush: bool = False) -> str:
+             flush: bool = False, principal: str | None = None) -> str:
         """Validate ``rows``, make them durable and write them online now; they land
         offline as a commit (micro-batched; at once with ``flush=True``). Returns the id
-        of the commit the rows belong to (see ``featureledger.online.push``)."""
+        of the commit the rows belong to (see ``featureledger.online.push``). The commit
+        is recorded as pushed by ``principal`` (a server's authenticated caller); by
+        default the store's actor."""
         self.watcher.check()
         name, version = view_version(view, version)
         rec = self.registry.definitions.get("feature_view", name, version)
         self.access.require_object("write", rec.definition, what=f"a push to {rec.ref}")
         return self.pusher.push(TableRef(name, rec.version), rec.definition, rows,
-                                flush=flush)
+                                flush=flush, principal=principal)
 
     def flush(self) -> list[CommitRecord]:
         """Land every buffered push offline now; returns the commits written."""

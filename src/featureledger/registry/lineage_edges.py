@@ -69,6 +69,7 @@ MIGRATED = "migrated"  # commit of an old version -> commit a migration made fro
 DERIVED_FROM = "derived_from"  # parent commit -> derived commit computed from its rows
 MOTIVATED = "motivated"  # experiment -> view version created to test its hypothesis
 ROLLED_BACK = "rolled_back"  # view version -> commit a view rollback hid
+SCORED = "scored"  # model -> the run that scored a batch with it
 
 
 def view_node(name: str, version: int) -> str:

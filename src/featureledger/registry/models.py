@@ -75,11 +75,12 @@ class ModelRepository:
                        feature_set: str | None, features: list[str],
                        datasets: list[tuple[str, str]], description: str,
                        tags: Mapping[str, str], artifact_digest: PathDigest | None = None,
-                       retries: int = 10) -> ModelVersion:
+                       retries: int = 10, model_id: str | None = None) -> ModelVersion:
         """Record the next version of model ``name`` (``name@N``), retrying lost races.
 
         ``artifact_digest`` is the artifact's digest when it is a local file or folder;
-        reconcile checks the artifact against it later.
+        reconcile checks the artifact against it later. ``model_id`` is the id to give the
+        version (one drawn before, e.g. to name it elsewhere first); a new one by default.
         """
         for stage in {s for _, s in datasets}:
             if stage not in DATASET_STAGES:
@@ -91,7 +92,7 @@ class ModelRepository:
                 with self.db.write(lock_key=f"model:{name}") as conn:
                     return self._insert(conn, name, run_id, artifact_uri, feature_set,
                                         features, datasets, description, tags,
-                                        artifact_digest)
+                                        artifact_digest, model_id)
             except sa.exc.IntegrityError as exc:  # another writer took the version number
                 last = exc
         raise ConcurrencyError(f"logging model {name!r} lost {retries} races in a row ({last});"
@@ -100,7 +101,7 @@ class ModelRepository:
     def _insert(self, conn: Connection, name: str, run_id: str | None, artifact_uri: str,
                 feature_set: str | None, features: list[str], datasets: list[tuple[str, str]],
                 description: str, tags: Mapping[str, str],
-                artifact_digest: PathDigest | None) -> ModelVersion:
+                artifact_digest: PathDigest | None, model_id: str | None = None) -> ModelVersion:
         now = now_us()
         m, mv = schema.models, schema.model_versions
         project = self.db.project
@@ -111,7 +112,7 @@ class ModelRepository:
         last = conn.execute(sa.select(sa.func.max(mv.c.version))
                             .where(self.db.scope(mv), mv.c.name == name)).scalar()
         version = int(last or 0) + 1
-        model_id = new_id("mdl")
+        model_id = model_id or new_id("mdl")
         conn.execute(mv.insert().values(
             project=project, model_id=model_id, name=name, version=version, run_id=run_id,
             artifact_uri=artifact_uri, feature_set=feature_set,

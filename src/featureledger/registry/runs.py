@@ -127,9 +127,10 @@ class RunRepository:
                                   "list'")
         return str(status)
 
-    def _params(self, conn: Connection, run_id: str, params: Mapping[str, Any]) -> None:
+    def _params(self, conn: Connection, run_id: str,
+                params: Mapping[str, Any]) -> dict[str, str]:
         if not params:
-            return
+            return {}
         t = schema.run_params
         values = {_check_key("param", k): _param_text(v) for k, v in params.items()}
         existing = dict(conn.execute(sa.select(t.c.key, t.c.value).where(
@@ -145,24 +146,30 @@ class RunRepository:
                 for k, v in values.items() if k not in existing]
         if rows:
             conn.execute(t.insert(), rows)
+        return values
 
-    def _tags(self, conn: Connection, run_id: str, tags: Mapping[str, Any]) -> None:
+    def _tags(self, conn: Connection, run_id: str, tags: Mapping[str, Any]) -> dict[str, str]:
         t = schema.run_tags
+        stored = {}
         for k, v in tags.items():
             _check_key("tag", k)
             conn.execute(t.delete().where(self.db.scope(t), t.c.run_id == run_id, t.c.key == k))
             conn.execute(t.insert().values(project=self.db.project, run_id=run_id, key=k,
                                            value=str(v)))
+            stored[k] = str(v)
+        return stored
 
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> dict[str, str]:
+        """Record params (immutable); returns them as stored (text)."""
         with self.db.write() as conn:
             self._writable(conn, run_id)
-            self._params(conn, run_id, params)
+            return self._params(conn, run_id, params)
 
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> dict[str, str]:
+        """Set tags (they may change, also after the run ended); returns them as stored."""
         with self.db.write() as conn:
             self._status(conn, run_id)  # tags may still change after a run ended
-            self._tags(conn, run_id, tags)
+            return self._tags(conn, run_id, tags)
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int | None = None,
                     timestamp: Any = None) -> list[MetricPoint]:
@@ -238,12 +245,15 @@ class RunRepository:
                                   "list'")
         return runs[0]
 
-    def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+    def metric_history(self, run_id: str, key: str | None) -> list[MetricPoint]:
+        """Every point of metric ``key`` (of every metric, by key, when None), by step."""
         t = schema.run_metrics
+        where = [self.db.scope(t), t.c.run_id == run_id]
+        if key is not None:
+            where.append(t.c.key == key)
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(t)
-                                .where(self.db.scope(t), t.c.run_id == run_id, t.c.key == key)
-                                .order_by(t.c.step, t.c.timestamp, t.c.id)).all()
+            rows = conn.execute(sa.select(t).where(*where)
+                                .order_by(t.c.key, t.c.step, t.c.timestamp, t.c.id)).all()
         return [MetricPoint(r.key, r.value, r.step, r.timestamp) for r in rows]
 
     def list_runs(self, *, experiment: str | None = None, feature_version: str | None = None,

@@ -41,16 +41,26 @@ OpenAPI document needs ``Authorization: Bearer <token>``, and the request acts a
 token's principal (:mod:`.auth`); the access policy then decides what it may read or push
 (403 ``permission_denied`` otherwise, audited). Without tokens the server only binds a
 loopback address (``serve`` refuses anything else).
+``/docs`` and ``/openapi.json`` need a token too, unless ``server.public_docs``; the docs
+page's static files are served locally.
+
+Every route that takes a body takes JSON only, declared as such (415 otherwise, also
+without a ``Content-Type``). Float NaN and infinity, which JSON cannot hold, are the text
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` both ways. ``serve`` binds its socket before
+anything is announced or served: a port in use is a ``StateError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import logging
 import signal
+import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
 import orjson
@@ -62,7 +72,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featureledger.errors import FeatureLedgerError
 from featureledger.registry.actor import acting_as
-from featureledger.server import schemas
+from featureledger.server import docs, schemas
 from featureledger.server.auth import (
     UNAUTHENTICATED,
     AuthMiddleware,
@@ -70,6 +80,7 @@ from featureledger.server.auth import (
     as_principal,
     authenticate,
     check_bind,
+    principal,
     token_map,
 )
 from featureledger.server.guard import (
@@ -85,7 +96,7 @@ from featureledger.server.serving import Serving
 _log = logging.getLogger("featureledger.server")
 DRAIN_TIMEOUT_S = 30.0  # in-flight requests get this long after a stop signal
 _HEALTH_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
-_OPEN_PATHS = _HEALTH_PATHS | {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+_DOC_PATHS = frozenset({"/openapi.json", "/docs"})
 _HTTP_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
 _KINDS = {"entities": "entity", "views": "feature_view", "feature-sets": "feature_set"}
 
@@ -156,6 +167,7 @@ class _OnlinePath:
         """The full read (may block on a store): run on the read pool."""
         resp = self.online.get_online_features(
             data.get("features"), data["entities"], feature_set=data.get("feature_set"),
+            deployment=data.get("deployment"),
             full_feature_names=data.get("full_feature_names", False),
             fill_defaults=data.get("fill_defaults", False))
         return orjson.dumps(resp.to_json_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
@@ -165,8 +177,10 @@ class _OnlinePath:
         check_json_content_type(scope)
         data = parse_online(body, self.max_rows)
         who = scope.get("state", {}).get("principal")
+        # a read through a deployment is counted in its usage: never answered on the loop
         with acting_as(who):  # the cached answer is only given to an admitted principal
-            resp = self.online.get_online_features_nowait(
+            resp = None if data.get("deployment") is not None else \
+                self.online.get_online_features_nowait(
                 data.get("features"), data["entities"], feature_set=data.get("feature_set"),
                 full_feature_names=data.get("full_feature_names", False),
                 fill_defaults=data.get("fill_defaults", False))
@@ -286,7 +300,8 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     app = FeatureServerApp(
         title=title, version=__version__, default_response_class=OrjsonResponse,
         description="Online feature vectors with per-value status, version and commit; "
-        "catalog reads; health and Prometheus metrics.", lifespan=lifespan)
+        "catalog, model and deployment reads; health and Prometheus metrics.",
+        lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store = store
     app.state.metrics = metrics
     app.state.serving = serving
@@ -295,7 +310,10 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     fast = app.online_path = _OnlinePath(serving, tokens, metrics)
 
     # middleware added last runs first: metrics -> auth -> FastAPI
-    app.add_middleware(AuthMiddleware, tokens=tokens, metrics=metrics, open_paths=_OPEN_PATHS)
+    open_paths = _HEALTH_PATHS | docs.ASSET_PATHS
+    if store.config.server.public_docs:
+        open_paths |= _DOC_PATHS
+    app.add_middleware(AuthMiddleware, tokens=tokens, metrics=metrics, open_paths=open_paths)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def count_error(request: Request, exc: BaseException) -> Response:
@@ -366,6 +384,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
         body = await request.body()
         commit_id = await serving.writes.run(
             as_principal(request.scope["state"].get("principal"), serving.push), view, body,
+            principal(request.scope),
             needs=(serving.online_store, serving.registry),
             deadline=serving.deadline(), cut_short=False)
         return OrjsonResponse({"commit_id": commit_id})
@@ -399,6 +418,40 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
     async def versions(kind: Literal["entities", "views", "feature-sets"], name: str) -> Any:
         recs = await registry_read(store.versions, name, _KINDS[kind])
         return OrjsonResponse([_record(r) for r in recs])
+
+    @app.get("/models", response_model=list[schemas.ModelVersionDoc], tags=["models"],
+             summary="Model versions, oldest first (of one model with 'name')",
+             responses=schemas.NO_BODY_ERRORS)
+    async def models(name: str | None = Query(default=None, max_length=500,
+                                              description="A model name.")) -> Any:
+        recs = await registry_read(store.list_models, name)
+        return OrjsonResponse([m.to_dict() for m in recs])
+
+    @app.get("/models/{model}", response_model=schemas.ModelVersionDoc, tags=["models"],
+             summary="One model version: 'mdl_...', 'NAME@N' or 'NAME' (the latest)",
+             responses=schemas.NO_BODY_ERRORS)
+    async def model(model: str) -> Any:
+        rec = await registry_read(store.get_model, model)
+        return OrjsonResponse(rec.to_dict())
+
+    @app.get("/deployments", response_model=list[schemas.DeploymentDoc], tags=["models"],
+             summary="Deployments, newest first", responses=schemas.NO_BODY_ERRORS)
+    async def deployments(environment: str | None = Query(default=None, max_length=500),
+                          model: str | None = Query(default=None, max_length=500),
+                          active_only: bool = False) -> Any:
+        recs = await registry_read(functools.partial(
+            store.deployments, environment=environment, model=model,
+            active_only=active_only))
+        return OrjsonResponse([d.to_dict() for d in recs])
+
+    @app.get("/deployments/{deployment_id}", response_model=schemas.DeploymentDoc,
+             tags=["models"], summary="One deployment ('dep_...')",
+             responses=schemas.NO_BODY_ERRORS)
+    async def deployment(deployment_id: str) -> Any:
+        rec = await registry_read(store.get_deployment, deployment_id)
+        return OrjsonResponse(rec.to_dict())
+
+    docs.add_routes(app, title=app.title)
 
     async def monitored() -> None:
         if not serving.monitor.started:  # an app run without its lifespan
@@ -449,7 +502,7 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
                 "bearer": {"type": "http", "scheme": "bearer"}}
             if tokens:
                 for path, ops in doc["paths"].items():
-                    if path not in _OPEN_PATHS:
+                    if path not in open_paths:
                         for op in ops.values():
                             op["security"] = [{"bearer": []}]
             app.openapi_schema = doc
@@ -482,13 +535,42 @@ def uvicorn_config(app: Any, cfg: Any, *, host: str, port: int, loop: str = "aut
                           timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S))
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: a free one), or ``StateError`` saying why
+    not (the port is taken, the address is not this machine's, permission)."""
+    from featureledger.errors import StateError
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StateError(f"cannot listen on {host}:{port}: {exc}; check --host or "
+                         "server.host") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or str(exc)
+        hint = ("another process is listening there; stop it or choose another port with "
+                "--port or server.port") if exc.errno == errno.EADDRINUSE else \
+            "check --host and --port (server.host, server.port)"
+        raise StateError(f"cannot listen on {host}:{port}: {why}; {hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(store: Any, host: str | None = None, port: int | None = None, *,
-          log_level: str = "warning") -> None:
+          log_level: str = "warning",
+          on_ready: Callable[[str, int], None] | None = None) -> None:
     """Run the server with uvicorn until SIGTERM or SIGINT, then drain and return.
 
-    Raises ``StorageError`` if buffered pushes could not land while draining (they stay
-    in the push log and land when the store next opens), ``StateError`` if the server
-    could not start.
+    The address is bound first: ``StateError`` if it cannot be (before anything is
+    served or announced); then ``on_ready(host, port)`` (the port actually bound) is
+    called and requests are taken. Raises ``StorageError`` if buffered pushes could not
+    land while draining (they stay in the push log and land when the store next opens),
+    ``StateError`` if the server could not start.
     """
     import gc
     import importlib.util
@@ -501,23 +583,30 @@ def serve(store: Any, host: str | None = None, port: int | None = None, *,
     host = host or cfg.host
     port = port if port is not None else cfg.port
     check_bind(host, token_map(store))
-    # uvloop and httptools (the server extra) when installed: a faster event loop and
-    # HTTP parser; uvicorn's pure-Python fallbacks otherwise. No access log: a line per
-    # request costs more than the read it logs (the metrics count every request).
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    app = create_app(store)
-    # Everything alive now (modules, the app, definitions, drivers: about 100k objects)
-    # lives as long as the server; moved out of the collector's reach, a full collection
-    # no longer walks it, which takes tens of milliseconds off the worst requests.
-    gc.collect()
-    gc.freeze()
-    server = uvicorn.Server(uvicorn_config(app, cfg, host=host, port=port, loop=loop,
-                                           log_level=log_level))
-    with _stop_signals_return():
-        server.run()
+    sock = bind_socket(host, port)
+    try:
+        # uvloop and httptools (the server extra) when installed: a faster event loop and
+        # HTTP parser; uvicorn's pure-Python fallbacks otherwise. No access log: a line
+        # per request costs more than the read it logs (the metrics count every request).
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        app = create_app(store)
+        # Everything alive now (modules, the app, definitions, drivers: about 100k
+        # objects) lives as long as the server; moved out of the collector's reach, a
+        # full collection no longer walks it, which takes tens of milliseconds off the
+        # worst requests.
+        gc.collect()
+        gc.freeze()
+        server = uvicorn.Server(uvicorn_config(app, cfg, host=host, port=port, loop=loop,
+                                               log_level=log_level))
+        if on_ready is not None:
+            on_ready(host, int(sock.getsockname()[1]))
+        with _stop_signals_return():
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
     if not server.started:
         raise StateError(f"the feature server could not start on {host}:{port} (see the "
-                         "log above); is the port already in use?")
+                         "log above)")
     online = store.online
     left = online.pusher.buffer.pending_rows
     if left:

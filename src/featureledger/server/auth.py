@@ -17,7 +17,8 @@ the lean online path both use it. Tokens come from one of two places:
 Without any token the server needs no authentication (and binds only a loopback address,
 ``check_bind``); requests then act as the server's own principal. An authenticated request
 acts as its token's principal (``acting_as``): the access policy judges it, and what it
-writes (a push's commit) names it.
+writes (a push's commit) names it. ``principal(scope)`` is who a checked request is from: the routes record writes as done by
+it.
 """
 
 from __future__ import annotations
@@ -185,6 +186,13 @@ UNAUTHENTICATED = error_body(
     "unauthenticated", "missing or unknown bearer token; send 'Authorization: Bearer "
     "<token>' with a token of a principal of the access policy (or, without a policy, one "
     "listed under server.tokens)")
+
+
+def principal(scope: Any) -> str | None:
+    """Who the current request is from, as authentication found it (None when the server
+    takes no tokens: the server's own principal): what a write is recorded as done by."""
+    who = scope.get("state", {}).get("principal")
+    return None if who is None else str(who)
 
 
 def check_bind(host: str, tokens: Any) -> None:

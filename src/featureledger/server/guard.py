@@ -102,7 +102,8 @@ async def send_error(send: Any, exc: BaseException) -> int:
 
 
 def check_json_content_type(scope: Any) -> None:
-    """Refuse a body declared as anything but JSON (none declared is taken as JSON)."""
+    """Refuse a body not declared as JSON, or not declared at all (415), on every route
+    that takes one: ``application/json`` or ``application/<anything>+json``."""
     for name, value in scope["headers"]:
         if name == b"content-type":
             media = value.split(b";", 1)[0].strip().lower()
@@ -112,6 +113,9 @@ def check_json_content_type(scope: Any) -> None:
             raise UnsupportedMediaTypeError(
                 f"the request body is declared as {clip(media.decode('latin-1'), 100)!r}; "
                 "send JSON with 'Content-Type: application/json'")
+    raise UnsupportedMediaTypeError(
+        "the request has no Content-Type header; send the JSON body with "
+        "'Content-Type: application/json'")
 
 
 class BodyBudget:

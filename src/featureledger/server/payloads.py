@@ -10,13 +10,17 @@ limits and values before any store is touched, so that what a client got wrong i
 * a time that is not ISO 8601 text in years 0001-9999 (``10**20``, ``"99999-01-01"``,
   ``"infinity"``): nothing downstream could represent it.
 
-Pushed rows become an Arrow table column by column here, over the union of the rows' keys
+Float fields take NaN and infinity as the text ``"NaN"``, ``"Infinity"`` and
+``"-Infinity"`` (JSON has no such numbers; the responses write them the same way), and
+then follow the field's ``allow_nan`` as in the SDK. Pushed rows become an Arrow table
+column by column here, over the union of the rows' keys
 (a key only later rows carry is not dropped), with the type the column's JSON values
 have; casting to the view's types and validation are then the push's own.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +32,7 @@ from featureledger.errors import (
     RetrievalError,
     ValidationFailedError,
 )
-from featureledger.model.types import INTEGER_DTYPES
+from featureledger.model.types import FLOAT_DTYPES, INTEGER_DTYPES
 from featureledger.server.guard import clip
 
 if TYPE_CHECKING:
@@ -37,7 +41,8 @@ if TYPE_CHECKING:
     from featureledger.model.definitions import FeatureView
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-ONLINE_FIELDS = ("features", "feature_set", "entities", "full_feature_names", "fill_defaults")
+ONLINE_FIELDS = ("features", "feature_set", "deployment", "entities", "full_feature_names",
+                 "fill_defaults")
 PUSH_FIELDS = ("rows", "flush")
 # an ISO 8601 date-time begins with a four-digit year; DuckDB's parser also takes words
 # ('infinity', 'epoch') and years beyond 9999, which no reader downstream can represent
@@ -76,6 +81,9 @@ def parse_online(body: bytes, max_rows: int) -> dict[str, Any]:
     fs = data.get("feature_set")
     if fs is not None and not isinstance(fs, str):
         raise RetrievalError("'feature_set' must be a string such as 'NAME' or 'NAME@2'")
+    dep = data.get("deployment")
+    if dep is not None and not isinstance(dep, str):
+        raise RetrievalError("'deployment' must be a deployment id such as 'dep_...'")
     entities = data.get("entities")
     if not isinstance(entities, dict) or not all(isinstance(v, list)
                                                  for v in entities.values()):
@@ -164,11 +172,28 @@ def rows_to_table(view: FeatureView, rows: list[dict[str, Any]]) -> pa.Table:
     times = _time_columns(view)
     ints = {k for k, t in view.join_keys.items() if t in INTEGER_DTYPES}
     ints.update(f.name for f in view.fields if f.dtype in INTEGER_DTYPES)
+    floats = {f.name for f in view.fields if f.dtype in FLOAT_DTYPES}
     arrays = {}
     for name in columns:
         values = [row.get(name) for row in rows]
+        if name in floats:
+            values = [_float_words(v) for v in values]
         arrays[name] = _column(view.name, name, values, name in times, name in ints, pa)
     return pa.table(arrays)
+
+
+_FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _float_words(v: Any) -> Any:
+    """A float field's value with the JSON text for NaN and infinity ('NaN', 'Infinity',
+    '-Infinity', as the responses write them) read as the float (in a list: each element).
+    Whether the field takes them is validation's to say (``allow_nan``)."""
+    if v.__class__ is str:
+        return _FLOAT_WORDS.get(v, v)
+    if v.__class__ is list:
+        return [_FLOAT_WORDS.get(x, x) if x.__class__ is str else x for x in v]
+    return v
 
 
 def _refuse(view: str, problem: str) -> ValidationFailedError:

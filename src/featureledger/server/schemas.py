@@ -26,6 +26,8 @@ class OnlineFeaturesRequest(BaseModel):
         default=None, description="References such as 'driver_stats:trips' or "
         "'driver_stats@2:trips'.")
     feature_set: str | None = Field(default=None, description="NAME or NAME@VERSION.")
+    deployment: str | None = Field(default=None, description="A deployment id ('dep_...'): "
+                                   "the features its model reads, counted in its usage.")
     entities: dict[str, list[JsonScalar]] = Field(
         description="Join key -> values, one per entity row (at most "
         "server.max_entity_rows rows).")
@@ -37,7 +39,8 @@ class FeatureColumn(BaseModel):
     name: str
     reference: str
     version: int
-    values: list[Any]
+    values: list[Any] = Field(description="One value per entity row; a float NaN or "
+                              "infinity is the text 'NaN', 'Infinity' or '-Infinity'.")
     statuses: list[Literal["PRESENT", "NULL", "NOT_FOUND", "OUTSIDE_TTL", "DEFAULT"]]
     commits: list[str | None]
     event_timestamps: list[int | None]
@@ -51,7 +54,8 @@ class OnlineFeaturesResponse(BaseModel):
 class PushRequest(BaseModel):
     rows: list[dict[str, Any]] = Field(min_length=1, description="Rows as objects of "
                                        "column: value (at most server.max_push_rows); "
-                                       "times as ISO 8601 text.")
+                                       "times as ISO 8601 text; a float NaN or infinity "
+                                       "as the text 'NaN', 'Infinity' or '-Infinity'.")
     flush: bool = Field(default=False, description="Land the rows (with any rows buffered "
                         "for the same view version) in a commit before answering.")
 
@@ -71,6 +75,50 @@ class Definition(BaseModel):
     created_by: str
     stale: bool
     definition: dict[str, Any]
+
+
+class ModelVersionDoc(BaseModel):
+    """A model version: what it consumes (pinned features) and the data it saw."""
+
+    model_id: str
+    name: str
+    version: int
+    ref: str
+    run_id: str | None
+    artifact_uri: str
+    feature_set: str | None
+    features: list[str]
+    feature_versions: list[str]
+    datasets: dict[str, list[str]]
+    description: str
+    tags: dict[str, str]
+    created_at: int
+    created_at_iso: str | None
+    created_by: str
+    artifact_sha256: str | None
+    artifact_size: int | None
+
+
+class DeploymentDoc(BaseModel):
+    """A deployment: the model version, the features it reads, its frozen lineage."""
+
+    deployment_id: str
+    model_id: str
+    model_ref: str
+    environment: str
+    status: str
+    feature_set: str | None
+    features: list[str]
+    lineage_snapshot: dict[str, Any]
+    deployed_at: int
+    deployed_at_iso: str | None
+    deployed_by: str
+    ended_at: int | None
+    ended_at_iso: str | None
+    ended_by: str | None
+    end_reason: str | None
+    description: str
+    exceptions: dict[str, str]
 
 
 class Health(BaseModel):

@@ -117,13 +117,15 @@ class Serving:
         checks.update(self.monitor.extras)
         return ok, checks
 
-    def push(self, view: str, body: bytes) -> str:
-        """The whole push on a worker thread: parse, check, convert, push."""
+    def push(self, view: str, body: bytes, principal: str | None) -> str:
+        """The whole push on a worker thread: parse, check, convert, push (recorded as
+        pushed by ``principal``)."""
         rows, flush = parse_push(body, self.config.max_push_rows)
         name, version = view_version(view)
         rec = self.store.get_view(name, version)
         table = rows_to_table(rec.definition, rows)
-        return str(self.online.push(rec.name, table, version=rec.version, flush=flush))
+        return str(self.online.push(rec.name, table, version=rec.version, flush=flush,
+                                    principal=principal))
 
     def close(self) -> None:
         self.monitor.close()

@@ -50,38 +50,41 @@ class Run:
 
     # -- logging -------------------------------------------------------------------------
     def log_param(self, key: str, value: Any) -> None:
-        self._service.runs.log_params(self.run_id, {key: value})
+        self._service.log_params(self.run_id, {key: value})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self._service.runs.log_params(self.run_id, params)
+        self._service.log_params(self.run_id, params)
 
     def log_metric(self, key: str, value: float, step: int | None = None,
                    timestamp: Any = None) -> MetricPoint:
         """Log one metric value; ``step`` defaults to the next step of that metric."""
-        return self._service.runs.log_metrics(self.run_id, {key: value}, step, timestamp)[0]
+        return self._service.log_metrics(self.run_id, {key: value}, step, timestamp)[0]
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None,
                     timestamp: Any = None) -> list[MetricPoint]:
-        return self._service.runs.log_metrics(self.run_id, metrics, step, timestamp)
+        return self._service.log_metrics(self.run_id, metrics, step, timestamp)
 
     def set_tag(self, key: str, value: Any) -> None:
-        self._service.runs.set_tags(self.run_id, {key: value})
+        self._service.set_tags(self.run_id, {key: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._service.runs.set_tags(self.run_id, tags)
+        self._service.set_tags(self.run_id, tags)
 
     def log_model(self, name: str, artifact: Any, *, training_dataset: Any = None,
                   validation_dataset: Any = None, test_dataset: Any = None,
                   datasets: list[tuple[Any, str]] | None = None,
                   features: list[str] | None = None, feature_set: str | None = None,
                   description: str = "", tags: Mapping[str, str] | None = None,
-                  allow_null_features: str | None = None) -> ModelVersion:
-        """Record model version ``name@N`` produced by this run; see TrackingService.log_model."""
+                  allow_null_features: str | None = None,
+                  registered_model_name: str | None = None) -> ModelVersion:
+        """Record model version ``name@N`` produced by this run; see TrackingService.log_model
+        (``registered_model_name`` also registers it in MLflow's model registry)."""
         return self._service.log_model(
             self.run_id, name, artifact, training_dataset=training_dataset,
             validation_dataset=validation_dataset, test_dataset=test_dataset,
             datasets=datasets, features=features, feature_set=feature_set,
-            description=description, tags=tags, allow_null_features=allow_null_features)
+            description=description, tags=tags, allow_null_features=allow_null_features,
+            registered_model_name=registered_model_name)
 
     def end(self, status: str = "finished", error: str | None = None) -> None:
         self._service.end_run(self.run_id, status, error)

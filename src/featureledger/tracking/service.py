@@ -29,11 +29,13 @@ from featureledger.events import (
     ModelLogged,
     RunCompleted,
     RunFailed,
+    RunLogged,
     RunStarted,
 )
 from featureledger.registry.tracking_records import (
     Deployment,
     Experiment,
+    MetricPoint,
     ModelVersion,
     RunComparison,
     RunRecord,
@@ -42,9 +44,12 @@ from featureledger.registry.usage import read_usage
 from featureledger.tracking.run import Run
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from featureledger.context import StoreContext
     from featureledger.offline.dataset import TrainingDataset
     from featureledger.registry.tracking_records import PathDigest
+    from featureledger.tracking.scoring import ScoredBatch
 
 DEFAULT_EXPERIMENT = "default"
 
@@ -114,6 +119,7 @@ class TrackingService:
         self.runs = ctx.registry.runs
         self.models = ctx.registry.models
         self.usage = ctx.registry.usage
+        self.loaded_models: dict[str, Any] = {}  # MLflow model URI -> model (score_batch)
         attach(ctx)
 
     # -- experiments -------------------------------------------------------------------
@@ -149,8 +155,29 @@ class TrackingService:
         self.ctx.events.emit(RunStarted(run_id=run_id, experiment=exp.name,
                                         experiment_id=exp.experiment_id, parent_run_id=parent,
                                         params=dict(params or {}),
-                                        mlflow_run_id=mlflow_run_id))
+                                        mlflow_run_id=mlflow_run_id,
+                                        tags={k: str(v) for k, v in (tags or {}).items()}))
         return Run(self, run_id, exp.name)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Record params (immutable) on a running run."""
+        stored = self.runs.log_params(run_id, params)
+        if stored:
+            self.ctx.events.emit(RunLogged(run_id=run_id, params=stored))
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None,
+                    timestamp: Any = None) -> list[MetricPoint]:
+        """Log metric values (one point each) on a running run."""
+        points = self.runs.log_metrics(run_id, metrics, step, timestamp)
+        if points:
+            self.ctx.events.emit(RunLogged(run_id=run_id, metrics=points))
+        return points
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags on a run (also after it ended)."""
+        stored = self.runs.set_tags(run_id, tags)
+        if stored:
+            self.ctx.events.emit(RunLogged(run_id=run_id, tags=stored))
 
     def end_run(self, run_id: str, status: str = "finished", error: str | None = None) -> None:
         self.runs.end_run(run_id, status, error)
@@ -182,7 +209,8 @@ class TrackingService:
                   test_dataset: Any = None, datasets: list[tuple[Any, str]] | None = None,
                   features: list[str] | None = None, feature_set: str | None = None,
                   description: str = "", tags: Mapping[str, str] | None = None,
-                  allow_null_features: str | None = None) -> ModelVersion:
+                  allow_null_features: str | None = None,
+                  registered_model_name: str | None = None) -> ModelVersion:
         """Record model version ``name@N`` and what it consumes.
 
         The features come, in order of preference, from ``features`` (references, pinned
@@ -191,6 +219,13 @@ class TrackingService:
         ``allow_null_features`` gives the reason (recorded in the model's tags).
         A local artifact (a file or a folder) is digested now, so that ``reconcile`` can
         tell when it goes missing or changes; a remote URI is recorded as given.
+
+        ``registered_model_name`` also logs the model through MLflow (pyfunc; ``artifact``
+        is then the model object or the folder of a model saved with MLflow) into the MLflow
+        run linked to this run (one is started when there is none) and registers it in
+        MLflow's model registry, with the feature spec (feature set, pinned features, entity
+        keys, datasets and their content hashes) in ``featureledger.json`` beside it; the
+        model version's artifact is then ``models:/<registered_model_name>/<N>``.
         """
         staged = [(training_dataset, "training"), (validation_dataset, "validation"),
                   (test_dataset, "test"), *(datasets or [])]
@@ -221,17 +256,70 @@ class TrackingService:
         if not pinned:
             raise TrackingError(f"model {name!r} would consume no features; check the dataset "
                                 "or the features= list")
-        uri = _artifact_uri(artifact)
-        model = self.models.create_version(
-            name, run_id=run_id, artifact_uri=uri, feature_set=fs_ref,
-            features=pinned, datasets=ds, description=description, tags=tags,
-            artifact_digest=_artifact_digest(uri))
+        if registered_model_name is None:
+            uri = _artifact_uri(artifact)
+            model = self.models.create_version(
+                name, run_id=run_id, artifact_uri=uri, feature_set=fs_ref,
+                features=pinned, datasets=ds, description=description, tags=tags,
+                artifact_digest=_artifact_digest(uri))
+        else:
+            model = self._log_registered(run_id, name, artifact, registered_model_name,
+                                         pinned=pinned, fs_ref=fs_ref, ds=ds, rows=rows,
+                                         description=description, tags=tags)
         self.ctx.events.emit(ModelLogged(model_id=model.model_id, ref=model.ref,
                                          model_name=name, version=model.version, run_id=run_id,
                                          features=model.features, feature_set=fs_ref,
                                          datasets=model.datasets,
                                          artifact_uri=model.artifact_uri))
         return model
+
+    def _log_registered(self, run_id: str | None, name: str, artifact: Any,
+                        registered_name: str, *, pinned: list[str], fs_ref: str | None,
+                        ds: list[tuple[str, str]], rows: Mapping[str, Any],
+                        description: str, tags: dict[str, str]) -> ModelVersion:
+        """Register in MLflow first (its version number names the artifact), then record the
+        model; a failure to record takes the MLflow version back."""
+        from featureledger.integrations import mlflow as link
+        from featureledger.integrations import mlflow_model
+        from featureledger.model.ids import new_id
+        from featureledger.model.references import parse_reference
+
+        if run_id is None:
+            raise TrackingError(f"model {name!r} can be registered in MLflow only from a run; "
+                                "log it inside 'with store.start_run(...) as run:'")
+        if not registered_name.strip():
+            raise TrackingError("registered_model_name must be a name, e.g. 'fraud-model'")
+        model_id = new_id("mdl")
+        training = [rows[d] for d, s in ds if s == "training"]
+        columns = (list(json.loads(training[0].manifest)["null_counts"]) if training
+                   else [parse_reference(f).feature for f in pinned])
+        keys: dict[str, str] = {}
+        for f in pinned:
+            ref = parse_reference(f)
+            view = self.ctx.registry.definitions.get("feature_view", ref.view, ref.version)
+            keys.update(view.definition.join_keys)
+        spec = {"format": "featureledger.feature_spec/1", "project": self.ctx.config.project,
+                "model_id": model_id, "model": name, "run_id": run_id,
+                "feature_set": fs_ref, "features": pinned,
+                "feature_versions": list(dict.fromkeys(f.split(":")[0] for f in pinned)),
+                "feature_columns": columns, "entity_keys": keys, "description": description,
+                "datasets": [{"dataset_id": d, "stage": s,
+                              "content_hash": rows[d].content_hash,
+                              "row_count": rows[d].row_count} for d, s in ds]}
+        client = link._client(self.ctx)
+        mlflow_id = link.ensure_linked(self.ctx, run_id)
+        registered = mlflow_model.register_model(client, mlflow_id, registered_name, artifact,
+                                                 spec, columns)
+        tags = {**tags, "mlflow.registered_model": registered.uri,
+                "mlflow.source": registered.source}
+        try:
+            return self.models.create_version(
+                name, run_id=run_id, artifact_uri=registered.uri, feature_set=fs_ref,
+                features=pinned, datasets=ds, description=description, tags=tags,
+                model_id=model_id)
+        except BaseException:
+            mlflow_model.unregister(client, registered)
+            raise
 
     def _datasets(self, ids: list[str]) -> dict[str, Any]:
         return self.ctx.registry.datasets.rows(ids)
@@ -243,9 +331,9 @@ class TrackingService:
     def list_models(self, name: str | None = None) -> list[ModelVersion]:
         return self.models.list_versions(name)
 
-    def score_batch(self, model: str, entity_df: Any, *, as_of: Any = None,
-                    full_feature_names: bool = False, run_id: str | None = None,
-                    timestamp_column: str | None = None) -> TrainingDataset:
+    def batch_features(self, model: str, entity_df: Any, *, as_of: Any = None,
+                       full_feature_names: bool = False, run_id: str | None = None,
+                       timestamp_column: str | None = None) -> TrainingDataset:
         """The model's input for ``entity_df``, point in time, from the offline store."""
         mv = self.get_model(model)
         from featureledger.offline.retrieval import RetrievalService
@@ -254,6 +342,24 @@ class TrackingService:
         return retrieval.get_historical_features(
             entity_df, list(mv.features), as_of=as_of, full_feature_names=full_feature_names,
             run_id=run_id, timestamp_column=timestamp_column)
+
+    def score_batch(self, model: str, entity_df: Any, *, loader: Callable[[str], Any] | None = None,
+                    as_of: Any = None, run_id: str | None = None,
+                    timestamp_column: str | None = None,
+                    prediction_column: str = "prediction") -> ScoredBatch:
+        """Score ``entity_df`` with a model: its features point in time, its predictions.
+
+        The model is loaded from its artifact through MLflow's pyfunc flavour (a
+        ``models:/`` or ``runs:/`` URI, or a local MLflow model folder), or by
+        ``loader(artifact_uri)`` (any object with ``predict(frame)``). It is given the
+        feature columns in the model's order. The scoring is a run (the active one, the
+        given one, or a new run in experiment ``scoring``) that read the features as a
+        dataset, and the lineage graph has the edge model -> run (``scored``).
+        """
+        from featureledger.tracking.scoring import score
+
+        return score(self, model, entity_df, loader=loader, as_of=as_of, run_id=run_id,
+                     timestamp_column=timestamp_column, prediction_column=prediction_column)
 
     # -- deployments ---------------------------------------------------------------------
     def deploy(self, model: str, environment: str = "production", *,
