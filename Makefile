@@ -45,6 +45,7 @@ bench: install-dev
 	$(BIN)/python bench/online.py
 	$(BIN)/python bench/push.py
 	$(BIN)/python bench/lineage.py
+	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/access.py --rounds 6 --calls 6000 --historical-rounds 7
 
 clean:

@@ -5,47 +5,41 @@
 True
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from featureledger.errors import (
-    DeprecatedFeatureWarning,
-    FeatureDataWarning,
-    FeatureLedgerError,
-)
-from featureledger.model.definitions import (
-    Aggregation,
-    DataFrameSource,
-    Entity,
-    FeatureSet,
-    FeatureView,
-    Field,
-    FileSource,
-    RequestFeatureView,
-    RowCheck,
-    Transformation,
-)
-from featureledger.model.ids import new_id
-from featureledger.model.references import FeatureRef, parse_reference
-from featureledger.store import FeatureStore
+from featureledger.model.lazy import lazy_names as _lazy_names
 
 __version__ = "0.1.0"
 
-# Result types: importable from here, loaded on first use so `import featureledger` stays
-# light (no pyarrow, DuckDB or SQLAlchemy until a store is opened).
+# Everything is loaded on first use, so `import featureledger` (and so every CLI command,
+# `featureledger --help` first) stays light: no pydantic, pyarrow, DuckDB or SQLAlchemy
+# until a name that needs them is used.
 _LAZY = {
+    "Aggregation": "featureledger.model.definitions",
     "Alert": "featureledger.registry.quality",
     "AuditEntry": "featureledger.registry.audit",
     "AuditVerification": "featureledger.registry.audit",
     "CatalogEntry": "featureledger.governance.catalog",
     "CommitRecord": "featureledger.registry.commits",
+    "DataFrameSource": "featureledger.model.definitions",
     "DefinitionRecord": "featureledger.registry.definitions",
     "Deployment": "featureledger.registry.tracking_records",
+    "DeprecatedFeatureWarning": "featureledger.errors",
     "Deprecation": "featureledger.registry.lifecycle",
     "DriftReport": "featureledger.quality.drift",
+    "Entity": "featureledger.model.definitions",
     "Experiment": "featureledger.registry.tracking_records",
     "Expiry": "featureledger.governance.retention",
+    "FeatureDataWarning": "featureledger.errors",
     "FeatureDrift": "featureledger.quality.drift",
+    "FeatureLedgerError": "featureledger.errors",
+    "FeatureRef": "featureledger.model.references",
+    "FeatureSet": "featureledger.model.definitions",
     "FeatureStatus": "featureledger.online.response",
+    "FeatureStore": "featureledger.store",
+    "FeatureView": "featureledger.model.definitions",
+    "Field": "featureledger.model.definitions",
+    "FileSource": "featureledger.model.definitions",
     "GcReport": "featureledger.offline.storage",
     "GovernanceReport": "featureledger.governance.report",
     "ImpactReport": "featureledger.lineage.service",
@@ -61,19 +55,29 @@ _LAZY = {
     "QualityCheck": "featureledger.registry.quality",
     "QualityPolicy": "featureledger.quality.policy",
     "ReconcileReport": "featureledger.lineage.reconcile",
+    "RequestFeatureView": "featureledger.model.definitions",
     "RetentionPolicy": "featureledger.registry.lifecycle",
     "RetentionReport": "featureledger.governance.retention",
+    "RowCheck": "featureledger.model.definitions",
     "Run": "featureledger.tracking.run",
     "RunComparison": "featureledger.registry.tracking_records",
     "RunRecord": "featureledger.registry.tracking_records",
     "SchemaDriftReport": "featureledger.quality.schema_drift",
     "Scoreboard": "featureledger.quality.scoreboard",
-    "SkewReport": "featureledger.quality.skew",
     "ScoredBatch": "featureledger.tracking.scoring",
+    "SkewReport": "featureledger.quality.skew",
     "TrainingDataset": "featureledger.offline.dataset",
+    "Transformation": "featureledger.model.definitions",
+    "new_id": "featureledger.model.ids",
+    "parse_reference": "featureledger.model.references",
 }
 
 if TYPE_CHECKING:
+    from featureledger.errors import (
+        DeprecatedFeatureWarning,
+        FeatureDataWarning,
+        FeatureLedgerError,
+    )
     from featureledger.governance.catalog import CatalogEntry
     from featureledger.governance.policy import Policy
     from featureledger.governance.report import GovernanceReport
@@ -82,6 +86,20 @@ if TYPE_CHECKING:
     from featureledger.lineage.graph import LineageGraph
     from featureledger.lineage.reconcile import ReconcileReport
     from featureledger.lineage.service import ImpactReport
+    from featureledger.model.definitions import (
+        Aggregation,
+        DataFrameSource,
+        Entity,
+        FeatureSet,
+        FeatureView,
+        Field,
+        FileSource,
+        RequestFeatureView,
+        RowCheck,
+        Transformation,
+    )
+    from featureledger.model.ids import new_id
+    from featureledger.model.references import FeatureRef, parse_reference
     from featureledger.offline.dataset import TrainingDataset
     from featureledger.offline.storage import GcReport
     from featureledger.online.materialization import MaterializeResult
@@ -104,23 +122,12 @@ if TYPE_CHECKING:
         RunComparison,
         RunRecord,
     )
+    from featureledger.store import FeatureStore
     from featureledger.tracking.run import Run
     from featureledger.tracking.scoring import ScoredBatch
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featureledger' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY, "featureledger")
 
 
 __all__ = [

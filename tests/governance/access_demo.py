@@ -107,6 +107,9 @@ def make_repo(root: Path, *, cache: bool = False, registry: str | None = None) -
     root.mkdir(parents=True, exist_ok=True)
     (root / "featureledger.yaml").write_text(
         f"project: demo\nserving: {{cache: {str(cache).lower()}, poll_interval_s: 0}}\n"
+        # the server's bound is not what these tests are about: a loaded machine must not
+        # turn a slow first read (planning, compiling the policy) into a 503
+        "server: {request_timeout_s: 30}\n"
         + (f"registry: '{registry}'\n" if registry else ""))
     (root / "defs.py").write_text(DEFINITIONS)
     data = root / "data"

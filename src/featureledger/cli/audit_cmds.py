@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    short_id,
+    show,
+    table,
+    when,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,10 +37,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOption,
     ) -> None:
         """The newest audit entries, newest first."""
-        from rich.table import Table
-
-        from featureledger.model.timeutil import from_us
-
         with open_store(repo) as store:
             found = store.audit_trail(kind=kind, object_id=object_id, action=action,
                                       actor=actor, decision="deny" if denied else None,
@@ -38,12 +44,14 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([e.to_dict() for e in found])
             return
-        table = Table("seq", "at", "actor", "action", "object", "decision")
+        t = table("seq", "at (UTC)", "actor", "action", "object", "decision",
+                  ids=("seq", "at (UTC)", "decision"))
         for e in found:
-            table.add_row(str(e.seq), from_us(e.at).isoformat(timespec="seconds"), show(e.actor, 24), show(e.action, 32),
-                          show(f"{e.object_kind} {e.object_id}", 48),
-                          e.decision if e.decision == "allow" else f"[red]{e.decision}[/]")
-        console.print(table)
+            t.add_row(str(e.seq), when(e.at, seconds=False), show(e.actor, 24),
+                      show(e.action, 32), f"{show(e.object_kind, 24)} "
+                      f"{show(short_id(e.object_id), 48)}",
+                      e.decision if e.decision == "allow" else f"[red]{e.decision}[/]")
+        console.print(t)
 
     @audit.command("verify")
     def verify(

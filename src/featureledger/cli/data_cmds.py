@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
 from featureledger.cli.common import (
     JsonOption,
@@ -16,10 +16,17 @@ from featureledger.cli.common import (
     err_console,
     open_store,
     print_json,
+    short_hash,
+    short_id,
     show,
     show_repr,
+    table,
+    when,
 )
 from featureledger.model.timeutil import from_us
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _STATUS_STYLE = {"committed": "green", "quarantined": "yellow", "rolled_back": "red",
                  "pending": "cyan"}  # a push not landed yet
@@ -50,10 +57,9 @@ def _sample_cell(sample: dict[str, Any]) -> str:
 def report_table(report: Any, title: str = "validation") -> Table:
     """A validation report as a table: one row per rule that failed, with sample rows (every
     value cut to ``bounds.value_chars``, with its size; markup escaped)."""
-    t = Table(title=f"{show(title)}: {report.rows_rejected} of {report.rows_checked} rows "
+    t = table("rule", "constraint", "failed", "first rows",
+              title=f"{show(title)}: {report.rows_rejected} of {report.rows_checked} rows "
                     "rejected")
-    for col in ("rule", "constraint", "failed", "first rows"):
-        t.add_column(col, overflow="fold")
     for r in report.failures:
         samples = "\n".join(_sample_cell(s) for s in r.sample)
         t.add_row(f"[red]{show(r.rule)}[/]", show(r.detail), str(r.failed), samples)
@@ -73,17 +79,26 @@ def _print_unparsed(report: Any, out: Any) -> None:
 
 
 def _commit_table(commits: list[Any]) -> Table:
-    t = Table(title="commits")
-    for col in ("commit", "view", "time (UTC)", "rows", "rejected", "status", "user", "run"):
-        t.add_column(col, overflow="fold")
+    """Commits in 80 columns: the rejected count and the run only when some commit has
+    them."""
+    rejected = any(c.rejected_count for c in commits)
+    runs = any(c.run_id for c in commits)
+    cols = ["commit", "view", "committed (UTC)", "rows", *(["rejected"] if rejected else []),
+            "status", "by", *(["run"] if runs else [])]
+    t = table(*cols, title="commits", ids=("commit", "view", "committed (UTC)", "rows",
+                                            "status", "run"))
     for c in commits:
         style = _STATUS_STYLE.get(c.status, "")
         status = f"[{style}]{c.status}[/]"
+        stale = ""
         if c.stale:  # a derived commit whose inputs changed: 'derive VIEW' recomputes it
-            status += f"\n[yellow]stale[/]: {show('; '.join(c.stale), 300)}"
-        t.add_row(c.commit_id, c.view_ref, from_us(c.commit_time).strftime("%Y-%m-%d %H:%M:%S.%f"),
-                  str(c.row_count), str(c.rejected_count), status, c.user,
-                  c.run_id or "-")
+            stale = f"[yellow]stale[/]: {show('; '.join(c.stale), 300)}"
+        t.add_row(short_id(c.commit_id), c.view_ref, when(c.commit_time, seconds=False),
+                  str(c.row_count), *([str(c.rejected_count)] if rejected else []),
+                  status + (" [yellow]stale[/]" if c.stale else ""), show(c.user),
+                  *([short_id(c.run_id)] if runs else []))
+        if stale:
+            t.add_row("", stale, *[""] * (len(cols) - 2))
     return t
 
 
@@ -93,20 +108,26 @@ def _print_commit(c: Any) -> None:
                   + (f" ({c.status_reason})" if c.status_reason else ""))
     console.print(f"  committed {from_us(c.commit_time).isoformat()} by {c.user}"
                   + (f" in run {c.run_id}" if c.run_id else ""))
-    console.print(f"  rows {c.row_count}, rejected {c.rejected_count}; source "
-                  f"{c.source.get('uri')} (sha256 {str(c.source.get('digest'))[:16]}...)")
+    console.print(f"  rows {c.row_count}, rejected {c.rejected_count}")
+    console.print(f"  source {show(c.source.get('uri'))} (sha256 "
+                  f"{short_hash(c.source.get('digest'))})")
     for step in c.steps:
         where = f" {step['column']}" if "column" in step else ""
         console.print(f"  step {show(step['step'])}{show(where)}: "
                       f"{show(json.dumps(step.get('params', {}), default=str), 2_000)}")
-    console.print(f"  files: {', '.join(c.files)} (sha256 {c.content_digest[:16]}...)")
+    # files live under a folder named after the commit: that folder once, then the names
+    folder = posixpath.commonpath(c.files) if len(c.files) > 1 else posixpath.dirname(
+        c.files[0]) if c.files else ""
+    console.print(f"  content sha256 {short_hash(c.content_digest)}; files in "
+                  f"{show(folder.replace(c.commit_id, '<commit>'))}/:")
+    for f in c.files:
+        console.print(f"    {show(posixpath.relpath(f, folder) if folder else f)}")
     if c.validation.get("rejected_path"):
         console.print(f"  rejected rows: {c.validation['rejected_path']}")
     if c.validation.get("rows_unparsed"):
         console.print(f"  unparsed input lines: {c.validation['rows_unparsed']}")
-    t = Table(title="profile")
-    for col in ("column", "count", "nulls", "min", "max", "mean", "p50", "distinct~"):
-        t.add_column(col)
+    t = table("column", "count", "nulls", "min", "max", "mean", "p50", "distinct~",
+              title="profile")
     for name, p in c.profile.get("columns", {}).items():
         q = p.get("quantiles") or {}
         mean = p.get("mean")
@@ -170,8 +191,8 @@ def register(app: typer.Typer) -> None:
             print_json(result.to_dict())
             return
         superseded = result.report.rows_superseded
-        console.print(f"committed [bold]{result.commit_id}[/] to {result.view_ref}: "
-                      f"{result.row_count} rows, {result.rejected_count} rejected"
+        console.print(f"committed [bold]{result.commit_id}[/] to {result.view_ref}")
+        console.print(f"  {result.row_count} rows, {result.rejected_count} rejected"
                       + (f", {superseded} superseded by a later duplicate (dropped)"
                          if superseded else ""))
         if result.rejected_count:
@@ -255,12 +276,13 @@ def register(app: typer.Typer) -> None:
                     print_json([{k: v for k, v in s.to_dict().items()
                                  if k != "file_manifest"} for s in segs])
                     return
-                table = Table("segment", "view", "commits", "rows", "files", "created")
+                t = table("segment", "view", "commits", "rows", "files", "created (UTC)",
+                          ids=("segment", "view", "created (UTC)"))
                 for seg in segs:
-                    table.add_row(seg.segment_id, seg.view_ref, str(len(seg.commit_ids)),
-                                  str(seg.row_count), str(len(seg.files)),
-                                  from_us(seg.created_at).isoformat(timespec="seconds"))
-                console.print(table)
+                    t.add_row(short_id(seg.segment_id), seg.view_ref, str(len(seg.commit_ids)),
+                              str(seg.row_count), str(len(seg.files)),
+                              when(seg.created_at, seconds=False))
+                console.print(t)
                 return
             if retire is not None:
                 seg = store.retire_segment(retire, reason or "retired by hand")

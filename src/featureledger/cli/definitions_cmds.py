@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    short_hash,
+    table,
+    when,
+)
 from featureledger.cli.common import show as show_value
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _ACTION_STYLE = {
     "unchanged": "dim",
@@ -20,9 +31,8 @@ _ACTION_STYLE = {
 
 
 def _plan_table(plan: Any, title: str) -> Table:
-    t = Table(title=title, show_lines=False)
-    for col in ("kind", "name", "action", "version", "changes"):
-        t.add_column(col)
+    t = table("kind", "name", "action", "version", "changes", title=title,
+              ids=("kind", "name", "version"))
     for item in plan.items:
         version = (
             f"{item.from_version} -> {item.to_version}"
@@ -150,12 +160,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([_record_summary(r) for r in records])
             return
-        t = Table(title="definitions")
-        for col in ("kind", "name", "version", "status", "hash", "created by", "description"):
-            t.add_column(col)
+        t = table("kind", "name", "version", "status", "description", title="definitions",
+                  ids=("kind", "name"))
         for r in records:
-            t.add_row(r.kind, r.name, str(r.version), r.status, r.definition_hash[:12],
-                      r.created_by, getattr(r.definition, "description", "") or "")
+            t.add_row(r.kind, r.name, str(r.version), r.status,
+                      show_value(getattr(r.definition, "description", "") or ""))
         console.print(t)
 
     @app.command()
@@ -172,33 +181,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json({**_record_summary(rec), "definition": rec.definition.to_dict()})
             return
-        console.print(f"[bold]{rec.kind} {rec.name}@{rec.version}[/]  status={rec.status}"
-                      f"{'  STALE' if rec.stale else ''}")
-        console.print(f"hash {rec.definition_hash}  created by {rec.created_by}")
-        d = rec.definition
-        if rec.kind == "feature_view":
-            console.print(f"entities: {', '.join(d.entities)}  keys: {d.join_keys}  "
-                          f"timestamp: {d.timestamp_field}  ttl: {d.ttl}  "
-                          f"compatibility: {d.compatibility}")
-            t = Table()
-            for col in ("field", "dtype", "unit", "nullable", "range", "allowed", "tags",
-                        "description"):
-                t.add_column(col)
-            for f in d.fields:
-                rng = "" if f.min is None and f.max is None else f"[{f.min}, {f.max}]"
-                t.add_row(f.name, f.dtype, show_value(f.unit or ""), str(f.nullable),
-                          show_value(rng), show_value(",".join(map(str, f.allowed_values or []))),
-                          show_value(",".join(f.tags)), show_value(f.description))
-            console.print(t)
-            for c in d.checks:
-                console.print(f"check {c.name}: {show_value(c.expr, 2_000)}")
-        elif rec.kind == "feature_set":
-            for f in d.features:
-                console.print(f"  {f}")
-        else:
-            console.print(f"join keys: {d.join_keys}")
-        if rec.breaking_reason:
-            console.print(f"[yellow]breaking change allowed: {rec.breaking_reason}[/]")
+        _print_definition(rec)
 
     @app.command()
     def versions(
@@ -223,9 +206,8 @@ def register(app: typer.Typer) -> None:
                              "backward": c.cls.backward, "forward": c.cls.forward}
                             for c in changes])
                 return
-            t = Table(title=f"{name}: v{a} -> v{b}")
-            for col in ("change", "field", "detail", "backward", "forward"):
-                t.add_column(col)
+            t = table("change", "field", "detail", "backward", "forward",
+                      title=f"{name}: v{a} -> v{b}")
             for c in changes:
                 t.add_row(c.change, c.field or "", c.detail, _yn(c.cls.backward),
                           _yn(c.cls.forward))
@@ -235,11 +217,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([_record_summary(r) for r in records])
             return
-        t = Table(title=f"versions of {name}")
-        for col in ("version", "created", "by", "status", "hash", "changes"):
-            t.add_column(col)
-        from featureledger.model.timeutil import from_us
-
+        t = table("version", "created", "by", "status", "changes",
+                  title=f"versions of {name}", ids=("created",))
         for r in records:
             changes = "\n".join(
                 f"{c['change']} ({c['field'] + ': ' if c['field'] else ''}{c['detail']})"
@@ -247,9 +226,86 @@ def register(app: typer.Typer) -> None:
             )
             if r.breaking_reason:
                 changes += f"\n[yellow]allowed: {r.breaking_reason}[/]"
-            t.add_row(str(r.version), from_us(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
-                      r.created_by, r.status, r.definition_hash[:12], changes or "-")
+            t.add_row(str(r.version), when(r.created_at, seconds=False),
+                      show_value(r.created_by), r.status, changes or "-")
         console.print(t)
+
+
+def _print_definition(rec: Any) -> None:
+    """One definition version, in lines and a field table that fit 80 columns."""
+    from featureledger.model.display import format_duration, format_value
+
+    d = rec.definition
+    console.print(f"[bold]{rec.kind} {rec.name}@{rec.version}[/]  {rec.status}"
+                  f"{'  [yellow]STALE[/]' if rec.stale else ''}")
+    console.print(f"created {when(rec.created_at)} UTC by {show_value(rec.created_by)}")
+    console.print(f"hash {short_hash(rec.definition_hash)}")
+    if getattr(d, "description", ""):
+        console.print(f"description: {show_value(d.description)}")
+    if getattr(d, "owner", ""):
+        console.print(f"owner: {show_value(d.owner)}")
+    if getattr(d, "tags", None):
+        console.print("tags: " + show_value(", ".join(f"{k}={v}" if v else k
+                                                     for k, v in d.tags.items())))
+    if rec.kind == "feature_view":
+        keys = ", ".join(f"{k} ({t})" for k, t in d.join_keys.items())
+        console.print(f"entities: {', '.join(d.entities)}  keys: {keys}")
+        created = (f"  created: {d.created_timestamp_field}" if d.created_timestamp_field
+                   else "")
+        console.print(f"timestamp: {d.timestamp_field}{created}  "
+                      f"ttl: {format_duration(d.ttl) if d.ttl is not None else 'none'}  "
+                      f"compatibility: {d.compatibility}")
+        source = getattr(d.source, "path", None) or getattr(d.source, "name", None)
+        if source:
+            console.print(f"source: {show_value(source)}")
+        t = table("field", "dtype", "null", "constraints", "unit", "description",
+                  ids=("field",))
+        for f in d.fields:
+            t.add_row(f.name, f.dtype, "yes" if f.nullable else "no",
+                      show_value("; ".join(_constraints(f, format_value))),
+                      show_value(f.unit or ""), show_value(f.description))
+        console.print(t)
+        for c in d.checks:
+            console.print(f"check {show_value(c.name)}: {show_value(c.expr, 2_000)}")
+        for a in d.aggregations:
+            slide = f" every {format_duration(a.slide)}" if a.slide else ""
+            console.print(f"aggregation {show_value(a.name or '')}: {a.function}"
+                          f"({show_value(a.column)}) over {format_duration(a.window)}{slide}")
+        tr = d.transformation
+        if tr is not None:
+            console.print(f"transformation ({tr.language}) of {', '.join(tr.parents)}"
+                          + (f", window {tr.window}" if tr.window else "") + ":")
+            console.print(show_value(tr.code, 2_000), soft_wrap=True)
+    elif rec.kind == "feature_set":
+        for f in d.features:
+            console.print(f"  {show_value(f)}")
+    else:
+        console.print("join keys: " + ", ".join(f"{k} ({t})" for k, t in d.join_keys.items()))
+    if rec.breaking_reason:
+        console.print(f"[yellow]breaking change allowed: {show_value(rec.breaking_reason)}[/]")
+
+
+def _constraints(f: Any, fmt: Any) -> list[str]:
+    """A field's constraints as a person writes them: ``0 <= x <= 1``, ``>= 0``,
+    ``in [bike, van]``, ``regex ^[A-Z]{2}$``, ``default 0``."""
+    out = []
+    if f.min is not None and f.max is not None:
+        out.append(f"{fmt(f.min)} <= x <= {fmt(f.max)}")
+    elif f.min is not None:
+        out.append(f">= {fmt(f.min)}")
+    elif f.max is not None:
+        out.append(f"<= {fmt(f.max)}")
+    if f.allowed_values is not None:
+        out.append(f"in {fmt(f.allowed_values)}")
+    if f.regex is not None:
+        out.append(f"regex {f.regex}")
+    if f.default is not None:
+        out.append(f"default {fmt(f.default)}")
+    if f.allow_nan:
+        out.append("NaN allowed")
+    if f.tags:
+        out.append("tags " + ", ".join(f"{k}={v}" if v else k for k, v in f.tags.items()))
+    return out
 
 
 def _yn(ok: bool) -> str:

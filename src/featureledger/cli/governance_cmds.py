@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    table,
+)
 from featureledger.cli.common import show as show_value
 
 policy_app = typer.Typer(help="The access policy: principals, roles, permissions, tokens.",
@@ -47,16 +53,12 @@ def show_policy(repo: Path = RepoOption, as_json: bool = JsonOption) -> None:
         return
     console.print(f"access policy version {rec.version} ({rec.policy_hash[:12]}), applied by "
                   f"{show_value(rec.created_by)}")
-    t = Table(title="principals")
-    for col in ("principal", "roles", "regions", "tokens"):
-        t.add_column(col)
+    t = table("principal", "roles", "regions", "tokens", title="principals")
     for who, p in spec["principals"].items():
         t.add_row(show_value(who), ", ".join(p["roles"]) or "-",
                   ", ".join(p["regions"]) or "-", str(p["tokens"]))
     console.print(t)
-    r = Table(title="roles")
-    for col in ("role", "effect", "actions", "resources"):
-        r.add_column(col)
+    r = table("role", "effect", "actions", "resources", title="roles")
     for role, perms in spec["roles"].items():
         for perm in perms:
             given = {k: v for k, v in perm["resources"].items() if v != "*"}
@@ -75,9 +77,8 @@ def history(repo: Path = RepoOption, as_json: bool = JsonOption) -> None:
                      "created_at": r.created_at, "created_by": r.created_by}
                     for r in recs])
         return
-    t = Table(title="access policy versions")
-    for col in ("version", "hash", "applied by", "principals", "roles"):
-        t.add_column(col)
+    t = table("version", "hash", "applied by", "principals", "roles",
+              title="access policy versions", ids=("hash",))
     for r in recs:
         t.add_row(str(r.version), r.policy_hash[:12], show_value(r.created_by),
                   str(len(r.spec.get("principals", {}))), str(len(r.spec.get("roles", {}))))

@@ -11,47 +11,56 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    short_id,
+    show,
+    table,
+    when,
+)
 
 
 def _iso(us: int | None) -> str:
-    from featureledger.model.timeutil import from_us
-
-    return "" if us is None else from_us(us).isoformat(timespec="seconds")
+    """A time for a table cell: ``2026-01-08 12:00`` (UTC), empty for none."""
+    return "" if us is None else when(us, seconds=False)
 
 
 def _expiries(title: str, rows: list[Any]) -> None:
-    t = Table(title=title)
-    for col in ("commit", "view", "committed", "rows", "rule", "kept for"):
-        t.add_column(col)
+    t = table("commit", "view", "committed (UTC)", "rows", "rule", "kept for", title=title,
+              ids=("commit", "view", "committed (UTC)"))
     for e in rows:
-        t.add_row(e.commit_id, f"{e.view}@{e.version}", _iso(e.commit_time), str(e.rows),
+        t.add_row(short_id(e.commit_id), f"{e.view}@{e.version}", _iso(e.commit_time),
+                  str(e.rows),
                   e.rule, ", ".join(e.deployments))
     console.print(t)
 
 
 def _deprecations(rows: list[Any]) -> None:
-    t = Table(title="deprecations")
-    for col in ("id", "target", "reason", "replacement", "retires", "requested by",
-                "approved by", "status"):
-        t.add_column(col)
+    replaced = any(d.replacement for d in rows)
+    approved = any(d.approved_by for d in rows)
+    t = table("id", "target", "reason", *(["replacement"] if replaced else []), "retires",
+              "by", *(["approved by"] if approved else []), "status", title="deprecations",
+              ids=("id", "target", "retires", "status"))
     for d in rows:
-        t.add_row(d.deprecation_id, d.target, show(d.reason, 200), d.replacement or "",
-                  _iso(d.retire_on)[:10], d.requested_by, d.approved_by or "",
+        t.add_row(short_id(d.deprecation_id), d.target, show(d.reason, 200),
+                  *([d.replacement or ""] if replaced else []), _iso(d.retire_on)[:10],
+                  d.requested_by, *([d.approved_by or ""] if approved else []),
                   "withdrawn" if d.withdrawn_at else "in effect")
     console.print(t)
 
 
 def _entries(rows: list[Any], title: str) -> None:
-    t = Table(title=title)
-    for col in ("name", "kind", "version", "owner", "unit", "tags", "status", "description"):
-        t.add_column(col)
+    # names whole; units and tags are in 'catalog show NAME' and --json
+    t = table("name", "kind", "v", "owner", "status", "description", title=title,
+              ids=("name",))
     for e in rows:
-        t.add_row(show(e.name), e.kind, str(e.version), show(e.owner), e.unit or "",
-                  show(", ".join(f"{k}={v}" for k, v in e.tags.items())), e.status,
-                  show(e.description, 120))
+        t.add_row(show(e.name), e.kind.replace("feature_view", "view"), str(e.version),
+                  show(e.owner), e.status, show(e.description, 120))
     console.print(t)
 
 
@@ -88,9 +97,8 @@ def register(app: typer.Typer) -> None:
                 print_json({"policies": [p.to_dict() for p in policies],
                             "backlog": [e.to_dict() for e in backlog]})
                 return
-            t = Table(title="retention policies")
-            for col in ("view", "policy", "reason", "set by", "set at"):
-                t.add_column(col)
+            t = table("view", "policy", "reason", "set by", "set at (UTC)",
+                      title="retention policies", ids=("view", "set at (UTC)"))
             for p in policies:
                 t.add_row(p.view, p.describe(), show(p.reason), p.set_by, _iso(p.set_at))
             console.print(t)
@@ -252,9 +260,8 @@ def register(app: typer.Typer) -> None:
                 r = info["retention"]
                 console.print(f"retention: keep {r['keep_days']} day(s)" if r["keep_days"]
                               else f"retention: keep the last {r['keep_last']} commit(s)")
-            t = Table(title="versions")
-            for col in ("version", "status", "created", "by", "experiment", "hypothesis"):
-                t.add_column(col)
+            t = table("version", "status", "created (UTC)", "by", "experiment", "hypothesis",
+                      title="versions", ids=("created (UTC)",))
             for v in info["versions"]:
                 t.add_row(str(v["version"]), v["status"], _iso(v["created_at"]),
                           v["created_by"], show(v["experiment"] or ""),
@@ -265,18 +272,16 @@ def register(app: typer.Typer) -> None:
 
                 _deprecations([Deprecation(**{k: d[k] for k in Deprecation.__dataclass_fields__})
                                for d in info["deprecations"]])
-            t = Table(title="decision log")
-            for col in ("when", "who", "action", "object", "reason"):
-                t.add_column(col)
+            t = table("when (UTC)", "who", "action", "object", "reason",
+                      title="decision log", ids=("when (UTC)",))
             for d in info["decisions"]:
                 t.add_row(_iso(d["at"]), d["actor"], d["action"], show(d["object"]),
                           show(d["reason"] or "", 300))
             console.print(t)
-            t = Table(title="leaderboard")
-            for col in ("run", "experiment", "models", "feature versions read", "metrics"):
-                t.add_column(col)
+            t = table("run", "experiment", "models", "feature versions read", "metrics",
+                      title="leaderboard", ids=("run",))
             for row in info["leaderboard"]:
-                t.add_row(f"{row['run']} ({row['run_id']})", row["experiment"],
+                t.add_row(f"{show(row['run'])}\n{short_id(row['run_id'])}", row["experiment"],
                           ", ".join(row["models"]), show(", ".join(row["features"]), 400),
                           ", ".join(f"{k}={v:g}" for k, v in sorted(row["metrics"].items())))
             console.print(t)
@@ -298,9 +303,7 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 print_json(report.to_dict())
                 return
-            t = Table(title="governance")
-            t.add_column("metric")
-            t.add_column("value", justify="right")
+            t = table("metric", "value", title="governance")
             for name, value in report.gauges().items():
                 t.add_row(name.replace("_", " "), f"{value:g}")
             console.print(t)

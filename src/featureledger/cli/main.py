@@ -1,8 +1,14 @@
 """``featureledger``: the command line (typer + rich).
 
 Commands live in one module per part (``cli/<part>_cmds.py``), each with a
-``register(app)`` function. Errors exit non-zero with one clear message; ``--debug``
-shows the traceback.
+``register(app)`` function, listed in :data:`COMMAND_MODULES`. Errors exit non-zero with
+one clear message; ``--debug`` shows the traceback.
+
+Start-up is part of every command's time, so a command module imports at its top only
+typer and ``featureledger.cli.common`` (and light standard-library modules); everything
+else (the store, pyarrow, DuckDB, SQLAlchemy, pandas, rich tables) inside the command
+function that uses it. ``tests/cli/test_startup.py`` holds every module of
+:data:`COMMAND_MODULES` to that, and ``bench/cli.py`` measures the result.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import sys
 
 import typer
 
-from featureledger.cli.common import err_console, show_message
+from featureledger.cli.common import err_console, settings, show_message
 
 # Modules that add commands, in help order.
 COMMAND_MODULES = [
@@ -41,16 +47,31 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from featureledger import __version__
+
+        print(f"featureledger {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     repo: str = typer.Option(None, "--repo", "-r",
                              help="Feature repository folder for every command."),
+    full_ids: bool = typer.Option(
+        False, "--full-ids", envvar="FEATURELEDGER_FULL_IDS",
+        help="Print ids and hashes whole in tables (they are shortened to fit 80 columns; "
+             "--json always has them whole)."),
+    version: bool = typer.Option(False, "--version", callback=_print_version,
+                                 is_eager=True, help="Print the version and exit."),
     principal: str = typer.Option(
         None, "--principal", help="Act as this principal of the access policy (default: "
         "FEATURELEDGER_PRINCIPAL, else the OS user)."),
 ) -> None:
     _state["debug"] = debug
+    settings["full_ids"] = full_ids
     if principal:
         # the store reads its principal from this variable (registry/actor.py)
         os.environ["FEATURELEDGER_PRINCIPAL"] = principal

@@ -6,9 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    short_id,
+    show,
+    table,
+)
 
 _STATUS_STYLE = {"NULL": "dim", "NOT_FOUND": "red", "OUTSIDE_TTL": "yellow", "DEFAULT": "cyan"}
 
@@ -22,9 +30,8 @@ def _print_result(result: Any, as_json: bool) -> None:
     if as_json:
         print_json(doc)
         return
-    t = Table(title=f"materialized up to {doc['end']}")
-    for col in ("view", "commits", "keys", "written", "seconds"):
-        t.add_column(col, justify="left" if col == "view" else "right")
+    t = table("view", "commits", "keys", "written", "seconds",
+              title=f"materialized up to {doc['end']}", ids=("view",))
     for v in doc["views"]:
         t.add_row(v["view"], str(len(v["commits"])), str(v["keys"]), str(v["written"]),
                   f"{v['seconds']:.2f}")
@@ -96,27 +103,21 @@ def register(app: typer.Typer) -> None:
             if as_json:
                 print_json(resp.to_json_dict())
                 return
-            t = Table(title="online features")
-            for k in resp.join_keys:
-                t.add_column(k)
-            for name in resp.names:
-                t.add_column(f"{name}\n[dim]v{resp.versions[name]}[/]")
+            # one row per entity and feature: any number of features fits 80 columns
+            t = table("entity", "feature", "value", "status", "commit", title="online features",
+                      ids=("feature", "status", "commit"))
             for i in range(len(resp)):
-                cells = [show(col[i]) for col in resp.entity_columns]
-                for name in resp.names:
+                key_lines = "\n".join(f"{k}={show(col[i])}" for k, col in
+                                      zip(resp.join_keys, resp.entity_columns, strict=True))
+                for j, name in enumerate(resp.names):
                     status = resp.statuses[name][i].value
                     value = resp.values[name][i]
-                    if status == "PRESENT":
-                        cells.append(show(value))
-                    elif value is not None:  # a default: the value, marked as one
-                        cells.append(f"{show(value)} [{_STATUS_STYLE[status]}]({status})[/]")
-                    else:
-                        cells.append(f"[{_STATUS_STYLE[status]}]{status}[/]")
-                t.add_row(*cells)
+                    style = _STATUS_STYLE.get(status, "")
+                    t.add_row(key_lines if j == 0 else "", f"{name}@{resp.versions[name]}",
+                              "-" if value is None else show(value),
+                              f"[{style}]{status}[/]" if style else status,
+                              short_id(resp.commits(name)[i]))
             console.print(t)
-            commits = sorted({c for n in resp.names for c in resp.commits(n) if c})
-            if commits:
-                console.print("[dim]from commit(s): " + ", ".join(commits) + "[/]")
 
     @app.command()
     def serve(

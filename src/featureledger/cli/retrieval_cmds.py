@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    short_id,
+    show,
+    table,
+    when,
+)
 from featureledger.model.timeutil import from_us
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _write(table: Any, out: Path) -> None:
@@ -26,45 +38,58 @@ def _write(table: Any, out: Path) -> None:
         pq.write_table(table, out, compression="zstd")
 
 
-def _summary(manifest: dict[str, Any]) -> Table:
-    t = Table(title=f"dataset {manifest['dataset_id']}")
-    t.add_column("field")
-    t.add_column("value", overflow="fold")
+def _summary(manifest: dict[str, Any]) -> list[str]:
+    """The dataset's identity, one fact a line (ids and hashes whole: a line has room)."""
     as_of = manifest.get("as_of")
-    rows = [
-        ("rows", str(manifest["row_count"])),
-        ("content hash", manifest["content_hash"]),
-        ("entity digest", manifest["entity"]["digest"]),
-        ("feature set", manifest.get("feature_set") or "-"),
-        ("as of", "-" if as_of is None else from_us(as_of).isoformat()
-         + (f" ({manifest['as_of_commit']})" if manifest.get("as_of_commit") else "")),
-        ("read at", from_us(manifest["read_at"]).isoformat()),
+    lines = [
+        f"[bold]dataset {manifest['dataset_id']}[/]",
+        f"  rows          {manifest['row_count']}",
+        f"  content hash  {manifest['content_hash']}",
+        f"  entity digest {manifest['entity']['digest']}",
+        f"  feature set   {show(manifest.get('feature_set') or '-')}",
+        "  as of         " + ("-" if as_of is None else from_us(as_of).isoformat()),
+        f"  read at       {from_us(manifest['read_at']).isoformat()}",
     ]
-    for k, v in rows:
-        t.add_row(k, v)
-    return t
+    if manifest.get("as_of_commit"):
+        lines.insert(6, f"  as of commit  {manifest['as_of_commit']}")
+    return lines
 
 
 def _views(manifest: dict[str, Any]) -> list[Table]:
-    t = Table(title="features read")
-    for col in ("view", "features", "ttl", "commits", "unmatched rows"):
-        t.add_column(col, overflow="fold")
+    from featureledger.model.display import format_duration
+
+    t = table("view", "features", "ttl", "commits", "unmatched", title="features read",
+              ids=("view", "ttl", "commits"))
     for v in manifest["views"]:
-        ttl = "-" if v["ttl_us"] is None else str(dt.timedelta(microseconds=v["ttl_us"]))
-        t.add_row(f"{v['view']}@{v['version']}", ", ".join(v["features"]), ttl,
-                  "\n".join(v["commit_ids"]) or "-", str(v["unmatched_rows"]))
-    nulls = Table(title="nulls per feature")
-    nulls.add_column("column")
-    nulls.add_column("nulls")
+        ttl = "none" if v["ttl_us"] is None else format_duration(
+            dt.timedelta(microseconds=v["ttl_us"]))
+        t.add_row(f"{v['view']}@{v['version']}", show(", ".join(v["features"])), ttl,
+                  "\n".join(short_id(c) for c in v["commit_ids"]) or "-",
+                  str(v["unmatched_rows"]))
+    nulls = table("column", "nulls", title="nulls per feature", ids=("column",))
     for name, n in manifest["null_counts"].items():
         nulls.add_row(name, str(n))
     return [t, nulls]
 
 
 def _print_dataset(manifest: dict[str, Any]) -> None:
-    console.print(_summary(manifest))
+    for line in _summary(manifest):
+        console.print(line, soft_wrap=True)
     for t in _views(manifest):
         console.print(t)
+
+
+def _per_view(features: list[str]) -> list[str]:
+    """``view@N (features)`` per view version read, from ``view@N:feature`` references.
+
+    >>> _per_view(["v@1:a", "v@1:b", "w@2:c"])
+    ['v@1 (2)', 'w@2 (1)']
+    """
+    views: dict[str, list[str]] = {}
+    for ref in features:
+        view, _, feature = ref.rpartition(":")
+        views.setdefault(view, []).append(feature)
+    return [f"{v} ({len(fs)})" for v, fs in views.items()]
 
 
 def _split(features: str | None) -> list[str] | None:
@@ -172,11 +197,12 @@ def register(app: typer.Typer) -> None:
             print_json([{k: v for k, v in r.to_dict().items() if k != "manifest"}
                         for r in recs])
             return
-        t = Table(title="datasets")
-        for col in ("dataset", "created (UTC)", "rows", "features", "commits", "run"):
-            t.add_column(col, overflow="fold")
+        runs = any(r.run_id for r in recs)
+        t = table("dataset", "created (UTC)", "rows", "views (features)", "commits",
+                  *(["run"] if runs else []), title="datasets",
+                  ids=("dataset", "created (UTC)", "rows", "commits", "run"))
         for r in recs:
-            t.add_row(r.dataset_id, from_us(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
-                      str(r.row_count), ", ".join(r.features), str(len(r.commit_ids)),
-                      r.run_id or "-")
+            t.add_row(short_id(r.dataset_id), when(r.created_at, seconds=False),
+                      str(r.row_count), show("\n".join(_per_view(r.features))),
+                      str(len(r.commit_ids)), *([short_id(r.run_id)] if runs else []))
         console.print(t)

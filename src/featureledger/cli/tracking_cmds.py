@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from featureledger.cli.common import JsonOption, RepoOption, console, open_store, print_json, show
-from featureledger.model.timeutil import from_us
-
-
-def _when(us: int | None) -> str:
-    return "-" if us is None else from_us(us).strftime("%Y-%m-%d %H:%M:%S")
+from featureledger.cli.common import (
+    JsonOption,
+    RepoOption,
+    console,
+    open_store,
+    print_json,
+    short_id,
+    show,
+    table,
+)
+from featureledger.cli.common import when as _when
 
 
 def _fmt(v: Any) -> str:
@@ -59,14 +63,17 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([r.to_dict() for r in found])
             return
-        t = Table(title=f"{len(found)} run(s)")
-        for col in ("run", "experiment", "name", "status", "started", "metrics", "datasets",
-                    "models"):
-            t.add_column(col)
+        several = len({r.experiment for r in found}) > 1
+        title = (f"{len(found)} run(s)" if several or not found else
+                 f"{len(found)} run(s) of experiment {show(found[0].experiment)}")
+        t = table("run", "name", *(["experiment"] if several else []), "status",
+                  "started (UTC)", "metrics", title=title,
+                  ids=("run", "name", "status", "started (UTC)"))
         for r in found:
-            t.add_row(r.run_id, r.experiment, r.name, r.status, _when(r.start_time),
-                      ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items()) or "-",
-                      str(len(r.datasets)), ", ".join(r.models) or "-")
+            t.add_row(short_id(r.run_id), show(r.name),
+                      *([show(r.experiment)] if several else []), r.status,
+                      _when(r.start_time, seconds=False),
+                      "\n".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items()) or "-")
         console.print(t)
 
     @runs.command("show")
@@ -93,7 +100,9 @@ def register(app: typer.Typer) -> None:
         for title, items in (("datasets", r.datasets), ("models", r.models),
                              ("commits written", r.commits)):
             if items:
-                console.print(f"  {title}: " + ", ".join(items))
+                console.print(f"  {title}:")
+                for item in items:
+                    console.print(f"    {show(item)}")
 
     @runs.command("compare")
     def runs_compare(run_a: str, run_b: str, repo: Path = RepoOption,
@@ -104,9 +113,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(c.to_dict())
             return
-        t = Table(title=f"{run_a} vs {run_b}")
-        for col in ("", "name", "A", "B", ""):
-            t.add_column(col)
+        t = table("", "name", "A", "B", " ",
+                  title=f"A = {run_a}\nB = {run_b}")
 
         def mark(a: Any, b: Any) -> str:
             return "[yellow]differs[/]" if a != b else ""
@@ -118,8 +126,10 @@ def register(app: typer.Typer) -> None:
         for k, (a, b) in c.feature_versions.items():
             t.add_row("reads", k, "yes" if a else "no", "yes" if b else "no", mark(a, b))
         for view in sorted(set(c.commits_only_a) | set(c.commits_only_b)):
-            t.add_row("commits", view, "\n".join(c.commits_only_a.get(view, [])) or "-",
-                      "\n".join(c.commits_only_b.get(view, [])) or "-", "[yellow]differs[/]")
+            t.add_row("commits", view,
+                      "\n".join(map(short_id, c.commits_only_a.get(view, []))) or "-",
+                      "\n".join(map(short_id, c.commits_only_b.get(view, []))) or "-",
+                      "[yellow]differs[/]")
         console.print(t)
         console.print("Same data (identical commits read)." if c.same_data else
                       f"{c.commits_common} commit(s) in common; the rows above differ.")
@@ -132,11 +142,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([e.to_dict() for e in found])
             return
-        t = Table(title=f"{len(found)} experiment(s)")
-        for col in ("experiment", "name", "description", "created"):
-            t.add_column(col)
+        t = table("experiment", "name", "description", "created (UTC)",
+                  title=f"{len(found)} experiment(s)", ids=("experiment", "created (UTC)"))
         for e in found:
-            t.add_row(e.experiment_id, e.name, e.description or "-", _when(e.created_at))
+            t.add_row(short_id(e.experiment_id), show(e.name), show(e.description or "-"),
+                      _when(e.created_at, seconds=False))
         console.print(t)
 
     @app.command("models")
@@ -148,13 +158,14 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([m.to_dict() for m in found])
             return
-        t = Table(title=f"{len(found)} model version(s)")
-        for col in ("model", "id", "run", "feature set", "feature versions", "datasets"):
-            t.add_column(col)
+        t = table("model", "id", "run", "reads", "datasets",
+                  title=f"{len(found)} model version(s)",
+                  ids=("model", "id", "run", "reads"))
         for m in found:
-            t.add_row(m.ref, m.model_id, m.run_id or "-", m.feature_set or "-",
-                      ", ".join(m.feature_versions),
-                      ", ".join(f"{s}: {len(d)}" for s, d in m.datasets.items()) or "-")
+            reads = ([f"set {m.feature_set}"] if m.feature_set else []) + m.feature_versions
+            t.add_row(show(m.ref), short_id(m.model_id), short_id(m.run_id),
+                      show("\n".join(reads) or "-"),
+                      "\n".join(f"{s}: {len(d)}" for s, d in m.datasets.items()) or "-")
         console.print(t)
 
     @app.command("deploy")
@@ -193,12 +204,16 @@ def register(app: typer.Typer) -> None:
             print_json(out)
             return
         if isinstance(out, list):
-            t = Table(title=f"{len(out)} deployment(s)")
-            for col in ("deployment", "model", "environment", "status", "deployed", "ended"):
-                t.add_column(col)
+            ended = any(d["ended_at"] is not None for d in out)
+            t = table("deployment", "model", "environment", "status", "deployed (UTC)",
+                      *(["ended (UTC)"] if ended else []), title=f"{len(out)} deployment(s)",
+                      ids=("deployment", "model", "environment", "status", "deployed (UTC)",
+                           "ended (UTC)"))
             for d in out:
-                t.add_row(d["deployment_id"], d["model_ref"], d["environment"], d["status"],
-                          _when(d["deployed_at"]), _when(d["ended_at"]))
+                t.add_row(short_id(d["deployment_id"]), show(d["model_ref"]),
+                          show(d["environment"]), d["status"],
+                          _when(d["deployed_at"], seconds=False),
+                          *([_when(d["ended_at"], seconds=False)] if ended else []))
             console.print(t)
         else:
             console.print(f"{out['deployment_id']}: {out['model_ref']} in "
@@ -230,7 +245,9 @@ def register(app: typer.Typer) -> None:
             output.write_text(text, encoding="utf-8")
             console.print(f"wrote {output.absolute()}")
         else:
-            console.print(text, markup=False, highlight=False, soft_wrap=True)
+            # the text tree is wrapped between words to the terminal (ids stay whole); the
+            # machine formats are printed as they are
+            console.print(text, markup=False, highlight=False, soft_wrap=fmt != "text")
 
     @app.command("impact")
     def impact(

@@ -23,6 +23,10 @@ principal, the action, the resource and the missing grant, before any data is re
 written, and leaves exactly one audit entry (``decision: deny``); if that entry cannot be
 written the request fails with the registry's error instead, and still does nothing.
 
+A policy applied by another process takes effect here within ``serving.poll_interval_s``
+(the registry is asked whether it changed at most that often, as online serving does);
+one applied by this process, at once.
+
 The principal is the registry's actor: the store's own (``FeatureStore(principal=...)``,
 ``FEATURELEDGER_PRINCIPAL``, else the OS user) or, inside ``acting_as``, the one a server
 request authenticated as. The policy is compiled once per registry generation and each
@@ -33,6 +37,7 @@ online serving caches further per (principal, read plan).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +76,12 @@ class AccessControl:
         self._allowed: set[tuple[str, str, Resource]] = set()
         # feature view definitions by (name, version or None), for this registry generation
         self._views: dict[tuple[str, int | None], Any] = {}
+        # the registry is asked whether it changed at most every poll interval (as online
+        # serving does); writes of this process mark it at once
+        self._poll_s = ctx.config.serving.poll_interval_s
+        self._next_check = 0.0
+        self._dirty = True
+        ctx.registry.db.on_write(self._changed)
 
     # -- who and what ---------------------------------------------------------------------
     def principal(self) -> str:
@@ -99,7 +110,15 @@ class AccessControl:
         return Resource(_POLICY_RESOURCE, "*", (), "", self.project, "", "policy")
 
     # -- the policy in force ----------------------------------------------------------------
+    def _changed(self) -> None:
+        self._dirty = True
+
     def _current(self) -> tuple[PolicyRecord | None, CompiledPolicy | None]:
+        now = time.monotonic()
+        if not self._dirty and now < self._next_check:
+            return self._record, self._compiled
+        self._dirty = False
+        self._next_check = now + self._poll_s
         # A decision depends on the policy version and on the resource (its tags, owner and
         # region are part of the key), not on the rest of the registry: the policy is read
         # again when the registry changed, and compiled, with the decisions cached afresh,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from featureledger.model.definitions import FeatureView, Field
+from featureledger.model.display import format_value as _v
 from featureledger.model.types import is_widening
 
 
@@ -143,29 +144,29 @@ def _constraint_direction(old: Field, new: Field) -> list[Change]:
         if o == n:
             continue
         if o is None:
-            add(True, f"{bound} set to {n!r}")
+            add(True, f"{bound} set to {_v(n)}")
         elif n is None:
-            add(False, f"{bound} {o!r} removed")
+            add(False, f"{bound} {_v(o)} removed")
         else:
-            add(bool(tighter(o, n)), f"{bound} {o!r} -> {n!r}")
+            add(bool(tighter(o, n)), f"{bound} {_v(o)} -> {_v(n)}")
     ov, nv = old.allowed_values, new.allowed_values
     if ov != nv:
         if ov is None:
-            add(True, f"allowed_values set to {nv!r}")
+            add(True, f"allowed_values set to {_v(nv)}")
         elif nv is None:
             add(False, "allowed_values removed")
         else:
-            so, sn = set(map(repr, ov)), set(map(repr, nv))
+            so, sn = set(map(_v, ov)), set(map(_v, nv))
             if so - sn:
-                add(True, f"allowed values dropped: {sorted(so - sn)}")
+                add(True, f"allowed values dropped: {', '.join(sorted(so - sn))}")
             if sn - so:
-                add(False, f"allowed values added: {sorted(sn - so)}")
+                add(False, f"allowed values added: {', '.join(sorted(sn - so))}")
     if old.regex != new.regex:
         if new.regex is None:
             add(False, "regex removed")
         else:
             # a different pattern may reject values that passed before
-            add(True, f"regex {old.regex!r} -> {new.regex!r}")
+            add(True, f"regex {_v(old.regex)} -> {_v(new.regex)}")
     if old.nullable != new.nullable:
         add(old.nullable, "nullable -> required" if old.nullable else "required -> nullable")
     if old.allow_nan != new.allow_nan:
@@ -188,9 +189,10 @@ def classify_field_change(old: Field, new: Field) -> list[Change]:
             out.append(Change("type_changed", name, f"{old.dtype} -> {new.dtype}"))
     out.extend(_constraint_direction(old, new))
     if old.unit != new.unit:
-        out.append(Change("unit_changed", name, f"{old.unit!r} -> {new.unit!r}"))
+        out.append(Change("unit_changed", name, f"{_v(old.unit)} -> {_v(new.unit)}"))
     if old.default != new.default:
-        out.append(Change("default_changed", name, f"{old.default!r} -> {new.default!r}"))
+        out.append(Change("default_changed", name,
+                          f"{_v(old.default)} -> {_v(new.default)}"))
     return out
 
 
@@ -222,7 +224,7 @@ def classify_view_change(old: FeatureView, new: FeatureView) -> list[Change]:
     if old.source.spec() != new.source.spec():
         out.append(Change("source_changed", None, f"{_src(old)} -> {_src(new)}"))
     if old.ttl != new.ttl:
-        out.append(Change("ttl_changed", None, f"{old.ttl} -> {new.ttl}"))
+        out.append(Change("ttl_changed", None, f"{_v(old.ttl)} -> {_v(new.ttl)}"))
     if [c.spec() for c in old.checks] != [c.spec() for c in new.checks]:
         out.append(Change("checks_changed", None, _checks_detail(old, new)))
     old_t = old.transformation.spec() if old.transformation else None

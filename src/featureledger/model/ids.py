@@ -80,3 +80,25 @@ def id_time_ms(value: str) -> int:
     """The Unix millisecond timestamp embedded in an id."""
     id_kind(value)
     return uuid.UUID(value.partition("_")[2]).int >> 80
+
+
+_ADJECTIVES = ("amber", "bold", "brisk", "calm", "clever", "crisp", "daring", "eager",
+               "fair", "gentle", "glad", "grand", "keen", "kind", "lively", "lucid",
+               "merry", "neat", "noble", "plucky", "proud", "quick", "quiet", "rapid",
+               "sharp", "shy", "steady", "sunny", "swift", "tidy", "vivid", "witty")
+_ANIMALS = ("badger", "beaver", "bison", "crane", "dingo", "eagle", "egret", "falcon",
+            "ferret", "finch", "gecko", "heron", "ibis", "jackal", "koala", "lemur",
+            "lynx", "marten", "newt", "ocelot", "otter", "panda", "puffin", "quail",
+            "raven", "robin", "seal", "stoat", "tapir", "tern", "walrus", "wren")
+
+
+def readable_name(value: str) -> str:
+    """A name to call an object by when it was given none, drawn from its id's random
+    end (so the same id always gives the same name): ``swift-heron-42``.
+
+    >>> readable_name("run_01a2531d-9f89-737c-9e91-4d76e0045b16")
+    'quiet-raven-14'
+    """
+    bits = int(value.rpartition("-")[2] or "0", 16)
+    return (f"{_ADJECTIVES[bits % 32]}-{_ANIMALS[(bits >> 5) % 32]}-"
+            f"{(bits >> 10) % 100}")

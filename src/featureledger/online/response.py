@@ -134,13 +134,12 @@ class OnlineResponse:
         values = [*self._values, *(list(c[4]) for c in columns)]
         if hide:  # the groups (codes, records) stay: only the named features leave
             keep = [i for i, name in enumerate(layout.names) if name not in hide]
-            def kept(part: list[Any]) -> list[Any]:
-                return [part[j] for j in keep]
+            def kept(items: list[Any] | None) -> Any:
+                return None if items is None else [items[j] for j in keep]
 
             layout = Layout(layout.join_keys, kept(layout.names), kept(layout.references),
-                            kept(layout.versions), kept(layout.group),
-                            None if layout.dtypes is None else kept(layout.dtypes),
-                            None if layout.defaulted is None else kept(layout.defaulted))
+                            kept(layout.versions), kept(layout.group), kept(layout.dtypes),
+                            kept(layout.defaulted))
             values = [values[j] for j in keep]
         return OnlineResponse(layout, values,
                               [*self._codes, None], [*self._records, [None] * n],

@@ -12,8 +12,10 @@ scope before it runs (see ``scope.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,31 @@ def _alembic_config(connection: Connection, project: str = DEFAULT_PROJECT) -> A
     return cfg
 
 
+_REVISION_LINE = re.compile(r'^(down_revision|revision)\s*=\s*(None|"([^"]*)")\s*$', re.M)
+
+
+@functools.cache
 def head_revision() -> str:
+    """The newest migration's revision id, read from the migration files' own
+    ``revision = "..."`` / ``down_revision = "..."`` lines.
+
+    Every command opens the registry and compares its revision with this one; importing
+    alembic to find it cost more than the rest of a short command, so alembic is loaded
+    only to migrate (or here, when the files are not one plain chain).
+    """
+    revisions: dict[str, str | None] = {}
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        found = {m.group(1): m.group(3) for m in _REVISION_LINE.finditer(path.read_text())}
+        if found.get("revision"):
+            revisions[found["revision"]] = found.get("down_revision")
+    heads = set(revisions) - {down for down in revisions.values() if down}
+    if len(heads) == 1:
+        return heads.pop()
+    return alembic_head_revision()
+
+
+def alembic_head_revision() -> str:
+    """The head revision as alembic computes it (imports alembic: slow)."""
     from alembic.script import ScriptDirectory
 
     cfg = _alembic_config(None)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from featureledger.errors import StateError, TrackingError, UnknownRunError
 from featureledger.model.hashing import canonical_json
-from featureledger.model.ids import new_id
+from featureledger.model.ids import new_id, readable_name
 from featureledger.model.timeutil import now_us, to_us
 from featureledger.registry import schema
 from featureledger.registry.engine import RegistryDB
@@ -104,7 +104,7 @@ class RunRepository:
             conn.execute(schema.runs.insert().values(
                 project=self.db.project,
                 run_id=run_id, experiment_id=experiment.experiment_id,
-                name=name or run_id[-12:], parent_run_id=parent_run_id, status="running",
+                name=name or readable_name(run_id), parent_run_id=parent_run_id, status="running",
                 start_time=start, end_time=None, user=self.db.actor, git_commit=git[0],
                 git_dirty=None if git[1] is None else int(git[1]), source=source, error=None))
             self._params(conn, run_id, params)
