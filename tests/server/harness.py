@@ -68,7 +68,7 @@ def free_port() -> int:
 class LiveServer:
     """The app of a store served by uvicorn on a real socket, in a thread of the test."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, fast_route: bool = True) -> None:
         import uvicorn
 
         from featureledger.server.app import create_app, uvicorn_config
@@ -81,7 +81,7 @@ class LiveServer:
         # installs itself for the whole process
         self.server = uvicorn.Server(uvicorn_config(
             self.app, store.config.server, host="127.0.0.1", port=self.port,
-            loop="asyncio"))
+            loop="asyncio", fast_route=fast_route))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20

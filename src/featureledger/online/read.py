@@ -90,6 +90,9 @@ def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: Read
     when any key is not cached (a read that never blocks, for an event loop).
     """
     groups = plan.groups
+    if entity_rows.__class__ is dict and len(groups) == 1:
+        # one row given as columns (what the HTTP server receives): read as a row
+        entity_rows = _one_row(entity_rows, plan.join_keys) or entity_rows
     if len(groups) == 1 and entity_rows.__class__ is list and entity_rows \
             and entity_rows[0].__class__ is dict:
         # one view and a list of dicts, the common shape: the same steps as below with
@@ -167,6 +170,19 @@ def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: Read
             return None
         fetched, decoded = got
     return _assemble(plan, fetched, decoded, fill_defaults, rows, columns)
+
+
+def _one_row(columns: dict[str, Any], join_keys: list[str]) -> list[dict[str, Any]] | None:
+    """``[{key: value}]`` for columns of one value each that hold every join key."""
+    row = {}
+    for k, v in columns.items():
+        if v.__class__ is not list or len(v) != 1:
+            return None
+        row[k] = v[0]
+    for k in join_keys:
+        if k not in row:
+            return None
+    return [row]
 
 
 def _assemble(plan: ReadPlan, fetched: list[list[Any]], decoded: list[list[Any]],

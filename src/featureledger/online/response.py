@@ -32,6 +32,7 @@ Statuses:
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -255,15 +256,13 @@ class OnlineResponse:
 
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON document the HTTP server returns (values JSON-ready)."""
-        from featureledger.online.codec import dtype_codec
-
         results = []
         layout = self._layout
         dtypes = layout.dtypes or [""] * len(self.names)
         per_group: dict[int, tuple[list[Any], list[Any]]] = {}
         for j, name in enumerate(self.names):
             values = self._values[j]
-            if dtype_codec(dtypes[j]) is not None:
+            if _converted(dtypes[j]):
                 values = _jsonable(values, dtypes[j])
             elif dtypes[j] in FLOAT_DTYPES:
                 values = json_floats(values)
@@ -338,6 +337,14 @@ class OnlineResponse:
         for j, col in enumerate(self._values):
             mat[:, j] = [np.nan if v is None else v for v in col]
         return mat
+
+
+@functools.lru_cache(maxsize=256)
+def _converted(dtype: str) -> bool:
+    """Whether values of ``dtype`` need converting for JSON (bytes, times, lists of them)."""
+    from featureledger.online.codec import dtype_codec
+
+    return dtype_codec(dtype) is not None
 
 
 # JSON has no NaN or infinity: the HTTP API writes them as text, as protobuf's JSON

@@ -346,12 +346,12 @@ class WorkerPool:
         slot: asyncio.Future[None] = loop.create_future()
         entry = (slot, needs)
         self._waiting.append(entry)
+        # a timer that fails the slot, not a timeout context: no task needed (the
+        # protocol's fast route steps a request in place until it has to wait)
+        timer = loop.call_at(deadline, _time_out, slot)
         try:
-            async with asyncio.timeout_at(deadline):
-                await slot
-        except TimeoutError:
-            if slot.done() and not slot.cancelled() and slot.exception() is None:
-                self._release()  # woken in the same instant: give the thread back
+            await slot
+        except _WaitedTooLong:
             self._remove(entry)
             raise ServerOverloadedError(
                 f"the request waited {self.timeout_s:g}s (server.request_timeout_s) for "
@@ -363,6 +363,8 @@ class WorkerPool:
                 self._release()
             self._remove(entry)
             raise
+        finally:
+            timer.cancel()
 
     def _remove(self, entry: tuple[asyncio.Future[None], tuple[CircuitBreaker, ...]]
                 ) -> None:
@@ -457,6 +459,15 @@ class WorkerPool:
         # not waiting: a thread blocked on a backend that never answers must not hold the
         # server's shutdown (it ends when the call does, or with the process)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _WaitedTooLong(Exception):
+    """A request's wait for a worker thread reached its deadline."""
+
+
+def _time_out(slot: asyncio.Future[None]) -> None:
+    if not slot.done():
+        slot.set_exception(_WaitedTooLong())
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:

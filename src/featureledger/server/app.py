@@ -3,7 +3,8 @@
 Responses are JSON rendered by orjson. The online-features endpoint is answered ahead of
 the framework's middleware and router (``_OnlinePath``): it reads its body with orjson
 and checks it by hand (its schema is still published in the OpenAPI document), so the hot
-path builds no pydantic objects per request. Store calls never run on the event loop: a
+path builds no pydantic objects per request; under :func:`serve` the HTTP protocol frames
+a plain request to it itself (:mod:`.fastpath`). Store calls never run on the event loop: a
 request whose keys are all in the in-process cache is answered from memory there, every
 other call runs on a bounded worker pool (:mod:`.admission`).
 
@@ -512,19 +513,23 @@ def create_app(store: Any, *, title: str = "featureledger feature server") -> Fa
 
 
 def uvicorn_config(app: Any, cfg: Any, *, host: str, port: int, loop: str = "auto",
-                   log_level: str = "warning") -> Any:
+                   log_level: str = "warning", fast_route: bool = True) -> Any:
     """uvicorn's settings for ``app`` under ``cfg`` (``server:``): the httptools protocol
-    with limits on request heads when httptools is installed (:mod:`.protocol`)."""
+    with limits on request heads when httptools is installed (:mod:`.protocol`), answering
+    ``POST /features/online`` itself unless ``fast_route`` is False (:mod:`.fastpath`)."""
     import importlib.util
 
     import uvicorn
 
+    from featureledger.server.fastpath import FastRoute, fast_protocol
     from featureledger.server.protocol import guarded_protocol
 
     http: Any = "h11"
     if importlib.util.find_spec("httptools"):
         http = guarded_protocol(timeout_s=cfg.body_timeout_s,
                                 max_bytes=cfg.max_header_bytes) or "httptools"
+        if fast_route and not isinstance(http, str) and getattr(app, "online_path", None):
+            http = fast_protocol(http, FastRoute(app))
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                           loop=loop, http=http,
                           timeout_graceful_shutdown=int(DRAIN_TIMEOUT_S))

@@ -34,6 +34,7 @@ def guarded_protocol(*, timeout_s: float, max_bytes: int) -> type[Any] | None:
         _fl_timer: Any = None
         _fl_head_bytes = 0
         _fl_refused = False
+        _fl_in_head = False  # a request head began and is not complete yet
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -46,11 +47,15 @@ def guarded_protocol(*, timeout_s: float, max_bytes: int) -> type[Any] | None:
         def data_received(self, data: bytes) -> None:
             if not self._fl_refused:  # after a refusal the rest is not parsed
                 super().data_received(data)
+                if self._fl_in_head:
+                    # the head did not come whole with this data: its deadline runs now
+                    # (armed here, not per request, so a whole head costs no timer)
+                    self._fl_arm()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._fl_head_bytes = 0
-            self._fl_arm()
+            self._fl_in_head = True
 
         def on_url(self, url: bytes) -> None:
             if self._fl_count(len(url)):
@@ -61,6 +66,7 @@ def guarded_protocol(*, timeout_s: float, max_bytes: int) -> type[Any] | None:
                 super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            self._fl_in_head = False
             self._fl_disarm()
             if not self._fl_refused:
                 super().on_headers_complete()
