@@ -43,3 +43,19 @@ def test_a_check_that_fails_on_the_data_is_named(demo) -> None:
     assert "error (ingestion_error): rule check:completion_needs_acceptance" in proc.stderr
     assert "cannot be evaluated: Conversion Error" in proc.stderr
     assert "internal error" not in proc.stderr
+
+
+def test_an_in_process_call_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch,
+                                                                   capsys) -> None:
+    """--repo and --principal reach commands through the environment; a call of main() in a
+    longer-lived process must not leave them behind for whatever runs next (a server
+    started later would otherwise open that repository as that principal)."""
+    import os
+
+    from featureledger.cli.main import main
+
+    monkeypatch.delenv("FEATURELEDGER_REPO", raising=False)
+    monkeypatch.setenv("FEATURELEDGER_PRINCIPAL", "before")
+    assert main(["--repo", str(tmp_path), "--principal", "alice", "list"]) == 0
+    assert "FEATURELEDGER_REPO" not in os.environ
+    assert os.environ["FEATURELEDGER_PRINCIPAL"] == "before"

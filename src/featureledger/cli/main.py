@@ -92,9 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     be opened), reported as such (exit 2). Only what remains is a bug and prints
     "internal error".
     """
+    args = sys.argv[1:] if argv is None else argv
+    # --repo and --principal reach the commands through the environment; a call in a
+    # longer-lived process (tests, notebooks) must not leave them set for what runs next
+    saved = {k: os.environ.get(k) for k in ("FEATURELEDGER_REPO", "FEATURELEDGER_PRINCIPAL")}
+    try:
+        return _run(args)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run(args: list[str]) -> int:
     from featureledger.errors import FeatureLedgerError
 
-    args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
         rc = app(args=args, standalone_mode=False)  # returns the code of typer.Exit
