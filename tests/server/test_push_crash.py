@@ -179,6 +179,13 @@ def test_sigkill_after_acknowledged_pushes(tmp_path):
         with FeatureStore(root) as store:
             assert store.get_commit(cid).status in ("pending", "committed")
         pushers.wait_for(150)
+        # kill while a pushed commit is still pending (on a loaded machine the pushers can
+        # stall long enough for every commit to land first: wait for one then)
+        deadline = time.monotonic() + 60
+        with FeatureStore(root) as store:
+            while not store.commits("trips", status="pending"):
+                assert time.monotonic() < deadline, "no push stayed pending for a minute"
+                time.sleep(0.005)
         code, _, err = server.stop(signal.SIGKILL)  # while pushes are in flight
         assert code == -signal.SIGKILL, err
     finally:
