@@ -119,7 +119,7 @@ def test_cli_matrix(store, monkeypatch, capsys):
     from featureledger.cli.main import main
 
     repo = str(store.repo_path)
-    cli_actions = ("read_offline", "read_online", "write", "quarantine", "apply")
+    cli_actions = ("read_offline", "read_online", "write", "quarantine", "apply", "deprecate")
     wrong = []
     for n, (who, action, cls) in enumerate(itertools.product(PRINCIPALS, cli_actions,
                                                              CLASSES)):
@@ -135,6 +135,8 @@ def test_cli_matrix(store, monkeypatch, capsys):
             args = ["ingest", view, f"data/{view}.parquet"]
         elif action == "quarantine":
             args = ["quarantine", store.commits(view)[0].commit_id, "--reason", "matrix"]
+        elif action == "deprecate":
+            args = ["deprecate", f"{view}@1", "--reason", "matrix"]
         else:  # apply: the repository's definitions with this view's description changed
             monkeypatch.setenv(f"DESC_{view}", f"cli cell {n}")
             args = ["apply"]
@@ -157,6 +159,10 @@ def test_cli_matrix(store, monkeypatch, capsys):
         if action == "apply" and allowed:
             monkeypatch.delenv(f"DESC_{view}")
             store.apply(store.load_definitions())
+        if action == "deprecate" and allowed:
+            for dep in store.deprecations(view=view):
+                store.withdraw_deprecation(dep.deprecation_id, "matrix reset")
+            store.registry.definitions.set_status("feature_view", view, 1, "active", "reset")
     assert wrong == []
 
 

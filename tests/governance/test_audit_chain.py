@@ -269,3 +269,30 @@ def test_entries_written_before_the_chain_are_chained_by_the_upgrade(tmp_path) -
         assert [e.object_id for e in s.audit_trail()] == [f"v@{i}" for i in range(4, -1, -1)]
         s.apply([DRIVER])
         assert s.verify_audit().ok and s.verify_audit().entries == 6
+
+
+def test_two_projects_on_one_registry_keep_separate_chains(tmp_path, registry_url) -> None:
+    """Each project's chain is its own: one tenant's entries never link into another's,
+    and tampering with one project's entry is reported for that project only."""
+    stores = []
+    for project in ("risk", "growth"):
+        repo = tmp_path / project
+        repo.mkdir()
+        s = FeatureStore(repo, config=ProjectConfig(registry=registry_url, root=repo,
+                                                    project=project))
+        s.apply([DRIVER, STATS])
+        s.ingest("stats", rows(3))
+        stores.append(s)
+    risk, growth = stores
+    try:
+        assert risk.verify_audit().ok and growth.verify_audit().ok
+        assert {e.seq for e in risk.audit_trail()} == {e.seq for e in growth.audit_trail()}
+        assert risk.verify_audit().head_hash != growth.verify_audit().head_hash
+        sql(risk, "UPDATE audit_log SET actor = 'x' WHERE project = 'risk' AND seq = 2")
+        assert not risk.verify_audit().ok and risk.verify_audit().first_bad.seq == 2
+        assert growth.verify_audit().ok
+        growth.ingest("stats", rows(2, 50))  # the other tenant keeps appending
+        assert growth.verify_audit().ok
+    finally:
+        for s in stores:
+            s.close()
