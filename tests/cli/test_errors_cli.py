@@ -59,3 +59,41 @@ def test_an_in_process_call_leaves_the_environment_as_it_found_it(tmp_path, monk
     assert main(["--repo", str(tmp_path), "--principal", "alice", "list"]) == 0
     assert "FEATURELEDGER_REPO" not in os.environ
     assert os.environ["FEATURELEDGER_PRINCIPAL"] == "before"
+
+
+def _printed_error(monkeypatch, terminal: bool, message: str) -> str:
+    import io
+
+    from rich.console import Console
+
+    from featureledger.cli import common
+
+    out = io.StringIO()
+    monkeypatch.setattr(common, "err_console", Console(
+        file=out, force_terminal=terminal, width=80, color_system=None))
+    common.print_error("error (not_found)", message)
+    return out.getvalue()
+
+
+def test_an_error_wraps_at_the_terminal_between_words_and_keeps_ids_whole(monkeypatch
+                                                                          ) -> None:
+    cid = "cmt_0193b2c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"
+    path = "/srv/features/" + "deeply/nested/" * 6 + "driver_stats.parquet"
+    message = (f"commit {cid} of view driver_stats is quarantined; release it with "
+               f"`featureledger quarantine release {cid}` or read {path} as of an "
+               "earlier time [not markup]")
+    text = _printed_error(monkeypatch, True, message)
+    lines = text.rstrip("\n").split("\n")
+    assert len(lines) > 2
+    for line in lines:  # a line is longer only when it is one unbreakable word
+        assert len(line) <= 80 or " " not in line.strip(), line
+    assert all(line.startswith("  ") for line in lines[1:])
+    assert sum(line.count(cid) for line in lines) == 2  # never split across lines
+    assert any(line.strip() == path for line in lines)
+    assert " ".join(line.strip() for line in lines) == f"error (not_found): {message}"
+
+
+def test_an_error_piped_stays_on_one_line(monkeypatch) -> None:
+    message = "word " * 60 + "end"
+    text = _printed_error(monkeypatch, False, message)
+    assert text == f"error (not_found): {message}\n"

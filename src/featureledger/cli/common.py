@@ -77,6 +77,30 @@ def show_message(text: str) -> str:
     return escape(cut(text, MESSAGE_CHARS))
 
 
+def print_error(label: str, message: str) -> None:
+    """``label: message`` on stderr, ``label`` in bold red; ``message`` is plain text
+    (cut to :data:`MESSAGE_CHARS`, never read as markup).
+
+    On a terminal the message wraps at its width between words only, so an id, a path or
+    a command in it stays whole on one line (one longer than the line overflows rather
+    than breaking), and continuation lines are indented. Piped or redirected, it stays
+    one line, so a log or ``grep`` sees the whole message.
+    """
+    import textwrap
+
+    from rich.text import Text
+
+    text = f"{label}: {cut(message, MESSAGE_CHARS)}"
+    if err_console.is_terminal:
+        text = "\n".join(
+            "\n".join(textwrap.wrap(part, err_console.width, subsequent_indent="  ",
+                                     break_long_words=False, break_on_hyphens=False))
+            for part in text.split("\n"))
+    styled = Text(text)
+    styled.stylize("bold red", 0, len(label.split(" (", 1)[0]))
+    err_console.print(styled, soft_wrap=True, highlight=False)
+
+
 def short_id(value: str | None) -> str:
     """An id for a table cell: its prefix and the last :data:`ID_TAIL` hex digits (the
     random end of the UUIDv7; the start is the time, shared by ids made together), or the

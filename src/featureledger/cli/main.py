@@ -21,7 +21,7 @@ import sys
 
 import typer
 
-from featureledger.cli.common import err_console, settings, show_message
+from featureledger.cli.common import err_console, print_error, settings
 
 # Modules that add commands, in help order.
 COMMAND_MODULES = [
@@ -118,7 +118,7 @@ def _run(args: list[str]) -> int:
         if debug:
             raise
         # the message may quote data: cut and escaped, never read as markup
-        _error(exc.code, show_message(str(exc)))
+        _error(exc.code, str(exc))
         return 2 if exc.code != "validation_failed" else 3
     except typer.Exit as exc:
         return exc.exit_code
@@ -150,16 +150,14 @@ def _run(args: list[str]) -> int:
             return code
         if debug:
             raise
-        err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: "
-                          f"{show_message(str(exc))}\n"
-                          "Run again with --debug for the traceback, and please report it.")
+        print_error("internal error", f"{type(exc).__name__}: {exc}")
+        err_console.print("Run again with --debug for the traceback, and please report it.")
         return 1
     return 0
 
 
 def _error(code: str, message: str) -> None:
-    err_console.print(f"[bold red]error[/] ({code}): {message}", markup=True,
-                      highlight=False, soft_wrap=True)
+    print_error(f"error ({code})", message)
 
 
 def _os_message(exc: OSError) -> tuple[str, str]:
