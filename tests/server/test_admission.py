@@ -93,7 +93,7 @@ def test_full_queue_sheds_at_once_and_a_waiter_gives_up_at_its_deadline():
         return [shed.value, shed_after, got[0], waited]
 
     shed, shed_after, second, waited = asyncio.run(scenario())
-    assert shed_after < 0.05 and "server.queue_size" in str(shed)
+    assert shed_after < 0.2 and "server.queue_size" in str(shed)  # not after the 0.4 s wait
     assert shed.retry_after_s == 1.0
     assert isinstance(second, ServerOverloadedError) and "waited 0.4s" in str(second)
     assert waited < 0.6

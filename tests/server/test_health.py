@@ -87,7 +87,7 @@ def test_a_hanging_probe_is_reported_without_waiting_for_it():
         t0 = time.perf_counter()
         snap = monitor.snapshot()
         took = time.perf_counter() - t0
-        assert took < 0.01
+        assert took < 0.1  # the probe hangs for 30 s: reading its state never waits
         assert snap["online_store"] == {"ok": True, "ms": snap["online_store"]["ms"],
                                         "age_s": snap["online_store"]["age_s"]}
         assert snap["registry"]["ok"] is False
