@@ -274,7 +274,7 @@ class QualityService:
                      profile: Mapping[str, Any] | None = None) -> SchemaDriftReport:
         """How ``source``'s columns differ from ``view``'s definition."""
         rec = self.ctx.registry.definitions.view(view, version)
-        last = self.ctx.registry.commits.list(rec.name, rec.version)[-1:]
+        last = self.ctx.registry.commits.list(rec.name, rec.version, newest=1)
         return schema_drift(rec.definition, source, column_map=column_map, profile=profile,
                             last_profile=last[0].profile if last else None)
 
