@@ -162,6 +162,10 @@ class CommitRecord:
         return d
 
 
+def _segment_id(c: CommitRecord) -> str | None:
+    return c.segment.segment_id if c.segment is not None else None
+
+
 def _row(r: Any) -> CommitRecord:
     return CommitRecord(
         commit_id=r.commit_id,
@@ -305,6 +309,21 @@ class CommitRepository:
         if missing:
             raise UnknownCommitError(f"unknown commit(s): {', '.join(missing[:10])}")
         return self._located([found[c] for c in commit_ids])
+
+    def moved(self, commits: Sequence[CommitRecord]) -> bool:
+        """Whether any of ``commits`` is no longer what a reader found: its status changed
+        (retention expired it, a quarantine hid it), its row is gone, or its rows are now
+        read from another segment (a compaction, or retention rewrote its segment). A
+        read that met a missing file of such a commit raced that change and may run again
+        on a fresh list; a missing file of an unchanged commit is lost data."""
+        if not commits:
+            return False
+        try:
+            now = {c.commit_id: c for c in self.get_many([c.commit_id for c in commits])}
+        except UnknownCommitError:
+            return True
+        return any(now[c.commit_id].status != c.status
+                   or _segment_id(now[c.commit_id]) != _segment_id(c) for c in commits)
 
     def list(self, view: str | None = None, version: int | None = None, *,
              as_of: int | None = None, statuses: tuple[str, ...] | None = ("committed",),
