@@ -104,3 +104,33 @@ def test_a_file_lost_without_a_registry_change_is_still_reported(tmp_path):
             store.get_features_in_window(VIEW, None, None)
     finally:
         store.close()
+
+
+def test_a_reproduction_raced_by_retention_says_the_commits_expired(tmp_path, registry_url,
+                                                                    monkeypatch):
+    from featureledger.errors import CommitExpiredError
+    from featureledger.registry.commits import CommitRepository
+
+    store = make_store(tmp_path / "repo", registry_url)
+    other = make_store(tmp_path / "repo", registry_url)
+    try:
+        ids = ingest(store, 5)
+        ds = store.get_historical_features(entities(DRIVERS), [f"{VIEW}:speed"])
+        other.set_retention(VIEW, keep_last=3, reason="three")
+        fetched = CommitRepository.get_many
+        fired: list[int] = []
+
+        def then_retention(self, *args, **kwargs):
+            out = fetched(self, *args, **kwargs)
+            if not fired and self is store.registry.commits:  # the other process
+                fired.append(0)  # (its own reads pass through here too)
+                fired[0] = len(other.apply_retention().expired)
+            return out
+
+        monkeypatch.setattr(CommitRepository, "get_many", then_retention)
+        with pytest.raises(CommitExpiredError) as err:
+            store.reproduce(ds.id)
+        assert fired == [2] and set(err.value.expired) == set(ids[:2])
+    finally:
+        other.close()
+        store.close()

@@ -648,18 +648,25 @@ class RetrievalService:
                 f"dataset {dataset_id}: the stored entity rows {path} do not match the "
                 "recorded digest (the file was changed); restore it from backup")
         plan = [_ViewRequest.from_dict(v) for v in m["views"]]
-        commits = []
-        for v in m["views"]:
-            try:
-                cs = self.ctx.registry.commits.get_many(list(v["commit_ids"]))
-            except UnknownCommitError as exc:
-                raise ReproductionError(
-                    f"dataset {dataset_id} read commits that are no longer in the registry "
-                    f"({exc}); it cannot be rebuilt exactly") from None
-            commits.append(cs)
-        _refuse_expired(dataset_id, [c for cs in commits for c in cs])
         ts_col = m["entity"]["timestamp_column"]
-        table, _ = self._compute(entities, ts_col, plan, commits, _ts_bounds(entities, ts_col))
+        for attempt in range(READ_ATTEMPTS):
+            commits = []
+            for v in m["views"]:
+                try:
+                    cs = self.ctx.registry.commits.get_many(list(v["commit_ids"]))
+                except UnknownCommitError as exc:
+                    raise ReproductionError(
+                        f"dataset {dataset_id} read commits that are no longer in the "
+                        f"registry ({exc}); it cannot be rebuilt exactly") from None
+                commits.append(cs)
+            # retention expiring one while this runs: the next attempt says so
+            _refuse_expired(dataset_id, [c for cs in commits for c in cs])
+            try:
+                table, _ = self._compute(entities, ts_col, plan, commits,
+                                         _ts_bounds(entities, ts_col))
+                break
+            except CommitFileError:
+                self._raise_unless_moved([c for cs in commits for c in cs], attempt)
         table = add_request_features(table, m.get("request_views", []))
         got = content_hash(table)
         if got != rec.content_hash:
