@@ -32,6 +32,7 @@ from featureledger.events import (
     RunLogged,
     RunStarted,
 )
+from featureledger.registry.models import DEPLOY_GATE
 from featureledger.registry.tracking_records import (
     Deployment,
     Experiment,
@@ -385,6 +386,7 @@ class TrackingService:
                 exceptions.setdefault(problem["feature"],
                                       f"null in every training row: {allow_null_features}")
         with self.db.write(lock_key=f"deploy:{environment}") as conn:
+            self.db.lock(conn, DEPLOY_GATE)  # no deprecation lands between check and insert
             mv = self.models.get(model, conn) if not model.startswith("dep_") else \
                 self.models.get(self.models.get_deployment(model, conn).model_id, conn)
             blocked = [(fv, st, why) for fv, st, why in self.models.inactive_feature_versions(conn, mv.model_id)
