@@ -11,8 +11,9 @@ succeeds:
    strictly per view in commit order;
 3. the Parquet files are written under ``_tmp/`` (fsynced) and renamed into
    ``views/<view>/v<version>/<commit_id>/``;
-4. the commit row, its lineage edges and an audit entry are inserted and the
-   transaction commits.
+4. the commit row, its lineage edges and an audit entry are inserted (for a view with a
+   quality policy also the policy's check and alerts, the row inserted ``quarantined``
+   when the policy says so) and the transaction commits.
 
 A process killed at any instant leaves either the whole commit or a folder no registry
 row lists, which readers never see and ``gc`` removes. A strict rejection writes nothing
