@@ -398,6 +398,8 @@ class IngestionService:
                               run=run, user=user, min_ts=ts["min"].as_py(),
                               max_ts=ts["max"].as_py(), timings=timings, gate=gate)
         timings["commit"] = time.perf_counter() - t
+        if gate is not None:  # the policy's check, part of the commit's time
+            timings["quality"] = gate.seconds
         profile = record.profile
         crash_point("after_registry")
         self.ctx.events.emit(CommitCompleted(

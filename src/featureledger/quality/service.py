@@ -13,6 +13,7 @@ A view without a policy costs one small registry read per commit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -64,10 +65,13 @@ class CommitGate:
         self.service = service
         self.policy = policy
         self.verdict: CommitVerdict | None = None
+        self.seconds = 0.0  # spent deciding and recording, inside the transaction
 
     def decide(self, record: CommitRecord) -> CommitRecord:
         """``record`` as it must land: quarantined when the policy says so."""
+        t = time.perf_counter()
         self.verdict = self.service.judge(record, self.policy)
+        self.seconds += time.perf_counter() - t
         reason = self.verdict.quarantine_reason
         if reason is None:
             return record
@@ -78,6 +82,7 @@ class CommitGate:
         """The check, its alerts and (for a quarantined commit) the audited status,
         inside the commit's transaction."""
         assert self.verdict is not None, "decide() comes first"
+        t = time.perf_counter()
         self.service.record_in(conn, self.verdict)
         if record.status == "quarantined":
             # the audit trail of the commit's status, as a quarantine by hand writes it
@@ -86,6 +91,7 @@ class CommitGate:
                 conn, "commit_status:quarantined", "commit", record.commit_id,
                 {"from": "new", "to": "quarantined", "reason": record.status_reason,
                  "check_id": self.verdict.check.check_id}, actor=record.user)
+        self.seconds += time.perf_counter() - t
 
     def notify(self) -> None:
         if self.verdict is not None:
