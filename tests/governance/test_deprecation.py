@@ -193,3 +193,30 @@ def test_the_earliest_retirement_of_overlapping_deprecations_decides(tmp_path):
             assert offline(store, "stats:trips") == [3, 4]
     finally:
         store.close()
+
+
+def test_deploying_onto_a_retired_feature_is_refused_without_an_exception(tmp_path):
+    store = build(tmp_path / "repo")
+    try:
+        with store.start_run("m") as run:
+            ds = store.get_historical_features(ENTITIES, ["stats:rate"])
+            run.log_model("m", "s3://m/1", training_dataset=ds)
+        store.retire("stats@1:rate", "biased", replacement="stats2:rate")
+        with pytest.raises(StateError, match=(
+                r"stats@1:rate is retired \(biased\).*exceptions=\{'stats@1': 'REASON'\}")):
+            store.deploy("m@1", "production")
+        assert store.deployments() == []
+        dep = store.deploy("m@1", "production",
+                           exceptions={"stats@1": "retrains next sprint"})
+        with pytest.warns(DeprecatedFeatureWarning):
+            got = store.get_model_features(dep.deployment_id, [{"driver_id": 1}])
+        assert got.to_dict()["rate"] == [0.25]
+        # a deprecation without a retirement date refuses too: the model would break later
+        store.deprecate("stats2:rate", "moving", retire_on=FUTURE)
+        with store.start_run("m2") as run, pytest.warns(DeprecatedFeatureWarning):
+            ds2 = store.get_historical_features(ENTITIES, ["stats2:rate"])
+            run.log_model("m2", "s3://m/2", training_dataset=ds2)
+        with pytest.raises(StateError, match=r"stats2@1:rate is deprecated \(moving\)"):
+            store.deploy("m2@1", "staging")
+    finally:
+        store.close()
