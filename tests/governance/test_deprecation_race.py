@@ -16,7 +16,7 @@ import pytest
 from featureledger.errors import StateError
 from featureledger.registry.models import ModelRepository
 from governance.stores import open_store
-from governance.test_deprecation import ENTITIES, build
+from governance.test_deprecation import build, train
 
 
 @pytest.mark.postgres
@@ -25,9 +25,7 @@ def test_a_deprecation_racing_a_deploy_never_strands_the_deployment(tmp_path, pg
     store = build(tmp_path / "repo", pg_url)
     bob = open_store(tmp_path / "repo", pg_url, actor="bob")
     try:
-        with store.start_run("m") as run:
-            ds = store.get_historical_features(ENTITIES, ["stats:rate"])
-            run.log_model("m", "s3://m/1", training_dataset=ds)
+        train(store)
         checked, go = threading.Event(), threading.Event()
         check = ModelRepository.inactive_feature_versions
 
