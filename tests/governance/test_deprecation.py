@@ -51,6 +51,13 @@ def online(store: FeatureStore, ref: str = "stats:rate", **kw) -> list:
     return resp.to_dict()[ref.split(":")[1]]
 
 
+def train(store: FeatureStore, model: str = "m", ref: str = "stats:rate") -> None:
+    """Log model ``model`` (version 1) trained on a training set of ``ref``."""
+    with store.start_run(model) as run:
+        ds = store.get_historical_features(ENTITIES, [ref])
+        run.log_model(model, f"s3://{model}/1", training_dataset=ds)
+
+
 def reads(store: FeatureStore) -> dict[tuple[str, str], tuple[int, int]]:
     out: dict[tuple[str, str], tuple[int, int]] = {}
     for r in store.registry.lifecycle.read_counts():
@@ -91,9 +98,7 @@ def test_deprecated_feature_warns_once_and_is_counted(tmp_path, registry_url):
 def test_after_retire_on_reads_fail_except_deployments_with_an_exception(tmp_path):
     store = build(tmp_path / "repo")
     try:
-        with store.start_run("m") as run:
-            ds = store.get_historical_features(ENTITIES, ["stats:rate"])
-            run.log_model("m", "s3://m/1", training_dataset=ds)
+        train(store)
         plain = store.deploy("m@1", "production")
         excepted = store.deploy("m@1", "staging",
                                 exceptions={"stats@1": "retrains next sprint"})
@@ -191,5 +196,29 @@ def test_the_earliest_retirement_of_overlapping_deprecations_decides(tmp_path):
             offline(store)
         with pytest.warns(DeprecatedFeatureWarning, match="whole view superseded"):
             assert offline(store, "stats:trips") == [3, 4]
+    finally:
+        store.close()
+
+
+def test_deploying_onto_a_retired_feature_is_refused_without_an_exception(tmp_path):
+    store = build(tmp_path / "repo")
+    try:
+        train(store)
+        store.retire("stats@1:rate", "biased", replacement="stats2:rate")
+        with pytest.raises(StateError, match=(
+                r"stats@1:rate is retired \(biased\).*exceptions=\{'stats@1': 'REASON'\}")):
+            store.deploy("m@1", "production")
+        assert store.deployments() == []
+        dep = store.deploy("m@1", "production",
+                           exceptions={"stats@1": "retrains next sprint"})
+        with pytest.warns(DeprecatedFeatureWarning):
+            got = store.get_model_features(dep.deployment_id, [{"driver_id": 1}])
+        assert got.to_dict()["rate"] == [0.25]
+        # a deprecation without a retirement date refuses too: the model would break later
+        store.deprecate("stats2:rate", "moving", retire_on=FUTURE)
+        with pytest.warns(DeprecatedFeatureWarning):
+            train(store, "m2", "stats2:rate")
+        with pytest.raises(StateError, match=r"stats2@1:rate is deprecated \(moving\)"):
+            store.deploy("m2@1", "staging")
     finally:
         store.close()

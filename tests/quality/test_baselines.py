@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -57,3 +58,40 @@ def test_drift_needs_a_baseline_with_data(store, h):
     store.ingest("stats", h.batch(1, hours=1, n=50))
     with pytest.raises(QualityError, match="holds no committed commit"):
         store.drift("stats")  # "previous" of the only commit is empty
+
+
+def test_latest_and_previous_read_a_bounded_number_of_commit_rows(make_store, h,
+                                                                   registry_url):
+    """``previous:N`` (checked at every commit of a view with a policy) and ``latest`` ask
+    the registry for N rows, not for the view's whole history; the answer equals the
+    brute-force one over every commit, quarantined commits left out."""
+    import sqlalchemy as sa
+
+    store = make_store(registry=registry_url)
+    ids = [store.ingest("stats", h.batch(i, hours=i, n=20)).commit_id for i in range(1, 13)]
+    for cid in ids[3:5] + ids[9:10]:
+        store.quarantine(cid, "test")
+    every = store.commits("stats", status=None)
+    by_id = {c.commit_id: c for c in every}
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        if re.search(r"\bFROM commits\b", statement):
+            statements.append(statement)
+
+    engine = store.registry.db.engine
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for n, cut in [(1, None), (3, None), (4, ids[6]), (20, ids[11]), (2, ids[0])]:
+            before = by_id[cut] if cut else None
+            got = [c.commit_id for c in resolve(store.ctx, "stats", f"previous:{n}",
+                                                before=before).commits]
+            oracle = [c.commit_id for c in every if c.status == "committed" and (
+                before is None or (c.commit_time, c.commit_id)
+                < (before.commit_time, before.commit_id))][-n:]
+            assert got == oracle, (n, cut)
+        latest = resolve(store.ctx, "stats", "latest").commits
+        assert [c.commit_id for c in latest] == [ids[-1]]
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert statements and all("LIMIT" in s.upper() for s in statements), statements

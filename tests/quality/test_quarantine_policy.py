@@ -127,3 +127,18 @@ def test_bad_policies_are_refused_and_change_nothing(store):
     assert store.quality_policy("stats") is None
     with pytest.raises(StateError):
         store.rollback_data("stats", reason="")
+
+
+def test_an_exact_policy_judges_the_rows_inside_the_commit(make_store, registry_url, h):
+    """``exact`` reads the new commit's rows (written, not yet registered) through the
+    offline engine inside the commit's transaction; the verdict is the profile's."""
+    store = make_store(registry=registry_url)
+    store.set_quality_policy("stats", {"on_drift": "quarantine", "exact": True})
+    store.ingest("stats", h.batch(1, hours=1, n=N))
+    good = store.ingest("stats", h.batch(2, hours=2, n=N))
+    bad = store.ingest("stats", h.batch(3, hours=3, n=N, shift=3.0))
+    assert good.commit.status == "committed" and good.quality.status == "ok"
+    assert bad.commit.status == "quarantined" and bad.quality.action == "quarantine"
+    assert bad.quality.result["drift"]["method"] == "data"
+    assert [c.commit_id for c in store.commits("stats", status="committed")] == [
+        store.commits("stats")[0].commit_id, good.commit_id]

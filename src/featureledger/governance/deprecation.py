@@ -31,8 +31,11 @@ from featureledger.model.ids import new_id
 from featureledger.model.references import parse_reference
 from featureledger.model.timeutil import now_us, to_us
 from featureledger.registry.lifecycle import Deprecation, parse_target
+from featureledger.registry.models import DEPLOY_GATE
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from featureledger.context import StoreContext
 
 
@@ -85,7 +88,8 @@ class DeprecationService:
         dep = Deprecation(new_id("dpr"), view, version, feature, reason.strip(), replacement,
                           retire_us, now_us(), registry.actor, forced_reason=force)
         with registry.db.write(lock_key=f"deprecate:{view}") as conn:
-            users = self._deployments_reading(dep)
+            registry.db.lock(conn, DEPLOY_GATE)  # no deploy lands between check and insert
+            users = self._deployments_reading(dep, conn)
             if users and force is None:
                 raise StateError(
                     f"{dep.target} cannot be deprecated: active deployment(s) read it: "
@@ -116,7 +120,10 @@ class DeprecationService:
         registry = self.ctx.registry
         if not reason or not reason.strip():
             raise StateError("withdrawing a deprecation needs a reason")
-        with registry.db.write(lock_key="deprecate") as conn:
+        view = registry.lifecycle.get_deprecation(deprecation_id).view
+        # the lock deprecate takes: a deprecation of the view landing meanwhile is among
+        # the ``others`` that keep its versions deprecated
+        with registry.db.write(lock_key=f"deprecate:{view}") as conn:
             dep = registry.lifecycle.get_deprecation(deprecation_id, conn)
             if dep.withdrawn_at is not None:
                 raise StateError(f"deprecation {deprecation_id} was withdrawn already")
@@ -160,10 +167,12 @@ class DeprecationService:
         if feature is not None:
             rec.definition.require_feature(feature)
 
-    def _deployments_reading(self, dep: Deprecation) -> list[tuple[str, str]]:
-        """(deployment id, feature) of active deployments reading what ``dep`` covers."""
+    def _deployments_reading(self, dep: Deprecation, conn: Connection
+                             ) -> list[tuple[str, str]]:
+        """(deployment id, feature) of active deployments reading what ``dep`` covers, as
+        ``conn`` (holding the deploy gate) sees them."""
         out = []
-        for d in self.ctx.registry.models.list_deployments(active_only=True):
+        for d in self.ctx.registry.models.list_deployments(active_only=True, conn=conn):
             for text in d.features:
                 r = parse_reference(text)
                 if r.version is not None and dep.covers(r.view, r.version, r.feature):

@@ -5,7 +5,9 @@ commit gets the same guarantees: a commit time strictly after the view's last co
 inside the registry write transaction), ``_commit_id`` / ``_commit_time`` on every row,
 files written under a temporary name and renamed (on object storage: straight under the
 commit's own prefix, read by nobody until its row exists), then the commit row, its lineage edges
-and its audit entry in the same transaction. Files of a transaction that surely rolled
+and its audit entry in the same transaction; for a view with a quality policy, the policy's
+verdict too (the row is inserted already quarantined when the policy says so, with its
+check and alerts). Files of a transaction that surely rolled
 back are removed at once; otherwise ``gc`` removes what no commit row references.
 
 A push's commit exists as a ``pending`` row before it lands (:func:`open_pending`); its
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from featureledger.context import StoreContext
+    from featureledger.quality.service import CommitGate
     from featureledger.registry.commits import CommitRecord
 
 # build(commit_time, stamped rows, written files) -> the commit's record
@@ -66,13 +69,15 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
                  source_uri: str | Callable[[], str] | None,
                  run: str | None, audit: dict[str, Any], actor: str | None = None,
                  extra_tables: dict[str, pa.Table] | None = None,
-                 replaces_pending: bool = False,
+                 replaces_pending: bool = False, gate: CommitGate | None = None,
                  ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
     """Write ``rows`` as commit ``commit_id`` of ``view@version`` and make it visible.
 
     ``source_uri`` names the source node (a callable is read after ``build``, when the
-    source's digest is known); None records no source edge. Returns the record, the
-    stored (stamped) rows and the files written.
+    source's digest is known); None records no source edge. ``gate`` (a view's quality
+    policy) decides in the same transaction how the commit lands (``quarantined`` or
+    ``committed``), and is notified once it committed. Returns the record, the stored
+    (stamped) rows and the files written.
     """
     db = ctx.registry.db
     out = None
@@ -81,7 +86,7 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
             out = commit_in(ctx, conn, view=view, version=version, commit_id=commit_id,
                             rows=rows, build=build, source_uri=source_uri, run=run,
                             audit=audit, actor=actor, extra_tables=extra_tables,
-                            replaces_pending=replaces_pending)
+                            replaces_pending=replaces_pending, gate=gate)
             crash_point("before_registry")
     except (DiskFullError, RegistryReadOnlyError):
         # the database answered that the commit failed, so it surely rolled back: the
@@ -89,6 +94,8 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
         if out is not None:
             ctx.offline_store.remove_commit_files(out[2].files)
         raise
+    if gate is not None:
+        gate.notify()
     return out
 
 
@@ -98,11 +105,13 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
               audit: dict[str, Any], actor: str | None = None,
               extra_tables: dict[str, pa.Table] | None = None,
               edges: list[tuple[str, str, str]] | None = None,
-              replaces_pending: bool = False,
+              replaces_pending: bool = False, gate: CommitGate | None = None,
               ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
     """:func:`write_commit` inside the caller's write transaction ``conn`` (which must hold
     the ``commit:<view>`` lock); ``edges`` are extra lineage edges to record with it;
-    ``replaces_pending`` turns the pending row of a push (see ``open_pending``) into it.
+    ``replaces_pending`` turns the pending row of a push (see ``open_pending``) into it;
+    ``gate`` decides the status it lands with and records its check (the caller notifies
+    it after committing).
 
     If anything here fails the files are removed and the error propagates, so the
     caller's transaction rolls back with nothing left behind.
@@ -119,6 +128,8 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
         if record.file_manifest is None:  # sizes for reconcile, whoever built the record
             record = replace(record, file_manifest=written.manifest())
         uri = source_uri() if callable(source_uri) else source_uri
+        if gate is not None:  # before the insert: the row lands with its verdict
+            record = gate.decide(record)
         if replaces_pending:  # the push's pending row becomes the committed one
             ctx.registry.commits.delete_pending(conn, commit_id)
         ctx.registry.commits.insert(conn, record)
@@ -132,6 +143,8 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
         ctx.registry.db.audit(conn, "commit", "commit", commit_id,
                               {"view": f"{view}@{version}", "rows": stored.num_rows,
                                "run_id": run, "source": uri, **audit}, actor=actor)
+        if gate is not None:
+            gate.record_in(conn, record)
     except BaseException:
         # Before the commit statement the transaction surely rolls back: remove the files
         # now. If the commit statement itself failed, its outcome is unknown; the files

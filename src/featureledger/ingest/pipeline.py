@@ -11,8 +11,9 @@ succeeds:
    strictly per view in commit order;
 3. the Parquet files are written under ``_tmp/`` (fsynced) and renamed into
    ``views/<view>/v<version>/<commit_id>/``;
-4. the commit row, its lineage edges and an audit entry are inserted and the
-   transaction commits.
+4. the commit row, its lineage edges and an audit entry are inserted (for a view with a
+   quality policy also the policy's check and alerts, the row inserted ``quarantined``
+   when the policy says so) and the transaction commits.
 
 A process killed at any instant leaves either the whole commit or a folder no registry
 row lists, which readers never see and ``gc`` removes. A strict rejection writes nothing
@@ -62,8 +63,7 @@ from featureledger.model.timeutil import to_us
 from featureledger.offline.duckdb.guard import check_expression
 from featureledger.offline.duckdb.sandbox import SandboxError, query
 from featureledger.offline.storage import GcReport, WrittenFiles, crash_point
-from featureledger.quality.policy import QualityPolicy
-from featureledger.quality.service import QualityService
+from featureledger.quality.service import CommitGate, QualityService
 from featureledger.registry.commits import (
     EXPIRED_STATUS,
     PENDING_STATUS,
@@ -391,11 +391,15 @@ class IngestionService:
             profile_table, string_chars=bounds.profile_chars), good)
         ts = pc.min_max(good.column(fv.timestamp_field).cast(pa.int64()))
         t = time.perf_counter()
+        # a view with a quality policy: its verdict is taken in the commit's transaction
+        gate = quality.gate(policy) if policy is not None else None
         record = self._commit(rec, commit_id, good, rejected, report=report,
                               profiling=profiling, inp=inp, digest=digest, steps=steps,
                               run=run, user=user, min_ts=ts["min"].as_py(),
-                              max_ts=ts["max"].as_py(), timings=timings)
+                              max_ts=ts["max"].as_py(), timings=timings, gate=gate)
         timings["commit"] = time.perf_counter() - t
+        if gate is not None:  # the policy's check, part of the commit's time
+            timings["quality"] = gate.seconds
         profile = record.profile
         crash_point("after_registry")
         self.ctx.events.emit(CommitCompleted(
@@ -403,35 +407,20 @@ class IngestionService:
             schema=good.schema.append(pa.field(COMMIT_ID_COLUMN, pa.string()))
             .append(pa.field(COMMIT_TIME_COLUMN, pa.timestamp("us", tz="UTC"))),
             report=report, profile=profile))
-        check = None
-        if policy is not None:
-            record, check = self._check_quality(quality, record, policy, timings)
         # past a number of small commits, the version's files are compacted (after the
         # commit is durable and acknowledged above; a failure there changes nothing)
         from featureledger.offline.compaction import CompactionService
 
         self.ctx.part(CompactionService).maybe_compact(record.view_name, record.view_version)
         return IngestionResult(record, report, profile, self.ctx.offline_store, timings,
-                               check)
-
-    def _check_quality(self, quality: QualityService, record: CommitRecord,
-                       policy: QualityPolicy, timings: dict[str, float]
-                       ) -> tuple[CommitRecord, QualityCheck | None]:
-        """The commit checked against its view's quality policy, quarantined (through
-        :meth:`quarantine`, as by hand) when the policy says so."""
-        t = time.perf_counter()
-        verdict = quality.check_commit(record, policy)
-        if verdict is not None and verdict.quarantine_reason:
-            record = self.quarantine(record.commit_id, verdict.quarantine_reason)
-        timings["quality"] = time.perf_counter() - t
-        return record, verdict.check if verdict is not None else None
+                               gate.check if gate is not None else None)
 
     def _commit(self, rec: Any, commit_id: str, good: pa.Table, rejected: pa.Table | None, *,
                 report: ValidationReport, profiling: Future[Any], inp: InputData,
                 digest: Future[str] | None, steps: list[dict[str, Any]], run: str | None,
                 user: str,
                 min_ts: int | None, max_ts: int | None,
-                timings: dict[str, float]) -> CommitRecord:
+                timings: dict[str, float], gate: CommitGate | None) -> CommitRecord:
         def build(commit_time: int, stored: pa.Table, written: WrittenFiles) -> CommitRecord:
             timings.update({f"commit.{k}": v for k, v in written.seconds.items()})
             report.rejected_path = written.extra_files.get(REJECTED_FILE)
@@ -452,6 +441,7 @@ class IngestionService:
             build=build, source_uri=lambda: inp.uri, run=run, actor=user,
             audit={"rejected": report.rows_rejected},
             extra_tables={REJECTED_FILE: rejected} if rejected is not None else None,
+            gate=gate,
         )
         return record
 

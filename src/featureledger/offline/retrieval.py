@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from featureledger.context import current_run_id
 from featureledger.errors import (
     CommitExpiredError,
+    CommitFileError,
     FeatureDataWarning,
     FeatureLedgerError,
     ReproductionError,
@@ -75,6 +76,8 @@ if TYPE_CHECKING:
     from featureledger.registry.commits import CommitRecord
 
 DEFAULT_TIMESTAMP_COLUMNS = ("event_timestamp", "timestamp", "event_ts", "ts")
+# reads of a commit list that retention or compaction changed meanwhile run again this often
+READ_ATTEMPTS = 3
 _TS_TYPE_STR = "timestamp[us, tz=UTC]"
 
 
@@ -415,15 +418,21 @@ class RetrievalService:
         resolve_request_inputs(request, plan, entities.column_names)
         as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
         bounds = _ts_bounds(entities, ts_col)
-        idle: list[set[str]] = [set() for _ in plan]
-        commits = [self._visible_commits(req, as_of_us, bounds, idle[i])
-                   for i, req in enumerate(plan)]
         ds_id = new_id("ds")
         # Storing and hashing the entity rows overlaps the join (both release the GIL).
         with ThreadPoolExecutor(1, thread_name_prefix="featureledger-stage") as pool:
             staged = pool.submit(self._stage_entities, ds_id, entities)
             try:
-                table, stats = self._compute(entities, ts_col, plan, commits, bounds, idle)
+                for attempt in range(READ_ATTEMPTS):
+                    idle: list[set[str]] = [set() for _ in plan]
+                    commits = [self._visible_commits(req, as_of_us, bounds, idle[i])
+                               for i, req in enumerate(plan)]
+                    try:
+                        table, stats = self._compute(entities, ts_col, plan, commits, bounds,
+                                                     idle)
+                        break
+                    except CommitFileError:
+                        self._raise_unless_moved([c for cs in commits for c in cs], attempt)
                 table = add_request_features(table, request)
                 feature_digests = column_digests(table.select(
                     [o for r in plan for o in r.outputs if o in table.column_names]
@@ -558,23 +567,38 @@ class RetrievalService:
         start_us = None if start is None else to_us(start)
         end_us = None if end is None else to_us(end)
         as_of_us, _ = _as_of(self.ctx.registry, as_of)
-        commits = [c for c in self.ctx.registry.commits.list(
-            req.view, versions=[p.version for p in req.chain()], as_of=as_of_us,
-            statuses=("committed",))
-            if c.row_count and (end_us is None or c.min_event_ts is None
-                                or c.min_event_ts < end_us)
-            and (start_us is None or c.max_event_ts is None or c.max_event_ts >= start_us)]
         ts_type = pa.timestamp("us", tz="UTC")
         schema = pa.schema(
             [pa.field(k, to_arrow(t)) for k, t in req.join_keys.items()]
             + [pa.field(req.timestamp_field, ts_type)]
             + [pa.field(o, to_arrow(t)) for o, t in zip(req.output_names, req.dtypes, strict=True)]
             + [pa.field("_commit_id", pa.string()), pa.field("_commit_time", ts_type)])
-        if not commits:
-            return schema.empty_table()
-        with self.ctx.offline_store.reading(commits):
-            reader = self.engine.window(req.scan(self.ctx.offline_store, commits), start_us, end_us)
-            return reader.read_all().cast(schema)
+        for attempt in range(READ_ATTEMPTS):
+            commits = [c for c in self.ctx.registry.commits.list(
+                req.view, versions=[p.version for p in req.chain()], as_of=as_of_us,
+                statuses=("committed",))
+                if c.row_count and (end_us is None or c.min_event_ts is None
+                                    or c.min_event_ts < end_us)
+                and (start_us is None or c.max_event_ts is None
+                     or c.max_event_ts >= start_us)]
+            if not commits:
+                return schema.empty_table()
+            try:
+                with self.ctx.offline_store.reading(commits):
+                    reader = self.engine.window(req.scan(self.ctx.offline_store, commits),
+                                                start_us, end_us)
+                    return reader.read_all().cast(schema)
+            except CommitFileError:
+                self._raise_unless_moved(commits, attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _raise_unless_moved(self, commits: Sequence[CommitRecord], attempt: int) -> None:
+        """Called with a CommitFileError being handled: re-raise it unless the commits read
+        changed meanwhile (retention expired one and deleted its files, a segment holding
+        their rows was rewritten): then the read runs again on a fresh commit list, as
+        if it had started after the change, at most READ_ATTEMPTS times."""
+        if attempt == READ_ATTEMPTS - 1 or not self.ctx.registry.commits.moved(commits):
+            raise  # the CommitFileError being handled by the caller
 
     def get_dataset(self, dataset_id: str) -> TrainingDataset:
         """A recorded dataset: its manifest now, its rows rebuilt on first use."""
@@ -624,18 +648,25 @@ class RetrievalService:
                 f"dataset {dataset_id}: the stored entity rows {path} do not match the "
                 "recorded digest (the file was changed); restore it from backup")
         plan = [_ViewRequest.from_dict(v) for v in m["views"]]
-        commits = []
-        for v in m["views"]:
-            try:
-                cs = self.ctx.registry.commits.get_many(list(v["commit_ids"]))
-            except UnknownCommitError as exc:
-                raise ReproductionError(
-                    f"dataset {dataset_id} read commits that are no longer in the registry "
-                    f"({exc}); it cannot be rebuilt exactly") from None
-            commits.append(cs)
-        _refuse_expired(dataset_id, [c for cs in commits for c in cs])
         ts_col = m["entity"]["timestamp_column"]
-        table, _ = self._compute(entities, ts_col, plan, commits, _ts_bounds(entities, ts_col))
+        for attempt in range(READ_ATTEMPTS):
+            commits = []
+            for v in m["views"]:
+                try:
+                    cs = self.ctx.registry.commits.get_many(list(v["commit_ids"]))
+                except UnknownCommitError as exc:
+                    raise ReproductionError(
+                        f"dataset {dataset_id} read commits that are no longer in the "
+                        f"registry ({exc}); it cannot be rebuilt exactly") from None
+                commits.append(cs)
+            # retention expiring one while this runs: the next attempt says so
+            _refuse_expired(dataset_id, [c for cs in commits for c in cs])
+            try:
+                table, _ = self._compute(entities, ts_col, plan, commits,
+                                         _ts_bounds(entities, ts_col))
+                break
+            except CommitFileError:
+                self._raise_unless_moved([c for cs in commits for c in cs], attempt)
         table = add_request_features(table, m.get("request_views", []))
         got = content_hash(table)
         if got != rec.content_hash:

@@ -558,18 +558,15 @@ class Pusher:
             self.ctx, view=table.view, version=table.version, commit_id=pending.commit_id,
             rows=rows, build=build, run=run, audit={"source": "push"}, actor=user,
             source_uri=push_source_uri(self.ctx.config.project, table.view, user),
-            replaces_pending=True)
+            replaces_pending=True,
+            # the policy's verdict lands with the commit: a drifted landing is quarantined
+            # in its own transaction, and the online store's status sync then puts back
+            # the last good values of the keys this push served
+            gate=quality.gate(policy) if policy is not None else None)
         crash_point("after_registry")
-        self._write_online(table, view, stored)
+        if rec.status == "committed":  # a quarantined landing is repaired by the status sync
+            self._write_online(table, view, stored)
         self.ctx.events.emit(CommitCompleted(commit=rec, source="push"))
-        if policy is not None:
-            verdict = quality.check_commit(rec, policy)
-            if verdict is not None and verdict.quarantine_reason:
-                # the usual quarantine: the online store goes back to the last good values
-                from featureledger.ingest.pipeline import IngestionService
-
-                rec = self.ctx.part(IngestionService).quarantine(rec.commit_id,
-                                                                 verdict.quarantine_reason)
         return rec
 
     def flush(self) -> list[CommitRecord]:

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from featureledger.registry.quality import Alert, QualityRepository
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from featureledger.config import WebhookConfig
     from featureledger.context import StoreContext
 
@@ -169,17 +171,34 @@ class AlertService:
                     dedup_key: str | None = None) -> Alert:
         """Record an alert (deduplicated on ``dedup_key``, default ``rule:subject``) and
         notify when it is new."""
+        with self.ctx.registry.db.write(bump=False) as conn:
+            alert, new = self.raise_alert_in(
+                conn, rule=rule, severity=severity, subject=subject, message=message,
+                evidence=evidence, lineage_node=lineage_node, dedup_key=dedup_key)
+        if new:
+            self._notify(alert)
+        return alert
+
+    def raise_alert_in(self, conn: Connection, *, rule: str, severity: str, subject: str,
+                       message: str, evidence: dict[str, Any],
+                       lineage_node: str | None = None, dedup_key: str | None = None
+                       ) -> tuple[Alert, bool]:
+        """Record an alert inside the caller's write transaction ``conn``; returns it and
+        whether it is new. Nobody is notified: the caller passes the new ones to
+        :meth:`notify` once its transaction committed (a rolled-back alert is never sent)."""
         if severity not in SEVERITIES:
             from featureledger.errors import QualityError
 
             raise QualityError(f"alert severity {severity!r} is not known; use one of "
                                f"{', '.join(SEVERITIES)}")
-        alert, new = self.repo.raise_alert(
-            dedup_key=dedup_key or f"{rule}:{subject}", rule=rule, severity=severity,
+        return self.repo.raise_alert_in(
+            conn, dedup_key=dedup_key or f"{rule}:{subject}", rule=rule, severity=severity,
             subject=subject, message=message, evidence=evidence, lineage_node=lineage_node)
-        if new:
+
+    def notify(self, alerts: list[Alert]) -> None:
+        """Notify ``alerts`` (new ones, recorded by a transaction that committed)."""
+        for alert in alerts:
             self._notify(alert)
-        return alert
 
     def _notify(self, alert: Alert) -> None:
         if self.ctx.config.quality.log_alerts:

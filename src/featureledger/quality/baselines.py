@@ -98,7 +98,7 @@ def resolve(ctx: StoreContext, view: str, spec: str, *, version: int | None = No
 
     commits: list[CommitRecord]
     if kind == "latest":
-        commits = visible()[-1:]
+        commits = reg.commits.list(rec.name, versions=chain, newest=1)
     elif kind == "previous":
         try:
             n = int(arg) if arg else DEFAULT_PREVIOUS
@@ -106,11 +106,10 @@ def resolve(ctx: StoreContext, view: str, spec: str, *, version: int | None = No
             raise QualityError(f"baseline {spec!r}: N must be a whole number") from None
         if n < 1:
             raise QualityError(f"baseline {spec!r}: N must be at least 1")
-        all_commits = visible()
-        if before is not None:
-            all_commits = [c for c in all_commits if (c.commit_time, c.commit_id)
-                           < (before.commit_time, before.commit_id)]
-        commits = all_commits[-n:]
+        # N rows read, however long the view's history (checked at every commit)
+        commits = reg.commits.list(
+            rec.name, versions=chain, newest=n,
+            before=(before.commit_time, before.commit_id) if before is not None else None)
     elif kind == "commit" or (kind == "commits" and ".." not in arg):
         ids = [a.strip() for a in arg.split(",") if a.strip()]
         if not ids:

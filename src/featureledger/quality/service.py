@@ -1,18 +1,21 @@
 """The quality part: policies, drift, the check of every commit, schema drift.
 
-``QualityService(ctx)`` is what the facade forwards to, and what ingestion and push
-flushes call (:meth:`QualityService.check_commit`) after a commit of a view with a policy
-is durable: the commit is compared with the policy's baseline, the check is stored with
-the commit's id, alerts are raised, and the verdict says whether the commit must be
-quarantined, which the caller does through its own quarantine path (so the online store
-restores the last good values and new retrievals and materializations leave the commit
-out). A view without a policy costs one small registry read per commit.
+``QualityService(ctx)`` is what the facade forwards to. Ingestion and push landings
+check every commit of a view with a policy inside the commit's own registry transaction
+(:meth:`QualityService.gate`): the commit is compared with the policy's baseline before
+its row is inserted, and a commit the policy quarantines is inserted ``quarantined``,
+with its check, its alerts and its audited status, in that same transaction. So no
+reader, retrieval or materialization ever sees it ``committed``, whatever instant the
+writing process dies at (the online store repairs the keys a push already served, as
+for any quarantine). Notifications (log, webhook) go out once the transaction committed.
+A view without a policy costs one small registry read per commit.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import QualityError, SchemaDriftError
@@ -26,21 +29,77 @@ from featureledger.quality.baselines import (
 from featureledger.quality.drift import DriftReport, Thresholds, compare
 from featureledger.quality.policy import QualityPolicy
 from featureledger.quality.schema_drift import SchemaDriftReport, schema_drift
-from featureledger.registry.quality import QualityCheck, QualityRepository
+from featureledger.registry.quality import Alert, QualityCheck, QualityRepository, new_check
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from sqlalchemy.engine import Connection
 
     from featureledger.context import StoreContext
     from featureledger.registry.commits import CommitRecord
 
 
-@dataclass(frozen=True)
+@dataclass
 class CommitVerdict:
     """What the check of one commit decided."""
 
     check: QualityCheck
     quarantine_reason: str | None  # set when the commit must be quarantined
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # to raise with the check
+    new_alerts: list[Alert] = field(default_factory=list)  # raised and new: to notify
+
+
+class CommitGate:
+    """A quality policy's decision about one commit, taken inside the commit's own write
+    transaction, so the commit row lands with its verdict or not at all.
+
+    The commit writer (``ingest/commit.py``) calls :meth:`decide` once the record is built
+    and before it is inserted (a commit to quarantine is inserted ``quarantined``, never
+    visible as ``committed``), :meth:`record_in` after the insert (the check, the alerts
+    and the audited status, in the same transaction) and, once the transaction
+    committed, :meth:`notify` (log and webhook: nothing is sent for a commit that rolled
+    back).
+    """
+
+    def __init__(self, service: QualityService, policy: QualityPolicy) -> None:
+        self.service = service
+        self.policy = policy
+        self.verdict: CommitVerdict | None = None
+        self.seconds = 0.0  # spent deciding and recording, inside the transaction
+
+    def decide(self, record: CommitRecord) -> CommitRecord:
+        """``record`` as it must land: quarantined when the policy says so."""
+        t = time.perf_counter()
+        self.verdict = self.service.judge(record, self.policy)
+        self.seconds += time.perf_counter() - t
+        reason = self.verdict.quarantine_reason
+        if reason is None:
+            return record
+        return replace(record, status="quarantined", status_reason=reason,
+                       status_changed_at=record.commit_time)
+
+    def record_in(self, conn: Connection, record: CommitRecord) -> None:
+        """The check, its alerts and (for a quarantined commit) the audited status,
+        inside the commit's transaction."""
+        assert self.verdict is not None, "decide() comes first"
+        t = time.perf_counter()
+        self.service.record_in(conn, self.verdict)
+        if record.status == "quarantined":
+            # the audit trail of the commit's status, as a quarantine by hand writes it
+            # (reconcile compares a commit's status with the last one audited)
+            self.service.ctx.registry.db.audit(
+                conn, "commit_status:quarantined", "commit", record.commit_id,
+                {"from": "new", "to": "quarantined", "reason": record.status_reason,
+                 "check_id": self.verdict.check.check_id}, actor=record.user)
+        self.seconds += time.perf_counter() - t
+
+    def notify(self) -> None:
+        if self.verdict is not None:
+            self.service.alerting.notify(self.verdict.new_alerts)
+
+    @property
+    def check(self) -> QualityCheck | None:
+        return self.verdict.check if self.verdict is not None else None
 
 
 class QualityService:
@@ -109,12 +168,28 @@ class QualityService:
                            "data" if exact else "profile", results)
 
     # -- the check of every commit ----------------------------------------------------------
+    def gate(self, policy: QualityPolicy) -> CommitGate:
+        """The decision of ``policy`` about one commit, to take inside its write
+        transaction (see :class:`CommitGate`)."""
+        return CommitGate(self, policy)
+
     def check_commit(self, commit: CommitRecord, policy: QualityPolicy | None = None
                      ) -> CommitVerdict | None:
-        """Check a new commit against its view's policy (None when the view has none)."""
+        """Check a commit that is already recorded against its view's policy (None when
+        the view has none), storing the check and its alerts; the commit's status is left
+        as it is. New commits are checked as they land instead (:meth:`gate`)."""
         pol = policy or self.policy(commit.view_name)
         if pol is None:
             return None
+        verdict = self.judge(commit, pol)
+        with self.ctx.registry.db.write(bump=False) as conn:
+            self.record_in(conn, verdict)
+        self.alerting.notify(verdict.new_alerts)
+        return verdict
+
+    def judge(self, commit: CommitRecord, pol: QualityPolicy) -> CommitVerdict:
+        """What ``pol`` decides about ``commit``; reads only (the registry and, for an
+        ``exact`` policy, the commit's files), writes nothing."""
         result: dict[str, Any] = {"policy": pol.to_dict()}
         reasons: list[str] = []
         status = "ok"
@@ -154,35 +229,45 @@ class QualityService:
             "alert" if drifted and pol.on_drift == "alert" else "none")
         if status == "ok" and "skipped" in result.get("drift", {}) and not reasons:
             status = "skipped"
-        check = self.repo.add_check(commit_id=commit.commit_id, view=commit.view_name,
-                                    version=commit.view_version, status=status,
-                                    action=action, result=result)
+        check = new_check(commit_id=commit.commit_id, view=commit.view_name,
+                          version=commit.view_version, status=status, action=action,
+                          result=result)
         ref = commit.view_ref
+        alerts: list[dict[str, Any]] = []
         if drifted and report is not None and pol.on_drift != "none":
-            self.alerting.raise_alert(
+            alerts.append(dict(
                 rule="drift", severity="critical" if quarantine else "warning", subject=ref,
                 message=f"commit {commit.commit_id} drifted from baseline "
                         f"{pol.baseline!r}: " + ", ".join(report.drifted),
                 evidence={"commit_id": commit.commit_id, "check_id": check.check_id,
                           "features": [f.to_dict() for f in report.features if f.drifted]},
-                lineage_node=commit.commit_id)
+                lineage_node=commit.commit_id))
         if status == "failed":
-            self.alerting.raise_alert(
+            alerts.append(dict(
                 rule="validation", severity="critical", subject=ref,
                 message=reasons[0], evidence={"commit_id": commit.commit_id,
                                               "rejected_fraction": frac,
                                               "check_id": check.check_id},
-                lineage_node=commit.commit_id)
+                lineage_node=commit.commit_id))
         reason = None
         if quarantine:
             reason = "quality policy: " + "; ".join(reasons)
-            self.alerting.raise_alert(
+            alerts.append(dict(
                 rule="quarantine", severity="critical", subject=commit.commit_id,
                 message=f"{ref} commit {commit.commit_id} quarantined by its quality "
                         f"policy: {'; '.join(reasons)}",
                 evidence={"check_id": check.check_id, "reasons": reasons},
-                lineage_node=commit.commit_id)
-        return CommitVerdict(check, reason)
+                lineage_node=commit.commit_id))
+        return CommitVerdict(check, reason, alerts)
+
+    def record_in(self, conn: Connection, verdict: CommitVerdict) -> None:
+        """Store ``verdict``'s check and alerts inside the caller's write transaction; the
+        alerts that are new are kept on the verdict, to notify once it committed."""
+        self.repo.add_check_in(conn, verdict.check)
+        for spec in verdict.alerts:
+            alert, new = self.alerting.raise_alert_in(conn, **spec)
+            if new:
+                verdict.new_alerts.append(alert)
 
     def checks(self, view: str | None = None, *, commit_ids: Sequence[str] | None = None,
                limit: int | None = None) -> list[QualityCheck]:
@@ -195,7 +280,7 @@ class QualityService:
                      profile: Mapping[str, Any] | None = None) -> SchemaDriftReport:
         """How ``source``'s columns differ from ``view``'s definition."""
         rec = self.ctx.registry.definitions.view(view, version)
-        last = self.ctx.registry.commits.list(rec.name, rec.version)[-1:]
+        last = self.ctx.registry.commits.list(rec.name, rec.version, newest=1)
         return schema_drift(rec.definition, source, column_map=column_map, profile=profile,
                             last_profile=last[0].profile if last else None)
 

@@ -160,15 +160,16 @@ class SkewService:
         if not ds_ids:
             raise QualityError(f"model {model.ref} has no training dataset to compare with; "
                                "log it with its training dataset")
-        commit_ids = {c for d in ds_ids for c in reg.datasets.get(d).commit_ids}
+        # the commits the training sets read, by id (not every commit of each view)
+        read = reg.commits.get_many(sorted({c for d in ds_ids
+                                            for c in reg.datasets.get(d).commit_ids}))
         features: list[FeatureDrift] = []
         reference: dict[str, Any] = {"model": model.ref, "datasets": ds_ids}
         for ref in model.features:
             r = parse_reference(ref)
             base = resolve(self.ctx, r.view, "latest", version=r.version)
-            chain = [p.version for p in reg.definitions.data_chain(base.view, base.version)]
-            commits = [c for c in reg.commits.list(base.view, versions=chain, statuses=None)
-                       if c.commit_id in commit_ids]
+            chain = {p.version for p in reg.definitions.data_chain(base.view, base.version)}
+            commits = [c for c in read if c.view_name == base.view and c.view_version in chain]
             training = profile_summaries(
                 Baseline("training", base.view, base.version, commits), [r.feature])
             values = [row.get(ref) for row in rows]

@@ -146,7 +146,7 @@ def _set_head(db: RegistryDB, conn: Connection, seq: int, digest: str) -> None:
 
 
 def append(db: RegistryDB, conn: Connection, *, at: int, actor: str, action: str, kind: str,
-           object_id: str, details: str) -> str:
+           object_id: str, details: str, decision: str = "allow") -> str:
     """Append one entry to ``db``'s project chain inside ``conn``'s transaction; its hash.
 
     The predecessor is the head recorded in ``registry_state`` (not the last row found), so
@@ -162,9 +162,18 @@ def append(db: RegistryDB, conn: Connection, *, at: int, actor: str, action: str
     conn.execute(schema.audit_log.insert().values(
         project=db.project, at=at, actor=actor, action=action, object_kind=kind,
         object_id=object_id, details=details, seq=seq, prev_hash=prev, entry_hash=digest,
-        signature=sign(digest, key) if key else None))
+        signature=sign(digest, key) if key else None, decision=decision))
     _set_head(db, conn, seq, digest)
     return digest
+
+
+def _decision(details: str) -> str:
+    """The top-level ``decision`` of an entry's details (``allow`` when absent)."""
+    try:
+        value = json.loads(details).get("decision", "allow")
+    except (ValueError, AttributeError):
+        return "allow"
+    return str(value)
 
 
 def _entry(row: Any) -> AuditEntry:
@@ -191,11 +200,10 @@ def entries(db: RegistryDB, *, kind: str | None = None, object_id: str | None = 
         q = q.where(t.c.actor == actor)
     if since is not None:
         q = q.where(t.c.at >= since)
+    if decision:  # in the query: the newest ``limit`` denials, not denials of the last rows
+        q = q.where(t.c.decision == decision)
     with db.read() as conn:
-        found = [_entry(r) for r in conn.execute(q)]
-    if decision:
-        found = [e for e in found if e.decision == decision]
-    return found
+        return [_entry(r) for r in conn.execute(q)]
 
 
 def verify(db: RegistryDB, *, key: bytes | None = None,
@@ -247,6 +255,11 @@ def verify(db: RegistryDB, *, key: bytes | None = None,
                                              f"entry {seq} ({row.action} {row.object_kind} "
                                              f"{row.object_id}) was edited: its content no "
                                              "longer matches its hash"))
+            elif _decision(row.details) != row.decision:
+                problems.append(AuditProblem(seq, "edited",
+                                             f"entry {seq}'s decision column says "
+                                             f"{row.decision!r}, its hashed details do not: "
+                                             "the column was edited"))
             if row.id < last_id:
                 problems.append(AuditProblem(seq - 1, "reordered",
                                              f"entries {seq - 1} and {seq} are stored in "

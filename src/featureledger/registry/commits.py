@@ -162,6 +162,10 @@ class CommitRecord:
         return d
 
 
+def _segment_id(c: CommitRecord) -> str | None:
+    return c.segment.segment_id if c.segment is not None else None
+
+
 def _row(r: Any) -> CommitRecord:
     return CommitRecord(
         commit_id=r.commit_id,
@@ -306,15 +310,34 @@ class CommitRepository:
             raise UnknownCommitError(f"unknown commit(s): {', '.join(missing[:10])}")
         return self._located([found[c] for c in commit_ids])
 
+    def moved(self, commits: Sequence[CommitRecord]) -> bool:
+        """Whether any of ``commits`` is no longer what a reader found: its status changed
+        (retention expired it, a quarantine hid it), its row is gone, or its rows are now
+        read from another segment (a compaction, or retention rewrote its segment). A
+        read that met a missing file of such a commit raced that change and may run again
+        on a fresh list; a missing file of an unchanged commit is lost data."""
+        if not commits:
+            return False
+        try:
+            now = {c.commit_id: c for c in self.get_many([c.commit_id for c in commits])}
+        except UnknownCommitError:
+            return True
+        return any(now[c.commit_id].status != c.status
+                   or _segment_id(now[c.commit_id]) != _segment_id(c) for c in commits)
+
     def list(self, view: str | None = None, version: int | None = None, *,
              as_of: int | None = None, statuses: tuple[str, ...] | None = ("committed",),
              run_id: str | None = None, limit: int | None = None,
-             versions: Sequence[int] | None = None) -> list[CommitRecord]:
+             versions: Sequence[int] | None = None, newest: int | None = None,
+             before: tuple[int, str] | None = None) -> list[CommitRecord]:
         """Commits in commit order (oldest first).
 
         ``as_of`` (µs) keeps commits with ``commit_time <= as_of``; ``statuses=None`` keeps
         every status; ``versions`` keeps commits of any of those view versions (the
-        versions a version reads: see ``DefinitionRepository.data_chain``).
+        versions a version reads: see ``DefinitionRepository.data_chain``); ``before``
+        keeps commits before ``(commit_time, commit_id)`` in commit order. ``limit`` keeps
+        the oldest ``limit`` commits, ``newest`` the newest ``newest`` (still returned
+        oldest first): the database reads that many rows, not the view's whole history.
         """
         t = schema.commits
         q = sa.select(t).where(self.db.scope(t))
@@ -330,11 +353,21 @@ class CommitRepository:
             q = q.where(t.c.status.in_(statuses))
         if run_id is not None:
             q = q.where(t.c.run_id == run_id)
-        q = q.order_by(t.c.commit_time, t.c.commit_id)
+        if before is not None:
+            at, cid = before
+            q = q.where(sa.or_(t.c.commit_time < at,
+                               sa.and_(t.c.commit_time == at, t.c.commit_id < cid)))
+        if newest is not None:
+            q = q.order_by(t.c.commit_time.desc(), t.c.commit_id.desc()).limit(newest)
+        else:
+            q = q.order_by(t.c.commit_time, t.c.commit_id)
         if limit is not None:
             q = q.limit(limit)
         with self.db.read() as conn:
-            return self._located([_row(r) for r in conn.execute(q)], conn)
+            rows = [_row(r) for r in conn.execute(q)]
+            if newest is not None:
+                rows.reverse()
+            return self._located(rows, conn)
 
     def all_files(self) -> set[str]:
         """Every file any commit of this project references, whatever its status (for gc)."""

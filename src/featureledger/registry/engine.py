@@ -475,7 +475,8 @@ class RegistryDB:
         from featureledger.registry import audit as chain
 
         chain.append(self, conn, at=now_us(), actor=actor or self.actor, action=action,
-                     kind=kind, object_id=object_id, details=canonical_json(body))
+                     kind=kind, object_id=object_id, details=canonical_json(body),
+                     decision=decision)
 
     def audit_now(self, action: str, kind: str, object_id: str,
                   details: dict[str, Any] | None = None, actor: str | None = None, *,

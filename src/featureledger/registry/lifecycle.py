@@ -469,11 +469,12 @@ class LifecycleRepository:
         return out
 
     def count_denied(self) -> int:
-        """Audit entries of denied requests (``decision: deny`` in their details)."""
+        """Audit entries of denied requests: their ``decision`` column, written from the
+        access decision itself (not text found in their details)."""
         a = schema.audit_log
         with self.db.read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(a).where(
-                self.db.scope(a), a.c.details.like('%"decision":"deny"%'))).scalar() or 0)
+                self.db.scope(a), a.c.decision == "deny")).scalar() or 0)
 
 
 def _like(text: str) -> str:

@@ -64,6 +64,14 @@ def _deployment(row: Any, exceptions: dict[str, str]) -> Deployment:
         exceptions=exceptions)
 
 
+# Taken (after their own lock) by every deploy and every deprecation, in their write
+# transactions: a deploy checks that no version it reads is deprecated, a deprecation that
+# no active deployment reads what it covers; without one lock for both, each could pass
+# its check before the other committed (on PostgreSQL), leaving a deployment on a version
+# retired under it with no exception and no forced reason.
+DEPLOY_GATE = "deploy-gate"
+
+
 class ModelRepository:
     """SQL for model versions, deployments and deployment exceptions."""
 
@@ -279,8 +287,9 @@ class ModelRepository:
         return found[0]
 
     def list_deployments(self, *, environment: str | None = None, model: str | None = None,
-                         active_only: bool = False) -> list[Deployment]:
-        """Deployment history, newest first."""
+                         active_only: bool = False, conn: Connection | None = None
+                         ) -> list[Deployment]:
+        """Deployment history, newest first (read in ``conn`` when given)."""
         t = schema.deployments
         q = (sa.select(t).where(self.db.scope(t))
              .order_by(t.c.deployed_at.desc(), t.c.deployment_id.desc()))
@@ -294,7 +303,7 @@ class ModelRepository:
                 q = q.where(t.c.model_id == mv.model_id)
             else:
                 q = q.where(t.c.model_ref.like(f"{model}@%"))
-        return self.deployments(q)
+        return self.deployments(q, conn)
 
     def deployments(self, query: Any, conn: Connection | None = None) -> list[Deployment]:
         def run(c: Connection) -> list[Deployment]:

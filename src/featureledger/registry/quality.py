@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from featureledger.errors import UnknownAlertError
 from featureledger.model.hashing import canonical_json
@@ -65,6 +66,13 @@ class Alert:
         return {**asdict(self), "created_at_iso": from_us(self.created_at).isoformat()}
 
 
+def new_check(*, commit_id: str, view: str, version: int, status: str, action: str,
+              result: dict[str, Any]) -> QualityCheck:
+    """A check of ``commit_id`` taken now, not stored yet."""
+    return QualityCheck(new_id("qc"), commit_id, view, version, now_us(), status, action,
+                        result)
+
+
 def _check(r: Any) -> QualityCheck:
     return QualityCheck(r.check_id, r.commit_id, r.view_name, r.view_version, r.checked_at,
                         r.status, r.action, json.loads(r.result))
@@ -112,14 +120,20 @@ class QualityRepository:
     # -- checks -----------------------------------------------------------------------------
     def add_check(self, *, commit_id: str, view: str, version: int, status: str,
                   action: str, result: dict[str, Any]) -> QualityCheck:
-        rec = QualityCheck(new_id("qc"), commit_id, view, version, now_us(), status, action,
-                           result)
+        rec = new_check(commit_id=commit_id, view=view, version=version, status=status,
+                        action=action, result=result)
         with self.db.write(bump=False) as conn:
-            conn.execute(schema.quality_checks.insert().values(
-                project=self.db.project, check_id=rec.check_id, commit_id=commit_id,
-                view_name=view, view_version=version, checked_at=rec.checked_at,
-                status=status, action=action, result=canonical_json(result)))
+            self.add_check_in(conn, rec)
         return rec
+
+    def add_check_in(self, conn: Connection, rec: QualityCheck) -> None:
+        """Store ``rec`` inside the caller's write transaction (the commit's own, when
+        the check decides how the commit lands)."""
+        conn.execute(schema.quality_checks.insert().values(
+            project=self.db.project, check_id=rec.check_id, commit_id=rec.commit_id,
+            view_name=rec.view_name, view_version=rec.view_version,
+            checked_at=rec.checked_at, status=rec.status, action=rec.action,
+            result=canonical_json(rec.result)))
 
     def checks(self, *, view: str | None = None, commit_ids: Sequence[str] | None = None,
                limit: int | None = None) -> list[QualityCheck]:
@@ -141,26 +155,34 @@ class QualityRepository:
                     message: str, evidence: dict[str, Any], lineage_node: str | None
                     ) -> tuple[Alert, bool]:
         """Record an alert; returns it and whether it is new (not a repeat of an open one)."""
+        with self.db.write(bump=False) as conn:
+            return self.raise_alert_in(
+                conn, dedup_key=dedup_key, rule=rule, severity=severity, subject=subject,
+                message=message, evidence=evidence, lineage_node=lineage_node)
+
+    def raise_alert_in(self, conn: Connection, *, dedup_key: str, rule: str, severity: str,
+                       subject: str, message: str, evidence: dict[str, Any],
+                       lineage_node: str | None) -> tuple[Alert, bool]:
+        """:meth:`raise_alert` inside the caller's write transaction ``conn``."""
         t = schema.quality_alerts
         now = now_us()
-        with self.db.write(bump=False) as conn:
-            r = conn.execute(sa.select(t).where(
-                self.db.scope(t), t.c.status == ALERT_OPEN, t.c.dedup_key == dedup_key)).first()
-            if r is not None:
-                conn.execute(t.update().where(self.db.scope(t), t.c.alert_id == r.alert_id)
-                             .values(last_seen_at=now, occurrences=r.occurrences + 1,
-                                     evidence=canonical_json(evidence), message=message,
-                                     severity=severity))
-                alert_id, new = r.alert_id, False
-            else:
-                alert_id, new = new_id("alr"), True
-                conn.execute(t.insert().values(
-                    project=self.db.project, alert_id=alert_id, dedup_key=dedup_key,
-                    rule=rule, severity=severity, subject=subject, message=message,
-                    evidence=canonical_json(evidence), lineage_node=lineage_node,
-                    status=ALERT_OPEN, created_at=now, last_seen_at=now, occurrences=1))
-            row = conn.execute(sa.select(t).where(self.db.scope(t),
-                                                  t.c.alert_id == alert_id)).one()
+        r = conn.execute(sa.select(t).where(
+            self.db.scope(t), t.c.status == ALERT_OPEN, t.c.dedup_key == dedup_key)).first()
+        if r is not None:
+            conn.execute(t.update().where(self.db.scope(t), t.c.alert_id == r.alert_id)
+                         .values(last_seen_at=now, occurrences=r.occurrences + 1,
+                                 evidence=canonical_json(evidence), message=message,
+                                 severity=severity))
+            alert_id, new = r.alert_id, False
+        else:
+            alert_id, new = new_id("alr"), True
+            conn.execute(t.insert().values(
+                project=self.db.project, alert_id=alert_id, dedup_key=dedup_key,
+                rule=rule, severity=severity, subject=subject, message=message,
+                evidence=canonical_json(evidence), lineage_node=lineage_node,
+                status=ALERT_OPEN, created_at=now, last_seen_at=now, occurrences=1))
+        row = conn.execute(sa.select(t).where(self.db.scope(t),
+                                              t.c.alert_id == alert_id)).one()
         return _alert(row), new
 
     def alerts(self, *, status: str | None = None, subject: str | None = None,

@@ -199,7 +199,11 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=True),
     Column("entry_hash", String(64), nullable=True),
     Column("signature", String(64), nullable=True),
+    # "allow" or "deny" (revision 0011): what count_denied and the --denied listing read;
+    # also inside the hashed details
+    Column("decision", String(8), nullable=False, server_default="allow"),
 )
+Index("ix_audit_decision", audit_log.c.project, audit_log.c.decision, audit_log.c.seq)
 Index("ix_audit_object", audit_log.c.project, audit_log.c.object_kind, audit_log.c.object_id)
 Index("ix_audit_seq", audit_log.c.project, audit_log.c.seq, unique=True)
 

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,9 @@ from featureledger.events import (
     RunLogged,
     RunStarted,
 )
+from featureledger.model.references import parse_reference
+from featureledger.model.timeutil import now_us
+from featureledger.registry.models import DEPLOY_GATE
 from featureledger.registry.tracking_records import (
     Deployment,
     Experiment,
@@ -385,17 +388,19 @@ class TrackingService:
                 exceptions.setdefault(problem["feature"],
                                       f"null in every training row: {allow_null_features}")
         with self.db.write(lock_key=f"deploy:{environment}") as conn:
+            self.db.lock(conn, DEPLOY_GATE)  # no deprecation lands between check and insert
             mv = self.models.get(model, conn) if not model.startswith("dep_") else \
                 self.models.get(self.models.get_deployment(model, conn).model_id, conn)
             blocked = [(fv, st, why) for fv, st, why in self.models.inactive_feature_versions(conn, mv.model_id)
                        if fv not in exceptions]
+            blocked += self._deprecated_features(conn, mv.features, exceptions)
             if blocked:
                 detail = "; ".join(f"{fv} is {st}" + (f" ({why})" if why else "")
                                    for fv, st, why in blocked)
                 raise StateError(
                     f"model {mv.ref} reads feature versions that are no longer active: {detail}."
                     " Retrain on active versions, or record an exception: deploy(..., "
-                    f"exceptions={{'{blocked[0][0]}': 'REASON'}})")
+                    f"exceptions={{'{blocked[0][0].split(':')[0]}': 'REASON'}})")
             upstream = walk(conn, [mv.model_id], "upstream")
             snapshot = {"model": mv.ref, "model_id": mv.model_id, "features": mv.features,
                         "feature_versions": mv.feature_versions,
@@ -406,6 +411,26 @@ class TrackingService:
                                                model_id=mv.model_id, model_ref=mv.ref,
                                                environment=environment, features=mv.features))
         return dep
+
+    def _deprecated_features(self, conn: Any, features: Sequence[str],
+                             exceptions: Mapping[str, str]) -> list[tuple[str, str, str]]:
+        """(view@N:feature, deprecated | retired, reason) of the pinned ``features`` a
+        feature-level deprecation covers, without an exception for their version (a
+        version's own deprecation is its status, checked with the versions)."""
+        refs = [r for r in map(parse_reference, features) if r.version is not None]
+        deps = [d for d in self.ctx.registry.lifecycle.deprecations(
+            views={r.view for r in refs}, conn=conn) if d.feature is not None]
+        now = now_us()
+        out = []
+        for r in refs:
+            if r.version is None or f"{r.view}@{r.version}" in exceptions:
+                continue
+            for d in deps:
+                if d.covers(r.view, r.version, r.feature):
+                    out.append((f"{r.view}@{r.version}:{r.feature}",
+                                "retired" if d.retired(now) else "deprecated", d.reason))
+                    break
+        return out
 
     def undeploy(self, deployment_id: str, *, reason: str | None = None) -> Deployment:
         dep = self.models.end_deployment(deployment_id, reason)
