@@ -181,11 +181,14 @@ def test_sigkill_after_acknowledged_pushes(tmp_path):
         pushers.wait_for(150)
         # kill while a pushed commit is still pending (on a loaded machine the pushers can
         # stall long enough for every commit to land first: wait for one then)
+        # the kill follows the sighting at once: leaving the store first gave the flush
+        # (every 0.5 s) time to land the commit on a loaded machine
         deadline = time.monotonic() + 60
         with FeatureStore(root) as store:
             while not store.commits("trips", status="pending"):
                 assert time.monotonic() < deadline, "no push stayed pending for a minute"
                 time.sleep(0.005)
+            server.proc.send_signal(signal.SIGKILL)
         code, _, err = server.stop(signal.SIGKILL)  # while pushes are in flight
         assert code == -signal.SIGKILL, err
     finally:
