@@ -14,13 +14,15 @@ the row an entity row needs is found by a binary search, file by file:
 3. pack (run number, event time) into one integer, ascending along the file; the last row
    at or before the entity row's (run, time) is ``searchsorted(..., 'right') - 1``, the
    entity row's key matched when that row is inside its run;
-4. read the features of only the matched rows (a join on ``file_row_number``).
+4. read the features of only the matched rows: locally a row group at a time, skipping
+   groups no matched row is in (through DuckDB, a join on ``file_row_number``).
 
 Ties need no extra work: among rows with the same keys and event time the file holds the
 winner (the later created time, null lowest, then the later commit) last, which is the
 row the search lands on. Rows that ``ts_bounds`` prunes in the SQL path (older than the
-earliest entity time minus the TTL) are left out of the search as well, so "matched on
-keys but too old" means the same on both paths.
+earliest entity time minus the TTL) do not count as matched on keys here either, so
+"matched on keys but too old" means the same on both paths (the local read keeps them in
+the search, which saves a copy of the file's keys and times, and then discounts them).
 
 When the layout does not hold what it promises (a key type with no total order in Arrow's
 sense, times too wide to pack, a file not in order) the caller falls back to the SQL path;
@@ -75,6 +77,39 @@ def _read_errors(path: str) -> Iterator[None]:
                            "'featureledger reconcile --deep'") from exc
 
 
+def _reach(scan: ViewScan, ts_bounds: tuple[int, int] | None) -> tuple[int | None, int | None]:
+    """(oldest, newest) event µs a row can have and still be some entity row's match (the
+    earliest entity time less the TTL, the latest entity time); None: no bound."""
+    if ts_bounds is None:
+        return None, None
+    return (None if scan.ttl_us is None else ts_bounds[0] - scan.ttl_us), ts_bounds[1]
+
+
+def _rows_of(pf: Any, columns: list[str], rows: Any) -> pa.Table:
+    """``columns`` of the file rows ``rows`` (ascending, repeats allowed), a row group at a
+    time: a row group no row is in is never decoded, and memory holds one decoded row
+    group, not the file (a whole 1M-row file is ~60 MB of fresh allocations, whose first
+    touch costs more kernel time than the decoding, and varies run to run)."""
+    import numpy as np
+    import pyarrow as pa
+
+    meta = pf.metadata
+    sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)],
+                     dtype=np.int64)
+    ends = np.cumsum(sizes)
+    cuts = np.searchsorted(rows, ends, side="left")  # rows[cuts[g-1]:cuts[g]] are in g
+    parts = []
+    first = 0
+    for g, cut in enumerate(cuts.tolist()):
+        if cut > first:
+            group = pf.read_row_group(g, columns=columns, use_threads=False)
+            parts.append(group.take(pa.array(rows[first:cut] - (ends[g] - sizes[g]))))
+        first = cut
+    if not parts:
+        return pf.schema_arrow.empty_table().select(columns)
+    return pa.concat_tables(parts)
+
+
 class _Files:
     """How the merge reads a file: with pyarrow for a local file (in file order, no row
     numbers needed), else through DuckDB (any file system DuckDB reads, e.g. S3)."""
@@ -85,8 +120,11 @@ class _Files:
 
     def narrow(self, path: str, ts_bounds: tuple[int, int] | None
                ) -> tuple[pa.Table, Any, Any]:
-        """The keys (a table), event µs and file row numbers of the rows that can match:
-        keys and time not null, within ``ts_bounds`` (less the TTL), in file order."""
+        """The keys (a table), event µs and file row numbers (None: every row, in order) of
+        the rows that can match: keys and time not null, in file order. Through DuckDB
+        also within ``ts_bounds`` (less the TTL); the local read keeps the rows outside
+        them, which the search never lands on (newer than every entity row) or counts as
+        matched on keys only when inside them (older), so both mean the same."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -94,11 +132,8 @@ class _Files:
 
         s = self.scan
         keys = list(s.join_keys)
-        lo = hi = None
-        if ts_bounds is not None:
-            hi = ts_bounds[1]
-            lo = None if s.ttl_us is None else ts_bounds[0] - s.ttl_us
         if not self.local:
+            lo, hi = _reach(s, ts_bounds)
             ts = quote_ident(s.timestamp_field)
             conds = [f"{quote_ident(k)} IS NOT NULL" for k in keys] + [f"{ts} IS NOT NULL"]
             if hi is not None:
@@ -118,22 +153,18 @@ class _Files:
             table = pq.ParquetFile(path).read(columns=[*keys, s.timestamp_field],
                                               use_threads=False)
         t_col = table.column(s.timestamp_field).cast(pa.int64())
+        if not t_col.null_count and not any(table.column(k).null_count for k in keys):
+            return table.select(keys), t_col.to_numpy(), None  # no copy, no row numbers
         mask = pc.is_valid(t_col)
         for k in keys:
             mask = pc.and_(mask, pc.is_valid(table.column(k)))
-        if hi is not None:
-            mask = pc.and_(mask, pc.less_equal(t_col, hi))
-        if lo is not None:
-            mask = pc.and_(mask, pc.greater_equal(t_col, lo))
-        if pc.all(mask).as_py() is not False:
-            frn = np.arange(table.num_rows, dtype=np.int64)
-            return table.select(keys), t_col.to_numpy(), frn
         frn = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
         pick = pa.array(frn)
         return table.select(keys).take(pick), t_col.take(pick).to_numpy(), frn
 
     def fetch(self, path: str, src: int, rows: Any, frn: Any) -> pa.Table:
-        """``_fl_i`` (= ``rows``) and the features ``_v<j>`` of file rows ``frn``."""
+        """``_fl_i`` (= ``rows``) and the features ``_v<j>`` of file rows ``frn``
+        (ascending)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -144,9 +175,8 @@ class _Files:
             with _read_errors(path):
                 pf = pq.ParquetFile(path)
                 plain = all(_plain(pf.schema_arrow.field(f).type) for f in s.features)
-                table = pf.read(columns=list(s.features), use_threads=False) if plain else None
+                table = _rows_of(pf, list(s.features), frn) if plain else None
             if table is not None:
-                table = table.take(pa.array(frn))
                 return pa.table({"_fl_i": rows, **{f"_v{j}": table.column(f)
                                                    for j, f in enumerate(s.features)}})
         self.register("_fl_matches", pa.table({"_fl_i": rows, "_fl_frn": frn}))
@@ -185,6 +215,7 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
     probe = pa.table({**{k: entities.column(k) for k in keys}, "_fl_et": ets,
                       "_fl_i": pa.array(np.arange(n, dtype=np.int64))}).filter(valid)
     files = _Files(query, register, scan, local)
+    oldest = _reach(scan, ts_bounds)[0]
     fetched: list[pa.Table] = []
     keyed_rows: list[Any] = []
     srcs = scan.file_sources or [0] * len(scan.files)
@@ -210,7 +241,13 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
         span = t_max - t_min + 1
         if starts.size * span >= _PACK_LIMIT:
             return None
-        packed = (np.cumsum(change, dtype=np.int64) - 1) * span + (t - t_min)
+        # (run, time) packed in place: one array of the file's length, not four
+        packed = np.cumsum(change, dtype=np.int64)
+        del change
+        packed -= 1
+        packed *= span
+        packed += t
+        packed -= t_min
         if m > 1 and not bool(np.all(packed[1:] >= packed[:-1])):
             return None  # not the promised order: let SQL sort it
         e_run = hit.column("_fl_run").to_numpy()
@@ -220,14 +257,17 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
         order = np.argsort(wanted)  # sorted needles: the searches walk the file once
         e_run, e_t, e_i, wanted = e_run[order], e_t[order], e_i[order], wanted[order]
         pos = np.searchsorted(packed, wanted, side="right") - 1
+        del packed
         found = pos >= starts[e_run]
         pos, e_t, e_i = pos[found], e_t[found], e_i[found]
-        keyed_rows.append(e_i)
+        # matched on keys: a row the SQL path reads too (not older than any entity row
+        # can reach; those it prunes)
+        keyed_rows.append(e_i if oldest is None else e_i[t[pos] >= oldest])
         if scan.ttl_us is not None:
             fresh = e_t - t[pos] <= scan.ttl_us
             pos, e_i = pos[fresh], e_i[fresh]
-        if e_i.size:
-            fetched.append(files.fetch(path, src, e_i, frn[pos]))
+        if e_i.size:  # pos ascends (sorted needles), and so do the file rows
+            fetched.append(files.fetch(path, src, e_i, pos if frn is None else frn[pos]))
     return _assemble(query, scan, index, n, fetched, keyed_rows)
 
 
