@@ -199,15 +199,32 @@ def _scatter(offline: Any, inputs: Sequence[str], keys: Sequence[str], ts: str,
     return pieces, schema, rows, lo, hi
 
 
+def key_range(table: pa.Table, key: str) -> tuple[Any, Any] | None:
+    """(min, max) of ``table``'s column ``key`` when it is an integer or text column with
+    a value (what a manifest entry records, so that readers skip the file without opening
+    it when no entity key falls in the range), else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = table.schema.field(key).type
+    if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+        return None
+    mm = pc.min_max(table.column(key))
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    return None if lo is None else (lo, hi)
+
+
 def _gathered(pieces: dict[int, list[tuple[str, int]]], schema: pa.Schema | None,
-              keys: Sequence[str], ts: str, created: str | None, counts: list[int]
-              ) -> Iterator[pa.Table]:
-    """Each output file's rows, in the clustered order, one file at a time (``counts``
-    receives each one's row count as it is produced); one empty file for no rows."""
+              keys: Sequence[str], ts: str, created: str | None, counts: list[int],
+              ranges: list[tuple[Any, Any] | None]) -> Iterator[pa.Table]:
+    """Each output file's rows, in the clustered order, one file at a time (``counts`` and
+    ``ranges`` receive each one's row count and first join key's range as it is
+    produced); one empty file for no rows."""
     import pyarrow as pa
 
     if not pieces and schema is not None:
         counts.append(0)
+        ranges.append(None)
         yield schema.empty_table()
     for b in sorted(pieces):
         parts = []
@@ -218,6 +235,7 @@ def _gathered(pieces: dict[int, list[tuple[str, int]]], schema: pa.Schema | None
         table = clustered_order(pa.concat_tables(parts, promote_options="default"), keys, ts,
                                 created)
         counts.append(table.num_rows)
+        ranges.append(key_range(table, keys[0]))
         yield table
         del table, parts
 
@@ -301,9 +319,11 @@ class CompactionService:
                     f"registry records {expected}; nothing was compacted. Run "
                     "'featureledger reconcile --deep' to find the commit whose files changed")
             counts: list[int] = []
+            ranges: list[tuple[Any, Any] | None] = []
             try:
                 written = offline.write_commit(
-                    view, version, segment_id, _gathered(pieces, schema, keys, ts, created, counts),
+                    view, version, segment_id,
+                    _gathered(pieces, schema, keys, ts, created, counts, ranges),
                     row_group_size=cfg.row_group_rows, use_dictionary=_dictionary_columns(schema))
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise StorageError(
@@ -311,8 +331,10 @@ class CompactionService:
                     f"are left as they are. Report this with 'featureledger commits {view}' "
                     "attached") from None
         manifest = written.manifest()
-        for rel, n in zip(written.files, counts, strict=True):
+        for rel, n, bounds in zip(written.files, counts, ranges, strict=True):
             manifest[rel].update(rows=n, order=KEY_CLUSTERED)
+            if bounds is not None:  # the first join key's range: files no key reaches
+                manifest[rel]["key_range"] = list(bounds)
         member_ids = tuple(c.commit_id for c in commits)  # commit order
         seg = SegmentRecord(
             segment_id=segment_id, view_name=view, view_version=version,

@@ -219,7 +219,10 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
     fetched: list[pa.Table] = []
     keyed_rows: list[Any] = []
     srcs = scan.file_sources or [0] * len(scan.files)
-    for path, src in zip(scan.files, srcs, strict=True):
+    reaches = _key_reach(probe.column(keys[0]), scan.file_key_ranges)
+    for i, (path, src) in enumerate(zip(scan.files, srcs, strict=True)):
+        if not reaches(i):
+            continue  # no entity row's key is in the file's range: not even opened
         file_keys, t, frn = files.narrow(path, ts_bounds)
         m = file_keys.num_rows
         if m == 0:
@@ -271,6 +274,40 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
     return _assemble(query, scan, index, n, fetched, keyed_rows)
 
 
+def _key_reach(column: pa.ChunkedArray, ranges: list[tuple[Any, Any] | None]
+               ) -> Callable[[int], bool]:
+    """Whether some value of ``column`` (the entity rows' first join key) lies in file
+    ``i``'s key range (a file without one: yes). One file is always read: the distinct
+    keys cost more than they would save."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(ranges) < 2 or not any(r is not None for r in ranges):
+        return lambda i: True
+    t = column.type
+    if pa.types.is_integer(t):
+        values = np.unique(column.to_numpy())  # no nulls: the probe holds valid keys only
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        # Arrow orders text by UTF-8 bytes, which is Python's order of code points
+        values = np.array(pc.unique(column).drop_null().to_pylist(), dtype=object)
+        values.sort()
+    else:
+        return lambda i: True
+
+    def reaches(i: int) -> bool:
+        r = ranges[i]
+        if r is None:
+            return True
+        try:
+            first = int(np.searchsorted(values, r[0], side="left"))
+            return first < values.size and bool(values[first] <= r[1])
+        except TypeError:  # a range of another kind of value than the keys: read it
+            return True
+
+    return reaches
+
+
 def _runs_of(probe: pa.Table, runs: pa.Table, keys: list[str]) -> pa.Table | None:
     """The entity rows whose keys are those of a run of the file, with the run's number
     (``_fl_run``); None when Arrow cannot compare the key types (the SQL path casts)."""
@@ -308,13 +345,35 @@ def _assemble(query: Callable[[str], pa.Table], scan: ViewScan, index: int, n: i
     at = np.full(n, -1, dtype=np.int64)
     at[table.column("_fl_i").to_numpy()] = np.arange(table.num_rows, dtype=np.int64)
     missing = at < 0
-    take = pa.array(at, mask=missing)
+    matched = pa.array(~missing)
     out: list[tuple[str, Any]] = [
-        (o, table.column(f"_v{j}").take(take)) for j, o in enumerate(scan.output_names)]
-    out.append((f"_fl_matched_{index}", pa.array(~missing)))
+        (o, _spread(table.column(f"_v{j}"), at, matched))
+        for j, o in enumerate(scan.output_names)]
+    out.append((f"_fl_matched_{index}", matched))
     if scan.ttl_us is not None:
         keyed = np.zeros(n, dtype=bool)
         for rows in keyed_rows:
             keyed[rows] = True
         out.append((f"_fl_keyed_{index}", pa.array(keyed)))
     return out
+
+
+def _spread(column: pa.ChunkedArray, at: Any, matched: pa.BooleanArray) -> pa.Array:
+    """``column``'s rows ``at`` (-1: none), null where ``matched`` is false. A take with
+    null indices costs ~6x one without (measured: 1.4 vs 0.23 ms per 100k float64 rows),
+    so a fixed-width column without nulls of its own is taken with plain indices and
+    given ``matched`` as its validity bitmap (what lies under a null slot never matters)."""
+    import numpy as np
+    import pyarrow as pa
+
+    arr = column.combine_chunks()
+    t = arr.type
+    missing = len(matched) - matched.true_count
+    if missing == 0:
+        return arr.take(pa.array(at))
+    if arr.null_count == 0 and len(arr) and (pa.types.is_integer(t) or pa.types.is_floating(t)
+                                             or pa.types.is_temporal(t)):
+        taken = arr.take(pa.array(np.maximum(at, 0)))
+        return pa.Array.from_buffers(t, len(at), [matched.buffers()[1], taken.buffers()[1]],
+                                     null_count=missing)
+    return arr.take(pa.array(at, mask=at < 0))
