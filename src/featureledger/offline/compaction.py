@@ -64,6 +64,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Rows scattered at a time: the join that buckets them and the takes that group them hold
+# a few copies of what they work on, so they work on slices of an input file, not all of
+# it (at 5M rows in 1M-row commit files: 515 MiB of Arrow memory at the peak, not 250).
+SCATTER_ROWS = 262_144
+
 
 @dataclass(frozen=True)
 class CompactionResult:
@@ -145,11 +150,37 @@ def _batched(offline: Any, inputs: Sequence[str], batch_rows: int) -> Iterator[p
         table = offline.read_table(rel).replace_schema_metadata(None)
         pending.append(table)
         held += table.num_rows
-        if held >= batch_rows:
-            yield pa.concat_tables(pending, promote_options="default").combine_chunks()
+        del table  # else it is still held while the next file is read
+        if held >= batch_rows:  # chunks as read: combining them would copy a whole batch
+            yield pa.concat_tables(pending, promote_options="default")
             pending, held = [], 0
     if pending:
-        yield pa.concat_tables(pending, promote_options="default").combine_chunks()
+        yield pa.concat_tables(pending, promote_options="default")
+
+
+def _sliced(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Each table in zero-copy slices of at most ``rows`` rows."""
+    it = iter(tables)
+    while (table := next(it, None)) is not None:
+        for start in range(0, max(table.num_rows, 1), rows):
+            yield table.slice(start, rows)
+        del table  # not held while the next one is read
+
+
+def _one_chunk(table: pa.Table) -> pa.Table:
+    """``table`` with one chunk per column (a copy only when it has several)."""
+    if all(c.num_chunks <= 1 for c in table.columns):
+        return table
+    return table.combine_chunks()
+
+
+def _release() -> None:
+    """Hand memory Arrow's allocator holds but no longer uses back to the system, so the
+    next phase does not stack its peak on top of the last one's (mimalloc keeps freed
+    pages for reuse: at 1M rows the RSS stayed ~270 MiB above its start after compaction)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _scatter(offline: Any, inputs: Sequence[str], keys: Sequence[str], ts: str,
@@ -158,8 +189,9 @@ def _scatter(offline: Any, inputs: Sequence[str], keys: Sequence[str], ts: str,
                         int | None]:
     """Read each input file once and spill its rows, grouped by output file, to an Arrow
     IPC file under ``spill`` (one record batch per output file it feeds), small files
-    ``batch_rows`` rows at a time. Returns, per output file, ``(spill file, batch index)``
-    pieces, the row count and the event-time range. Memory: one batch at a time."""
+    ``batch_rows`` rows at a time, worked on in slices of ``SCATTER_ROWS``. Returns, per
+    output file, ``(spill file, batch index)`` pieces, the row count and the event-time
+    range. Memory: one batch and the work on one slice of it."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -168,7 +200,7 @@ def _scatter(offline: Any, inputs: Sequence[str], keys: Sequence[str], ts: str,
     schema = None
     rows, lo, hi = 0, None, None
     last = 0 if buckets is None else int(pc.max(buckets.column("_fl_bucket")).as_py() or 0)
-    for n, table in enumerate(_batched(offline, inputs, batch_rows)):
+    for n, table in enumerate(_sliced(_batched(offline, inputs, batch_rows), SCATTER_ROWS)):
         schema = schema or table.schema
         rows += table.num_rows
         if table.num_rows == 0:
@@ -194,8 +226,10 @@ def _scatter(offline: Any, inputs: Sequence[str], keys: Sequence[str], ts: str,
         path = f"{spill}/in-{n:06d}.arrow"
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             for i, (b, part) in enumerate(parts):
-                writer.write_table(part.combine_chunks(), max_chunksize=max(part.num_rows, 1))
+                writer.write_table(_one_chunk(part), max_chunksize=max(part.num_rows, 1))
                 pieces.setdefault(b, []).append((path, i))
+        del table, parts
+        _release()
     return pieces, schema, rows, lo, hi
 
 
@@ -238,6 +272,7 @@ def _gathered(pieces: dict[int, list[tuple[str, int]]], schema: pa.Schema | None
         ranges.append(key_range(table, keys[0]))
         yield table
         del table, parts
+        _release()
 
 
 class CompactionService:
