@@ -287,6 +287,16 @@ class DefinitionRepository:
             rows = c.execute(q.order_by(t.c.kind, t.c.name, t.c.version)).all()
         return [_row_to_record(r) for r in rows]
 
+    def names(self, kind: str, among: Collection[str]) -> set[str]:
+        """Which of ``among`` name a definition of ``kind`` (one indexed query, nothing
+        parsed: what a retrieval asks to tell request views from stored ones)."""
+        if not among:
+            return set()
+        t = schema.definitions
+        with self.db.read() as c:
+            return set(c.execute(sa.select(t.c.name).distinct().where(
+                self.db.scope(t), t.c.kind == kind, t.c.name.in_(sorted(among)))).scalars())
+
     def data_chain(self, name: str, version: int | None = None,
                    conn: Connection | None = None) -> builtins.list[VersionProjection]:
         """The versions whose commits ``name@version`` reads (newest first: the version

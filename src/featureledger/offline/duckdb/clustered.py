@@ -11,9 +11,9 @@ the row an entity row needs is found by a binary search, file by file:
    file's order, which a parallel scan does not keep);
 2. number the runs of equal keys (the rows of one key are contiguous) and join the entity
    rows to those numbers (a hash join with the file's distinct keys);
-3. pack (run number, event time) into one integer, ascending along the file; the last row
-   at or before the entity row's (run, time) is ``searchsorted(..., 'right') - 1``, the
-   entity row's key matched when that row is inside its run;
+3. binary-search every entity row's time within its run, all entity rows at once (one
+   vectorised step per bit of the longest run's length; no sort of the entity rows): the
+   last row of the run at or before that time, if any, is the match;
 4. read the features of only the matched rows: locally a row group at a time, skipping
    groups no matched row is in (through DuckDB, a join on ``file_row_number``).
 
@@ -25,7 +25,7 @@ earliest entity time minus the TTL) do not count as matched on keys here either,
 the search, which saves a copy of the file's keys and times, and then discounts them).
 
 When the layout does not hold what it promises (a key type with no total order in Arrow's
-sense, times too wide to pack, a file not in order) the caller falls back to the SQL path;
+sense, times not ascending within a key) the caller falls back to the SQL path;
 the answers are the same either way.
 """
 
@@ -41,7 +41,6 @@ from featureledger.offline.engine import ViewScan, quote_ident, quote_string
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_PACK_LIMIT = 1 << 62  # (runs x time span) must stay below this to pack into an int64
 
 
 def _order_of(frn: Any) -> Any:
@@ -85,29 +84,29 @@ def _reach(scan: ViewScan, ts_bounds: tuple[int, int] | None) -> tuple[int | Non
     return (None if scan.ttl_us is None else ts_bounds[0] - scan.ttl_us), ts_bounds[1]
 
 
-def _rows_of(pf: Any, columns: list[str], rows: Any) -> pa.Table:
-    """``columns`` of the file rows ``rows`` (ascending, repeats allowed), a row group at a
-    time: a row group no row is in is never decoded, and memory holds one decoded row
-    group, not the file (a whole 1M-row file is ~60 MB of fresh allocations, whose first
-    touch costs more kernel time than the decoding, and varies run to run)."""
+def _rows_of(pf: Any, columns: list[str], rows: Any) -> tuple[pa.Table, Any]:
+    """``columns`` of the file rows ``rows`` (any order, repeats allowed), a row group at
+    a time, and which of ``rows`` each result row is (the results come group by group):
+    a row group no row is in is never decoded, and memory holds one decoded row group,
+    not the file (a whole 1M-row file is ~60 MB of fresh allocations, whose first touch
+    costs more kernel time than the decoding, and varies run to run)."""
     import numpy as np
     import pyarrow as pa
 
     meta = pf.metadata
-    sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)],
-                     dtype=np.int64)
-    ends = np.cumsum(sizes)
-    cuts = np.searchsorted(rows, ends, side="left")  # rows[cuts[g-1]:cuts[g]] are in g
-    parts = []
-    first = 0
-    for g, cut in enumerate(cuts.tolist()):
-        if cut > first:
+    parts, which = [], []
+    start = 0
+    for g in range(meta.num_row_groups):
+        end = start + meta.row_group(g).num_rows
+        picked = np.flatnonzero((rows >= start) & (rows < end))
+        if picked.size:
             group = pf.read_row_group(g, columns=columns, use_threads=False)
-            parts.append(group.take(pa.array(rows[first:cut] - (ends[g] - sizes[g]))))
-        first = cut
+            parts.append(group.take(pa.array(rows[picked] - start)))
+            which.append(picked)
+        start = end
     if not parts:
-        return pf.schema_arrow.empty_table().select(columns)
-    return pa.concat_tables(parts)
+        return pf.schema_arrow.empty_table().select(columns), np.zeros(0, dtype=np.int64)
+    return pa.concat_tables(parts), np.concatenate(which)
 
 
 class _Files:
@@ -163,8 +162,8 @@ class _Files:
         return table.select(keys).take(pick), t_col.take(pick).to_numpy(), frn
 
     def fetch(self, path: str, src: int, rows: Any, frn: Any) -> pa.Table:
-        """``_fl_i`` (= ``rows``) and the features ``_v<j>`` of file rows ``frn``
-        (ascending)."""
+        """``_fl_i`` (entity rows, from ``rows``) and the features ``_v<j>`` of the file
+        rows ``frn`` they matched."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -175,10 +174,10 @@ class _Files:
             with _read_errors(path):
                 pf = pq.ParquetFile(path)
                 plain = all(_plain(pf.schema_arrow.field(f).type) for f in s.features)
-                table = _rows_of(pf, list(s.features), frn) if plain else None
+                table, which = _rows_of(pf, list(s.features), frn) if plain else (None, None)
             if table is not None:
-                return pa.table({"_fl_i": rows, **{f"_v{j}": table.column(f)
-                                                   for j, f in enumerate(s.features)}})
+                return pa.table({"_fl_i": rows[which], **{f"_v{j}": table.column(f)
+                                                          for j, f in enumerate(s.features)}})
         self.register("_fl_matches", pa.table({"_fl_i": rows, "_fl_frn": frn}))
         cols = ", ".join(f"{expr} AS _v{j}" for j, expr in enumerate(feature_sql(s, src)))
         return self.query(f"SELECT _m._fl_i, {cols} FROM {self.source(path)} _p JOIN "
@@ -240,27 +239,13 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
             return None
         if hit.num_rows == 0:
             continue
-        t_min, t_max = int(t.min()), int(t.max())
-        span = t_max - t_min + 1
-        if starts.size * span >= _PACK_LIMIT:
-            return None
-        # (run, time) packed in place: one array of the file's length, not four
-        packed = np.cumsum(change, dtype=np.int64)
-        del change
-        packed -= 1
-        packed *= span
-        packed += t
-        packed -= t_min
-        if m > 1 and not bool(np.all(packed[1:] >= packed[:-1])):
-            return None  # not the promised order: let SQL sort it
+        if m > 1 and not bool(np.all((t[1:] >= t[:-1]) | change[1:])):
+            return None  # times not ascending within a key: let SQL sort it
         e_run = hit.column("_fl_run").to_numpy()
         e_t = hit.column("_fl_et").to_numpy()
         e_i = hit.column("_fl_i").to_numpy()
-        wanted = e_run * span + np.clip(e_t - t_min, -1, span - 1)
-        order = np.argsort(wanted)  # sorted needles: the searches walk the file once
-        e_run, e_t, e_i, wanted = e_run[order], e_t[order], e_i[order], wanted[order]
-        pos = np.searchsorted(packed, wanted, side="right") - 1
-        del packed
+        ends = np.append(starts[1:], m)
+        pos = _last_at_or_before(t, starts[e_run], ends[e_run], e_t)
         found = pos >= starts[e_run]
         pos, e_t, e_i = pos[found], e_t[found], e_i[found]
         # matched on keys: a row the SQL path reads too (not older than any entity row
@@ -269,9 +254,27 @@ def clustered_point_in_time(query: Callable[[str], pa.Table], register: Callable
         if scan.ttl_us is not None:
             fresh = e_t - t[pos] <= scan.ttl_us
             pos, e_i = pos[fresh], e_i[fresh]
-        if e_i.size:  # pos ascends (sorted needles), and so do the file rows
+        if e_i.size:
             fetched.append(files.fetch(path, src, e_i, pos if frn is None else frn[pos]))
     return _assemble(query, scan, index, n, fetched, keyed_rows)
+
+
+def _last_at_or_before(t: Any, lo: Any, hi: Any, at: Any) -> Any:
+    """Per needle ``j``, the last index in ``[lo[j], hi[j])`` whose ``t`` is ``<= at[j]``
+    (``t`` ascending within each range), ``lo[j] - 1`` when there is none: a binary
+    search of every needle at once, in as many steps as the longest range has bits (no
+    sort of the needles, no combined key over the file)."""
+    import numpy as np
+
+    lo, hi = lo.copy(), hi.copy()  # the first index past the needle's time, once lo == hi
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo - 1
+        mid = (lo + hi) >> 1
+        right = active & (t[np.minimum(mid, t.size - 1)] <= at)
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(active & ~right, mid, hi)
 
 
 def _key_reach(column: pa.ChunkedArray, ranges: list[tuple[Any, Any] | None]
