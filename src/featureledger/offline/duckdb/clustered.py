@@ -100,7 +100,8 @@ def _rows_of(pf: Any, columns: list[str], rows: Any) -> tuple[pa.Table, Any]:
         end = start + meta.row_group(g).num_rows
         picked = np.flatnonzero((rows >= start) & (rows < end))
         if picked.size:
-            group = pf.read_row_group(g, columns=columns, use_threads=False)
+            # the columns decode in parallel (the hand-written ASOF join uses every core too)
+            group = pf.read_row_group(g, columns=columns, use_threads=True)
             parts.append(group.take(pa.array(rows[picked] - start)))
             which.append(picked)
         start = end
@@ -150,7 +151,7 @@ class _Files:
             return narrow.select(keys), narrow.column("_fl_t").to_numpy(), frn
         with _read_errors(path):
             table = pq.ParquetFile(path).read(columns=[*keys, s.timestamp_field],
-                                              use_threads=False)
+                                              use_threads=True)
         t_col = table.column(s.timestamp_field).cast(pa.int64())
         if not t_col.null_count and not any(table.column(k).null_count for k in keys):
             return table.select(keys), t_col.to_numpy(), None  # no copy, no row numbers
