@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 HASH_VERSION = 1
 
 
+def _buffer(values: Any) -> memoryview:
+    """The bytes of a numpy array, made C-contiguous if needed, without copying them into
+    a ``bytes`` (sha256 takes the buffer as it is)."""
+    import numpy as np
+
+    view: memoryview = np.ascontiguousarray(values).data
+    return view
+
+
 class _ColumnHasher:
     """Hashes one column chunk by chunk; independent of where the chunks are cut."""
 
@@ -69,16 +78,16 @@ class _ColumnHasher:
                 zero_copy_only=False)
             if np.isnan(vals).any():  # one NaN bit pattern, whatever produced it
                 vals = np.where(np.isnan(vals), np.array(np.nan, dtype=vals.dtype), vals)
-            self.values.update(np.ascontiguousarray(vals))  # the buffer, not a copy
+            self.values.update(_buffer(vals))
         elif pa.types.is_integer(t):
             filled = pc.fill_null(arr, 0) if arr.null_count else arr
-            self.values.update(np.ascontiguousarray(filled.to_numpy(zero_copy_only=False)))
+            self.values.update(_buffer(filled.to_numpy(zero_copy_only=False)))
         elif (pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_time(t)
               or pa.types.is_duration(t)):
             width = pa.int64() if t.bit_width == 64 else pa.int32()
             ints = arr.view(width)
             filled = pc.fill_null(ints, 0) if ints.null_count else ints
-            self.values.update(np.ascontiguousarray(filled.to_numpy(zero_copy_only=False)))
+            self.values.update(_buffer(filled.to_numpy(zero_copy_only=False)))
         elif (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
               or pa.types.is_large_binary(t) or pa.types.is_string_view(t)
               or pa.types.is_binary_view(t)):
