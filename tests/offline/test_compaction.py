@@ -405,3 +405,74 @@ def test_a_segment_whose_unread_commits_no_entity_row_can_reach_is_merged(tmp_pa
         assert store.reproduce(after.id).content_hash == before.content_hash
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_the_merge_reads_only_the_row_groups_its_matches_are_in(tmp_path, monkeypatch, seed):
+    """Files of many small row groups, entity rows reaching a few keys and times: the merge
+    decodes only the row groups holding a matched row, and gives the rows, the content
+    hash and the match counts (within the TTL, and on keys only) of the files as ingested."""
+    rng = random.Random(seed)
+    decoded: list[int] = []
+    real = pq.ParquetFile.read_row_group
+
+    def spy(self, i, *args, **kwargs):
+        decoded.append(i)
+        return real(self, i, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    store = make_store(tmp_path / "repo", ttl="20s", row_group_rows=3, target_file_rows=40)
+    try:
+        commits = [[(k, s, float(k * 1000 + s)) for k in range(1, 13) if rng.random() < 0.7]
+                   for s in range(0, 100, 7)]
+        commits = [c for c in commits if c]
+        ids = ingest_all(store, commits)
+        ents = [(rng.choice([2, 3, 11, 40]), rng.randint(60, 120)) for _ in range(25)]
+        df = {"driver_id": [k for k, _ in ents], "event_timestamp": [t(s) for _, s in ents]}
+        before = store.get_historical_features(df, [f"{VIEW}:speed"])
+        store.compact(VIEW)
+        after = store.get_historical_features(df, [f"{VIEW}:speed"])
+        groups = sum(pq.ParquetFile(store.ctx.offline_store.uri(f)).metadata.num_row_groups
+                     for s in store.compaction.segments(VIEW) for f in s.files)
+        assert 0 < len(decoded) < groups  # only the groups holding keys 2, 3 and 11
+        assert speeds(after) == oracle(ents, commits, ids, set(ids), ttl=20)
+        assert after.content_hash == before.content_hash
+        for key in ("unmatched_rows", "outside_ttl_rows"):
+            assert after.manifest["views"][0][key] == before.manifest["views"][0][key]
+    finally:
+        store.close()
+
+
+def test_files_whose_key_range_no_entity_row_reaches_are_not_opened(tmp_path, monkeypatch):
+    """Each compacted file's manifest entry records its first join key's range; the merge
+    opens only the files whose range holds an entity row's key, with the same answers."""
+    import featureledger.offline.duckdb.clustered as clustered
+
+    opened: list[str] = []
+    real = clustered._Files.narrow
+
+    def spy(self, path, ts_bounds):
+        opened.append(path)
+        return real(self, path, ts_bounds)
+
+    monkeypatch.setattr(clustered._Files, "narrow", spy)
+    store = make_store(tmp_path / "repo", target_file_rows=10)
+    try:
+        commits = [[(k, s, float(k * 1000 + s)) for k in range(1, 21)] for s in (0, 20, 40)]
+        ids = ingest_all(store, commits)
+        ents = [(k, s) for k in (3, 4, 17, 99) for s in (10, 45)]
+        df = {"driver_id": [k for k, _ in ents], "event_timestamp": [t(s) for _, s in ents]}
+        before = store.get_historical_features(df, [f"{VIEW}:speed"])
+        store.compact(VIEW)
+        (seg,) = store.compaction.segments(VIEW)
+        ranges = [seg.file_manifest[f]["key_range"] for f in seg.files]
+        assert len(ranges) == 6 and ranges[0] == [1, 4] and ranges[-1] == [18, 20]
+        after = store.get_historical_features(df, [f"{VIEW}:speed"])
+        reached = [f for f, (lo, hi) in zip(seg.files, ranges, strict=True)
+                   if any(lo <= k <= hi for k, _ in ents)]
+        assert sorted(opened) == sorted(store.ctx.offline_store.uri(f) for f in reached)
+        assert len(reached) == 2
+        assert speeds(after) == oracle(ents, commits, ids, set(ids))
+        assert after.content_hash == before.content_hash
+    finally:
+        store.close()

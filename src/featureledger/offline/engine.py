@@ -60,6 +60,10 @@ class ViewScan:
     # the one point in time wants, ties included (``file_commits`` still ranks the rows
     # for engines that do not use the order)
     clustered: bool = False
+    # per file (a compacted file's manifest entry): (min, max) of the first join key, an
+    # int or a str, or None; empty list: none known. A file whose range holds no entity
+    # row's key is never opened by the clustered merge.
+    file_key_ranges: list[tuple[Any, Any] | None] = field(default_factory=list)
 
     def order_bits(self, ts_bounds: tuple[int, int] | None) -> int | None:
         """Bits for the commit rank when ``(event_us << bits) + rank`` fits in a BIGINT;
@@ -112,13 +116,17 @@ class ViewScan:
                 srcs.append(index[c.view_version])
                 picks.append(None)
         clustered = False
+        key_ranges: list[tuple[Any, Any] | None] = [None] * len(files)
         for seg, chosen in in_segments.values():
             # every row of the segment is wanted and no tie is ranked: read it whole
             whole = len(chosen) == len(seg.commit_ids) and not tie_break
             unread = set(seg.commit_ids) - {cid for cid, _ in chosen}
             clustered = (not loose and len(in_segments) == 1 and unread <= set(idle)
                          and key_clustered(seg))
-            for p in store.data_uris(seg):
+            manifest = seg.file_manifest or {}
+            for rel, p in zip(seg.files, store.data_uris(seg), strict=True):
+                bounds = manifest.get(rel, {}).get("key_range")
+                key_ranges.append(None if bounds is None else (bounds[0], bounds[1]))
                 files.append(p)
                 ranks.append(max(r for _, r in chosen))
                 srcs.append(index[seg.view_version])
@@ -133,7 +141,8 @@ class ViewScan:
                                              for v in used],
             file_sources=[] if own_identity else srcs,
             file_commits=picks if any(p is not None for p in picks) else [],
-            clustered=clustered)
+            clustered=clustered,
+            file_key_ranges=key_ranges if any(r is not None for r in key_ranges) else [])
 
     @property
     def multi_source(self) -> bool:

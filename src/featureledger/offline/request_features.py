@@ -159,7 +159,7 @@ def request_plan(registry: Any, refs: list[str], full_feature_names: bool
     from featureledger.model.references import parse_reference
 
     parsed = [parse_reference(r) for r in refs]
-    names = {rec.name for rec in registry.definitions.list("request_view")} if parsed else set()
+    names = registry.definitions.names("request_view", {r.view for r in parsed})
     wanted = [r for r in parsed if r.view in names]
     if not wanted:
         return refs, []

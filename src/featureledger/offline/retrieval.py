@@ -419,8 +419,9 @@ class RetrievalService:
         as_of_us, as_of_commit = _as_of(self.ctx.registry, as_of)
         bounds = _ts_bounds(entities, ts_col)
         ds_id = new_id("ds")
-        # Storing and hashing the entity rows overlaps the join (both release the GIL).
-        with ThreadPoolExecutor(1, thread_name_prefix="featureledger-stage") as pool:
+        # Storing and hashing the entity rows overlaps the join, and half the feature
+        # columns are hashed beside the other half (all of it releases the GIL).
+        with ThreadPoolExecutor(2, thread_name_prefix="featureledger-stage") as pool:
             staged = pool.submit(self._stage_entities, ds_id, entities)
             try:
                 for attempt in range(READ_ATTEMPTS):
@@ -436,7 +437,7 @@ class RetrievalService:
                 table = add_request_features(table, request)
                 feature_digests = column_digests(table.select(
                     [o for r in plan for o in r.outputs if o in table.column_names]
-                    + [o for q in request for o in q["outputs"]]))
+                    + [o for q in request for o in q["outputs"]]), pool)
             except BaseException:
                 if staged.exception() is None:
                     self.ctx.offline_store.discard_dataset(ds_id, staged.result()[0])

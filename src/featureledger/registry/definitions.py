@@ -8,6 +8,7 @@ version in place (and is audited). ``apply`` is idempotent: the same definition 
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -152,14 +153,20 @@ def _change_dict(c: Change) -> dict[str, Any]:
     return {"change": c.change, "field": c.field, "detail": c.detail}
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(spec: str, docs: str) -> Any:
+    """The definition a stored spec and docs describe. Definitions are frozen, so one
+    parse serves every read of the same text (a view is read several times per retrieval,
+    ~2 ms of validation each); the hash check below still runs on every read."""
+    return definition_from_dict(_merge_docs(json.loads(spec), json.loads(docs)))
+
+
 def _row_to_record(row: Any) -> DefinitionRecord:
     """The record of a stored version, refused (DefinitionTamperedError) when its spec no
     longer hashes to the definition hash recorded when it was applied."""
     label = f"{_LABEL.get(row.kind, row.kind)} {row.name}@{row.version}"
     try:
-        data = json.loads(row.spec)
-        docs = json.loads(row.docs)
-        definition = definition_from_dict(_merge_docs(data, docs))
+        definition = _parsed(row.spec, row.docs)
     except (ValueError, TypeError) as exc:  # not JSON, or not a definition any more
         raise _tampered(row, label, f"its stored spec no longer parses ({exc})") from None
     # The hash covers what affects data (fields, types, ranges, checks, source, ...): an
@@ -279,6 +286,16 @@ class DefinitionRepository:
         with self.db.read() as c:
             rows = c.execute(q.order_by(t.c.kind, t.c.name, t.c.version)).all()
         return [_row_to_record(r) for r in rows]
+
+    def names(self, kind: str, among: Collection[str]) -> set[str]:
+        """Which of ``among`` name a definition of ``kind`` (one indexed query, nothing
+        parsed: what a retrieval asks to tell request views from stored ones)."""
+        if not among:
+            return set()
+        t = schema.definitions
+        with self.db.read() as c:
+            return set(c.execute(sa.select(t.c.name).distinct().where(
+                self.db.scope(t), t.c.kind == kind, t.c.name.in_(sorted(among)))).scalars())
 
     def data_chain(self, name: str, version: int | None = None,
                    conn: Connection | None = None) -> builtins.list[VersionProjection]:

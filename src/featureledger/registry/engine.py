@@ -37,6 +37,7 @@ from featureledger.errors import (
 )
 from featureledger.model.hashing import canonical_json
 from featureledger.model.timeutil import now_us
+from featureledger.registry import audit as chain
 from featureledger.registry import schema
 from featureledger.registry.actor import acting_principal, default_principal
 from featureledger.registry.scope import INFO_KEY, SKIP_KEY, check_statement, scope
@@ -472,8 +473,6 @@ class RegistryDB:
             body["decision"] = decision
         if reason is not None:
             body["reason"] = reason
-        from featureledger.registry import audit as chain
-
         chain.append(self, conn, at=now_us(), actor=actor or self.actor, action=action,
                      kind=kind, object_id=object_id, details=canonical_json(body),
                      decision=decision)

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from featureledger.errors import RetrievalError, StorageError
+from featureledger.offline.duckdb import clustered
 from featureledger.offline.engine import (
     ROW_COLUMN,
     ViewScan,
@@ -355,14 +356,12 @@ class DuckDBEngine:
                    ts_bounds: tuple[int, int] | None) -> dict[int, list[tuple[str, Any]]]:
         """The columns of each scan on the clustered layout, by a merge instead of an ASOF
         sort (see :mod:`featureledger.offline.duckdb.clustered`), in entity-row order."""
-        from featureledger.offline.duckdb.clustered import clustered_point_in_time
-
         out = {}
         for i, s in enumerate(scans):
             if s.clustered and s.files:
-                cols = clustered_point_in_time(lambda sql: self._query(cur, sql), cur.register,
-                                               entities, ts_col, s, i, ts_bounds,
-                                               local=not self._filesystems)
+                cols = clustered.clustered_point_in_time(
+                    lambda sql: self._query(cur, sql), cur.register, entities, ts_col, s, i,
+                    ts_bounds, local=not self._filesystems)
                 if cols is not None:
                     out[i] = cols
         return out
