@@ -9,6 +9,7 @@ went.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -119,9 +120,14 @@ def test_the_gate_declines_whenever_the_loop_might_wait(tmp_path):
     assert g.reader(one) is reader
     assert g.reader({"driver_id": list(range(InlineReads.MAX_KEYS))}) is reader
     assert g.reader({"driver_id": list(range(InlineReads.MAX_KEYS + 1))}) is None
-    g.took(InlineReads.BUDGET_S / 10)  # a usual read: nothing changes
+    g.took(InlineReads.BUDGET_S / 10, g.waits())  # a usual read: nothing changes
     assert g.reader(one) is reader and not g.paused
-    g.took(InlineReads.BUDGET_S * 2)  # a slow one: the pool for PAUSE_S
+    # slow, but this thread never blocked (the process was preempted): nothing changes
+    g.took(InlineReads.BUDGET_S * 2, g.waits())
+    assert g.reader(one) is reader and not g.paused
+    before = g.waits()
+    time.sleep(0.001)  # blocks: a voluntary context switch, as a read from a slow disk
+    g.took(InlineReads.BUDGET_S * 2, before)  # slow because it waited: the pool for PAUSE_S
     assert g.paused and g.reader(one) is None and g.pauses == 1
     now[0] += InlineReads.PAUSE_S - 0.01
     assert g.reader(one) is None
@@ -135,7 +141,7 @@ def test_the_gate_declines_whenever_the_loop_might_wait(tmp_path):
     assert g.reader(one) is None
     breaker.success()
     assert g.reader(one) is reader
-    assert g.answered == 2 and g.declined == 5
+    assert g.answered == 3 and g.declined == 5
     store.close()
 
 

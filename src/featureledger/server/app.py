@@ -206,7 +206,7 @@ class _OnlinePath:
                     full_feature_names=data.get("full_feature_names", False),
                     fill_defaults=data.get("fill_defaults", False))
             assert inline is not None
-            t0 = time.perf_counter()
+            waits, t0 = inline.waits(), time.perf_counter()
             try:
                 resp = self.online.get_online_features_nowait(
                     data.get("features"), data["entities"],
@@ -221,7 +221,7 @@ class _OnlinePath:
                 inline.pause()
                 return None
             if resp is not None:
-                inline.took(time.perf_counter() - t0)
+                inline.took(time.perf_counter() - t0, waits)
             return resp
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

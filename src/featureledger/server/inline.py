@@ -16,9 +16,12 @@ when :meth:`InlineReads.reader` allows it, and on the read pool otherwise:
   the loop, and go to the pool as before);
 * the online store's circuit breaker is closed, and no health probe of the store has
   been running longer than ``BUDGET_S`` (a store that hangs is never read on the loop);
-* no read on the loop took longer than ``BUDGET_S`` or failed in the last
+* no read on the loop failed, or waited longer than ``BUDGET_S``, in the last
   ``PAUSE_S``: a disk that stalled once sends reads to the pool, where the deadline and
-  the breaker bound them, until it has been quiet for a while.
+  the breaker bound them, until it has been quiet for a while. A read that was slow only
+  because the process was preempted (the thread made no voluntary context switch while
+  it ran: it never waited, other processes had the core) does not count: on a loaded
+  machine that happens every few seconds, and the pool would be slower still.
 
 The request is otherwise the same: the route checked its token, the read runs as its
 principal, and the service answers on the loop only what needs neither the registry
@@ -34,6 +37,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+try:
+    from resource import RUSAGE_THREAD, getrusage
+
+    def _waits() -> int:
+        """Voluntary context switches of this thread so far (times it blocked)."""
+        return getrusage(RUSAGE_THREAD).ru_nvcsw
+except ImportError:  # not Linux: every slow read counts as one that waited
+    def _waits() -> int:
+        return -1
+
 from featureledger.online.stores import RowReader
 from featureledger.server.admission import CircuitBreaker
 
@@ -42,7 +55,7 @@ class InlineReads:
     """Decides, per request, whether its read may run on the event loop."""
 
     MAX_KEYS = 16
-    BUDGET_S = 0.005  # a healthy point read takes tens of microseconds
+    BUDGET_S = 0.02  # a healthy point read takes tens of microseconds; the GIL, a few ms
     PAUSE_S = 10.0
 
     def __init__(self, reader: RowReader, breaker: CircuitBreaker, probing_s: Any, *,
@@ -69,10 +82,13 @@ class InlineReads:
             return None
         return self._reader
 
-    def took(self, seconds: float) -> None:
-        """A read on the loop took ``seconds``; a slow one pauses reads on the loop."""
+    waits = staticmethod(_waits)  # read before a read on the loop, passed to took()
+
+    def took(self, seconds: float, waits_before: int) -> None:
+        """A read on the loop took ``seconds``; one that was slow because it waited
+        (``waits()`` moved from ``waits_before``) pauses reads on the loop."""
         self.answered += 1
-        if seconds > self.BUDGET_S:
+        if seconds > self.BUDGET_S and (waits_before < 0 or _waits() != waits_before):
             self.pause()
 
     def pause(self) -> None:
