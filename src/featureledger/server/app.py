@@ -196,17 +196,14 @@ class _OnlinePath:
 
     def _on_loop(self, data: dict[str, Any], who: str | None) -> OnlineResponse | None:
         """The answer from the cache, or read on the loop (:mod:`.inline`), or None."""
-        inline = self.inline
-        reader = None if inline is None else inline.reader(data["entities"])
-        with acting_as(who):  # only given to an admitted principal
+        inline, reader = self.inline, None
+        if inline is not None:
+            reader = inline.reader(data["entities"])
             if reader is None:
-                return self.online.get_online_features_nowait(
-                    data.get("features"), data["entities"],
-                    feature_set=data.get("feature_set"),
-                    full_feature_names=data.get("full_feature_names", False),
-                    fill_defaults=data.get("fill_defaults", False))
-            assert inline is not None
+                inline = None  # not read on the loop: nothing to time
+        if inline is not None:
             waits, t0 = inline.waits(), time.perf_counter()
+        with acting_as(who):  # only given to an admitted principal
             try:
                 resp = self.online.get_online_features_nowait(
                     data.get("features"), data["entities"],
@@ -214,13 +211,13 @@ class _OnlinePath:
                     full_feature_names=data.get("full_feature_names", False),
                     fill_defaults=data.get("fill_defaults", False), reader=reader)
             except Exception as exc:
-                if backend_of_exception(exc) is None:
+                if inline is None or backend_of_exception(exc) is None:
                     raise  # the request's own error, the same on the pool
                 # the store failed on the loop: the pool reads it again, and its error
                 # (and the breaker's count of it) is the normal read's
                 inline.pause()
                 return None
-            if resp is not None:
+            if inline is not None and resp is not None:
                 inline.took(time.perf_counter() - t0, waits)
             return resp
 
