@@ -101,12 +101,14 @@ def entities() -> pa.Table:
                                                  pa.timestamp("us", tz="UTC"))})
 
 
-def make_repo(root: Path, *, cache: bool = False, registry: str | None = None) -> FeatureStore:
+def make_repo(root: Path, *, cache: bool = False, registry: str | None = None,
+              poll_interval_s: float = 0) -> FeatureStore:
     """The demo repository with data ingested and materialized, its policy applied (by
     ``root``, before which access was open). Returns a store acting as ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "featureledger.yaml").write_text(
-        f"project: demo\nserving: {{cache: {str(cache).lower()}, poll_interval_s: 0}}\n"
+        f"project: demo\nserving: {{cache: {str(cache).lower()}, "
+        f"poll_interval_s: {poll_interval_s}}}\n"
         # the server's bound is not what these tests are about: a loaded machine must not
         # turn a slow first read (planning, compiling the policy) into a 503
         "server: {request_timeout_s: 30}\n"

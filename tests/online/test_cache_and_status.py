@@ -217,3 +217,62 @@ def test_the_poller_stops_with_its_store(tmp_path, h):
         gc.collect()
         poller.join(0.1)
     assert not poller.is_alive()
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_reads_with_a_loop_reader_are_the_full_reads(make_store, h, cache):
+    """``get_online_features_nowait(..., reader=store.loop_reader())``, what the server
+    answers on its event loop, reads what the full read reads (checked against the latest
+    row per key computed here), and declines what needs the registry."""
+    store = make_store(cache=cache, poll_interval_s=3600)
+    store.apply([h.DRIVER, h.stats_view()])
+    svc = store.online
+    make_reader = getattr(svc.store, "loop_reader", None)
+    if svc.store.kind != "sqlite":
+        assert make_reader is None  # reads over a network never run on an event loop
+        return
+    rows = [{"driver_id": k % 9, "event_timestamp": h.ts(k % 5),
+             "trips": None if k % 7 == 0 else k, "rating": k / 4,
+             "city": None if k % 3 == 0 else f"c{k}"} for k in range(40)]
+    h.write_commit(store, "driver_stats", rows)
+    store.materialize(end=h.ts(10))
+    latest: dict[int, dict] = {}
+    for r in rows:  # the oracle: per key, the row with the newest event time (ties: later)
+        if r["driver_id"] not in latest or \
+                r["event_timestamp"] >= latest[r["driver_id"]]["event_timestamp"]:
+            latest[r["driver_id"]] = r
+    reader = make_reader()
+    feats = ["driver_stats:trips", "driver_stats:rating", "driver_stats:city"]
+    assert svc.get_online_features_nowait(feats, IDS, reader=reader) is None  # no plan yet
+    store.get_online_features(feats, IDS)
+    for keys in ([1], [0], [42], [3, 42, 8, 3], list(range(12))):
+        entity_rows = [{"driver_id": k} for k in keys]
+        for fill in (False, True):
+            quick = svc.get_online_features_nowait(feats, entity_rows, reader=reader,
+                                                   fill_defaults=fill)
+            full = store.get_online_features(feats, entity_rows, fill_defaults=fill)
+            assert quick is not None
+            assert quick.to_dict(metadata=True) == full.to_dict(metadata=True)
+            assert quick.to_json_dict() == full.to_json_dict()
+            for name in ("trips", "rating"):
+                assert quick.values[name] == [latest[k][name] if k in latest else None
+                                              for k in keys]
+            # a default fills a key not found, not a stored null
+            assert quick.values["city"] == [
+                latest[k]["city"] if k in latest else ("unknown" if fill else None)
+                for k in keys]
+    columns = svc.get_online_features_nowait(feats, {"driver_id": [8, 42]}, reader=reader)
+    assert columns.values["rating"] == [latest[8]["rating"], None]
+    if cache:  # what the loop read is cached: answered from memory alone next time
+        svc.cache.invalidate_all()
+        assert svc.get_online_features_nowait(feats, [{"driver_id": 5}]) is None
+        svc.get_online_features_nowait(feats, [{"driver_id": 5}], reader=reader)
+        again = svc.get_online_features_nowait(feats, [{"driver_id": 5}])
+        assert again.values["trips"] == [latest[5]["trips"]]
+    # a read of deprecated features is counted in the registry: declined
+    from featureledger.errors import DeprecatedFeatureWarning
+
+    store.deprecate("driver_stats", "replaced by driver_stats_v2")
+    with pytest.warns(DeprecatedFeatureWarning):
+        store.get_online_features(feats, IDS)  # the plan again, now deprecated
+    assert svc.get_online_features_nowait(feats, IDS, reader=reader) is None

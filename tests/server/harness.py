@@ -30,16 +30,17 @@ T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
 def open_served_store(root: Path, write_commit: Any, *, server: dict[str, Any] | None = None,
-                      online_store: dict[str, Any] | None = None) -> Any:
+                      online_store: dict[str, Any] | None = None,
+                      serving: dict[str, Any] | None = None) -> Any:
     """A store under ``root`` with driver_stats (drivers 1 and 2) materialized, served
-    with token TOKEN and the ``server`` settings given."""
+    with token TOKEN and the ``server`` (and ``serving``) settings given."""
     from featureledger import Entity, FeatureSet, FeatureView, Field
     from featureledger.config import load_config
     from featureledger.store import FeatureStore
 
     cfg = load_config(root, environ={}, overrides={
         "online_store": online_store or {"type": "sqlite", "path": str(root / "online.db")},
-        "serving": {"cache": True, "poll_interval_s": 0},
+        "serving": serving or {"cache": True, "poll_interval_s": 0},
         "server": {"tokens": {TOKEN: "alice"}, **(server or {})},
     })
     store = FeatureStore(root, config=cfg)

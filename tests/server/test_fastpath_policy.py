@@ -14,9 +14,13 @@ from server.harness import post_request
 from server.test_fastpath import Served, exchange
 
 
-@pytest.mark.parametrize("cache", [False, True])
-def test_policy_decisions_are_the_same(tmp_path, cache):
-    store = make_repo(tmp_path / "repo", cache=cache)
+# poll_interval_s 0: the change check is due on every read, so every read is on the
+# pool; 60: reads of plans already checked for the principal are answered on the event
+# loop (from the cache, or read there: server/inline.py)
+@pytest.mark.parametrize(("cache", "poll_interval_s"),
+                         [(False, 0), (True, 0), (False, 60), (True, 60)])
+def test_policy_decisions_are_the_same(tmp_path, cache, poll_interval_s):
+    store = make_repo(tmp_path / "repo", cache=cache, poll_interval_s=poll_interval_s)
     fast, normal = Served(store, fast=True), Served(store, fast=False)
     try:
         for _round, who, cls in itertools.product(range(2), PRINCIPALS, CLASSES):
@@ -33,6 +37,8 @@ def test_policy_decisions_are_the_same(tmp_path, cache):
             else:
                 assert (got[0] == 200) == expected(who, "read_online", cls), (who, cls, got)
                 assert got[0] in (200, 403)
+        inline = fast.app.state.serving.inline
+        assert (inline.answered > 0) == (poll_interval_s > 0)
     finally:
         fast.stop()
         normal.stop()

@@ -31,7 +31,7 @@ from featureledger.online.response import (
 if TYPE_CHECKING:
     from featureledger.online.cache import OnlineCache
     from featureledger.online.plan import ReadPlan, ViewGroup
-    from featureledger.online.stores import OnlineStore
+    from featureledger.online.stores import RowReader
 
 _ABSENT = object()  # "not in the cache" (a cached None means "no record for this key")
 _NONE = object()  # placeholder for the values of a cached "no record"
@@ -82,7 +82,7 @@ def entity_input(plan: ReadPlan, entity_rows: Any) -> tuple[list[list[str]], Any
     )
 
 
-def read_online(store: OnlineStore | None, cache: OnlineCache | None, plan: ReadPlan,
+def read_online(store: RowReader | None, cache: OnlineCache | None, plan: ReadPlan,
                 entity_rows: Any, fill_defaults: bool = False) -> OnlineResponse | None:
     """Read ``plan``'s features for ``entity_rows`` (see the module docstring).
 
@@ -241,7 +241,7 @@ def _decode(g: ViewGroup, recs: list[Any]) -> list[Any]:
     return out
 
 
-def _cached(store: OnlineStore | None, cache: OnlineCache, groups: list[ViewGroup],
+def _cached(store: RowReader | None, cache: OnlineCache, groups: list[ViewGroup],
             keysets: list[list[str]]) -> tuple[list[list[Any]], list[list[Any]]] | None:
     """Records ``(event_ts, commit_id, values)`` per group and key, from the cache where
     present; the rest with one store read, then cached (unless the table changed).

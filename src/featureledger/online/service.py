@@ -32,7 +32,7 @@ from featureledger.online.plan import EVERYONE, ReadPlan, build_plan, feature_se
 from featureledger.online.push import Pusher
 from featureledger.online.read import read_online
 from featureledger.online.response import OnlineResponse
-from featureledger.online.stores import TableRef
+from featureledger.online.stores import RowReader, TableRef
 from featureledger.online.sync import CommitStatusSync
 from featureledger.quality.feature_log import FeatureLogger
 from featureledger.registry.actor import acting_principal
@@ -296,15 +296,19 @@ class OnlineService:
     def get_online_features_nowait(self, features: Any = None, entity_rows: Any = None, *,
                                    feature_set: str | None = None,
                                    full_feature_names: bool = False,
-                                   fill_defaults: bool = False) -> OnlineResponse | None:
-        """``get_online_features`` answered from memory alone, or None.
+                                   fill_defaults: bool = False,
+                                   reader: RowReader | None = None) -> OnlineResponse | None:
+        """``get_online_features`` answered from memory alone (or with ``reader``), or None.
 
-        None whenever answering would touch a store or the registry: the cache is off,
-        a key is not cached, the plan is not built yet, or the change check is due. It
-        never blocks, so a server can call it on its event loop and fall back to a
-        worker thread for the full read.
+        None whenever answering would touch the registry or a store other than through
+        ``reader``: the plan is not built yet, the change check is due, the principal's
+        access to the plan was not checked yet, a read of deprecated features (counted in
+        the registry); without a ``reader``, also the cache being off or a key not
+        cached. A server calls it on its event loop, with ``reader`` a store reader that
+        never waits (``SqliteOnlineStore.loop_reader``) or none, and falls back to a
+        worker thread for the full read; a ``reader``'s errors are raised.
         """
-        if self.cache is None:
+        if self.cache is None and reader is None:
             return None
         w = self.watcher
         if w._dirty or _monotonic() >= w._next_poll:
@@ -316,7 +320,7 @@ class OnlineService:
             # the full read checks the principal's access (and audits) and counts
             # deprecated reads
             return None
-        return read_online(None, self.cache, plan, entity_rows, fill_defaults)
+        return read_online(reader, self.cache, plan, entity_rows, fill_defaults)
 
     def _features_of(self, model: str) -> tuple[list[str], list[str]]:
         """The pinned references a model version (or a deployment, ``dep_...``) consumes,

@@ -109,21 +109,28 @@ class SqliteOnlineStore(OnlineStore):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s,
-                                       isolation_level=None, check_same_thread=False,
-                                       cached_statements=256)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.Error as exc:
-                raise BackendUnavailableError(
-                    f"cannot open the SQLite online store {self.path}: {exc}; check that "
-                    "the folder exists and is writable"
-                ) from None
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+            conn = self._local.conn = self._connect(self._busy_timeout_s)
         return conn
+
+    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_s,
+                                   isolation_level=None, check_same_thread=False,
+                                   cached_statements=256)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(
+                f"cannot open the SQLite online store {self.path}: {exc}; check that "
+                "the folder exists and is writable"
+            ) from None
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def loop_reader(self) -> SqliteLoopReader:
+        """A reader for an event loop (see :class:`SqliteLoopReader`)."""
+        return SqliteLoopReader(self)
 
     def _ensure(self, conn: sqlite3.Connection, table: TableRef) -> None:
         if table in self._known:
@@ -254,20 +261,26 @@ class SqliteOnlineStore(OnlineStore):
         return [get(k) for k in keys]
 
     def read_row(self, table: TableRef, key: str) -> ServedRow | None:
+        return self._read_row(getattr(self._local, "conn", None) or self._conn(), table, key)
+
+    def _read_row(self, conn: sqlite3.Connection, table: TableRef, key: str
+                  ) -> ServedRow | None:
         sql = self._select_one.get(table)
         if sql is None:
             sql = self._select_one[table] = (
                 f"SELECT ts, cid, v FROM {table_name(table, self.project)} WHERE k = ?")
-        conn = getattr(self._local, "conn", None) or self._conn()
         try:
             return conn.execute(sql, (key,)).fetchone()  # type: ignore[no-any-return]
         except sqlite3.OperationalError:
-            return self.read_rows([(table, [key])])[0][0]  # its errors say what failed
+            return self._read_rows(conn, [(table, [key])])[0][0]  # its errors say what failed
 
     def read_rows(self, requests: Sequence[ReadRequest]) -> list[list[ServedRow | None]]:
+        return self._read_rows(self._conn(), requests)
+
+    def _read_rows(self, conn: sqlite3.Connection, requests: Sequence[ReadRequest]
+                   ) -> list[list[ServedRow | None]]:
         # the serving path: one prepared SELECT per table (a primary-key lookup, or one
         # padded IN list per 512 keys) returning the three columns serving needs
-        conn = self._conn()
         out: list[list[ServedRow | None]] = []
         for table, keys in requests:
             try:
@@ -332,3 +345,29 @@ class SqliteOnlineStore(OnlineStore):
             with contextlib.suppress(sqlite3.Error):
                 c.close()
         self._local = threading.local()
+
+
+class SqliteLoopReader:
+    """``read_row`` and ``read_rows`` of a :class:`SqliteOnlineStore` for an event loop.
+
+    A primary-key read of a local SQLite file takes microseconds, less than handing it to
+    a thread and being woken with the answer, so a server may answer small reads on its
+    event loop. What could make such a read wait is refused at once instead: the reader
+    has a connection of its own with no busy timeout, so a file locked against readers
+    (a WAL being recovered, a writer in rollback-journal mode) is an immediate
+    ``StorageError`` ("database is locked"), and the caller reads on a thread. What
+    cannot be refused (a disk that stalls) is the caller's to bound: it times each read
+    and stops reading on the loop after one that took too long.
+    """
+
+    kind = "sqlite"
+
+    def __init__(self, store: SqliteOnlineStore) -> None:
+        self.store = store
+        self._conn = store._connect(0.0)
+
+    def read_row(self, table: TableRef, key: str) -> ServedRow | None:
+        return self.store._read_row(self._conn, table, key)
+
+    def read_rows(self, requests: Sequence[ReadRequest]) -> list[list[ServedRow | None]]:
+        return self.store._read_rows(self._conn, requests)

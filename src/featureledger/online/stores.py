@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from featureledger.errors import ConfigError
 
@@ -75,6 +75,17 @@ class StoredValue(NamedTuple):
 
 ReadRequest = tuple[TableRef, Sequence[str]]
 ServedRow = tuple[int, str, bytes]  # (event_ts, commit_id, payload)
+
+
+class RowReader(Protocol):
+    """What the read path needs of a store: an online store, or a reader a store offers
+    for a narrower use (``SqliteOnlineStore.loop_reader``, for an event loop)."""
+
+    def read_rows(self, requests: Sequence[ReadRequest]) -> list[list[ServedRow | None]]:
+        ...
+
+    def read_row(self, table: TableRef, key: str) -> ServedRow | None:
+        ...
 
 
 class OnlineStore(ABC):

@@ -4,9 +4,11 @@ Responses are JSON rendered by orjson. The online-features endpoint is answered 
 the framework's middleware and router (``_OnlinePath``): it reads its body with orjson
 and checks it by hand (its schema is still published in the OpenAPI document), so the hot
 path builds no pydantic objects per request; under :func:`serve` the HTTP protocol frames
-a plain request to it itself (:mod:`.fastpath`). Store calls never run on the event loop: a
-request whose keys are all in the in-process cache is answered from memory there, every
-other call runs on a bounded worker pool (:mod:`.admission`).
+a plain request to it itself (:mod:`.fastpath`). A request whose keys are all in the
+in-process cache is answered from memory on the event loop, and so is a small read of an
+online store that answers without waiting (SQLite's point reads, :mod:`.inline`, while it
+stays fast and its breaker closed); every other store call, and anything that touches the
+registry, runs on a bounded worker pool (:mod:`.admission`).
 
 What protects the server and its clients (:mod:`.guard`, :mod:`.admission`,
 :mod:`.health`; limits under ``server:`` in featureledger.yaml):
@@ -71,8 +73,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featureledger.errors import FeatureLedgerError
+from featureledger.online.response import OnlineResponse
 from featureledger.registry.actor import acting_as
 from featureledger.server import docs, schemas
+from featureledger.server.admission import backend_of_exception
 from featureledger.server.auth import (
     UNAUTHENTICATED,
     AuthMiddleware,
@@ -146,9 +150,11 @@ class _OnlinePath:
     answers a request whose keys are all cached without leaving the loop: it is only dict
     lookups, and it declines (returns None) whenever a store or the registry would be
     touched, so it never blocks, and it keeps answering from memory while the online
-    store is down. Everything else runs on the read pool: store reads release the GIL
-    while they wait on SQLite or Redis, so a few threads overlap them, and more threads
-    would only contend for the GIL.
+    store is down. A small read of a store that offers a reader for the loop (SQLite) is
+    answered there too, under the conditions of :mod:`.inline`: a point read takes less
+    time than the hand-off to a thread. Everything else runs on the read pool: store
+    reads release the GIL while they wait on SQLite or Redis, so a few threads overlap
+    them, and more threads would only contend for the GIL.
     """
 
     PATH = "/features/online"
@@ -160,6 +166,7 @@ class _OnlinePath:
         self.max_rows = serving.config.max_entity_rows
         self.tokens = tokens
         self.metrics = metrics
+        self.inline = serving.inline
         self._latency = metrics.latency.labels(self.PATH, "POST")
         self._counts: dict[int, Any] = {}
 
@@ -178,12 +185,7 @@ class _OnlinePath:
         data = parse_online(body, self.max_rows)
         who = scope.get("state", {}).get("principal")
         # a read through a deployment is counted in its usage: never answered on the loop
-        with acting_as(who):  # the cached answer is only given to an admitted principal
-            resp = None if data.get("deployment") is not None else \
-                self.online.get_online_features_nowait(
-                data.get("features"), data["entities"], feature_set=data.get("feature_set"),
-                full_feature_names=data.get("full_feature_names", False),
-                fill_defaults=data.get("fill_defaults", False))
+        resp = None if data.get("deployment") is not None else self._on_loop(data, who)
         if resp is not None:
             return orjson.dumps(resp.to_json_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
         serving = self.serving
@@ -191,6 +193,33 @@ class _OnlinePath:
                                                 needs=(serving.online_store,),
                                                 deadline=serving.deadline())
         return result
+
+    def _on_loop(self, data: dict[str, Any], who: str | None) -> OnlineResponse | None:
+        """The answer from the cache, or read on the loop (:mod:`.inline`), or None."""
+        inline, reader = self.inline, None
+        if inline is not None:
+            reader = inline.reader(data["entities"])
+            if reader is None:
+                inline = None  # not read on the loop: nothing to time
+        if inline is not None:
+            waits, t0 = inline.waits(), time.perf_counter()
+        with acting_as(who):  # only given to an admitted principal
+            try:
+                resp = self.online.get_online_features_nowait(
+                    data.get("features"), data["entities"],
+                    feature_set=data.get("feature_set"),
+                    full_feature_names=data.get("full_feature_names", False),
+                    fill_defaults=data.get("fill_defaults", False), reader=reader)
+            except Exception as exc:
+                if inline is None or backend_of_exception(exc) is None:
+                    raise  # the request's own error, the same on the pool
+                # the store failed on the loop: the pool reads it again, and its error
+                # (and the breaker's count of it) is the normal read's
+                inline.pause()
+                return None
+            if inline is not None and resp is not None:
+                inline.took(time.perf_counter() - t0, waits)
+            return resp
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         t0 = time.perf_counter()

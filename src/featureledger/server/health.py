@@ -84,6 +84,11 @@ class HealthMonitor:
         """Wait (up to ``timeout``) until every probe has answered once."""
         return self._first_round.wait(timeout)
 
+    def probing_s(self, name: str) -> float:
+        """Seconds the probe of ``name`` under way has been running (0: none is)."""
+        started = self._checks[name].started_at
+        return 0.0 if started is None else time.monotonic() - started
+
     def check_now(self) -> None:
         """Start a probe of every backend now (those not already being probed)."""
         for check in self._checks.values():

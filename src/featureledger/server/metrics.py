@@ -120,6 +120,15 @@ class _ServingCollector:
             opened.add_metric([name], breaker.opened_count)
         yield state
         yield opened
+        inline = self._serving.inline
+        if inline is not None:
+            yield CounterMetricFamily(
+                "featureledger_inline_reads", "Online reads answered on the event loop.",
+                value=inline.answered)
+            yield CounterMetricFamily(
+                "featureledger_inline_pauses", "Times online reads stopped being answered "
+                "on the event loop for a while (one was slow or failed).",
+                value=inline.pauses)
 
 
 class _GovernanceCollector:

@@ -8,18 +8,21 @@ Which backends a route needs decides which breakers it checks before it takes a 
 online reads the online store; pushes the online store and the registry; catalog reads
 the registry. A read whose plan or change check touches the registry while the registry
 breaker is open is still tried (most reads need only the online store), and a registry
-failure it meets counts against the registry.
+failure it meets counts against the registry. Small online reads of a store that can
+answer without waiting skip the pool while it stays fast (:mod:`.inline`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from featureledger.errors import InvalidReferenceError
 from featureledger.server.admission import CircuitBreaker, WorkerPool
 from featureledger.server.guard import RequestGuard
 from featureledger.server.health import HealthMonitor
+from featureledger.server.inline import InlineReads
 from featureledger.server.payloads import parse_push, rows_to_table
 
 BACKENDS = ("registry", "online_store", "offline_store")
@@ -85,6 +88,11 @@ class Serving:
              "offline_store": offline},
             self.breakers, interval_s=cfg.health_interval_s,
             timeout_s=cfg.request_timeout_s, extras=self._extras)
+        # small reads on the event loop, where the store offers a reader for it
+        loop_reader = getattr(online.store, "loop_reader", None)
+        self.inline: InlineReads | None = None if loop_reader is None else InlineReads(
+            loop_reader(), self.online_store,
+            functools.partial(self.monitor.probing_s, "online_store"))
 
     def _registry_probe(self) -> int:
         generation = self.online.registry.generation()
