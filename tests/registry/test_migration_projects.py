@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from featureledger import Entity, FeatureSet, FeatureStore, FeatureView, Field
 from featureledger.config import load_config
-from featureledger.errors import NotFoundError
+from featureledger.errors import NotFoundError, StorageError
 from featureledger.model.hashing import canonical_json
 from featureledger.model.ids import new_id
 from featureledger.model.timeutil import to_us
@@ -234,3 +234,22 @@ def test_upgrade_from_0002_gives_every_row_to_the_opening_project(registry_url, 
         assert s.reconcile().checked["runs"] == 1
     finally:
         s.close()
+
+
+def test_a_registry_upgraded_by_a_newer_featureledger_is_refused_untouched(registry_url):
+    db = RegistryDB(registry_url, project="default")
+    db.engine.dispose()
+    engine = sa.create_engine(registry_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+        tables = sorted(sa.inspect(conn).get_table_names())
+    with pytest.raises(StorageError) as refused:
+        RegistryDB(registry_url, project="default")
+    message = str(refused.value)
+    assert "schema revision 9999" in message and f"its newest is {head_revision()}" in message
+    assert "Upgrade featureledger" in message and "nothing was changed" in message
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() \
+            == "9999"
+        assert sorted(sa.inspect(conn).get_table_names()) == tables
+    engine.dispose()

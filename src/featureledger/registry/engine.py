@@ -57,23 +57,39 @@ def _alembic_config(connection: Connection, project: str = DEFAULT_PROJECT) -> A
     return cfg
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("featureledger")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 _REVISION_LINE = re.compile(r'^(down_revision|revision)\s*=\s*(None|"([^"]*)")\s*$', re.M)
 
 
 @functools.cache
-def head_revision() -> str:
-    """The newest migration's revision id, read from the migration files' own
-    ``revision = "..."`` / ``down_revision = "..."`` lines.
-
-    Every command opens the registry and compares its revision with this one; importing
-    alembic to find it cost more than the rest of a short command, so alembic is loaded
-    only to migrate (or here, when the files are not one plain chain).
-    """
+def known_revisions() -> dict[str, str | None]:
+    """Every migration revision this featureledger ships, to its ``down_revision``, read
+    from the migration files' own ``revision = "..."`` / ``down_revision = "..."`` lines."""
     revisions: dict[str, str | None] = {}
     for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
         found = {m.group(1): m.group(3) for m in _REVISION_LINE.finditer(path.read_text())}
         if found.get("revision"):
             revisions[found["revision"]] = found.get("down_revision")
+    return revisions
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration's revision id (see :func:`known_revisions`).
+
+    Every command opens the registry and compares its revision with this one; importing
+    alembic to find it cost more than the rest of a short command, so alembic is loaded
+    only to migrate (or here, when the files are not one plain chain).
+    """
+    revisions = known_revisions()
     heads = set(revisions) - {down for down in revisions.values() if down}
     if len(heads) == 1:
         return heads.pop()
@@ -297,8 +313,17 @@ class RegistryDB:
         of this RegistryDB's project.
         """
         target = head_revision() if revision == "head" else revision
-        if self.current_revision() == target:
+        current = self.current_revision()
+        if current == target:
             return
+        if current is not None and current not in known_revisions():
+            # a newer featureledger upgraded it: this one would misread its rows
+            raise StorageError(
+                f"the registry at {self._safe_url()} has schema revision {current}, newer "
+                f"than this featureledger {_version()} knows (its newest is {target}); "
+                "another process with a newer featureledger upgraded it. Upgrade "
+                "featureledger here to that version (pip install -U featureledger); nothing "
+                "was changed")
         from alembic import command
 
         with self._connect() as conn:
