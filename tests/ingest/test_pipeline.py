@@ -66,7 +66,8 @@ def test_commit_records_everything_and_stores_the_contract(store) -> None:
     assert c.profile["columns"]["n"]["max"] == int(df["n"].max())
     # the files: exactly the contract's layout, schema and values
     assert c.files == [f"default/views/trips/v1/{c.commit_id}/part-00000.parquet"]
-    stored = read_commit(store, c)
+    # a commit's file holds its rows by join key and event time; n is the input order
+    stored = read_commit(store, c).sort_by("n")
     view = store.get_view("trips").definition
     assert stored.schema.equals(stored_schema(view))
     assert set(stored.column("_commit_id").to_pylist()) == {c.commit_id}
@@ -149,7 +150,7 @@ def test_drop_invalid_keeps_the_exact_good_rows_and_the_rejected_set(store) -> N
     result = store.ingest("trips", df, mode="drop_invalid")
     bad_rows = [1, 3, 4, 7]
     expected = df.drop(index=bad_rows).reset_index(drop=True)
-    stored = read_commit(store, result.commit).to_pandas()
+    stored = read_commit(store, result.commit).sort_by("n").to_pandas()
     for col in expected.columns:
         assert stored[col].tolist() == expected[col].tolist(), col
     assert result.row_count == 6 and result.rejected_count == 4
@@ -188,7 +189,7 @@ def test_column_map_filter_and_casts_are_recorded(store) -> None:
     casts = {s["column"]: s["params"] for s in steps if s["step"] == "cast"}
     assert casts["driver_id"]["from"] == "int32" and casts["driver_id"]["to"] == "int64"
     assert casts["event_timestamp"]["to"] == "timestamp"
-    stored = read_commit(store, result.commit)
+    stored = read_commit(store, result.commit).sort_by("n")
     assert stored.column("min_fare").to_pylist() == [2.0, 3.0, 4.0, 5.0]
     assert stored.column("event_timestamp").to_pylist() == [
         T0 + dt.timedelta(hours=h) for h in (2, 3, 4, 5)]
@@ -295,7 +296,7 @@ def test_every_input_kind(sqlite_store, tmp_path, kind, make_view) -> None:
         # the view's own file, read by default or named by its full path
         data = None if kind == "view_source" else str(files[0])
     c = sqlite_store.ingest("trips", data).commit
-    stored = read_commit(sqlite_store, c)
+    stored = read_commit(sqlite_store, c).sort_by("n")
     assert stored.column("n").to_pylist() == df["n"].tolist()
     assert stored.column("event_timestamp").to_pylist() == [
         T0 + dt.timedelta(hours=h) for h in range(6)]

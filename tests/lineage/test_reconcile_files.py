@@ -249,9 +249,12 @@ def test_log_model_records_the_artifact_digest(world):
         total += len(data)
     folder_model = s.get_model(world.models["model_folder"])
     assert (folder_model.artifact_sha256, folder_model.artifact_size) == (h.hexdigest(), total)
-    assert s.get_commit(world.commits["from_frame"]).file_manifest == {
-        rel: {"size": (world.offline / rel).stat().st_size}
-        for rel in s.get_commit(world.commits["from_frame"]).files}
+    commit = s.get_commit(world.commits["from_frame"])
+    assert {rel: entry["size"] for rel, entry in commit.file_manifest.items()} == {
+        rel: (world.offline / rel).stat().st_size for rel in commit.files}
+    # its one file is written in the clustered order, and says so
+    assert [entry["order"] for entry in commit.file_manifest.values()] == [
+        "keys,time,created,commit"]
 
 
 def test_folder_digest_sees_renames_and_ignores_listing_order(tmp_path):

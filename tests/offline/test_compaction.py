@@ -395,10 +395,12 @@ def test_a_segment_whose_unread_commits_no_entity_row_can_reach_is_merged(tmp_pa
         ents = [(k, s) for k in (1, 2, 3, 4) for s in (210, 230, 250)]
         df = {"driver_id": [k for k, _ in ents], "event_timestamp": [t(s) for _, s in ents]}
         before = store.get_historical_features(df, [f"{VIEW}:speed"])
-        assert merged == []  # commit files as ingested: the ASOF join
+        # as ingested, the one commit an entity row reaches (200 s) is one file written in
+        # the clustered order: merged as well
+        assert merged == [True]
         store.compact(VIEW)
         after = store.get_historical_features(df, [f"{VIEW}:speed"])
-        assert merged == [True]  # the commits at 0 s (past the TTL) and 400 s are idle
+        assert merged == [True, True]  # the commits at 0 s (past the TTL) and 400 s are idle
         assert after.content_hash == before.content_hash
         assert speeds(after) == [float(k * 100 + 200) if k < 4 and s - 200 <= 60 else None
                                  for k, s in ents]
@@ -474,5 +476,54 @@ def test_files_whose_key_range_no_entity_row_reaches_are_not_opened(tmp_path, mo
         assert len(reached) == 2
         assert speeds(after) == oracle(ents, commits, ids, set(ids))
         assert after.content_hash == before.content_hash
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_one_commit_as_ingested_is_merged_with_the_sql_paths_answers(tmp_path, monkeypatch,
+                                                                     seed):
+    """A commit written as one file is stored by join key and event time and marked so in
+    its manifest: a view version holding just that commit is read by the merge, with the
+    oracle's answers and the content hash of the ASOF join over the same file."""
+    import featureledger.offline.duckdb.clustered as clustered
+
+    rng = random.Random(seed)
+    pairs = rng.sample([(k, s) for k in range(1, 7) for s in range(0, 81)], 60)  # shuffled
+    rows = [(k, s, round(rng.uniform(0, 100), 3)) for k, s in pairs]
+    merged: list[bool] = []
+    real = clustered.clustered_point_in_time
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        merged.append(out is not None)
+        return out
+
+    monkeypatch.setattr(clustered, "clustered_point_in_time", spy)
+    store = make_store(tmp_path / "repo")
+    try:
+        ids = ingest_all(store, [rows])
+        c = store.get_commit(ids[0])
+        entry = c.file_manifest[c.files[0]]
+        assert entry["order"] == "keys,time,created,commit"
+        assert entry["key_range"] == [min(k for k, _ in pairs), max(k for k, _ in pairs)]
+        part = pq.read_table(store.ctx.offline_store.path(c.files[0]))
+        stored = list(zip(part.column("driver_id").to_pylist(),
+                          part.column("event_timestamp").to_pylist(), strict=True))
+        assert stored == sorted(stored)
+        ds = retrieve(store)
+        assert merged == [True]
+        assert speeds(ds) == oracle(ENTITIES, [rows], ids, set(ids))
+        monkeypatch.setattr(clustered, "clustered_point_in_time", lambda *a, **k: None)
+        assert retrieve(store).content_hash == ds.content_hash  # the ASOF join's answer
+        assert store.reproduce(ds.id).content_hash == ds.content_hash
+        # a second commit: two files whose keys overlap, read by the ASOF join
+        monkeypatch.setattr(clustered, "clustered_point_in_time", spy)
+        more = [(k, s + 1, v + 1) for k, s, v in rows[:10] if s + 1 <= 80
+                and (k, s + 1) not in set(pairs)]
+        ids += ingest_all(store, [more])
+        both = retrieve(store)
+        assert merged == [True]
+        assert speeds(both) == oracle(ENTITIES, [rows, more], ids, set(ids))
     finally:
         store.close()

@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection
 
 from featureledger.errors import DiskFullError, RegistryReadOnlyError
 from featureledger.model.timeutil import now_us
+from featureledger.offline.compaction import clustered_order, key_range
+from featureledger.offline.engine import KEY_CLUSTERED
 from featureledger.offline.storage import (
     COMMIT_ID_COLUMN,
     COMMIT_TIME_COLUMN,
@@ -48,6 +50,16 @@ if TYPE_CHECKING:
 
 # build(commit_time, stamped rows, written files) -> the commit's record
 RecordBuilder = Callable[[int, "pa.Table", WrittenFiles], "CommitRecord"]
+# (join keys, event timestamp field, created timestamp field or None) of the view a commit
+# belongs to: given, a commit written as one file is written in the clustered order (see
+# ``ViewScan.clustered``), so point-in-time reads of a view version holding just that
+# commit take the merge instead of an ASOF join
+ClusterOrder = tuple[tuple[str, ...], str, "str | None"]
+
+
+def cluster_order(fv: Any) -> ClusterOrder:
+    """The :data:`ClusterOrder` of a feature view definition."""
+    return (tuple(fv.join_keys), fv.timestamp_field, fv.created_timestamp_field)
 
 
 def stamp(rows: pa.Table, commit_id: str, commit_time: int) -> pa.Table:
@@ -70,6 +82,7 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
                  run: str | None, audit: dict[str, Any], actor: str | None = None,
                  extra_tables: dict[str, pa.Table] | None = None,
                  replaces_pending: bool = False, gate: CommitGate | None = None,
+                 order: ClusterOrder | None = None,
                  ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
     """Write ``rows`` as commit ``commit_id`` of ``view@version`` and make it visible.
 
@@ -86,7 +99,7 @@ def write_commit(ctx: StoreContext, *, view: str, version: int, commit_id: str,
             out = commit_in(ctx, conn, view=view, version=version, commit_id=commit_id,
                             rows=rows, build=build, source_uri=source_uri, run=run,
                             audit=audit, actor=actor, extra_tables=extra_tables,
-                            replaces_pending=replaces_pending, gate=gate)
+                            replaces_pending=replaces_pending, gate=gate, order=order)
             crash_point("before_registry")
     except (DiskFullError, RegistryReadOnlyError):
         # the database answered that the commit failed, so it surely rolled back: the
@@ -106,6 +119,7 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
               extra_tables: dict[str, pa.Table] | None = None,
               edges: list[tuple[str, str, str]] | None = None,
               replaces_pending: bool = False, gate: CommitGate | None = None,
+              order: ClusterOrder | None = None,
               ) -> tuple[CommitRecord, pa.Table, WrittenFiles]:
     """:func:`write_commit` inside the caller's write transaction ``conn`` (which must hold
     the ``commit:<view>`` lock); ``edges`` are extra lineage edges to record with it;
@@ -122,11 +136,22 @@ def commit_in(ctx: StoreContext, conn: Connection, *, view: str, version: int,
         last = ctx.registry.commits.last_commit_time(conn, view)
         commit_time = max(now_us(), (last or 0) + 1)
         stored = stamp(rows, commit_id, commit_time)
+        if order is not None and stored.num_rows > 1:
+            stored = clustered_order(stored, list(order[0]), order[1], order[2])
         written = offline.write_commit(view, version, commit_id, stored,
                                        extra_tables=extra_tables)
         record = build(commit_time, stored, written)
-        if record.file_manifest is None:  # sizes for reconcile, whoever built the record
-            record = replace(record, file_manifest=written.manifest())
+        # sizes for reconcile, whoever built the record
+        manifest = dict(record.file_manifest if record.file_manifest is not None
+                        else written.manifest())
+        if order is not None and len(written.files) == 1:
+            (rel,) = written.files
+            manifest[rel] = {**manifest.get(rel, {}), "order": KEY_CLUSTERED}
+            bounds = key_range(stored, order[0][0])
+            if bounds is not None:
+                manifest[rel]["key_range"] = list(bounds)
+        if manifest != record.file_manifest:
+            record = replace(record, file_manifest=manifest)
         uri = source_uri() if callable(source_uri) else source_uri
         if gate is not None:  # before the insert: the row lands with its verdict
             record = gate.decide(record)

@@ -48,7 +48,7 @@ from featureledger.ingest.casting import (
     apply_column_map,
     conform,
 )
-from featureledger.ingest.commit import write_commit
+from featureledger.ingest.commit import cluster_order, write_commit
 from featureledger.ingest.profile import profile_table
 from featureledger.ingest.sources import InputData, arrow_digest, read_input
 from featureledger.ingest.validation import (
@@ -441,7 +441,7 @@ class IngestionService:
             build=build, source_uri=lambda: inp.uri, run=run, actor=user,
             audit={"rejected": report.rows_rejected},
             extra_tables={REJECTED_FILE: rejected} if rejected is not None else None,
-            gate=gate,
+            gate=gate, order=cluster_order(rec.definition),
         )
         return record
 

@@ -117,6 +117,14 @@ class ViewScan:
                 picks.append(None)
         clustered = False
         key_ranges: list[tuple[Any, Any] | None] = [None] * len(files)
+        if not in_segments and len(commits) == 1 and len(files) == 1:
+            # one commit written as one file in the clustered order: it holds every row
+            # read and no other file holds its keys
+            entry = (commits[0].file_manifest or {}).get(commits[0].files[0], {}) \
+                if len(commits[0].files) == 1 else {}
+            clustered = entry.get("order") == KEY_CLUSTERED
+            bounds = entry.get("key_range")
+            key_ranges = [None if bounds is None else (bounds[0], bounds[1])]
         for seg, chosen in in_segments.values():
             # every row of the segment is wanted and no tie is ranked: read it whole
             whole = len(chosen) == len(seg.commit_ids) and not tie_break

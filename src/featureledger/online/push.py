@@ -514,7 +514,7 @@ class Pusher:
         import pyarrow.compute as pc
 
         from featureledger.errors import UnknownCommitError
-        from featureledger.ingest.commit import stamp, write_commit
+        from featureledger.ingest.commit import cluster_order, stamp, write_commit
         from featureledger.registry.commits import PENDING_STATUS, CommitRecord
 
         view, table = pending.view, pending.table
@@ -558,7 +558,7 @@ class Pusher:
             self.ctx, view=table.view, version=table.version, commit_id=pending.commit_id,
             rows=rows, build=build, run=run, audit={"source": "push"}, actor=user,
             source_uri=push_source_uri(self.ctx.config.project, table.view, user),
-            replaces_pending=True,
+            replaces_pending=True, order=cluster_order(view),
             # the policy's verdict lands with the commit: a drifted landing is quarantined
             # in its own transaction, and the online store's status sync then puts back
             # the last good values of the keys this push served
