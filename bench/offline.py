@@ -81,7 +81,7 @@ REFERENCES = ("duckdb_asof", "pandas_merge_asof")
 TARGET_TIME_RATIO = 1.3
 TARGET_MEMORY_RATIO = 1.2
 TARGET_20M_GIB = 3.0
-GENERATION = 4  # bump when the data shape or the stored layout changes, so cached data is regenerated
+GENERATION = 5  # bump when the data shape or the stored layout changes, so cached data is regenerated
 
 
 # -- data ---------------------------------------------------------------------------------

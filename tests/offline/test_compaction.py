@@ -527,3 +527,23 @@ def test_one_commit_as_ingested_is_merged_with_the_sql_paths_answers(tmp_path, m
         assert speeds(both) == oracle(ENTITIES, [rows, more], ids, set(ids))
     finally:
         store.close()
+
+
+def test_a_commit_above_the_clustering_bound_is_written_as_it_came(tmp_path, monkeypatch):
+    import featureledger.ingest.commit as commit
+
+    monkeypatch.setattr(commit, "CLUSTER_MAX_ROWS", 6)
+    store = make_store(tmp_path / "repo")
+    try:
+        rows = [(k, s, float(k * 100 + s)) for s in (5, 1, 3) for k in (3, 1, 2, 4)]
+        (small,) = ingest_all(store, [rows[:4]])
+        (large,) = ingest_all(store, [rows[4:]])
+        manifests = {cid: store.get_commit(cid) for cid in (small, large)}
+        marks = {cid: c.file_manifest[c.files[0]].get("order")
+                 for cid, c in manifests.items()}
+        assert marks == {small: "keys,time,created,commit", large: None}
+        c = manifests[large]
+        part = pq.read_table(store.ctx.offline_store.path(c.files[0]))
+        assert part.column("driver_id").to_pylist() == [r[0] for r in rows[4:]]
+    finally:
+        store.close()

@@ -90,17 +90,19 @@ class CompactionResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def clustered_order(table: pa.Table, keys: Sequence[str], ts: str, created: str | None
-                    ) -> pa.Table:
+def clustered_order(table: pa.Table, keys: Sequence[str], ts: str, created: str | None,
+                    *, by_commit: bool = True) -> pa.Table:
     """``table`` in the clustered order (see :attr:`ViewScan.clustered`): by join keys
     (nulls last), event time, created time (nulls first: they lose a tie) and commit
-    time; a stable sort, so the bytes written are the same for the same input."""
+    time (``by_commit``: rows of one commit, not yet stamped, leave it out); a stable
+    sort, so the bytes written are the same for the same input."""
     import pyarrow.compute as pc
 
     sort = [*((k, "ascending", "at_end") for k in keys), (ts, "ascending", "at_end")]
     if created is not None:  # a null created time loses a tie: it sorts first
         sort.append((created, "ascending", "at_start"))
-    sort.append((COMMIT_TIME_COLUMN, "ascending", "at_end"))
+    if by_commit:
+        sort.append((COMMIT_TIME_COLUMN, "ascending", "at_end"))
     return table.take(pc.sort_indices(table, sort_keys=sort))
 
 
