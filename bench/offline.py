@@ -19,7 +19,7 @@ Contenders, each measured in a fresh process per run (round-robin, so all see th
 machine state); only the retrieval is timed (imports, opening the store, connecting DuckDB
 -- about 0.1 s per connection here, paid alike by both DuckDB-based contenders -- and reading
 the entity frame are setup, not timed), and peak memory is the child's peak RSS
-(``ru_maxrss``):
+(``VmHWM``):
 
 * ``featureledger``: ``store.get_historical_features`` (DuckDB ASOF joins over the commit
   files, recording the dataset in the registry and storing its entity rows);
@@ -175,6 +175,20 @@ def cpu_seconds() -> float:
 
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def peak_rss_bytes(resource) -> int:
+    """This process's peak resident memory: ``VmHWM`` (the high-water mark of this
+    program's memory) where /proc has it, else ``ru_maxrss``, which on Linux survives
+    ``execve`` and so carries the launching process's peak into a fresh child."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def mark_baseline() -> None:
@@ -370,7 +384,7 @@ def child(method: str, size: str, result: Path, save: Path | None) -> None:
     entities = pq.read_table(d / "entities.parquet")
     elapsed, out = globals()[f"run_{method}"](d, entities)
     cpu = cpu_seconds() - _BASELINE["cpu"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_bytes(resource)
     if save is not None:
         cols = ["row_id", *FEATURES]
         pq.write_table(out.select(cols).sort_by("row_id"), save)
