@@ -106,6 +106,9 @@ class _Definition(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=False)
 
     kind: ClassVar[str] = "definition"
+    # what a ``name`` is called in the message when it is not a valid name (None: the
+    # class checks its name itself, or has none)
+    noun: ClassVar[str | None] = None
     # Keys of model_dump() that are documentation, not data.
     doc_keys: ClassVar[frozenset[str]] = frozenset({"description", "owner", "tags"})
 
@@ -121,6 +124,11 @@ class _Definition(BaseModel):
             raise DefinitionError(
                 f"invalid {type(self).kind} {shorten(data.get('name', ''), 60)}: {problems}"
             ) from None
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        return v if cls.noun is None else check_name(cls.noun, v)
 
     def spec(self) -> dict[str, Any]:
         """The data-affecting part of the definition, as JSON-ready values."""
@@ -183,6 +191,7 @@ class Field(_Definition):
     """One feature's schema and constraints."""
 
     kind: ClassVar[str] = "field"
+    noun: ClassVar[str | None] = "field"
 
     name: str
     dtype: str
@@ -198,11 +207,6 @@ class Field(_Definition):
     """Whether NaN (and ±inf) are values of this float field. When False, ingesting or
     pushing one is a validation failure; when True it is stored, read and served as is."""
     tags: dict[str, str] = PydField(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name("field", v)
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -84,17 +84,13 @@ class Entity(_Definition):
     """A thing features describe, identified by one or more typed join keys."""
 
     kind: ClassVar[str] = "entity"
+    noun: ClassVar[str | None] = "entity"
 
     name: str
     join_keys: dict[str, str]
     description: str = ""
     owner: str = ""
     tags: dict[str, str] = PydField(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name("entity", v)
 
     @field_validator("join_keys", mode="before")
     @classmethod
@@ -145,15 +141,11 @@ class RowCheck(_Definition):
     """A row-level check: a SQL boolean expression over the view's fields (DuckDB dialect)."""
 
     kind: ClassVar[str] = "row_check"
+    noun: ClassVar[str | None] = "row check"
 
     name: str
     expr: str
     description: str = ""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name("row check", v)
 
 
 class Transformation(_Definition):
@@ -301,6 +293,7 @@ class FeatureView(_Definition):
     """A named group of fields over entities, read from a source."""
 
     kind: ClassVar[str] = "feature_view"
+    noun: ClassVar[str | None] = "feature view"
 
     name: str
     entities: list[str]
@@ -318,11 +311,6 @@ class FeatureView(_Definition):
     aggregations: list[Aggregation] = PydField(default_factory=list)
     # join keys copied from the entities at definition time (filled by the model validator)
     join_keys: dict[str, str] = PydField(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name("feature view", v)
 
     @field_validator("entities", mode="before")
     @classmethod
@@ -477,17 +465,13 @@ class FeatureSet(_Definition):
     """
 
     kind: ClassVar[str] = "feature_set"
+    noun: ClassVar[str | None] = "feature set"
 
     name: str
     features: list[str]
     description: str = ""
     owner: str = ""
     tags: dict[str, str] = PydField(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name("feature set", v)
 
     @field_validator("features")
     @classmethod

@@ -37,6 +37,7 @@ class RequestFeatureView(_Definition):
     """
 
     kind: ClassVar[str] = "request_view"
+    noun: ClassVar[str | None] = "request view"
 
     name: str
     inputs: list[str] = PydField(default_factory=list)
@@ -47,11 +48,6 @@ class RequestFeatureView(_Definition):
     description: str = ""
     owner: str = ""
     tags: dict[str, str] = PydField(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name("request view", v)
 
     @field_validator("request_schema")
     @classmethod
